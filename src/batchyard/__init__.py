@@ -1,0 +1,56 @@
+"""batchyard: durable batch processing on SQLite or PostgreSQL."""
+
+from batchyard.accumulator import (
+    AddResult,
+    BatchInfo,
+    BatchStatus,
+    FlushContext,
+    FlushReason,
+    FlushRecord,
+    FlushResult,
+)
+from batchyard.clock import Clock, ManualClock, SystemClock
+from batchyard.errors import (
+    Backpressure,
+    BatchyardError,
+    ConfigError,
+    Conflict,
+    HandlerNotFound,
+    InvalidInput,
+    LeaseLost,
+    NotFound,
+    StoreError,
+)
+from batchyard.retry import RetryPolicy
+from batchyard.signals import ItemFailures
+from batchyard.store import open_store
+from batchyard.yard import Yard
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddResult",
+    "Backpressure",
+    "BatchInfo",
+    "BatchStatus",
+    "BatchyardError",
+    "Clock",
+    "ConfigError",
+    "Conflict",
+    "FlushContext",
+    "FlushReason",
+    "FlushRecord",
+    "FlushResult",
+    "HandlerNotFound",
+    "InvalidInput",
+    "ItemFailures",
+    "LeaseLost",
+    "ManualClock",
+    "NotFound",
+    "RetryPolicy",
+    "StoreError",
+    "SystemClock",
+    "Yard",
+    "__version__",
+    "open_store",
+]

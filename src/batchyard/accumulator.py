@@ -1,0 +1,598 @@
+"""The batch accumulator: items gathered into named batches and flushed to a handler.
+
+A base id names a sequence of batches, ``base::0``, ``base::1``, ... At most one of them is
+``accumulating``; it closes (``flushing``) when it holds ``max_batch_size`` items, when its
+interval timer - set once, when the batch is created - fires, or by hand. A closed batch never
+takes another item, so an item belongs to exactly one batch and a flush is never larger than
+the limit. Each batch has one flush task, keyed by its id, so a size trigger racing the timer
+still gives one flush. A flush's outcome is written under the task's fencing token: a stale
+runner's result is refused, which keeps the books exact however often a handler is called.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from batchyard.clock import seconds, to_datetime
+from batchyard.errors import Conflict, InvalidInput, NotFound
+from batchyard.retry import RetryPolicy
+from batchyard.signals import ItemFailures
+from batchyard.store import Task, Tx
+
+if TYPE_CHECKING:
+    from batchyard.yard import Yard
+
+FLUSH_TASK = "accumulator.flush"
+
+
+class BatchStatus(StrEnum):
+    ACCUMULATING = "accumulating"
+    FLUSHING = "flushing"
+    COMPLETED = "completed"
+    DEAD = "dead"
+
+
+ACTIVE_STATUSES = frozenset({BatchStatus.ACCUMULATING, BatchStatus.FLUSHING, BatchStatus.DEAD})
+
+
+class FlushReason(StrEnum):
+    SIZE = "size"
+    INTERVAL = "interval"
+    MANUAL = "manual"
+    REDRIVE = "redrive"
+
+
+@dataclass(frozen=True)
+class FlushContext:
+    """What a flush handler knows about the call. `idempotency_key` is the same for every
+    attempt of one batch's flush; `attempt` counts from 1."""
+
+    batch_id: str
+    base_id: str
+    sequence: int
+    attempt: int
+    idempotency_key: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class AddResult:
+    batch_id: str  # the batch that took the last item
+    item_count: int  # items added by this call
+    flushed: bool  # this call closed at least one batch for a size flush
+    status: str  # status of `batch_id` after the call
+    flushed_batch_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    batch_id: str | None
+    item_count: int
+    flushed: bool
+    status: str | None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    batch_id: str
+    base_id: str
+    sequence: int
+    status: str
+    item_count: int
+    pending_count: int
+    max_batch_size: int
+    flush_interval: float | None
+    handler: str
+    attempts: int
+    max_attempts: int
+    flush_reason: str | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    age_seconds: float
+
+
+@dataclass(frozen=True)
+class FlushRecord:
+    batch_id: str
+    sequence: int
+    attempt: int
+    reason: str
+    outcome: str
+    item_count: int
+    failed_count: int
+    error: str | None
+    worker_id: str | None
+    started_at: datetime
+    duration_seconds: float
+
+
+def split_base(batch_id: str, field: str = "batch_id") -> tuple[str, int | None]:
+    """``"base::3"`` -> ``("base", 3)``; ``"base"`` -> ``("base", None)``."""
+    if not isinstance(batch_id, str) or not batch_id.strip():
+        raise InvalidInput(f"{field} must be a non-empty string", field=field)
+    base, sep, sequence = batch_id.partition("::")
+    if not base:
+        raise InvalidInput(f"{field} {batch_id!r} has an empty base id", field=field)
+    if not sep:
+        return base, None
+    if not sequence.isdigit():
+        raise InvalidInput(f"{field} {batch_id!r}: the part after '::' must be a number",
+                           field=field)
+    return base, int(sequence)
+
+
+def encode_items(items: Iterable[Any]) -> list[str]:
+    """Items as JSON text; a value that is not JSON is refused, naming its index."""
+    if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
+        raise InvalidInput("items must be a list of JSON values", field="items")
+    encoded = []
+    for index, item in enumerate(items):
+        try:
+            encoded.append(json.dumps(item, allow_nan=False, separators=(",", ":")))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InvalidInput(f"items[{index}] is not a JSON value: {exc}",
+                               field="items", index=index) from None
+    return encoded
+
+
+_BATCH_COLUMNS = (
+    "batch_id, base_id, sequence, status, handler, max_batch_size, flush_interval, "
+    "max_attempts, item_count, pending_count, attempts, idempotency_key, flush_reason, "
+    "last_error, created_at, updated_at, completed_at"
+)
+
+
+class Accumulator:
+    """Named batches on one yard's store. Reached through `Yard` methods."""
+
+    def __init__(self, yard: Yard) -> None:
+        self.yard = yard
+        self.store = yard.store
+
+    # -- adding ---------------------------------------------------------------------------
+
+    def add_items(
+        self,
+        batch_id: str,
+        items: Sequence[Any],
+        *,
+        max_batch_size: int,
+        on_flush: str | Callable[..., Any],
+        flush_interval: float | timedelta | None = None,
+        max_attempts: int | None = None,
+    ) -> AddResult:
+        base, _ = split_base(batch_id)
+        config = self._config(max_batch_size, on_flush, flush_interval, max_attempts)
+        encoded = encode_items(items)
+        if not encoded:
+            return AddResult(batch_id=base, item_count=0, flushed=False, status="unchanged")
+        with self.store.transaction(self.yard.now()) as tx:
+            return self.add_encoded(tx, base, encoded, config)
+
+    def _config(
+        self,
+        max_batch_size: int,
+        on_flush: str | Callable[..., Any],
+        flush_interval: float | timedelta | None,
+        max_attempts: int | None,
+    ) -> dict[str, Any]:
+        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) \
+                or max_batch_size <= 0:
+            raise InvalidInput(f"max_batch_size must be a positive integer, not "
+                               f"{max_batch_size!r}", field="max_batch_size")
+        interval = None
+        if flush_interval is not None:
+            if isinstance(flush_interval, bool) or not isinstance(
+                flush_interval, (int, float, timedelta)
+            ):
+                raise InvalidInput("flush_interval must be seconds or a timedelta",
+                                   field="flush_interval")
+            interval = seconds(flush_interval)
+            if not interval > 0:
+                raise InvalidInput(f"flush_interval must be positive, not {flush_interval!r}",
+                                   field="flush_interval")
+        attempts = self.yard.retry.max_attempts if max_attempts is None else max_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise InvalidInput(f"max_attempts must be a positive integer, not {attempts!r}",
+                               field="max_attempts")
+        return {
+            "handler": self.yard.handlers.name_of(on_flush),
+            "max_batch_size": max_batch_size,
+            "flush_interval": interval,
+            "max_attempts": attempts,
+        }
+
+    def add_encoded(
+        self, tx: Tx, base: str, encoded: list[str], config: dict[str, Any]
+    ) -> AddResult:
+        """Add JSON-encoded items inside `tx`, filling and closing batches as they fill."""
+        flushed: list[str] = []
+        batch = self._open_batch(tx, base)
+        start = 0
+        while start < len(encoded):
+            if batch is None:
+                batch = self._create_batch(tx, base, config)
+            room = batch["max_batch_size"] - batch["item_count"]
+            chunk = encoded[start : start + room]
+            first = batch["item_count"]
+            tx.executemany(
+                "INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
+                "VALUES (:batch_id, :position, :payload, {now})",
+                [
+                    {"batch_id": batch["batch_id"], "position": first + i, "payload": payload}
+                    for i, payload in enumerate(chunk)
+                ],
+            )
+            full = len(chunk) == room
+            tx.execute(
+                "UPDATE batchyard_batches SET item_count = item_count + :n, "
+                "pending_count = pending_count + :n, updated_at = {now}"
+                + (", status = 'flushing', flush_reason = 'size', flush_requested_at = {now}"
+                   if full else "")
+                + " WHERE batch_id = :batch_id",
+                {"n": len(chunk), "batch_id": batch["batch_id"]},
+            )
+            start += len(chunk)
+            last_id, last_full = batch["batch_id"], full
+            if full:
+                self._schedule_flush(tx, batch["batch_id"], batch["max_attempts"])
+                flushed.append(batch["batch_id"])
+                batch = None
+            else:
+                batch = {**batch, "item_count": first + len(chunk)}
+        return AddResult(
+            batch_id=last_id,
+            item_count=len(encoded),
+            flushed=bool(flushed),
+            status=BatchStatus.FLUSHING if last_full else BatchStatus.ACCUMULATING,
+            flushed_batch_ids=tuple(flushed),
+        )
+
+    def _open_batch(self, tx: Tx, base: str) -> Any:
+        return tx.one(
+            "SELECT batch_id, item_count, max_batch_size, max_attempts FROM batchyard_batches "
+            "WHERE base_id = :base AND status = 'accumulating' {for_update}",
+            {"base": base},
+        )
+
+    def _create_batch(self, tx: Tx, base: str, config: dict[str, Any]) -> Any:
+        tx.execute(
+            "INSERT INTO batchyard_batch_bases (base_id) VALUES (:base) "
+            "ON CONFLICT (base_id) DO NOTHING",
+            {"base": base},
+        )
+        # The base row is the lock that serialises batch creation; once we hold it, a
+        # concurrent adder may already have opened the batch we were about to create.
+        row = tx.one(
+            "SELECT next_sequence FROM batchyard_batch_bases WHERE base_id = :base {for_update}",
+            {"base": base},
+        )
+        opened = self._open_batch(tx, base)
+        if opened is not None:
+            return opened
+        sequence = int(row["next_sequence"])
+        batch_id = f"{base}::{sequence}"
+        tx.execute(
+            "UPDATE batchyard_batch_bases SET next_sequence = next_sequence + 1 "
+            "WHERE base_id = :base",
+            {"base": base},
+        )
+        tx.execute(
+            "INSERT INTO batchyard_batches (batch_id, base_id, sequence, status, handler, "
+            "max_batch_size, flush_interval, max_attempts, idempotency_key, created_at, "
+            "updated_at) VALUES (:batch_id, :base, :sequence, 'accumulating', :handler, "
+            ":max_batch_size, :flush_interval, :max_attempts, :key, {now}, {now})",
+            {"batch_id": batch_id, "base": base, "sequence": sequence,
+             "key": uuid.uuid4().hex, **config},
+        )
+        if config["flush_interval"] is not None:
+            # the interval timer is set once, at creation: adds never touch it again
+            self._schedule_flush(tx, batch_id, config["max_attempts"],
+                                 delay=config["flush_interval"])
+        return {"batch_id": batch_id, "item_count": 0,
+                "max_batch_size": config["max_batch_size"],
+                "max_attempts": config["max_attempts"]}
+
+    def _schedule_flush(self, tx: Tx, batch_id: str, max_attempts: int,
+                        delay: float = 0.0) -> None:
+        self.store.enqueue(tx, FLUSH_TASK, {"batch_id": batch_id}, delay=delay,
+                           key=f"flush:{batch_id}", max_attempts=max_attempts)
+
+    # -- flushing by hand ----------------------------------------------------------------
+
+    def flush(self, batch_id: str, reason: FlushReason = FlushReason.MANUAL) -> FlushResult:
+        """Close a batch (the open batch of a base id, or a batch id) and flush it now."""
+        base, sequence = split_base(batch_id)
+        with self.store.transaction(self.yard.now()) as tx:
+            if sequence is None:
+                row = self._open_batch(tx, base)
+                if row is None:
+                    return FlushResult(batch_id=None, item_count=0, flushed=False, status=None,
+                                       reason="no accumulating batch")
+                batch_id = row["batch_id"]
+            batch = self._close(tx, batch_id, reason)
+            if batch is None:
+                raise NotFound(f"no batch {batch_id!r}", batch_id=batch_id)
+            if batch["status"] != BatchStatus.FLUSHING:
+                return FlushResult(batch_id=batch_id, item_count=batch["item_count"],
+                                   flushed=False, status=batch["status"],
+                                   reason=f"batch is {batch['status']}")
+            self._schedule_flush(tx, batch_id, batch["max_attempts"])
+            return FlushResult(batch_id=batch_id, item_count=batch["item_count"], flushed=True,
+                               status=BatchStatus.FLUSHING, reason=batch["flush_reason"])
+
+    def trigger_interval_flushes(self) -> list[str]:
+        """Close and schedule every batch whose interval has passed (for cron-driven use);
+        return their ids. `run_worker(wait=False)` then runs the flushes."""
+        with self.store.transaction(self.yard.now()) as tx:
+            due = tx.all(
+                "SELECT batch_id, max_attempts FROM batchyard_batches "
+                "WHERE status = 'accumulating' AND flush_interval IS NOT NULL "
+                "AND created_at + flush_interval <= {now} ORDER BY created_at"
+            )
+            for row in due:
+                self._close(tx, row["batch_id"], FlushReason.INTERVAL)
+                self._schedule_flush(tx, row["batch_id"], row["max_attempts"])
+        return [row["batch_id"] for row in due]
+
+    def _close(self, tx: Tx, batch_id: str, reason: str) -> Any:
+        tx.execute(
+            "UPDATE batchyard_batches SET status = 'flushing', flush_reason = :reason, "
+            "flush_requested_at = {now}, updated_at = {now} "
+            "WHERE batch_id = :batch_id AND status = 'accumulating'",
+            {"batch_id": batch_id, "reason": str(reason)},
+        )
+        return tx.one(f"SELECT {_BATCH_COLUMNS} FROM batchyard_batches "
+                      "WHERE batch_id = :batch_id", {"batch_id": batch_id})
+
+    # -- the flush task -------------------------------------------------------------------
+
+    def run_flush(self, task: Task) -> None:
+        """Run one attempt of a batch's flush (the worker calls this for FLUSH_TASK)."""
+        batch_id = task.payload["batch_id"]
+        if task.attempts > task.max_attempts:
+            # every attempt so far died with its worker: stop, or a poison batch loops forever
+            self._give_up(task, f"gave up after {task.max_attempts} attempts whose worker "
+                                f"was lost (last error: {task.last_error})")
+            return
+        with self.store.transaction(self.yard.now()) as tx:
+            # a timer that fires on an open batch closes it: that is the interval flush
+            batch = self._close(tx, batch_id, FlushReason.INTERVAL)
+            if batch is None or batch["status"] != BatchStatus.FLUSHING:
+                self.store.complete(tx, task)  # deleted, completed or dead: nothing to do
+                return
+            tx.execute("UPDATE batchyard_batches SET attempts = attempts + 1 "
+                       "WHERE batch_id = :batch_id", {"batch_id": batch_id})
+            rows = tx.all("SELECT position, payload FROM batchyard_items "
+                          "WHERE batch_id = :batch_id AND status = 'pending' ORDER BY position",
+                          {"batch_id": batch_id})
+        if not rows:  # every item already delivered (a partial flush's last retry raced)
+            with self.store.transaction(self.yard.now()) as tx:
+                self.store.complete(tx, task)
+                self._finish(tx, batch_id)
+            return
+        context = FlushContext(
+            batch_id=batch_id,
+            base_id=batch["base_id"],
+            sequence=int(batch["sequence"]),
+            attempt=int(batch["attempts"]) + 1,
+            idempotency_key=batch["idempotency_key"],
+            reason=batch["flush_reason"],
+        )
+        items = [orjson.loads(row["payload"]) for row in rows]
+        started_wall, started = self.yard.clock.time(), time.perf_counter()
+        failures: dict[int, str] = {}
+        error: str | None = None
+        try:
+            self.yard.handlers.call(batch["handler"], items, context)
+        except ItemFailures as signal:
+            bad = [i for i in signal.failures if not 0 <= i < len(items)]
+            if bad:
+                error = f"ItemFailures named indexes outside the batch: {bad}"
+            else:
+                failures = signal.failures
+                error = f"{len(failures)} of {len(items)} items failed"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        duration = time.perf_counter() - started
+        self._record(task, batch, context, rows, failures, error, started_wall, duration)
+
+    def _record(self, task: Task, batch: Any, context: FlushContext, rows: list[Any],
+                failures: dict[int, str], error: str | None, started: float,
+                duration: float) -> None:
+        whole_failure = error is not None and not failures
+        outcome = "failed" if whole_failure else ("partial" if failures else "completed")
+        policy = RetryPolicy(**{**self.yard.retry.__dict__,
+                                "max_attempts": task.max_attempts})
+        delay = None if outcome == "completed" else policy.next_delay(task.attempts)
+        dead = outcome != "completed" and delay is None
+        with self.store.transaction(self.yard.now()) as tx:
+            batch_id = context.batch_id
+            if outcome == "completed":
+                self.store.complete(tx, task)
+            elif dead:
+                self.store.dead_letter(tx, task, error or "")
+            else:
+                self.store.retry(tx, task, error or "", delay or 0.0)
+            if not whole_failure:
+                failed_positions = {rows[i]["position"]: msg for i, msg in failures.items()}
+                tx.executemany(
+                    "UPDATE batchyard_items SET status = 'done', error = NULL "
+                    "WHERE batch_id = :batch_id AND position = :position",
+                    [{"batch_id": batch_id, "position": row["position"]} for row in rows
+                     if row["position"] not in failed_positions],
+                )
+                tx.executemany(
+                    "UPDATE batchyard_items SET error = :error "
+                    "WHERE batch_id = :batch_id AND position = :position",
+                    [{"batch_id": batch_id, "position": p, "error": msg}
+                     for p, msg in failed_positions.items()],
+                )
+            tx.execute(
+                "INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, reason, "
+                "outcome, item_count, failed_count, error, worker_id, started_at, duration) "
+                "VALUES (:batch_id, :base_id, :sequence, :attempt, :reason, :outcome, "
+                ":item_count, :failed_count, :error, :worker_id, :started, :duration)",
+                {"batch_id": batch_id, "base_id": context.base_id,
+                 "sequence": context.sequence, "attempt": context.attempt,
+                 "reason": context.reason, "outcome": outcome, "item_count": len(rows),
+                 "failed_count": len(rows) if whole_failure else len(failures),
+                 "error": error, "worker_id": self.yard.worker_id, "started": started,
+                 "duration": duration},
+            )
+            if outcome == "completed":
+                self._finish(tx, batch_id)
+            else:
+                tx.execute(
+                    "UPDATE batchyard_batches SET pending_count = :pending, last_error = :error, "
+                    "updated_at = {now}" + (", status = 'dead'" if dead else "")
+                    + " WHERE batch_id = :batch_id",
+                    {"batch_id": batch_id, "error": error,
+                     "pending": len(rows) if whole_failure else len(failures)},
+                )
+
+    def _give_up(self, task: Task, error: str) -> None:
+        with self.store.transaction(self.yard.now()) as tx:
+            self.store.dead_letter(tx, task, error)
+            tx.execute("UPDATE batchyard_batches SET status = 'dead', last_error = :error, "
+                       "updated_at = {now} WHERE batch_id = :batch_id AND status = 'flushing'",
+                       {"batch_id": task.payload["batch_id"], "error": error})
+
+    def _finish(self, tx: Tx, batch_id: str) -> None:
+        tx.execute(
+            "UPDATE batchyard_batches SET status = 'completed', pending_count = 0, "
+            "last_error = NULL, completed_at = {now}, updated_at = {now} "
+            "WHERE batch_id = :batch_id",
+            {"batch_id": batch_id},
+        )
+
+    # -- dead letters ---------------------------------------------------------------------
+
+    def redrive_batch(self, batch_id: str) -> FlushResult:
+        """Flush a dead batch again, with a fresh set of attempts."""
+        split_base(batch_id)
+        with self.store.transaction(self.yard.now()) as tx:
+            batch = tx.one("SELECT status, pending_count FROM batchyard_batches "
+                           "WHERE batch_id = :batch_id", {"batch_id": batch_id})
+            if batch is None:
+                raise NotFound(f"no batch {batch_id!r}", batch_id=batch_id)
+            if batch["status"] != BatchStatus.DEAD:
+                raise Conflict(f"batch {batch_id!r} is {batch['status']}, not dead",
+                               batch_id=batch_id)
+            tx.execute("UPDATE batchyard_batches SET status = 'flushing', "
+                       "flush_reason = 'redrive', updated_at = {now} "
+                       "WHERE batch_id = :batch_id", {"batch_id": batch_id})
+            self.store.redrive(tx, key=f"flush:{batch_id}")
+        return FlushResult(batch_id=batch_id, item_count=batch["pending_count"], flushed=True,
+                           status=BatchStatus.FLUSHING, reason=FlushReason.REDRIVE)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get_batch_status(self, batch_id: str) -> list[BatchInfo]:
+        """The active (accumulating, flushing, dead) batches of a base id, or one batch."""
+        base, sequence = split_base(batch_id)
+        with self.store.transaction(self.yard.now()) as tx:
+            now = tx.clock()
+            if sequence is None:
+                rows = tx.all(f"SELECT {_BATCH_COLUMNS} FROM batchyard_batches "
+                              "WHERE base_id = :base AND status <> 'completed' "
+                              "ORDER BY sequence", {"base": base})
+            else:
+                rows = tx.all(f"SELECT {_BATCH_COLUMNS} FROM batchyard_batches "
+                              "WHERE batch_id = :batch_id", {"batch_id": batch_id})
+        return [_batch_info(row, now) for row in rows]
+
+    def list_batches(self, status: str | None = None, limit: int = 100) -> list[BatchInfo]:
+        with self.store.transaction(self.yard.now()) as tx:
+            now = tx.clock()
+            rows = tx.all(f"SELECT {_BATCH_COLUMNS} FROM batchyard_batches "
+                          "WHERE (CAST(:status AS TEXT) IS NULL OR status = :status) "
+                          "ORDER BY updated_at DESC LIMIT :limit",
+                          {"status": status, "limit": limit})
+        return [_batch_info(row, now) for row in rows]
+
+    def get_flush_history(self, batch_id: str, limit: int = 20) -> list[FlushRecord]:
+        """Flush attempts of a base id (or of one batch), newest first."""
+        base, sequence = split_base(batch_id)
+        where = "base_id = :base" if sequence is None else "batch_id = :batch_id"
+        with self.store.transaction() as tx:
+            rows = tx.all(
+                "SELECT batch_id, sequence, attempt, reason, outcome, item_count, failed_count, "
+                f"error, worker_id, started_at, duration FROM batchyard_flushes WHERE {where} "
+                "ORDER BY id DESC LIMIT :limit",
+                {"base": base, "batch_id": batch_id, "limit": limit},
+            )
+        return [
+            FlushRecord(
+                batch_id=r["batch_id"], sequence=r["sequence"], attempt=r["attempt"],
+                reason=r["reason"], outcome=r["outcome"], item_count=r["item_count"],
+                failed_count=r["failed_count"], error=r["error"], worker_id=r["worker_id"],
+                started_at=to_datetime(r["started_at"]),  # type: ignore[arg-type]
+                duration_seconds=r["duration"],
+            )
+            for r in rows
+        ]
+
+    def delete_batch(self, batch_id: str) -> None:
+        """Delete a completed batch and its items; refused while it flushes or holds items."""
+        base, sequence = split_base(batch_id)
+        if sequence is None:
+            raise InvalidInput(f"delete_batch needs a full batch id like '{base}::0'",
+                               field="batch_id")
+        with self.store.transaction(self.yard.now()) as tx:
+            row = tx.one("SELECT status, pending_count, item_count FROM batchyard_batches "
+                         "WHERE batch_id = :batch_id", {"batch_id": batch_id})
+            if row is None:
+                raise NotFound(f"no batch {batch_id!r}", batch_id=batch_id)
+            if row["status"] == BatchStatus.FLUSHING:
+                raise Conflict(f"batch {batch_id!r} is flushing", batch_id=batch_id,
+                               reason="flushing")
+            if row["pending_count"]:
+                raise Conflict(
+                    f"batch {batch_id!r} has {row['pending_count']} pending items "
+                    f"(status {row['status']}); flush or redrive it first",
+                    batch_id=batch_id, reason="pending items",
+                )
+            tx.execute("DELETE FROM batchyard_items WHERE batch_id = :batch_id",
+                       {"batch_id": batch_id})
+            tx.execute("DELETE FROM batchyard_batches WHERE batch_id = :batch_id",
+                       {"batch_id": batch_id})
+
+    def prune(self, older_than: float) -> int:
+        """Delete completed batches, their items and flush history older than `older_than`
+        seconds; return how many batches went."""
+        with self.store.transaction(self.yard.now()) as tx:
+            params = {"age": older_than}
+            tx.execute("DELETE FROM batchyard_items WHERE batch_id IN (SELECT batch_id FROM "
+                       "batchyard_batches WHERE status = 'completed' "
+                       "AND updated_at < {now} - :age)", params)
+            gone = tx.execute("DELETE FROM batchyard_batches WHERE status = 'completed' "
+                              "AND updated_at < {now} - :age", params).rowcount
+            tx.execute("DELETE FROM batchyard_flushes WHERE started_at < {now} - :age", params)
+        return gone
+
+
+def _batch_info(row: Any, now: float) -> BatchInfo:
+    return BatchInfo(
+        batch_id=row["batch_id"], base_id=row["base_id"], sequence=row["sequence"],
+        status=row["status"], item_count=row["item_count"], pending_count=row["pending_count"],
+        max_batch_size=row["max_batch_size"], flush_interval=row["flush_interval"],
+        handler=row["handler"], attempts=row["attempts"], max_attempts=row["max_attempts"],
+        flush_reason=row["flush_reason"], last_error=row["last_error"],
+        created_at=to_datetime(row["created_at"]),  # type: ignore[arg-type]
+        updated_at=to_datetime(row["updated_at"]),  # type: ignore[arg-type]
+        completed_at=to_datetime(row["completed_at"]),
+        age_seconds=max(0.0, now - row["created_at"]),
+    )

@@ -1,0 +1,65 @@
+"""Every exception batchyard raises, in one tree.
+
+    BatchyardError
+    ├── ConfigError              bad settings, unknown store scheme, missing extra
+    ├── InvalidInput             bad arguments or items (carries field / index)
+    ├── HandlerNotFound          a configuration names no registered handler
+    ├── StoreError               the store failed (driver error kept as __cause__)
+    │   ├── NotFound             the record does not exist
+    │   ├── Conflict             the record exists in a state that forbids the change
+    │   └── LeaseLost            a write under a stale fencing token was refused
+    ├── Backpressure             a bounded buffer stayed full past its timeout
+    └── WorkerStopped            the worker was asked to stop
+
+Signals that user code raises on purpose live in `batchyard.signals`, apart from these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BatchyardError(Exception):
+    """A batchyard operation failed."""
+
+    def __init__(self, message: str | None = None, **fields: Any) -> None:
+        self.fields = fields
+        for name, value in fields.items():
+            setattr(self, name, value)
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(BatchyardError):
+    """batchyard is configured wrongly."""
+
+
+class InvalidInput(BatchyardError, ValueError):
+    """An argument or item is invalid."""
+
+
+class HandlerNotFound(BatchyardError, LookupError):
+    """No handler is registered under that name."""
+
+
+class StoreError(BatchyardError):
+    """The store failed."""
+
+
+class NotFound(StoreError, LookupError):
+    """The record does not exist."""
+
+
+class Conflict(StoreError):
+    """The record is in a state that forbids this change."""
+
+
+class LeaseLost(Conflict):
+    """The task's lease was taken over; this write came from a stale runner."""
+
+
+class Backpressure(BatchyardError):
+    """A bounded buffer stayed full past its timeout."""
+
+
+class WorkerStopped(BatchyardError):
+    """The worker was asked to stop."""

@@ -1,0 +1,32 @@
+"""open_store(url): the store for a URL's scheme, imported only when asked for."""
+
+from __future__ import annotations
+
+from batchyard.errors import ConfigError
+from batchyard.store.base import Migration, Store, Task, Tx
+
+__all__ = ["Migration", "Store", "Task", "Tx", "open_store"]
+
+DEFAULT_URL = "sqlite:///batchyard.db"
+
+
+def open_store(url: str = DEFAULT_URL, *, migrate: bool = True) -> Store:
+    """Open the store for `url` (``sqlite:///path`` or ``postgresql://...``) and bring its
+    schema up to date unless `migrate` is False."""
+    scheme = url.split(":", 1)[0].lower()
+    store: Store
+    if scheme == "sqlite":
+        from batchyard.store.sqlite import SQLiteStore
+
+        store = SQLiteStore(url)
+    elif scheme in ("postgresql", "postgres"):
+        from batchyard.store.postgres import PostgresStore
+
+        store = PostgresStore(url)
+    else:
+        raise ConfigError(
+            f"unknown store scheme {scheme!r} in {url!r}: use sqlite:///path or postgresql://..."
+        )
+    if migrate:
+        store.migrate()
+    return store

@@ -1,0 +1,368 @@
+"""The store contract: transactions over one SQL text for both dialects, and durable tasks.
+
+SQL is written once with ``:name`` parameters and three fragments that differ by dialect:
+``{now}`` (the store's clock, in epoch seconds), ``{skip_locked}`` and ``{for_update}``. Each
+backend turns the text into its own form once and caches it. Above ``store/`` nothing knows
+which backend it runs on.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, ClassVar, Protocol
+
+import orjson
+
+from batchyard.errors import LeaseLost, NotFound
+
+Params = Mapping[str, Any]
+Row = Mapping[str, Any]
+
+
+class Cursor(Protocol):
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class Task:
+    """A claimed task: its fencing ``token`` must accompany every write about it."""
+
+    id: int
+    kind: str
+    key: str | None
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    token: int
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+class Tx:
+    """One open transaction. Runs dialect-neutral SQL; `now` is the clock to bind."""
+
+    def __init__(self, store: Store, cursor: Any, now: float | None) -> None:
+        self.store = store
+        self._cursor = cursor
+        self.now = now
+        self.after_commit: list[Callable[[], None]] = []
+
+    def execute(self, sql: str, params: Params | None = None) -> Cursor:
+        cursor: Cursor = self._cursor.execute(
+            self.store.prepare(sql), self.store.bind(params or {}, self.now)
+        )
+        return cursor
+
+    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        prepared = self.store.prepare(sql)
+        self._cursor.executemany(prepared, [self.store.bind(row, self.now) for row in rows])
+
+    def one(self, sql: str, params: Params | None = None) -> Any:
+        return self.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Params | None = None) -> list[Any]:
+        return self.execute(sql, params).fetchall()
+
+    def clock(self) -> float:
+        """The store's current time, in epoch seconds."""
+        return float(self.one("SELECT {now} AS now")["now"])
+
+
+class Store:
+    """Base of both backends: transactions, migrations and the durable task engine."""
+
+    dialect: ClassVar[str]
+    fragments: ClassVar[dict[str, str]]
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._wakeup = threading.Event()
+
+    # -- what each backend provides -------------------------------------------------------
+
+    def transaction(self, now: float | None = None, *, write: bool = True) -> Any:
+        """Context manager yielding a `Tx` that commits on success, rolls back on error.
+        ``write=False`` is a read snapshot that takes no write lock."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _convert(sql: str) -> str:
+        """Turn ``:name`` parameters into the driver's style."""
+        return sql
+
+    def bind(self, params: Params, now: float | None) -> Params:  # pragma: no cover
+        raise NotImplementedError
+
+    def wait_for_work(self, timeout: float) -> None:  # pragma: no cover - abstract
+        """Block until another writer may have made work due, or `timeout` passes."""
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _notify_sql(self) -> str | None:
+        """SQL that wakes other processes' workers once the transaction commits."""
+        return None
+
+    # -- shared machinery -------------------------------------------------------------------
+
+    def prepare(self, sql: str) -> str:
+        return _prepare(type(self), sql)
+
+    def notify_work(self, tx: Tx) -> None:
+        """Wake idle workers (in this process at once, elsewhere on commit)."""
+        notify = self._notify_sql()
+        if notify:
+            tx.execute(notify)
+        tx.after_commit.append(self._wakeup.set)
+
+    def migrations(self) -> list[Migration]:
+        folder = resources.files("batchyard.store") / "migrations" / self.dialect
+        found = []
+        for entry in folder.iterdir():
+            match = re.fullmatch(r"(\d{4})_(\w+)\.sql", entry.name)
+            if match:
+                found.append(Migration(int(match[1]), match[2], entry.read_text()))
+        return sorted(found, key=lambda m: m.version)
+
+    def migrate(self) -> int:
+        """Apply every migration not yet applied; return the schema version."""
+        with self.transaction() as tx:
+            self._lock_for_migration(tx)
+            tx.execute(
+                "CREATE TABLE IF NOT EXISTS batchyard_schema "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+            applied = {row["version"] for row in tx.all("SELECT version FROM batchyard_schema")}
+            for migration in self.migrations():
+                if migration.version in applied:
+                    continue
+                self._run_script(tx, migration.sql)
+                tx.execute(
+                    "INSERT INTO batchyard_schema (version, name, applied_at) "
+                    "VALUES (:version, :name, {now})",
+                    {"version": migration.version, "name": migration.name},
+                )
+        return self.schema_version()
+
+    def schema_version(self) -> int:
+        with self.transaction(write=False) as tx:
+            exists = tx.one(self._table_exists_sql(), {"name": "batchyard_schema"})
+            if not exists:
+                return 0
+            row = tx.one("SELECT COALESCE(MAX(version), 0) AS v FROM batchyard_schema")
+            return int(row["v"])
+
+    def latest_version(self) -> int:
+        return max(m.version for m in self.migrations())
+
+    def _lock_for_migration(self, tx: Tx) -> None:
+        """Serialise concurrent migrators (SQLite's write lock already does)."""
+
+    def _run_script(self, tx: Tx, script: str) -> None:
+        for statement in _statements(script):
+            tx.execute(statement)
+
+    def _table_exists_sql(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- durable tasks ------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        tx: Tx,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        delay: float = 0.0,
+        key: str | None = None,
+        max_attempts: int = 5,
+    ) -> None:
+        """Schedule a task `delay` seconds from now. A task with the same `key` that is still
+        queued is brought forward to the earlier of the two times instead of duplicated."""
+        tx.execute(
+            "INSERT INTO batchyard_tasks "
+            "(kind, key, payload, state, due_at, max_attempts, created_at, updated_at) "
+            "VALUES (:kind, :key, :payload, 'queued', {now} + :delay, :max_attempts, {now}, {now}) "
+            "ON CONFLICT (key) DO UPDATE SET due_at = {least}(batchyard_tasks.due_at, "
+            "excluded.due_at), updated_at = excluded.updated_at "
+            "WHERE batchyard_tasks.state = 'queued'",
+            {
+                "kind": kind,
+                "key": key,
+                "payload": orjson.dumps(payload).decode(),
+                "delay": float(delay),
+                "max_attempts": max_attempts,
+            },
+        )
+        if delay <= 0:
+            self.notify_work(tx)
+
+    def claim(
+        self, worker_id: str, limit: int, lease: float, now: float | None = None
+    ) -> list[Task]:
+        """Take up to `limit` due tasks - queued ones whose time has come and running ones
+        whose lease expired - with a new fencing token and a lease of `lease` seconds."""
+        # look first without the write lock: idle workers polling must not queue up
+        # behind producers for SQLite's single writer slot
+        with self.transaction(now, write=False) as tx:
+            if tx.one("SELECT id FROM batchyard_tasks WHERE due_at <= {now} LIMIT 1") is None:
+                return []
+        with self.transaction(now) as tx:
+            rows = tx.all(
+                "WITH picked AS MATERIALIZED (SELECT id FROM batchyard_tasks "
+                "WHERE due_at <= {now} ORDER BY due_at, id LIMIT :limit {skip_locked}) "
+                "UPDATE batchyard_tasks SET state = 'running', token = token + 1, "
+                "attempts = attempts + 1, worker_id = :worker_id, due_at = {now} + :lease, "
+                "updated_at = {now} WHERE id IN (SELECT id FROM picked) "
+                "RETURNING id, kind, key, payload, attempts, max_attempts, token, last_error",
+                {"limit": limit, "worker_id": worker_id, "lease": lease},
+            )
+        return sorted((_task(row) for row in rows), key=lambda t: t.id)
+
+    def heartbeat(
+        self, worker_id: str, tasks: Sequence[Task], lease: float, now: float | None = None
+    ) -> set[int]:
+        """Extend the leases of `tasks`; return the ids whose lease was lost."""
+        lost: set[int] = set()
+        with self.transaction(now) as tx:
+            for task in tasks:
+                cursor = tx.execute(
+                    "UPDATE batchyard_tasks SET due_at = {now} + :lease "
+                    "WHERE id = :id AND token = :token",
+                    {"id": task.id, "token": task.token, "lease": lease},
+                )
+                if cursor.rowcount != 1:
+                    lost.add(task.id)
+            tx.execute(
+                "UPDATE batchyard_workers SET heartbeat_at = {now} WHERE id = :id",
+                {"id": worker_id},
+            )
+        return lost
+
+    def complete(self, tx: Tx, task: Task) -> None:
+        """Remove a finished task, refusing a stale token (the caller's writes roll back)."""
+        cursor = tx.execute(
+            "DELETE FROM batchyard_tasks WHERE id = :id AND token = :token",
+            {"id": task.id, "token": task.token},
+        )
+        self._fenced(cursor, task)
+
+    def retry(self, tx: Tx, task: Task, error: str, delay: float) -> None:
+        """Queue the task again after `delay` seconds, keeping its error."""
+        cursor = tx.execute(
+            "UPDATE batchyard_tasks SET state = 'queued', due_at = {now} + :delay, "
+            "last_error = :error, worker_id = NULL, updated_at = {now} "
+            "WHERE id = :id AND token = :token",
+            {"id": task.id, "token": task.token, "error": error, "delay": float(delay)},
+        )
+        self._fenced(cursor, task)
+
+    def release(self, tasks: Sequence[Task], now: float | None = None) -> None:
+        """Give leases back at shutdown: due at once, and the attempt does not count."""
+        with self.transaction(now) as tx:
+            for task in tasks:
+                tx.execute(
+                    "UPDATE batchyard_tasks SET state = 'queued', due_at = {now}, "
+                    "attempts = attempts - 1, worker_id = NULL "
+                    "WHERE id = :id AND token = :token",
+                    {"id": task.id, "token": task.token},
+                )
+            if tasks:
+                self.notify_work(tx)
+
+    def dead_letter(self, tx: Tx, task: Task, error: str) -> None:
+        """Move the task to the dead letters with its last error."""
+        params = {"id": task.id, "token": task.token, "error": error}
+        cursor = tx.execute(
+            "INSERT INTO batchyard_dead_tasks "
+            "(id, kind, key, payload, attempts, max_attempts, last_error, created_at, died_at) "
+            "SELECT id, kind, key, payload, attempts, max_attempts, :error, created_at, {now} "
+            "FROM batchyard_tasks WHERE id = :id AND token = :token",
+            params,
+        )
+        self._fenced(cursor, task)
+        tx.execute("DELETE FROM batchyard_tasks WHERE id = :id", params)
+
+    def redrive(self, tx: Tx, *, task_id: int | None = None, key: str | None = None) -> int:
+        """Queue a dead task again (by id or key) with a fresh attempt count; return its id."""
+        where = "id = :task_id" if task_id is not None else "key = :key"
+        params = {"task_id": task_id, "key": key}
+        row = tx.one(f"SELECT id FROM batchyard_dead_tasks WHERE {where}", params)
+        if row is None:
+            raise NotFound(f"no dead task with {'id' if task_id is not None else 'key'} "
+                           f"{task_id if task_id is not None else key!r}")
+        tx.execute(
+            "INSERT INTO batchyard_tasks (id, kind, key, payload, state, due_at, attempts, "
+            "max_attempts, last_error, created_at, updated_at) "
+            "SELECT id, kind, key, payload, 'queued', {now}, 0, max_attempts, last_error, "
+            "created_at, {now} FROM batchyard_dead_tasks WHERE id = :id",
+            {"id": row["id"]},
+        )
+        tx.execute("DELETE FROM batchyard_dead_tasks WHERE id = :id", {"id": row["id"]})
+        self.notify_work(tx)
+        return int(row["id"])
+
+    def dead_tasks(self, kind: str | None = None, limit: int = 100) -> list[Row]:
+        with self.transaction(write=False) as tx:
+            return tx.all(
+                "SELECT id, kind, key, payload, attempts, last_error, created_at, died_at "
+                "FROM batchyard_dead_tasks WHERE (CAST(:kind AS TEXT) IS NULL OR kind = :kind) "
+                "ORDER BY id LIMIT :limit",
+                {"kind": kind, "limit": limit},
+            )
+
+    def next_due(self, now: float | None = None) -> float | None:
+        """Seconds until the next task falls due (0 when one is due now), None when idle."""
+        with self.transaction(now, write=False) as tx:
+            row = tx.one("SELECT MIN(due_at) - {now} AS wait FROM batchyard_tasks")
+        return None if row["wait"] is None else max(0.0, float(row["wait"]))
+
+    @staticmethod
+    def _fenced(cursor: Cursor, task: Task) -> None:
+        if cursor.rowcount != 1:
+            raise LeaseLost(
+                f"task {task.id} ({task.kind}) is no longer held with token {task.token}",
+                task_id=task.id,
+            )
+
+
+def _task(row: Row) -> Task:
+    return Task(
+        id=int(row["id"]),
+        kind=row["kind"],
+        key=row["key"],
+        payload=orjson.loads(row["payload"]),
+        attempts=int(row["attempts"]),
+        max_attempts=int(row["max_attempts"]),
+        token=int(row["token"]),
+        last_error=row["last_error"],
+    )
+
+
+@cache
+def _prepare(backend: type[Store], sql: str) -> str:
+    text = sql.format(**backend.fragments) if "{" in sql else sql
+    return backend._convert(text)
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration script on statement ends (our scripts keep ';' out of literals)."""
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    for statement in "\n".join(lines).split(";"):
+        if statement.strip():
+            yield statement.strip()

@@ -1,0 +1,113 @@
+"""The shared store: PostgreSQL through psycopg 3 and its connection pool.
+
+Claims use ``FOR UPDATE SKIP LOCKED`` so many workers on many machines never wait on each
+other's rows; times come from the database's clock (``statement_timestamp()``) unless a manual
+clock is injected; a commit that makes work due sends ``NOTIFY batchyard_tasks`` and idle
+workers ``LISTEN`` for it, polling as a fallback.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from batchyard.errors import StoreError
+from batchyard.store.base import Params, Store, Tx
+
+_CHANNEL = "batchyard_tasks"
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+class PostgresStore(Store):
+    dialect = "postgres"
+    fragments: ClassVar[dict[str, str]] = {
+        "now": "COALESCE(CAST(:now AS double precision), "
+        "CAST(EXTRACT(EPOCH FROM statement_timestamp()) AS double precision))",
+        "skip_locked": "FOR UPDATE SKIP LOCKED",
+        "for_update": "FOR UPDATE",
+        "least": "LEAST",
+    }
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        super().__init__(url)
+        self._pool = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            check=ConnectionPool.check_connection,
+            open=False,
+            name="batchyard",
+        )
+        try:
+            self._pool.open(wait=True, timeout=10)
+        except Exception as exc:
+            self._pool.close()
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        self._listener: psycopg.Connection[Any] | None = None
+        self._listener_lock = threading.Lock()
+
+    @contextmanager
+    def transaction(self, now: float | None = None, *, write: bool = True) -> Iterator[Tx]:
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                tx = Tx(self, conn.cursor(), now)
+                yield tx
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+        for callback in tx.after_commit:
+            callback()
+
+    def bind(self, params: Params, now: float | None) -> Params:
+        bound = dict(params)
+        bound["now"] = now
+        return bound
+
+    @staticmethod
+    def _convert(sql: str) -> str:
+        return _PARAM.sub(r"%(\1)s", sql)
+
+    def _notify_sql(self) -> str:
+        return f"SELECT pg_notify('{_CHANNEL}', '')"
+
+    def _lock_for_migration(self, tx: Tx) -> None:
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext('batchyard_schema'))")
+
+    def _run_script(self, tx: Tx, script: str) -> None:
+        tx._cursor.execute(script)
+
+    def _table_exists_sql(self) -> str:
+        return "SELECT 1 FROM pg_tables WHERE tablename = :name AND schemaname = current_schema()"
+
+    def wait_for_work(self, timeout: float) -> None:
+        if self._wakeup.wait(0):
+            self._wakeup.clear()
+            return
+        with self._listener_lock:
+            try:
+                if self._listener is None or self._listener.closed:
+                    self._listener = psycopg.connect(self.url, autocommit=True)
+                    self._listener.execute(f"LISTEN {_CHANNEL}")
+                for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                    pass
+            except psycopg.Error:
+                # the listener died: fall back to polling, reconnect next time
+                if self._listener is not None:
+                    self._listener.close()
+                self._listener = None
+                self._wakeup.wait(timeout)
+        self._wakeup.clear()
+
+    def close(self) -> None:
+        with self._listener_lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+        self._pool.close()

@@ -1,0 +1,169 @@
+"""Yard: the one object users hold - its store, its handlers, and every capability's verbs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from batchyard.accumulator import (
+    FLUSH_TASK,
+    Accumulator,
+    AddResult,
+    BatchInfo,
+    FlushRecord,
+    FlushResult,
+)
+from batchyard.clock import Clock, SystemClock, seconds
+from batchyard.handlers import Handlers
+from batchyard.retry import RetryPolicy
+from batchyard.store import DEFAULT_URL, Store, Task, open_store
+from batchyard.worker import Worker
+
+F = TypeVar("F", bound=Callable[..., Any])
+PRUNE_TASK = "maintenance.prune"
+
+
+class Yard:
+    """A batchyard application: a store plus the handlers that run its work.
+
+    ``store`` is a URL (``sqlite:///path.db``, ``postgresql://...``) or an open `Store`; by
+    default ``BATCHYARD_STORE`` or ``sqlite:///batchyard.db``. The schema is brought up to
+    date on open. ``retry`` is the default policy for flushes and tasks; ``retention`` is how
+    long completed batches and their history are kept.
+    """
+
+    def __init__(
+        self,
+        store: str | Store | None = None,
+        *,
+        clock: Clock | None = None,
+        retry: RetryPolicy | None = None,
+        retention: float | timedelta = timedelta(days=1),
+    ) -> None:
+        if isinstance(store, Store):
+            self.store = store
+        else:
+            self.store = open_store(store or os.environ.get("BATCHYARD_STORE") or DEFAULT_URL)
+        self.clock = clock or SystemClock()
+        self.retry = retry or RetryPolicy()
+        self.retention = seconds(retention)
+        self.handlers = Handlers()
+        self.worker_id: str | None = None
+        self._accumulator = Accumulator(self)
+        self._runners: dict[str, Callable[[Task], None]] = {
+            FLUSH_TASK: self._accumulator.run_flush,
+            PRUNE_TASK: self._run_prune,
+        }
+
+    def now(self) -> float | None:
+        """The time to bind in SQL: the manual clock's, or None for the store's own clock."""
+        return self.clock.time() if self.clock.manual else None
+
+    # -- handlers -------------------------------------------------------------------------
+
+    def handler(self, name: str) -> Callable[[F], F]:
+        """Register a sync or ``async def`` callable under a stable name."""
+        return self.handlers.register(name)
+
+    # -- accumulator ----------------------------------------------------------------------
+
+    def add_items(
+        self,
+        batch_id: str,
+        items: Sequence[Any],
+        *,
+        max_batch_size: int,
+        on_flush: str | Callable[..., Any],
+        flush_interval: float | timedelta | None = None,
+        max_attempts: int | None = None,
+    ) -> AddResult:
+        """Add JSON items to the open batch of `batch_id`'s base, committed on return.
+
+        A batch flushes once it holds `max_batch_size` items (a large add fills several
+        batches), after `flush_interval` seconds from its creation, or by `flush`. The handler
+        named by `on_flush` gets at most `max_batch_size` items per call. Raises
+        `InvalidInput` or `HandlerNotFound` before storing anything.
+        """
+        return self._accumulator.add_items(
+            batch_id, items, max_batch_size=max_batch_size, on_flush=on_flush,
+            flush_interval=flush_interval, max_attempts=max_attempts,
+        )
+
+    def flush(self, batch_id: str) -> FlushResult:
+        """Close the open batch of a base id (or the given batch) and flush it now."""
+        return self._accumulator.flush(batch_id)
+
+    def get_batch_status(self, batch_id: str) -> list[BatchInfo]:
+        """Active batches of a base id (accumulating, flushing, dead), or one batch."""
+        return self._accumulator.get_batch_status(batch_id)
+
+    def list_batches(self, status: str | None = None, limit: int = 100) -> list[BatchInfo]:
+        """Batches across all base ids, most recently changed first."""
+        return self._accumulator.list_batches(status, limit)
+
+    def get_flush_history(self, batch_id: str, limit: int = 20) -> list[FlushRecord]:
+        """Flush attempts of a base id or batch, newest first."""
+        return self._accumulator.get_flush_history(batch_id, limit)
+
+    def delete_batch(self, batch_id: str) -> None:
+        """Delete a batch that is neither flushing nor holding pending items."""
+        self._accumulator.delete_batch(batch_id)
+
+    def trigger_interval_flushes(self) -> list[str]:
+        """Close every batch whose interval has passed and schedule its flush."""
+        return self._accumulator.trigger_interval_flushes()
+
+    def redrive_batch(self, batch_id: str) -> FlushResult:
+        """Flush a dead-lettered batch again with a fresh set of attempts."""
+        return self._accumulator.redrive_batch(batch_id)
+
+    def list_dead_batches(self, limit: int = 100) -> list[BatchInfo]:
+        return self._accumulator.list_batches("dead", limit)
+
+    # -- running --------------------------------------------------------------------------
+
+    def run_worker(
+        self,
+        concurrency: int = 4,
+        *,
+        wait: bool = True,
+        lease: float = 30.0,
+        shutdown_timeout: float = 30.0,
+        poll_interval: float = 1.0,
+    ) -> int:
+        """Run tasks. ``wait=True`` runs until SIGTERM/SIGINT (or `Worker.stop`);
+        ``wait=False`` runs everything due now and returns. Returns the tasks run."""
+        worker = self.worker(concurrency=concurrency, lease=lease,
+                             shutdown_timeout=shutdown_timeout, poll_interval=poll_interval)
+        if not wait:
+            return worker.run_until_idle()
+        worker.run()
+        return worker.tasks_run
+
+    def worker(self, **options: Any) -> Worker:
+        """A worker for this yard, to run in a thread of your own (`run`, `stop`)."""
+        return Worker(self, **options)
+
+    def _schedule_maintenance(self) -> None:
+        with self.store.transaction(self.now()) as tx:
+            self.store.enqueue(tx, PRUNE_TASK, {}, delay=min(3600.0, self.retention),
+                               key="maintenance:prune")
+
+    def _run_prune(self, task: Task) -> None:
+        self._accumulator.prune(self.retention)
+        with self.store.transaction(self.now()) as tx:
+            self.store.complete(tx, task)
+        self._schedule_maintenance()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Yard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
