@@ -24,6 +24,19 @@ Params = Mapping[str, Any]
 Row = Mapping[str, Any]
 
 
+# The claim, in one statement: pick due tasks in due order, bump their fencing token and
+# attempt, and set the lease. `due_at` carries the lease expiry of running tasks, so the same
+# index range finds expired leases to rescue.
+CLAIM_SQL = (
+    "WITH picked AS MATERIALIZED (SELECT id FROM batchyard_tasks "
+    "WHERE due_at <= {now} ORDER BY due_at, id LIMIT :limit {skip_locked}) "
+    "UPDATE batchyard_tasks SET state = 'running', token = token + 1, "
+    "attempts = attempts + 1, worker_id = :worker_id, due_at = {now} + :lease, "
+    "updated_at = {now} WHERE id IN (SELECT id FROM picked) "
+    "RETURNING id, kind, key, payload, attempts, max_attempts, token, last_error"
+)
+
+
 class Cursor(Protocol):
     rowcount: int
 
@@ -223,15 +236,7 @@ class Store:
             if tx.one("SELECT id FROM batchyard_tasks WHERE due_at <= {now} LIMIT 1") is None:
                 return []
         with self.transaction(now) as tx:
-            rows = tx.all(
-                "WITH picked AS MATERIALIZED (SELECT id FROM batchyard_tasks "
-                "WHERE due_at <= {now} ORDER BY due_at, id LIMIT :limit {skip_locked}) "
-                "UPDATE batchyard_tasks SET state = 'running', token = token + 1, "
-                "attempts = attempts + 1, worker_id = :worker_id, due_at = {now} + :lease, "
-                "updated_at = {now} WHERE id IN (SELECT id FROM picked) "
-                "RETURNING id, kind, key, payload, attempts, max_attempts, token, last_error",
-                {"limit": limit, "worker_id": worker_id, "lease": lease},
-            )
+            rows = tx.all(CLAIM_SQL, {"limit": limit, "worker_id": worker_id, "lease": lease})
         return sorted((_task(row) for row in rows), key=lambda t: t.id)
 
     def heartbeat(
@@ -356,8 +361,11 @@ def _task(row: Row) -> Task:
 
 @cache
 def _prepare(backend: type[Store], sql: str) -> str:
-    text = sql.format(**backend.fragments) if "{" in sql else sql
+    text = _FRAGMENT.sub(lambda m: backend.fragments.get(m[1], m[0]), sql)
     return backend._convert(text)
+
+
+_FRAGMENT = re.compile(r"\{(\w+)\}")
 
 
 def _statements(script: str) -> Iterator[str]:

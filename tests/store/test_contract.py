@@ -1,0 +1,185 @@
+"""The store contract: every behaviour of the task engine, on both backends."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from batchyard import LeaseLost, ManualClock, NotFound
+from batchyard.store import open_store
+
+KIND = "test.kind"
+
+
+@pytest.fixture
+def store(store_url):
+    store = open_store(store_url)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def clock():
+    return ManualClock(1_000_000.0)
+
+
+def enqueue(store, now, **kwargs):
+    with store.transaction(now) as tx:
+        store.enqueue(tx, KIND, kwargs.pop("payload", {"n": 1}), **kwargs)
+
+
+def test_migrations_apply_from_empty_and_are_idempotent(store):
+    latest = store.latest_version()
+    assert store.schema_version() == latest >= 1
+    assert store.migrate() == latest
+    with store.transaction() as tx:
+        rows = tx.all("SELECT version FROM batchyard_schema ORDER BY version")
+    assert [r["version"] for r in rows] == [m.version for m in store.migrations()]
+
+
+def test_a_task_is_not_claimed_before_it_is_due(store, clock):
+    enqueue(store, clock.time(), delay=10)
+    assert store.claim("w", 10, lease=30, now=clock.time()) == []
+    clock.advance(10)
+    [task] = store.claim("w", 10, lease=30, now=clock.time())
+    assert task.kind == KIND and task.payload == {"n": 1} and task.attempts == 1
+
+
+def test_claim_takes_many_in_due_order_and_respects_the_limit(store, clock):
+    for n in range(5):
+        enqueue(store, clock.time() - n, payload={"n": n})
+    first = store.claim("w", 3, lease=30, now=clock.time())
+    assert {t.payload["n"] for t in first} == {4, 3, 2}  # the three due earliest
+    rest = store.claim("w", 3, lease=30, now=clock.time())
+    assert len(rest) == 2
+    assert {t.payload["n"] for t in first + rest} == set(range(5))
+
+
+def test_a_running_task_is_not_claimed_twice_until_its_lease_expires(store, clock):
+    enqueue(store, clock.time())
+    [task] = store.claim("w1", 1, lease=30, now=clock.time())
+    clock.advance(29)
+    assert store.claim("w2", 1, lease=30, now=clock.time()) == []
+    clock.advance(2)
+    [rescued] = store.claim("w2", 1, lease=30, now=clock.time())
+    assert rescued.id == task.id
+    assert rescued.token > task.token
+    assert rescued.attempts == 2
+
+
+def test_a_stale_token_cannot_complete_retry_or_dead_letter(store, clock):
+    enqueue(store, clock.time())
+    [stale] = store.claim("w1", 1, lease=5, now=clock.time())
+    clock.advance(6)
+    [fresh] = store.claim("w2", 1, lease=5, now=clock.time())
+    for write in (
+        lambda tx: store.complete(tx, stale),
+        lambda tx: store.retry(tx, stale, "boom", 1),
+        lambda tx: store.dead_letter(tx, stale, "boom"),
+    ):
+        with pytest.raises(LeaseLost), store.transaction(clock.time()) as tx:
+            write(tx)
+    with store.transaction(clock.time()) as tx:
+        store.complete(tx, fresh)
+    assert store.claim("w3", 1, lease=5, now=clock.time() + 100) == []
+
+
+def test_a_refused_completion_rolls_back_the_callers_writes(store, clock):
+    enqueue(store, clock.time())
+    [stale] = store.claim("w1", 1, lease=5, now=clock.time())
+    clock.advance(6)
+    store.claim("w2", 1, lease=5, now=clock.time())
+    with pytest.raises(LeaseLost), store.transaction(clock.time()) as tx:
+        tx.execute("INSERT INTO batchyard_batch_bases (base_id) VALUES ('written')")
+        store.complete(tx, stale)
+    with store.transaction() as tx:
+        assert tx.one("SELECT count(*) AS n FROM batchyard_batch_bases")["n"] == 0
+
+
+def test_heartbeat_extends_the_lease_and_reports_lost_ones(store, clock):
+    enqueue(store, clock.time())
+    enqueue(store, clock.time())
+    a, b = store.claim("w1", 2, lease=10, now=clock.time())
+    clock.advance(8)
+    assert store.heartbeat("w1", [a], lease=10, now=clock.time()) == set()
+    clock.advance(5)  # a's lease runs to 18, b's ran out at 10
+    [rescued] = store.claim("w2", 2, lease=10, now=clock.time())
+    assert rescued.id == b.id
+    assert store.heartbeat("w1", [a, b], lease=10, now=clock.time()) == {b.id}
+
+
+def test_retry_requeues_after_the_delay_with_the_error(store, clock):
+    enqueue(store, clock.time())
+    [task] = store.claim("w", 1, lease=30, now=clock.time())
+    with store.transaction(clock.time()) as tx:
+        store.retry(tx, task, "ValueError: nope", delay=4)
+    assert store.claim("w", 1, lease=30, now=clock.time() + 3.9) == []
+    [again] = store.claim("w", 1, lease=30, now=clock.time() + 4)
+    assert again.attempts == 2 and again.last_error == "ValueError: nope"
+
+
+def test_dead_letters_keep_their_error_and_can_be_redriven(store, clock):
+    enqueue(store, clock.time(), key="k1", max_attempts=1)
+    [task] = store.claim("w", 1, lease=30, now=clock.time())
+    with store.transaction(clock.time()) as tx:
+        store.dead_letter(tx, task, "RuntimeError: gone")
+    assert store.claim("w", 1, lease=30, now=clock.time() + 1000) == []
+    [dead] = store.dead_tasks(KIND)
+    assert dead["last_error"] == "RuntimeError: gone" and dead["key"] == "k1"
+    with store.transaction(clock.time()) as tx:
+        assert store.redrive(tx, key="k1") == task.id
+    [again] = store.claim("w", 1, lease=30, now=clock.time())
+    assert again.id == task.id and again.attempts == 1
+    assert store.dead_tasks(KIND) == []
+    with pytest.raises(NotFound), store.transaction(clock.time()) as tx:
+        store.redrive(tx, key="k1")
+
+
+def test_a_keyed_task_is_brought_forward_not_duplicated(store, clock):
+    enqueue(store, clock.time(), key="flush:x", delay=60)
+    enqueue(store, clock.time(), key="flush:x", delay=0)
+    enqueue(store, clock.time(), key="flush:x", delay=120)  # never pushes it back
+    tasks = store.claim("w", 10, lease=30, now=clock.time())
+    assert len(tasks) == 1
+
+
+def test_release_gives_the_lease_back_without_counting_an_attempt(store, clock):
+    enqueue(store, clock.time())
+    [task] = store.claim("w1", 1, lease=30, now=clock.time())
+    store.release([task], now=clock.time())
+    [again] = store.claim("w2", 1, lease=30, now=clock.time())
+    assert again.id == task.id and again.attempts == 1
+
+
+def test_next_due_tells_how_long_an_idle_worker_may_sleep(store, clock):
+    assert store.next_due(clock.time()) is None
+    enqueue(store, clock.time(), delay=7)
+    assert store.next_due(clock.time()) == pytest.approx(7)
+    assert store.next_due(clock.time() + 10) == 0
+
+
+def test_concurrent_claimers_take_each_task_exactly_once(store_url):
+    stores = [open_store(store_url) for _ in range(4)]
+    with stores[0].transaction() as tx:
+        for n in range(200):
+            stores[0].enqueue(tx, KIND, {"n": n})
+    taken: list[list[int]] = [[] for _ in stores]
+
+    def claim_all(index: int) -> None:
+        store = stores[index]
+        while tasks := store.claim(f"w{index}", 7, lease=60):
+            with store.transaction() as tx:
+                for task in tasks:
+                    store.complete(tx, task)
+            taken[index].extend(t.payload["n"] for t in tasks)
+
+    threads = [threading.Thread(target=claim_all, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for store in stores:
+        store.close()
+    everything = [n for part in taken for n in part]
+    assert sorted(everything) == list(range(200))
