@@ -23,6 +23,8 @@ class Handlers:
     def __init__(self) -> None:
         self._by_name: dict[str, Callable[..., Any]] = {}
         self._loops = threading.local()
+        self._opened_loops: list[asyncio.AbstractEventLoop] = []
+        self._lock = threading.Lock()
 
     def register(self, name: str) -> Callable[[F], F]:
         if not isinstance(name, str) or not name.strip():
@@ -64,8 +66,18 @@ class Handlers:
             loop = getattr(self._loops, "loop", None)
             if loop is None or loop.is_closed():
                 loop = self._loops.loop = asyncio.new_event_loop()
+                with self._lock:
+                    self._opened_loops.append(loop)
             return loop.run_until_complete(fn(*args))
         return fn(*args)
+
+    def close(self) -> None:
+        """Close the event loops opened for async handlers."""
+        with self._lock:
+            loops, self._opened_loops = self._opened_loops, []
+        for loop in loops:
+            if not loop.is_running():
+                loop.close()
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name

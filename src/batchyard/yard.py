@@ -160,6 +160,7 @@ class Yard:
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
+        self.handlers.close()
         self.store.close()
 
     def __enter__(self) -> Yard:

@@ -1,0 +1,330 @@
+"""The batch accumulator on a real store (both backends), with a manual clock."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from batchyard import (
+    BatchStatus,
+    Conflict,
+    HandlerNotFound,
+    InvalidInput,
+    ItemFailures,
+    ManualClock,
+    NotFound,
+    RetryPolicy,
+)
+
+
+@pytest.fixture
+def clock():
+    return ManualClock(1_800_000_000.0)
+
+
+@pytest.fixture
+def yard(make_yard, clock):
+    return make_yard(clock=clock, retry=RetryPolicy(max_attempts=3, jitter=0))
+
+
+@pytest.fixture
+def calls(yard):
+    """Every handler call as (batch_id, attempt, items, idempotency_key)."""
+    seen = []
+
+    @yard.handler("collect")
+    def collect(items, ctx):
+        seen.append((ctx.batch_id, ctx.attempt, list(items), ctx.idempotency_key))
+
+    return seen
+
+
+def add(yard, base, items, **config):
+    config = {"max_batch_size": 5, "on_flush": "collect", **config}
+    return yard.add_items(base, items, **config)
+
+
+def pending_items(yard):
+    with yard.store.transaction() as tx:
+        return tx.one("SELECT count(*) AS n FROM batchyard_items WHERE status = 'pending'")["n"]
+
+
+# -- triggers -----------------------------------------------------------------------------
+
+def test_n_minus_one_adds_flush_nothing_and_the_nth_flushes_exactly_n(yard, calls):
+    for i in range(4):
+        result = add(yard, "ev", [i])
+        assert not result.flushed and result.status == BatchStatus.ACCUMULATING
+    assert yard.run_worker(wait=False) == 0
+    assert calls == []
+    result = add(yard, "ev", [4])
+    assert result.flushed and result.batch_id == "ev::0" and result.item_count == 1
+    yard.run_worker(wait=False)
+    assert [(b, a, items) for b, a, items, _ in calls] == [("ev::0", 1, [0, 1, 2, 3, 4])]
+    assert add(yard, "ev", [5]).batch_id == "ev::1"
+
+
+def test_fewer_than_n_items_flush_once_after_the_interval(yard, calls, clock):
+    add(yard, "ev", ["a", "b"], flush_interval=timedelta(seconds=30))
+    clock.advance(29)
+    yard.run_worker(wait=False)
+    assert calls == []
+    clock.advance(1)
+    yard.run_worker(wait=False)
+    clock.advance(300)
+    yard.run_worker(wait=False)
+    assert [(b, items) for b, _, items, _ in calls] == [("ev::0", ["a", "b"])]
+    [record] = yard.get_flush_history("ev")
+    assert record.reason == "interval" and record.outcome == "completed"
+
+
+def test_the_interval_timer_is_set_at_creation_and_not_pushed_back(yard, calls, clock):
+    add(yard, "ev", [1], flush_interval=10)
+    for n in range(2, 5):
+        clock.advance(3)
+        add(yard, "ev", [n], flush_interval=10)
+    clock.advance(1)  # 10 s after the batch was created, 1 s after the last add
+    yard.run_worker(wait=False)
+    assert [items for _, _, items, _ in calls] == [[1, 2, 3, 4]]
+
+
+def test_the_nth_add_racing_the_interval_gives_one_flush_and_no_empty_one(yard, calls, clock):
+    add(yard, "ev", [0, 1, 2, 3], flush_interval=10)
+    clock.advance(10)  # the timer is due ...
+    add(yard, "ev", [4], flush_interval=10)  # ... and the size trigger fires as well
+    yard.run_worker(wait=False)
+    clock.advance(100)
+    yard.run_worker(wait=False)
+    assert [(b, items) for b, _, items, _ in calls] == [("ev::0", [0, 1, 2, 3, 4])]
+    assert [r.item_count for r in yard.get_flush_history("ev")] == [5]
+
+
+def test_the_timer_closing_first_sends_later_adds_to_the_next_batch(yard, calls, clock):
+    add(yard, "ev", [0, 1], flush_interval=10)
+    clock.advance(10)
+    [task] = yard.store.claim("other-worker", 1, lease=30, now=clock.time())
+    yard._accumulator.run_flush(task)  # the interval flush closes ev::0
+    result = add(yard, "ev", [2], flush_interval=10)
+    assert result.batch_id == "ev::1"
+    assert [items for _, _, items, _ in calls] == [[0, 1]]
+
+
+def test_a_large_add_is_split_and_no_call_exceeds_the_limit(yard, calls):
+    add(yard, "ev", [0, 1])
+    result = add(yard, "ev", list(range(2, 14)))
+    assert result.item_count == 12
+    assert result.flushed_batch_ids == ("ev::0", "ev::1")
+    assert result.batch_id == "ev::2" and result.status == BatchStatus.ACCUMULATING
+    yard.run_worker(wait=False)
+    assert sorted(items for _, _, items, _ in calls) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    [open_batch] = yard.get_batch_status("ev")
+    assert open_batch.item_count == 4 and open_batch.status == BatchStatus.ACCUMULATING
+
+
+def test_manual_flush_by_base_id_and_by_batch_id(yard, calls):
+    add(yard, "ev", [1, 2])
+    result = yard.flush("ev")
+    assert result.flushed and result.batch_id == "ev::0" and result.item_count == 2
+    assert add(yard, "ev", [3]).batch_id == "ev::1"  # items added meanwhile wait
+    yard.run_worker(wait=False)
+    assert yard.flush("ev::1").flushed
+    yard.run_worker(wait=False)
+    assert [items for _, _, items, _ in calls] == [[1, 2], [3]]
+    assert yard.get_flush_history("ev")[0].reason == "manual"
+    nothing = yard.flush("ev")
+    assert not nothing.flushed and nothing.batch_id is None
+    with pytest.raises(NotFound):
+        yard.flush("nope::3")
+
+
+def test_trigger_interval_flushes_for_cron_driven_use(yard, calls, clock):
+    add(yard, "a", [1], flush_interval=5)
+    add(yard, "b", [2], flush_interval=50)
+    add(yard, "c", [3])
+    clock.advance(6)
+    assert yard.trigger_interval_flushes() == ["a::0"]
+    yard.run_worker(wait=False)
+    assert [b for b, _, _, _ in calls] == ["a::0"]
+
+
+def test_async_handlers_are_awaited(yard):
+    got = []
+
+    @yard.handler("async")
+    async def handle(items, ctx):
+        await asyncio.sleep(0)
+        got.append((ctx.batch_id, items))
+
+    yard.add_items("ev", [1, 2], max_batch_size=2, on_flush="async")
+    yard.run_worker(wait=False)
+    assert got == [("ev::0", [1, 2])]
+
+
+# -- failures -------------------------------------------------------------------------------
+
+def test_a_failing_handler_keeps_items_backs_off_dead_letters_and_redrives(yard, clock):
+    calls = []
+    failing = {"on": True}
+
+    @yard.handler("flaky")
+    def flaky(items, ctx):
+        calls.append((ctx.attempt, ctx.idempotency_key, list(items)))
+        if failing["on"]:
+            raise ConnectionError("sink is down")
+
+    yard.add_items("ev", [1, 2, 3], max_batch_size=3, on_flush="flaky")
+    yard.run_worker(wait=False)
+    assert len(calls) == 1
+    [batch] = yard.get_batch_status("ev")
+    assert batch.status == BatchStatus.FLUSHING and batch.pending_count == 3
+    assert batch.last_error == "ConnectionError: sink is down"
+    clock.advance(0.99)  # backoff is 1 s, then 2 s
+    yard.run_worker(wait=False)
+    assert len(calls) == 1
+    clock.advance(0.01)
+    yard.run_worker(wait=False)
+    clock.advance(1.99)
+    yard.run_worker(wait=False)
+    assert len(calls) == 2
+    clock.advance(0.01)
+    yard.run_worker(wait=False)
+    assert [a for a, _, _ in calls] == [1, 2, 3]
+    assert len({key for _, key, _ in calls}) == 1  # one flush, one idempotency key
+    [dead] = yard.get_batch_status("ev")
+    assert dead.status == BatchStatus.DEAD and dead.pending_count == 3
+    assert [b.batch_id for b in yard.list_dead_batches()] == ["ev::0"]
+    history = yard.get_flush_history("ev")
+    assert [(r.attempt, r.outcome, r.error) for r in history] == [
+        (n, "failed", "ConnectionError: sink is down") for n in (3, 2, 1)
+    ]
+    assert all(r.duration_seconds >= 0 for r in history)
+    clock.advance(3600)
+    assert yard.run_worker(wait=False) == 0  # dead means no more tries
+    with pytest.raises(Conflict):
+        yard.delete_batch("ev::0")  # items are still pending
+
+    failing["on"] = False
+    assert yard.redrive_batch("ev::0").flushed
+    yard.run_worker(wait=False)
+    assert calls[-1] == (4, calls[0][1], [1, 2, 3])
+    [record, *_] = yard.get_flush_history("ev")
+    assert (record.attempt, record.outcome, record.reason) == (4, "completed", "redrive")
+    assert yard.get_batch_status("ev") == []
+    assert pending_items(yard) == 0
+    with pytest.raises(Conflict):
+        yard.redrive_batch("ev::0")  # completed, not dead
+
+
+def test_per_item_failures_retry_only_the_failed_items(yard, clock):
+    calls = []
+
+    @yard.handler("picky")
+    def picky(items, ctx):
+        calls.append(list(items))
+        failures = {i: f"odd: {v}" for i, v in enumerate(items) if v % 2 and ctx.attempt == 1}
+        if failures:
+            raise ItemFailures(failures)
+
+    yard.add_items("ev", [1, 2, 3, 4], max_batch_size=4, on_flush="picky")
+    yard.run_worker(wait=False)
+    [batch] = yard.get_batch_status("ev")
+    assert batch.pending_count == 2 and batch.status == BatchStatus.FLUSHING
+    clock.advance(1)
+    yard.run_worker(wait=False)
+    assert calls == [[1, 2, 3, 4], [1, 3]]
+    assert [(r.outcome, r.item_count, r.failed_count) for r in yard.get_flush_history("ev")] \
+        == [("completed", 2, 0), ("partial", 4, 2)]
+    assert pending_items(yard) == 0
+
+
+def test_items_failures_out_of_range_fail_the_whole_flush(yard):
+    @yard.handler("wrong")
+    def wrong(items, ctx):
+        raise ItemFailures({7: "no such item"})
+
+    yard.add_items("ev", [1], max_batch_size=1, on_flush="wrong")
+    yard.run_worker(wait=False)
+    [record] = yard.get_flush_history("ev")
+    assert record.outcome == "failed" and "outside the batch" in record.error
+
+
+# -- bad input ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("batch_id", "items", "config", "error", "message"),
+    [
+        ("ev", [1, {2}], {}, InvalidInput, "items[1] is not a JSON value"),
+        ("ev", [1, float("nan")], {}, InvalidInput, "items[1]"),
+        ("ev", "abc", {}, InvalidInput, "items must be a list"),
+        ("", [1], {}, InvalidInput, "batch_id must be a non-empty string"),
+        ("::3", [1], {}, InvalidInput, "empty base id"),
+        ("ev", [1], {"max_batch_size": 0}, InvalidInput, "max_batch_size must be a positive"),
+        ("ev", [1], {"max_batch_size": -4}, InvalidInput, "max_batch_size"),
+        ("ev", [1], {"max_batch_size": True}, InvalidInput, "max_batch_size"),
+        ("ev", [1], {"flush_interval": 0}, InvalidInput, "flush_interval must be positive"),
+        ("ev", [1], {"on_flush": "nobody"}, HandlerNotFound, "no handler is registered"),
+        ("ev", [1], {"max_attempts": 0}, InvalidInput, "max_attempts"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_error_and_nothing_is_stored(
+    yard, calls, batch_id, items, config, error, message
+):
+    add(yard, "ev", [0])  # accepted before: must survive
+    with pytest.raises(error, match=message.replace("[", r"\[").replace("]", r"\]")):
+        add(yard, batch_id, items, **config)
+    with yard.store.transaction() as tx:
+        assert tx.one("SELECT count(*) AS n FROM batchyard_items")["n"] == 1
+        assert tx.one("SELECT count(*) AS n FROM batchyard_batches")["n"] == 1
+
+
+def test_an_empty_add_stores_nothing(yard, calls):
+    result = add(yard, "ev", [])
+    assert result.item_count == 0 and not result.flushed
+    assert yard.get_batch_status("ev") == []
+
+
+# -- status, history, delete, prune -----------------------------------------------------------
+
+def test_status_reports_counts_ages_and_config(yard, calls, clock):
+    add(yard, "ev", [1, 2], flush_interval=60, max_batch_size=10)
+    clock.advance(7)
+    [info] = yard.get_batch_status("ev")
+    assert (info.batch_id, info.item_count, info.pending_count) == ("ev::0", 2, 2)
+    assert (info.max_batch_size, info.flush_interval, info.handler) == (10, 60.0, "collect")
+    assert info.age_seconds == pytest.approx(7)
+
+
+def test_delete_is_refused_while_flushing_or_pending_and_allowed_when_completed(yard, calls):
+    add(yard, "ev", [1])
+    with pytest.raises(Conflict, match="pending items"):
+        yard.delete_batch("ev::0")
+    yard.flush("ev")
+    with pytest.raises(Conflict, match="flushing"):
+        yard.delete_batch("ev::0")
+    yard.run_worker(wait=False)
+    yard.delete_batch("ev::0")
+    with pytest.raises(NotFound):
+        yard.delete_batch("ev::0")
+    with pytest.raises(InvalidInput):
+        yard.delete_batch("ev")
+
+
+def test_completed_batches_and_history_are_pruned_after_the_retention(make_yard, clock):
+    yard = make_yard(clock=clock, retention=3600)
+
+    @yard.handler("noop")
+    def noop(items, ctx):
+        pass
+
+    for n in range(6):
+        yard.add_items("ev", [n], max_batch_size=2, on_flush="noop")
+    yard.run_worker(wait=False)
+    clock.advance(3601)
+    yard.add_items("ev", [99], max_batch_size=2, on_flush="noop")  # stays
+    assert yard._accumulator.prune(yard.retention) == 3
+    with yard.store.transaction() as tx:
+        assert tx.one("SELECT count(*) AS n FROM batchyard_items")["n"] == 1
+        assert tx.one("SELECT count(*) AS n FROM batchyard_flushes")["n"] == 0
+    assert [b.batch_id for b in yard.get_batch_status("ev")] == ["ev::3"]
