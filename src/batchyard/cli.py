@@ -1,0 +1,193 @@
+"""The `batchyard` command: serve, worker, db, batches."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from batchyard.errors import BatchyardError
+from batchyard.store import DEFAULT_URL, open_store
+from batchyard.yard import Yard
+
+app = typer.Typer(help="Durable batch processing on SQLite or PostgreSQL.",
+                  no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
+batches_app = typer.Typer(help="Inspect and steer batches.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(batches_app, name="batches")
+console = Console()
+
+AppOption = Annotated[
+    str | None,
+    typer.Option("--app", help="module:attribute of your Yard (or a function returning one)"),
+]
+StoreOption = Annotated[
+    str | None,
+    typer.Option("--store", envvar="BATCHYARD_STORE",
+                 help=f"store URL when no --app is given [default: {DEFAULT_URL}]"),
+]
+
+
+def load_yard(app_path: str | None, store: str | None) -> Yard:
+    """The user's yard from `module:attribute`, or a yard on `store` with the built-in
+    handlers (``log``)."""
+    if app_path is None:
+        yard = Yard(store or DEFAULT_URL)
+        register_builtin_handlers(yard)
+        return yard
+    module_name, _, attribute = app_path.partition(":")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+        target: Any = getattr(module, attribute or "yard")
+    except (ImportError, AttributeError) as exc:
+        raise typer.BadParameter(f"cannot load {app_path!r}: {exc}", param_hint="--app") from exc
+    yard = target() if callable(target) and not isinstance(target, Yard) else target
+    if not isinstance(yard, Yard):
+        raise typer.BadParameter(f"{app_path!r} is not a Yard", param_hint="--app")
+    return yard
+
+
+def register_builtin_handlers(yard: Yard) -> None:
+    flush_log = logging.getLogger("batchyard.flush")
+
+    @yard.handler("log")
+    def log(items: list[Any], ctx: Any) -> None:
+        """Log each flushed batch: for trying batchyard out without writing a handler."""
+        flush_log.info("flushed %s (%d items, attempt %d)", ctx.batch_id, len(items),
+                       ctx.attempt)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def serve(
+    app_path: AppOption = None,
+    store: StoreOption = None,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to bind")] = 8000,
+    concurrency: Annotated[int, typer.Option(help="in-process worker threads")] = 4,
+    worker: Annotated[bool, typer.Option(help="run an in-process worker")] = True,
+    log_level: Annotated[str, typer.Option(help="logging level")] = "info",
+) -> None:
+    """Run the HTTP API with an in-process worker."""
+    import uvicorn
+
+    from batchyard.http import create_app
+
+    _setup_logging(log_level)
+    yard = load_yard(app_path, store)
+    console.print(f"batchyard on {yard.store.dialect} - http://{host}:{port}", highlight=False)
+    uvicorn.run(create_app(yard, worker=worker, concurrency=concurrency), host=host,
+                port=port, log_level=log_level.lower())
+
+
+@app.command()
+def worker(
+    app_path: AppOption = None,
+    store: StoreOption = None,
+    concurrency: Annotated[int, typer.Option(help="tasks run at once")] = 4,
+    lease: Annotated[float, typer.Option(help="lease of a claimed task, seconds")] = 30.0,
+    shutdown_timeout: Annotated[float, typer.Option(help="seconds to finish at stop")] = 30.0,
+    once: Annotated[bool, typer.Option(help="run what is due now, then exit")] = False,
+    log_level: Annotated[str, typer.Option(help="logging level")] = "info",
+) -> None:
+    """Run a worker until SIGTERM/SIGINT (a second signal exits at once)."""
+    _setup_logging(log_level)
+    yard = load_yard(app_path, store)
+    ran = yard.run_worker(concurrency=concurrency, wait=not once, lease=lease,
+                          shutdown_timeout=shutdown_timeout)
+    console.print(f"ran {ran} task(s)")
+
+
+@db_app.command("upgrade")
+def db_upgrade(store: StoreOption = None) -> None:
+    """Apply the schema migrations that are missing."""
+    opened = open_store(store or DEFAULT_URL, migrate=False)
+    before = opened.schema_version()
+    after = opened.migrate()
+    opened.close()
+    console.print(f"schema version {before} -> {after}")
+
+
+@db_app.command("version")
+def db_version(store: StoreOption = None) -> None:
+    """Print the schema version and the latest one this batchyard knows."""
+    opened = open_store(store or DEFAULT_URL, migrate=False)
+    console.print(f"schema version {opened.schema_version()} (latest {opened.latest_version()})")
+    opened.close()
+
+
+@batches_app.command("status")
+def batches_status(base_id: str, app_path: AppOption = None, store: StoreOption = None,
+                   as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Active batches of a base id."""
+    rows = load_yard(app_path, store).get_batch_status(base_id)
+    _show([asdict(r) for r in rows], as_json,
+          ["batch_id", "status", "item_count", "pending_count", "attempts", "last_error"])
+
+
+@batches_app.command("history")
+def batches_history(base_id: str, app_path: AppOption = None, store: StoreOption = None,
+                    limit: int = 20,
+                    as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Flush attempts of a base id, newest first."""
+    rows = load_yard(app_path, store).get_flush_history(base_id, limit)
+    _show([asdict(r) for r in rows], as_json,
+          ["batch_id", "attempt", "reason", "outcome", "item_count", "duration_seconds",
+           "error"])
+
+
+@batches_app.command("dead")
+def batches_dead(app_path: AppOption = None, store: StoreOption = None,
+                 as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Dead-lettered batches."""
+    rows = load_yard(app_path, store).list_dead_batches()
+    _show([asdict(r) for r in rows], as_json,
+          ["batch_id", "pending_count", "attempts", "last_error"])
+
+
+@batches_app.command("flush")
+def batches_flush(batch_id: str, app_path: AppOption = None,
+                  store: StoreOption = None) -> None:
+    """Close a batch and schedule its flush now."""
+    result = load_yard(app_path, store).flush(batch_id)
+    console.print(json.dumps(asdict(result)))
+
+
+@batches_app.command("redrive")
+def batches_redrive(batch_id: str, app_path: AppOption = None,
+                    store: StoreOption = None) -> None:
+    """Flush a dead-lettered batch again."""
+    result = load_yard(app_path, store).redrive_batch(batch_id)
+    console.print(json.dumps(asdict(result)))
+
+
+def _show(rows: list[dict[str, Any]], as_json: bool, columns: list[str]) -> None:
+    if as_json:
+        print(json.dumps(rows, default=str))
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except BatchyardError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from None

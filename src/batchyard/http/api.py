@@ -1,0 +1,89 @@
+"""JSON routes over the yard's accumulator. Plain functions: Starlette runs them in its
+threadpool, which suits the synchronous core."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from batchyard.accumulator import AddResult, BatchInfo, FlushRecord, FlushResult
+from batchyard.yard import Yard
+
+router = APIRouter()
+MAX_ITEMS_PER_REQUEST = 10_000
+
+
+class AddItems(BaseModel):
+    """Items to add to a batch, with the batch's configuration."""
+
+    items: list[Any] = Field(max_length=MAX_ITEMS_PER_REQUEST)
+    max_batch_size: int = Field(gt=0, le=1_000_000)
+    on_flush: str = Field(min_length=1)
+    flush_interval: float | None = Field(default=None, gt=0)
+    max_attempts: int | None = Field(default=None, ge=1, le=1000)
+
+
+class Health(BaseModel):
+    status: str
+    store: str
+    schema_version: int
+
+
+def _yard(request: Request) -> Yard:
+    yard: Yard = request.app.state.yard
+    return yard
+
+
+@router.get("/health", tags=["service"])
+def health(request: Request) -> Health:
+    """The service is up and its store answers."""
+    store = _yard(request).store
+    return Health(status="ok", store=store.dialect, schema_version=store.schema_version())
+
+
+@router.post("/batches/{batch_id}/items", tags=["batches"])
+def add_items(batch_id: str, body: AddItems, request: Request) -> AddResult:
+    """Add items to the open batch of a base id; committed when this returns."""
+    return _yard(request).add_items(
+        batch_id,
+        body.items,
+        max_batch_size=body.max_batch_size,
+        on_flush=body.on_flush,
+        flush_interval=body.flush_interval,
+        max_attempts=body.max_attempts,
+    )
+
+
+@router.post("/batches/{batch_id}/flush", tags=["batches"])
+def flush(batch_id: str, request: Request) -> FlushResult:
+    """Close the open batch of a base id (or the given batch) and flush it now."""
+    return _yard(request).flush(batch_id)
+
+
+@router.get("/batches/{batch_id}", tags=["batches"])
+def batch_status(batch_id: str, request: Request) -> list[BatchInfo]:
+    """Active batches of a base id, or one batch."""
+    return _yard(request).get_batch_status(batch_id)
+
+
+@router.get("/batches/{batch_id}/history", tags=["batches"])
+def flush_history(
+    batch_id: str, request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 20
+) -> list[FlushRecord]:
+    """Flush attempts, newest first."""
+    return _yard(request).get_flush_history(batch_id, limit)
+
+
+@router.post("/batches/{batch_id}/redrive", tags=["batches"])
+def redrive(batch_id: str, request: Request) -> FlushResult:
+    """Flush a dead-lettered batch again."""
+    return _yard(request).redrive_batch(batch_id)
+
+
+@router.delete("/batches/{batch_id}", status_code=204, tags=["batches"])
+def delete_batch(batch_id: str, request: Request) -> Response:
+    """Delete a batch that is neither flushing nor holding pending items."""
+    _yard(request).delete_batch(batch_id)
+    return Response(status_code=204)
