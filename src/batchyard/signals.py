@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 
-class ItemFailures(Exception):  # noqa: N818 - a signal, not an error type
+class ItemFailures(Exception):
     """Raised by a flush handler when some items failed and the rest succeeded.
 
     ``failures`` maps the index of each failed item (in the list the handler received) to a

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import socket
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -88,7 +89,7 @@ class Worker:
         beat = threading.Thread(target=self._heartbeat_loop, name="batchyard-heartbeat",
                                 daemon=True)
         beat.start()
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchyard")
+        pool = _DaemonPool(self.concurrency)
         try:
             self.yard._schedule_maintenance()
             while not self._stopping.is_set():
@@ -96,7 +97,7 @@ class Worker:
                     self._idle()
             self._drain_inflight()
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown()
             restore()
             self._unregister()
             log.info("worker %s stopped after %d tasks", self.id, self.tasks_run)
@@ -109,7 +110,7 @@ class Worker:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def _claim_into(self, pool: ThreadPoolExecutor) -> bool:
+    def _claim_into(self, pool: _DaemonPool) -> bool:
         with self._lock:
             free = self.concurrency - len(self._inflight)
         if free <= 0:
@@ -118,7 +119,7 @@ class Worker:
         for task in tasks:
             with self._lock:
                 self._inflight[task.id] = task
-            pool.submit(self._execute_and_free, task)
+            pool.submit(lambda task=task: self._execute_and_free(task))
         return bool(tasks)
 
     def _idle(self) -> None:
@@ -241,3 +242,29 @@ class Worker:
                 signal.signal(sig, handler)
 
         return restore
+
+
+class _DaemonPool:
+    """Threads that never hold up the process's exit: once the worker has given back the
+    leases of work that did not finish in time, that work is abandoned (its late writes are
+    refused by the fencing token), not waited for."""
+
+    def __init__(self, size: int) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"batchyard-{n}", daemon=True)
+            for n in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._jobs.put(job)
+
+    def shutdown(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()

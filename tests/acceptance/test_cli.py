@@ -1,0 +1,138 @@
+"""The `batchyard` command in real processes: serve, worker (signals), db."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from batchyard import Yard
+
+HERE = Path(__file__).parent
+
+
+def cli(*args, env=None, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "batchyard", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            **kwargs)
+
+
+@pytest.fixture
+def env(store_url, tmp_path):
+    return {**os.environ, "BATCHYARD_STORE": store_url,
+            "RECORD_PATH": str(tmp_path / "calls.jsonl"),
+            "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def wait_until(condition, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def recorded(env):
+    path = Path(env["RECORD_PATH"])
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_serve_accepts_items_and_flushes_them_in_process(env):
+    port = free_port()
+    server = cli("serve", "--app", "app:yard", "--port", str(port), env=env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def up():
+            try:
+                return httpx.get(f"{base}/health").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(up, what="the server")
+        response = httpx.post(f"{base}/batches/ev/items",
+                              json={"items": [1, 2], "max_batch_size": 2, "on_flush": "record"})
+        assert response.json()["flushed"] is True
+        wait_until(lambda: recorded(env), what="the flush")
+        assert recorded(env) == [{"batch_id": "ev::0", "items": [1, 2]}]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=30)
+    # uvicorn re-raises the signal it handled once its graceful shutdown is over
+    assert server.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output and "stopped after 1 tasks" in output
+
+
+def test_sigterm_lets_in_flight_flushes_finish(env):
+    yard = Yard(env["BATCHYARD_STORE"])
+    yard.handler("record")(lambda items, ctx: None)
+    yard.add_items("ev", [1, 2, 3], max_batch_size=3, on_flush="record")
+    worker = cli("worker", "--app", "app:yard", "--concurrency", "1",
+                 env={**env, "HANDLER_SLEEP": "1.5"})
+    wait_until(lambda: yard.get_batch_status("ev")[0].attempts == 1, what="the flush to start")
+    worker.send_signal(signal.SIGTERM)
+    output, _ = worker.communicate(timeout=30)
+    assert worker.returncode == 0, output
+    assert recorded(env) == [{"batch_id": "ev::0", "items": [1, 2, 3]}]
+    assert yard.get_batch_status("ev") == []  # completed
+    yard.close()
+
+
+def test_shutdown_timeout_gives_leases_back_and_a_second_signal_exits_at_once(env):
+    yard = Yard(env["BATCHYARD_STORE"])
+    yard.handler("record")(lambda items, ctx: None)
+    yard.add_items("ev", [1], max_batch_size=1, on_flush="record")
+    yard.add_items("other", [2], max_batch_size=1, on_flush="record")
+    slow = {**env, "HANDLER_SLEEP": "60"}
+    worker = cli("worker", "--app", "app:yard", "--concurrency", "1", "--shutdown-timeout",
+                 "0.5", env=slow)
+    wait_until(lambda: _running(yard) == 1, what="a claim")
+    worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=30)
+    assert _running(yard) == 0  # the lease was given back, not left to expire
+
+    stuck = cli("worker", "--app", "app:yard", "--concurrency", "1", env=slow)
+    wait_until(lambda: _running(yard) == 1, what="a claim")
+    stuck.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    stuck.send_signal(signal.SIGTERM)
+    stuck.communicate(timeout=10)  # no waiting for the 60 s handler
+    assert stuck.returncode != 0
+    yard.close()
+
+
+def _running(yard):
+    with yard.store.transaction() as tx:
+        return tx.one("SELECT count(*) AS n FROM batchyard_tasks WHERE state = 'running'")["n"]
+
+
+def test_db_upgrade_and_version(tmp_path):
+    env = {**os.environ, "BATCHYARD_STORE": f"sqlite:///{tmp_path}/new.db"}
+    result = subprocess.run([sys.executable, "-m", "batchyard", "db", "upgrade"], env=env,
+                            capture_output=True, text=True, check=True)
+    assert "schema version 0 -> 1" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "batchyard", "db", "version"], env=env,
+                            capture_output=True, text=True, check=True)
+    assert "schema version 1 (latest 1)" in result.stdout
+
+
+def test_unknown_store_scheme_is_a_clear_error(tmp_path):
+    env = {**os.environ, "BATCHYARD_STORE": "mysql://x"}
+    result = subprocess.run([sys.executable, "-m", "batchyard", "db", "version"], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "unknown store scheme 'mysql'" in result.stdout

@@ -1,0 +1,83 @@
+"""The JSON API, through a test client, on both stores."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from batchyard.http import create_app
+
+
+@pytest.fixture
+def client(make_yard):
+    yard = make_yard()
+    seen = []
+
+    @yard.handler("collect")
+    def collect(items, ctx):
+        seen.append(items)
+
+    with TestClient(create_app(yard, worker=False)) as client:
+        client.yard = yard
+        client.seen = seen
+        yield client
+
+
+def add(client, base, items, **config):
+    body = {"items": items, "max_batch_size": 3, "on_flush": "collect", **config}
+    return client.post(f"/batches/{base}/items", json=body)
+
+
+def test_health_names_the_store_and_schema(client):
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and body["schema_version"] >= 1
+    assert body["store"] in ("sqlite", "postgres")
+
+
+def test_add_flush_status_history_and_delete(client):
+    response = add(client, "ev", [1, 2])
+    assert response.status_code == 200
+    assert response.json() == {"batch_id": "ev::0", "item_count": 2, "flushed": False,
+                               "status": "accumulating", "flushed_batch_ids": []}
+    [status] = client.get("/batches/ev").json()
+    assert status["pending_count"] == 2 and status["max_batch_size"] == 3
+    assert client.post("/batches/ev/flush").json()["flushed"] is True
+    client.yard.run_worker(wait=False)
+    assert client.seen == [[1, 2]]
+    [record] = client.get("/batches/ev/history?limit=5").json()
+    assert record["outcome"] == "completed" and record["reason"] == "manual"
+    assert client.delete("/batches/ev::0").status_code == 204
+    assert client.delete("/batches/ev::0").status_code == 404
+
+
+def test_bad_input_names_the_problem(client):
+    response = add(client, "ev", [1], on_flush="nobody")
+    assert response.status_code == 422 and response.json()["field"] == "on_flush"
+    response = add(client, "ev", [1], max_batch_size=0)
+    assert response.status_code == 422 and "max_batch_size" in response.text
+    response = client.post("/batches/ev/items", content=b"{not json",
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert client.get("/batches/ev").json() == []
+
+
+def test_conflicting_states_answer_409(client):
+    add(client, "ev", [1])
+    response = client.delete("/batches/ev::0")
+    assert response.status_code == 409 and "pending" in response.json()["detail"]
+    assert client.post("/batches/ev::0/redrive").status_code == 409
+
+
+def test_bodies_over_the_limit_are_refused(make_yard):
+    yard = make_yard()
+    with TestClient(create_app(yard, worker=False, max_body_bytes=100)) as client:
+        response = client.post("/batches/ev/items", content=b"x" * 101,
+                               headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_the_openapi_schema_lists_the_routes(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/health", "/batches/{batch_id}/items", "/batches/{batch_id}/flush",
+            "/batches/{batch_id}", "/batches/{batch_id}/history",
+            "/batches/{batch_id}/redrive"} <= set(paths)
