@@ -71,10 +71,9 @@ CREATE TABLE batchyard_batches (
 -- At most one accumulating batch per base: adds can never split across two open batches.
 CREATE UNIQUE INDEX batchyard_batches_open ON batchyard_batches (base_id)
     WHERE status = 'accumulating';
-CREATE INDEX batchyard_batches_status ON batchyard_batches (status, updated_at);
+CREATE INDEX batchyard_batches_status ON batchyard_batches (status, completed_at);
 
 CREATE TABLE batchyard_items (
-    id       INTEGER PRIMARY KEY AUTOINCREMENT,
     batch_id TEXT    NOT NULL,
     position INTEGER NOT NULL,
     payload  TEXT    NOT NULL,
@@ -82,8 +81,8 @@ CREATE TABLE batchyard_items (
     error    TEXT,
     added_at REAL    NOT NULL,
     -- an item has one place in one batch: membership is recorded exactly once
-    UNIQUE (batch_id, position)
-);
+    PRIMARY KEY (batch_id, position)
+) WITHOUT ROWID;  -- one B-tree, not a table plus a unique index: one page less per add
 
 CREATE TABLE batchyard_flushes (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
