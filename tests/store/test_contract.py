@@ -183,3 +183,28 @@ def test_concurrent_claimers_take_each_task_exactly_once(store_url):
         store.close()
     everything = [n for part in taken for n in part]
     assert sorted(everything) == list(range(200))
+
+
+def test_an_idle_worker_wakes_when_another_process_makes_work_due(store_url):
+    waiter, writer = open_store(store_url), open_store(store_url)
+    woke = threading.Event()
+
+    def wait() -> None:
+        waiter.wait_for_work(timeout=60)  # would sleep a minute without a wake-up
+        woke.set()
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    try:
+        # keep enqueueing until the waiter is listening; each enqueue is a separate commit
+        for _ in range(200):
+            with writer.transaction() as tx:
+                writer.enqueue(tx, KIND, {})
+            if woke.wait(0.05):
+                break
+        assert woke.is_set()
+    finally:
+        waiter._wakeup.set()
+        thread.join()
+        waiter.close()
+        writer.close()

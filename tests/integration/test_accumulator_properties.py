@@ -1,0 +1,124 @@
+"""Random interleavings of add, flush, tick, failure, crash and restart keep the invariants:
+no item lost, none recorded in two flushes, no flush above the size limit, none empty."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from batchyard import ManualClock, RetryPolicy, Yard
+
+MAX = 4
+BASES = ("a", "b")
+
+
+class AccumulatorMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.db = _tmp_db()
+        self.clock = ManualClock()
+        self.calls: list[tuple[str, int, list[int]]] = []
+        self.failing = False
+        self.counter = itertools.count()
+        self.accepted: set[int] = set()
+        self.open_yard()
+
+    def open_yard(self) -> None:
+        self.yard = Yard(self.db, clock=self.clock,
+                         retry=RetryPolicy(max_attempts=50, base_delay=1, max_delay=4))
+
+        @self.yard.handler("h")
+        def handle(items, ctx):
+            assert 0 < len(items) <= MAX
+            self.calls.append((ctx.batch_id, ctx.attempt, items))
+            if self.failing:
+                raise RuntimeError("sink down")
+
+    @rule(base=st.sampled_from(BASES), count=st.integers(1, 9),
+          interval=st.sampled_from([None, 5.0]))
+    def add(self, base, count, interval):
+        items = [next(self.counter) for _ in range(count)]
+        self.yard.add_items(base, items, max_batch_size=MAX, on_flush="h",
+                            flush_interval=interval)
+        self.accepted.update(items)
+
+    @rule(base=st.sampled_from(BASES))
+    def flush(self, base):
+        self.yard.flush(base)
+
+    @rule(seconds=st.sampled_from([0.5, 1, 3, 6]))
+    def tick(self, seconds):
+        self.clock.advance(seconds)
+
+    @rule()
+    def work(self):
+        self.yard.run_worker(concurrency=1, wait=False)
+
+    @rule()
+    def toggle_failure(self):
+        self.failing = not self.failing
+
+    @rule()
+    def crash_mid_flush(self):
+        """A worker claims a flush, calls the handler, and dies before recording it."""
+        [*tasks] = self.yard.store.claim("doomed", 1, lease=10, now=self.clock.time())
+        if tasks and tasks[0].kind == "accumulator.flush":
+            batch_id = tasks[0].payload["batch_id"]
+            with self.yard.store.transaction() as tx:
+                rows = tx.all("SELECT payload FROM batchyard_items WHERE batch_id = :b "
+                              "AND status = 'pending' ORDER BY position", {"b": batch_id})
+            if rows:
+                self.calls.append((batch_id, -1, [int(r["payload"]) for r in rows]))
+
+    @rule()
+    def restart(self):
+        self.yard.close()
+        self.open_yard()
+
+    @invariant()
+    def books_are_exact(self):
+        with self.yard.store.transaction() as tx:
+            rows = tx.all("SELECT batch_id, payload, status FROM batchyard_items")
+            over = tx.one("SELECT count(*) AS n FROM batchyard_flushes WHERE item_count > :m "
+                          "OR item_count = 0", {"m": MAX})["n"]
+        stored = [int(r["payload"]) for r in rows]
+        assert len(stored) == len(set(stored)), "an item is in two batches"
+        assert set(stored) == self.accepted, "an accepted item was lost"
+        assert over == 0, "a flush above the limit, or an empty one"
+        delivered = {i for _, _, items in self.calls for i in items}
+        done = {int(r["payload"]) for r in rows if r["status"] == "done"}
+        assert done <= delivered, "an item marked done was never delivered"
+
+    def teardown(self):
+        # drain: with the sink healthy and time moving, everything ends up delivered
+        self.failing = False
+        for _ in range(40):
+            self.clock.advance(60)
+            for base in BASES:
+                self.yard.flush(base)
+            self.yard.run_worker(concurrency=1, wait=False)
+        with self.yard.store.transaction() as tx:
+            pending = tx.one("SELECT count(*) AS n FROM batchyard_items "
+                             "WHERE status = 'pending'")["n"]
+            completed = tx.all("SELECT b.batch_id, f.item_count FROM batchyard_batches b "
+                               "JOIN batchyard_flushes f ON f.batch_id = b.batch_id "
+                               "AND f.outcome = 'completed' WHERE b.status = 'completed'")
+        self.yard.close()
+        assert pending == 0
+        assert len(completed) == len({b for b, _ in completed}), "two completed flushes"
+
+
+def _tmp_db() -> str:
+    import tempfile
+
+    return f"sqlite:///{tempfile.mkdtemp(prefix='batchyard-prop-')}/yard.db"
+
+
+AccumulatorMachine.TestCase.settings = settings(
+    max_examples=40, stateful_step_count=30, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestAccumulatorProperties = AccumulatorMachine.TestCase
