@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from batchyard.errors import ConfigError, StoreError
-from batchyard.store.base import Params, Store, Tx
+from batchyard.store.base import Params, Store, Task, Tx
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 _POLL_SECONDS = 0.01  # how often an idle worker looks at PRAGMA data_version
@@ -103,11 +103,21 @@ class SQLiteStore(Store):
     def _table_exists_sql(self) -> str:
         return "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"
 
+    def claim(self, *args: Any, **kwargs: Any) -> list[Task]:
+        # remember what we have seen, so a commit landing between this claim and the next
+        # wait still wakes that wait
+        self._local.seen_version = self._data_version()
+        return super().claim(*args, **kwargs)
+
+    def _data_version(self) -> int:
+        return int(self._connection().execute("PRAGMA data_version").fetchone()[0])
+
     def wait_for_work(self, timeout: float) -> None:
-        # Another process's commit bumps data_version on our connection: a read of a shared
-        # memory counter, so polling it often costs next to nothing.
-        conn = self._connection()
-        start = conn.execute("PRAGMA data_version").fetchone()[0]
+        # Another connection's commit bumps data_version on ours: a read of a shared-memory
+        # counter, so polling it often costs next to nothing.
+        start = getattr(self._local, "seen_version", None)
+        if start is None:
+            start = self._data_version()
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -116,7 +126,7 @@ class SQLiteStore(Store):
             if self._wakeup.wait(min(_POLL_SECONDS, remaining)):
                 self._wakeup.clear()
                 return
-            if conn.execute("PRAGMA data_version").fetchone()[0] != start:
+            if self._data_version() != start:
                 return
 
     def close(self) -> None:
