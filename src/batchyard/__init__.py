@@ -19,8 +19,10 @@ from batchyard.errors import (
     InvalidInput,
     LeaseLost,
     NotFound,
+    ProducerError,
     StoreError,
 )
+from batchyard.producer import Producer, ProducerStats
 from batchyard.retry import RetryPolicy
 from batchyard.signals import ItemFailures
 from batchyard.store import open_store
@@ -47,6 +49,9 @@ __all__ = [
     "LeaseLost",
     "ManualClock",
     "NotFound",
+    "Producer",
+    "ProducerError",
+    "ProducerStats",
     "RetryPolicy",
     "StoreError",
     "SystemClock",

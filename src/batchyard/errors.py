@@ -9,6 +9,7 @@
     │   ├── Conflict             the record exists in a state that forbids the change
     │   └── LeaseLost            a write under a stale fencing token was refused
     ├── Backpressure             a bounded buffer stayed full past its timeout
+    ├── ProducerError            the producer's background writes failed
     └── WorkerStopped            the worker was asked to stop
 
 Signals that user code raises on purpose live in `batchyard.signals`, apart from these.
@@ -59,6 +60,10 @@ class LeaseLost(Conflict):
 
 class Backpressure(BatchyardError):
     """A bounded buffer stayed full past its timeout."""
+
+
+class ProducerError(BatchyardError):
+    """The producer's background writes failed; its items stay buffered."""
 
 
 class WorkerStopped(BatchyardError):

@@ -17,6 +17,7 @@ from batchyard.accumulator import (
 )
 from batchyard.clock import Clock, SystemClock, seconds
 from batchyard.handlers import Handlers
+from batchyard.producer import Producer
 from batchyard.retry import RetryPolicy
 from batchyard.store import DEFAULT_URL, Store, Task, open_store
 from batchyard.worker import Worker
@@ -121,6 +122,13 @@ class Yard:
 
     def list_dead_batches(self, limit: int = 100) -> list[BatchInfo]:
         return self._accumulator.list_batches("dead", limit)
+
+    # -- producer -------------------------------------------------------------------------
+
+    def producer(self, **options: Any) -> Producer:
+        """A write-behind producer (a context manager): `add` returns at once and a
+        background writer commits coalesced batches. See `Producer` for the options."""
+        return Producer(self, **options)
 
     # -- running --------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ def test_public_names_are_pinned():
         "AddResult", "Backpressure", "BatchInfo", "BatchStatus", "BatchyardError", "Clock",
         "ConfigError", "Conflict", "FlushContext", "FlushReason", "FlushRecord",
         "FlushResult", "HandlerNotFound", "InvalidInput", "ItemFailures", "LeaseLost",
-        "ManualClock", "NotFound", "RetryPolicy", "StoreError", "SystemClock", "Yard",
+        "ManualClock", "NotFound", "Producer", "ProducerError", "ProducerStats",
+        "RetryPolicy", "StoreError", "SystemClock", "Yard",
         "__version__", "open_store",
     }
     for name in batchyard.__all__:

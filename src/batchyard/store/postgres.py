@@ -8,6 +8,7 @@ workers ``LISTEN`` for it, polling as a fallback.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -37,25 +38,37 @@ class PostgresStore(Store):
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
         super().__init__(url)
-        self._pool = ConnectionPool(
-            url,
+        self._pool_size = (min_size, max_size)
+        self._pool = self._open_pool()
+        self._listener: psycopg.Connection[Any] | None = None
+        self._listener_lock = threading.Lock()
+
+    def _open_pool(self) -> ConnectionPool[Any]:
+        self._pid = os.getpid()
+        min_size, max_size = self._pool_size
+        pool = ConnectionPool(
+            self.url,
             min_size=min_size,
             max_size=max_size,
             kwargs={"autocommit": True, "row_factory": dict_row},
-            check=ConnectionPool.check_connection,
             open=False,
             name="batchyard",
         )
         try:
-            self._pool.open(wait=True, timeout=10)
+            pool.open(wait=True, timeout=10)
         except Exception as exc:
-            self._pool.close()
+            pool.close()
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
-        self._listener: psycopg.Connection[Any] | None = None
-        self._listener_lock = threading.Lock()
+        return pool
 
     @contextmanager
     def transaction(self, now: float | None = None, *, write: bool = True) -> Iterator[Tx]:
+        if self._pid != os.getpid():
+            # a forked child must not share the parent's sockets: it opens a pool of its
+            # own and leaves the parent's connections alone
+            self._inherited = (self._pool, self._listener)
+            self._listener = None
+            self._pool = self._open_pool()
         try:
             with self._pool.connection() as conn, conn.transaction():
                 tx = Tx(self, conn.cursor(), now)

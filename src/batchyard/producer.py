@@ -1,0 +1,328 @@
+"""The write-behind producer: `add` returns at once; a background writer commits batches.
+
+Items wait in an in-process buffer until the writer commits everything buffered since its
+last write in one transaction (coalesced, in the order added), one write at a time. From
+there they are accumulated and flushed exactly like items from `Yard.add_items`.
+
+Two checkpoints count items: ``processed`` (accepted by `add`) and ``durable`` (committed).
+Only the window between them lives in memory: a crash loses items added after the last
+durable checkpoint, never one that `wait_durable` or `flush` reported durable. The window is
+bounded by a memory target; past half of it the writer writes at once, at the target `add`
+blocks and, after `add_timeout`, raises `Backpressure`. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from batchyard.accumulator import encode_items, split_base
+from batchyard.clock import seconds
+from batchyard.errors import Backpressure, ProducerError
+from batchyard.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from batchyard.yard import Yard
+
+log = logging.getLogger("batchyard.producer")
+_LIVE: weakref.WeakSet[Producer] = weakref.WeakSet()
+
+
+@dataclass
+class _Entry:
+    """One `add` call: its items, already JSON-encoded and validated."""
+
+    base: str
+    encoded: list[str]
+    config: dict[str, Any]
+    size_bytes: int
+    last: int  # the processed checkpoint reached by this entry
+
+
+@dataclass(frozen=True)
+class ProducerStats:
+    processed: int
+    durable: int
+    pending_items: int
+    pending_bytes: int
+    writes: int
+    last_write_seconds: float | None
+    last_error: str | None
+
+
+class Producer:
+    """A write-behind buffer in front of a yard's accumulator. Build it with `Yard.producer`.
+
+    ``max_pending_items`` / ``max_pending_bytes`` bound the buffer; ``write_interval`` is how
+    long the writer lets items gather before a write; ``add_timeout`` is how long `add` blocks
+    at the target; ``retry`` bounds the attempts of one write before its error is raised from
+    the next `add`, `flush` or `close`.
+    """
+
+    def __init__(
+        self,
+        yard: Yard,
+        *,
+        max_pending_items: int = 100_000,
+        max_pending_bytes: int = 64 * 1024 * 1024,
+        write_interval: float | timedelta = 0.05,
+        add_timeout: float | timedelta = 30.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if max_pending_items < 1 or max_pending_bytes < 1:
+            raise ValueError("max_pending_items and max_pending_bytes must be positive")
+        self.yard = yard
+        self.max_pending_items = max_pending_items
+        self.max_pending_bytes = max_pending_bytes
+        self.write_interval = seconds(write_interval)
+        self.add_timeout = seconds(add_timeout)
+        self.retry = retry or RetryPolicy(max_attempts=5, base_delay=0.1, max_delay=5.0)
+        self._reset()
+        _LIVE.add(self)
+
+    def _reset(self) -> None:
+        """Fresh state: at construction, and in a forked child (which must never write the
+        parent's items a second time)."""
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._buffer: deque[_Entry] = deque()
+        self._pending_items = 0
+        self._pending_bytes = 0
+        self._processed = 0
+        self._durable = 0
+        self._writes = 0
+        self._last_write: float | None = None
+        self._error: BaseException | None = None
+        self._stalled = False  # retries used up: wait for a caller to ask again
+        self._urgent = False
+        self._closed = False
+        self._writer: threading.Thread | None = None
+
+    # -- the producer's side ---------------------------------------------------------------
+
+    def add(
+        self,
+        batch_id: str,
+        items: Sequence[Any],
+        *,
+        max_batch_size: int,
+        on_flush: str | Callable[..., Any],
+        flush_interval: float | timedelta | None = None,
+        max_attempts: int | None = None,
+    ) -> int:
+        """Buffer items for `batch_id`'s base (same configuration as `Yard.add_items`) and
+        return the processed checkpoint that includes them. Validation happens here: bad
+        items raise `InvalidInput` and nothing of this call is buffered."""
+        base, _ = split_base(batch_id)
+        config = self.yard._accumulator._config(max_batch_size, on_flush, flush_interval,
+                                                max_attempts)
+        encoded = encode_items(items)
+        size = sum(len(e) for e in encoded)
+        with self._changed:
+            self._check_usable()
+            if not encoded:
+                return self._processed
+            deadline = time.monotonic() + self.add_timeout
+            while self._buffer and self._over_target(len(encoded), size):
+                self._urgent = True
+                self._changed.notify_all()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Backpressure(
+                        f"producer buffer full ({self._pending_items} items, "
+                        f"{self._pending_bytes} bytes pending) for {self.add_timeout:g} s",
+                        pending_items=self._pending_items,
+                    )
+                self._changed.wait(remaining)
+                self._check_usable()
+            self._processed += len(encoded)
+            self._buffer.append(_Entry(base, encoded, config, size, self._processed))
+            self._pending_items += len(encoded)
+            self._pending_bytes += size
+            if self._over_half():
+                self._urgent = True
+            self._ensure_writer()
+            self._changed.notify_all()
+            return self._processed
+
+    def wait_durable(self, checkpoint: int | None = None,
+                     timeout: float | timedelta | None = None) -> int:
+        """Block until `checkpoint` (default: everything accepted so far) is committed;
+        return the durable checkpoint. Raises `ProducerError` if writes keep failing and
+        `TimeoutError` after `timeout`."""
+        with self._changed:
+            target = self._processed if checkpoint is None else checkpoint
+            deadline = None if timeout is None else time.monotonic() + seconds(timeout)
+            while self._durable < target:
+                self._raise_error()
+                self._urgent = True
+                self._ensure_writer()
+                self._changed.notify_all()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"durable checkpoint {self._durable} has not reached "
+                                       f"{target} within the timeout")
+                self._changed.wait(remaining)
+            return self._durable
+
+    def flush(self, timeout: float | timedelta | None = None) -> int:
+        """Make everything accepted so far durable; return the durable checkpoint."""
+        return self.wait_durable(None, timeout)
+
+    def close(self, timeout: float | timedelta | None = 30.0) -> None:
+        """Flush (bounded by `timeout`) and stop the writer. Raises if items stay unwritten."""
+        if self._closed:
+            return
+        try:
+            self.flush(timeout)
+        finally:
+            with self._changed:
+                self._closed = True
+                self._changed.notify_all()
+            if self._writer is not None and self._writer is not threading.current_thread():
+                self._writer.join(timeout=5)
+            _LIVE.discard(self)
+
+    @property
+    def processed(self) -> int:
+        return self._processed
+
+    @property
+    def durable(self) -> int:
+        return self._durable
+
+    def pending(self) -> list[tuple[str, list[Any]]]:
+        """The items not yet durable, as ``(base_id, items)`` in the order added."""
+        import json
+
+        with self._lock:
+            return [(e.base, [json.loads(x) for x in e.encoded]) for e in self._buffer]
+
+    def stats(self) -> ProducerStats:
+        with self._lock:
+            return ProducerStats(
+                processed=self._processed, durable=self._durable,
+                pending_items=self._pending_items, pending_bytes=self._pending_bytes,
+                writes=self._writes, last_write_seconds=self._last_write,
+                last_error=None if self._error is None else repr(self._error),
+            )
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise ProducerError("the producer is closed")
+        self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self._error is not None and self._stalled:
+            error, self._error, self._stalled = self._error, None, False
+            self._changed.notify_all()  # the writer tries again from here
+            raise ProducerError(
+                f"background write failed after {self.retry.max_attempts} attempts: {error}; "
+                f"{self._pending_items} items stay buffered and will be retried"
+            ) from error
+
+    def _over_target(self, items: int, size: int) -> bool:
+        return (self._pending_items + items > self.max_pending_items
+                or self._pending_bytes + size > self.max_pending_bytes)
+
+    def _over_half(self) -> bool:
+        return (self._pending_items * 2 >= self.max_pending_items
+                or self._pending_bytes * 2 >= self.max_pending_bytes)
+
+    def _ensure_writer(self) -> None:
+        if self._writer is None or not self._writer.is_alive():
+            self._writer = threading.Thread(target=self._write_loop, daemon=True,
+                                            name="batchyard-producer")
+            self._writer.start()
+
+    # -- the writer's side -------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        attempt = 0
+        while True:
+            with self._changed:
+                while not self._buffer or self._stalled:
+                    if self._closed:
+                        return
+                    self._changed.wait()
+                if not self._urgent and not self._closed:
+                    # let items gather for a coalesced write, unless someone is waiting
+                    self._changed.wait_for(lambda: self._urgent or self._closed,
+                                           self.write_interval)
+                entries = list(self._buffer)
+                self._urgent = False
+            started = time.perf_counter()
+            try:
+                self._write(entries)
+            except Exception as exc:
+                attempt += 1
+                delay = self.retry.next_delay(attempt)
+                log.warning("producer write of %d entries failed (attempt %d): %s",
+                            len(entries), attempt, exc)
+                with self._changed:
+                    self._error = exc
+                    if delay is None:
+                        self._stalled, attempt = True, 0
+                        self._changed.notify_all()
+                    else:
+                        self._changed.wait_for(lambda: self._closed, delay)
+                continue
+            attempt = 0
+            with self._changed:
+                for entry in entries:
+                    self._buffer.popleft()
+                    self._pending_items -= len(entry.encoded)
+                    self._pending_bytes -= entry.size_bytes
+                self._durable = entries[-1].last
+                self._writes += 1
+                self._last_write = time.perf_counter() - started
+                self._error = None
+                self._changed.notify_all()
+
+    def _write(self, entries: list[_Entry]) -> None:
+        """Everything in one transaction: all of it is durable, or none of it."""
+        accumulator = self.yard._accumulator
+        with self.yard.store.transaction(self.yard.now()) as tx:
+            run: _Entry | None = None
+            for entry in entries:
+                if run is not None and (run.base, run.config) == (entry.base, entry.config):
+                    run.encoded.extend(entry.encoded)
+                    continue
+                if run is not None:
+                    accumulator.add_encoded(tx, run.base, run.encoded, run.config)
+                run = _Entry(entry.base, list(entry.encoded), entry.config, 0, entry.last)
+            if run is not None:
+                accumulator.add_encoded(tx, run.base, run.encoded, run.config)
+
+
+def _after_fork_in_child() -> None:
+    for producer in list(_LIVE):
+        producer._reset()
+
+
+def _flush_at_exit() -> None:
+    for producer in list(_LIVE):
+        try:
+            producer.close(timeout=5.0)
+        except Exception as exc:  # exiting: report, never hang or raise
+            log.error("producer lost %d unwritten items at exit: %s",
+                      producer.stats().pending_items, exc)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_flush_at_exit)
