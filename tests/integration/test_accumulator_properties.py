@@ -4,6 +4,7 @@ no item lost, none recorded in two flushes, no flush above the size limit, none 
 from __future__ import annotations
 
 import itertools
+import shutil
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -107,6 +108,7 @@ class AccumulatorMachine(RuleBasedStateMachine):
                                "JOIN batchyard_flushes f ON f.batch_id = b.batch_id "
                                "AND f.outcome = 'completed' WHERE b.status = 'completed'")
         self.yard.close()
+        shutil.rmtree(self.db.removeprefix("sqlite:///").rsplit("/", 1)[0])
         assert pending == 0
         assert len(completed) == len({b for b, _ in completed}), "two completed flushes"
 
