@@ -1,0 +1,202 @@
+"""The accumulator measured side by side with the raw limit of the same store.
+
+    python bench/accumulator.py [--repeat 5] [--calls 3000] [--items 20000]
+
+Prints, per store: durable add_items calls/s (1 and 100 items per call) against plain
+inserts with the same durability, end-to-end items/s from add to a no-op handler, drain
+items/s with 1 and 2 worker processes (PostgreSQL), and flush latency p50/p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from _harness import fresh_postgres, fresh_sqlite, median_rate, print_table, timed
+from raw import raw_postgres_inserts, raw_sqlite_inserts
+
+from batchyard import Yard
+
+ITEM = {"payload": "x" * 40}
+HERE = Path(__file__).parent
+
+
+def noop_yard(url: str) -> Yard:
+    yard = Yard(url)
+    yard.handler("noop")(lambda items, ctx: None)
+    return yard
+
+
+def adds(url: str, calls: int, per_call: int) -> int:
+    yard = noop_yard(url)
+    for c in range(calls):
+        yard.add_items("bench", [{"i": c * per_call + k, **ITEM} for k in range(per_call)],
+                       max_batch_size=100, on_flush="noop")
+    yard.close()
+    return calls * per_call
+
+
+def end_to_end(url: str, items: int) -> int:
+    """Single-item adds while an in-process worker flushes; until the last is handled."""
+    yard = Yard(url)
+    seen = []
+    done = threading.Event()
+
+    @yard.handler("count")
+    def count(batch, ctx):
+        seen.append(len(batch))
+        if sum(seen) >= items:
+            done.set()
+
+    worker = yard.worker(concurrency=2)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    for n in range(items):
+        yard.add_items("bench", [{"i": n, **ITEM}], max_batch_size=100, on_flush="count")
+    yard.flush("bench")
+    done.wait(600)
+    worker.stop()
+    thread.join()
+    yard.close()
+    return items
+
+
+def drain(url: str, items: int, processes: int) -> tuple[int, float]:
+    """Flush `items` already-added items with `processes` worker processes."""
+    env = {**os.environ, "BATCHYARD_STORE": url, "PYTHONPATH": str(HERE)}
+    workers = [subprocess.Popen([sys.executable, "-m", "batchyard", "worker", "--app",
+                                 "_noop_app:yard", "--concurrency", "4", "--log-level",
+                                 "warning"], env=env) for _ in range(processes)]
+    yard = noop_yard(url)
+    try:
+        while _count(yard, "SELECT count(*) AS n FROM batchyard_workers") < processes:
+            time.sleep(0.05)
+        start = time.perf_counter()
+        yard.add_items("bench", [{"i": n, **ITEM} for n in range(items)],
+                       max_batch_size=100, on_flush="noop")
+        while _count(yard, "SELECT count(*) AS n FROM batchyard_tasks "
+                           "WHERE kind = 'accumulator.flush'"):
+            time.sleep(0.01)
+        return items, time.perf_counter() - start
+    finally:
+        for proc in workers:
+            proc.terminate()
+        for proc in workers:
+            proc.wait()
+        yard.close()
+
+
+def latency(url: str, samples: int) -> tuple[float, float]:
+    """From the add that fills a batch to the handler call, with an idle worker."""
+    yard = Yard(url)
+    lags: list[float] = []
+    started = [0.0]
+    got = threading.Event()
+
+    @yard.handler("mark")
+    def mark(batch, ctx):
+        lags.append(time.perf_counter() - started[0])
+        got.set()
+
+    worker = yard.worker(concurrency=1)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    time.sleep(0.5)
+    for n in range(samples):
+        got.clear()
+        started[0] = time.perf_counter()
+        yard.add_items("lat", [n], max_batch_size=1, on_flush="mark")
+        got.wait(10)
+        time.sleep(0.02)
+    worker.stop()
+    thread.join()
+    yard.close()
+    lags.sort()
+    return statistics.median(lags), lags[int(len(lags) * 0.99) - 1]
+
+
+def _count(yard: Yard, sql: str) -> int:
+    with yard.store.transaction(write=False) as tx:
+        return int(tx.one(sql)["n"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--items", type=int, default=20000)
+    args = parser.parse_args()
+    r, calls, items = args.repeat, args.calls, args.items
+
+    def sqlite_url() -> str:
+        return "sqlite:///" + fresh_sqlite()
+
+    def on_pg(fn):
+        def run():
+            with fresh_postgres() as url:
+                return fn(url)
+        return run
+
+    print_table("SQLite (WAL, synchronous=NORMAL): durable adds", [
+        ("raw sqlite3 insert, 1 row/tx (rows/s)",
+         median_rate(lambda: timed(lambda: raw_sqlite_inserts(fresh_sqlite(), calls, 1)), r),
+         "the limit"),
+        ("add_items, 1 item/call (items/s)",
+         median_rate(lambda: timed(lambda: adds(sqlite_url(), calls, 1)), r), "goal >= 0.7"),
+    ])
+    print_table("SQLite: durable adds, 100 items per call", [
+        ("raw sqlite3 executemany, 100 rows/tx (rows/s)",
+         median_rate(lambda: timed(lambda: raw_sqlite_inserts(fresh_sqlite(), calls // 10,
+                                                               100)), r), "the limit"),
+        ("add_items, 100 items/call (items/s)",
+         median_rate(lambda: timed(lambda: adds(sqlite_url(), calls // 10, 100)), r),
+         "goal >= 0.7"),
+    ])
+    print_table("PostgreSQL (synchronous_commit=on): durable adds", [
+        ("raw psycopg insert, 1 row/tx (rows/s)",
+         median_rate(on_pg(lambda u: timed(lambda: raw_postgres_inserts(u, calls, 1))), r),
+         "the limit"),
+        ("add_items, 1 item/call (items/s)",
+         median_rate(on_pg(lambda u: timed(lambda: adds(u, calls, 1))), r), "goal >= 0.7"),
+    ])
+    print_table("PostgreSQL: durable adds, 100 items per call", [
+        ("raw psycopg executemany, 100 rows/tx (rows/s)",
+         median_rate(on_pg(lambda u: timed(lambda: raw_postgres_inserts(u, calls // 10, 100))),
+                     r), "the limit"),
+        ("add_items, 100 items/call (items/s)",
+         median_rate(on_pg(lambda u: timed(lambda: adds(u, calls // 10, 100))), r),
+         "goal >= 0.7"),
+    ])
+    print_table("End to end: single-item adds -> no-op handler (items/s)", [
+        ("SQLite, in-process worker",
+         median_rate(lambda: timed(lambda: end_to_end(sqlite_url(), items)), r), ""),
+        ("PostgreSQL, in-process worker",
+         median_rate(on_pg(lambda u: timed(lambda: end_to_end(u, items))), r), ""),
+    ])
+    print_table("Drain: flushing already-added items, PostgreSQL (items/s)", [
+        ("1 worker process", median_rate(on_pg(lambda u: drain(u, items * 5, 1)), r), ""),
+        ("2 worker processes", median_rate(on_pg(lambda u: drain(u, items * 5, 2)), r),
+         "scale-out"),
+    ])
+    print("\n## Flush latency: add that fills a batch -> handler, idle in-process worker\n")
+    for name, url_of in (("SQLite", lambda: sqlite_url()), ("PostgreSQL", None)):
+        results = []
+        for _ in range(r):
+            if url_of is None:
+                with fresh_postgres() as url:
+                    results.append(latency(url, 100))
+            else:
+                results.append(latency(url_of(), 100))
+        p50 = statistics.median(x[0] for x in results) * 1000
+        p99 = statistics.median(x[1] for x in results) * 1000
+        print(f"- {name}: p50 {p50:.1f} ms, p99 {p99:.1f} ms (medians of {r} runs of 100)")
+
+
+if __name__ == "__main__":
+    main()
