@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 from _harness import fresh_postgres, fresh_sqlite, median_rate, print_table, timed
-from raw import raw_postgres_inserts, raw_sqlite_inserts
-
 from batchyard import Yard
+from raw import raw_postgres_inserts, raw_sqlite_inserts
 
 ITEM = {"payload": "x" * 40}
 HERE = Path(__file__).parent
