@@ -133,6 +133,10 @@ def split_base(batch_id: str, field: str = "batch_id") -> tuple[str, int | None]
     return base, int(sequence)
 
 
+# strict JSON: NaN and Infinity are refused, not turned into null
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
 def encode_items(items: Iterable[Any]) -> list[str]:
     """Items as JSON text; a value that is not JSON is refused, naming its index."""
     if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
@@ -140,7 +144,7 @@ def encode_items(items: Iterable[Any]) -> list[str]:
     encoded = []
     for index, item in enumerate(items):
         try:
-            encoded.append(json.dumps(item, allow_nan=False, separators=(",", ":")))
+            encoded.append(_ENCODER.encode(item))
         except (TypeError, ValueError, RecursionError) as exc:
             raise InvalidInput(f"items[{index}] is not a JSON value: {exc}",
                                field="items", index=index) from None

@@ -106,6 +106,7 @@ class Producer:
         self._urgent = False
         self._closed = False
         self._writer: threading.Thread | None = None
+        self._configs: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     # -- the producer's side ---------------------------------------------------------------
 
@@ -123,8 +124,7 @@ class Producer:
         return the processed checkpoint that includes them. Validation happens here: bad
         items raise `InvalidInput` and nothing of this call is buffered."""
         base, _ = split_base(batch_id)
-        config = self.yard._accumulator._config(max_batch_size, on_flush, flush_interval,
-                                                max_attempts)
+        config = self._config(max_batch_size, on_flush, flush_interval, max_attempts)
         encoded = encode_items(items)
         size = sum(len(e) for e in encoded)
         with self._changed:
@@ -144,14 +144,17 @@ class Producer:
                     )
                 self._changed.wait(remaining)
                 self._check_usable()
+            was_empty = not self._buffer
             self._processed += len(encoded)
             self._buffer.append(_Entry(base, encoded, config, size, self._processed))
             self._pending_items += len(encoded)
             self._pending_bytes += size
-            if self._over_half():
+            if not self._urgent and self._over_half():
                 self._urgent = True
-            self._ensure_writer()
-            self._changed.notify_all()
+                self._changed.notify_all()
+            elif was_empty:
+                self._ensure_writer()
+                self._changed.notify_all()
             return self._processed
 
     def wait_durable(self, checkpoint: int | None = None,
@@ -221,6 +224,14 @@ class Producer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _config(self, *args: Any) -> dict[str, Any]:
+        """Validated batch configuration, remembered: producers repeat the same one."""
+        key = args
+        config = self._configs.get(key)
+        if config is None:
+            config = self._configs[key] = self.yard._accumulator._config(*args)
+        return config
 
     def _check_usable(self) -> None:
         if self._closed:

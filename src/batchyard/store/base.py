@@ -75,14 +75,17 @@ class Tx:
         self.after_commit: list[Callable[[], None]] = []
 
     def execute(self, sql: str, params: Params | None = None) -> Cursor:
-        cursor: Cursor = self._cursor.execute(
-            self.store.prepare(sql), self.store.bind(params or {}, self.now)
-        )
+        bound = {**params, "now": self.store.now_value(self.now)} if params else {
+            "now": self.store.now_value(self.now)}
+        cursor: Cursor = self._cursor.execute(self.store.prepare(sql), bound)
         return cursor
 
-    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
-        prepared = self.store.prepare(sql)
-        self._cursor.executemany(prepared, [self.store.bind(row, self.now) for row in rows])
+    def executemany(self, sql: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Run `sql` once per row. The rows get their ``now`` set in place."""
+        now = self.store.now_value(self.now)
+        for row in rows:
+            row["now"] = now
+        self._cursor.executemany(self.store.prepare(sql), rows)
 
     def one(self, sql: str, params: Params | None = None) -> Any:
         return self.execute(sql, params).fetchone()
@@ -117,7 +120,8 @@ class Store:
         """Turn ``:name`` parameters into the driver's style."""
         return sql
 
-    def bind(self, params: Params, now: float | None) -> Params:  # pragma: no cover
+    def now_value(self, now: float | None) -> float | None:  # pragma: no cover
+        """The value bound to ``:now``: the manual clock's time, or the backend's own."""
         raise NotImplementedError
 
     def wait_for_work(self, timeout: float) -> None:  # pragma: no cover - abstract

@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from batchyard.errors import StoreError
-from batchyard.store.base import Params, Store, Tx
+from batchyard.store.base import Store, Tx
 
 _CHANNEL = "batchyard_tasks"
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -78,10 +78,8 @@ class PostgresStore(Store):
         for callback in tx.after_commit:
             callback()
 
-    def bind(self, params: Params, now: float | None) -> Params:
-        bound = dict(params)
-        bound["now"] = now
-        return bound
+    def now_value(self, now: float | None) -> float | None:
+        return now  # None: the SQL falls back to the database's clock
 
     @staticmethod
     def _convert(sql: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from batchyard.errors import ConfigError, StoreError
-from batchyard.store.base import Params, Store, Task, Tx
+from batchyard.store.base import Store, Task, Tx
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 _POLL_SECONDS = 0.01  # how often an idle worker looks at PRAGMA data_version
@@ -91,10 +91,8 @@ class SQLiteStore(Store):
         for callback in tx.after_commit:
             callback()
 
-    def bind(self, params: Params, now: float | None) -> Params:
-        bound = dict(params)
-        bound["now"] = time.time() if now is None else now
-        return bound
+    def now_value(self, now: float | None) -> float:
+        return time.time() if now is None else now
 
     @staticmethod
     def _convert(sql: str) -> str:
