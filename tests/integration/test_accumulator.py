@@ -47,8 +47,7 @@ def add(yard, base, items, **config):
 
 
 def pending_items(yard):
-    with yard.store.transaction() as tx:
-        return tx.one("SELECT count(*) AS n FROM batchyard_items WHERE status = 'pending'")["n"]
+    return sum(b.pending_count for b in yard.list_batches(limit=1000))
 
 
 # -- triggers -----------------------------------------------------------------------------

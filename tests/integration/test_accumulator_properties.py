@@ -68,9 +68,10 @@ class AccumulatorMachine(RuleBasedStateMachine):
         [*tasks] = self.yard.store.claim("doomed", 1, lease=10, now=self.clock.time())
         if tasks and tasks[0].kind == "accumulator.flush":
             batch_id = tasks[0].payload["batch_id"]
+            from batchyard.accumulator import _PENDING_ITEMS
+
             with self.yard.store.transaction() as tx:
-                rows = tx.all("SELECT payload FROM batchyard_items WHERE batch_id = :b "
-                              "AND status = 'pending' ORDER BY position", {"b": batch_id})
+                rows = tx.all(_PENDING_ITEMS, {"batch_id": batch_id})
             if rows:
                 self.calls.append((batch_id, -1, [int(r["payload"]) for r in rows]))
 
@@ -82,7 +83,8 @@ class AccumulatorMachine(RuleBasedStateMachine):
     @invariant()
     def books_are_exact(self):
         with self.yard.store.transaction() as tx:
-            rows = tx.all("SELECT batch_id, payload, status FROM batchyard_items")
+            rows = tx.all("SELECT i.batch_id, i.payload, b.status FROM batchyard_items i "
+                          "JOIN batchyard_batches b ON b.batch_id = i.batch_id")
             over = tx.one("SELECT count(*) AS n FROM batchyard_flushes WHERE item_count > :m "
                           "OR item_count = 0", {"m": MAX})["n"]
         stored = [int(r["payload"]) for r in rows]
@@ -90,7 +92,7 @@ class AccumulatorMachine(RuleBasedStateMachine):
         assert set(stored) == self.accepted, "an accepted item was lost"
         assert over == 0, "a flush above the limit, or an empty one"
         delivered = {i for _, _, items in self.calls for i in items}
-        done = {int(r["payload"]) for r in rows if r["status"] == "done"}
+        done = {int(r["payload"]) for r in rows if r["status"] == "completed"}
         assert done <= delivered, "an item marked done was never delivered"
 
     def teardown(self):
@@ -102,8 +104,8 @@ class AccumulatorMachine(RuleBasedStateMachine):
                 self.yard.flush(base)
             self.yard.run_worker(concurrency=1, wait=False)
         with self.yard.store.transaction() as tx:
-            pending = tx.one("SELECT count(*) AS n FROM batchyard_items "
-                             "WHERE status = 'pending'")["n"]
+            pending = tx.one("SELECT count(*) AS n FROM batchyard_batches "
+                             "WHERE status <> 'completed'")["n"]
             completed = tx.all("SELECT b.batch_id, f.item_count FROM batchyard_batches b "
                                "JOIN batchyard_flushes f ON f.batch_id = b.batch_id "
                                "AND f.outcome = 'completed' WHERE b.status = 'completed'")

@@ -56,8 +56,6 @@ CREATE TABLE batchyard_batches (
     max_batch_size  INTEGER NOT NULL CHECK (max_batch_size > 0),
     flush_interval  REAL,
     max_attempts    INTEGER NOT NULL,
-    item_count      INTEGER NOT NULL DEFAULT 0 CHECK (item_count <= max_batch_size),
-    pending_count   INTEGER NOT NULL DEFAULT 0,
     attempts        INTEGER NOT NULL DEFAULT 0,  -- flush attempts, never reset
     idempotency_key TEXT    NOT NULL,
     flush_reason    TEXT,
@@ -77,12 +75,21 @@ CREATE TABLE batchyard_items (
     batch_id TEXT    NOT NULL,
     position INTEGER NOT NULL,
     payload  TEXT    NOT NULL,
-    status   TEXT    NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done')),
-    error    TEXT,
     added_at REAL    NOT NULL,
     -- an item has one place in one batch: membership is recorded exactly once
     PRIMARY KEY (batch_id, position)
 ) WITHOUT ROWID;  -- one B-tree, not a table plus a unique index: one page less per add
+
+-- Items are immutable: a batch's count is its highest position + 1, so an add writes one
+-- row and nothing else. Which items are still pending after a partial flush is recorded
+-- here; no row for a batch means all of its items are pending (or delivered, once the
+-- batch is completed).
+CREATE TABLE batchyard_item_failures (
+    batch_id TEXT    NOT NULL,
+    position INTEGER NOT NULL,
+    error    TEXT    NOT NULL,
+    PRIMARY KEY (batch_id, position)
+) WITHOUT ROWID;
 
 CREATE TABLE batchyard_flushes (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
