@@ -1,5 +1,6 @@
 """batchyard: durable batch processing on SQLite or PostgreSQL."""
 
+from batchyard import folds
 from batchyard.accumulator import (
     AddResult,
     BatchInfo,
@@ -9,6 +10,7 @@ from batchyard.accumulator import (
     FlushRecord,
     FlushResult,
 )
+from batchyard.aggregator import AggregatorRun, AggregatorStatus, ParkedEvent
 from batchyard.clock import Clock, ManualClock, SystemClock
 from batchyard.errors import (
     Backpressure,
@@ -32,6 +34,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AddResult",
+    "AggregatorRun",
+    "AggregatorStatus",
     "Backpressure",
     "BatchInfo",
     "BatchStatus",
@@ -49,6 +53,7 @@ __all__ = [
     "LeaseLost",
     "ManualClock",
     "NotFound",
+    "ParkedEvent",
     "Producer",
     "ProducerError",
     "ProducerStats",
@@ -57,5 +62,6 @@ __all__ = [
     "SystemClock",
     "Yard",
     "__version__",
+    "folds",
     "open_store",
 ]

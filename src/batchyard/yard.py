@@ -15,7 +15,15 @@ from batchyard.accumulator import (
     FlushRecord,
     FlushResult,
 )
+from batchyard.aggregator import (
+    RUN_TASK,
+    AggregatorRun,
+    Aggregators,
+    AggregatorStatus,
+    ParkedEvent,
+)
 from batchyard.clock import Clock, SystemClock, seconds
+from batchyard.folds import Fold
 from batchyard.handlers import Handlers
 from batchyard.producer import Producer
 from batchyard.retry import RetryPolicy
@@ -53,8 +61,10 @@ class Yard:
         self.handlers = Handlers()
         self.worker_id: str | None = None
         self._accumulator = Accumulator(self)
+        self._aggregators = Aggregators(self)
         self._runners: dict[str, Callable[[Task], None]] = {
             FLUSH_TASK: self._accumulator.run_flush,
+            RUN_TASK: self._aggregators.run_task,
             PRUNE_TASK: self._run_prune,
         }
 
@@ -130,6 +140,61 @@ class Yard:
         background writer commits coalesced batches. See `Producer` for the options."""
         return Producer(self, **options)
 
+    # -- aggregation ------------------------------------------------------------------------
+
+    def append_events(self, stream: str, events: Sequence[dict[str, Any]]) -> list[int]:
+        """Append JSON-object events to `stream` in one transaction; return their ids."""
+        return self._aggregators.append_events(stream, events)
+
+    def register_aggregator(
+        self,
+        name: str,
+        *,
+        stream: str,
+        key: str | Callable[[dict[str, Any]], Any],
+        fold: Fold,
+        apply: str | Callable[..., Any] | None = None,
+        page_size: int = 500,
+        max_keys: int = 500,
+        every: float | None = None,
+        lease: float = 60.0,
+    ) -> None:
+        """Fold `stream`'s events by `key` (a field name or a function) with `fold`
+        (`batchyard.folds`). Totals go to batchyard's table (`get_totals`) unless `apply`
+        names a handler ``(deltas, tx)`` that writes them in the same transaction. With
+        `every`, workers run it on that schedule."""
+        self._aggregators.register(name, stream=stream, key=key, fold=fold, apply=apply,
+                                   page_size=page_size, max_keys=max_keys, every=every,
+                                   lease=lease)
+
+    def run_aggregator(self, name: str) -> AggregatorRun:
+        """Fold and apply `name`'s new events until caught up; skipped if already running."""
+        return self._aggregators.run(name)
+
+    def get_totals(self, name: str, key: Any = None) -> Any:
+        """One key's total, or all of them as a dict."""
+        return self._aggregators.get_totals(name, key)
+
+    def get_aggregator_status(self, name: str) -> AggregatorStatus:
+        """Cursor, lag in events and seconds, last run and error, parked events."""
+        return self._aggregators.status(name)
+
+    def reset_aggregator(self, name: str) -> None:
+        """Replay the stream from the start, rebuilding the managed totals."""
+        self._aggregators.reset(name)
+
+    def list_parked_events(self, name: str, limit: int = 100) -> list[ParkedEvent]:
+        """Events whose fold raised, with their errors."""
+        return self._aggregators.parked_events(name, limit)
+
+    def retry_parked_events(self, name: str) -> int:
+        """Fold parked events again; return how many went in."""
+        return self._aggregators.retry_parked(name)
+
+    def prune_events(self, stream: str, older_than: float | timedelta = 0.0) -> int:
+        """Delete events every aggregator of `stream` has passed, older than `older_than`."""
+        return self._aggregators.prune_events(stream, seconds(older_than))
+
     # -- running --------------------------------------------------------------------------
 
     def run_worker(
@@ -158,6 +223,8 @@ class Yard:
         with self.store.transaction(self.now()) as tx:
             self.store.enqueue(tx, PRUNE_TASK, {}, delay=min(3600.0, self.retention),
                                key="maintenance:prune")
+            for config in self._aggregators.configs.values():
+                self._aggregators.schedule(tx, config)
 
     def _run_prune(self, task: Task) -> None:
         self._accumulator.prune(self.retention)

@@ -34,6 +34,10 @@ class PostgresStore(Store):
         "skip_locked": "FOR UPDATE SKIP LOCKED",
         "for_update": "FOR UPDATE",
         "least": "LEAST",
+        # an event's position is its transaction's id; transactions below the snapshot's
+        # xmin have all ended, so nothing can still commit below that mark
+        "event_position": "CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT)",
+        "safe_position": "CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT)",
     }
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:

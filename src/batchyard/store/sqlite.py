@@ -31,6 +31,10 @@ class SQLiteStore(Store):
         "skip_locked": "",
         "for_update": "",
         "least": "MIN",
+        # one writer at a time: id order is commit order, so every position is 0 and all
+        # committed events are safe to read
+        "event_position": "0",
+        "safe_position": "1",
     }
 
     def __init__(self, url: str, *, busy_timeout: float = 60.0) -> None:

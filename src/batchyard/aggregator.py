@@ -1,0 +1,424 @@
+"""Cursor aggregation: fold event streams into per-key totals, exactly once.
+
+Events are appended to a stream in one transaction each call. An aggregator reads them after
+its cursor - a compound ``(position, id)`` compared as a tuple, never a timestamp - folds them
+into per-key deltas, and in ONE transaction applies the deltas and moves the cursor with a
+compare-and-set on the old value. A crash before the commit loses nothing and counts nothing;
+a second runner (it cannot get the lease, but suppose it did) fails the compare-and-set.
+
+On PostgreSQL an event's position is its transaction's id and reads stop below the oldest
+transaction still running (the safe high-water mark), so an event whose transaction commits
+late is never left behind the cursor. A long-open transaction therefore holds aggregation
+back (visible as lag) but never makes it wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from batchyard.clock import to_datetime
+from batchyard.errors import Conflict, InvalidInput, NotFound
+from batchyard.folds import Fold
+from batchyard.store import Task, Tx
+
+if TYPE_CHECKING:
+    from batchyard.yard import Yard
+
+RUN_TASK = "aggregator.run"
+_PAGES_PER_APPLY = 20  # the page budget of one transaction
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    name: str
+    stream: str
+    key: Callable[[dict[str, Any]], Any]
+    fold: Fold
+    apply: str | None
+    page_size: int
+    max_keys: int
+    every: float | None
+    lease: float
+
+
+@dataclass(frozen=True)
+class AggregatorRun:
+    """What one `run_aggregator` call did."""
+
+    name: str
+    events: int
+    keys: int
+    applies: int
+    parked: int
+    caught_up: bool
+    skipped: bool = False  # another runner held the aggregator
+
+
+@dataclass(frozen=True)
+class AggregatorStatus:
+    name: str
+    stream: str
+    cursor: tuple[int, int]
+    lag_events: int
+    lag_seconds: float
+    events_folded: int
+    last_run_at: datetime | None
+    last_error: str | None
+    parked: int
+    running: bool
+
+
+@dataclass(frozen=True)
+class ParkedEvent:
+    event_id: int
+    position: int
+    error: str
+    event: dict[str, Any]
+    parked_at: datetime
+
+
+def _key_text(key: Any) -> str:
+    return key if isinstance(key, str) else json.dumps(key, separators=(",", ":"))
+
+
+class Aggregators:
+    """Event streams and their aggregators on one yard. Reached through `Yard` methods."""
+
+    def __init__(self, yard: Yard) -> None:
+        self.yard = yard
+        self.store = yard.store
+        self.configs: dict[str, AggregatorConfig] = {}
+
+    # -- streams --------------------------------------------------------------------------
+
+    def append_events(self, stream: str, events: Sequence[dict[str, Any]]) -> list[int]:
+        """Append events (JSON objects) in one transaction; return their ids."""
+        if not isinstance(stream, str) or not stream:
+            raise InvalidInput("stream must be a non-empty string", field="stream")
+        if isinstance(events, dict) or not isinstance(events, Sequence):
+            raise InvalidInput("events must be a list of JSON objects", field="events")
+        payloads = []
+        for index, event in enumerate(events):
+            if not isinstance(event, dict):
+                raise InvalidInput(f"events[{index}] is not a JSON object", field="events",
+                                   index=index)
+            try:
+                payloads.append(json.dumps(event, allow_nan=False, separators=(",", ":")))
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput(f"events[{index}] is not JSON: {exc}", field="events",
+                                   index=index) from None
+        ids = []
+        with self.store.transaction(self.yard.now()) as tx:
+            for payload in payloads:
+                row = tx.one("INSERT INTO batchyard_events (stream, position, payload, "
+                             "created_at) VALUES (:stream, {event_position}, :payload, {now}) "
+                             "RETURNING id", {"stream": stream, "payload": payload})
+                ids.append(int(row["id"]))
+        return ids
+
+    # -- registration ---------------------------------------------------------------------
+
+    def register(self, name: str, *, stream: str, key: str | Callable[[dict[str, Any]], Any],
+                 fold: Fold, apply: str | Callable[..., Any] | None = None,
+                 page_size: int = 500, max_keys: int = 500, every: float | None = None,
+                 lease: float = 60.0) -> AggregatorConfig:
+        if not name or not isinstance(name, str):
+            raise InvalidInput("an aggregator needs a non-empty name", field="name")
+        if not isinstance(fold, Fold):
+            raise InvalidInput("fold must be a batchyard.folds.Fold (count(), sum(...), ...)",
+                               field="fold")
+        for field, value in (("page_size", page_size), ("max_keys", max_keys)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInput(f"{field} must be a positive integer", field=field)
+        if every is not None and every <= 0:
+            raise InvalidInput("every must be a positive number of seconds", field="every")
+        key_of = (lambda event, field=key: event[field]) if isinstance(key, str) else key
+        config = AggregatorConfig(
+            name=name, stream=stream, key=key_of, fold=fold,
+            apply=None if apply is None else self.yard.handlers.name_of(apply, "apply"),
+            page_size=page_size, max_keys=max_keys, every=every, lease=lease,
+        )
+        self.configs[name] = config
+        # the row exists from registration on, so event pruning knows this reader
+        with self.store.transaction(self.yard.now()) as tx:
+            self._ensure_row(tx, config)
+        return config
+
+    def config(self, name: str) -> AggregatorConfig:
+        try:
+            return self.configs[name]
+        except KeyError:
+            raise NotFound(f"no aggregator registered as {name!r}", name=name) from None
+
+    def _ensure_row(self, tx: Tx, config: AggregatorConfig) -> None:
+        tx.execute("INSERT INTO batchyard_aggregators (name, stream, created_at) "
+                   "VALUES (:name, :stream, {now}) ON CONFLICT (name) DO NOTHING",
+                   {"name": config.name, "stream": config.stream})
+
+    # -- running --------------------------------------------------------------------------
+
+    def run(self, name: str, *, fail_before_cursor: Callable[[], None] | None = None
+            ) -> AggregatorRun:
+        """Fold and apply until caught up. Skips (``skipped=True``) when another runner
+        holds the aggregator's lease."""
+        config = self.config(name)
+        runner = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+        with self.store.transaction(self.yard.now()) as tx:
+            self._ensure_row(tx, config)
+            taken = tx.execute(
+                "UPDATE batchyard_aggregators SET lease_until = {now} + :lease, "
+                "runner = :runner WHERE name = :name "
+                "AND (lease_until IS NULL OR lease_until < {now})",
+                {"name": name, "lease": config.lease, "runner": runner},
+            ).rowcount
+        if not taken:
+            return AggregatorRun(name, 0, 0, 0, 0, caught_up=False, skipped=True)
+        totals = {"events": 0, "keys": 0, "applies": 0, "parked": 0}
+        error: str | None = None
+        try:
+            while True:
+                events, keys, parked, caught_up = self._apply_once(config, runner,
+                                                                   fail_before_cursor)
+                totals["events"] += events
+                totals["keys"] += keys
+                totals["parked"] += parked
+                totals["applies"] += 1
+                if caught_up:
+                    return AggregatorRun(name, caught_up=True, **totals)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            # release the lease whatever happened, so the next run need not wait it out
+            with self.store.transaction(self.yard.now()) as tx:
+                tx.execute("UPDATE batchyard_aggregators SET lease_until = NULL, runner = NULL, "
+                           "last_run_at = {now}, last_error = :error "
+                           "WHERE name = :name AND runner = :runner",
+                           {"name": name, "runner": runner, "error": error})
+
+    def _apply_once(self, config: AggregatorConfig, runner: str,
+                    fail_before_cursor: Callable[[], None] | None) -> tuple[int, int, int, bool]:
+        """One transaction: read pages after the cursor, fold, apply, move the cursor."""
+        with self.store.transaction(self.yard.now()) as tx:
+            row = tx.one("SELECT cursor_position, cursor_id FROM batchyard_aggregators "
+                         "WHERE name = :name AND runner = :runner {for_update}",
+                         {"name": config.name, "runner": runner})
+            if row is None:
+                raise Conflict(f"aggregator {config.name!r} lost its lease", name=config.name)
+            start = (int(row["cursor_position"]), int(row["cursor_id"]))
+            cursor = start
+            deltas: dict[str, Any] = {}
+            events = parked = 0
+            caught_up = False
+            for _ in range(_PAGES_PER_APPLY):
+                page = tx.all(
+                    "SELECT id, position, payload FROM batchyard_events "
+                    "WHERE stream = :stream AND (position, id) > (:position, :id) "
+                    "AND position < {safe_position} ORDER BY position, id LIMIT :limit",
+                    {"stream": config.stream, "position": cursor[0], "id": cursor[1],
+                     "limit": config.page_size},
+                )
+                full_stop = False
+                for event_row in page:
+                    event = orjson.loads(event_row["payload"])
+                    try:
+                        key = _key_text(config.key(event))
+                        if key not in deltas and len(deltas) >= config.max_keys:
+                            full_stop = True  # this event waits for the next transaction
+                            break
+                        deltas[key] = config.fold.step(deltas.get(key), event)
+                    except Exception as exc:  # a poison event: park it and go on
+                        self._park(tx, config.name, event_row, exc)
+                        parked += 1
+                    events += 1
+                    cursor = (int(event_row["position"]), int(event_row["id"]))
+                if full_stop:
+                    break
+                if len(page) < config.page_size:
+                    caught_up = True
+                    break
+            if cursor == start:
+                return 0, 0, 0, True
+            self._apply(tx, config, deltas)
+            if fail_before_cursor is not None:
+                fail_before_cursor()
+            moved = tx.execute(
+                "UPDATE batchyard_aggregators SET cursor_position = :new_position, "
+                "cursor_id = :new_id, events_folded = events_folded + :events "
+                "WHERE name = :name AND cursor_position = :old_position AND cursor_id = :old_id",
+                {"name": config.name, "new_position": cursor[0], "new_id": cursor[1],
+                 "old_position": start[0], "old_id": start[1], "events": events},
+            ).rowcount
+            if moved != 1:
+                raise Conflict(f"aggregator {config.name!r}: its cursor moved under this run",
+                               name=config.name)
+        return events, len(deltas), parked, caught_up
+
+    def _apply(self, tx: Tx, config: AggregatorConfig, deltas: dict[str, Any]) -> None:
+        if not deltas:
+            return
+        if config.apply is not None:
+            self.yard.handlers.call(config.apply, deltas, tx)
+            return
+        keys = list(deltas)
+        current: dict[str, Any] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            names = {f"k{i}": key for i, key in enumerate(chunk)}
+            rows = tx.all(
+                "SELECT key, total FROM batchyard_totals WHERE aggregator = :name AND key IN ("
+                + ", ".join(f":{n}" for n in names) + ")",
+                {"name": config.name, **names},
+            )
+            current.update({r["key"]: orjson.loads(r["total"]) for r in rows})
+        tx.executemany(
+            "INSERT INTO batchyard_totals (aggregator, key, total, updated_at) "
+            "VALUES (:name, :key, :total, {now}) ON CONFLICT (aggregator, key) "
+            "DO UPDATE SET total = excluded.total, updated_at = excluded.updated_at",
+            [{"name": config.name, "key": key,
+              "total": orjson.dumps(config.fold.merge(current.get(key), delta)).decode()}
+             for key, delta in deltas.items()],
+        )
+
+    def _park(self, tx: Tx, name: str, event_row: Any, exc: Exception) -> None:
+        tx.execute("INSERT INTO batchyard_parked_events (aggregator, event_id, position, "
+                   "error, parked_at) VALUES (:name, :id, :position, :error, {now}) "
+                   "ON CONFLICT (aggregator, event_id) DO NOTHING",
+                   {"name": name, "id": event_row["id"], "position": event_row["position"],
+                    "error": f"{type(exc).__name__}: {exc}"})
+
+    def run_task(self, task: Task) -> None:
+        """The scheduled run (``every=``): run, then schedule the next one."""
+        name = task.payload["name"]
+        try:
+            self.run(name)
+        finally:
+            with self.store.transaction(self.yard.now()) as tx:
+                self.store.complete(tx, task)
+                self.schedule(tx, self.config(name))
+
+    def schedule(self, tx: Tx, config: AggregatorConfig) -> None:
+        if config.every is not None:
+            self.store.enqueue(tx, RUN_TASK, {"name": config.name}, delay=config.every,
+                               key=f"aggregator:{config.name}")
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get_totals(self, name: str, key: Any = None) -> Any:
+        """One key's total (None if it has none), or ``{key: total}`` for all keys."""
+        self.config(name)
+        with self.store.transaction(write=False) as tx:
+            if key is not None:
+                row = tx.one("SELECT total FROM batchyard_totals "
+                             "WHERE aggregator = :name AND key = :key",
+                             {"name": name, "key": _key_text(key)})
+                return None if row is None else orjson.loads(row["total"])
+            rows = tx.all("SELECT key, total FROM batchyard_totals WHERE aggregator = :name",
+                          {"name": name})
+        return {r["key"]: orjson.loads(r["total"]) for r in rows}
+
+    def status(self, name: str) -> AggregatorStatus:
+        config = self.config(name)
+        with self.store.transaction(self.yard.now()) as tx:
+            self._ensure_row(tx, config)
+            row = tx.one("SELECT * FROM batchyard_aggregators WHERE name = :name",
+                         {"name": name})
+            behind = tx.one(
+                "SELECT COUNT(*) AS n, MIN(created_at) AS oldest, {now} AS now "
+                "FROM batchyard_events WHERE stream = :stream "
+                "AND (position, id) > (:position, :id)",
+                {"stream": config.stream, "position": row["cursor_position"],
+                 "id": row["cursor_id"]},
+            )
+            parked = tx.one("SELECT COUNT(*) AS n FROM batchyard_parked_events "
+                            "WHERE aggregator = :name", {"name": name})["n"]
+        oldest = behind["oldest"]
+        return AggregatorStatus(
+            name=name, stream=config.stream,
+            cursor=(int(row["cursor_position"]), int(row["cursor_id"])),
+            lag_events=int(behind["n"]),
+            lag_seconds=0.0 if oldest is None else max(0.0, behind["now"] - oldest),
+            events_folded=int(row["events_folded"]),
+            last_run_at=to_datetime(row["last_run_at"]), last_error=row["last_error"],
+            parked=int(parked),
+            running=row["lease_until"] is not None and row["lease_until"] >= behind["now"],
+        )
+
+    def parked_events(self, name: str, limit: int = 100) -> list[ParkedEvent]:
+        with self.store.transaction(write=False) as tx:
+            rows = tx.all("SELECT p.event_id, p.position, p.error, p.parked_at, e.payload "
+                          "FROM batchyard_parked_events p JOIN batchyard_events e "
+                          "ON e.id = p.event_id WHERE p.aggregator = :name "
+                          "ORDER BY p.position, p.event_id LIMIT :limit",
+                          {"name": name, "limit": limit})
+        return [ParkedEvent(event_id=int(r["event_id"]), position=int(r["position"]),
+                            error=r["error"], event=orjson.loads(r["payload"]),
+                            parked_at=to_datetime(r["parked_at"]))  # type: ignore[arg-type]
+                for r in rows]
+
+    def retry_parked(self, name: str) -> int:
+        """Fold parked events again (after fixing the fold); return how many went in.
+        Those that fail again stay parked with their new error."""
+        config = self.config(name)
+        done = 0
+        with self.store.transaction(self.yard.now()) as tx:
+            rows = tx.all("SELECT p.event_id, p.position, e.payload "
+                          "FROM batchyard_parked_events p JOIN batchyard_events e "
+                          "ON e.id = p.event_id WHERE p.aggregator = :name "
+                          "ORDER BY p.position, p.event_id", {"name": name})
+            deltas: dict[str, Any] = {}
+            for row in rows:
+                event = orjson.loads(row["payload"])
+                try:
+                    key = _key_text(config.key(event))
+                    deltas[key] = config.fold.step(deltas.get(key), event)
+                except Exception as exc:
+                    tx.execute("UPDATE batchyard_parked_events SET error = :error "
+                               "WHERE aggregator = :name AND event_id = :id",
+                               {"name": name, "id": row["event_id"],
+                                "error": f"{type(exc).__name__}: {exc}"})
+                    continue
+                tx.execute("DELETE FROM batchyard_parked_events "
+                           "WHERE aggregator = :name AND event_id = :id",
+                           {"name": name, "id": row["event_id"]})
+                done += 1
+            self._apply(tx, config, deltas)
+        return done
+
+    def reset(self, name: str) -> None:
+        """Replay the stream from its start, rebuilding the totals batchyard manages."""
+        config = self.config(name)
+        with self.store.transaction(self.yard.now()) as tx:
+            self._ensure_row(tx, config)
+            held = tx.execute("UPDATE batchyard_aggregators SET cursor_position = -1, "
+                              "cursor_id = 0, events_folded = 0, last_error = NULL "
+                              "WHERE name = :name AND (lease_until IS NULL "
+                              "OR lease_until < {now})", {"name": name}).rowcount
+            if not held:
+                raise Conflict(f"aggregator {name!r} is running; reset it when it is idle",
+                               name=name)
+            for table in ("batchyard_totals", "batchyard_parked_events"):
+                tx.execute(f"DELETE FROM {table} WHERE aggregator = :name", {"name": name})
+
+    def prune_events(self, stream: str, older_than: float = 0.0) -> int:
+        """Delete events of `stream` that every aggregator on it has passed and that are
+        older than `older_than` seconds; parked events are kept."""
+        with self.store.transaction(self.yard.now()) as tx:
+            return int(tx.execute(
+                "DELETE FROM batchyard_events WHERE stream = :stream "
+                "AND created_at < {now} - :age "
+                "AND EXISTS (SELECT 1 FROM batchyard_aggregators a WHERE a.stream = :stream) "
+                "AND NOT EXISTS (SELECT 1 FROM batchyard_aggregators a "
+                "WHERE a.stream = :stream AND (a.cursor_position, a.cursor_id) "
+                "< (batchyard_events.position, batchyard_events.id)) "
+                "AND id NOT IN (SELECT event_id FROM batchyard_parked_events)",
+                {"stream": stream, "age": older_than},
+            ).rowcount)
