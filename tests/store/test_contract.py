@@ -38,6 +38,23 @@ def test_migrations_apply_from_empty_and_are_idempotent(store):
     assert [r["version"] for r in rows] == [m.version for m in store.migrations()]
 
 
+def test_an_older_schema_is_upgraded_in_order(store_url):
+    store = open_store(store_url, migrate=False)
+    if store.schema_version() == 0:  # SQLite: a new file; PostgreSQL clones are migrated
+        first = store.migrations()[0]
+        with store.transaction() as tx:
+            tx.execute("CREATE TABLE batchyard_schema (version INTEGER PRIMARY KEY, "
+                       "name TEXT NOT NULL, applied_at REAL NOT NULL)")
+            store._run_script(tx, first.sql)
+            tx.execute("INSERT INTO batchyard_schema VALUES (:v, :n, 0)",
+                       {"v": first.version, "n": first.name})
+        assert store.schema_version() == first.version
+    assert store.migrate() == store.latest_version()
+    with store.transaction() as tx:
+        tx.execute("SELECT count(*) AS n FROM batchyard_events")  # from a later migration
+    store.close()
+
+
 def test_a_task_is_not_claimed_before_it_is_due(store, clock):
     enqueue(store, clock.time(), delay=10)
     assert store.claim("w", 10, lease=30, now=clock.time()) == []
