@@ -268,17 +268,13 @@ class Aggregators:
         if config.apply is not None:
             self.yard.handlers.call(config.apply, deltas, tx)
             return
-        keys = list(deltas)
-        current: dict[str, Any] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            names = {f"k{i}": key for i, key in enumerate(chunk)}
-            rows = tx.all(
-                "SELECT key, total FROM batchyard_totals WHERE aggregator = :name AND key IN ("
-                + ", ".join(f":{n}" for n in names) + ")",
-                {"name": config.name, **names},
-            )
-            current.update({r["key"]: orjson.loads(r["total"]) for r in rows})
+        # the keys travel as one JSON array: one statement, one plan, whatever their number
+        rows = tx.all(
+            "SELECT key, total FROM batchyard_totals WHERE aggregator = :name "
+            "AND key IN {json_text_values}",
+            {"name": config.name, "values": orjson.dumps(list(deltas)).decode()},
+        )
+        current = {r["key"]: orjson.loads(r["total"]) for r in rows}
         tx.executemany(
             "INSERT INTO batchyard_totals (aggregator, key, total, updated_at) "
             "VALUES (:name, :key, :total, {now}) ON CONFLICT (aggregator, key) "

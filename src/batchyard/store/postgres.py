@@ -38,6 +38,7 @@ class PostgresStore(Store):
         # xmin have all ended, so nothing can still commit below that mark
         "event_position": "CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT)",
         "safe_position": "CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT)",
+        "json_text_values": "(SELECT jsonb_array_elements_text(CAST(:values AS jsonb)))",
     }
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:

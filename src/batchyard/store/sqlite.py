@@ -35,6 +35,7 @@ class SQLiteStore(Store):
         # committed events are safe to read
         "event_position": "0",
         "safe_position": "1",
+        "json_text_values": "(SELECT value FROM json_each(:values))",
     }
 
     def __init__(self, url: str, *, busy_timeout: float = 60.0) -> None:
