@@ -389,20 +389,44 @@ class Aggregators:
             self._apply(tx, config, deltas)
         return done
 
-    def reset(self, name: str) -> None:
-        """Replay the stream from its start, rebuilding the totals batchyard manages."""
+    def reset(self, name: str, to: int | None = None) -> None:
+        """Replay the stream from its start, rebuilding the totals batchyard manages; or,
+        for an aggregator with its own `apply`, from the event with id `to` on."""
         config = self.config(name)
+        if to is not None and config.apply is None:
+            raise InvalidInput("batchyard-managed totals can only be rebuilt from the start "
+                               "(to=None): a partial replay would count events twice",
+                               field="to")
         with self.store.transaction(self.yard.now()) as tx:
             self._ensure_row(tx, config)
-            held = tx.execute("UPDATE batchyard_aggregators SET cursor_position = -1, "
-                              "cursor_id = 0, events_folded = 0, last_error = NULL "
+            start = (-1, 0)
+            if to is not None:
+                event = tx.one("SELECT position, id FROM batchyard_events "
+                               "WHERE id = :id AND stream = :stream",
+                               {"id": to, "stream": config.stream})
+                if event is None:
+                    raise NotFound(f"no event {to} in stream {config.stream!r}", field="to")
+                before = tx.one("SELECT position, id FROM batchyard_events "
+                                "WHERE stream = :stream AND (position, id) < (:position, :id) "
+                                "ORDER BY position DESC, id DESC LIMIT 1",
+                                {"stream": config.stream, "position": event["position"],
+                                 "id": event["id"]})
+                if before is not None:
+                    start = (int(before["position"]), int(before["id"]))
+            held = tx.execute("UPDATE batchyard_aggregators SET cursor_position = :position, "
+                              "cursor_id = :id, last_error = NULL "
                               "WHERE name = :name AND (lease_until IS NULL "
-                              "OR lease_until < {now})", {"name": name}).rowcount
+                              "OR lease_until < {now})",
+                              {"name": name, "position": start[0], "id": start[1]}).rowcount
             if not held:
                 raise Conflict(f"aggregator {name!r} is running; reset it when it is idle",
                                name=name)
-            for table in ("batchyard_totals", "batchyard_parked_events"):
-                tx.execute(f"DELETE FROM {table} WHERE aggregator = :name", {"name": name})
+            if to is None:
+                tx.execute("UPDATE batchyard_aggregators SET events_folded = 0 "
+                           "WHERE name = :name", {"name": name})
+                for table in ("batchyard_totals", "batchyard_parked_events"):
+                    tx.execute(f"DELETE FROM {table} WHERE aggregator = :name",
+                               {"name": name})
 
     def prune_events(self, stream: str, older_than: float = 0.0) -> int:
         """Delete events of `stream` that every aggregator on it has passed and that are

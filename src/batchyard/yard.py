@@ -40,7 +40,8 @@ class Yard:
     ``store`` is a URL (``sqlite:///path.db``, ``postgresql://...``) or an open `Store`; by
     default ``BATCHYARD_STORE`` or ``sqlite:///batchyard.db``. The schema is brought up to
     date on open. ``retry`` is the default policy for flushes and tasks; ``retention`` is how
-    long completed batches and their history are kept.
+    long completed batches and their history are kept; ``event_retention``, when set, is how
+    long events that every aggregator of their stream has passed are kept.
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class Yard:
         clock: Clock | None = None,
         retry: RetryPolicy | None = None,
         retention: float | timedelta = timedelta(days=1),
+        event_retention: float | timedelta | None = None,
     ) -> None:
         if isinstance(store, Store):
             self.store = store
@@ -58,6 +60,7 @@ class Yard:
         self.clock = clock or SystemClock()
         self.retry = retry or RetryPolicy()
         self.retention = seconds(retention)
+        self.event_retention = None if event_retention is None else seconds(event_retention)
         self.handlers = Handlers()
         self.worker_id: str | None = None
         self._accumulator = Accumulator(self)
@@ -179,9 +182,10 @@ class Yard:
         """Cursor, lag in events and seconds, last run and error, parked events."""
         return self._aggregators.status(name)
 
-    def reset_aggregator(self, name: str) -> None:
-        """Replay the stream from the start, rebuilding the managed totals."""
-        self._aggregators.reset(name)
+    def reset_aggregator(self, name: str, to: int | None = None) -> None:
+        """Replay the stream from the start, rebuilding the managed totals (or, for an
+        aggregator with its own `apply`, from event id `to` on)."""
+        self._aggregators.reset(name, to)
 
     def list_parked_events(self, name: str, limit: int = 100) -> list[ParkedEvent]:
         """Events whose fold raised, with their errors."""
@@ -228,6 +232,9 @@ class Yard:
 
     def _run_prune(self, task: Task) -> None:
         self._accumulator.prune(self.retention)
+        if self.event_retention is not None:
+            for stream in {c.stream for c in self._aggregators.configs.values()}:
+                self._aggregators.prune_events(stream, self.event_retention)
         with self.store.transaction(self.now()) as tx:
             self.store.complete(tx, task)
         self._schedule_maintenance()

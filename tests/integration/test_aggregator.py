@@ -160,6 +160,39 @@ def test_reset_replays_and_rebuilds(yard):
     assert yard.get_totals("c") == {"a": 1, "b": 1}
 
 
+def test_reset_to_an_event_for_a_custom_apply_and_refused_for_managed_totals(yard):
+    seen = []
+
+    @yard.handler("mine")
+    def mine(deltas, tx):
+        seen.append(dict(deltas))
+
+    yard.register_aggregator("own", stream="s", key="k", fold=folds.count(), apply="mine")
+    yard.register_aggregator("managed", stream="s", key="k", fold=folds.count())
+    ids = yard.append_events("s", [{"k": "a"}, {"k": "b"}, {"k": "c"}])
+    yard.run_aggregator("own")
+    yard.reset_aggregator("own", to=ids[1])
+    yard.run_aggregator("own")
+    assert seen == [{"a": 1, "b": 1, "c": 1}, {"b": 1, "c": 1}]
+    with pytest.raises(InvalidInput, match="only be rebuilt from the start"):
+        yard.reset_aggregator("managed", to=ids[1])
+    with pytest.raises(NotFound):
+        yard.reset_aggregator("own", to=10**9)
+
+
+def test_event_retention_prunes_through_the_maintenance_task(make_yard, clock):
+    yard = make_yard(clock=clock, event_retention=60)
+    yard.register_aggregator("c", stream="s", key="k", fold=folds.count())
+    yard.append_events("s", [{"k": "a"}] * 3)
+    yard.run_aggregator("c")
+    yard._schedule_maintenance()
+    clock.advance(3600)  # the maintenance task falls due; the events are an hour old
+    yard.run_worker(wait=False)
+    with yard.store.transaction() as tx:
+        assert tx.one("SELECT count(*) AS n FROM batchyard_events")["n"] == 0
+    assert yard.get_totals("c") == {"a": 3}
+
+
 def test_passed_events_can_be_pruned(yard, clock):
     yard.register_aggregator("c", stream="s", key="k", fold=folds.count())
     yard.register_aggregator("d", stream="s", key="k", fold=folds.count())
