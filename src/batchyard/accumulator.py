@@ -155,6 +155,14 @@ _INSERT_ITEM = (
     "INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
     "VALUES (:batch_id, :position, :payload, {now})"
 )
+_LOCK_OPEN_BATCH = (
+    "SELECT batch_id, max_batch_size, max_attempts FROM batchyard_batches "
+    "WHERE base_id = :base AND status = 'accumulating' {for_update}"
+)
+_COUNT_OPEN_BATCH = (
+    "SELECT COALESCE(MAX(position), -1) + 1 AS n FROM batchyard_items WHERE batch_id = "
+    "(SELECT batch_id FROM batchyard_batches WHERE base_id = :base AND status = 'accumulating')"
+)
 _ITEM_COUNT = "(SELECT COUNT(*) FROM batchyard_items i WHERE i.batch_id = b.batch_id)"
 _FAILED_COUNT = ("(SELECT COUNT(*) FROM batchyard_item_failures f "
                  "WHERE f.batch_id = b.batch_id)")
@@ -201,7 +209,7 @@ class Accumulator:
         encoded = encode_items(items)
         if not encoded:
             return AddResult(batch_id=base, item_count=0, flushed=False, status="unchanged")
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.yard.now(), pipeline=True) as tx:
             return self.add_encoded(tx, base, encoded, config)
 
     def _config(
@@ -247,7 +255,13 @@ class Accumulator:
         whatever the adder before us committed. Only items are written, until a batch fills.
         """
         flushed: list[str] = []
-        batch = self._open_batch(tx, base)
+        # sent together (one round trip when pipelined); the count runs after the lock is
+        # held, in a statement of its own, so it sees the previous holder's items
+        locked = tx.execute(_LOCK_OPEN_BATCH, {"base": base})
+        counted = tx.execute(_COUNT_OPEN_BATCH, {"base": base})
+        row = locked.fetchone()
+        count = counted.fetchone()["n"]
+        batch = None if row is None else {**row, "count": count}
         start = 0
         while start < len(encoded):
             if batch is None:
@@ -290,11 +304,7 @@ class Accumulator:
             tx.executemany(_INSERT_ITEM, rows)
 
     def _open_batch(self, tx: Tx, base: str) -> dict[str, Any] | None:
-        row = tx.one(
-            "SELECT batch_id, max_batch_size, max_attempts FROM batchyard_batches "
-            "WHERE base_id = :base AND status = 'accumulating' {for_update}",
-            {"base": base},
-        )
+        row = tx.one(_LOCK_OPEN_BATCH, {"base": base})
         return None if row is None else dict(row)
 
     def _create_batch(self, tx: Tx, base: str, config: dict[str, Any]) -> dict[str, Any]:

@@ -66,18 +66,23 @@ class Migration:
 
 
 class Tx:
-    """One open transaction. Runs dialect-neutral SQL; `now` is the clock to bind."""
+    """One open transaction. Runs dialect-neutral SQL; `now` is the clock to bind.
 
-    def __init__(self, store: Store, cursor: Any, now: float | None) -> None:
+    Each `execute` gets a cursor of its own, so that in a pipelined transaction several
+    statements can be sent before any result is read.
+    """
+
+    def __init__(self, store: Store, connection: Any, now: float | None) -> None:
         self.store = store
-        self._cursor = cursor
+        self.connection = connection
         self.now = now
         self.after_commit: list[Callable[[], None]] = []
 
     def execute(self, sql: str, params: Params | None = None) -> Cursor:
         bound = {**params, "now": self.store.now_value(self.now)} if params else {
             "now": self.store.now_value(self.now)}
-        cursor: Cursor = self._cursor.execute(self.store.prepare(sql), bound)
+        cursor: Cursor = self.connection.cursor()
+        cursor.execute(self.store.prepare(sql), bound)  # type: ignore[attr-defined]
         return cursor
 
     def executemany(self, sql: str, rows: Sequence[dict[str, Any]]) -> None:
@@ -85,7 +90,7 @@ class Tx:
         now = self.store.now_value(self.now)
         for row in rows:
             row["now"] = now
-        self._cursor.executemany(self.store.prepare(sql), rows)
+        self.connection.cursor().executemany(self.store.prepare(sql), rows)
 
     def one(self, sql: str, params: Params | None = None) -> Any:
         return self.execute(sql, params).fetchone()
@@ -110,9 +115,12 @@ class Store:
 
     # -- what each backend provides -------------------------------------------------------
 
-    def transaction(self, now: float | None = None, *, write: bool = True) -> Any:
+    def transaction(self, now: float | None = None, *, write: bool = True,
+                    pipeline: bool = False) -> Any:
         """Context manager yielding a `Tx` that commits on success, rolls back on error.
-        ``write=False`` is a read snapshot that takes no write lock."""
+        ``write=False`` is a read snapshot that takes no write lock. ``pipeline=True`` lets
+        PostgreSQL send statements without waiting for each result (read a cursor's rows to
+        wait); `rowcount` is not known until then, so fenced writes do not use it."""
         raise NotImplementedError
 
     @staticmethod

@@ -12,7 +12,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, ClassVar
 
 import psycopg
@@ -67,7 +67,8 @@ class PostgresStore(Store):
         return pool
 
     @contextmanager
-    def transaction(self, now: float | None = None, *, write: bool = True) -> Iterator[Tx]:
+    def transaction(self, now: float | None = None, *, write: bool = True,
+                    pipeline: bool = False) -> Iterator[Tx]:
         if self._pid != os.getpid():
             # a forked child must not share the parent's sockets: it opens a pool of its
             # own and leaves the parent's connections alone
@@ -75,8 +76,9 @@ class PostgresStore(Store):
             self._listener = None
             self._pool = self._open_pool()
         try:
-            with self._pool.connection() as conn, conn.transaction():
-                tx = Tx(self, conn.cursor(), now)
+            with self._pool.connection() as conn, \
+                    (conn.pipeline() if pipeline else nullcontext()), conn.transaction():
+                tx = Tx(self, conn, now)
                 yield tx
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
@@ -97,7 +99,7 @@ class PostgresStore(Store):
         tx.execute("SELECT pg_advisory_xact_lock(hashtext('batchyard_schema'))")
 
     def _run_script(self, tx: Tx, script: str) -> None:
-        tx._cursor.execute(script)
+        tx.connection.execute(script)
 
     def _table_exists_sql(self) -> str:
         return "SELECT 1 FROM pg_tables WHERE tablename = :name AND schemaname = current_schema()"

@@ -76,13 +76,14 @@ class SQLiteStore(Store):
         return conn
 
     @contextmanager
-    def transaction(self, now: float | None = None, *, write: bool = True) -> Iterator[Tx]:
+    def transaction(self, now: float | None = None, *, write: bool = True,
+                    pipeline: bool = False) -> Iterator[Tx]:
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot begin a transaction on {self.path}: {exc}") from exc
-        tx = Tx(self, conn.cursor(), now)
+        tx = Tx(self, conn, now)
         try:
             yield tx
         except BaseException:
