@@ -221,8 +221,8 @@ class Aggregators:
             for _ in range(_PAGES_PER_APPLY):
                 page = tx.all(
                     "SELECT id, position, payload FROM batchyard_events "
-                    "WHERE stream = :stream AND (position, id) > (:position, :id) "
-                    "AND position < {safe_position} ORDER BY position, id LIMIT :limit",
+                    "WHERE stream = :stream AND {after_cursor} "
+                    "AND position < {safe_position} ORDER BY {stream_order} LIMIT :limit",
                     {"stream": config.stream, "position": cursor[0], "id": cursor[1],
                      "limit": config.page_size},
                 )
@@ -329,8 +329,7 @@ class Aggregators:
                          {"name": name})
             behind = tx.one(
                 "SELECT COUNT(*) AS n, MIN(created_at) AS oldest, {now} AS now "
-                "FROM batchyard_events WHERE stream = :stream "
-                "AND (position, id) > (:position, :id)",
+                "FROM batchyard_events WHERE stream = :stream AND {after_cursor}",
                 {"stream": config.stream, "position": row["cursor_position"],
                  "id": row["cursor_id"]},
             )

@@ -39,6 +39,8 @@ class PostgresStore(Store):
         "event_position": "CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT)",
         "safe_position": "CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT)",
         "json_text_values": "(SELECT jsonb_array_elements_text(CAST(:values AS jsonb)))",
+        "after_cursor": "(position, id) > (:position, :id)",
+        "stream_order": "position, id",
     }
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:

@@ -36,6 +36,10 @@ class SQLiteStore(Store):
         "event_position": "0",
         "safe_position": "1",
         "json_text_values": "(SELECT value FROM json_each(:values))",
+        # SQLite's index use for a row-value range stops at its first column, which is
+        # always 0 here: compare ids alone, or every page rescans the stream from its start
+        "after_cursor": "id > :id",
+        "stream_order": "id",
     }
 
     def __init__(self, url: str, *, busy_timeout: float = 60.0) -> None:

@@ -11,7 +11,7 @@ CREATE TABLE batchyard_events (
     payload    TEXT    NOT NULL,
     created_at REAL    NOT NULL
 );
-CREATE INDEX batchyard_events_order ON batchyard_events (stream, position, id);
+CREATE INDEX batchyard_events_order ON batchyard_events (stream, id);  -- id order is commit order
 
 CREATE TABLE batchyard_aggregators (
     name            TEXT    PRIMARY KEY,
