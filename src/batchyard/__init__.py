@@ -24,6 +24,7 @@ from batchyard.errors import (
     ProducerError,
     StoreError,
 )
+from batchyard.iterator import BatchContext, IteratorStatus, Page
 from batchyard.producer import Producer, ProducerStats
 from batchyard.retry import RetryPolicy
 from batchyard.signals import ItemFailures
@@ -37,6 +38,7 @@ __all__ = [
     "AggregatorRun",
     "AggregatorStatus",
     "Backpressure",
+    "BatchContext",
     "BatchInfo",
     "BatchStatus",
     "BatchyardError",
@@ -50,9 +52,11 @@ __all__ = [
     "HandlerNotFound",
     "InvalidInput",
     "ItemFailures",
+    "IteratorStatus",
     "LeaseLost",
     "ManualClock",
     "NotFound",
+    "Page",
     "ParkedEvent",
     "Producer",
     "ProducerError",

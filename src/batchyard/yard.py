@@ -25,6 +25,7 @@ from batchyard.aggregator import (
 from batchyard.clock import Clock, SystemClock, seconds
 from batchyard.folds import Fold
 from batchyard.handlers import Handlers
+from batchyard.iterator import COMPLETE_TASK, STEP_TASK, Iterators, IteratorStatus
 from batchyard.producer import Producer
 from batchyard.retry import RetryPolicy
 from batchyard.store import DEFAULT_URL, Store, Task, open_store
@@ -65,8 +66,11 @@ class Yard:
         self.worker_id: str | None = None
         self._accumulator = Accumulator(self)
         self._aggregators = Aggregators(self)
+        self._iterators = Iterators(self)
         self._runners: dict[str, Callable[[Task], None]] = {
             FLUSH_TASK: self._accumulator.run_flush,
+            STEP_TASK: self._iterators.run_step,
+            COMPLETE_TASK: self._iterators.run_complete,
             RUN_TASK: self._aggregators.run_task,
             PRUNE_TASK: self._run_prune,
         }
@@ -142,6 +146,57 @@ class Yard:
         """A write-behind producer (a context manager): `add` returns at once and a
         background writer commits coalesced batches. See `Producer` for the options."""
         return Producer(self, **options)
+
+    # -- table iterator ---------------------------------------------------------------------
+
+    def start_iterator(
+        self,
+        job_id: str,
+        *,
+        batch_size: int,
+        get_next_batch: str | Callable[..., Any],
+        process_batch: str | Callable[..., Any],
+        on_complete: str | Callable[..., Any] | None = None,
+        delay_between_batches: float | timedelta = 0.1,
+        max_retries: int = 5,
+        transactional: bool = False,
+    ) -> IteratorStatus:
+        """Start a job that pages through a source from a durable cursor.
+
+        `get_next_batch(cursor, batch_size)` returns a `Page` (or a dict with ``items``,
+        ``cursor``, ``done``); `process_batch(items, ctx)` handles each page; `on_complete(
+        job_id, processed)` runs once, durably, at the end. All three are handler names (or
+        registered callables). Starting an existing id raises `Conflict`."""
+        return self._iterators.start(
+            job_id, batch_size=batch_size, get_next_batch=get_next_batch,
+            process_batch=process_batch, on_complete=on_complete,
+            delay_between_batches=seconds(delay_between_batches), max_retries=max_retries,
+            transactional=transactional,
+        )
+
+    def pause_iterator(self, job_id: str) -> IteratorStatus:
+        """Pause a job; a batch in flight cannot move the cursor afterwards."""
+        return self._iterators.pause(job_id)
+
+    def resume_iterator(self, job_id: str) -> IteratorStatus:
+        """Resume a paused or failed job from its last checkpoint."""
+        return self._iterators.resume(job_id)
+
+    def cancel_iterator(self, job_id: str) -> IteratorStatus:
+        """Cancel a job (status ``cancelled``, never ``failed``)."""
+        return self._iterators.cancel(job_id)
+
+    def get_iterator_status(self, job_id: str) -> IteratorStatus:
+        """Status, progress, cursor, rate and (with a total) ETA."""
+        return self._iterators.status(job_id)
+
+    def list_iterator_jobs(self, status: str | None = None,
+                           limit: int = 100) -> list[IteratorStatus]:
+        return self._iterators.list(status, limit)
+
+    def delete_iterator_job(self, job_id: str) -> None:
+        """Delete a job that is no longer running."""
+        self._iterators.delete(job_id)
 
     # -- aggregation ------------------------------------------------------------------------
 

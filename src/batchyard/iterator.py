@@ -1,0 +1,326 @@
+"""The table iterator: process a large source in batches from a durable cursor.
+
+A job is a chain of step tasks. Each step asks `get_next_batch(cursor, batch_size)` for a
+page, hands its items to `process_batch(items, ctx)`, and then - in one transaction fenced by
+the task's token and the job's generation - moves the cursor and schedules the next step.
+Pause, resume and cancel bump the generation, so a step that was in flight can never move
+the cursor or fork a second chain: one runner per job, always. A failing step is retried
+after 1 s, 2 s, 4 s ... (at most 30 s); after `max_retries` the job is `failed` with its
+error, and `resume_iterator` goes on from the last checkpoint.
+
+With ``transactional=True`` the handler runs inside that same transaction (``ctx.tx``), so
+writes to the same database commit together with the cursor: exactly once. Otherwise
+delivery is at least once, with ``ctx.idempotency_key`` stable across retries of a batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from batchyard.clock import seconds, to_datetime
+from batchyard.errors import Conflict, InvalidInput, NotFound
+from batchyard.store import Task, Tx
+
+if TYPE_CHECKING:
+    from batchyard.yard import Yard
+
+STEP_TASK = "iterator.step"
+COMPLETE_TASK = "iterator.complete"
+MAX_BACKOFF = 30.0
+
+
+class IteratorState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE = frozenset({IteratorState.PENDING, IteratorState.RUNNING})
+TERMINAL = frozenset({IteratorState.COMPLETED, IteratorState.FAILED, IteratorState.CANCELLED})
+
+
+@dataclass(frozen=True)
+class Page:
+    """What `get_next_batch` returns (a dict with these keys works too)."""
+
+    items: list[Any]
+    cursor: Any = None
+    done: bool = False
+    total: int | None = None
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    job_id: str
+    batch: int  # 0-based number of this batch in the job
+    attempt: int
+    idempotency_key: str
+    tx: Tx | None = field(default=None, repr=False)  # transactional jobs only
+
+
+@dataclass(frozen=True)
+class IteratorStatus:
+    job_id: str
+    status: str
+    processed: int
+    batches: int
+    cursor: Any
+    total: int | None
+    rate_per_second: float | None
+    eta_seconds: float | None
+    last_error: str | None
+    started_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+class Iterators:
+    """Iterator jobs on one yard. Reached through `Yard` methods."""
+
+    def __init__(self, yard: Yard) -> None:
+        self.yard = yard
+        self.store = yard.store
+
+    def start(self, job_id: str, *, batch_size: int, get_next_batch: str | Callable[..., Any],
+              process_batch: str | Callable[..., Any],
+              on_complete: str | Callable[..., Any] | None = None,
+              delay_between_batches: float = 0.1, max_retries: int = 5,
+              transactional: bool = False) -> IteratorStatus:
+        if not isinstance(job_id, str) or not job_id:
+            raise InvalidInput("job_id must be a non-empty string", field="job_id")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInput("batch_size must be a positive integer", field="batch_size")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise InvalidInput("max_retries must be an integer >= 0", field="max_retries")
+        delay = seconds(delay_between_batches)
+        if delay < 0:
+            raise InvalidInput("delay_between_batches must be >= 0",
+                               field="delay_between_batches")
+        names = self.yard.handlers
+        params = {
+            "job_id": job_id, "batch_size": batch_size, "delay": delay,
+            "max_retries": max_retries, "transactional": int(bool(transactional)),
+            "get_next_batch": names.name_of(get_next_batch, "get_next_batch"),
+            "process_batch": names.name_of(process_batch, "process_batch"),
+            "on_complete": None if on_complete is None else names.name_of(on_complete,
+                                                                          "on_complete"),
+        }
+        with self.store.transaction(self.yard.now()) as tx:
+            inserted = tx.execute(
+                "INSERT INTO batchyard_iterators (job_id, status, batch_size, get_next_batch, "
+                "process_batch, on_complete, delay, max_retries, transactional, started_at, "
+                "updated_at) VALUES (:job_id, 'pending', :batch_size, :get_next_batch, "
+                ":process_batch, :on_complete, :delay, :max_retries, :transactional, {now}, "
+                "{now}) ON CONFLICT (job_id) DO NOTHING", params).rowcount
+            if inserted != 1:
+                raise Conflict(f"iterator job {job_id!r} already exists", job_id=job_id)
+            self._schedule(tx, job_id, generation=1, delay=0.0)
+        return self.status(job_id)
+
+    def _schedule(self, tx: Tx, job_id: str, generation: int, delay: float) -> None:
+        self.store.enqueue(tx, STEP_TASK, {"job_id": job_id, "generation": generation},
+                           delay=delay, key=f"iterator:{job_id}:{generation}",
+                           max_attempts=1_000_000)  # the job counts its own retries
+
+    # -- control ----------------------------------------------------------------------------
+
+    def pause(self, job_id: str) -> IteratorStatus:
+        return self._transition(job_id, ACTIVE, IteratorState.PAUSED, "pause",
+                                already={IteratorState.PAUSED})
+
+    def resume(self, job_id: str) -> IteratorStatus:
+        return self._transition(job_id, {IteratorState.PAUSED, IteratorState.FAILED},
+                                IteratorState.RUNNING, "resume", already=ACTIVE)
+
+    def cancel(self, job_id: str) -> IteratorStatus:
+        return self._transition(job_id, ACTIVE | {IteratorState.PAUSED, IteratorState.FAILED},
+                                IteratorState.CANCELLED, "cancel",
+                                already={IteratorState.CANCELLED})
+
+    def _transition(self, job_id: str, allowed: frozenset[IteratorState] | set[IteratorState],
+                    target: IteratorState, verb: str,
+                    already: frozenset[IteratorState] | set[IteratorState]) -> IteratorStatus:
+        with self.store.transaction(self.yard.now()) as tx:
+            row = self._row(tx, job_id, lock=True)
+            if row["status"] in already:
+                return self._status_of(row, tx.clock())  # pausing twice is not an error
+            if row["status"] not in allowed:
+                raise Conflict(f"cannot {verb} iterator job {job_id!r}: it is {row['status']}",
+                               job_id=job_id, status=row["status"])
+            generation = int(row["generation"]) + 1
+            tx.execute("UPDATE batchyard_iterators SET status = :status, generation = :g, "
+                       "last_error = CASE WHEN :status = 'running' THEN NULL "
+                       "ELSE last_error END, updated_at = {now} WHERE job_id = :job_id",
+                       {"job_id": job_id, "status": str(target), "g": generation})
+            # queued steps of older generations will find themselves stale; drop them now
+            tx.execute("DELETE FROM batchyard_tasks WHERE kind = :kind AND state = 'queued' "
+                       "AND key LIKE :prefix", {"kind": STEP_TASK,
+                                                "prefix": f"iterator:{job_id}:%"})
+            if target == IteratorState.RUNNING:
+                self._schedule(tx, job_id, generation, delay=0.0)
+            row = self._row(tx, job_id)
+            return self._status_of(row, tx.clock())
+
+    def delete(self, job_id: str) -> None:
+        with self.store.transaction(self.yard.now()) as tx:
+            row = self._row(tx, job_id, lock=True)
+            if row["status"] in ACTIVE:
+                raise Conflict(f"iterator job {job_id!r} is {row['status']}: pause or cancel "
+                               "it before deleting", job_id=job_id)
+            tx.execute("DELETE FROM batchyard_iterators WHERE job_id = :job_id",
+                       {"job_id": job_id})
+
+    # -- the step ---------------------------------------------------------------------------
+
+    def run_step(self, task: Task) -> None:
+        job_id, generation = task.payload["job_id"], task.payload["generation"]
+        with self.store.transaction(self.yard.now()) as tx:
+            row = self._current(tx, job_id, generation)
+            if row is None:
+                self.store.complete(tx, task)  # stale: paused, cancelled or deleted since
+                return
+            if row["status"] == IteratorState.PENDING:
+                tx.execute("UPDATE batchyard_iterators SET status = 'running' "
+                           "WHERE job_id = :job_id", {"job_id": job_id})
+        handlers = self.yard.handlers
+        cursor = None if row["cursor"] is None else orjson.loads(row["cursor"])
+        batch = int(row["batches"])
+        context = BatchContext(job_id=job_id, batch=batch, attempt=task.attempts,
+                               idempotency_key=f"{job_id}:{batch}")
+        try:
+            page = _page(handlers.call(row["get_next_batch"], cursor, row["batch_size"]))
+            if page.items and not row["transactional"]:
+                handlers.call(row["process_batch"], page.items, context)
+        except Exception as exc:
+            self._failed(task, row, f"{type(exc).__name__}: {exc}")
+            return
+        try:
+            with self.store.transaction(self.yard.now()) as tx:
+                self.store.complete(tx, task)
+                if self._current(tx, job_id, generation, lock=True) is None:
+                    return  # paused or cancelled while the batch ran: drop the result
+                if page.items and row["transactional"]:
+                    handlers.call(row["process_batch"], page.items,
+                                  BatchContext(**{**context.__dict__, "tx": tx}))
+                self._checkpoint(tx, row, page)
+                if page.done or not page.items:
+                    self._finish(tx, row)
+                else:
+                    self._schedule(tx, job_id, generation, delay=float(row["delay"]))
+        except Exception as exc:
+            if row["transactional"]:
+                self._failed(task, row, f"{type(exc).__name__}: {exc}")
+                return
+            raise
+
+    def _checkpoint(self, tx: Tx, row: Any, page: Page) -> None:
+        tx.execute(
+            "UPDATE batchyard_iterators SET cursor = :cursor, processed = processed + :n, "
+            "batches = batches + 1, total = COALESCE(:total, total), last_error = NULL, "
+            "updated_at = {now} WHERE job_id = :job_id",
+            {"job_id": row["job_id"], "cursor": json.dumps(page.cursor), "n": len(page.items),
+             "total": page.total},
+        )
+
+    def _finish(self, tx: Tx, row: Any) -> None:
+        tx.execute("UPDATE batchyard_iterators SET status = 'completed', completed_at = {now} "
+                   "WHERE job_id = :job_id", {"job_id": row["job_id"]})
+        if row["on_complete"] is not None:
+            # durable: a task of its own, retried if the callback fails
+            self.store.enqueue(tx, COMPLETE_TASK, {"job_id": row["job_id"]},
+                               key=f"iterator-complete:{row['job_id']}", max_attempts=5)
+
+    def _failed(self, task: Task, row: Any, error: str) -> None:
+        with self.store.transaction(self.yard.now()) as tx:
+            if self._current(tx, row["job_id"], task.payload["generation"], lock=True) is None:
+                self.store.complete(tx, task)
+                return
+            tx.execute("UPDATE batchyard_iterators SET last_error = :error, updated_at = {now} "
+                       "WHERE job_id = :job_id", {"job_id": row["job_id"], "error": error})
+            if task.attempts > int(row["max_retries"]):
+                self.store.complete(tx, task)
+                tx.execute("UPDATE batchyard_iterators SET status = 'failed' "
+                           "WHERE job_id = :job_id", {"job_id": row["job_id"]})
+            else:
+                self.store.retry(tx, task, error, min(MAX_BACKOFF, 2.0 ** (task.attempts - 1)))
+
+    def run_complete(self, task: Task) -> None:
+        with self.store.transaction(write=False) as tx:
+            row = self._row(tx, task.payload["job_id"])
+        self.yard.handlers.call(row["on_complete"], row["job_id"], int(row["processed"]))
+        with self.store.transaction(self.yard.now()) as tx:
+            self.store.complete(tx, task)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def status(self, job_id: str) -> IteratorStatus:
+        with self.store.transaction(self.yard.now(), write=False) as tx:
+            return self._status_of(self._row(tx, job_id), tx.clock())
+
+    def list(self, status: str | None = None, limit: int = 100) -> list[IteratorStatus]:
+        with self.store.transaction(self.yard.now(), write=False) as tx:
+            now = tx.clock()
+            rows = tx.all("SELECT * FROM batchyard_iterators WHERE "
+                          "(CAST(:status AS TEXT) IS NULL OR status = :status) "
+                          "ORDER BY updated_at DESC LIMIT :limit",
+                          {"status": status, "limit": limit})
+        return [self._status_of(row, now) for row in rows]
+
+    def _row(self, tx: Tx, job_id: str, lock: bool = False) -> Any:
+        row = tx.one("SELECT * FROM batchyard_iterators WHERE job_id = :job_id"
+                     + (" {for_update}" if lock else ""), {"job_id": job_id})
+        if row is None:
+            raise NotFound(f"no iterator job {job_id!r}", job_id=job_id)
+        return row
+
+    def _current(self, tx: Tx, job_id: str, generation: int, lock: bool = False) -> Any:
+        """The job if this generation may still act on it, else None."""
+        return tx.one("SELECT * FROM batchyard_iterators WHERE job_id = :job_id "
+                      "AND generation = :g AND status IN ('pending', 'running')"
+                      + (" {for_update}" if lock else ""),
+                      {"job_id": job_id, "g": generation})
+
+    @staticmethod
+    def _status_of(row: Any, now: float) -> IteratorStatus:
+        end = row["completed_at"] or now
+        elapsed = max(1e-9, end - row["started_at"])
+        processed = int(row["processed"])
+        rate = processed / elapsed if processed else None
+        total = None if row["total"] is None else int(row["total"])
+        eta = None
+        if rate and total is not None and row["status"] in ACTIVE:
+            eta = max(0.0, (total - processed) / rate)
+        return IteratorStatus(
+            job_id=row["job_id"], status=row["status"], processed=processed,
+            batches=int(row["batches"]),
+            cursor=None if row["cursor"] is None else orjson.loads(row["cursor"]),
+            total=total, rate_per_second=rate, eta_seconds=eta, last_error=row["last_error"],
+            started_at=to_datetime(row["started_at"]),  # type: ignore[arg-type]
+            updated_at=to_datetime(row["updated_at"]),  # type: ignore[arg-type]
+            completed_at=to_datetime(row["completed_at"]),
+        )
+
+
+def _page(value: Any) -> Page:
+    if isinstance(value, Page):
+        return value
+    if isinstance(value, dict) and "items" in value:
+        items = value["items"]
+        if not isinstance(items, list):
+            raise TypeError("get_next_batch returned items that are not a list")
+        return Page(items=items, cursor=value.get("cursor"), done=bool(value.get("done")),
+                    total=value.get("total"))
+    raise TypeError("get_next_batch must return a batchyard.Page or a dict with "
+                    "'items', 'cursor' and 'done'")
+
+

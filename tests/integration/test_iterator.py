@@ -1,0 +1,207 @@
+"""The table iterator on both stores, with a manual clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchyard import Conflict, HandlerNotFound, InvalidInput, ManualClock, NotFound, Page
+
+ROWS = list(range(95))
+
+
+@pytest.fixture
+def clock():
+    return ManualClock(1_700_000_000.0)
+
+
+@pytest.fixture
+def yard(make_yard, clock):
+    yard = make_yard(clock=clock)
+    yard.seen = []
+    yard.completed = []
+    yard.fail_times = {"n": 0}
+
+    @yard.handler("source")
+    def source(cursor, batch_size):
+        start = 0 if cursor is None else cursor
+        items = ROWS[start : start + batch_size]
+        return {"items": items, "cursor": start + len(items),
+                "done": start + len(items) >= len(ROWS), "total": len(ROWS)}
+
+    @yard.handler("process")
+    def process(items, ctx):
+        if yard.fail_times["n"]:
+            yard.fail_times["n"] -= 1
+            raise ConnectionError("sink down")
+        yard.seen.append((ctx.batch, ctx.attempt, ctx.idempotency_key, list(items)))
+
+    @yard.handler("done")
+    def done(job_id, processed):
+        yard.completed.append((job_id, processed))
+
+    return yard
+
+
+def start(yard, job="job", **options):
+    options = {"delay_between_batches": 0, **options}
+    return yard.start_iterator(job, batch_size=10, get_next_batch="source",
+                               process_batch="process", on_complete="done", **options)
+
+
+def processed_items(yard):
+    return [i for _, _, _, items in yard.seen for i in items]
+
+
+def test_a_job_pages_through_the_source_and_completes_once(yard):
+    status = start(yard)
+    assert status.status == "pending" and status.processed == 0
+    yard.run_worker(wait=False)
+    assert processed_items(yard) == ROWS
+    status = yard.get_iterator_status("job")
+    assert status.status == "completed" and status.processed == 95 and status.batches == 10
+    assert status.cursor == 95 and status.total == 95 and status.eta_seconds is None
+    assert yard.completed == [("job", 95)]
+    assert [b for b, _, _, _ in yard.seen] == list(range(10))
+
+
+def test_starting_an_existing_id_is_a_clear_error(yard):
+    start(yard)
+    with pytest.raises(Conflict, match="already exists"):
+        start(yard)
+
+
+def test_bad_arguments(yard):
+    with pytest.raises(InvalidInput, match="batch_size"):
+        yard.start_iterator("j", batch_size=0, get_next_batch="source",
+                            process_batch="process")
+    with pytest.raises(HandlerNotFound, match="get_next_batch"):
+        yard.start_iterator("j", batch_size=5, get_next_batch="nope", process_batch="process")
+    with pytest.raises(NotFound):
+        yard.get_iterator_status("j")
+
+
+def test_pause_and_resume_go_on_from_the_checkpoint(yard, clock):
+    start(yard, delay_between_batches=1)
+    yard.run_worker(wait=False)  # first batch; the next is a second away
+    clock.advance(1)
+    yard.run_worker(wait=False)
+    assert yard.pause_iterator("job").status == "paused"
+    assert yard.pause_iterator("job").status == "paused"  # twice is not an error
+    clock.advance(100)
+    yard.run_worker(wait=False)
+    assert processed_items(yard) == ROWS[:20]
+    assert yard.resume_iterator("job").status == "running"
+    assert yard.resume_iterator("job").status == "running"
+    for _ in range(20):
+        clock.advance(1)
+        yard.run_worker(wait=False)
+    assert processed_items(yard) == ROWS
+    assert yard.get_iterator_status("job").status == "completed"
+
+
+def test_a_step_in_flight_during_pause_and_resume_cannot_fork_a_second_chain(yard):
+    start(yard)
+    [stale] = yard.store.claim("old-runner", 1, lease=30, now=yard.clock.time())
+    yard.pause_iterator("job")
+    yard.resume_iterator("job")
+    yard._iterators.run_step(stale)  # the old runner finishes its step late
+    yard.run_worker(wait=False)
+    assert processed_items(yard).count(0) <= 2  # at-least-once for the in-flight batch
+    assert sorted(set(processed_items(yard))) == ROWS
+    status = yard.get_iterator_status("job")
+    assert status.processed == 95 and status.batches == 10  # the books: once each
+
+
+def test_cancel_is_cancelled_not_failed_and_stops_the_chain(yard):
+    start(yard)
+    yard.store.claim("w", 1, lease=30, now=yard.clock.time())  # a step in flight
+    assert yard.cancel_iterator("job").status == "cancelled"
+    assert yard.cancel_iterator("job").status == "cancelled"
+    yard.run_worker(wait=False)
+    assert yard.seen == []
+    with pytest.raises(Conflict):
+        yard.resume_iterator("job")
+
+
+def test_retries_back_off_then_fail_and_resume_restarts_from_the_checkpoint(yard, clock):
+    start(yard, max_retries=3)
+    yard.run_worker(wait=False)
+    assert yard.get_iterator_status("job").status == "completed"
+    yard.seen.clear()
+    start(yard, "j2", max_retries=3)
+    yard.fail_times["n"] = 100
+    yard.run_worker(wait=False)  # attempt 1 fails; next after 1 s
+    for delay in (1, 2, 4):
+        clock.advance(delay - 0.01)
+        yard.run_worker(wait=False)
+        assert yard.get_iterator_status("j2").status in ("pending", "running")
+        clock.advance(0.01)
+        yard.run_worker(wait=False)
+    status = yard.get_iterator_status("j2")
+    assert status.status == "failed" and status.last_error == "ConnectionError: sink down"
+    yard.fail_times["n"] = 0
+    assert yard.resume_iterator("j2").status == "running"
+    yard.run_worker(wait=False)
+    assert processed_items(yard) == ROWS
+    assert yard.get_iterator_status("j2").status == "completed"
+
+
+def test_on_complete_is_retried_until_it_succeeds(yard, clock):
+    calls = []
+
+    @yard.handler("flaky-done")
+    def flaky_done(job_id, processed):
+        calls.append(processed)
+        if len(calls) < 3:
+            raise RuntimeError("not yet")
+
+    yard.start_iterator("j", batch_size=50, get_next_batch="source", process_batch="process",
+                        on_complete="flaky-done", delay_between_batches=0)
+    for _ in range(6):
+        yard.run_worker(wait=False)
+        clock.advance(10)
+    assert calls == [95, 95, 95]
+
+
+def test_a_page_object_and_an_empty_source(yard):
+    @yard.handler("empty")
+    def empty(cursor, batch_size):
+        return Page(items=[], cursor=None, done=True)
+
+    yard.start_iterator("e", batch_size=5, get_next_batch="empty", process_batch="process",
+                        delay_between_batches=0)
+    yard.run_worker(wait=False)
+    assert yard.get_iterator_status("e").status == "completed" and yard.seen == []
+
+
+def test_transactional_mode_commits_the_handlers_writes_with_the_cursor(yard):
+    @yard.handler("write")
+    def write(items, ctx):
+        for item in items:
+            ctx.tx.execute("INSERT INTO batchyard_batch_bases (base_id) VALUES (:id)",
+                           {"id": f"row-{item}"})
+        if ctx.batch == 3 and ctx.attempt == 1:
+            raise RuntimeError("after the writes, before the commit")
+
+    yard.start_iterator("t", batch_size=10, get_next_batch="source", process_batch="write",
+                        delay_between_batches=0, transactional=True)
+    yard.run_worker(wait=False)
+    yard.clock.advance(5)
+    yard.run_worker(wait=False)
+    with yard.store.transaction() as tx:
+        rows = tx.all("SELECT base_id FROM batchyard_batch_bases ORDER BY base_id")
+    assert sorted(int(r["base_id"][4:]) for r in rows) == ROWS  # no loss, no duplicate
+    assert yard.get_iterator_status("t").status == "completed"
+
+
+def test_list_and_delete(yard):
+    start(yard, "a")
+    start(yard, "b")
+    yard.pause_iterator("b")
+    assert {s.job_id for s in yard.list_iterator_jobs()} == {"a", "b"}
+    assert [s.job_id for s in yard.list_iterator_jobs(status="paused")] == ["b"]
+    with pytest.raises(Conflict, match="pause or cancel"):
+        yard.delete_iterator_job("a")
+    yard.delete_iterator_job("b")
+    with pytest.raises(NotFound):
+        yard.get_iterator_status("b")
