@@ -22,8 +22,10 @@ app = typer.Typer(help="Durable batch processing on SQLite or PostgreSQL.",
                   no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 batches_app = typer.Typer(help="Inspect and steer batches.", no_args_is_help=True)
+iterators_app = typer.Typer(help="Inspect and steer iterator jobs.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(batches_app, name="batches")
+app.add_typer(iterators_app, name="iterators")
 console = Console()
 
 AppOption = Annotated[
@@ -173,6 +175,41 @@ def batches_redrive(batch_id: str, app_path: AppOption = None,
     """Flush a dead-lettered batch again."""
     result = load_yard(app_path, store).redrive_batch(batch_id)
     console.print(json.dumps(asdict(result)))
+
+
+_ITERATOR_COLUMNS = ["job_id", "status", "processed", "batches", "total", "rate_per_second",
+                     "eta_seconds", "last_error"]
+
+
+@iterators_app.command("list")
+def iterators_list(app_path: AppOption = None, store: StoreOption = None,
+                   status: Annotated[str | None, typer.Option(help="only this state")] = None,
+                   as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Iterator jobs, most recently changed first."""
+    rows = load_yard(app_path, store).list_iterator_jobs(status)
+    _show([asdict(r) for r in rows], as_json, _ITERATOR_COLUMNS)
+
+
+@iterators_app.command("status")
+def iterators_status(job_id: str, app_path: AppOption = None, store: StoreOption = None,
+                     as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """One job's status and progress."""
+    _show([asdict(load_yard(app_path, store).get_iterator_status(job_id))], as_json,
+          _ITERATOR_COLUMNS)
+
+
+def _iterator_action(verb: str) -> None:
+    def command(job_id: str, app_path: AppOption = None, store: StoreOption = None) -> None:
+        yard = load_yard(app_path, store)
+        status = getattr(yard, f"{verb}_iterator")(job_id)
+        console.print(f"{job_id}: {status.status}")
+
+    command.__doc__ = f"{verb.capitalize()} an iterator job."
+    iterators_app.command(verb)(command)
+
+
+for _verb in ("pause", "resume", "cancel"):
+    _iterator_action(_verb)
 
 
 def _show(rows: list[dict[str, Any]], as_json: bool, columns: list[str]) -> None:

@@ -140,3 +140,24 @@ def test_unknown_store_scheme_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "batchyard", "db", "version"], env=env,
                             capture_output=True, text=True)
     assert result.returncode == 1 and "unknown store scheme 'mysql'" in result.stdout
+
+
+def test_iterators_commands(env):
+    yard = Yard(env["BATCHYARD_STORE"])
+    yard.handler("source")(lambda cursor, size: {"items": [1], "cursor": 1, "done": True})
+    yard.handler("record")(lambda items, ctx: None)
+    yard.start_iterator("job-1", batch_size=5, get_next_batch="source", process_batch="record")
+    yard.close()
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "batchyard", "iterators", *args],
+                              env=env, capture_output=True, text=True)
+
+    assert "job-1: paused" in run("pause", "job-1").stdout
+    [row] = json.loads(run("list", "--json").stdout)
+    assert row["job_id"] == "job-1" and row["status"] == "paused"
+    assert "job-1: running" in run("resume", "job-1").stdout
+    assert "job-1: cancelled" in run("cancel", "job-1").stdout
+    assert json.loads(run("status", "job-1", "--json").stdout)[0]["status"] == "cancelled"
+    missing = run("status", "nope")
+    assert missing.returncode == 1 and "no iterator job 'nope'" in missing.stdout
