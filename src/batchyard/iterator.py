@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 STEP_TASK = "iterator.step"
 COMPLETE_TASK = "iterator.complete"
 MAX_BACKOFF = 30.0
+_WAIT_FOR_OLDER_STEP = 0.2
 
 
 class IteratorState(StrEnum):
@@ -164,8 +165,8 @@ class Iterators:
                        {"job_id": job_id, "status": str(target), "g": generation})
             # queued steps of older generations will find themselves stale; drop them now
             tx.execute("DELETE FROM batchyard_tasks WHERE kind = :kind AND state = 'queued' "
-                       "AND key LIKE :prefix", {"kind": STEP_TASK,
-                                                "prefix": f"iterator:{job_id}:%"})
+                       "AND key LIKE :prefix ESCAPE '!'",
+                       {"kind": STEP_TASK, "prefix": _step_keys(job_id)})
             if target == IteratorState.RUNNING:
                 self._schedule(tx, job_id, generation, delay=0.0)
             row = self._row(tx, job_id)
@@ -188,6 +189,12 @@ class Iterators:
             row = self._current(tx, job_id, generation)
             if row is None:
                 self.store.complete(tx, task)  # stale: paused, cancelled or deleted since
+                return
+            if self._older_step_running(tx, job_id, task):
+                # a pause and resume while a batch was in flight: that runner has lost the
+                # cursor, but its handler call may still be going - wait it out, so the job
+                # never has two handler calls at once
+                self.store.postpone(tx, task, _WAIT_FOR_OLDER_STEP)
                 return
             if row["status"] == IteratorState.PENDING:
                 tx.execute("UPDATE batchyard_iterators SET status = 'running' "
@@ -222,6 +229,15 @@ class Iterators:
                 self._failed(task, row, f"{type(exc).__name__}: {exc}")
                 return
             raise
+
+    @staticmethod
+    def _older_step_running(tx: Tx, job_id: str, task: Task) -> bool:
+        """Another step of this job holds a live lease (an expired one is a dead runner)."""
+        return tx.one(
+            "SELECT 1 FROM batchyard_tasks WHERE kind = :kind AND key LIKE :prefix ESCAPE '!' "
+            "AND id <> :id AND state = 'running' AND due_at > {now} LIMIT 1",
+            {"kind": STEP_TASK, "prefix": _step_keys(job_id), "id": task.id},
+        ) is not None
 
     def _checkpoint(self, tx: Tx, row: Any, page: Page) -> None:
         tx.execute(
@@ -309,6 +325,12 @@ class Iterators:
             updated_at=to_datetime(row["updated_at"]),  # type: ignore[arg-type]
             completed_at=to_datetime(row["completed_at"]),
         )
+
+
+def _step_keys(job_id: str) -> str:
+    """A LIKE pattern for every step key of this job (and no other job's)."""
+    escaped = job_id.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+    return f"iterator:{escaped}:%"
 
 
 def _page(value: Any) -> Page:

@@ -205,3 +205,14 @@ def test_list_and_delete(yard):
     yard.delete_iterator_job("b")
     with pytest.raises(NotFound):
         yard.get_iterator_status("b")
+
+
+def test_job_ids_with_like_wildcards_do_not_touch_other_jobs(yard, clock):
+    start(yard, "a_b", delay_between_batches=5)
+    start(yard, "aXb", delay_between_batches=5)
+    yard.run_worker(wait=False)  # one batch each; next steps queued 5 s out
+    yard.pause_iterator("a_b")  # must drop only a_b's queued step
+    clock.advance(5)
+    yard.run_worker(wait=False)
+    assert yard.get_iterator_status("aXb").batches == 2
+    assert yard.get_iterator_status("a_b").batches == 1

@@ -289,6 +289,17 @@ class Store:
         )
         self._fenced(cursor, task)
 
+    def postpone(self, tx: Tx, task: Task, delay: float) -> None:
+        """Queue the task again after `delay` seconds without counting this attempt (it was
+        not tried: something it must wait for is still busy)."""
+        cursor = tx.execute(
+            "UPDATE batchyard_tasks SET state = 'queued', due_at = {now} + :delay, "
+            "attempts = attempts - 1, worker_id = NULL, updated_at = {now} "
+            "WHERE id = :id AND token = :token",
+            {"id": task.id, "token": task.token, "delay": float(delay)},
+        )
+        self._fenced(cursor, task)
+
     def release(self, tasks: Sequence[Task], now: float | None = None) -> None:
         """Give leases back at shutdown: due at once, and the attempt does not count."""
         with self.transaction(now) as tx:

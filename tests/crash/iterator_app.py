@@ -1,0 +1,29 @@
+"""A yard for the iterator's process tests: a numbered source and a handler that logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from batchyard import Yard
+
+ROWS = 2_000
+yard = Yard(os.environ["BATCHYARD_STORE"])
+
+
+@yard.handler("numbers")
+def numbers(cursor, batch_size):
+    start = cursor or 0
+    items = list(range(start, min(ROWS, start + batch_size)))
+    return {"items": items, "cursor": start + len(items), "done": start + len(items) >= ROWS,
+            "total": ROWS}
+
+
+@yard.handler("log")
+def log(items, ctx):
+    time.sleep(float(os.environ.get("HANDLER_SLEEP", "0.02")))
+    line = json.dumps({"job": ctx.job_id, "batch": ctx.batch, "items": items,
+                       "at": time.time()})
+    with open(os.environ["RECORD_PATH"], "a") as out:
+        out.write(line + "\n")

@@ -1,0 +1,126 @@
+"""Iterator jobs against SIGKILL, restarts, and pause/resume races, in real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from batchyard import Yard
+
+HERE = Path(__file__).parent
+ROWS = 2_000
+
+
+def worker(env):
+    return subprocess.Popen([sys.executable, "-m", "batchyard", "worker", "--app",
+                             "iterator_app:yard", "--concurrency", "2", "--lease", "2"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def calls(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()] \
+        if Path(path).exists() else []
+
+
+def wait_for(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def env(store_url, tmp_path):
+    return {**os.environ, "BATCHYARD_STORE": store_url, "RECORD_PATH": str(tmp_path / "c"),
+            "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+@pytest.fixture
+def yard(env):
+    sys.path.insert(0, str(HERE))
+    yard = Yard(env["BATCHYARD_STORE"])
+    yard.handler("numbers")(lambda c, s: None)  # names only: the workers run the real ones
+    yard.handler("log")(lambda items, ctx: None)
+    yield yard
+    yard.close()
+
+
+@pytest.mark.slow
+def test_pause_kill_resume_processes_exactly_the_rest_and_cancel_survives(yard, env):
+    for job in ("a", "b"):
+        yard.start_iterator(job, batch_size=50, get_next_batch="numbers", process_batch="log",
+                            delay_between_batches=0)
+    proc = worker(env)
+    wait_for(lambda: yard.get_iterator_status("a").processed >= 0.4 * ROWS)
+    paused = yard.pause_iterator("a")
+    wait_for(lambda: yard.get_iterator_status("b").processed >= 0.6 * ROWS)
+    yard.cancel_iterator("b")
+    cancelled_at = time.time()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    checkpoint = yard.get_iterator_status("a")
+    assert checkpoint.status == "paused" and checkpoint.processed >= paused.processed
+    before = len(calls(env["RECORD_PATH"]))
+
+    proc = worker(env)  # a new worker; the cancel and the pause survive the restart
+    time.sleep(1.0)
+    assert yard.get_iterator_status("a").status == "paused"
+    yard.resume_iterator("a")
+    wait_for(lambda: yard.get_iterator_status("a").status == "completed")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+
+    after = [c for c in calls(env["RECORD_PATH"])[before:] if c["job"] == "a"]
+    rest = [i for c in after for i in c["items"]]
+    assert rest == list(range(checkpoint.processed, ROWS))  # exactly the remaining rows
+    assert yard.get_iterator_status("a").processed == ROWS
+    late_b = [c for c in calls(env["RECORD_PATH"]) if c["job"] == "b" and c["at"] > cancelled_at]
+    assert late_b == [] or all(c["at"] - cancelled_at < 0.5 for c in late_b)  # only in flight
+    assert yard.get_iterator_status("b").status == "cancelled"
+
+
+@pytest.mark.slow
+def test_pause_and_resume_during_a_batch_never_make_two_runners(make_yard):
+    yard = make_yard()
+    active, peak, seen = [0], [0], []
+    lock = threading.Lock()
+
+    @yard.handler("numbers")
+    def numbers(cursor, batch_size):
+        start = cursor or 0
+        items = list(range(start, min(400, start + batch_size)))
+        return {"items": items, "cursor": start + len(items), "done": start + len(items) >= 400}
+
+    @yard.handler("slow")
+    def slow(items, ctx):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+            seen.extend(items)
+
+    worker_ = yard.worker(concurrency=4, poll_interval=0.05)
+    thread = threading.Thread(target=worker_.run)
+    thread.start()
+    yard.start_iterator("j", batch_size=10, get_next_batch="numbers", process_batch="slow",
+                        delay_between_batches=0)
+    for _ in range(15):
+        time.sleep(0.03)
+        yard.pause_iterator("j")
+        yard.resume_iterator("j")
+    wait_for(lambda: yard.get_iterator_status("j").status == "completed")
+    worker_.stop()
+    thread.join()
+    assert peak[0] == 1, f"{peak[0]} handler calls ran at once for one job"
+    assert sorted(set(seen)) == list(range(400))
+    assert yard.get_iterator_status("j").processed == 400
