@@ -122,14 +122,15 @@ def test_one_runner_at_a_time_across_threads_on_postgres(pg_database):
     results = []
 
     def slow_key(event):
-        inside.set()
-        release.wait(10)
+        if not inside.is_set():  # hold the first run inside its transaction, once
+            inside.set()
+            release.wait(10)
         return event["k"]
 
     yard.register_aggregator("slow", stream="s", key=slow_key, fold=folds.count())
     thread = threading.Thread(target=lambda: results.append(yard.run_aggregator("slow")))
     thread.start()
-    inside.wait(10)
+    assert inside.wait(10)
     assert yard.run_aggregator("slow").skipped  # overlapping run: skip, no conflict
     assert yard.get_aggregator_status("slow").running
     release.set()
