@@ -1,0 +1,105 @@
+"""The table iterator against a bare keyset scan of the same table, in one run.
+
+    python bench/iterator.py [--repeat 3] [--rows 1000000]
+
+Both page by (at, id) in pages of 1,000. The bare scan commits a checkpoint (the last key)
+after every page, as the iterator does; the iterator runs with a no-op handler through the
+worker (`run_worker(wait=False)`), one durable step per page. Also printed: the time per page
+over the first and the last tenth of the job, to show the cost per page stays flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from _harness import fresh_postgres, fresh_sqlite, median_rate, print_table
+from batchyard import Yard
+from batchyard.sources import sql_keyset
+
+PAGE = 1000
+
+
+def fill(yard: Yard, rows: int) -> None:
+    with yard.store.transaction() as tx:
+        tx.execute("CREATE TABLE bench_rows (id BIGINT PRIMARY KEY, at DOUBLE PRECISION "
+                   "NOT NULL, body TEXT NOT NULL)")
+        tx.execute("CREATE INDEX bench_rows_at ON bench_rows (at, id)")
+        tx.execute("CREATE TABLE bench_checkpoint (at DOUBLE PRECISION, id BIGINT)")
+        tx.execute("INSERT INTO bench_checkpoint VALUES (NULL, NULL)")
+        tx.executemany("INSERT INTO bench_rows VALUES (:id, :at, 'payload-payload')",
+                       [{"id": n, "at": float(n // 100)} for n in range(rows)])
+        tx.execute("ANALYZE")
+
+
+def bare_scan(yard: Yard, rows: int) -> tuple[int, float]:
+    start, done, last = time.perf_counter(), 0, None
+    while True:
+        with yard.store.transaction() as tx:
+            if last is None:
+                page = tx.all("SELECT id, at, body FROM bench_rows ORDER BY at, id "
+                              "LIMIT :n", {"n": PAGE})
+            else:
+                page = tx.all("SELECT id, at, body FROM bench_rows WHERE at > :at OR "
+                              "(at = :at AND id > :id) ORDER BY at, id LIMIT :n",
+                              {"at": last[0], "id": last[1], "n": PAGE})
+            if not page:
+                break
+            last = (page[-1]["at"], page[-1]["id"])
+            tx.execute("UPDATE bench_checkpoint SET at = :at, id = :id",
+                       {"at": last[0], "id": last[1]})
+            done += len(page)
+    assert done == rows
+    return rows, time.perf_counter() - start
+
+
+def iterator_run(yard: Yard, rows: int, job: str, pages: list[float]) -> tuple[int, float]:
+    yard.start_iterator(job, batch_size=PAGE, get_next_batch="bench-src",
+                        process_batch="noop", delay_between_batches=0)
+    start = time.perf_counter()
+    yard.run_worker(concurrency=1, wait=False)
+    elapsed = time.perf_counter() - start
+    status = yard.get_iterator_status(job)
+    assert status.processed == rows and status.status == "completed", status
+    return rows, elapsed
+
+
+def measure(url: str, label: str, rows: int, repeat: int) -> None:
+    yard = Yard(url)
+    fill(yard, rows)
+    sql_keyset(yard, "bench-src", table="bench_rows", order_by="at", tie_breaker="id")
+    stamps: list[float] = []
+
+    @yard.handler("noop")
+    def noop(items, ctx):
+        stamps.append(time.perf_counter())
+
+    runs = iter(range(repeat * 2))
+    print_table(f"{label}: {rows:,} rows in pages of {PAGE:,} (rows/s)", [
+        ("bare keyset scan + checkpoint per page", median_rate(lambda: bare_scan(yard, rows),
+                                                               repeat), "the baseline"),
+        ("iterator, no-op handler",
+         median_rate(lambda: iterator_run(yard, rows, f"j{next(runs)}", stamps), repeat),
+         "goal >= 0.5"),
+    ])
+    per_page = [b - a for a, b in zip(stamps[-rows // PAGE:], stamps[-rows // PAGE + 1:],
+                                      strict=False)]
+    tenth = max(1, len(per_page) // 10)
+    first, last = per_page[:tenth], per_page[-tenth:]
+    print(f"- time per page, last run: first tenth {1000 * sum(first) / len(first):.2f} ms, "
+          f"last tenth {1000 * sum(last) / len(last):.2f} ms")
+    yard.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    measure(f"sqlite:///{fresh_sqlite()}", "SQLite", args.rows, args.repeat)
+    with fresh_postgres() as url:
+        measure(url, "PostgreSQL", args.rows, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
