@@ -35,6 +35,12 @@ def sql_keyset(yard: Yard, name: str, *, table: str, order_by: str, tie_breaker:
     order = _identifier(order_by, "order_by")
     tie = _identifier(tie_breaker, "tie_breaker")
     selected = ", ".join(_identifier(c, "columns") for c in columns) if columns else "*"
+    # the key columns come back with the rows unless `columns` leaves them out
+    order_key, tie_key = order.rsplit(".", 1)[-1], tie.rsplit(".", 1)[-1]
+    keyed = columns is None or {order_key, tie_key} <= {c.rsplit(".", 1)[-1] for c in columns}
+    if not keyed:
+        selected += f", {order} AS batchyard_o, {tie} AS batchyard_t"
+        order_key, tie_key = "batchyard_o", "batchyard_t"
     # (o > :o OR (o = :o AND t > :t)) rather than a row value: SQLite's index use for a row
     # value range stops at its first column, which would rescan every shared order value
     after = (f"({order} > :order_value OR ({order} = :order_value AND {tie} > :tie_value))")
@@ -57,17 +63,17 @@ def sql_keyset(yard: Yard, name: str, *, table: str, order_by: str, tie_breaker:
             if cursor["bound"] is not None:
                 where.append(upto)
                 params.update(bound_order=cursor["bound"][0], bound_tie=cursor["bound"][1])
-            sql = (f"SELECT {selected}, {order} AS batchyard_o, {tie} AS batchyard_t "
-                   f"FROM {table}" + (" WHERE " + " AND ".join(where) if where else "")
+            sql = (f"SELECT {selected} FROM {table}"
+                   + (" WHERE " + " AND ".join(where) if where else "")
                    + f" ORDER BY {order}, {tie} LIMIT :limit")
-            rows = [dict(row) for row in tx.all(sql, params)]
-        if not rows:
+            items = [dict(row) for row in tx.all(sql, params)]
+        if not items:
             return Page(items=[], cursor=cursor, done=True)
-        last = rows[-1]
-        items = [{k: v for k, v in row.items() if k not in ("batchyard_o", "batchyard_t")}
-                 for row in rows]
-        next_cursor = {**cursor, "after": [last["batchyard_o"], last["batchyard_t"]]}
-        return Page(items=items, cursor=next_cursor, done=len(rows) < batch_size)
+        next_cursor = {**cursor, "after": [items[-1][order_key], items[-1][tie_key]]}
+        if not keyed:
+            for item in items:
+                del item["batchyard_o"], item["batchyard_t"]
+        return Page(items=items, cursor=next_cursor, done=len(items) < batch_size)
 
     yard.handler(name)(next_batch)
     return name
