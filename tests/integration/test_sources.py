@@ -1,11 +1,15 @@
-"""The keyset SQL source: rows sharing an order value are neither lost nor repeated."""
+"""Ready-made sources: the keyset SQL source (rows sharing an order value are neither lost
+nor repeated) and the NDJSON and CSV file sources (offset cursors, totals, bad lines)."""
 
 from __future__ import annotations
 
+import csv
+
+import orjson
 import pytest
 
 from batchyard import InvalidInput
-from batchyard.sources import sql_keyset
+from batchyard.sources import csv_file, ndjson_file, sql_keyset
 
 
 @pytest.fixture
@@ -71,3 +75,107 @@ def test_the_bound_stops_at_rows_present_at_start(yard):
 def test_identifiers_are_checked(yard):
     with pytest.raises(InvalidInput, match="table"):
         sql_keyset(yard, "bad", table="x; DROP TABLE y", order_by="at", tie_breaker="id")
+
+
+# -- files ----------------------------------------------------------------------------------
+
+
+def run_file_job(yard, source, job="f", batch_size=100, **options):
+    yard.start_iterator(job, batch_size=batch_size, get_next_batch=source,
+                        process_batch="collect-items", delay_between_batches=0, **options)
+    yard.run_worker(wait=False)
+    return yard.get_iterator_status(job)
+
+
+@pytest.fixture
+def file_yard(make_yard):
+    yard = make_yard()
+    yard.batches = []
+
+    @yard.handler("collect-items")
+    def collect(items, ctx):
+        yard.batches.append(items)
+
+    return yard
+
+
+def test_ndjson_file_every_record_once_in_order_with_a_total(file_yard, tmp_path):
+    path = tmp_path / "in.ndjson"
+    lines = [orjson.dumps({"n": n}).decode() + ("\n\n" if n % 97 == 0 else "\n")
+             for n in range(1_050)]
+    path.write_text("".join(lines))
+    status = run_file_job(file_yard, ndjson_file(file_yard, "nd", path))
+    assert status.status == "completed" and status.processed == 1_050 and status.total == 1_050
+    assert [item["n"] for batch in file_yard.batches for item in batch] == list(range(1_050))
+    assert all(len(batch) <= 100 for batch in file_yard.batches)
+
+
+def test_csv_file_quoted_fields_bom_and_resume_from_the_offset(file_yard, tmp_path):
+    path = tmp_path / "in.csv"
+    rows = [{"id": str(n), "text": f'line one\nline "two", {n}'} for n in range(500)]
+    with path.open("w", newline="", encoding="utf-8-sig") as out:
+        writer = csv.DictWriter(out, fieldnames=["id", "text"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+    paused_once = []
+
+    @file_yard.handler("pause-at-third")
+    def pause_at_third(items, ctx):
+        file_yard.batches.append(items)
+        if ctx.batch == 2 and not paused_once:
+            paused_once.append(True)
+            file_yard.pause_iterator(ctx.job_id)  # fences this batch: it is redone
+
+    source = csv_file(file_yard, "csv", path)
+    file_yard.start_iterator("c", batch_size=64, get_next_batch=source,
+                             process_batch="pause-at-third", delay_between_batches=0)
+    file_yard.run_worker(wait=False)
+    paused = file_yard.get_iterator_status("c")
+    assert paused.status == "paused" and paused.processed == 128  # the third batch is fenced
+    assert paused.cursor["offset"] > 0 and paused.total == 500
+    file_yard.batches.clear()
+    file_yard.resume_iterator("c")
+    file_yard.run_worker(wait=False)
+    assert file_yard.get_iterator_status("c").status == "completed"
+    assert [item for batch in file_yard.batches for item in batch] == rows[128:]
+
+
+def test_a_bad_line_fails_the_job_naming_the_line_and_keeps_the_checkpoint(file_yard, tmp_path):
+    path = tmp_path / "bad.ndjson"
+    lines = [orjson.dumps({"n": n}).decode() for n in range(300)]
+    lines[156] = '{"n": 156,'  # line 157
+    path.write_text("\n".join(lines) + "\n")
+    status = run_file_job(file_yard, ndjson_file(file_yard, "nd", path), max_retries=0)
+    assert status.status == "failed" and "line 157" in status.last_error
+    assert status.processed == 100  # the page holding line 157 was not checkpointed
+
+
+def test_a_csv_row_with_the_wrong_field_count_names_its_line(file_yard, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("a,b\n1,2\n3,4,5\n")
+    status = run_file_job(file_yard, csv_file(file_yard, "csv", path), max_retries=0)
+    assert status.status == "failed"
+    assert "line 3: 3 fields where the header has 2" in status.last_error
+
+
+def test_lines_appended_after_the_start_are_not_chased(file_yard, tmp_path):
+    path = tmp_path / "grow.ndjson"
+    path.write_text("".join(f'{{"n": {n}}}\n' for n in range(250)))
+
+    @file_yard.handler("append")
+    def append(items, ctx):
+        file_yard.batches.append(items)
+        with path.open("a") as out:
+            out.write('{"n": -1}\n')
+
+    file_yard.start_iterator("g", batch_size=100, get_next_batch=ndjson_file(file_yard, "g",
+                             path), process_batch="append", delay_between_batches=0)
+    file_yard.run_worker(wait=False)
+    seen = [item["n"] for batch in file_yard.batches for item in batch]
+    assert seen == list(range(250))
+
+
+def test_a_missing_file_is_a_clear_error(file_yard, tmp_path):
+    with pytest.raises(InvalidInput, match="no such file"):
+        ndjson_file(file_yard, "nd", tmp_path / "nope.ndjson")
