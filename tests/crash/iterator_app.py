@@ -27,3 +27,13 @@ def log(items, ctx):
                        "at": time.time()})
     with open(os.environ["RECORD_PATH"], "a") as out:
         out.write(line + "\n")
+
+
+@yard.handler("sink")
+def sink(items, ctx):
+    """Transactional: the rows and the cursor commit together. Logs, then lingers, between
+    its writes and the commit - the window the crash test kills in."""
+    ctx.tx.executemany("INSERT INTO iter_sink (n) VALUES (:n)", [{"n": n} for n in items])
+    with open(os.environ["RECORD_PATH"], "a") as out:
+        out.write(json.dumps({"job": ctx.job_id, "batch": ctx.batch, "items": items}) + "\n")
+    time.sleep(float(os.environ.get("HANDLER_SLEEP", "0.02")))

@@ -124,3 +124,33 @@ def test_pause_and_resume_during_a_batch_never_make_two_runners(make_yard):
     assert peak[0] == 1, f"{peak[0]} handler calls ran at once for one job"
     assert sorted(set(seen)) == list(range(400))
     assert yard.get_iterator_status("j").processed == 400
+
+
+@pytest.mark.slow
+def test_sigkill_between_transactional_writes_and_commit_loses_and_duplicates_nothing(
+        yard, env):
+    with yard.store.transaction() as tx:
+        tx.execute("CREATE TABLE iter_sink (n INTEGER NOT NULL)")  # no key: duplicates show
+    yard.handler("sink")(lambda items, ctx: None)
+    yard.start_iterator("t", batch_size=50, get_next_batch="numbers", process_batch="sink",
+                        delay_between_batches=0, transactional=True)
+    env = {**env, "HANDLER_SLEEP": "0.3"}
+    kills = 0
+    for _ in range(3):  # kill inside the handler's transaction, after its writes
+        proc = worker(env)
+        seen = len(calls(env["RECORD_PATH"]))
+        wait_for(lambda seen=seen: len(calls(env["RECORD_PATH"])) > seen + 1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    killed_batches = len(calls(env["RECORD_PATH"])) - yard.get_iterator_status("t").batches
+    assert killed_batches >= kills  # each kill landed between the writes and the commit
+
+    proc = worker({**env, "HANDLER_SLEEP": "0"})
+    wait_for(lambda: yard.get_iterator_status("t").status == "completed")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    with yard.store.transaction(write=False) as tx:
+        stored = [row["n"] for row in tx.all("SELECT n FROM iter_sink ORDER BY n")]
+    assert stored == list(range(ROWS))  # every row once: none lost, none twice
+    assert yard.get_iterator_status("t").processed == ROWS
