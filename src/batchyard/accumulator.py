@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from batchyard.yard import Yard
 
 FLUSH_TASK = "accumulator.flush"
+# a year: longer is surely a mistake, and far timers overflow datetime (and inf never fires)
+MAX_FLUSH_INTERVAL_SECONDS = 365 * 24 * 3600.0
 
 
 class BatchStatus(StrEnum):
@@ -122,12 +124,15 @@ def split_base(batch_id: str, field: str = "batch_id") -> tuple[str, int | None]
     """``"base::3"`` -> ``("base", 3)``; ``"base"`` -> ``("base", None)``."""
     if not isinstance(batch_id, str) or not batch_id.strip():
         raise InvalidInput(f"{field} must be a non-empty string", field=field)
+    if "\x00" in batch_id:
+        # PostgreSQL text cannot hold NUL; refused on both stores so both behave alike
+        raise InvalidInput(f"{field} must not contain NUL characters", field=field)
     base, sep, sequence = batch_id.partition("::")
     if not base:
         raise InvalidInput(f"{field} {batch_id!r} has an empty base id", field=field)
     if not sep:
         return base, None
-    if not sequence.isdigit():
+    if not (sequence.isascii() and sequence.isdigit()):  # "²".isdigit(), yet int() refuses it
         raise InvalidInput(f"{field} {batch_id!r}: the part after '::' must be a number",
                            field=field)
     return base, int(sequence)
@@ -231,8 +236,9 @@ class Accumulator:
                 raise InvalidInput("flush_interval must be seconds or a timedelta",
                                    field="flush_interval")
             interval = seconds(flush_interval)
-            if not interval > 0:
-                raise InvalidInput(f"flush_interval must be positive, not {flush_interval!r}",
+            if not 0 < interval <= MAX_FLUSH_INTERVAL_SECONDS:
+                raise InvalidInput(f"flush_interval must be positive and at most "
+                                   f"{MAX_FLUSH_INTERVAL_SECONDS:.0f} s, not {flush_interval!r}",
                                    field="flush_interval")
         attempts = self.yard.retry.max_attempts if max_attempts is None else max_attempts
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(batches_app, name="batches")
 app.add_typer(iterators_app, name="iterators")
 console = Console()
+errors = Console(stderr=True)
 
 AppOption = Annotated[
     str | None,
@@ -83,17 +85,44 @@ def serve(
     concurrency: Annotated[int, typer.Option(help="in-process worker threads")] = 4,
     worker: Annotated[bool, typer.Option(help="run an in-process worker")] = True,
     log_level: Annotated[str, typer.Option(help="logging level")] = "info",
+    token_file: Annotated[
+        str | None,
+        typer.Option(envvar="BATCHYARD_API_TOKEN_FILE",
+                     help="API tokens, one per line (adds to $BATCHYARD_API_TOKEN)"),
+    ] = None,
 ) -> None:
-    """Run the HTTP API with an in-process worker."""
+    """Run the HTTP API with an in-process worker.
+
+    Bearer tokens from $BATCHYARD_API_TOKEN (comma-separated) and --token-file guard every
+    route but /health. Without a token the API is open, so it only binds to loopback."""
     import uvicorn
 
     from batchyard.http import create_app
+    from batchyard.http.auth import TOKEN_ENV, ApiTokens
 
+    tokens = ApiTokens.from_environment(token_file=token_file)
+    if not tokens.configured and not is_loopback(host):
+        errors.print(f"error: refusing to serve on {host} without an API token: anyone who "
+                     f"can reach it could use the API. Set ${TOKEN_ENV} or --token-file, or "
+                     f"bind to 127.0.0.1.", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
     _setup_logging(log_level)
     yard = load_yard(app_path, store)
-    console.print(f"batchyard on {yard.store.dialect} - http://{host}:{port}", highlight=False)
-    uvicorn.run(create_app(yard, worker=worker, concurrency=concurrency), host=host,
-                port=port, log_level=log_level.lower())
+    console.print(f"batchyard on {yard.store.dialect} - http://{host}:{port} "
+                  f"({'token required' if tokens.configured else 'open, loopback only'})",
+                  highlight=False)
+    uvicorn.run(create_app(yard, worker=worker, concurrency=concurrency, tokens=tokens),
+                host=host, port=port, log_level=log_level.lower())
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is only reachable from this machine: localhost, 127.0.0.0/8, ::1."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # any other name may resolve anywhere
+        return False
 
 
 @app.command()

@@ -1,13 +1,15 @@
-"""create_app(yard): the ASGI application, with the yard and its worker on app.state."""
+"""create_app(yard): the ASGI application, with the yard, its worker and the API tokens on
+app.state."""
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from batchyard.errors import (
@@ -19,9 +21,16 @@ from batchyard.errors import (
     NotFound,
 )
 from batchyard.http.api import router
+from batchyard.http.auth import ApiTokens, BearerAuth
+from batchyard.http.limits import (
+    MAX_BODY_BYTES,
+    MAX_JSON_DEPTH,
+    RequestLimits,
+    require_json_body,
+)
 from batchyard.yard import Yard
 
-MAX_BODY_BYTES = 10 * 1024 * 1024
+logger = logging.getLogger("batchyard.http")
 
 _STATUS: list[tuple[type[BatchyardError], int]] = [
     (InvalidInput, 422),
@@ -38,8 +47,16 @@ def create_app(
     worker: bool = True,
     concurrency: int = 4,
     max_body_bytes: int = MAX_BODY_BYTES,
+    max_json_depth: int = MAX_JSON_DEPTH,
+    tokens: ApiTokens | None = None,
 ) -> FastAPI:
-    """The API over `yard`. With `worker`, an in-process worker runs while the app does."""
+    """The API over `yard`. With `worker`, an in-process worker runs while the app does.
+
+    `tokens` (default: from ``BATCHYARD_API_TOKEN`` / ``BATCHYARD_API_TOKEN_FILE``) guard
+    every path but the public probes; with none configured the API is open. Raises
+    ConfigError for an unreadable or empty token file."""
+    if tokens is None:
+        tokens = ApiTokens.from_environment()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,25 +78,29 @@ def create_app(
         summary="Durable batch processing: batches, flushes and their books.",
         version="0.1.0",
         lifespan=lifespan,
+        # on the app, so every router included later gets it too
+        dependencies=[Depends(require_json_body)],
     )
     app.state.yard = yard
+    app.state.tokens = tokens
     app.include_router(router)
+    # the last added runs first: strangers are turned away before their body is read
+    app.add_middleware(RequestLimits, max_body_bytes=max_body_bytes,
+                       max_json_depth=max_json_depth)
+    app.add_middleware(BearerAuth, tokens=tokens)
 
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
-            return JSONResponse(
-                {"detail": f"request body over the limit of {max_body_bytes} bytes"},
-                status_code=413,
-            )
-        return await call_next(request)
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error; the server log has the details",
+                             "error": "InternalError"}, status_code=500)
 
     @app.exception_handler(BatchyardError)
     async def domain_error(request: Request, exc: BatchyardError) -> JSONResponse:
         status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+        if status == 500:
+            # a store or internal failure: its text may hold SQL or paths, so it stays in the log
+            return await unexpected_error(request, exc)
         body: dict[str, Any] = {"detail": str(exc), "error": type(exc).__name__}
         body.update({k: v for k, v in exc.fields.items() if isinstance(v, (str, int))})
         headers = {"Retry-After": "1"} if status == 503 else None
