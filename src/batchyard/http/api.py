@@ -19,10 +19,11 @@ class AddItems(BaseModel):
     """Items to add to a batch, with the batch's configuration."""
 
     items: list[Any] = Field(max_length=MAX_ITEMS_PER_REQUEST)
-    max_batch_size: int = Field(gt=0, le=1_000_000)
+    # strict: `true` or `2.5` is a mistake to report, not a number to guess at
+    max_batch_size: int = Field(gt=0, le=1_000_000, strict=True)
     on_flush: str = Field(min_length=1)
-    flush_interval: float | None = Field(default=None, gt=0)
-    max_attempts: int | None = Field(default=None, ge=1, le=1000)
+    flush_interval: float | None = Field(default=None, gt=0, strict=True)
+    max_attempts: int | None = Field(default=None, ge=1, le=1000, strict=True)
 
 
 class Health(BaseModel):

@@ -3,25 +3,15 @@ app.state."""
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI
 
-from batchyard.errors import (
-    Backpressure,
-    BatchyardError,
-    Conflict,
-    HandlerNotFound,
-    InvalidInput,
-    NotFound,
-)
 from batchyard.http.api import router
 from batchyard.http.auth import ApiTokens, BearerAuth
+from batchyard.http.error_handlers import install_error_handlers
 from batchyard.http.limits import (
     MAX_BODY_BYTES,
     MAX_JSON_DEPTH,
@@ -29,16 +19,6 @@ from batchyard.http.limits import (
     require_json_body,
 )
 from batchyard.yard import Yard
-
-logger = logging.getLogger("batchyard.http")
-
-_STATUS: list[tuple[type[BatchyardError], int]] = [
-    (InvalidInput, 422),
-    (HandlerNotFound, 422),
-    (NotFound, 404),
-    (Conflict, 409),
-    (Backpressure, 503),
-]
 
 
 def create_app(
@@ -88,22 +68,5 @@ def create_app(
     app.add_middleware(RequestLimits, max_body_bytes=max_body_bytes,
                        max_json_depth=max_json_depth)
     app.add_middleware(BearerAuth, tokens=tokens)
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return JSONResponse({"detail": "internal error; the server log has the details",
-                             "error": "InternalError"}, status_code=500)
-
-    @app.exception_handler(BatchyardError)
-    async def domain_error(request: Request, exc: BatchyardError) -> JSONResponse:
-        status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
-        if status == 500:
-            # a store or internal failure: its text may hold SQL or paths, so it stays in the log
-            return await unexpected_error(request, exc)
-        body: dict[str, Any] = {"detail": str(exc), "error": type(exc).__name__}
-        body.update({k: v for k, v in exc.fields.items() if isinstance(v, (str, int))})
-        headers = {"Retry-After": "1"} if status == 503 else None
-        return JSONResponse(body, status_code=status, headers=headers)
-
+    install_error_handlers(app)
     return app
