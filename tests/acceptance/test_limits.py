@@ -177,20 +177,23 @@ def test_invalid_fields_answer_422_with_their_path(client):
     assert response.json()["detail"][0]["loc"] == ["query", "limit"]
 
 
-@pytest.mark.parametrize(("body", "path", "field", "index"), [
-    ({**GOOD, "on_flush": "nobody"}, "ev", "on_flush", None),
-    ({**GOOD, "items": [1, {"x": 1e400}]}, "ev", "items", 1),
-    ({**GOOD, "flush_interval": 1e300}, "ev", "flush_interval", None),
-    (GOOD, "ev%00il", "batch_id", None),
-    (GOOD, "::3", "batch_id", None),
+@pytest.mark.parametrize(("body", "path", "loc"), [
+    ({**GOOD, "on_flush": "nobody"}, "ev", ["body", "on_flush"]),
+    ({**GOOD, "items": [1, {"x": 1e400}]}, "ev", ["body", "items", 1]),
+    ({**GOOD, "flush_interval": 1e300}, "ev", ["body", "flush_interval"]),
+    (GOOD, "ev%00il", ["path", "batch_id"]),
+    (GOOD, "::3", ["path", "batch_id"]),
 ])
-def test_domain_errors_name_their_field(client, body, path, field, index):
+def test_domain_errors_name_their_field_like_validation_errors_do(client, body, path, loc):
     content = json.dumps(body).replace("Infinity", "1e400").encode()
     response = post_items(client, content, base=path)
     assert response.status_code == 422, response.text
     answer = response.json()
     assert answer["error"] in ("InvalidInput", "HandlerNotFound")
-    assert answer["field"] == field and answer.get("index") == index
+    assert answer["field"] == loc[1] and answer.get("index") == (loc[2:] or [None])[0]
+    [problem] = answer["detail"]
+    assert problem["loc"] == loc and problem["type"] in ("invalid_input", "handler_not_found")
+    assert loc[1] in problem["msg"]
 
 
 # never a 5xx

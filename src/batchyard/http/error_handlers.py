@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -63,8 +64,27 @@ async def domain_error(request: Request, exc: Exception) -> ErrorResponse:
         return await unexpected_error(request, exc)
     body: dict[str, Any] = {"detail": str(exc), "error": type(exc).__name__}
     body.update({k: v for k, v in exc.fields.items() if isinstance(v, (str, int))})
+    if status == 422:
+        # the same shape as every other 422, so clients parse one kind
+        body["detail"] = [{"type": _snake_case(type(exc).__name__),
+                           "loc": _location(request, exc), "msg": str(exc)}]
     headers = {"Retry-After": "1"} if status == 503 else None
     return ErrorResponse(body, status_code=status, headers=headers)
+
+
+def _location(request: Request, exc: BatchyardError) -> list[str | int]:
+    """Where the bad value was, as FastAPI says it: ``["path", "batch_id"]``,
+    ``["body", "items", 3]``."""
+    field = exc.fields.get("field")
+    if not isinstance(field, str):
+        return ["body"]
+    where: list[str | int] = ["path" if field in request.path_params else "body", field]
+    index = exc.fields.get("index")
+    return [*where, index] if isinstance(index, int) else where
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 async def invalid_request(request: Request, exc: Exception) -> ErrorResponse:
