@@ -19,6 +19,7 @@ from batchyard.errors import (
     NotFound,
 )
 from batchyard.http.api import router
+from batchyard.http.jobs_api import router as jobs_router
 from batchyard.yard import Yard
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -64,6 +65,7 @@ def create_app(
     )
     app.state.yard = yard
     app.include_router(router)
+    app.include_router(jobs_router)
 
     @app.middleware("http")
     async def limit_body(

@@ -8,6 +8,7 @@ workers ``LISTEN`` for it, polling as a fallback.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -23,6 +24,7 @@ from batchyard.errors import StoreError
 from batchyard.store.base import Store, Tx
 
 _CHANNEL = "batchyard_tasks"
+_STREAMS = itertools.count()
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
@@ -41,6 +43,8 @@ class PostgresStore(Store):
         "json_text_values": "(SELECT jsonb_array_elements_text(CAST(:values AS jsonb)))",
         "after_cursor": "(position, id) > (:position, :id)",
         "stream_order": "position, id",
+        "data_keys": "SELECT DISTINCT json_object_keys(CAST(data AS json)) AS key "
+        "FROM batchyard_things WHERE ns = :ns",
     }
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
@@ -86,6 +90,19 @@ class PostgresStore(Store):
             raise StoreError(f"PostgreSQL: {exc}") from exc
         for callback in tx.after_commit:
             callback()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Tx]:
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield Tx(self, conn, None)
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+
+    @staticmethod
+    def _streaming_cursor(connection: Any) -> Any:
+        return connection.cursor(name=f"batchyard_stream_{next(_STREAMS)}")
 
     def now_value(self, now: float | None) -> float | None:
         return now  # None: the SQL falls back to the database's clock

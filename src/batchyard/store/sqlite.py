@@ -40,6 +40,8 @@ class SQLiteStore(Store):
         # always 0 here: compare ids alone, or every page rescans the stream from its start
         "after_cursor": "id > :id",
         "stream_order": "id",
+        "data_keys": "SELECT DISTINCT j.key AS key FROM batchyard_things t, json_each(t.data) j "
+        "WHERE t.ns = :ns",
     }
 
     def __init__(self, url: str, *, busy_timeout: float = 60.0) -> None:
@@ -100,6 +102,20 @@ class SQLiteStore(Store):
             raise StoreError(f"commit failed on {self.path}: {exc}") from exc
         for callback in tx.after_commit:
             callback()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Tx]:
+        # WAL: a read transaction sees one committed state from its first read to its end;
+        # a connection of its own, so that the snapshot may be read from any thread
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                               check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("BEGIN")
+            yield Tx(self, conn, None)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
 
     def now_value(self, now: float | None) -> float:
         return time.time() if now is None else now
