@@ -10,7 +10,6 @@
     │   └── LeaseLost            a write under a stale fencing token was refused
     ├── Backpressure             a bounded buffer stayed full past its timeout
     ├── ProducerError            the producer's background writes failed
-    ├── TimeLimitExceeded        a task ran past its time limit (it is retried)
     └── WorkerStopped            the worker was asked to stop
 
 Signals that user code raises on purpose live in `batchyard.signals`, apart from these.
@@ -65,10 +64,6 @@ class Backpressure(BatchyardError):
 
 class ProducerError(BatchyardError):
     """The producer's background writes failed; its items stay buffered."""
-
-
-class TimeLimitExceeded(BatchyardError):
-    """A task ran past its time limit; it is retried from its last commit."""
 
 
 class WorkerStopped(BatchyardError):

@@ -7,7 +7,8 @@ letters; redrive puts it back). A chunk commits its effects, its per-item errors
 results, and the job's progress in one transaction fenced by the task's token, so a chunk
 that is retried after a crash goes on after its last commit and nothing is counted twice.
 Work that runs user code (transforms) commits at least once a second, so progress moves
-while a slow chunk runs; a chunk that runs past its time limit is retried from there.
+while a slow chunk runs; a chunk that runs past its time limit (30 s) gives its worker slot
+back after its next commit and is queued again to go on from there.
 
 A job is `pending` until its first commit, then `processing`; once every chunk is done it
 is `completed`, or `failed` if any item failed or a chunk is dead. `cancelled` stops new
@@ -30,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from batchyard.clock import to_datetime
-from batchyard.errors import Conflict, InvalidInput, NotFound, TimeLimitExceeded
+from batchyard.errors import Conflict, InvalidInput, NotFound
 from batchyard.signals import RetryLater
 from batchyard.store import Task, Tx
 from batchyard.things import (
@@ -336,9 +337,11 @@ class Jobs:
                 return
             position += len(segment)
             if position < len(items) and time.monotonic() > deadline:
-                raise TimeLimitExceeded(
-                    f"chunk {number} of job {job_id} ran past its limit of {self.time_limit:g}"
-                    f" s after {position} of {len(items)} items; it goes on from there")
+                # past the time limit: hand the slot back and go on from this commit later
+                # (not a failed attempt - the chunk is making progress)
+                with self.store.transaction(self.yard.now()) as tx:
+                    self.store.postpone(tx, task, 0.0)
+                return
 
     def _compute(self, kind: Kind, options: dict[str, Any], segment: list[list[Any]],
                  deadline: float) -> tuple[list[list[Any]], list[tuple[Any, str | None]]]:
