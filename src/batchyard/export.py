@@ -13,13 +13,14 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from batchyard.errors import InvalidInput
 from batchyard.store import Store, Tx
-from batchyard.things import THING_COLUMNS, iso, record
+from batchyard.things import THING_COLUMNS, iso
 
 FORMATS = {
     "json": "application/json",
@@ -28,7 +29,7 @@ FORMATS = {
 }
 CHUNK_BYTES = 64 * 1024
 _FIELDS = ["ns", "id", "type", "content", "visibility", "createdAt", "updatedAt"]
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_STARTS = frozenset("=+-@\t\r")
 
 
 def export_to_format(store: Store, ns: str, format: str) -> Iterator[bytes]:
@@ -55,7 +56,11 @@ def _rows(tx: Tx, ns: str) -> Iterator[Any]:
 
 def _encoded(row: Any) -> bytes:
     # the stored data is JSON already: splice it in rather than parse and dump it again
-    return orjson.dumps(record(row, orjson.Fragment(row["data"])))
+    ns, id, type, data, content, visibility, created_at, updated_at = row
+    return orjson.dumps({
+        "ns": ns, "id": id, "type": type, "data": orjson.Fragment(data), "content": content,
+        "visibility": visibility, "createdAt": _iso(created_at), "updatedAt": _iso(updated_at),
+    })
 
 
 def _ndjson(tx: Tx, ns: str) -> Iterator[bytes]:
@@ -76,17 +81,20 @@ def _csv(tx: Tx, ns: str) -> Iterator[bytes]:
     buffer = io.StringIO()
     out = csv.writer(buffer, lineterminator="\r\n")
     out.writerow(_FIELDS + [f"data.{key}" for key in keys])
-    for row in _rows(tx, ns):
-        data = orjson.loads(row["data"])
-        cells = [row["ns"], row["id"], row["type"], row["content"], row["visibility"],
-                 iso(row["created_at"]), iso(row["updated_at"])]
-        cells += [_cell(data.get(key)) for key in keys]
-        out.writerow([_safe(cell) for cell in cells])
+    for ns_, id, type, data, content, visibility, created_at, updated_at in _rows(tx, ns):
+        values = orjson.loads(data)
+        out.writerow([_safe(ns_), _safe(id), _safe(type), _safe(content), _safe(visibility),
+                      _iso(created_at), _iso(updated_at),
+                      *[_safe(_cell(values.get(key))) for key in keys]])
         if buffer.tell() >= CHUNK_BYTES:
             yield buffer.getvalue().encode()
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue().encode()
+
+
+# rows imported together share their times: convert each distinct one once
+_iso = lru_cache(maxsize=4096)(iso)
 
 
 def _cell(value: Any) -> Any:
@@ -96,7 +104,7 @@ def _cell(value: Any) -> Any:
 
 
 def _safe(cell: Any) -> Any:
-    if isinstance(cell, str) and cell.startswith(_FORMULA_STARTS):
+    if cell.__class__ is str and cell[:1] in _FORMULA_STARTS:
         return "'" + cell
     return cell
 

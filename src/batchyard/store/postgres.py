@@ -17,7 +17,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any, ClassVar
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
 from batchyard.errors import StoreError
@@ -102,7 +102,8 @@ class PostgresStore(Store):
 
     @staticmethod
     def _streaming_cursor(connection: Any) -> Any:
-        return connection.cursor(name=f"batchyard_stream_{next(_STREAMS)}")
+        return connection.cursor(name=f"batchyard_stream_{next(_STREAMS)}",
+                                 row_factory=tuple_row)
 
     def now_value(self, now: float | None) -> float | None:
         return now  # None: the SQL falls back to the database's clock
