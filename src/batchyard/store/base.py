@@ -141,6 +141,12 @@ class Store:
         raise NotImplementedError
 
     @staticmethod
+    def keyset(order: str, tie: str, op: str, order_param: str, tie_param: str) -> str:
+        """A compound-key comparison, `(order, tie) op (:order_param, :tie_param)`, written so
+        that the store's planner reads it as one index range (a row value here)."""
+        return f"({order}, {tie}) {op} (:{order_param}, :{tie_param})"
+
+    @staticmethod
     def _convert(sql: str) -> str:
         """Turn ``:name`` parameters into the driver's style."""
         return sql

@@ -103,6 +103,14 @@ class SQLiteStore(Store):
         for callback in tx.after_commit:
             callback()
 
+    @staticmethod
+    def keyset(order: str, tie: str, op: str, order_param: str, tie_param: str) -> str:
+        # SQLite's index use for a row-value range stops at its first column, which would
+        # rescan every shared order value; two ranges joined by OR are each an index range
+        strict = {">": ">", ">=": ">", "<": "<", "<=": "<"}[op]
+        return (f"({order} {strict} :{order_param} OR ({order} = :{order_param} "
+                f"AND {tie} {op} :{tie_param}))")
+
     @contextmanager
     def snapshot(self) -> Iterator[Tx]:
         # WAL: a read transaction sees one committed state from its first read to its end;
