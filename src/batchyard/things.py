@@ -29,8 +29,10 @@ def _text(item: dict[str, Any], field: str, *, required: bool,
         if required:
             raise ItemError(f"{field}: is required")
         return None
-    if not isinstance(value, str) or (required and not value):
-        raise ItemError(f"{field}: must be a non-empty string, not {_kind(value)}")
+    if not isinstance(value, str):
+        raise ItemError(f"{field}: must be a string, not {_kind(value)}")
+    if required and not value:
+        raise ItemError(f"{field}: must not be empty")
     if max_length is not None and len(value) > max_length:
         raise ItemError(f"{field}: longer than {max_length} characters")
     return value
