@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -32,19 +32,20 @@ _FIELDS = ["ns", "id", "type", "content", "visibility", "createdAt", "updatedAt"
 _FORMULA_STARTS = frozenset("=+-@\t\r")
 
 
-def export_to_format(store: Store, ns: str, format: str) -> Iterator[bytes]:
+def export_to_format(store: Store, ns: str, format: str,
+                     on_rows: Callable[[int], None] | None = None) -> Iterator[bytes]:
     """The things of `ns` in `format`, ordered by id. Checks its arguments at once; reading
-    starts with the first chunk."""
+    starts with the first chunk. `on_rows(n)` is told how many rows each chunk carried."""
     if not isinstance(ns, str) or not ns:
         raise InvalidInput("ns must be a non-empty string", field="ns")
     if format not in FORMATS:
         raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, not {format!r}",
                            field="format")
     writer = {"json": _json, "csv": _csv, "ndjson": _ndjson}[format]
-    return _chunked(_snapshot_rows(store, ns, writer))
+    return _chunked(_snapshot_rows(store, ns, writer), on_rows)
 
 
-def _snapshot_rows(store: Store, ns: str, writer: Any) -> Iterator[bytes]:
+def _snapshot_rows(store: Store, ns: str, writer: Any) -> Iterator[tuple[bytes, int]]:
     with store.snapshot() as tx:
         yield from writer(tx, ns)
 
@@ -63,34 +64,40 @@ def _encoded(row: Any) -> bytes:
     })
 
 
-def _ndjson(tx: Tx, ns: str) -> Iterator[bytes]:
+# each writer yields (bytes, how many rows they hold)
+
+
+def _ndjson(tx: Tx, ns: str) -> Iterator[tuple[bytes, int]]:
     for row in _rows(tx, ns):
-        yield _encoded(row) + b"\n"
+        yield _encoded(row) + b"\n", 1
 
 
-def _json(tx: Tx, ns: str) -> Iterator[bytes]:
+def _json(tx: Tx, ns: str) -> Iterator[tuple[bytes, int]]:
     separator = b"["
     for row in _rows(tx, ns):
-        yield separator + _encoded(row)
+        yield separator + _encoded(row), 1
         separator = b","
-    yield b"[]" if separator == b"[" else b"]"
+    yield (b"[]" if separator == b"[" else b"]"), 0
 
 
-def _csv(tx: Tx, ns: str) -> Iterator[bytes]:
+def _csv(tx: Tx, ns: str) -> Iterator[tuple[bytes, int]]:
     keys = sorted({row["key"] for row in tx.all("{data_keys}", {"ns": ns})})
     buffer = io.StringIO()
     out = csv.writer(buffer, lineterminator="\r\n")
     out.writerow(_FIELDS + [f"data.{key}" for key in keys])
+    rows = 0
     for ns_, id, type, data, content, visibility, created_at, updated_at in _rows(tx, ns):
         values = orjson.loads(data)
         out.writerow([_safe(ns_), _safe(id), _safe(type), _safe(content), _safe(visibility),
                       _iso(created_at), _iso(updated_at),
                       *[_safe(_cell(values.get(key))) for key in keys]])
+        rows += 1
         if buffer.tell() >= CHUNK_BYTES:
-            yield buffer.getvalue().encode()
+            yield buffer.getvalue().encode(), rows
             buffer.seek(0)
             buffer.truncate()
-    yield buffer.getvalue().encode()
+            rows = 0
+    yield buffer.getvalue().encode(), rows
 
 
 # rows imported together share their times: convert each distinct one once
@@ -109,15 +116,21 @@ def _safe(cell: Any) -> Any:
     return cell
 
 
-def _chunked(parts: Iterator[bytes]) -> Iterator[bytes]:
+def _chunked(parts: Iterator[tuple[bytes, int]],
+             on_rows: Callable[[int], None] | None) -> Iterator[bytes]:
     """Gather small pieces into chunks of about `CHUNK_BYTES`."""
     pending: list[bytes] = []
-    size = 0
-    for part in parts:
+    size = rows = 0
+    for part, count in parts:
         pending.append(part)
         size += len(part)
+        rows += count
         if size >= CHUNK_BYTES:
+            if on_rows is not None:
+                on_rows(rows)
             yield b"".join(pending)
-            pending, size = [], 0
+            pending, size, rows = [], 0, 0
     if pending:
+        if on_rows is not None:
+            on_rows(rows)
         yield b"".join(pending)

@@ -503,6 +503,11 @@ class Jobs:
             self._row(tx, job_id)
             return self._results(tx, job_id, after, limit)
 
+    def count_things(self, ns: str) -> int:
+        with self.store.transaction(write=False) as tx:
+            return int(tx.one("SELECT COUNT(*) AS n FROM batchyard_things WHERE ns = :ns",
+                              {"ns": ns})["n"])
+
     def stats(self) -> BatchStats:
         with self.store.transaction(write=False) as tx:
             counts = {row["status"]: int(row["n"]) for row in tx.all(

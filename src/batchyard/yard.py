@@ -319,10 +319,15 @@ class Yard:
     def get_stats(self) -> BatchStats:
         return self._jobs.stats()
 
-    def export_to_format(self, ns: str, format: str = "json") -> Iterator[bytes]:
+    def export_to_format(self, ns: str, format: str = "json",
+                         on_rows: Callable[[int], None] | None = None) -> Iterator[bytes]:
         """The things of `ns` as ``json``, ``csv`` or ``ndjson`` bytes, streamed from one
-        snapshot in bounded memory."""
-        return export_to_format(self.store, ns, format)
+        snapshot in bounded memory; `on_rows(n)` hears how many rows each chunk held."""
+        return export_to_format(self.store, ns, format, on_rows)
+
+    def count_things(self, ns: str) -> int:
+        """How many things the namespace holds."""
+        return self._jobs.count_things(ns)
 
     def run_worker(
         self,
