@@ -13,14 +13,12 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterator
-from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from batchyard.errors import InvalidInput
 from batchyard.store import Store, Tx
-from batchyard.things import THING_COLUMNS, iso
 
 FORMATS = {
     "json": "application/json",
@@ -50,32 +48,24 @@ def _snapshot_rows(store: Store, ns: str, writer: Any) -> Iterator[tuple[bytes, 
         yield from writer(tx, ns)
 
 
-def _rows(tx: Tx, ns: str) -> Iterator[Any]:
-    return tx.stream(f"SELECT {THING_COLUMNS} FROM batchyard_things WHERE ns = :ns "
-                     "ORDER BY id", {"ns": ns})
-
-
-def _encoded(row: Any) -> bytes:
-    # the stored data is JSON already: splice it in rather than parse and dump it again
-    ns, id, type, data, content, visibility, created_at, updated_at = row
-    return orjson.dumps({
-        "ns": ns, "id": id, "type": type, "data": orjson.Fragment(data), "content": content,
-        "visibility": visibility, "createdAt": _iso(created_at), "updatedAt": _iso(updated_at),
-    })
+def _json_rows(tx: Tx, ns: str) -> Iterator[bytes]:
+    # the database writes each thing's JSON (data is spliced in as stored, never reparsed)
+    for (text,) in tx.stream("{things_json}", {"ns": ns}):
+        yield text.encode()
 
 
 # each writer yields (bytes, how many rows they hold)
 
 
 def _ndjson(tx: Tx, ns: str) -> Iterator[tuple[bytes, int]]:
-    for row in _rows(tx, ns):
-        yield _encoded(row) + b"\n", 1
+    for thing in _json_rows(tx, ns):
+        yield thing + b"\n", 1
 
 
 def _json(tx: Tx, ns: str) -> Iterator[tuple[bytes, int]]:
     separator = b"["
-    for row in _rows(tx, ns):
-        yield separator + _encoded(row), 1
+    for thing in _json_rows(tx, ns):
+        yield separator + thing, 1
         separator = b","
     yield (b"[]" if separator == b"[" else b"]"), 0
 
@@ -86,11 +76,13 @@ def _csv(tx: Tx, ns: str) -> Iterator[tuple[bytes, int]]:
     out = csv.writer(buffer, lineterminator="\r\n")
     out.writerow(_FIELDS + [f"data.{key}" for key in keys])
     rows = 0
-    for ns_, id, type, data, content, visibility, created_at, updated_at in _rows(tx, ns):
+    for *fields, data in tx.stream(
+            "SELECT ns, id, type, content, visibility, {iso_created}, {iso_updated}, data "
+            "FROM batchyard_things WHERE ns = :ns ORDER BY id", {"ns": ns}):
         values = orjson.loads(data)
-        out.writerow([_safe(ns_), _safe(id), _safe(type), _safe(content), _safe(visibility),
-                      _iso(created_at), _iso(updated_at),
-                      *[_safe(_cell(values.get(key))) for key in keys]])
+        fields += [_cell(values.get(key)) for key in keys]
+        out.writerow([("'" + cell) if cell.__class__ is str and cell[:1] in _FORMULA_STARTS
+                      else cell for cell in fields])
         rows += 1
         if buffer.tell() >= CHUNK_BYTES:
             yield buffer.getvalue().encode(), rows
@@ -100,20 +92,10 @@ def _csv(tx: Tx, ns: str) -> Iterator[tuple[bytes, int]]:
     yield buffer.getvalue().encode(), rows
 
 
-# rows imported together share their times: convert each distinct one once
-_iso = lru_cache(maxsize=4096)(iso)
-
-
 def _cell(value: Any) -> Any:
     if value is None or (isinstance(value, str | int | float) and not isinstance(value, bool)):
         return value
     return orjson.dumps(value).decode()  # nested objects, arrays and booleans as JSON
-
-
-def _safe(cell: Any) -> Any:
-    if cell.__class__ is str and cell[:1] in _FORMULA_STARTS:
-        return "'" + cell
-    return cell
 
 
 def _chunked(parts: Iterator[tuple[bytes, int]],

@@ -143,7 +143,8 @@ def record(row: Any, data: Any = None) -> dict[str, Any]:
 def iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+    # milliseconds, as the exports write them
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _kind(value: Any) -> str:
