@@ -78,7 +78,9 @@ def sql_keyset(yard: Yard, name: str, *, table: str, order_by: str, tie_breaker:
             sql = (f"SELECT {selected} FROM {table}"
                    + (" WHERE " + " AND ".join(where) if where else "")
                    + f" ORDER BY {order}, {tie} LIMIT :limit")
-            items = [dict(row) for row in tx.all(sql, params)]
+            rows = tx.all(sql, params)
+            # PostgreSQL rows are dicts already; SQLite's become dicts here
+            items = rows if rows and type(rows[0]) is dict else [dict(row) for row in rows]
         if not items:
             return Page(items=[], cursor=cursor, done=True)
         next_cursor = {**cursor, "after": [items[-1][order_key], items[-1][tie_key]]}
