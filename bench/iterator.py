@@ -40,8 +40,9 @@ def bare_scan(yard: Yard, rows: int) -> tuple[int, float]:
                 page = tx.all("SELECT id, at, body FROM bench_rows ORDER BY at, id "
                               "LIMIT :n", {"n": PAGE})
             else:
-                page = tx.all("SELECT id, at, body FROM bench_rows WHERE at > :at OR "
-                              "(at = :at AND id > :id) ORDER BY at, id LIMIT :n",
+                page = tx.all("SELECT id, at, body FROM bench_rows WHERE "
+                              + yard.store.keyset("at", "id", ">", "at", "id")
+                              + " ORDER BY at, id LIMIT :n",
                               {"at": last[0], "id": last[1], "n": PAGE})
             if not page:
                 break

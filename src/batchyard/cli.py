@@ -1,4 +1,5 @@
-"""The `batchyard` command: serve, worker, db, batches."""
+"""The `batchyard` command: serve, worker, db, batches, iterators (and, from `cli_jobs`,
+import, export, jobs and stats)."""
 
 from __future__ import annotations
 
@@ -252,6 +253,8 @@ def _show(rows: list[dict[str, Any]], as_json: bool, columns: list[str]) -> None
 
 
 def main() -> None:
+    from batchyard import cli_jobs  # noqa: F401 - registers import, export, jobs and stats
+
     try:
         app()
     except BatchyardError as exc:

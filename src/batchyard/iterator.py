@@ -16,6 +16,7 @@ delivery is at least once, with ``ctx.idempotency_key`` stable across retries of
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from batchyard.clock import seconds, to_datetime
-from batchyard.errors import Conflict, InvalidInput, NotFound
+from batchyard.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from batchyard.store import Task, Tx
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ STEP_TASK = "iterator.step"
 COMPLETE_TASK = "iterator.complete"
 MAX_BACKOFF = 30.0
 _WAIT_FOR_OLDER_STEP = 0.2
+STEP_BUDGET = 1.0  # seconds of back-to-back pages in one task before it yields its slot
 
 
 class IteratorState(StrEnum):
@@ -202,33 +204,50 @@ class Iterators:
         handlers = self.yard.handlers
         cursor = None if row["cursor"] is None else orjson.loads(row["cursor"])
         batch = int(row["batches"])
-        context = BatchContext(job_id=job_id, batch=batch, attempt=task.attempts,
-                               idempotency_key=f"{job_id}:{batch}")
-        try:
-            page = _page(handlers.call(row["get_next_batch"], cursor, row["batch_size"]))
-            if page.items and not row["transactional"]:
-                handlers.call(row["process_batch"], page.items, context)
-        except Exception as exc:
-            self._failed(task, row, f"{type(exc).__name__}: {exc}")
-            return
-        try:
-            with self.store.transaction(self.yard.now()) as tx:
-                self.store.complete(tx, task)
-                if self._current(tx, job_id, generation, lock=True) is None:
-                    return  # paused or cancelled while the batch ran: drop the result
-                if page.items and row["transactional"]:
-                    handlers.call(row["process_batch"], page.items,
-                                  BatchContext(**{**context.__dict__, "tx": tx}))
-                self._checkpoint(tx, row, page)
-                if page.done or not page.items:
-                    self._finish(tx, row)
-                else:
-                    self._schedule(tx, job_id, generation, delay=float(row["delay"]))
-        except Exception as exc:
-            if row["transactional"]:
+        # pages follow one another in this task while there is no delay between them, up to
+        # a time budget: no claim, no new task per page - only the fenced checkpoint
+        budget = time.monotonic() + STEP_BUDGET
+        while True:
+            context = BatchContext(job_id=job_id, batch=batch, attempt=task.attempts,
+                                   idempotency_key=f"{job_id}:{batch}")
+            try:
+                page = _page(handlers.call(row["get_next_batch"], cursor, row["batch_size"]))
+                if page.items and not row["transactional"]:
+                    handlers.call(row["process_batch"], page.items, context)
+            except Exception as exc:
                 self._failed(task, row, f"{type(exc).__name__}: {exc}")
                 return
-            raise
+            finished = page.done or not page.items
+            # a retried task hands over to a fresh one after its first good page, so that
+            # its attempts never count against a later page
+            more = (not finished and float(row["delay"]) == 0 and task.attempts == 1
+                    and time.monotonic() < budget)
+            try:
+                with self.store.transaction(self.yard.now()) as tx:
+                    if more:
+                        self.store.fence(tx, task)
+                    else:
+                        self.store.complete(tx, task)
+                    if self._current(tx, job_id, generation, lock=True) is None:
+                        if more:
+                            self.store.complete(tx, task)
+                        return  # paused or cancelled while the batch ran: drop the result
+                    if page.items and row["transactional"]:
+                        handlers.call(row["process_batch"], page.items,
+                                      BatchContext(**{**context.__dict__, "tx": tx}))
+                    self._checkpoint(tx, row, page)
+                    if finished:
+                        self._finish(tx, row)
+                    elif not more:
+                        self._schedule(tx, job_id, generation, delay=float(row["delay"]))
+            except Exception as exc:
+                if row["transactional"] and not isinstance(exc, LeaseLost):
+                    self._failed(task, row, f"{type(exc).__name__}: {exc}")
+                    return
+                raise
+            if not more:
+                return
+            cursor, batch = page.cursor, batch + 1
 
     @staticmethod
     def _older_step_running(tx: Tx, job_id: str, task: Task) -> bool:

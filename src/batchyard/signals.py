@@ -15,3 +15,9 @@ class ItemFailures(Exception):
     def __init__(self, failures: Mapping[int, str]) -> None:
         self.failures = {int(index): str(message) for index, message in failures.items()}
         super().__init__(f"{len(self.failures)} item(s) failed")
+
+
+class RetryLater(Exception):
+    """Raised by a transform (or other bulk-job user code) for a transient failure that is
+    not the item's fault: the chunk is retried with backoff from this item on, and after its
+    retries it goes to the dead letters. Any other exception is that item's error."""

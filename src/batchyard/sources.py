@@ -55,10 +55,8 @@ def sql_keyset(yard: Yard, name: str, *, table: str, order_by: str, tie_breaker:
     if not keyed:
         selected += f", {order} AS batchyard_o, {tie} AS batchyard_t"
         order_key, tie_key = "batchyard_o", "batchyard_t"
-    # (o > :o OR (o = :o AND t > :t)) rather than a row value: SQLite's index use for a row
-    # value range stops at its first column, which would rescan every shared order value
-    after = (f"({order} > :order_value OR ({order} = :order_value AND {tie} > :tie_value))")
-    upto = (f"({order} < :bound_order OR ({order} = :bound_order AND {tie} <= :bound_tie))")
+    after = yard.store.keyset(order, tie, ">", "order_value", "tie_value")
+    upto = yard.store.keyset(order, tie, "<=", "bound_order", "bound_tie")
 
     def next_batch(cursor: dict[str, Any] | None, batch_size: int) -> Page:
         with yard.store.transaction(write=False) as tx:
@@ -80,7 +78,9 @@ def sql_keyset(yard: Yard, name: str, *, table: str, order_by: str, tie_breaker:
             sql = (f"SELECT {selected} FROM {table}"
                    + (" WHERE " + " AND ".join(where) if where else "")
                    + f" ORDER BY {order}, {tie} LIMIT :limit")
-            items = [dict(row) for row in tx.all(sql, params)]
+            rows = tx.all(sql, params)
+            # PostgreSQL rows are dicts already; SQLite's become dicts here
+            items = rows if rows and type(rows[0]) is dict else [dict(row) for row in rows]
         if not items:
             return Page(items=[], cursor=cursor, done=True)
         next_cursor = {**cursor, "after": [items[-1][order_key], items[-1][tie_key]]}

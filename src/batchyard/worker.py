@@ -166,6 +166,9 @@ class Worker:
             with self.store.transaction(self.yard.now()) as tx:
                 if delay is None:
                     self.store.dead_letter(tx, task, error)
+                    on_dead = self.yard._on_dead.get(task.kind)
+                    if on_dead is not None:  # the capability's books, in the same commit
+                        on_dead(tx, task, error)
                 else:
                     self.store.retry(tx, task, error, delay)
         except LeaseLost as exc:

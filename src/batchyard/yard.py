@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -23,9 +23,19 @@ from batchyard.aggregator import (
     ParkedEvent,
 )
 from batchyard.clock import Clock, SystemClock, seconds
+from batchyard.export import export_to_format
 from batchyard.folds import Fold
 from batchyard.handlers import Handlers
 from batchyard.iterator import COMPLETE_TASK, STEP_TASK, Iterators, IteratorStatus
+from batchyard.jobs import (
+    CHUNK_TASK,
+    BatchJobRecord,
+    BatchStats,
+    DeadChunk,
+    JobError,
+    JobResult,
+    Jobs,
+)
 from batchyard.producer import Producer
 from batchyard.retry import RetryPolicy
 from batchyard.store import DEFAULT_URL, Store, Task, open_store
@@ -67,12 +77,18 @@ class Yard:
         self._accumulator = Accumulator(self)
         self._aggregators = Aggregators(self)
         self._iterators = Iterators(self)
+        self._jobs = Jobs(self)
         self._runners: dict[str, Callable[[Task], None]] = {
             FLUSH_TASK: self._accumulator.run_flush,
             STEP_TASK: self._iterators.run_step,
             COMPLETE_TASK: self._iterators.run_complete,
             RUN_TASK: self._aggregators.run_task,
+            CHUNK_TASK: self._jobs.run_chunk,
             PRUNE_TASK: self._run_prune,
+        }
+        # books a capability keeps when one of its tasks goes to the dead letters
+        self._on_dead: dict[str, Callable[[Any, Task, str], None]] = {
+            CHUNK_TASK: self._jobs.on_dead_chunk,
         }
 
     def now(self) -> float | None:
@@ -255,6 +271,63 @@ class Yard:
         return self._aggregators.prune_events(stream, seconds(older_than))
 
     # -- running --------------------------------------------------------------------------
+
+    # -- bulk jobs -----------------------------------------------------------------------
+
+    def transform(self, name: str) -> Callable[[F], F]:
+        """Register a transform for ``transform-data`` jobs (chosen by
+        ``options={"transform": name}``): called with one item, returns its output. An
+        exception is that item's error; `batchyard.signals.RetryLater` retries the chunk."""
+        return self.handlers.register(f"transform:{name}")
+
+    def create_batch_job(self, type: str, items: Sequence[Any] | None = None, *,
+                         input: Any = None, options: dict[str, Any] | None = None,
+                         request_id: str | None = None) -> str:
+        """Create a bulk job and return its id. Types: import-things, import-relationships,
+        export-things, transform-data. Invalid items are recorded failed (index and field)
+        without stopping the rest; a request wrong as a whole raises `InvalidInput`. The
+        same `request_id` returns the first job instead of creating a second."""
+        return self._jobs.create(type, items, input=input, options=options,
+                                 request_id=request_id)
+
+    def get_batch_job(self, job_id: str) -> BatchJobRecord:
+        return self._jobs.get(job_id)
+
+    def list_batch_jobs(self, status: str | None = None, type: str | None = None,
+                        limit: int = 100, offset: int = 0) -> list[BatchJobRecord]:
+        return self._jobs.list(status=status, type=type, limit=limit, offset=offset)
+
+    def cancel_batch_job(self, job_id: str) -> BatchJobRecord:
+        """No new chunk of the job starts; running ones stop at their next commit."""
+        return self._jobs.cancel(job_id)
+
+    def get_batch_job_errors(self, job_id: str, after: int = -1,
+                             limit: int = 100) -> list[JobError]:
+        """Per-item errors by index, a page at a time (`after` the last index seen)."""
+        return self._jobs.errors(job_id, after=after, limit=limit)
+
+    def get_batch_job_results(self, job_id: str, after: int = -1,
+                              limit: int = 100) -> list[JobResult]:
+        return self._jobs.results(job_id, after=after, limit=limit)
+
+    def list_dead_chunks(self, job_id: str | None = None, limit: int = 100) -> list[DeadChunk]:
+        return self._jobs.dead_chunks(job_id, limit=limit)
+
+    def redrive_chunk(self, task_id: int) -> BatchJobRecord:
+        return self._jobs.redrive(task_id)
+
+    def get_stats(self) -> BatchStats:
+        return self._jobs.stats()
+
+    def export_to_format(self, ns: str, format: str = "json",
+                         on_rows: Callable[[int], None] | None = None) -> Iterator[bytes]:
+        """The things of `ns` as ``json``, ``csv`` or ``ndjson`` bytes, streamed from one
+        snapshot in bounded memory; `on_rows(n)` hears how many rows each chunk held."""
+        return export_to_format(self.store, ns, format, on_rows)
+
+    def count_things(self, ns: str) -> int:
+        """How many things the namespace holds."""
+        return self._jobs.count_things(ns)
 
     def run_worker(
         self,

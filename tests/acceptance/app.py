@@ -16,3 +16,8 @@ def record(items, ctx):
     time.sleep(float(os.environ.get("HANDLER_SLEEP", "0")))
     with open(os.environ["RECORD_PATH"], "a") as out:
         out.write(json.dumps({"batch_id": ctx.batch_id, "items": items}) + "\n")
+
+
+@yard.transform("upper")
+def upper(item):
+    return {"text": str(item["text"]).upper()}

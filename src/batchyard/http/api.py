@@ -3,6 +3,7 @@ threadpool, which suits the synchronous core."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -28,6 +29,8 @@ class AddItems(BaseModel):
 
 class Health(BaseModel):
     status: str
+    service: str
+    timestamp: datetime
     store: str
     schema_version: int
 
@@ -41,7 +44,8 @@ def _yard(request: Request) -> Yard:
 def health(request: Request) -> Health:
     """The service is up and its store answers."""
     store = _yard(request).store
-    return Health(status="ok", store=store.dialect, schema_version=store.schema_version())
+    return Health(status="ok", service="batch", timestamp=datetime.now(UTC),
+                  store=store.dialect, schema_version=store.schema_version())
 
 
 @router.post("/batches/{batch_id}/items", tags=["batches"])

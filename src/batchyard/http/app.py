@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from batchyard.http.api import router
 from batchyard.http.auth import ApiTokens, BearerAuth
 from batchyard.http.error_handlers import install_error_handlers
+from batchyard.http.jobs_api import router as jobs_router
 from batchyard.http.limits import (
     MAX_BODY_BYTES,
     MAX_JSON_DEPTH,
@@ -64,6 +65,7 @@ def create_app(
     app.state.yard = yard
     app.state.tokens = tokens
     app.include_router(router)
+    app.include_router(jobs_router)
     # the last added runs first: strangers are turned away before their body is read
     app.add_middleware(RequestLimits, max_body_bytes=max_body_bytes,
                        max_json_depth=max_json_depth)

@@ -95,6 +95,18 @@ class Tx:
     def one(self, sql: str, params: Params | None = None) -> Any:
         return self.execute(sql, params).fetchone()
 
+    def stream(self, sql: str, params: Params | None = None, size: int = 1000) -> Iterator[Any]:
+        """Yield the rows of a query as plain tuples in column order, a few at a time, never
+        holding the whole result (on PostgreSQL through a server-side cursor)."""
+        bound = {**(params or {}), "now": self.store.now_value(self.now)}
+        cursor = self.store._streaming_cursor(self.connection)
+        try:
+            cursor.execute(self.store.prepare(sql), bound)
+            while rows := cursor.fetchmany(size):
+                yield from rows
+        finally:
+            cursor.close()
+
     def all(self, sql: str, params: Params | None = None) -> list[Any]:
         return self.execute(sql, params).fetchall()
 
@@ -123,10 +135,27 @@ class Store:
         wait); `rowcount` is not known until then, so fenced writes do not use it."""
         raise NotImplementedError
 
+    def snapshot(self) -> Any:
+        """Context manager yielding a read-only `Tx` in which every statement sees the same
+        committed state (for exports that read more than once)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def keyset(order: str, tie: str, op: str, order_param: str, tie_param: str) -> str:
+        """A compound-key comparison, `(order, tie) op (:order_param, :tie_param)`, written so
+        that the store's planner reads it as one index range (a row value here)."""
+        return f"({order}, {tie}) {op} (:{order_param}, :{tie_param})"
+
     @staticmethod
     def _convert(sql: str) -> str:
         """Turn ``:name`` parameters into the driver's style."""
         return sql
+
+    @staticmethod
+    def _streaming_cursor(connection: Any) -> Any:
+        cursor = connection.cursor()
+        cursor.row_factory = None  # tuples: the fastest rows the driver makes
+        return cursor
 
     def now_value(self, now: float | None) -> float | None:  # pragma: no cover
         """The value bound to ``:now``: the manual clock's time, or the backend's own."""
@@ -236,6 +265,28 @@ class Store:
         )
         if delay <= 0:
             self.notify_work(tx)
+
+    def enqueue_many(self, tx: Tx, kind: str, tasks: Sequence[tuple[str, Mapping[str, Any]]],
+                     *, max_attempts: int = 5) -> None:
+        """Schedule many new tasks due now, each given as (unique key, payload)."""
+        tx.executemany(
+            "INSERT INTO batchyard_tasks "
+            "(kind, key, payload, state, due_at, max_attempts, created_at, updated_at) "
+            "VALUES (:kind, :key, :payload, 'queued', {now}, :max_attempts, {now}, {now})",
+            [{"kind": kind, "key": key, "payload": orjson.dumps(payload).decode(),
+              "max_attempts": max_attempts} for key, payload in tasks],
+        )
+        if tasks:
+            self.notify_work(tx)
+
+    def fence(self, tx: Tx, task: Task) -> None:
+        """Make this transaction commit only while `task` is still held with its token (a
+        partial result of a long task is fenced like its completion)."""
+        cursor = tx.execute(
+            "UPDATE batchyard_tasks SET updated_at = {now} WHERE id = :id AND token = :token",
+            {"id": task.id, "token": task.token},
+        )
+        self._fenced(cursor, task)
 
     def claim(
         self, worker_id: str, limit: int, lease: float, now: float | None = None

@@ -8,6 +8,7 @@ workers ``LISTEN`` for it, polling as a fallback.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -16,13 +17,17 @@ from contextlib import contextmanager, nullcontext
 from typing import Any, ClassVar
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
 from batchyard.errors import StoreError
 from batchyard.store.base import Store, Tx
 
 _CHANNEL = "batchyard_tasks"
+_STREAMS = itertools.count()
+# ISO 8601 in UTC with milliseconds, as SQLite's strftime writes it
+_ISO = ("to_char(to_timestamp({}) AT TIME ZONE 'UTC', "
+        "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
@@ -41,6 +46,16 @@ class PostgresStore(Store):
         "json_text_values": "(SELECT jsonb_array_elements_text(CAST(:values AS jsonb)))",
         "after_cursor": "(position, id) > (:position, :id)",
         "stream_order": "position, id",
+        # a thing as the export's JSON, built by the database (compact, in column order)
+        "things_json": "SELECT CAST(row_to_json(t) AS text) FROM (SELECT ns, id, type, "
+        "CAST(data AS json) AS data, content, visibility, "
+        f"{_ISO.format('created_at')} AS \"createdAt\", "
+        f"{_ISO.format('updated_at')} AS \"updatedAt\" "
+        "FROM batchyard_things WHERE ns = :ns) t ORDER BY t.id",
+        "iso_created": _ISO.format("created_at"),
+        "iso_updated": _ISO.format("updated_at"),
+        "data_keys": "SELECT DISTINCT json_object_keys(CAST(data AS json)) AS key "
+        "FROM batchyard_things WHERE ns = :ns",
     }
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
@@ -86,6 +101,20 @@ class PostgresStore(Store):
             raise StoreError(f"PostgreSQL: {exc}") from exc
         for callback in tx.after_commit:
             callback()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Tx]:
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield Tx(self, conn, None)
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+
+    @staticmethod
+    def _streaming_cursor(connection: Any) -> Any:
+        return connection.cursor(name=f"batchyard_stream_{next(_STREAMS)}",
+                                 row_factory=tuple_row)
 
     def now_value(self, now: float | None) -> float | None:
         return now  # None: the SQL falls back to the database's clock

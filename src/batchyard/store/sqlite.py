@@ -24,6 +24,9 @@ _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 _POLL_SECONDS = 0.01  # how often an idle worker looks at PRAGMA data_version
 
 
+_ISO = "strftime('%Y-%m-%dT%H:%M:%fZ', {}, 'unixepoch')"  # ISO 8601, milliseconds, UTC
+
+
 class SQLiteStore(Store):
     dialect = "sqlite"
     fragments: ClassVar[dict[str, str]] = {
@@ -40,6 +43,15 @@ class SQLiteStore(Store):
         # always 0 here: compare ids alone, or every page rescans the stream from its start
         "after_cursor": "id > :id",
         "stream_order": "id",
+        # a thing as the export's JSON, built by the database (in C, in one pass)
+        "things_json": "SELECT json_object('ns', ns, 'id', id, 'type', type, 'data', "
+        "json(data), 'content', content, 'visibility', visibility, 'createdAt', "
+        f"{_ISO.format('created_at')}, 'updatedAt', {_ISO.format('updated_at')}) "
+        "FROM batchyard_things WHERE ns = :ns ORDER BY id",
+        "iso_created": _ISO.format("created_at"),
+        "iso_updated": _ISO.format("updated_at"),
+        "data_keys": "SELECT DISTINCT j.key AS key FROM batchyard_things t, json_each(t.data) j "
+        "WHERE t.ns = :ns",
     }
 
     def __init__(self, url: str, *, busy_timeout: float = 60.0) -> None:
@@ -100,6 +112,28 @@ class SQLiteStore(Store):
             raise StoreError(f"commit failed on {self.path}: {exc}") from exc
         for callback in tx.after_commit:
             callback()
+
+    @staticmethod
+    def keyset(order: str, tie: str, op: str, order_param: str, tie_param: str) -> str:
+        # SQLite's index use for a row-value range stops at its first column, which would
+        # rescan every shared order value; two ranges joined by OR are each an index range
+        strict = {">": ">", ">=": ">", "<": "<", "<=": "<"}[op]
+        return (f"({order} {strict} :{order_param} OR ({order} = :{order_param} "
+                f"AND {tie} {op} :{tie_param}))")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Tx]:
+        # WAL: a read transaction sees one committed state from its first read to its end;
+        # a connection of its own, so that the snapshot may be read from any thread
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                               check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("BEGIN")
+            yield Tx(self, conn, None)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
 
     def now_value(self, now: float | None) -> float:
         return time.time() if now is None else now

@@ -1,0 +1,116 @@
+"""Bulk jobs against the raw limit of the same store, in one run.
+
+    python bench/jobs.py [--repeat 3] [--things 1000000]
+
+Import: a job of N things (validation, chunk tasks, fenced chunk commits with progress,
+run by the in-process worker until the job is done) against a raw `executemany` upsert of
+the same rows, 10,000 per transaction. Export: MB/s of `export_to_format` (NDJSON and CSV)
+against a raw dump of the same rows from the same store - orjson per row, or csv.writer
+over the row tuples - each read in one pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import time
+
+import orjson
+
+from _harness import fresh_postgres, fresh_sqlite, median_rate, print_table, timed
+from batchyard import Yard
+from batchyard.things import THING_COLUMNS, UPSERT_THINGS, thing_row
+
+
+def things(n: int, ns: str) -> list[dict]:
+    return [{"ns": ns, "id": f"thing-{i:07}", "type": "Product",
+             "data": {"name": f"widget {i}", "price": i % 1000, "tags": ["a", "b"]},
+             "content": "a high-quality widget", "visibility": "public"} for i in range(n)]
+
+
+def raw_import(yard: Yard, items: list[dict]) -> int:
+    rows = [thing_row(item) for item in items]  # the same rows, serialised the same way
+    for start in range(0, len(rows), 10_000):
+        with yard.store.transaction() as tx:
+            tx.executemany(UPSERT_THINGS, rows[start:start + 10_000])
+    return len(rows)
+
+
+def job_import(yard: Yard, items: list[dict]) -> int:
+    job_id = yard.create_batch_job("import-things", items)
+    yard.run_worker(concurrency=2, wait=False)
+    job = yard.get_batch_job(job_id)
+    assert job.status == "completed" and job.processed == len(items), job
+    return len(items)
+
+
+def raw_ndjson(yard: Yard, ns: str) -> int:
+    size = 0
+    with yard.store.snapshot() as tx:
+        for row in tx.stream(f"SELECT {THING_COLUMNS} FROM batchyard_things WHERE ns = :ns "
+                             "ORDER BY id", {"ns": ns}):
+            size += len(orjson.dumps(row) + b"\n")
+    return size
+
+
+def raw_csv(yard: Yard, ns: str) -> int:
+    size, buffer = 0, io.StringIO()
+    out = csv.writer(buffer)
+    with yard.store.snapshot() as tx:
+        for row in tx.stream(f"SELECT {THING_COLUMNS} FROM batchyard_things WHERE ns = :ns "
+                             "ORDER BY id", {"ns": ns}):
+            out.writerow(row)
+            if buffer.tell() > 65536:
+                size += len(buffer.getvalue().encode())
+                buffer.seek(0)
+                buffer.truncate()
+    return size + len(buffer.getvalue().encode())
+
+
+def ours(yard: Yard, ns: str, format: str) -> int:
+    return sum(len(chunk) for chunk in yard.export_to_format(ns, format))
+
+
+def mb_rate(fn, repeat: int) -> dict[str, float]:
+    rate = median_rate(lambda: timed(fn), repeat)
+    return {key: value / 1e6 for key, value in rate.items()}
+
+
+def measure(url: str, label: str, n: int, repeat: int) -> None:
+    yard = Yard(url)
+    runs = iter(range(100))
+    print_table(f"{label}: import of {n:,} things (things/s)", [
+        ("raw executemany upsert, 10k rows per commit",
+         median_rate(lambda: timed(lambda: raw_import(yard, things(n, f"raw{next(runs)}"))),
+                     repeat), "the baseline"),
+        ("import-things job, in-process worker",
+         median_rate(lambda: timed(lambda: job_import(yard, things(n, f"job{next(runs)}"))),
+                     repeat), "goal >= 0.5"),
+    ])
+    # the export reads the namespace the last job imported
+    ns = f"job{next(runs) - 1}"
+    for format, raw in (("ndjson", raw_ndjson), ("csv", raw_csv)):
+        print_table(f"{label}: {format.upper()} export of {n:,} things (MB/s)", [
+            (f"raw {'orjson' if format == 'ndjson' else 'csv.writer'} dump of the rows",
+             mb_rate(lambda raw=raw: raw(yard, ns), repeat), "the baseline"),
+            (f"export_to_format(ns, {format!r})",
+             mb_rate(lambda format=format: ours(yard, ns, format), repeat), "goal >= 0.7"),
+        ])
+    yard.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--things", type=int, default=1_000_000)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    measure(f"sqlite:///{fresh_sqlite()}", "SQLite", args.things, args.repeat)
+    with fresh_postgres() as url:
+        measure(url, "PostgreSQL", args.things, args.repeat)
+    print(f"\n({time.perf_counter() - started:.0f} s in all)")
+
+
+if __name__ == "__main__":
+    main()

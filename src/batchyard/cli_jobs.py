@@ -1,0 +1,221 @@
+"""The bulk-job commands of `batchyard`: import, export, jobs, stats.
+
+`import` reads NDJSON, CSV or a JSON array, submits one job, and shows its progress while an
+in-process worker (and any other worker on the store) runs it. A line that cannot be read
+stops the command before anything is submitted, naming the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from batchyard.cli import AppOption, StoreOption, _show, app, console, load_yard
+from batchyard.errors import InvalidInput
+from batchyard.yard import Yard
+
+jobs_app = typer.Typer(help="Inspect and steer bulk jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+
+class RateColumn(ProgressColumn):
+    """Items per second."""
+
+    def render(self, task: Task) -> Text:
+        return Text("" if task.speed is None else f"{task.speed:,.0f}/s")
+
+
+_JOB_COLUMNS = ["id", "type", "status", "total", "processed", "failed", "created_at",
+                "completed_at"]
+
+
+def read_items(path: Path, format: str) -> list[Any]:
+    """Items of an NDJSON, CSV or JSON file. CSV columns `data.<key>` (and any column that
+    is not a thing's field) go into `data`."""
+    if format == "auto":
+        format = {".csv": "csv", ".json": "json"}.get(path.suffix.lower(), "ndjson")
+    if format == "json":
+        try:
+            items = orjson.loads(path.read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"{path}: not valid JSON ({exc})", field="file") from None
+        if not isinstance(items, list):
+            raise InvalidInput(f"{path}: a JSON file must hold an array of items",
+                               field="file")
+        return items
+    if format == "csv":
+        return _csv_items(path)
+    items = []
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                try:
+                    items.append(orjson.loads(line))
+                except orjson.JSONDecodeError as exc:
+                    raise InvalidInput(f"{path}, line {number}: not valid JSON ({exc})",
+                                       line=number) from None
+    return items
+
+
+_THING_COLUMNS = {"ns", "id", "type", "content", "visibility", "fromNs", "fromId", "toNs",
+                  "toId"}
+
+
+def _csv_items(path: Path) -> list[Any]:
+    items = []
+    with path.open(newline="", encoding="utf-8-sig") as file:
+        reader = csv.DictReader(file)
+        for row in reader:
+            if None in row:
+                raise InvalidInput(f"{path}, line {reader.line_num}: more fields than the "
+                                   "header", line=reader.line_num)
+            item: dict[str, Any] = {"data": {}}
+            for column, value in row.items():
+                if column in _THING_COLUMNS:
+                    if value != "":
+                        item[column] = value
+                else:
+                    item["data"][column.removeprefix("data.")] = value
+            items.append(item)
+    return items
+
+
+@app.command("import")
+def import_file(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    ns: Annotated[str, typer.Option(help="namespace for items that name none")],
+    relationships: Annotated[bool, typer.Option(help="import relationships")] = False,
+    format: Annotated[str, typer.Option(help="auto (by suffix), ndjson, csv or json")] = "auto",
+    wait: Annotated[bool, typer.Option(help="show progress until the job ends")] = True,
+    worker: Annotated[bool, typer.Option(help="run an in-process worker meanwhile")] = True,
+    app_path: AppOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Import things (or relationships) from a file as one bulk job."""
+    if format not in ("auto", "ndjson", "csv", "json"):
+        raise InvalidInput(f"--format must be auto, ndjson, csv or json, not {format!r}")
+    items = [{"ns": ns, **item} if isinstance(item, dict) else item
+             for item in read_items(file, format)]
+    yard = load_yard(app_path, store)
+    job_id = yard.create_batch_job("import-relationships" if relationships
+                                   else "import-things", items)
+    console.print(f"job {job_id}: {len(items)} item(s)")
+    if wait:
+        _follow(yard, job_id, worker)
+
+
+def _follow(yard: Yard, job_id: str, worker: bool) -> None:
+    runner = yard.worker(concurrency=2) if worker else None
+    if runner is not None:
+        threading.Thread(target=runner.run, name="batchyard-worker", daemon=True).start()
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                      MofNCompleteColumn(), TaskProgressColumn(), RateColumn(),
+                      TimeRemainingColumn(), console=console) as progress:
+            job = yard.get_batch_job(job_id)
+            bar = progress.add_task("importing", total=job.total)
+            while job.completed_at is None:
+                time.sleep(0.2)
+                job = yard.get_batch_job(job_id)
+                progress.update(bar, completed=job.processed + job.failed)
+            progress.update(bar, completed=job.processed + job.failed)
+    finally:
+        if runner is not None:
+            runner.stop()
+    console.print(f"job {job_id}: {job.status} - {job.processed} processed, "
+                  f"{job.failed} failed")
+    for error in yard.get_batch_job_errors(job_id, limit=10):
+        console.print(f"  item {error.index}: {error.error}", highlight=False)
+    if job.failed > 10:
+        console.print(f"  ... `batchyard jobs errors {job_id}` lists all {job.failed}")
+    if job.status != "completed":
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export_ns(
+    ns: str,
+    format: Annotated[str, typer.Option(help="json, csv or ndjson")] = "json",
+    output: Annotated[Path, typer.Option("-o", "--output", help="file to write")] = Path("-"),
+    app_path: AppOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Export a namespace's things to a file (or standard output with -o -)."""
+    yard = load_yard(app_path, store)
+    total = yard.count_things(ns)
+    if str(output) == "-":
+        import sys
+
+        for chunk in yard.export_to_format(ns, format):
+            sys.stdout.buffer.write(chunk)
+        return
+    with Progress(TextColumn("[bold]exporting"), BarColumn(), MofNCompleteColumn(),
+                  RateColumn(), TimeRemainingColumn(), console=console) as progress:
+        bar = progress.add_task("export", total=total)
+        tmp = output.with_name(output.name + ".part")
+        with tmp.open("wb") as out:  # a complete file appears, or none
+            for chunk in yard.export_to_format(
+                    ns, format, on_rows=lambda n: progress.advance(bar, n)):
+                out.write(chunk)
+        tmp.replace(output)
+    console.print(f"{total} thing(s) of {ns!r} written to {output}")
+
+
+@jobs_app.command("list")
+def jobs_list(app_path: AppOption = None, store: StoreOption = None,
+              status: Annotated[str | None, typer.Option(help="only this status")] = None,
+              type: Annotated[str | None, typer.Option(help="only this type")] = None,
+              limit: int = 50,
+              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Bulk jobs, newest first."""
+    jobs = load_yard(app_path, store).list_batch_jobs(status=status, type=type, limit=limit)
+    _show([job.model_dump() for job in jobs], as_json, _JOB_COLUMNS)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, app_path: AppOption = None, store: StoreOption = None) -> None:
+    """One job as JSON, with its first errors and results."""
+    job = load_yard(app_path, store).get_batch_job(job_id)
+    print(job.model_dump_json(by_alias=True, indent=2))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, app_path: AppOption = None, store: StoreOption = None) -> None:
+    """Start no more of a job's chunks."""
+    job = load_yard(app_path, store).cancel_batch_job(job_id)
+    console.print(f"{job_id}: {job.status}")
+
+
+@jobs_app.command("errors")
+def jobs_errors(job_id: str, app_path: AppOption = None, store: StoreOption = None,
+                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every per-item error of a job, by index."""
+    yard = load_yard(app_path, store)
+    after, rows = -1, []
+    while page := yard.get_batch_job_errors(job_id, after=after, limit=1000):
+        rows += [error.model_dump() for error in page]
+        after = page[-1].index
+    _show(rows, as_json, ["index", "error"])
+
+
+@app.command("stats")
+def stats(app_path: AppOption = None, store: StoreOption = None) -> None:
+    """Bulk jobs by status and the success rate."""
+    print(json.dumps(load_yard(app_path, store).get_stats().model_dump(by_alias=True)))

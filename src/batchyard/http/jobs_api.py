@@ -1,0 +1,217 @@
+"""The bulk job routes, with the batch service's paths and JSON shapes: `POST /batch`,
+`GET /batch/{id}`, `GET /export/{ns}`, `GET /stats`, and the pages, cancel and dead letters
+around them."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+import anyio
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from batchyard.export import FORMATS
+from batchyard.jobs import (
+    KINDS,
+    MAX_ITEMS_PER_JOB,
+    BatchJobRecord,
+    BatchStats,
+    DeadChunk,
+    JobError,
+    JobResult,
+)
+from batchyard.yard import Yard
+
+router = APIRouter()
+JobType = Literal[tuple(KINDS)]  # type: ignore[valid-type]
+JobId = Annotated[str, Path(min_length=1, max_length=64)]
+After = Annotated[int, Query(ge=-1, description="the last index of the previous page")]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+class CreateJob(BaseModel):
+    type: JobType  # type: ignore[valid-type]
+    items: list[Any] = Field(default_factory=list, max_length=MAX_ITEMS_PER_JOB)
+    input: Any = None
+    options: dict[str, Any] | None = None
+
+
+class Created(BaseModel):
+    success: bool
+    jobId: str
+    message: str
+
+
+class JobEnvelope(BaseModel):
+    success: bool
+    job: BatchJobRecord
+
+
+class JobsEnvelope(BaseModel):
+    success: bool
+    jobs: list[BatchJobRecord]
+
+
+class ErrorsPage(BaseModel):
+    success: bool
+    errors: list[JobError]
+
+
+class ResultsPage(BaseModel):
+    success: bool
+    results: list[JobResult]
+
+
+class StatsEnvelope(BaseModel):
+    success: bool
+    stats: BatchStats
+
+
+class DeadChunks(BaseModel):
+    success: bool
+    deadLetters: list[DeadChunk]
+
+
+def _yard(request: Request) -> Yard:
+    yard: Yard = request.app.state.yard
+    return yard
+
+
+@router.post("/batch", tags=["jobs"])
+def create_job(body: CreateJob, request: Request,
+               idempotency_key: Annotated[str | None, Header(max_length=256)] = None
+               ) -> Created:
+    """Create a bulk job. The same `Idempotency-Key` returns the first job; the same key
+    with a different body is refused with 422."""
+    job_id = _yard(request).create_batch_job(body.type, body.items, input=body.input,
+                                             options=body.options, request_id=idempotency_key)
+    return Created(success=True, jobId=job_id, message="Batch job created and queued")
+
+
+@router.get("/batch", tags=["jobs"])
+def list_jobs(request: Request, status: str | None = None, type: str | None = None,
+              limit: Limit = 100, offset: Annotated[int, Query(ge=0)] = 0) -> JobsEnvelope:
+    """Jobs, newest first (without their errors and results)."""
+    jobs = _yard(request).list_batch_jobs(status=status, type=type, limit=limit, offset=offset)
+    return JobsEnvelope(success=True, jobs=jobs)
+
+
+@router.get("/batch/dead-letters", tags=["jobs"])
+def dead_letters(request: Request, job: str | None = None, limit: Limit = 100) -> DeadChunks:
+    """Chunks that used up their retries."""
+    return DeadChunks(success=True, deadLetters=_yard(request).list_dead_chunks(job, limit))
+
+
+@router.post("/batch/dead-letters/{task_id}/redrive", tags=["jobs"])
+def redrive_chunk(task_id: int, request: Request) -> JobEnvelope:
+    """Queue a dead chunk again; its job goes back to processing."""
+    return JobEnvelope(success=True, job=_yard(request).redrive_chunk(task_id))
+
+
+@router.get("/batch/{job_id}", tags=["jobs"])
+def get_job(job_id: JobId, request: Request) -> JobEnvelope:
+    """A job with its progress and the first 100 errors and results."""
+    return JobEnvelope(success=True, job=_yard(request).get_batch_job(job_id))
+
+
+@router.post("/batch/{job_id}/cancel", tags=["jobs"])
+def cancel_job(job_id: JobId, request: Request) -> JobEnvelope:
+    """Start no more of the job's chunks."""
+    return JobEnvelope(success=True, job=_yard(request).cancel_batch_job(job_id))
+
+
+@router.get("/batch/{job_id}/errors", tags=["jobs"])
+def job_errors(job_id: JobId, request: Request, after: After = -1,
+               limit: Limit = 100) -> ErrorsPage:
+    """Per-item errors by index, a page at a time."""
+    return ErrorsPage(success=True, errors=_yard(request).get_batch_job_errors(
+        job_id, after=after, limit=limit))
+
+
+@router.get("/batch/{job_id}/results", tags=["jobs"])
+def job_results(job_id: JobId, request: Request, after: After = -1,
+                limit: Limit = 100) -> ResultsPage:
+    """Per-item results by index, a page at a time."""
+    return ResultsPage(success=True, results=_yard(request).get_batch_job_results(
+        job_id, after=after, limit=limit))
+
+
+@router.get("/stats", tags=["jobs"])
+def stats(request: Request) -> StatsEnvelope:
+    """Jobs by status, and the share of finished jobs that completed."""
+    return StatsEnvelope(success=True, stats=_yard(request).get_stats())
+
+
+@router.get("/export/{ns}", tags=["jobs"], response_class=StreamingResponse,
+            responses={200: {"content": {t: {} for t in FORMATS.values()}}})
+def export(ns: Annotated[str, Path(min_length=1, max_length=512)], request: Request,
+           format: Literal["json", "csv", "ndjson"] = "json") -> StreamingResponse:
+    """Download the namespace's things, streamed from one snapshot."""
+    chunks = _yard(request).export_to_format(ns, format)
+    return StreamingResponse(_in_one_thread(chunks), media_type=FORMATS[format],
+                             headers={"Content-Disposition": _attachment(f"{ns}.{format}")})
+
+
+def _attachment(name: str) -> str:
+    """A Content-Disposition for `name`: an ASCII fallback, and the exact name in RFC 5987
+    form when it is not plain ASCII (headers are Latin-1; a raw name could not be sent)."""
+    plain = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)
+    if plain == name:
+        return f'attachment; filename="{plain}"'
+    encoded = quote(name.encode("utf-8", "surrogatepass"), safe="")
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{encoded}"
+
+
+async def _in_one_thread(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Run a blocking byte stream on one thread of its own (a store snapshot must not hop
+    between threads), handing chunks over through a small queue: memory stays bounded
+    however large the export."""
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=4)
+    stop = threading.Event()
+    done, empty = object(), object()
+
+    def take() -> Any:  # a bounded wait, so that a cancelled download never strands a thread
+        try:
+            return handoff.get(timeout=0.5)
+        except queue.Empty:
+            return empty
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        handoff.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            handoff.put(done)
+        except Exception as exc:  # surfaces in the response stream
+            handoff.put(exc)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="batchyard-export", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = await anyio.to_thread.run_sync(take)
+            if item is empty:
+                continue
+            if item is done:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        stop.set()
+

@@ -1,0 +1,563 @@
+"""Bulk jobs: import things and relationships, export things, transform data.
+
+`create_batch_job` validates every item first: an invalid item is recorded failed with its
+index and a message naming the field, and its neighbours go on. The valid items are split
+into chunks of at most 100, each a durable task (3 retries with backoff, then the dead
+letters; redrive puts it back). A chunk commits its effects, its per-item errors and
+results, and the job's progress in one transaction fenced by the task's token, so a chunk
+that is retried after a crash goes on after its last commit and nothing is counted twice.
+Work that runs user code (transforms) commits at least once a second, so progress moves
+while a slow chunk runs; a chunk that runs past its time limit (30 s) gives its worker slot
+back after its next commit and is queued again to go on from there.
+
+A job is `pending` until its first commit, then `processing`; once every chunk is done it
+is `completed`, or `failed` if any item failed or a chunk is dead. `cancelled` stops new
+chunks and the rest of running ones at their next commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from batchyard.clock import to_datetime
+from batchyard.errors import Conflict, InvalidInput, NotFound
+from batchyard.signals import RetryLater
+from batchyard.store import Task, Tx
+from batchyard.things import (
+    UPSERT_RELATIONSHIPS,
+    UPSERT_THINGS,
+    ItemError,
+    get_things,
+    reference,
+    relationship_row,
+    thing_row,
+)
+
+if TYPE_CHECKING:
+    from batchyard.yard import Yard
+
+CHUNK_TASK = "job.chunk"
+CHUNK_SIZE = 100
+CHUNK_ATTEMPTS = 4  # the first try and 3 retries, then the dead letters
+CHUNK_TIME_LIMIT = 30.0
+PROGRESS_EVERY = 1.0  # seconds between progress commits while user code runs
+MAX_ITEMS_PER_JOB = 1_000_000
+PAGE_LIMIT = 1000
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class _Model(BaseModel):
+    # the seed's JSON names (createdAt ...) on the wire, snake_case in Python
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class JobError(_Model):
+    index: int
+    error: str
+
+
+class JobResult(_Model):
+    index: int
+    result: Any
+
+
+class BatchJobRecord(_Model):
+    """A bulk job as the batch service shows it. `errors` and `results` hold the first
+    page only (100); `get_batch_job_errors` / `get_batch_job_results` page the rest."""
+
+    id: str
+    type: str
+    status: JobStatus
+    total: int
+    processed: int
+    failed: int
+    results: list[Any]
+    errors: list[JobError]
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None = None
+    dead_letters: int = Field(0, description="chunks in the dead letters")
+    last_error: str | None = None
+
+
+class BatchStats(_Model):
+    total: int
+    pending: int
+    processing: int
+    completed: int
+    failed: int
+    cancelled: int
+    success_rate: str = Field(description="completed / (completed + failed), e.g. '85.71%'")
+
+
+class DeadChunk(_Model):
+    task_id: int
+    job_id: str
+    chunk: int
+    items: int
+    attempts: int
+    error: str | None
+    died_at: datetime
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A job type: how an item is validated, and how a chunk of valid items is done.
+
+    `compute` runs user code outside the transaction, item by item (an exception is that
+    item's error); `apply` runs inside the chunk's transaction and returns, for each item,
+    (result or None, error or None)."""
+
+    validate: Callable[[Any], Any]
+    apply: Callable[[Jobs, Tx, dict[str, Any], list[Any]], list[tuple[Any, str | None]]]
+    compute: Callable[[Jobs, dict[str, Any], Any], Any] | None = None
+    check_options: Callable[[Jobs, dict[str, Any]], None] = lambda jobs, options: None
+    expands_namespace: bool = False  # `input={"ns": ...}` stands for every thing in ns
+
+
+def _import_things(jobs: Jobs, tx: Tx, options: dict[str, Any], rows: list[Any]) -> list[Any]:
+    tx.executemany(UPSERT_THINGS, rows)
+    return [(None, None)] * len(rows)
+
+
+def _import_relationships(jobs: Jobs, tx: Tx, options: dict[str, Any],
+                          rows: list[Any]) -> list[Any]:
+    tx.executemany(UPSERT_RELATIONSHIPS, rows)
+    return [(None, None)] * len(rows)
+
+
+def _export_things(jobs: Jobs, tx: Tx, options: dict[str, Any], refs: list[Any]) -> list[Any]:
+    found = get_things(tx, refs)
+    return [(found[key], None) if (key := (ref["ns"], ref["id"])) in found
+            else (None, f"not found: {ref['ns']}/{ref['id']}") for ref in refs]
+
+
+def _transform_options(jobs: Jobs, options: dict[str, Any]) -> None:
+    name = options.get("transform")
+    if not isinstance(name, str) or not name:
+        raise InvalidInput("options.transform must name a registered transform",
+                           field="options.transform")
+    if _transform_handler(name) not in jobs.yard.handlers:
+        raise InvalidInput(f"options.transform: no transform registered as {name!r}",
+                           field="options.transform")
+    target = options.get("outputNs")
+    if target is not None and (not isinstance(target, str) or not target):
+        raise InvalidInput("options.outputNs must be a non-empty string",
+                           field="options.outputNs")
+
+
+def _transform(jobs: Jobs, options: dict[str, Any], item: Any) -> Any:
+    output = jobs.yard.handlers.call(_transform_handler(options["transform"]), item)
+    if options.get("outputNs") is not None:  # the output is a thing of the target namespace
+        if not isinstance(output, dict):
+            raise ItemError("the transform's output must be an object with an id")
+        return thing_row({**output, "ns": options["outputNs"]})
+    orjson.dumps(output)  # a result must be JSON: fail the item here, not the chunk later
+    return output
+
+
+def _store_outputs(jobs: Jobs, tx: Tx, options: dict[str, Any], outputs: list[Any]) -> list[Any]:
+    if options.get("outputNs") is None:
+        return [(output, None) for output in outputs]
+    tx.executemany(UPSERT_THINGS, outputs)
+    return [(None, None)] * len(outputs)
+
+
+def _json_item(item: Any) -> Any:
+    try:
+        orjson.dumps(item)
+    except TypeError as exc:
+        raise ItemError(f"item: not JSON ({exc})") from None
+    return item
+
+
+def _transform_handler(name: str) -> str:
+    return f"transform:{name}"
+
+
+KINDS: dict[str, Kind] = {
+    "import-things": Kind(validate=thing_row, apply=_import_things),
+    "import-relationships": Kind(validate=relationship_row, apply=_import_relationships),
+    "export-things": Kind(validate=reference, apply=_export_things, expands_namespace=True),
+    "transform-data": Kind(validate=_json_item, apply=_store_outputs, compute=_transform,
+                           check_options=_transform_options),
+}
+
+
+class Jobs:
+    """Bulk jobs on one yard. Reached through `Yard` methods."""
+
+    def __init__(self, yard: Yard) -> None:
+        self.yard = yard
+        self.store = yard.store
+        self.time_limit = CHUNK_TIME_LIMIT
+        self.max_items = MAX_ITEMS_PER_JOB
+
+    # -- creating -----------------------------------------------------------------------
+
+    def create(self, type: str, items: Sequence[Any] | None = None, *, input: Any = None,
+               options: dict[str, Any] | None = None, request_id: str | None = None) -> str:
+        kind = KINDS.get(type) if isinstance(type, str) else None
+        if kind is None:
+            raise InvalidInput(f"type must be one of {', '.join(sorted(KINDS))}, not {type!r}",
+                               field="type")
+        if options is not None and not isinstance(options, dict):
+            raise InvalidInput("options must be an object", field="options")
+        options = options or {}
+        kind.check_options(self, options)
+        if request_id is not None and (not isinstance(request_id, str) or not request_id
+                                       or len(request_id) > 256):
+            raise InvalidInput("request_id must be a string of 1 to 256 characters",
+                               field="request_id")
+        if not items and kind.expands_namespace and isinstance(input, dict) and "ns" in input:
+            items = self._namespace_refs(input["ns"])
+        if not isinstance(items, list | tuple) or not items:
+            raise InvalidInput("items must be a non-empty list", field="items")
+        if len(items) > self.max_items:
+            raise InvalidInput(f"items: {len(items)} is over the limit of {self.max_items} "
+                               "per job", field="items")
+        fingerprint = hashlib.sha256(orjson.dumps(
+            [type, items, input, options], default=repr, option=orjson.OPT_SORT_KEYS,
+        )).hexdigest()
+        if request_id is not None:
+            existing = self._by_request(request_id, fingerprint)
+            if existing is not None:
+                return existing
+
+        valid: list[list[Any]] = []
+        errors: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            try:
+                valid.append([index, kind.validate(item)])
+            except ItemError as exc:
+                errors.append({"idx": index, "error": str(exc)})
+        chunks = [valid[i:i + CHUNK_SIZE] for i in range(0, len(valid), CHUNK_SIZE)]
+        job_id = uuid.uuid4().hex
+        try:
+            self._insert(job_id, type, items, input, options, request_id, fingerprint,
+                         errors, chunks)
+        except _SameRequest:  # the same request_id committed meanwhile: that job it is
+            existing = self._by_request(str(request_id), fingerprint)
+            assert existing is not None
+            return existing
+        return job_id
+
+    def _insert(self, job_id: str, type: str, items: Sequence[Any], input: Any,
+                options: dict[str, Any], request_id: str | None, fingerprint: str,
+                errors: list[dict[str, Any]], chunks: list[list[list[Any]]]) -> None:
+        with self.store.transaction(self.yard.now()) as tx:
+            inserted = tx.execute(
+                "INSERT INTO batchyard_jobs (id, type, status, total, failed, chunks, "
+                "chunks_left, input, options, request_id, request_hash, created_at, "
+                "updated_at, completed_at) VALUES (:id, :type, :status, :total, :failed, "
+                ":chunks, :chunks, :input, :options, :request_id, :hash, {now}, {now}, "
+                "CASE WHEN :chunks = 0 THEN {now} END) ON CONFLICT (request_id) DO NOTHING",
+                {"id": job_id, "type": type, "total": len(items), "failed": len(errors),
+                 "chunks": len(chunks), "input": orjson.dumps(input, default=repr).decode(),
+                 "options": orjson.dumps(options).decode(), "request_id": request_id,
+                 "hash": fingerprint,
+                 "status": JobStatus.PENDING if chunks else JobStatus.FAILED},
+            ).rowcount
+            if inserted != 1:
+                raise _SameRequest()  # rolls this transaction back
+            for error in errors:
+                error["job_id"] = job_id
+            tx.executemany("INSERT INTO batchyard_job_errors (job_id, idx, error) "
+                           "VALUES (:job_id, :idx, :error)", errors)
+            tx.executemany("INSERT INTO batchyard_job_chunks (job_id, chunk) "
+                           "VALUES (:job_id, :chunk)",
+                           [{"job_id": job_id, "chunk": n} for n in range(len(chunks))])
+            self.store.enqueue_many(
+                tx, CHUNK_TASK,
+                [(f"job:{job_id}:{n}", {"job_id": job_id, "chunk": n, "items": chunk})
+                 for n, chunk in enumerate(chunks)],
+                max_attempts=CHUNK_ATTEMPTS)
+
+    def _by_request(self, request_id: str, fingerprint: str) -> str | None:
+        with self.store.transaction(write=False) as tx:
+            row = tx.one("SELECT id, request_hash FROM batchyard_jobs "
+                         "WHERE request_id = :request_id", {"request_id": request_id})
+        if row is None:
+            return None
+        if row["request_hash"] != fingerprint:
+            raise InvalidInput(f"request_id {request_id!r} was used for a different request",
+                               field="request_id")
+        return str(row["id"])
+
+    def _namespace_refs(self, ns: Any) -> list[dict[str, Any]]:
+        if not isinstance(ns, str) or not ns:
+            raise InvalidInput("input.ns must be a non-empty string", field="input.ns")
+        with self.store.transaction(write=False) as tx:
+            return [{"ns": ns, "id": row["id"]} for row in tx.all(
+                "SELECT id FROM batchyard_things WHERE ns = :ns ORDER BY id LIMIT :limit",
+                {"ns": ns, "limit": self.max_items + 1})]
+
+    # -- running a chunk ----------------------------------------------------------------
+
+    def run_chunk(self, task: Task) -> None:
+        job_id, number = task.payload["job_id"], task.payload["chunk"]
+        items: list[list[Any]] = task.payload["items"]
+        with self.store.transaction(write=False) as tx:
+            job = tx.one("SELECT type, status, options FROM batchyard_jobs WHERE id = :id",
+                         {"id": job_id})
+            done = tx.one("SELECT done FROM batchyard_job_chunks WHERE job_id = :id "
+                          "AND chunk = :chunk", {"id": job_id, "chunk": number})
+        if job is None or done is None or job["status"] == JobStatus.CANCELLED:
+            with self.store.transaction(self.yard.now()) as tx:
+                self.store.complete(tx, task)  # deleted or cancelled: nothing more to do
+            return
+        kind = KINDS[job["type"]]
+        options = orjson.loads(job["options"] or "{}")
+        deadline = time.monotonic() + self.time_limit
+        position = int(done["done"])
+        while position < len(items):
+            segment = items[position:]
+            computed: list[tuple[Any, str | None]] | None = None
+            if kind.compute is not None:
+                segment, computed = self._compute(kind, options, segment, deadline)
+            if not self._commit(task, kind, options, position, len(items), segment, computed):
+                return
+            position += len(segment)
+            if position < len(items) and time.monotonic() > deadline:
+                # past the time limit: hand the slot back and go on from this commit later
+                # (not a failed attempt - the chunk is making progress)
+                with self.store.transaction(self.yard.now()) as tx:
+                    self.store.postpone(tx, task, 0.0)
+                return
+
+    def _compute(self, kind: Kind, options: dict[str, Any], segment: list[list[Any]],
+                 deadline: float) -> tuple[list[list[Any]], list[tuple[Any, str | None]]]:
+        """Run user code item by item until a second has passed (or the time limit)."""
+        assert kind.compute is not None
+        until = min(time.monotonic() + PROGRESS_EVERY, deadline)
+        outcomes: list[tuple[Any, str | None]] = []
+        for _, item in segment:
+            try:
+                outcomes.append((kind.compute(self, options, item), None))
+            except RetryLater:
+                if outcomes:  # keep what was done; the retry starts at this item
+                    break
+                raise
+            except Exception as exc:
+                outcomes.append((None, _item_error(exc)))
+            if time.monotonic() >= until:
+                break
+        return segment[:len(outcomes)], outcomes
+
+    def _commit(self, task: Task, kind: Kind, options: dict[str, Any], position: int,
+                size: int, segment: list[list[Any]],
+                computed: list[tuple[Any, str | None]] | None) -> bool:
+        """Commit one segment's effects and the job's progress; False if the job was
+        cancelled meanwhile (the task is completed then, and nothing more is done)."""
+        job_id, number = task.payload["job_id"], task.payload["chunk"]
+        last = position + len(segment) == size
+        with self.store.transaction(self.yard.now()) as tx:
+            self.store.fence(tx, task)
+            status = tx.one("SELECT status FROM batchyard_jobs WHERE id = :id {for_update}",
+                            {"id": job_id})
+            if status is None or status["status"] == JobStatus.CANCELLED:
+                self.store.complete(tx, task)
+                return False
+            if computed is None:
+                outcomes = kind.apply(self, tx, options, [item for _, item in segment])
+            else:
+                ok = [(i, value) for i, ((_, _), (value, error)) in
+                      enumerate(zip(segment, computed, strict=True)) if error is None]
+                applied = kind.apply(self, tx, options, [value for _, value in ok])
+                outcomes = list(computed)
+                for (i, _), outcome in zip(ok, applied, strict=True):
+                    outcomes[i] = outcome
+            errors, results = [], []
+            for (index, _), (result, error) in zip(segment, outcomes, strict=True):
+                if error is not None:
+                    errors.append({"job_id": job_id, "idx": index, "error": error})
+                elif result is not None:
+                    results.append({"job_id": job_id, "idx": index,
+                                    "result": orjson.dumps(result).decode()})
+            tx.executemany("INSERT INTO batchyard_job_errors (job_id, idx, error) "
+                           "VALUES (:job_id, :idx, :error)", errors)
+            tx.executemany("INSERT INTO batchyard_job_results (job_id, idx, result) "
+                           "VALUES (:job_id, :idx, :result)", results)
+            tx.execute("UPDATE batchyard_job_chunks SET done = :done "
+                       "WHERE job_id = :id AND chunk = :chunk",
+                       {"done": position + len(segment), "id": job_id, "chunk": number})
+            if last:
+                self.store.complete(tx, task)
+            tx.execute(
+                "UPDATE batchyard_jobs SET processed = processed + :ok, "
+                "failed = failed + :bad, chunks_left = chunks_left - :last, status = CASE "
+                "WHEN chunks_left - :last > dead_chunks THEN 'processing' "
+                "WHEN failed + :bad > 0 OR dead_chunks > 0 THEN 'failed' ELSE 'completed' END, "
+                "completed_at = CASE WHEN chunks_left - :last > dead_chunks THEN NULL "
+                "ELSE {now} END, updated_at = {now} WHERE id = :id",
+                {"ok": len(segment) - len(errors), "bad": len(errors), "last": int(last),
+                 "id": job_id})
+        return True
+
+    def on_dead_chunk(self, tx: Tx, task: Task, error: str) -> None:
+        """A chunk used up its retries: the job is failed once nothing else is left."""
+        tx.execute(
+            "UPDATE batchyard_jobs SET dead_chunks = dead_chunks + 1, last_error = :error, "
+            "status = CASE WHEN status = 'cancelled' THEN status "
+            "WHEN chunks_left > dead_chunks + 1 THEN 'processing' ELSE 'failed' END, "
+            "completed_at = CASE WHEN chunks_left > dead_chunks + 1 THEN NULL "
+            "ELSE {now} END, updated_at = {now} WHERE id = :id",
+            {"id": task.payload["job_id"], "error": error})
+
+    # -- steering -----------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> BatchJobRecord:
+        with self.store.transaction(self.yard.now()) as tx:
+            row = self._row(tx, job_id, lock=True)
+            if row["status"] in (JobStatus.COMPLETED, JobStatus.FAILED):
+                raise Conflict(f"job {job_id} is already {row['status']}", job_id=job_id,
+                               status=row["status"])
+            if row["status"] != JobStatus.CANCELLED:
+                tx.execute("UPDATE batchyard_jobs SET status = 'cancelled', "
+                           "completed_at = {now}, updated_at = {now} WHERE id = :id",
+                           {"id": job_id})
+                tx.execute("DELETE FROM batchyard_tasks WHERE kind = :kind "
+                           "AND state = 'queued' AND key LIKE :keys",
+                           {"kind": CHUNK_TASK, "keys": f"job:{job_id}:%"})
+        return self.get(job_id)
+
+    def dead_chunks(self, job_id: str | None = None, limit: int = 100) -> list[DeadChunk]:
+        with self.store.transaction(write=False) as tx:
+            rows = tx.all(
+                "SELECT id, key, payload, attempts, last_error, died_at "
+                "FROM batchyard_dead_tasks WHERE kind = :kind AND key LIKE :keys "
+                "ORDER BY id LIMIT :limit",
+                {"kind": CHUNK_TASK, "limit": _limit(limit),
+                 "keys": "job:%" if job_id is None else f"job:{job_id}:%"})
+        chunks = []
+        for row in rows:
+            payload = orjson.loads(row["payload"])
+            chunks.append(DeadChunk(
+                task_id=row["id"], job_id=payload["job_id"], chunk=payload["chunk"],
+                items=len(payload["items"]), attempts=row["attempts"],
+                error=row["last_error"], died_at=to_datetime(row["died_at"])))
+        return chunks
+
+    def redrive(self, task_id: int) -> BatchJobRecord:
+        """Put a dead chunk back in the queue; its job is processing again."""
+        with self.store.transaction(self.yard.now()) as tx:
+            row = tx.one("SELECT payload FROM batchyard_dead_tasks WHERE id = :id "
+                         "AND kind = :kind", {"id": task_id, "kind": CHUNK_TASK})
+            if row is None:
+                raise NotFound(f"no dead chunk with task id {task_id}", task_id=task_id)
+            job_id = orjson.loads(row["payload"])["job_id"]
+            self.store.redrive(tx, task_id=task_id)
+            tx.execute("UPDATE batchyard_jobs SET dead_chunks = dead_chunks - 1, "
+                       "status = CASE WHEN status = 'cancelled' THEN status "
+                       "ELSE 'processing' END, completed_at = CASE WHEN status = 'cancelled' "
+                       "THEN completed_at END, updated_at = {now} WHERE id = :id",
+                       {"id": job_id})
+        return self.get(job_id)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> BatchJobRecord:
+        with self.store.transaction(write=False) as tx:
+            row = self._row(tx, job_id)
+            errors = self._errors(tx, job_id, -1, 100)
+            results = self._results(tx, job_id, -1, 100)
+        return _record(row, errors, [r.result for r in results])
+
+    def list(self, status: str | None = None, type: str | None = None, limit: int = 100,
+             offset: int = 0) -> list[BatchJobRecord]:
+        with self.store.transaction(write=False) as tx:
+            rows = tx.all(
+                "SELECT * FROM batchyard_jobs WHERE "
+                "(CAST(:status AS TEXT) IS NULL OR status = :status) AND "
+                "(CAST(:type AS TEXT) IS NULL OR type = :type) "
+                "ORDER BY created_at DESC, id LIMIT :limit OFFSET :offset",
+                {"status": status, "type": type, "limit": _limit(limit),
+                 "offset": max(0, int(offset))})
+        return [_record(row, [], []) for row in rows]
+
+    def errors(self, job_id: str, after: int = -1, limit: int = 100) -> list[JobError]:
+        with self.store.transaction(write=False) as tx:
+            self._row(tx, job_id)
+            return self._errors(tx, job_id, after, limit)
+
+    def results(self, job_id: str, after: int = -1, limit: int = 100) -> list[JobResult]:
+        with self.store.transaction(write=False) as tx:
+            self._row(tx, job_id)
+            return self._results(tx, job_id, after, limit)
+
+    def count_things(self, ns: str) -> int:
+        with self.store.transaction(write=False) as tx:
+            return int(tx.one("SELECT COUNT(*) AS n FROM batchyard_things WHERE ns = :ns",
+                              {"ns": ns})["n"])
+
+    def stats(self) -> BatchStats:
+        with self.store.transaction(write=False) as tx:
+            counts = {row["status"]: int(row["n"]) for row in tx.all(
+                "SELECT status, COUNT(*) AS n FROM batchyard_jobs GROUP BY status")}
+        completed, failed = counts.get("completed", 0), counts.get("failed", 0)
+        finished = completed + failed
+        rate = 100.0 * completed / finished if finished else 0.0
+        return BatchStats(total=sum(counts.values()), pending=counts.get("pending", 0),
+                          processing=counts.get("processing", 0), completed=completed,
+                          failed=failed, cancelled=counts.get("cancelled", 0),
+                          success_rate=f"{rate:.2f}%")
+
+    @staticmethod
+    def _errors(tx: Tx, job_id: str, after: int, limit: int) -> list[JobError]:
+        return [JobError(index=row["idx"], error=row["error"]) for row in tx.all(
+            "SELECT idx, error FROM batchyard_job_errors WHERE job_id = :id AND idx > :after "
+            "ORDER BY idx LIMIT :limit", {"id": job_id, "after": after, "limit": _limit(limit)})]
+
+    @staticmethod
+    def _results(tx: Tx, job_id: str, after: int, limit: int) -> list[JobResult]:
+        return [JobResult(index=row["idx"], result=orjson.loads(row["result"])) for row in
+                tx.all("SELECT idx, result FROM batchyard_job_results WHERE job_id = :id "
+                       "AND idx > :after ORDER BY idx LIMIT :limit",
+                       {"id": job_id, "after": after, "limit": _limit(limit)})]
+
+    @staticmethod
+    def _row(tx: Tx, job_id: str, lock: bool = False) -> Any:
+        row = tx.one("SELECT * FROM batchyard_jobs WHERE id = :id"
+                     + (" {for_update}" if lock else ""), {"id": job_id})
+        if row is None:
+            raise NotFound(f"no batch job {job_id!r}", job_id=job_id)
+        return row
+
+
+class _SameRequest(Exception):
+    """Two creations with one request_id raced; the loser returns the winner's job."""
+
+
+def _record(row: Any, errors: list[JobError], results: list[Any]) -> BatchJobRecord:
+    return BatchJobRecord(
+        id=row["id"], type=row["type"], status=row["status"], total=row["total"],
+        processed=row["processed"], failed=row["failed"], results=results, errors=errors,
+        created_at=to_datetime(row["created_at"]), updated_at=to_datetime(row["updated_at"]),
+        completed_at=to_datetime(row["completed_at"]), dead_letters=row["dead_chunks"],
+        last_error=row["last_error"])
+
+
+def _item_error(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, ItemError) else f"{type(exc).__name__}: {exc}"
+
+
+def _limit(limit: int) -> int:
+    return max(1, min(PAGE_LIMIT, int(limit)))

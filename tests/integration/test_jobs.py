@@ -1,0 +1,271 @@
+"""Bulk jobs on both stores: validation, every job type, progress books, retries and dead
+letters, cancel, idempotent creation."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from batchyard import Conflict, InvalidInput, ManualClock, RetryPolicy
+from batchyard.signals import RetryLater
+
+
+def thing(n, **extra):
+    return {"ns": "products", "id": f"p{n}", "type": "Product",
+            "data": {"name": f"widget {n}", "price": n}, "content": f"widget number {n}",
+            "visibility": "public", **extra}
+
+
+def stored(yard, ns="products"):
+    with yard.store.transaction(write=False) as tx:
+        return {row["id"]: row for row in tx.all(
+            "SELECT * FROM batchyard_things WHERE ns = :ns", {"ns": ns})}
+
+
+@pytest.fixture
+def yard(make_yard):
+    return make_yard()
+
+
+def test_import_things_stores_valid_items_and_names_each_invalid_one(yard):
+    items = [thing(n) for n in range(250)]
+    items[7] = {"ns": "products", "type": "Product"}                      # no id
+    items[42] = {**thing(42), "data": ["not", "an", "object"]}
+    items[99] = {**thing(99), "colour": "red"}                            # unknown field
+    items[120] = "a string"
+    job_id = yard.create_batch_job("import-things", items)
+
+    before = yard.get_batch_job(job_id)
+    assert before.status == "pending" and before.total == 250 and before.failed == 4
+    yard.run_worker(wait=False)
+    job = yard.get_batch_job(job_id)
+    assert (job.status, job.processed, job.failed) == ("failed", 246, 4)  # any failed item
+    assert [(e.index, e.error) for e in job.errors] == [
+        (7, "id: is required"), (42, "data: must be an object, not an array"),
+        (99, "colour: unknown field (expected content, data, id, ns, type, visibility)"),
+        (120, "item: must be an object, not a string")]
+    rows = stored(yard)
+    assert len(rows) == 246 and "p7" not in rows
+    assert rows["p3"]["content"] == "widget number 3" and rows["p3"]["visibility"] == "public"
+    assert job.completed_at is not None and job.completed_at >= job.created_at
+
+
+def test_a_replayed_import_updates_in_place_and_never_duplicates(yard):
+    first = yard.create_batch_job("import-things", [thing(n) for n in range(150)])
+    yard.run_worker(wait=False)
+    created = stored(yard)["p1"]["created_at"]
+    second = yard.create_batch_job("import-things", [thing(n, content="new") for n in range(150)])
+    yard.run_worker(wait=False)
+    assert yard.get_batch_job(first).status == yard.get_batch_job(second).status == "completed"
+    rows = stored(yard)
+    assert len(rows) == 150 and rows["p1"]["content"] == "new"
+    assert rows["p1"]["created_at"] == created and rows["p1"]["updated_at"] >= created
+
+
+def test_import_relationships(yard):
+    items = [{"ns": "rels", "id": f"r{n}", "type": "hasCategory", "fromNs": "products",
+              "fromId": f"p{n}", "toNs": "categories", "toId": "c1", "data": {"w": n}}
+             for n in range(3)] + [{"ns": "rels", "id": "bad", "type": "x", "fromNs": "a"}]
+    job_id = yard.create_batch_job("import-relationships", items)
+    yard.run_worker(wait=False)
+    job = yard.get_batch_job(job_id)
+    assert (job.processed, job.failed) == (3, 1)
+    assert job.errors[0].index == 3 and job.errors[0].error == "fromId: is required"
+    with yard.store.transaction(write=False) as tx:
+        rows = tx.all("SELECT * FROM batchyard_relationships ORDER BY id")
+    assert [(r["id"], r["from_id"], r["to_id"]) for r in rows] == [
+        ("r0", "p0", "c1"), ("r1", "p1", "c1"), ("r2", "p2", "c1")]
+
+
+def test_export_things_by_reference_and_by_namespace(yard):
+    yard.create_batch_job("import-things", [thing(n) for n in range(5)])
+    yard.run_worker(wait=False)
+    by_ref = yard.create_batch_job("export-things", [{"ns": "products", "id": "p2"},
+                                                     {"ns": "products", "id": "nope"}])
+    by_ns = yard.create_batch_job("export-things", input={"ns": "products"})
+    yard.run_worker(wait=False)
+    job = yard.get_batch_job(by_ref)
+    assert [r["id"] for r in job.results] == ["p2"] and job.results[0]["data"]["price"] == 2
+    assert job.errors[0].index == 1 and job.errors[0].error == "not found: products/nope"
+    whole = yard.get_batch_job(by_ns)
+    assert whole.status == "completed" and whole.total == 5
+    assert sorted(r["id"] for r in whole.results) == [f"p{n}" for n in range(5)]
+
+
+def test_transform_data_keeps_outputs_or_writes_them_to_a_namespace(yard):
+    @yard.transform("shout")
+    def shout(item):
+        if item["data"].get("boom"):
+            raise ValueError("cannot shout this")
+        return {"id": item["data"]["original"], "data": {"loud": item["data"]["original"]
+                                                         .upper()}}
+
+    items = [{"data": {"original": "value"}}, {"data": {"boom": True}},
+             {"data": {"original": "other"}}]
+    kept = yard.create_batch_job("transform-data", items, options={"transform": "shout"})
+    written = yard.create_batch_job("transform-data", items,
+                                    options={"transform": "shout", "outputNs": "loud"})
+    yard.run_worker(wait=False)
+    job = yard.get_batch_job(kept)
+    assert job.results == [{"id": "value", "data": {"loud": "VALUE"}},
+                           {"id": "other", "data": {"loud": "OTHER"}}]
+    assert [(e.index, e.error) for e in job.errors] == [(1, "ValueError: cannot shout this")]
+    assert yard.get_batch_job(written).results == []
+    assert sorted(stored(yard, "loud")) == ["other", "value"]
+
+
+def test_requests_wrong_as_a_whole_are_refused_with_the_reason(yard):
+    with pytest.raises(InvalidInput, match="type must be one of"):
+        yard.create_batch_job("import-everything", [thing(1)])
+    with pytest.raises(InvalidInput, match="items must be a non-empty list"):
+        yard.create_batch_job("import-things", [])
+    with pytest.raises(InvalidInput, match="no transform registered as 'nope'"):
+        yard.create_batch_job("transform-data", [{}], options={"transform": "nope"})
+    yard._jobs.max_items = 10
+    with pytest.raises(InvalidInput, match="11 is over the limit of 10"):
+        yard.create_batch_job("import-things", [thing(n) for n in range(11)])
+    assert yard.list_batch_jobs() == []
+
+
+def test_errors_and_results_are_paged(yard):
+    job_id = yard.create_batch_job("import-things", [{"ns": "x"}] * 250)
+    first = yard.get_batch_job_errors(job_id, limit=100)
+    rest = yard.get_batch_job_errors(job_id, after=first[-1].index, limit=1000)
+    assert [e.index for e in first + rest] == list(range(250))
+    assert len(yard.get_batch_job(job_id).errors) == 100
+
+
+def test_a_chunk_that_keeps_failing_is_dead_after_three_retries_and_redrive_completes_it(
+        make_yard):
+    clock = ManualClock(1_800_000_000.0)
+    yard = make_yard(clock=clock, retry=RetryPolicy(jitter=0.0))
+    broken = [True]
+    calls = []
+
+    @yard.transform("flaky")
+    def flaky(item):
+        calls.append(item["n"])
+        if broken[0] and item["n"] >= 150:
+            raise RetryLater("the downstream service is down")
+        return item["n"]
+
+    job_id = yard.create_batch_job("transform-data", [{"n": n} for n in range(200)],
+                                   options={"transform": "flaky"})
+    for _ in range(4):  # the first try and three retries, each after its backoff
+        yard.run_worker(wait=False)
+        clock.advance(600)
+    job = yard.get_batch_job(job_id)
+    dead = yard.list_dead_chunks(job_id)
+    assert [(d.chunk, d.attempts, d.items) for d in dead] == [(1, 4, 100)]
+    assert "the downstream service is down" in dead[0].error
+    assert (job.status, job.processed, job.failed, job.dead_letters) == ("failed", 150, 0, 1)
+
+    broken[0] = False
+    assert yard.redrive_chunk(dead[0].task_id).status == "processing"
+    yard.run_worker(wait=False)
+    job = yard.get_batch_job(job_id)
+    assert (job.status, job.processed, job.failed, job.dead_letters) == ("completed", 200, 0, 0)
+    assert sorted(r.result for r in yard.get_batch_job_results(job_id, limit=1000)) == \
+        list(range(200))
+    assert calls.count(120) == 1 and calls.count(149) == 1  # committed items never redone
+
+
+def test_a_chunk_past_its_time_limit_goes_on_from_its_last_commit(make_yard, monkeypatch):
+    yard = make_yard(retry=RetryPolicy(base_delay=0.01, jitter=0.0))
+    yard._jobs.time_limit = 0.3
+    monkeypatch.setattr("batchyard.jobs.PROGRESS_EVERY", 0.1)
+    calls = []
+
+    @yard.transform("slow")
+    def slow(item):
+        calls.append(item)
+        time.sleep(0.05)
+        return item
+
+    job_id = yard.create_batch_job("transform-data", list(range(40)),
+                                   options={"transform": "slow"})
+    deadline = time.monotonic() + 30
+    while yard.get_batch_job(job_id).status != "completed":
+        assert time.monotonic() < deadline
+        yard.run_worker(wait=False)
+        time.sleep(0.02)
+    job = yard.get_batch_job(job_id)
+    assert (job.processed, job.failed) == (40, 0)
+    assert sorted(calls) == list(range(40))  # each item once, across several claims
+    assert [r.result for r in yard.get_batch_job_results(job_id)] == list(range(40))
+
+
+def test_cancel_stops_new_chunks_and_is_kept(yard):
+    ran = []
+
+    @yard.transform("record")
+    def record(item):
+        ran.append(item)
+        return item
+
+    job_id = yard.create_batch_job("transform-data", list(range(500)),
+                                   options={"transform": "record"})
+    assert yard.cancel_batch_job(job_id).status == "cancelled"
+    assert yard.cancel_batch_job(job_id).status == "cancelled"  # twice is not an error
+    yard.run_worker(wait=False)
+    job = yard.get_batch_job(job_id)
+    assert job.status == "cancelled" and job.processed == 0 and ran == []
+    done = yard.create_batch_job("transform-data", [1], options={"transform": "record"})
+    yard.run_worker(wait=False)
+    with pytest.raises(Conflict, match="already completed"):
+        yard.cancel_batch_job(done)
+
+
+def test_cancel_while_a_chunk_runs_stops_it_at_its_next_commit(yard, monkeypatch):
+    monkeypatch.setattr("batchyard.jobs.PROGRESS_EVERY", 0.05)
+    started = threading.Event()
+
+    @yard.transform("slow")
+    def slow(item):
+        started.set()
+        time.sleep(0.02)
+        return item
+
+    job_id = yard.create_batch_job("transform-data", list(range(100)),
+                                   options={"transform": "slow"})
+    runner = threading.Thread(target=lambda: yard.run_worker(wait=False))
+    runner.start()
+    started.wait(10)
+    yard.cancel_batch_job(job_id)
+    at_cancel = yard.get_batch_job(job_id).processed
+    runner.join()
+    job = yard.get_batch_job(job_id)
+    assert job.status == "cancelled" and job.processed == at_cancel < 100
+
+
+def test_concurrent_creations_with_one_request_id_make_one_job(yard):
+    items = [thing(n) for n in range(300)]
+    ids, errors = [], []
+
+    def create():
+        try:
+            ids.append(yard.create_batch_job("import-things", items, request_id="req-1"))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(set(ids)) == 1 and len(ids) == 20
+    assert len(yard.list_batch_jobs()) == 1
+    with pytest.raises(InvalidInput, match="used for a different request"):
+        yard.create_batch_job("import-things", items[:1], request_id="req-1")
+
+
+def test_stats_count_jobs_by_status_with_the_success_rate(yard):
+    for items in ([thing(1)], [thing(2)], [{"ns": "x"}]):
+        yard.create_batch_job("import-things", items)
+    yard.run_worker(wait=False)
+    yard.create_batch_job("import-things", [thing(3)])
+    stats = yard.get_stats()
+    assert (stats.total, stats.pending, stats.completed, stats.failed) == (4, 1, 2, 1)
+    assert stats.success_rate == "66.67%"
