@@ -234,10 +234,11 @@ class Jobs:
         if len(items) > self.max_items:
             raise InvalidInput(f"items: {len(items)} is over the limit of {self.max_items} "
                                "per job", field="items")
-        fingerprint = hashlib.sha256(orjson.dumps(
-            [type, items, input, options], default=repr, option=orjson.OPT_SORT_KEYS,
-        )).hexdigest()
-        if request_id is not None:
+        fingerprint = None
+        if request_id is not None:  # only a request that may come again needs its print
+            fingerprint = hashlib.sha256(orjson.dumps(
+                [type, items, input, options], default=repr, option=orjson.OPT_SORT_KEYS,
+            )).hexdigest()
             existing = self._by_request(request_id, fingerprint)
             if existing is not None:
                 return existing
@@ -255,13 +256,14 @@ class Jobs:
             self._insert(job_id, type, items, input, options, request_id, fingerprint,
                          errors, chunks)
         except _SameRequest:  # the same request_id committed meanwhile: that job it is
+            assert fingerprint is not None
             existing = self._by_request(str(request_id), fingerprint)
             assert existing is not None
             return existing
         return job_id
 
     def _insert(self, job_id: str, type: str, items: Sequence[Any], input: Any,
-                options: dict[str, Any], request_id: str | None, fingerprint: str,
+                options: dict[str, Any], request_id: str | None, fingerprint: str | None,
                 errors: list[dict[str, Any]], chunks: list[list[list[Any]]]) -> None:
         with self.store.transaction(self.yard.now()) as tx:
             inserted = tx.execute(
@@ -287,7 +289,8 @@ class Jobs:
                            [{"job_id": job_id, "chunk": n} for n in range(len(chunks))])
             self.store.enqueue_many(
                 tx, CHUNK_TASK,
-                [(f"job:{job_id}:{n}", {"job_id": job_id, "chunk": n, "items": chunk})
+                [(f"job:{job_id}:{n}", {"job_id": job_id, "chunk": n, "type": type,
+                                        "options": options, "items": chunk})
                  for n, chunk in enumerate(chunks)],
                 max_attempts=CHUNK_ATTEMPTS)
 
@@ -313,26 +316,24 @@ class Jobs:
     # -- running a chunk ----------------------------------------------------------------
 
     def run_chunk(self, task: Task) -> None:
-        job_id, number = task.payload["job_id"], task.payload["chunk"]
         items: list[list[Any]] = task.payload["items"]
+        kind, options = KINDS[task.payload["type"]], task.payload["options"]
+        if kind.compute is None:  # all in the database: one transaction does the chunk
+            self._commit(task, kind, options, None, len(items), items, None)
+            return
+        job_id, number = task.payload["job_id"], task.payload["chunk"]
         with self.store.transaction(write=False) as tx:
-            job = tx.one("SELECT type, status, options FROM batchyard_jobs WHERE id = :id",
-                         {"id": job_id})
+            job = tx.one("SELECT status FROM batchyard_jobs WHERE id = :id", {"id": job_id})
             done = tx.one("SELECT done FROM batchyard_job_chunks WHERE job_id = :id "
                           "AND chunk = :chunk", {"id": job_id, "chunk": number})
         if job is None or done is None or job["status"] == JobStatus.CANCELLED:
             with self.store.transaction(self.yard.now()) as tx:
                 self.store.complete(tx, task)  # deleted or cancelled: nothing more to do
             return
-        kind = KINDS[job["type"]]
-        options = orjson.loads(job["options"] or "{}")
         deadline = time.monotonic() + self.time_limit
         position = int(done["done"])
         while position < len(items):
-            segment = items[position:]
-            computed: list[tuple[Any, str | None]] | None = None
-            if kind.compute is not None:
-                segment, computed = self._compute(kind, options, segment, deadline)
+            segment, computed = self._compute(kind, options, items[position:], deadline)
             if not self._commit(task, kind, options, position, len(items), segment, computed):
                 return
             position += len(segment)
@@ -362,13 +363,13 @@ class Jobs:
                 break
         return segment[:len(outcomes)], outcomes
 
-    def _commit(self, task: Task, kind: Kind, options: dict[str, Any], position: int,
+    def _commit(self, task: Task, kind: Kind, options: dict[str, Any], position: int | None,
                 size: int, segment: list[list[Any]],
                 computed: list[tuple[Any, str | None]] | None) -> bool:
         """Commit one segment's effects and the job's progress; False if the job was
-        cancelled meanwhile (the task is completed then, and nothing more is done)."""
+        cancelled meanwhile (the task is completed then, and nothing more is done). With no
+        `position`, the segment is what is left of `segment` after the chunk's last commit."""
         job_id, number = task.payload["job_id"], task.payload["chunk"]
-        last = position + len(segment) == size
         with self.store.transaction(self.yard.now()) as tx:
             self.store.fence(tx, task)
             status = tx.one("SELECT status FROM batchyard_jobs WHERE id = :id {for_update}",
@@ -376,6 +377,12 @@ class Jobs:
             if status is None or status["status"] == JobStatus.CANCELLED:
                 self.store.complete(tx, task)
                 return False
+            if position is None:
+                done = tx.one("SELECT done FROM batchyard_job_chunks WHERE job_id = :id "
+                              "AND chunk = :chunk", {"id": job_id, "chunk": number})
+                position = int(done["done"])
+                segment = segment[position:]
+            last = position + len(segment) == size
             if computed is None:
                 outcomes = kind.apply(self, tx, options, [item for _, item in segment])
             else:
@@ -392,10 +399,12 @@ class Jobs:
                 elif result is not None:
                     results.append({"job_id": job_id, "idx": index,
                                     "result": orjson.dumps(result).decode()})
-            tx.executemany("INSERT INTO batchyard_job_errors (job_id, idx, error) "
-                           "VALUES (:job_id, :idx, :error)", errors)
-            tx.executemany("INSERT INTO batchyard_job_results (job_id, idx, result) "
-                           "VALUES (:job_id, :idx, :result)", results)
+            if errors:
+                tx.executemany("INSERT INTO batchyard_job_errors (job_id, idx, error) "
+                               "VALUES (:job_id, :idx, :error)", errors)
+            if results:
+                tx.executemany("INSERT INTO batchyard_job_results (job_id, idx, result) "
+                               "VALUES (:job_id, :idx, :result)", results)
             tx.execute("UPDATE batchyard_job_chunks SET done = :done "
                        "WHERE job_id = :id AND chunk = :chunk",
                        {"done": position + len(segment), "id": job_id, "chunk": number})
