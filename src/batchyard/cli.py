@@ -1,4 +1,4 @@
-"""The `batchyard` command: serve, worker, db, batches."""
+"""The `batchyard` command: serve, worker, healthcheck, db, batches, iterators."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from batchyard.errors import BatchyardError
+from batchyard.health import DEFAULT_MAX_HEARTBEAT_AGE, run_checks
+from batchyard.logs import FORMATS, Redactor, setup_logging
 from batchyard.store import DEFAULT_URL, open_store
 from batchyard.yard import Yard
 
@@ -69,9 +71,20 @@ def register_builtin_handlers(yard: Yard) -> None:
                        ctx.attempt)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+LogFormatOption = Annotated[
+    str, typer.Option("--log-format", help=f"log lines as {' or '.join(FORMATS)}"),
+]
+
+
+def api_tokens() -> list[str]:
+    """The API tokens from BATCHYARD_API_TOKEN (several may be separated by commas)."""
+    return [t.strip() for t in os.environ.get("BATCHYARD_API_TOKEN", "").split(",") if t.strip()]
+
+
+def _setup_logging(level: str, log_format: str) -> None:
+    if log_format not in FORMATS:
+        raise typer.BadParameter(f"use {' or '.join(FORMATS)}", param_hint="--log-format")
+    setup_logging(level, log_format, secrets=api_tokens())
 
 
 @app.command()
@@ -83,17 +96,20 @@ def serve(
     concurrency: Annotated[int, typer.Option(help="in-process worker threads")] = 4,
     worker: Annotated[bool, typer.Option(help="run an in-process worker")] = True,
     log_level: Annotated[str, typer.Option(help="logging level")] = "info",
+    log_format: LogFormatOption = "text",
 ) -> None:
-    """Run the HTTP API with an in-process worker."""
+    """Run the HTTP API and dashboard with an in-process worker. With BATCHYARD_API_TOKEN
+    set, the dashboard and /metrics need that token."""
     import uvicorn
 
     from batchyard.http import create_app
 
-    _setup_logging(log_level)
+    _setup_logging(log_level, log_format)
     yard = load_yard(app_path, store)
     console.print(f"batchyard on {yard.store.dialect} - http://{host}:{port}", highlight=False)
-    uvicorn.run(create_app(yard, worker=worker, concurrency=concurrency), host=host,
-                port=port, log_level=log_level.lower())
+    app = create_app(yard, worker=worker, concurrency=concurrency, tokens=api_tokens())
+    # log_config=None: uvicorn's records go through our handler (format, masking)
+    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), log_config=None)
 
 
 @app.command()
@@ -105,13 +121,38 @@ def worker(
     shutdown_timeout: Annotated[float, typer.Option(help="seconds to finish at stop")] = 30.0,
     once: Annotated[bool, typer.Option(help="run what is due now, then exit")] = False,
     log_level: Annotated[str, typer.Option(help="logging level")] = "info",
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (a second signal exits at once)."""
-    _setup_logging(log_level)
+    _setup_logging(log_level, log_format)
     yard = load_yard(app_path, store)
     ran = yard.run_worker(concurrency=concurrency, wait=not once, lease=lease,
                           shutdown_timeout=shutdown_timeout)
     console.print(f"ran {ran} task(s)")
+
+
+@app.command()
+def healthcheck(
+    store: StoreOption = None,
+    max_heartbeat_age: Annotated[float, typer.Option(
+        help="a worker must have beaten within this many seconds")] = DEFAULT_MAX_HEARTBEAT_AGE,
+    workers: Annotated[bool, typer.Option(
+        help="check worker heartbeats (--no-workers: the store alone)")] = True,
+) -> None:
+    """Check the store, its schema and the workers' heartbeats; exit 1 if any check fails.
+    Changes nothing (a schema that is behind is reported, not upgraded)."""
+    try:
+        opened = open_store(store or DEFAULT_URL, migrate=False)
+    except BatchyardError as exc:
+        print(f"FAIL  store    unreachable: {Redactor(api_tokens())(str(exc))}")
+        raise typer.Exit(1) from None
+    try:
+        checks = run_checks(opened, max_heartbeat_age=max_heartbeat_age if workers else None)
+    finally:
+        opened.close()
+    for check in checks:
+        print(check.line())
+    raise typer.Exit(0 if all(check.ok for check in checks) else 1)
 
 
 @db_app.command("upgrade")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,7 +18,10 @@ from batchyard.errors import (
     InvalidInput,
     NotFound,
 )
+from batchyard.http import probes
 from batchyard.http.api import router
+from batchyard.http.sessions import Access
+from batchyard.metrics import registry_for
 from batchyard.yard import Yard
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -38,8 +41,10 @@ def create_app(
     worker: bool = True,
     concurrency: int = 4,
     max_body_bytes: int = MAX_BODY_BYTES,
+    tokens: Sequence[str] | None = None,
 ) -> FastAPI:
-    """The API over `yard`. With `worker`, an in-process worker runs while the app does."""
+    """The API over `yard`. With `worker`, an in-process worker runs while the app does.
+    With `tokens` (API tokens), the dashboard and ``/metrics`` require one of them."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,7 +68,10 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.yard = yard
+    app.state.access = Access(tokens)
+    app.state.metrics_registry = registry_for(yard)
     app.include_router(router)
+    app.include_router(probes.router)
 
     @app.middleware("http")
     async def limit_body(
