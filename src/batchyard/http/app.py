@@ -20,6 +20,7 @@ from batchyard.errors import (
 )
 from batchyard.http import probes
 from batchyard.http.api import router
+from batchyard.http.dashboard import Dashboard
 from batchyard.http.sessions import Access
 from batchyard.metrics import registry_for
 from batchyard.yard import Yard
@@ -72,6 +73,7 @@ def create_app(
     app.state.metrics_registry = registry_for(yard)
     app.include_router(router)
     app.include_router(probes.router)
+    Dashboard(yard, app.state.access).install(app)
 
     @app.middleware("http")
     async def limit_body(
