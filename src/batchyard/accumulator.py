@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from batchyard import metrics
 from batchyard.clock import seconds, to_datetime
 from batchyard.errors import Conflict, InvalidInput, NotFound
 from batchyard.retry import RetryPolicy
@@ -500,6 +501,8 @@ class Accumulator:
                     + (", status = 'dead'" if dead else "") + " WHERE batch_id = :batch_id",
                     {"batch_id": batch_id, "error": error},
                 )
+        delivered = 0 if whole_failure else len(rows) - len(failures)
+        metrics.flush_recorded(context.reason, outcome, delivered, duration)
 
     def _give_up(self, task: Task, error: str) -> None:
         with self.store.transaction(self.yard.now()) as tx:
@@ -572,16 +575,7 @@ class Accumulator:
                 "ORDER BY id DESC LIMIT :limit",
                 {"base": base, "batch_id": batch_id, "limit": limit},
             )
-        return [
-            FlushRecord(
-                batch_id=r["batch_id"], sequence=r["sequence"], attempt=r["attempt"],
-                reason=r["reason"], outcome=r["outcome"], item_count=r["item_count"],
-                failed_count=r["failed_count"], error=r["error"], worker_id=r["worker_id"],
-                started_at=to_datetime(r["started_at"]),  # type: ignore[arg-type]
-                duration_seconds=r["duration"],
-            )
-            for r in rows
-        ]
+        return [flush_record(r) for r in rows]
 
     def delete_batch(self, batch_id: str) -> None:
         """Delete a completed batch and its items; refused while it flushes or holds items."""
@@ -633,4 +627,15 @@ def _batch_info(row: Any, now: float) -> BatchInfo:
         updated_at=to_datetime(row["updated_at"]),  # type: ignore[arg-type]
         completed_at=to_datetime(row["completed_at"]),
         age_seconds=max(0.0, now - row["created_at"]),
+    )
+
+
+def flush_record(r: Any) -> FlushRecord:
+    """A row of batchyard_flushes as a `FlushRecord`."""
+    return FlushRecord(
+        batch_id=r["batch_id"], sequence=int(r["sequence"]), attempt=int(r["attempt"]),
+        reason=r["reason"], outcome=r["outcome"], item_count=int(r["item_count"]),
+        failed_count=int(r["failed_count"]), error=r["error"], worker_id=r["worker_id"],
+        started_at=to_datetime(r["started_at"]),  # type: ignore[arg-type]
+        duration_seconds=float(r["duration"]),
     )

@@ -301,6 +301,15 @@ class Aggregators:
                 self.store.complete(tx, task)
                 self.schedule(tx, self.config(name))
 
+    def request_run(self, name: str) -> None:
+        """Ask the workers to run `name` now: its scheduled run is brought forward, or a
+        run is queued (a worker that registered the aggregator runs it)."""
+        with self.store.transaction(self.yard.now()) as tx:
+            if tx.one("SELECT name FROM batchyard_aggregators WHERE name = :name",
+                      {"name": name}) is None:
+                raise NotFound(f"no aggregator {name!r}", name=name)
+            self.store.enqueue(tx, RUN_TASK, {"name": name}, key=f"aggregator:{name}")
+
     def schedule(self, tx: Tx, config: AggregatorConfig) -> None:
         if config.every is not None:
             self.store.enqueue(tx, RUN_TASK, {"name": config.name}, delay=config.every,

@@ -1,5 +1,5 @@
-"""The `batchyard` command: serve, worker, db, batches, iterators (and, from `cli_jobs`,
-import, export, jobs and stats)."""
+"""The `batchyard` command: serve, worker, healthcheck, db, batches, iterators (and, from
+`cli_jobs`, import, export, jobs and stats)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from batchyard.errors import BatchyardError
+from batchyard.health import DEFAULT_MAX_HEARTBEAT_AGE, run_checks
+from batchyard.logs import FORMATS, Redactor, setup_logging
 from batchyard.store import DEFAULT_URL, open_store
 from batchyard.yard import Yard
 
@@ -72,9 +74,20 @@ def register_builtin_handlers(yard: Yard) -> None:
                        ctx.attempt)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+LogFormatOption = Annotated[
+    str, typer.Option("--log-format", help=f"log lines as {' or '.join(FORMATS)}"),
+]
+
+
+def api_tokens() -> list[str]:
+    """The API tokens from BATCHYARD_API_TOKEN (several may be separated by commas)."""
+    return [t.strip() for t in os.environ.get("BATCHYARD_API_TOKEN", "").split(",") if t.strip()]
+
+
+def _setup_logging(level: str, log_format: str) -> None:
+    if log_format not in FORMATS:
+        raise typer.BadParameter(f"use {' or '.join(FORMATS)}", param_hint="--log-format")
+    setup_logging(level, log_format, secrets=api_tokens())
 
 
 @app.command()
@@ -91,11 +104,12 @@ def serve(
         typer.Option(envvar="BATCHYARD_API_TOKEN_FILE",
                      help="API tokens, one per line (adds to $BATCHYARD_API_TOKEN)"),
     ] = None,
+    log_format: LogFormatOption = "text",
 ) -> None:
-    """Run the HTTP API with an in-process worker.
+    """Run the HTTP API and the dashboard with an in-process worker.
 
     Bearer tokens from $BATCHYARD_API_TOKEN (comma-separated) and --token-file guard every
-    route but /health. Without a token the API is open, so it only binds to loopback."""
+    route but /health and /readyz. Without a token the API is open, so it only binds to loopback."""
     import uvicorn
 
     from batchyard.http import create_app
@@ -107,13 +121,14 @@ def serve(
                      f"can reach it could use the API. Set ${TOKEN_ENV} or --token-file, or "
                      f"bind to 127.0.0.1.", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
-    _setup_logging(log_level)
+    _setup_logging(log_level, log_format)
     yard = load_yard(app_path, store)
     console.print(f"batchyard on {yard.store.dialect} - http://{host}:{port} "
                   f"({'token required' if tokens.configured else 'open, loopback only'})",
                   highlight=False)
-    uvicorn.run(create_app(yard, worker=worker, concurrency=concurrency, tokens=tokens),
-                host=host, port=port, log_level=log_level.lower())
+    app = create_app(yard, worker=worker, concurrency=concurrency, tokens=tokens)
+    # log_config=None: uvicorn's records go through our handler (format, masking)
+    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), log_config=None)
 
 
 def is_loopback(host: str) -> bool:
@@ -135,13 +150,38 @@ def worker(
     shutdown_timeout: Annotated[float, typer.Option(help="seconds to finish at stop")] = 30.0,
     once: Annotated[bool, typer.Option(help="run what is due now, then exit")] = False,
     log_level: Annotated[str, typer.Option(help="logging level")] = "info",
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (a second signal exits at once)."""
-    _setup_logging(log_level)
+    _setup_logging(log_level, log_format)
     yard = load_yard(app_path, store)
     ran = yard.run_worker(concurrency=concurrency, wait=not once, lease=lease,
                           shutdown_timeout=shutdown_timeout)
     console.print(f"ran {ran} task(s)")
+
+
+@app.command()
+def healthcheck(
+    store: StoreOption = None,
+    max_heartbeat_age: Annotated[float, typer.Option(
+        help="a worker must have beaten within this many seconds")] = DEFAULT_MAX_HEARTBEAT_AGE,
+    workers: Annotated[bool, typer.Option(
+        help="check worker heartbeats (--no-workers: the store alone)")] = True,
+) -> None:
+    """Check the store, its schema and the workers' heartbeats; exit 1 if any check fails.
+    Changes nothing (a schema that is behind is reported, not upgraded)."""
+    try:
+        opened = open_store(store or DEFAULT_URL, migrate=False)
+    except BatchyardError as exc:
+        print(f"FAIL  store    unreachable: {Redactor(api_tokens())(str(exc))}")
+        raise typer.Exit(1) from None
+    try:
+        checks = run_checks(opened, max_heartbeat_age=max_heartbeat_age if workers else None)
+    finally:
+        opened.close()
+    for check in checks:
+        print(check.line())
+    raise typer.Exit(0 if all(check.ok for check in checks) else 1)
 
 
 @db_app.command("upgrade")

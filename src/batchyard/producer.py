@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from batchyard import metrics
 from batchyard.accumulator import encode_items, split_base
 from batchyard.clock import seconds
 from batchyard.errors import Backpressure, ProducerError
@@ -281,6 +282,7 @@ class Producer:
             try:
                 self._write(entries)
             except Exception as exc:
+                metrics.PRODUCER_WRITE_FAILURES.inc()
                 attempt += 1
                 delay = self.retry.next_delay(attempt)
                 log.warning("producer write of %d entries failed (attempt %d): %s",
@@ -294,6 +296,8 @@ class Producer:
                         self._changed.wait_for(lambda: self._closed, delay)
                 continue
             attempt = 0
+            written = time.perf_counter() - started
+            metrics.PRODUCER_WRITE_DURATION.observe(written)
             with self._changed:
                 for entry in entries:
                     self._buffer.popleft()
@@ -301,7 +305,7 @@ class Producer:
                     self._pending_bytes -= entry.size_bytes
                 self._durable = entries[-1].last
                 self._writes += 1
-                self._last_write = time.perf_counter() - started
+                self._last_write = written
                 self._error = None
                 self._changed.notify_all()
 

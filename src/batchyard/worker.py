@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from batchyard import metrics
 from batchyard.errors import LeaseLost
 from batchyard.retry import RetryPolicy
 from batchyard.store import Task
@@ -147,6 +148,7 @@ class Worker:
 
     def _execute(self, task: Task) -> None:
         runner = self.yard._runners.get(task.kind)
+        started = time.perf_counter()
         try:
             if runner is None:
                 raise LookupError(f"no runner for task kind {task.kind!r}")
@@ -158,6 +160,7 @@ class Worker:
             self._fail(task, f"{type(exc).__name__}: {exc}")
         finally:
             self.tasks_run += 1
+            metrics.TASK_DURATION.labels(task.kind).observe(time.perf_counter() - started)
 
     def _fail(self, task: Task, error: str) -> None:
         policy = RetryPolicy(**{**self.yard.retry.__dict__, "max_attempts": task.max_attempts})

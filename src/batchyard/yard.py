@@ -245,6 +245,10 @@ class Yard:
         """Fold and apply `name`'s new events until caught up; skipped if already running."""
         return self._aggregators.run(name)
 
+    def request_aggregator_run(self, name: str) -> None:
+        """Ask the workers to run `name` now, as a durable task (the dashboard's "run now")."""
+        self._aggregators.request_run(name)
+
     def get_totals(self, name: str, key: Any = None) -> Any:
         """One key's total, or all of them as a dict."""
         return self._aggregators.get_totals(name, key)

@@ -4,13 +4,16 @@ app.state."""
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from batchyard.http import probes
 from batchyard.http.api import router
 from batchyard.http.auth import ApiTokens, BearerAuth
+from batchyard.http.dashboard import PREFIX as DASHBOARD_PREFIX
+from batchyard.http.dashboard import Dashboard
 from batchyard.http.error_handlers import install_error_handlers
 from batchyard.http.jobs_api import router as jobs_router
 from batchyard.http.limits import (
@@ -19,6 +22,8 @@ from batchyard.http.limits import (
     RequestLimits,
     require_json_body,
 )
+from batchyard.http.sessions import Access
+from batchyard.metrics import registry_for
 from batchyard.yard import Yard
 
 
@@ -29,15 +34,19 @@ def create_app(
     concurrency: int = 4,
     max_body_bytes: int = MAX_BODY_BYTES,
     max_json_depth: int = MAX_JSON_DEPTH,
-    tokens: ApiTokens | None = None,
+    tokens: ApiTokens | Sequence[str] | None = None,
 ) -> FastAPI:
-    """The API over `yard`. With `worker`, an in-process worker runs while the app does.
+    """The API, dashboard and probes over `yard`. With `worker`, an in-process worker runs
+    while the app does.
 
     `tokens` (default: from ``BATCHYARD_API_TOKEN`` / ``BATCHYARD_API_TOKEN_FILE``) guard
-    every path but the public probes; with none configured the API is open. Raises
-    ConfigError for an unreadable or empty token file."""
+    every path but /health and /readyz: the API by bearer token, the dashboard also by its
+    login session. With none configured the app is open. Raises ConfigError for an
+    unreadable or empty token file."""
     if tokens is None:
         tokens = ApiTokens.from_environment()
+    elif not isinstance(tokens, ApiTokens):
+        tokens = ApiTokens(tokens)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,11 +73,16 @@ def create_app(
     )
     app.state.yard = yard
     app.state.tokens = tokens
+    app.state.access = Access(tokens)
+    app.state.metrics_registry = registry_for(yard)
     app.include_router(router)
     app.include_router(jobs_router)
+    app.include_router(probes.router)
+    Dashboard(yard, app.state.access).install(app)
     # the last added runs first: strangers are turned away before their body is read
     app.add_middleware(RequestLimits, max_body_bytes=max_body_bytes,
                        max_json_depth=max_json_depth)
-    app.add_middleware(BearerAuth, tokens=tokens)
+    # the dashboard's pages check their own access (a bearer token or a login session)
+    app.add_middleware(BearerAuth, tokens=tokens, self_guarded=DASHBOARD_PREFIX)
     install_error_handlers(app)
     return app

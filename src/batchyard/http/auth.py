@@ -19,8 +19,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from batchyard.errors import ConfigError
 
-# Probes that load balancers and monitors call without credentials; they reveal nothing.
-PUBLIC_PATHS = frozenset({"/health", "/readyz", "/metrics"})
+# Probes that load balancers and orchestrators call without credentials; they reveal
+# nothing. (/metrics does reveal names and counts: Prometheus sends a bearer token.)
+PUBLIC_PATHS = frozenset({"/health", "/readyz"})
 
 TOKEN_ENV = "BATCHYARD_API_TOKEN"
 TOKEN_FILE_ENV = "BATCHYARD_API_TOKEN_FILE"
@@ -90,6 +91,15 @@ class ApiTokens:
     def __repr__(self) -> str:
         return f"ApiTokens(<{len(self)} token(s)>)"
 
+    @property
+    def digests(self) -> tuple[bytes, ...]:
+        """The sha256 digests of the tokens (what a session may be keyed by)."""
+        return self._digests
+
+    @staticmethod
+    def digest(token: str) -> bytes:
+        return _digest(token)
+
     def valid(self, token: str) -> bool:
         """Whether `token` is one of the configured tokens (always False when none is)."""
         if not isinstance(token, str) or not token:
@@ -120,10 +130,14 @@ class BearerAuth:
     stranger."""
 
     def __init__(self, app: ASGIApp, tokens: ApiTokens,
-                 public_paths: frozenset[str] = PUBLIC_PATHS) -> None:
+                 public_paths: frozenset[str] = PUBLIC_PATHS,
+                 self_guarded: str | None = None) -> None:
         self.app = app
         self.tokens = tokens
         self.public_paths = public_paths
+        # "/" and everything under this prefix check access themselves (the dashboard:
+        # a browser proves itself with a login session rather than a header)
+        self.self_guarded = self_guarded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or self._allowed(scope):
@@ -153,6 +167,10 @@ class BearerAuth:
         if root and path.startswith(root):
             path = path[len(root):]
         if path in self.public_paths:
+            return True
+        if self.self_guarded is not None and (
+                path == "/" or path == self.self_guarded
+                or path.startswith(self.self_guarded + "/")):
             return True
         token = bearer_token(dict(scope["headers"]).get(b"authorization"))
         return token is not None and self.tokens.valid(token)

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Protocol
 
 import orjson
 
+from batchyard import metrics
 from batchyard.errors import LeaseLost, NotFound
 
 Params = Mapping[str, Any]
@@ -339,6 +340,7 @@ class Store:
             {"id": task.id, "token": task.token, "error": error, "delay": float(delay)},
         )
         self._fenced(cursor, task)
+        tx.after_commit.append(metrics.TASK_RETRIES.labels(task.kind).inc)
 
     def postpone(self, tx: Tx, task: Task, delay: float) -> None:
         """Queue the task again after `delay` seconds without counting this attempt (it was
@@ -376,6 +378,7 @@ class Store:
         )
         self._fenced(cursor, task)
         tx.execute("DELETE FROM batchyard_tasks WHERE id = :id", params)
+        tx.after_commit.append(metrics.TASK_DEAD_LETTERS.labels(task.kind).inc)
 
     def redrive(self, tx: Tx, *, task_id: int | None = None, key: str | None = None) -> int:
         """Queue a dead task again (by id or key) with a fresh attempt count; return its id."""

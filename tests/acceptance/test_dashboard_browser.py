@@ -1,0 +1,180 @@
+"""The dashboard in headless Chromium, against a real server on a SQLite file.
+
+One server (uvicorn in a thread, with its in-process worker and an API token) serves the
+whole module; each test logs in through the form and works on base ids and jobs of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from batchyard import Yard
+from tests.acceptance.test_cli import free_port
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+TOKEN = "browser-test-token"
+STEPS = 400
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The base URL of a running server, and its yard."""
+    from batchyard.http import create_app
+
+    path = Path(tmp_path_factory.mktemp("dashboard")) / "yard.db"
+    yard = Yard(f"sqlite:///{path}")
+    yard.handler("collect")(lambda items, ctx: None)
+
+    @yard.handler("numbers")
+    def numbers(cursor, size):
+        start = cursor or 0
+        return {"items": list(range(start, min(start + size, STEPS))),
+                "cursor": start + size, "done": start + size >= STEPS, "total": STEPS}
+
+    yard.handler("slow")(lambda items, ctx: time.sleep(0.02))
+    port = free_port()
+    app = create_app(yard, concurrency=2, tokens=[TOKEN])
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while not uv.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield base, yard
+    uv.should_exit = True
+    thread.join(20)
+    yard.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if shutil.which(CHROMIUM) is None:
+        # like PostgreSQL: skipped on a laptop without it, a failure in CI
+        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def log_in(page, base, path="/"):
+    page.goto(f"{base}{path}")
+    expect(page.locator("h1")).to_have_text("Log in")
+    page.fill("input[name=token]", TOKEN)
+    page.click("button:has-text('Log in')")
+    page.wait_for_url(f"{base}{path}")
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context()
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    log_in(page, server[0])
+    yield page
+    context.close()
+
+
+def add_items(base, batch, items):
+    response = httpx.post(f"{base}/batches/{batch}/items",
+                          json={"items": items, "max_batch_size": 1000, "on_flush": "collect"},
+                          headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200, response.text
+
+
+def test_every_page_opens_from_the_navigation(page):
+    expect(page.locator("h1")).to_have_text("Overview")
+    for link, heading in (("Batches", "Batches"), ("Iterator jobs", "Iterator jobs"),
+                          ("Aggregators", "Aggregators"), ("Overview", "Overview")):
+        page.click(f"header nav >> text={link}")
+        expect(page.locator("h1")).to_have_text(heading)
+    assert page.evaluate("typeof htmx") == "object"  # the shipped copy loaded
+
+
+def test_pending_count_follows_the_api_and_flush_adds_history(page, server):
+    base, yard = server
+    page.goto(f"{base}/ui/batches")
+    add_items(base, "signups", [{"n": 1}, {"n": 2}, {"n": 3}])
+    pending = page.locator("tr[data-base='signups'] td.pending")
+    expect(pending).to_have_text("3")  # the live region picked it up: no reload
+    add_items(base, "signups", [{"n": 4}, {"n": 5}])
+    expect(pending).to_have_text("5")
+
+    page.click("tr[data-base='signups'] >> a:has-text('signups')")
+    expect(page.locator("h1")).to_have_text("signups")
+    history = page.locator("#history tbody tr")
+    expect(history).to_have_count(0)
+    page.click("#active >> button:has-text('Flush now')")
+    expect(page.locator(".notice")).to_contain_text("Flush scheduled")
+    expect(history).to_have_count(1)
+    expect(history.first).to_contain_text("manual")
+    expect(history.first).to_contain_text("completed")
+    assert yard.get_flush_history("signups")[0].item_count == 5
+
+
+def test_flush_works_without_javascript(browser, server):
+    base, yard = server
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        log_in(page, base)
+        add_items(base, "nojs", [1, 2])
+        page.goto(f"{base}/ui/batches/nojs")
+        page.click("#active >> button:has-text('Flush now')")
+        expect(page.locator(".notice")).to_contain_text("Flush scheduled")
+        deadline = time.monotonic() + 15
+        while not yard.get_flush_history("nojs"):
+            assert time.monotonic() < deadline, "the flush never ran"
+            time.sleep(0.05)
+        page.reload()
+        expect(page.locator("#history tbody tr")).to_have_count(1)
+    finally:
+        context.close()
+
+
+def test_pause_resume_and_cancel_an_iterator_job(page, server):
+    base, yard = server
+    yard.start_iterator("backfill", batch_size=1, get_next_batch="numbers",
+                        process_batch="slow", delay_between_batches=0.02)
+    page.goto(f"{base}/ui/iterators/backfill")
+    status = page.locator("#job-status")
+    expect(status).to_have_text("running")
+    expect(page.locator(".pct")).not_to_have_text("0.0%")
+
+    page.click("button:has-text('Pause')")
+    expect(status).to_have_text("paused")
+    expect(page.locator(".notice")).to_contain_text("Job paused")
+    paused_at = yard.get_iterator_status("backfill").processed
+    time.sleep(0.5)
+    assert yard.get_iterator_status("backfill").processed == paused_at
+
+    page.click("button:has-text('Resume')")
+    expect(status).to_have_text("running")
+    deadline = time.monotonic() + 15
+    while yard.get_iterator_status("backfill").processed <= paused_at:
+        assert time.monotonic() < deadline, "the job did not go on after resume"
+        time.sleep(0.05)
+
+    page.click("a:has-text('Cancel')")
+    expect(page.locator("h1")).to_have_text("Are you sure?")
+    page.click("button:has-text('Yes, cancel')")
+    expect(page.locator(".notice")).to_contain_text("Job cancelled")
+    assert yard.get_iterator_status("backfill").status == "cancelled"
