@@ -1,7 +1,8 @@
 """Every exception batchyard raises, in one tree.
 
     BatchyardError
-    ├── ConfigError              bad settings, unknown store scheme, missing extra
+    ├── ConfigError              bad settings, unknown store scheme
+    │   └── MissingExtra         an optional extra (batchyard[embeddings]) is not installed
     ├── InvalidInput             bad arguments or items (carries field / index)
     ├── HandlerNotFound          a configuration names no registered handler
     ├── StoreError               the store failed (driver error kept as __cause__)
@@ -32,6 +33,10 @@ class BatchyardError(Exception):
 
 class ConfigError(BatchyardError):
     """batchyard is configured wrongly."""
+
+
+class MissingExtra(ConfigError):
+    """An optional extra of batchyard is not installed."""
 
 
 class InvalidInput(BatchyardError, ValueError):

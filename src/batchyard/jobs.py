@@ -1,4 +1,4 @@
-"""Bulk jobs: import things and relationships, export things, transform data.
+"""Bulk jobs: import things and relationships, export things, transform data, embed things.
 
 `create_batch_job` validates every item first: an invalid item is recorded failed with its
 index and a message naming the field, and its neighbours go on. The valid items are split
@@ -6,9 +6,9 @@ into chunks of at most 100, each a durable task (3 retries with backoff, then th
 letters; redrive puts it back). A chunk commits its effects, its per-item errors and
 results, and the job's progress in one transaction fenced by the task's token, so a chunk
 that is retried after a crash goes on after its last commit and nothing is counted twice.
-Work that runs user code (transforms) commits at least once a second, so progress moves
-while a slow chunk runs; a chunk that runs past its time limit (30 s) gives its worker slot
-back after its next commit and is queued again to go on from there.
+Work that runs user code (transforms, embedding models) commits at least once a second, so
+progress moves while a slow chunk runs; a chunk that runs past its time limit (30 s) gives
+its worker slot back after its next commit and is queued again to go on from there.
 
 A job is `pending` until its first commit, then `processing`; once every chunk is done it
 is `completed`, or `failed` if any item failed or a chunk is dead. `cancelled` stops new
@@ -30,6 +30,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from batchyard import embeddings
 from batchyard.clock import to_datetime
 from batchyard.errors import Conflict, InvalidInput, NotFound
 from batchyard.signals import RetryLater
@@ -123,14 +124,42 @@ class Kind:
     """A job type: how an item is validated, and how a chunk of valid items is done.
 
     `compute` runs user code outside the transaction, item by item (an exception is that
-    item's error); `apply` runs inside the chunk's transaction and returns, for each item,
-    (result or None, error or None)."""
+    item's error); `compute_batch` does the same for `batch_size(options)` items at once
+    (a model that works on batches) and returns, for each, (value, error or None). `apply`
+    runs inside the chunk's transaction and returns, for each item, (result or None, error
+    or None)."""
 
     validate: Callable[[Any], Any]
     apply: Callable[[Jobs, Tx, dict[str, Any], list[Any]], list[tuple[Any, str | None]]]
     compute: Callable[[Jobs, dict[str, Any], Any], Any] | None = None
+    compute_batch: Callable[[Jobs, dict[str, Any], list[Any]],
+                            list[tuple[Any, str | None]]] | None = None
+    batch_size: Callable[[dict[str, Any]], int] = lambda options: 1
     check_options: Callable[[Jobs, dict[str, Any]], None] = lambda jobs, options: None
     expands_namespace: bool = False  # `input={"ns": ...}` stands for every thing in ns
+
+    @property
+    def computes(self) -> bool:
+        return self.compute is not None or self.compute_batch is not None
+
+    def run_compute(self, jobs: Jobs, options: dict[str, Any],
+                    items: list[Any]) -> list[tuple[Any, str | None]]:
+        if self.compute_batch is not None:
+            outcomes = self.compute_batch(jobs, options, items)
+            if len(outcomes) != len(items):  # the chunk fails rather than loses items
+                raise RuntimeError(f"compute_batch returned {len(outcomes)} outcomes for "
+                                   f"{len(items)} items")
+            return outcomes
+        assert self.compute is not None
+        outcomes = []
+        for item in items:
+            try:
+                outcomes.append((self.compute(jobs, options, item), None))
+            except RetryLater:
+                raise
+            except Exception as exc:
+                outcomes.append((None, _item_error(exc)))
+        return outcomes
 
 
 def _import_things(jobs: Jobs, tx: Tx, options: dict[str, Any], rows: list[Any]) -> list[Any]:
@@ -199,6 +228,11 @@ KINDS: dict[str, Kind] = {
     "export-things": Kind(validate=reference, apply=_export_things, expands_namespace=True),
     "transform-data": Kind(validate=_json_item, apply=_store_outputs, compute=_transform,
                            check_options=_transform_options),
+    "generate-embeddings": Kind(validate=reference, apply=embeddings.store_vectors,
+                                compute_batch=embeddings.embed_batch,
+                                batch_size=embeddings.batch_size,
+                                check_options=embeddings.check_options,
+                                expands_namespace=True),
 }
 
 
@@ -318,7 +352,7 @@ class Jobs:
     def run_chunk(self, task: Task) -> None:
         items: list[list[Any]] = task.payload["items"]
         kind, options = KINDS[task.payload["type"]], task.payload["options"]
-        if kind.compute is None:  # all in the database: one transaction does the chunk
+        if not kind.computes:  # all in the database: one transaction does the chunk
             self._commit(task, kind, options, None, len(items), items, None)
             return
         job_id, number = task.payload["job_id"], task.payload["chunk"]
@@ -346,19 +380,19 @@ class Jobs:
 
     def _compute(self, kind: Kind, options: dict[str, Any], segment: list[list[Any]],
                  deadline: float) -> tuple[list[list[Any]], list[tuple[Any, str | None]]]:
-        """Run user code item by item until a second has passed (or the time limit)."""
-        assert kind.compute is not None
+        """Run user code a batch at a time (one item, unless the kind takes batches) until
+        a second has passed (or the time limit)."""
         until = min(time.monotonic() + PROGRESS_EVERY, deadline)
+        size = max(1, kind.batch_size(options))
         outcomes: list[tuple[Any, str | None]] = []
-        for _, item in segment:
+        while len(outcomes) < len(segment):
+            batch = [item for _, item in segment[len(outcomes):len(outcomes) + size]]
             try:
-                outcomes.append((kind.compute(self, options, item), None))
+                outcomes.extend(kind.run_compute(self, options, batch))
             except RetryLater:
-                if outcomes:  # keep what was done; the retry starts at this item
+                if outcomes:  # keep what was done; the retry starts at this batch
                     break
                 raise
-            except Exception as exc:
-                outcomes.append((None, _item_error(exc)))
             if time.monotonic() >= until:
                 break
         return segment[:len(outcomes)], outcomes

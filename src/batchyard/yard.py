@@ -23,6 +23,7 @@ from batchyard.aggregator import (
     ParkedEvent,
 )
 from batchyard.clock import Clock, SystemClock, seconds
+from batchyard.embeddings import Embedder, SentenceTransformerEmbedder
 from batchyard.export import export_to_format
 from batchyard.folds import Fold
 from batchyard.handlers import Handlers
@@ -38,6 +39,7 @@ from batchyard.jobs import (
 )
 from batchyard.producer import Producer
 from batchyard.retry import RetryPolicy
+from batchyard.search import SearchHit, search
 from batchyard.store import DEFAULT_URL, Store, Task, open_store
 from batchyard.worker import Worker
 
@@ -52,7 +54,9 @@ class Yard:
     default ``BATCHYARD_STORE`` or ``sqlite:///batchyard.db``. The schema is brought up to
     date on open. ``retry`` is the default policy for flushes and tasks; ``retention`` is how
     long completed batches and their history are kept; ``event_retention``, when set, is how
-    long events that every aggregator of their stream has passed are kept.
+    long events that every aggregator of their stream has passed are kept. ``embedder``
+    embeds things for generate-embeddings jobs and `search` (default: all-MiniLM-L6-v2 of
+    the ``batchyard[embeddings]`` extra, loaded on first use).
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class Yard:
         retry: RetryPolicy | None = None,
         retention: float | timedelta = timedelta(days=1),
         event_retention: float | timedelta | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
         if isinstance(store, Store):
             self.store = store
@@ -73,6 +78,7 @@ class Yard:
         self.retention = seconds(retention)
         self.event_retention = None if event_retention is None else seconds(event_retention)
         self.handlers = Handlers()
+        self._embedder = embedder
         self.worker_id: str | None = None
         self._accumulator = Accumulator(self)
         self._aggregators = Aggregators(self)
@@ -288,8 +294,9 @@ class Yard:
                          input: Any = None, options: dict[str, Any] | None = None,
                          request_id: str | None = None) -> str:
         """Create a bulk job and return its id. Types: import-things, import-relationships,
-        export-things, transform-data. Invalid items are recorded failed (index and field)
-        without stopping the rest; a request wrong as a whole raises `InvalidInput`. The
+        export-things, transform-data, generate-embeddings. Invalid items are recorded
+        failed (index and field) without stopping the rest; a request wrong as a whole
+        raises `InvalidInput` (or `MissingExtra` for embeddings without their extra). The
         same `request_id` returns the first job instead of creating a second."""
         return self._jobs.create(type, items, input=input, options=options,
                                  request_id=request_id)
@@ -328,6 +335,23 @@ class Yard:
         """The things of `ns` as ``json``, ``csv`` or ``ndjson`` bytes, streamed from one
         snapshot in bounded memory; `on_rows(n)` hears how many rows each chunk held."""
         return export_to_format(self.store, ns, format, on_rows)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The model of generate-embeddings jobs and `search`. The default is created on
+        first use; without the ``batchyard[embeddings]`` extra that raises `MissingExtra`."""
+        if self._embedder is None:
+            self._embedder = SentenceTransformerEmbedder()
+        return self._embedder
+
+    def use_embedder(self, embedder: Embedder) -> None:
+        """Embed with `embedder` from now on (its vectors are stored under its `name`)."""
+        self._embedder = embedder
+
+    def search(self, ns: str, query: str, k: int = 10) -> list[SearchHit]:
+        """The `k` things of `ns` nearest to `query` by cosine similarity of their stored
+        embeddings (a generate-embeddings job makes them), best first, with scores."""
+        return search(self.store, self.embedder, ns, query, k)
 
     def count_things(self, ns: str) -> int:
         """How many things the namespace holds."""

@@ -22,6 +22,7 @@ from batchyard.http.limits import (
     RequestLimits,
     require_json_body,
 )
+from batchyard.http.search_api import router as search_router
 from batchyard.http.sessions import Access
 from batchyard.metrics import registry_for
 from batchyard.yard import Yard
@@ -77,6 +78,7 @@ def create_app(
     app.state.metrics_registry = registry_for(yard)
     app.include_router(router)
     app.include_router(jobs_router)
+    app.include_router(search_router)
     app.include_router(probes.router)
     Dashboard(yard, app.state.access).install(app)
     # the last added runs first: strangers are turned away before their body is read

@@ -23,6 +23,7 @@ from batchyard.errors import (
     Conflict,
     HandlerNotFound,
     InvalidInput,
+    MissingExtra,
     NotFound,
 )
 
@@ -34,6 +35,8 @@ _STATUS: list[tuple[type[BatchyardError], int]] = [
     (NotFound, 404),
     (Conflict, 409),
     (Backpressure, 503),
+    # this server cannot do it until the extra is installed (its message names the extra)
+    (MissingExtra, 501),
 ]
 # what a 422 tells of each problem; the rejected input itself is not echoed back (it may
 # be large, secret, or not representable in JSON, like NaN)
