@@ -1,0 +1,155 @@
+"""Embeddings against the bare model, in one run.
+
+    python bench/embeddings.py [--repeat 3] [--things 5000] [--batch-size 64]
+                               [--concurrency 1] [--search-vectors 1000000]
+
+Jobs: items/s of a generate-embeddings job over N things (chunk tasks, reading the things,
+hashes, encoding, fenced commits with progress, run by the in-process worker until the job
+is done) against a bare `model.encode` of the same texts with the same batch size. Each
+run embeds a fresh namespace, so nothing is skipped. The model is loaded before any
+timing. Search: one `yard.search` over N stored vectors (random unit vectors written
+directly, not embedded), queries/s, against a single numpy matrix product over the same
+vectors already in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+
+import numpy as np
+
+from _harness import fresh_postgres, fresh_sqlite, median_rate, print_table, timed
+from batchyard import Yard
+from batchyard.embeddings import UPSERT_EMBEDDINGS, SentenceTransformerEmbedder
+from batchyard.things import UPSERT_THINGS, thing_row
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+WORDS = [
+    "widget", "gadget", "kettle", "lamp", "chair", "table", "sturdy", "light", "steel", "oak",
+    "blue", "red", "small", "large", "quiet", "fast", "kitchen", "garden", "office", "travel",
+    "handmade", "durable", "compact", "warm", "soft", "bright", "classic", "modern",
+    "portable", "wireless", "rechargeable", "waterproof",
+]
+
+
+def texts(n: int) -> list[str]:
+    """Product descriptions of 4 to 60 words: short and long texts mixed, as in a
+    catalogue."""
+    rng = random.Random(7)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 60))) for _ in range(n)]
+
+
+def bare_encode(model: SentenceTransformerEmbedder, corpus: list[str], batch_size: int) -> int:
+    model.model().encode(corpus, batch_size=batch_size, convert_to_numpy=True,
+                         normalize_embeddings=True, show_progress_bar=False)
+    return len(corpus)
+
+
+def put_things(yard: Yard, ns: str, corpus: list[str]) -> None:
+    rows = [thing_row({"ns": ns, "id": f"t{i:06}", "content": text})
+            for i, text in enumerate(corpus)]
+    with yard.store.transaction() as tx:
+        tx.executemany(UPSERT_THINGS, rows)
+
+
+def job_embed(yard: Yard, ns: str, n: int, batch_size: int, concurrency: int) -> int:
+    job_id = yard.create_batch_job("generate-embeddings", input={"ns": ns},
+                                   options={"batchSize": batch_size})
+    yard.run_worker(concurrency=concurrency, wait=False)
+    job = yard.get_batch_job(job_id)
+    assert job.status == "completed" and job.processed == n, job
+    return n
+
+
+def measure_jobs(url: str, label: str, model: SentenceTransformerEmbedder, n: int,
+                 batch_size: int, concurrency: int, repeat: int) -> None:
+    yard = Yard(url, embedder=model)
+    corpus = texts(n)
+    namespaces = iter(range(100))
+
+    def one_job() -> tuple[int, float]:
+        ns = f"run{next(namespaces)}"
+        put_things(yard, ns, corpus)  # not timed: the job's own work starts at its creation
+        return timed(lambda: job_embed(yard, ns, n, batch_size, concurrency))
+
+    print_table(f"{label}: embeddings of {n:,} things, batch size {batch_size} (items/s)", [
+        (f"bare model.encode(texts, batch_size={batch_size})",
+         median_rate(lambda: timed(lambda: bare_encode(model, corpus, batch_size)), repeat),
+         "the baseline"),
+        (f"generate-embeddings job, concurrency {concurrency}", median_rate(one_job, repeat),
+         "goal >= 0.85"),
+    ])
+    yard.close()
+
+
+def measure_search(url: str, label: str, model: SentenceTransformerEmbedder, n: int,
+                   repeat: int) -> None:
+    yard = Yard(url, embedder=model)
+    rng = np.random.default_rng(7)
+    kept = []
+    for start in range(0, n, 20_000):
+        block = rng.standard_normal((min(20_000, n - start), model.dimension))
+        block = (block / np.linalg.norm(block, axis=1, keepdims=True)).astype("<f4")
+        kept.append(block)
+        with yard.store.transaction() as tx:
+            tx.executemany(UPSERT_EMBEDDINGS, [
+                {"ns": "vectors", "model": model.name, "id": f"v{start + i:08}",
+                 "text_hash": "-", "dimension": model.dimension, "vector": row.tobytes()}
+                for i, row in enumerate(block)])
+    matrix = np.concatenate(kept)
+    query = model.encode(["a small quiet kitchen kettle"])[0]
+
+    def ours() -> int:
+        hits = yard.search("vectors", "a small quiet kitchen kettle", k=10)
+        assert len(hits) == 10
+        return 1
+
+    def in_memory() -> int:
+        np.argpartition(-(matrix @ query), 10)[:10]
+        return 1
+
+    print_table(f"{label}: search over {n:,} vectors of {model.dimension} (queries/s)", [
+        ("numpy matrix product over vectors in memory",
+         median_rate(lambda: timed(in_memory), repeat), "the floor: no reading"),
+        ("yard.search(ns, query, k=10)", median_rate(lambda: timed(ours), repeat),
+         "reads every vector from the store"),
+    ])
+    yard.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--things", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--search-vectors", type=int, default=1_000_000)
+    parser.add_argument("--stores", default="sqlite,postgres")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    model = SentenceTransformerEmbedder()
+    model.encode(["warm up"])  # load the model before any timing
+    stores = args.stores.split(",")
+    if "sqlite" in stores:
+        measure_jobs(f"sqlite:///{fresh_sqlite()}", "SQLite", model, args.things,
+                     args.batch_size, args.concurrency, args.repeat)
+    if "postgres" in stores:
+        with fresh_postgres() as url:
+            measure_jobs(url, "PostgreSQL", model, args.things, args.batch_size,
+                         args.concurrency, args.repeat)
+    if args.search_vectors:
+        if "sqlite" in stores:
+            measure_search(f"sqlite:///{fresh_sqlite()}", "SQLite", model,
+                           args.search_vectors, args.repeat)
+        if "postgres" in stores:
+            with fresh_postgres() as url:
+                measure_search(url, "PostgreSQL", model, args.search_vectors, args.repeat)
+    print(f"\n({time.perf_counter() - started:.0f} s in all)")
+
+
+if __name__ == "__main__":
+    main()
