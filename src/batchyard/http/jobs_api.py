@@ -30,6 +30,7 @@ from batchyard.yard import Yard
 router = APIRouter()
 JobType = Literal[tuple(KINDS)]  # type: ignore[valid-type]
 JobId = Annotated[str, Path(min_length=1, max_length=64)]
+TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]  # a 64-bit id: larger ones reach no store
 After = Annotated[int, Query(ge=-1, description="the last index of the previous page")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
@@ -108,7 +109,7 @@ def dead_letters(request: Request, job: str | None = None, limit: Limit = 100) -
 
 
 @router.post("/batch/dead-letters/{task_id}/redrive", tags=["jobs"])
-def redrive_chunk(task_id: int, request: Request) -> JobEnvelope:
+def redrive_chunk(task_id: TaskId, request: Request) -> JobEnvelope:
     """Queue a dead chunk again; its job goes back to processing."""
     return JobEnvelope(success=True, job=_yard(request).redrive_chunk(task_id))
 
