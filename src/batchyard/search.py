@@ -4,8 +4,8 @@ The query is embedded with the yard's embedder and compared with the vectors tha
 stored for the namespace. Vectors are unit length, so cosine similarity is a dot product:
 the stored vectors are read a page at a time from one snapshot, scored with one matrix
 product per page, and only a running top k is kept - memory stays bounded however many
-vectors there are (a million 384-dimension vectors are 1.5 GB on disk and a few seconds of
-reading). This is brute force on both stores; an approximate index (pgvector's) would trade
+vectors there are (a million 384-dimension vectors are 1.5 GB to read: seconds per query).
+This is brute force on both stores; an approximate index (pgvector's) would trade
 exactness for speed past that size.
 """
 
