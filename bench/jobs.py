@@ -4,9 +4,9 @@
 
 Import: a job of N things (validation, chunk tasks, fenced chunk commits with progress,
 run by the in-process worker until the job is done) against a raw `executemany` upsert of
-the same rows, 10,000 per transaction. Export: MB/s of `export_to_format` (NDJSON and CSV)
-against a raw dump of the same rows from the same store - orjson per row, or csv.writer
-over the row tuples - each read in one pass.
+the same rows, 10,000 per transaction. Export: `export_to_format` (NDJSON and CSV) against
+a raw dump of the same rows from the same store - orjson per row, or csv.writer over the
+row tuples - each read in one pass; rows/s (time for the same rows) and MB/s of each.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import statistics
 import time
 
 import orjson
 
 from _harness import fresh_postgres, fresh_sqlite, median_rate, print_table, timed
 from batchyard import Yard
-from batchyard.things import THING_COLUMNS, UPSERT_THINGS, thing_row
+from batchyard.things import THING_COLUMNS, UPSERT_THINGS
 
 
 def things(n: int, ns: str) -> list[dict]:
@@ -30,7 +31,9 @@ def things(n: int, ns: str) -> list[dict]:
 
 
 def raw_import(yard: Yard, items: list[dict]) -> int:
-    rows = [thing_row(item) for item in items]  # the same rows, serialised the same way
+    # the same rows with only what storing them needs (data as JSON text); no validation
+    rows = [{"type": None, "content": None, "visibility": None, **item,
+             "data": orjson.dumps(item.get("data", {})).decode()} for item in items]
     for start in range(0, len(rows), 10_000):
         with yard.store.transaction() as tx:
             tx.executemany(UPSERT_THINGS, rows[start:start + 10_000])
@@ -72,9 +75,13 @@ def ours(yard: Yard, ns: str, format: str) -> int:
     return sum(len(chunk) for chunk in yard.export_to_format(ns, format))
 
 
-def mb_rate(fn, repeat: int) -> dict[str, float]:
-    rate = median_rate(lambda: timed(fn), repeat)
-    return {key: value / 1e6 for key, value in rate.items()}
+def export_rates(fn, rows: int, repeat: int) -> tuple[dict[str, float], float]:
+    """Rows/s over `repeat` runs (median, min, max) and the median MB/s of the output."""
+    runs = [timed(fn) for _ in range(repeat)]  # (bytes, seconds)
+    per_second = sorted(rows / seconds for _, seconds in runs)
+    mb = statistics.median(size / seconds / 1e6 for size, seconds in runs)
+    return ({"median": statistics.median(per_second), "min": per_second[0],
+             "max": per_second[-1]}, mb)
 
 
 def measure(url: str, label: str, n: int, repeat: int) -> None:
@@ -91,11 +98,16 @@ def measure(url: str, label: str, n: int, repeat: int) -> None:
     # the export reads the namespace the last job imported
     ns = f"job{next(runs) - 1}"
     for format, raw in (("ndjson", raw_ndjson), ("csv", raw_csv)):
-        print_table(f"{label}: {format.upper()} export of {n:,} things (MB/s)", [
+        # the two outputs differ in size (ISO times, flattened CSV columns): the ratio is
+        # of rows per second - time for the same rows - and the MB/s of each is shown too
+        raw_rate, raw_mb = export_rates(lambda raw=raw: raw(yard, ns), n, repeat)
+        our_rate, our_mb = export_rates(lambda format=format: ours(yard, ns, format), n,
+                                        repeat)
+        print_table(f"{label}: {format.upper()} export of {n:,} things (rows/s)", [
             (f"raw {'orjson' if format == 'ndjson' else 'csv.writer'} dump of the rows",
-             mb_rate(lambda raw=raw: raw(yard, ns), repeat), "the baseline"),
-            (f"export_to_format(ns, {format!r})",
-             mb_rate(lambda format=format: ours(yard, ns, format), repeat), "goal >= 0.7"),
+             raw_rate, f"the baseline; {raw_mb:.1f} MB/s"),
+            (f"export_to_format(ns, {format!r})", our_rate,
+             f"goal >= 0.7; {our_mb:.1f} MB/s"),
         ])
     yard.close()
 

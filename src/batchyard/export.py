@@ -75,27 +75,38 @@ def _csv(tx: Tx, ns: str) -> Iterator[tuple[bytes, int]]:
     buffer = io.StringIO()
     out = csv.writer(buffer, lineterminator="\r\n")
     out.writerow(_FIELDS + [f"data.{key}" for key in keys])
-    rows = 0
-    for *fields, data in tx.stream(
+    rows: list[list[Any]] = []
+    written = 0  # rows in the buffer
+    loads, starts, plain = orjson.loads, _FORMULA_STARTS, _PLAIN
+    # the hot loop: written for speed (no calls per cell but the unavoidable ones)
+    for ns_, id, type, content, visibility, created, updated, data in tx.stream(
             "SELECT ns, id, type, content, visibility, {iso_created}, {iso_updated}, data "
             "FROM batchyard_things WHERE ns = :ns ORDER BY id", {"ns": ns}):
-        values = orjson.loads(data)
-        fields += [_cell(values.get(key)) for key in keys]
-        out.writerow([("'" + cell) if cell.__class__ is str and cell[:1] in _FORMULA_STARTS
-                      else cell for cell in fields])
-        rows += 1
-        if buffer.tell() >= CHUNK_BYTES:
-            yield buffer.getvalue().encode(), rows
-            buffer.seek(0)
-            buffer.truncate()
-            rows = 0
-    yield buffer.getvalue().encode(), rows
+        values = loads(data)
+        row = [ns_, id, type, content, visibility, created, updated]
+        row += [values.get(key) for key in keys]
+        for i, cell in enumerate(row):
+            kind = cell.__class__
+            if kind is str:
+                if cell[:1] in starts:
+                    row[i] = "'" + cell
+            elif kind not in plain:  # objects, arrays, booleans: as JSON
+                row[i] = orjson.dumps(cell).decode()
+        rows.append(row)
+        if len(rows) == 500:
+            out.writerows(rows)
+            written += len(rows)
+            rows.clear()
+            if buffer.tell() >= CHUNK_BYTES:
+                yield buffer.getvalue().encode(), written
+                buffer.seek(0)
+                buffer.truncate()
+                written = 0
+    out.writerows(rows)
+    yield buffer.getvalue().encode(), written + len(rows)
 
 
-def _cell(value: Any) -> Any:
-    if value is None or (isinstance(value, str | int | float) and not isinstance(value, bool)):
-        return value
-    return orjson.dumps(value).decode()  # nested objects, arrays and booleans as JSON
+_PLAIN = frozenset({int, float, type(None)})
 
 
 def _chunked(parts: Iterator[tuple[bytes, int]],

@@ -18,6 +18,7 @@ chunks and the rest of running ones at their next commit.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -270,9 +271,12 @@ class Jobs:
                                "per job", field="items")
         fingerprint = None
         if request_id is not None:  # only a request that may come again needs its print
-            fingerprint = hashlib.sha256(orjson.dumps(
-                [type, items, input, options], default=repr, option=orjson.OPT_SORT_KEYS,
-            )).hexdigest()
+            request = [type, items, input, options]
+            try:
+                text = orjson.dumps(request, default=repr, option=orjson.OPT_SORT_KEYS)
+            except TypeError:  # an integer past 64 bits: the slower encoder takes anything
+                text = json.dumps(request, default=repr, sort_keys=True).encode()
+            fingerprint = hashlib.sha256(text).hexdigest()
             existing = self._by_request(request_id, fingerprint)
             if existing is not None:
                 return existing
@@ -402,21 +406,22 @@ class Jobs:
                 computed: list[tuple[Any, str | None]] | None) -> bool:
         """Commit one segment's effects and the job's progress; False if the job was
         cancelled meanwhile (the task is completed then, and nothing more is done). With no
-        `position`, the segment is what is left of `segment` after the chunk's last commit."""
+        `position`, the segment is the whole chunk, done in this one commit."""
         job_id, number = task.payload["job_id"], task.payload["chunk"]
+        whole = position is None
+        position = position or 0
+        last = position + len(segment) == size
         with self.store.transaction(self.yard.now()) as tx:
-            self.store.fence(tx, task)
+            if last:
+                self.store.complete(tx, task)  # fenced: the chunk ends with this commit
+            else:
+                self.store.fence(tx, task)
             status = tx.one("SELECT status FROM batchyard_jobs WHERE id = :id {for_update}",
                             {"id": job_id})
             if status is None or status["status"] == JobStatus.CANCELLED:
-                self.store.complete(tx, task)
+                if not last:
+                    self.store.complete(tx, task)
                 return False
-            if position is None:
-                done = tx.one("SELECT done FROM batchyard_job_chunks WHERE job_id = :id "
-                              "AND chunk = :chunk", {"id": job_id, "chunk": number})
-                position = int(done["done"])
-                segment = segment[position:]
-            last = position + len(segment) == size
             if computed is None:
                 outcomes = kind.apply(self, tx, options, [item for _, item in segment])
             else:
@@ -439,11 +444,10 @@ class Jobs:
             if results:
                 tx.executemany("INSERT INTO batchyard_job_results (job_id, idx, result) "
                                "VALUES (:job_id, :idx, :result)", results)
-            tx.execute("UPDATE batchyard_job_chunks SET done = :done "
-                       "WHERE job_id = :id AND chunk = :chunk",
-                       {"done": position + len(segment), "id": job_id, "chunk": number})
-            if last:
-                self.store.complete(tx, task)
+            if not whole:  # where a retry of this chunk goes on from
+                tx.execute("UPDATE batchyard_job_chunks SET done = :done "
+                           "WHERE job_id = :id AND chunk = :chunk",
+                           {"done": position + len(segment), "id": job_id, "chunk": number})
             tx.execute(
                 "UPDATE batchyard_jobs SET processed = processed + :ok, "
                 "failed = failed + :bad, chunks_left = chunks_left - :last, status = CASE "

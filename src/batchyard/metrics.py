@@ -133,6 +133,13 @@ class StoreCollector(Collector):
         for status, n in sorted(snap.iterators.items()):
             iterators.add_metric([status], n)
         yield iterators
+        bulk = _gauge("batchyard_bulk_jobs", "Bulk jobs by status.", ["status"])
+        for status, n in sorted(snap.bulk_jobs.items()):
+            bulk.add_metric([status], n)
+        yield bulk
+        yield _single("batchyard_bulk_items_left",
+                      "Items of pending and processing bulk jobs not yet done.",
+                      snap.bulk_items_left)
 
         lag_events = _gauge("batchyard_aggregator_lag_events",
                             "Events of the stream not yet folded.", ["aggregator"])

@@ -76,6 +76,8 @@ class Snapshot:
     tasks: list[TaskCount]
     dead_tasks: dict[str, int]  # kind -> dead-lettered tasks
     iterators: dict[str, int]  # status -> jobs
+    bulk_jobs: dict[str, int]  # status -> bulk jobs
+    bulk_items_left: int  # items of pending and processing bulk jobs not yet done
     items_flushed_last_hour: int
     flushes_last_hour: int
     batches_completed_last_hour: int
@@ -130,6 +132,10 @@ class Overview:
                                "GROUP BY kind")
             iterators = _counts(tx, "SELECT status AS k, COUNT(*) AS n "
                                     "FROM batchyard_iterators GROUP BY status")
+            bulk_jobs = _counts(tx, "SELECT status AS k, COUNT(*) AS n "
+                                    "FROM batchyard_jobs GROUP BY status")
+            bulk_left = tx.one("SELECT SUM(total - processed - failed) AS n FROM batchyard_jobs "
+                               "WHERE status IN ('pending', 'processing')")["n"]
             hour = {"since": now - LAST_HOUR}
             flushed = tx.one(
                 "SELECT COUNT(*) AS n, SUM(item_count - failed_count) AS items "
@@ -143,7 +149,8 @@ class Overview:
             aggregators = self._aggregators(tx, now)
         return Snapshot(
             now=_dt(now), batches=batches, pending_items=pending, tasks=tasks,
-            dead_tasks=dead, iterators=iterators,
+            dead_tasks=dead, iterators=iterators, bulk_jobs=bulk_jobs,
+            bulk_items_left=int(bulk_left or 0),
             items_flushed_last_hour=int(flushed["items"] or 0),
             flushes_last_hour=int(flushed["n"]),
             batches_completed_last_hour=int(completed["batches"]),

@@ -107,6 +107,7 @@ class Producer:
         self._urgent = False
         self._closed = False
         self._writer: threading.Thread | None = None
+        self._bases: dict[str, str] = {}
         self._configs: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     # -- the producer's side ---------------------------------------------------------------
@@ -124,16 +125,22 @@ class Producer:
         """Buffer items for `batch_id`'s base (same configuration as `Yard.add_items`) and
         return the processed checkpoint that includes them. Validation happens here: bad
         items raise `InvalidInput` and nothing of this call is buffered."""
-        base, _ = split_base(batch_id)
+        base = self._bases.get(batch_id)
+        if base is None:  # producers repeat their batch ids: parse each once
+            base = split_base(batch_id)[0]
+            if len(self._bases) < 10_000:
+                self._bases[batch_id] = base
         config = self._config(max_batch_size, on_flush, flush_interval, max_attempts)
         encoded = encode_items(items)
-        size = sum(len(e) for e in encoded)
+        size = sum(map(len, encoded))
         with self._changed:
             self._check_usable()
             if not encoded:
                 return self._processed
-            deadline = time.monotonic() + self.add_timeout
+            deadline = None
             while self._buffer and self._over_target(len(encoded), size):
+                if deadline is None:
+                    deadline = time.monotonic() + self.add_timeout
                 self._urgent = True
                 self._changed.notify_all()
                 remaining = deadline - time.monotonic()

@@ -25,6 +25,9 @@ class ItemError(ValueError):
 def _text(item: dict[str, Any], field: str, *, required: bool,
           max_length: int | None = MAX_KEY_LENGTH) -> str | None:
     value = item.get(field)
+    if value.__class__ is str and (value or not required) and (
+            max_length is None or len(value) <= max_length):
+        return value  # the common case, checked first: imports validate millions of these
     if value is None:
         if required:
             raise ItemError(f"{field}: is required")
@@ -53,6 +56,8 @@ def _data(item: dict[str, Any]) -> str:
 def _object(item: Any, fields: frozenset[str]) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise ItemError(f"item: must be an object, not {_kind(item)}")
+    if item.keys() <= fields:
+        return item
     unknown = sorted(set(item) - fields)
     if unknown:
         raise ItemError(f"{unknown[0]}: unknown field (expected {', '.join(sorted(fields))})")

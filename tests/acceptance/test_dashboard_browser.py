@@ -103,7 +103,8 @@ def add_items(base, batch, items):
 def test_every_page_opens_from_the_navigation(page):
     expect(page.locator("h1")).to_have_text("Overview")
     for link, heading in (("Batches", "Batches"), ("Iterator jobs", "Iterator jobs"),
-                          ("Aggregators", "Aggregators"), ("Overview", "Overview")):
+                          ("Aggregators", "Aggregators"), ("Bulk jobs", "Bulk jobs"),
+                          ("Overview", "Overview")):
         page.click(f"header nav >> text={link}")
         expect(page.locator("h1")).to_have_text(heading)
     assert page.evaluate("typeof htmx") == "object"  # the shipped copy loaded

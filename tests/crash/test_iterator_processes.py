@@ -19,10 +19,25 @@ HERE = Path(__file__).parent
 ROWS = 2_000
 
 
+STARTED: list[subprocess.Popen] = []
+
+
 def worker(env):
-    return subprocess.Popen([sys.executable, "-m", "batchyard", "worker", "--app",
+    proc = subprocess.Popen([sys.executable, "-m", "batchyard", "worker", "--app",
                              "iterator_app:yard", "--concurrency", "2", "--lease", "2"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    STARTED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left_behind():
+    yield
+    while STARTED:  # a test that failed half-way must not leave a worker running
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def calls(path):

@@ -61,6 +61,8 @@ def test_gauges_match_the_store(yard, clock):
     yard.append_events("s", [{"k": 2}] * 3)
     yard.start_iterator("job", batch_size=1, get_next_batch="numbers", process_batch="ok")
     yard.pause_iterator("job")
+    yard.create_batch_job("import-things", [{"ns": "n", "id": "1"}, {"ns": "n"}])  # pending
+    yard.cancel_batch_job(yard.create_batch_job("import-things", [{"ns": "n", "id": "2"}]))
 
     samples = scrape(client)
 
@@ -89,6 +91,9 @@ def test_gauges_match_the_store(yard, clock):
     assert value(samples, "batchyard_dead_letters", kind="accumulator.flush") == len(dead) == 1
 
     assert value(samples, "batchyard_iterator_jobs", status="paused") == 1
+    assert value(samples, "batchyard_bulk_jobs", status="pending") == 1
+    assert value(samples, "batchyard_bulk_jobs", status="cancelled") == 1
+    assert value(samples, "batchyard_bulk_items_left") == 1  # one valid item, one failed
     status = yard.get_aggregator_status("count")
     # on PostgreSQL a transaction open elsewhere on the server may hold the run back (the
     # safe high-water mark): the lag is then larger, and the gauge must say so too

@@ -269,3 +269,12 @@ def test_stats_count_jobs_by_status_with_the_success_rate(yard):
     stats = yard.get_stats()
     assert (stats.total, stats.pending, stats.completed, stats.failed) == (4, 1, 2, 1)
     assert stats.success_rate == "66.67%"
+
+
+def test_a_request_id_with_items_orjson_cannot_encode_still_works(yard):
+    items = [{"ns": "n", "id": "a", "data": {"big": 2**70}}, {"ns": "n", "id": "b"}]
+    job_id = yard.create_batch_job("import-things", items, request_id="big")
+    assert yard.create_batch_job("import-things", items, request_id="big") == job_id
+    yard.run_worker(wait=False)
+    job = yard.get_batch_job(job_id)
+    assert (job.processed, job.failed) == (1, 1) and job.errors[0].error.startswith("data:")

@@ -11,7 +11,7 @@ Actions call the same `Yard` methods as the API and the CLI - the dashboard has 
 logic of its own.
 
 Capabilities add their pages with `Dashboard.add_page` and `Dashboard.render`, extending
-``layout.html`` (the bulk jobs page will plug in there).
+``layout.html`` (the bulk jobs pages do, in `dashboard_jobs`).
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ class Dashboard:
         self.env.filters.update(duration=duration, when=when, url=lambda s: quote(str(s), ""),
                                 ago=self._ago)
         self.nav: list[tuple[str, str]] = []
+        self.notices = dict(NOTICES)
         self.router = APIRouter(include_in_schema=False)
         self._routes()
 
@@ -119,7 +120,7 @@ class Dashboard:
         context = {
             "request": request, "nav": self.nav, "prefix": PREFIX, "poll": POLL_SECONDS,
             "csrf_field": CSRF_FIELD, "csrf_token": self.access.csrf_token(nonce),
-            "notice": NOTICES.get(notice or ""), "now": self.yard.clock.time(),
+            "notice": self.notices.get(notice or ""), "now": self.yard.clock.time(),
             "logged_in": self.access.required and self.access.authenticated(request),
             **context,
         }

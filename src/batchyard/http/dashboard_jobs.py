@@ -1,0 +1,86 @@
+"""The dashboard's bulk-job pages: jobs with their progress, errors a page at a time, cancel,
+dead chunks grouped by error with redrive, and namespace exports to download.
+
+Plugged into `Dashboard` like any capability: its routes render through `Dashboard.render`
+and act through `Dashboard.act`, behind the same login and CSRF checks.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+
+from batchyard.errors import BatchyardError
+from batchyard.export import FORMATS
+from batchyard.http.dashboard import PREFIX, ActionForm, Dashboard, _viewer
+from batchyard.http.jobs_api import _attachment, _in_one_thread
+
+JOBS = f"{PREFIX}/jobs"
+ERRORS_PAGE = 50
+
+
+def install_job_pages(dashboard: Dashboard) -> None:
+    yard, router = dashboard.yard, dashboard.router
+    page = {"response_class": HTMLResponse, "dependencies": [Depends(_viewer)]}
+    dashboard.add_page("Bulk jobs", JOBS)
+    dashboard.notices.update({
+        "job-cancelled": "Job cancelled: no new chunk of it starts.",
+        "chunks-redriven": "Dead chunks queued again; their jobs are processing.",
+    })
+
+    @router.get(JOBS, **page)
+    def jobs(request: Request, status: str | None = None) -> Response:
+        dead = sorted(yard.list_dead_chunks(limit=1000), key=lambda d: d.error or "")
+        groups = [(error, list(chunks)) for error, chunks in
+                  groupby(dead, key=lambda d: d.error or "")]
+        return dashboard.render(request, "jobs.html", jobs=yard.list_batch_jobs(status=status),
+                                stats=yard.get_stats(), dead_groups=groups,
+                                formats=list(FORMATS), status=status)
+
+    @router.get(f"{JOBS}/{{job_id}}", **page)
+    def job(request: Request, job_id: str,
+            after: Annotated[int, Query(ge=-1)] = -1) -> Response:
+        try:
+            record = yard.get_batch_job(job_id)
+        except BatchyardError as exc:
+            return dashboard.render(request, "error.html", 404, message=str(exc), back=JOBS)
+        errors = yard.get_batch_job_errors(job_id, after=after, limit=ERRORS_PAGE)
+        return dashboard.render(request, "job.html", job=record, errors=errors, after=after,
+                                more=len(errors) == ERRORS_PAGE)
+
+    @router.get(f"{JOBS}/{{job_id}}/cancel", **page)
+    def ask_cancel(request: Request, job_id: str) -> Response:
+        return dashboard.render(
+            request, "confirm.html", question=f"Cancel bulk job {job_id}? No new chunk of it "
+            "starts; items not yet done stay undone.", button="Yes, cancel",
+            action=request.url.path, back=f"{JOBS}/{job_id}")
+
+    @router.post(f"{JOBS}/{{job_id}}/cancel")
+    def cancel(request: Request, job_id: str, form: ActionForm) -> Response:
+        if form.get("confirm") != "yes":  # destructive: only from the confirmation page
+            return ask_cancel(request, job_id)
+        return dashboard.act(request, lambda: yard.cancel_batch_job(job_id), "job-cancelled",
+                             f"{JOBS}/{job_id}")
+
+    @router.post(f"{JOBS}/dead/redrive")
+    def redrive(request: Request, form: ActionForm) -> Response:
+        error = form.get("error")
+
+        def run() -> None:  # every dead chunk that failed with this error
+            for chunk in yard.list_dead_chunks(limit=1000):
+                if (chunk.error or "") == error:
+                    yard.redrive_chunk(chunk.task_id)
+
+        return dashboard.act(request, run, "chunks-redriven", JOBS)
+
+    @router.get(f"{PREFIX}/export", dependencies=[Depends(_viewer)])
+    def export(ns: Annotated[str, Query(min_length=1, max_length=512)],
+               format: str = "json") -> Response:
+        if format not in FORMATS:
+            format = "json"
+        return StreamingResponse(_in_one_thread(yard.export_to_format(ns, format)),
+                                 media_type=FORMATS[format],
+                                 headers={"Content-Disposition": _attachment(f"{ns}.{format}")})

@@ -1,0 +1,104 @@
+"""The dashboard's bulk-job pages: list, one job with paged errors, cancel with a
+confirmation, dead chunks grouped by error and redriven, export download; on both stores."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from batchyard import RetryPolicy
+from batchyard.http import create_app
+from batchyard.signals import RetryLater
+from tests.dashboard.test_pages import post
+
+
+@pytest.fixture
+def yard(make_yard):
+    yard = make_yard(retry=RetryPolicy(base_delay=0.0, jitter=0.0))
+    yard.broken = True
+
+    @yard.transform("flaky")
+    def flaky(item):
+        if yard.broken:
+            raise RetryLater("the model server is down")
+        return item
+
+    return yard
+
+
+@pytest.fixture
+def client(yard):
+    with TestClient(create_app(yard, worker=False), base_url="http://dash.test") as client:
+        yield client
+
+
+def test_jobs_list_and_a_job_with_its_errors_paged(client, yard):
+    job_id = yard.create_batch_job("import-things", [{"ns": "a", "id": str(n)} for n in
+                                                     range(10)] + [{"ns": "a"}] * 60)
+    yard.run_worker(wait=False)
+    listing = client.get("/ui/jobs")
+    assert listing.status_code == 200 and job_id[:12] in listing.text
+    assert re.search(r"70 / 70", listing.text) and "success rate 0.00%" in listing.text
+
+    page = client.get(f"/ui/jobs/{job_id}")
+    assert page.status_code == 200 and "10 processed" in page.text and "60 failed" in page.text
+    assert page.text.count("id: is required") == 50  # the first page of errors
+    nxt = re.search(r'href="([^"]+\?after=\d+)">Next page', page.text)[1]
+    rest = client.get(nxt)
+    assert rest.text.count("id: is required") == 10 and "Next page" not in rest.text
+    assert client.get("/ui/jobs/nope").status_code == 404
+
+
+def test_cancel_asks_first_then_cancels(client, yard):
+    job_id = yard.create_batch_job("transform-data", [1, 2, 3],
+                                   options={"transform": "flaky"})
+    ask = client.get(f"/ui/jobs/{job_id}/cancel")
+    assert "Are you sure" in ask.text
+    unconfirmed = post(client, f"/ui/jobs/{job_id}/cancel", page="/ui/jobs")
+    assert unconfirmed.status_code == 200 and "Are you sure" in unconfirmed.text
+    assert yard.get_batch_job(job_id).status == "pending"
+    done = post(client, f"/ui/jobs/{job_id}/cancel", page="/ui/jobs", confirm="yes")
+    assert done.status_code == 303 and yard.get_batch_job(job_id).status == "cancelled"
+    assert client.post(f"/ui/jobs/{job_id}/cancel", data={"confirm": "yes"}).status_code == 403
+
+
+def test_dead_chunks_grouped_by_error_and_redriven(client, yard):
+    first = yard.create_batch_job("transform-data", [1, 2], options={"transform": "flaky"})
+    second = yard.create_batch_job("transform-data", [3], options={"transform": "flaky"})
+    for _ in range(4):  # the first try and three retries
+        yard.run_worker(wait=False)
+    listing = client.get("/ui/jobs").text
+    group = re.search(r"the model server is down.*?Redrive (\d+)", listing, re.S)
+    assert group and group[1] == "2" and first[:12] in listing and second[:12] in listing
+
+    yard.broken = False
+    error = yard.list_dead_chunks()[0].error
+    redriven = post(client, "/ui/jobs/dead/redrive", page="/ui/jobs", error=error)
+    assert redriven.status_code == 303 and yard.list_dead_chunks() == []
+    yard.run_worker(wait=False)
+    assert yard.get_batch_job(first).status == yard.get_batch_job(second).status == "completed"
+
+
+def test_export_downloads_from_the_dashboard(client, yard):
+    yard.create_batch_job("import-things", [{"ns": "shop", "id": "x", "data": {"f": "=1"}}])
+    yard.run_worker(wait=False)
+    response = client.get("/ui/export", params={"ns": "shop", "format": "csv"})
+    assert response.status_code == 200
+    assert response.headers["content-disposition"] == 'attachment; filename="shop.csv"'
+    [row] = list(csv.DictReader(io.StringIO(response.text)))
+    assert row["id"] == "x" and row["data.f"] == "'=1"
+
+
+def test_with_tokens_the_job_pages_and_the_export_need_a_login(yard):
+    with TestClient(create_app(yard, worker=False, tokens=["s3cret"]),
+                    base_url="http://dash.test") as client:
+        for path in ("/ui/jobs", "/ui/export?ns=shop&format=csv"):
+            response = client.get(path, follow_redirects=False)
+            assert response.status_code == 303
+            assert response.headers["location"].startswith("/ui/login")
+        assert client.get("/ui/jobs", headers={"Authorization": "Bearer s3cret"}
+                          ).status_code == 200
