@@ -41,7 +41,9 @@ def test_the_api_answers_what_its_schema_says(api_schema, mode):
     fuzzed = 0
     for operation in operations:
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=25, deadline=None, database=None,
+        # derandomize: the same cases on every run, so a red CI names a change, not a dice
+        # roll (turn it off locally to search wider)
+        @settings(max_examples=25, deadline=None, database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))
         def answers_within_the_schema(case):
             case.call_and_validate(headers=AUTHORIZED,

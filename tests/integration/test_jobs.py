@@ -278,3 +278,12 @@ def test_a_request_id_with_items_orjson_cannot_encode_still_works(yard):
     yard.run_worker(wait=False)
     job = yard.get_batch_job(job_id)
     assert (job.processed, job.failed) == (1, 1) and job.errors[0].error.startswith("data:")
+
+
+def test_a_number_past_64_bits_is_bad_input_or_harmless(yard):
+    job_id = yard.create_batch_job("import-things", [{"ns": "n"}])
+    if yard.store.dialect == "sqlite":  # its driver refuses the number: the caller's error
+        with pytest.raises(InvalidInput, match="64-bit"):
+            yard.get_batch_job_errors(job_id, after=2**70)
+    else:  # PostgreSQL compares it as a numeric: nothing comes after it
+        assert yard.get_batch_job_errors(job_id, after=2**70) == []

@@ -42,7 +42,7 @@ def install_job_pages(dashboard: Dashboard) -> None:
 
     @router.get(f"{JOBS}/{{job_id}}", **page)
     def job(request: Request, job_id: str,
-            after: Annotated[int, Query(ge=-1)] = -1) -> Response:
+            after: Annotated[int, Query(ge=-1, le=2**62)] = -1) -> Response:
         try:
             record = yard.get_batch_job(job_id)
         except BatchyardError as exc:

@@ -31,7 +31,9 @@ router = APIRouter()
 JobType = Literal[tuple(KINDS)]  # type: ignore[valid-type]
 JobId = Annotated[str, Path(min_length=1, max_length=64)]
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]  # a 64-bit id: larger ones reach no store
-After = Annotated[int, Query(ge=-1, description="the last index of the previous page")]
+# bounded: the stores keep 64-bit integers, and a larger number must be a 422, not a 500
+After = Annotated[int, Query(ge=-1, le=2**62,
+                             description="the last index of the previous page")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
@@ -96,7 +98,8 @@ def create_job(body: CreateJob, request: Request,
 
 @router.get("/batch", tags=["jobs"])
 def list_jobs(request: Request, status: str | None = None, type: str | None = None,
-              limit: Limit = 100, offset: Annotated[int, Query(ge=0)] = 0) -> JobsEnvelope:
+              limit: Limit = 100,
+              offset: Annotated[int, Query(ge=0, le=2**62)] = 0) -> JobsEnvelope:
     """Jobs, newest first (without their errors and results)."""
     jobs = _yard(request).list_batch_jobs(status=status, type=type, limit=limit, offset=offset)
     return JobsEnvelope(success=True, jobs=jobs)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Protocol
 import orjson
 
 from batchyard import metrics
-from batchyard.errors import LeaseLost, NotFound
+from batchyard.errors import InvalidInput, LeaseLost, NotFound
 
 Params = Mapping[str, Any]
 Row = Mapping[str, Any]
@@ -83,7 +83,10 @@ class Tx:
         bound = {**params, "now": self.store.now_value(self.now)} if params else {
             "now": self.store.now_value(self.now)}
         cursor: Cursor = self.connection.cursor()
-        cursor.execute(self.store.prepare(sql), bound)  # type: ignore[attr-defined]
+        try:
+            cursor.execute(self.store.prepare(sql), bound)  # type: ignore[attr-defined]
+        except OverflowError as exc:
+            raise _out_of_range(exc) from None
         return cursor
 
     def executemany(self, sql: str, rows: Sequence[dict[str, Any]]) -> None:
@@ -91,7 +94,10 @@ class Tx:
         now = self.store.now_value(self.now)
         for row in rows:
             row["now"] = now
-        self.connection.cursor().executemany(self.store.prepare(sql), rows)
+        try:
+            self.connection.cursor().executemany(self.store.prepare(sql), rows)
+        except OverflowError as exc:
+            raise _out_of_range(exc) from None
 
     def one(self, sql: str, params: Params | None = None) -> Any:
         return self.execute(sql, params).fetchone()
@@ -421,6 +427,11 @@ class Store:
                 f"task {task.id} ({task.kind}) is no longer held with token {task.token}",
                 task_id=task.id,
             )
+
+
+def _out_of_range(exc: OverflowError) -> InvalidInput:
+    # SQLite's driver refuses integers past 64 bits: the caller's number, not a store failure
+    return InvalidInput(f"a number is out of the store's 64-bit integer range ({exc})")
 
 
 def _task(row: Row) -> Task:
