@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -161,8 +162,6 @@ def export_ns(
     yard = load_yard(app_path, store)
     total = yard.count_things(ns)
     if str(output) == "-":
-        import sys
-
         for chunk in yard.export_to_format(ns, format):
             sys.stdout.buffer.write(chunk)
         return

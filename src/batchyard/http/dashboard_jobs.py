@@ -11,12 +11,12 @@ from itertools import groupby
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, Response
 
 from batchyard.errors import BatchyardError
 from batchyard.export import FORMATS
 from batchyard.http.dashboard import PREFIX, ActionForm, Dashboard, _viewer
-from batchyard.http.jobs_api import _attachment, _in_one_thread
+from batchyard.http.downloads import export_download
 
 JOBS = f"{PREFIX}/jobs"
 ERRORS_PAGE = 50
@@ -79,8 +79,4 @@ def install_job_pages(dashboard: Dashboard) -> None:
     @router.get(f"{PREFIX}/export", dependencies=[Depends(_viewer)])
     def export(ns: Annotated[str, Query(min_length=1, max_length=512)],
                format: str = "json") -> Response:
-        if format not in FORMATS:
-            format = "json"
-        return StreamingResponse(_in_one_thread(yard.export_to_format(ns, format)),
-                                 media_type=FORMATS[format],
-                                 headers={"Content-Disposition": _attachment(f"{ns}.{format}")})
+        return export_download(yard, ns, format if format in FORMATS else "json")
