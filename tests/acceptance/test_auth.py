@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from batchyard import ConfigError
 from batchyard.http import create_app
 from batchyard.http.auth import PUBLIC_PATHS, ApiTokens
-from tests.acceptance.test_cli import cli, free_port, wait_until
+from tests.acceptance.test_cli import cli
+from tests.servers import free_port, wait_for_http
 
 TOKENS = ["first-token-0123456789", "second-token-abcdefghij", "third-token-zyxwvutsrq"]
 
@@ -186,13 +187,7 @@ def test_serve_beyond_loopback_with_a_token_starts_and_requires_it(store_url, tm
                  "--token-file", str(token_file), env=serve_env(store_url))
     base = f"http://127.0.0.1:{port}"
     try:
-        def up():
-            try:
-                return httpx.get(f"{base}/health").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(up, what="the server")
+        wait_for_http(f"{base}/health")
         assert httpx.get(f"{base}/batches/ev").status_code == 401
         response = httpx.get(f"{base}/batches/ev",
                              headers={"Authorization": "Bearer serve-token-0123456789"})
@@ -209,13 +204,7 @@ def test_serve_on_loopback_without_a_token_is_open(store_url):
     server = cli("serve", "--host", "localhost", "--port", str(port), "--no-worker",
                  env=serve_env(store_url))
     try:
-        def up():
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/batches/ev").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(up, what="the server")
+        wait_for_http(f"http://127.0.0.1:{port}/batches/ev")
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=30)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from batchyard import Yard
+from tests.servers import free_port, wait_for_http, wait_until
 
 HERE = Path(__file__).parent
 
@@ -32,21 +32,6 @@ def env(store_url, tmp_path):
             "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def wait_until(condition, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def recorded(env):
     path = Path(env["RECORD_PATH"])
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -57,14 +42,7 @@ def test_serve_accepts_items_and_flushes_them_in_process(env):
     server = cli("serve", "--app", "app:yard", "--port", str(port), env=env)
     try:
         base = f"http://127.0.0.1:{port}"
-
-        def up():
-            try:
-                return httpx.get(f"{base}/health").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(up, what="the server")
+        wait_for_http(f"{base}/health")
         response = httpx.post(f"{base}/batches/ev/items",
                               json={"items": [1, 2], "max_batch_size": 2, "on_flush": "record"})
         assert response.json()["flushed"] is True

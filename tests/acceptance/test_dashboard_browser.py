@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 
 from batchyard import Yard
-from tests.acceptance.test_cli import free_port
+from tests.servers import free_port
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect

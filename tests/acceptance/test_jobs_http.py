@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from batchyard import Yard
 from batchyard.http import create_app
 from batchyard.things import upsert_things
+from tests.servers import free_port, wait_for_http
 
 HERE = Path(__file__).parent
 JOB_KEYS = {"id", "type", "status", "total", "processed", "failed", "results", "errors",
@@ -175,22 +176,13 @@ def test_bad_requests_name_what_is_wrong(client):
 
 @pytest.fixture
 def server(store_url, tmp_path):
-    from tests.acceptance.test_cli import free_port, wait_until
-
     port = free_port()
     env = {**os.environ, "BATCHYARD_STORE": store_url, "RECORD_PATH": str(tmp_path / "r"),
            "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-m", "batchyard", "serve", "--app", "app:yard",
                              "--port", str(port), "--log-level", "warning"], env=env)
     base = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return httpx.get(f"{base}/health").status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(up, what="the server")
+    wait_for_http(f"{base}/health")
     yield base, proc
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from batchyard import StoreError
 from batchyard.http import create_app
 from batchyard.http.auth import ApiTokens
-from tests.acceptance.test_cli import free_port, wait_until
+from tests.servers import free_port, wait_until
 
 JSON = {"content-type": "application/json"}
 GOOD = {"items": [1], "max_batch_size": 5, "on_flush": "collect"}

@@ -12,7 +12,7 @@ import httpx
 import orjson
 
 from batchyard.logs import JsonFormatter, Redactor, TextFormatter
-from tests.acceptance.test_cli import free_port, wait_until
+from tests.servers import free_port, wait_for_http
 
 SECRETS = ("postgresql://app:hunter2@db.internal/yard", "Authorization: Bearer tok-123",
            "token tok-456")
@@ -65,14 +65,7 @@ def test_serve_logs_json_without_the_api_token(tmp_path):
         text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-
-        def up():
-            try:
-                return httpx.get(f"{base}/health").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(up, what="the server")
+        wait_for_http(f"{base}/health")
         # a token where it does not belong: in a URL, which the access log prints
         httpx.get(f"{base}/health?token=tok-very-secret")
     finally:
