@@ -7,9 +7,10 @@ compare-and-set on the old value. A crash before the commit loses nothing and co
 a second runner (it cannot get the lease, but suppose it did) fails the compare-and-set.
 
 On PostgreSQL an event's position is its transaction's id and reads stop below the oldest
-transaction still running (the safe high-water mark), so an event whose transaction commits
-late is never left behind the cursor. A long-open transaction therefore holds aggregation
-back (visible as lag) but never makes it wrong.
+transaction still running in the database (the safe high-water mark), so an event whose
+transaction commits late is never left behind the cursor. A long-open write transaction in
+the same database therefore holds aggregation back (visible as lag) but never makes it
+wrong; transactions in the server's other databases do not.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from batchyard import Conflict, InvalidInput, ManualClock, NotFound, Yard, folds
+from tests.conftest import pg_url
 
 
 @pytest.fixture
@@ -277,4 +278,18 @@ def test_postgres_commit_order_gap_is_never_skipped(pg_database):
     yard.run_aggregator("c")
     assert yard.get_totals("c") == {"early": 1, "late": 1}
     assert yard.run_aggregator("c").events == 0
+    yard.close()
+
+
+def test_postgres_transactions_of_other_databases_do_not_hold_aggregation_back(pg_database):
+    # a write transaction open elsewhere on the same server (another application, a CREATE
+    # DATABASE) cannot write our events, so it must not delay them
+    yard = Yard(pg_database)
+    yard.register_aggregator("c", stream="s", key="k", fold=folds.count())
+    with psycopg.connect(pg_url("postgres")) as elsewhere:
+        elsewhere.execute("SELECT pg_current_xact_id()")  # holds a transaction id, open
+        yard.append_events("s", [{"k": "a"}, {"k": "b"}])
+        assert yard.run_aggregator("c").events == 2
+        elsewhere.rollback()
+    assert yard.get_totals("c") == {"a": 1, "b": 1}
     yard.close()

@@ -31,6 +31,34 @@ _ISO = ("to_char(to_timestamp({}) AT TIME ZONE 'UTC', "
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
+def _xid(value: str) -> str:
+    return f"CAST(CAST({value} AS TEXT) AS BIGINT)"
+
+
+# The safe mark for reading events: below it, every transaction has ended and is visible to
+# the reading statement's snapshot, so no event can still commit behind a cursor. It is the
+# snapshot's oldest running transaction - not counting transactions that run in another
+# database of the cluster (they cannot write our events, and a long one, or a CREATE
+# DATABASE, would otherwise hold aggregation back). The other databases' transactions are
+# known by their 32-bit ids in pg_stat_activity / pg_prepared_xacts; an id that cannot be
+# placed there (it ended meanwhile, or the view is hidden from this role) counts as ours,
+# which can only make the mark lower: late, never wrong.
+_OTHER_DATABASES_XIDS = (
+    f"SELECT {_xid('backend_xid')} FROM pg_stat_activity WHERE backend_xid IS NOT NULL "
+    "AND datname IS DISTINCT FROM current_database() "
+    f"UNION ALL SELECT {_xid('transaction')} FROM pg_prepared_xacts "
+    "WHERE database <> current_database()"
+)
+_SAFE_POSITION = (
+    # our own transaction, if it has an id, bounds the mark too (as a snapshot's xmin does)
+    f"(SELECT LEAST(COALESCE(MIN({_xid('x')}), "
+    f"{_xid('pg_snapshot_xmax(pg_current_snapshot())')}), "
+    f"{_xid('pg_current_xact_id_if_assigned()')}) "
+    "FROM pg_snapshot_xip(pg_current_snapshot()) AS x "
+    f"WHERE mod({_xid('x')}, 4294967296) NOT IN ({_OTHER_DATABASES_XIDS}))"
+)
+
+
 class PostgresStore(Store):
     dialect = "postgres"
     fragments: ClassVar[dict[str, str]] = {
@@ -39,10 +67,10 @@ class PostgresStore(Store):
         "skip_locked": "FOR UPDATE SKIP LOCKED",
         "for_update": "FOR UPDATE",
         "least": "LEAST",
-        # an event's position is its transaction's id; transactions below the snapshot's
-        # xmin have all ended, so nothing can still commit below that mark
+        # an event's position is its transaction's id, and readers stop below the oldest
+        # transaction still running (see _SAFE_POSITION)
         "event_position": "CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT)",
-        "safe_position": "CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT)",
+        "safe_position": _SAFE_POSITION,
         "json_text_values": "(SELECT jsonb_array_elements_text(CAST(:values AS jsonb)))",
         "after_cursor": "(position, id) > (:position, :id)",
         "stream_order": "position, id",
