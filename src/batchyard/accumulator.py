@@ -186,6 +186,23 @@ _COUNT_OPEN_BATCH = (
     "SELECT COALESCE(MAX(position), -1) + 1 AS n FROM batchyard_items WHERE batch_id = "
     "(SELECT batch_id FROM batchyard_batches WHERE base_id = :base AND status = 'accumulating')"
 )
+# One item into the open batch, in one statement: the common add (one item, room left). The
+# position is counted by the statement itself, so an add costs one round trip and one
+# statement besides the commit. On PostgreSQL a statement that waited for the row lock still
+# counts with the snapshot it took before waiting: its position then collides with what the
+# previous holder committed, ON CONFLICT makes that "no row", and the caller falls back to
+# the lock-then-count path below (still holding the lock, so that count is fresh). No row
+# also means no open batch, or a full one: the fallback handles each.
+_APPEND_ITEM = (
+    "WITH open AS (SELECT batch_id, max_batch_size FROM batchyard_batches "
+    "WHERE base_id = :base AND status = 'accumulating' {for_update}), "
+    "next AS (SELECT o.batch_id, o.max_batch_size, (SELECT COALESCE(MAX(i.position), -1) + 1 "
+    "FROM batchyard_items i WHERE i.batch_id = o.batch_id) AS position FROM open o) "
+    "INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
+    "SELECT batch_id, position, :payload, {now} FROM next WHERE position < max_batch_size "
+    "ON CONFLICT DO NOTHING RETURNING batch_id, position, (SELECT b.max_batch_size "
+    "FROM batchyard_batches b WHERE b.batch_id = batchyard_items.batch_id) AS max_batch_size"
+)
 _ITEM_COUNT = "(SELECT COUNT(*) FROM batchyard_items i WHERE i.batch_id = b.batch_id)"
 _FAILED_COUNT = ("(SELECT COUNT(*) FROM batchyard_item_failures f "
                  "WHERE f.batch_id = b.batch_id)")
@@ -278,6 +295,10 @@ class Accumulator:
         instead of conflicting; then its count is read in a statement of its own, which sees
         whatever the adder before us committed. Only items are written, until a batch fills.
         """
+        if len(encoded) == 1:
+            appended = tx.one(_APPEND_ITEM, {"base": base, "payload": encoded[0]})
+            if appended is not None:
+                return self._appended(tx, appended)
         flushed: list[str] = []
         # sent together (one round trip when pipelined); the count runs after the lock is
         # held, in a statement of its own, so it sees the previous holder's items
@@ -301,11 +322,7 @@ class Accumulator:
             start += len(chunk)
             last_id, last_full = batch["batch_id"], len(chunk) == room
             if last_full:
-                tx.execute("UPDATE batchyard_batches SET status = 'flushing', "
-                           "flush_reason = 'size', flush_requested_at = {now}, "
-                           "updated_at = {now} WHERE batch_id = :batch_id",
-                           {"batch_id": batch["batch_id"]})
-                self._schedule_flush(tx, batch["batch_id"], batch["max_attempts"])
+                self._close_full(tx, batch["batch_id"], batch["max_attempts"])
                 flushed.append(batch["batch_id"])
                 batch = None
             else:
@@ -317,6 +334,25 @@ class Accumulator:
             status=BatchStatus.FLUSHING if last_full else BatchStatus.ACCUMULATING,
             flushed_batch_ids=tuple(flushed),
         )
+
+    def _appended(self, tx: Tx, row: Any) -> AddResult:
+        """The result of an `_APPEND_ITEM` that took the item; closes the batch if full."""
+        batch_id = row["batch_id"]
+        if row["position"] + 1 < row["max_batch_size"]:
+            return AddResult(batch_id=batch_id, item_count=1, flushed=False,
+                             status=BatchStatus.ACCUMULATING)
+        self._close_full(tx, batch_id, tx.one("SELECT max_attempts FROM batchyard_batches "
+                                              "WHERE batch_id = :batch_id",
+                                              {"batch_id": batch_id})["max_attempts"])
+        return AddResult(batch_id=batch_id, item_count=1, flushed=True,
+                         status=BatchStatus.FLUSHING, flushed_batch_ids=(batch_id,))
+
+    def _close_full(self, tx: Tx, batch_id: str, max_attempts: int) -> None:
+        tx.execute("UPDATE batchyard_batches SET status = 'flushing', "
+                   "flush_reason = 'size', flush_requested_at = {now}, "
+                   "updated_at = {now} WHERE batch_id = :batch_id",
+                   {"batch_id": batch_id})
+        self._schedule_flush(tx, batch_id, max_attempts)
 
     @staticmethod
     def _insert_items(tx: Tx, batch_id: str, first: int, encoded: list[str]) -> None:
