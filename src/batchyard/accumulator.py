@@ -147,6 +147,12 @@ def encode_items(items: Iterable[Any]) -> list[str]:
     """Items as JSON text; a value that is not JSON is refused, naming its index."""
     if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
         raise InvalidInput("items must be a list of JSON values", field="items")
+    if not isinstance(items, (list, tuple)):
+        items = list(items)  # read twice below when an item is bad
+    try:
+        return [_encode(item) for item in items]
+    except (TypeError, ValueError, RecursionError):
+        pass  # find the bad item again, to name it
     encoded = []
     for index, item in enumerate(items):
         try:
@@ -177,6 +183,12 @@ def _encode(item: Any) -> str:
 _INSERT_ITEM = (
     "INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
     "VALUES (:batch_id, :position, :payload, {now})"
+)
+# Many items in one statement: their JSON texts travel as one JSON array of strings, so no
+# Python object is made per row (an executemany of per-row dicts cost more than the insert).
+_INSERT_ITEMS = (
+    "INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
+    "SELECT :batch_id, :first + j.idx, j.value, {now} FROM {json_text_rows} j ORDER BY j.idx"
 )
 _LOCK_OPEN_BATCH = (
     "SELECT batch_id, max_batch_size, max_attempts FROM batchyard_batches "
@@ -231,6 +243,7 @@ class Accumulator:
     def __init__(self, yard: Yard) -> None:
         self.yard = yard
         self.store = yard.store
+        self._configs: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     # -- adding ---------------------------------------------------------------------------
 
@@ -253,6 +266,27 @@ class Accumulator:
             return self.add_encoded(tx, base, encoded, config)
 
     def _config(
+        self,
+        max_batch_size: int,
+        on_flush: str | Callable[..., Any],
+        flush_interval: float | timedelta | None,
+        max_attempts: int | None,
+    ) -> dict[str, Any]:
+        """The validated batch configuration; callers repeat theirs, so it is remembered.
+        The key holds each value's type (True == 1 == 1.0 as keys, yet only 1 is valid), and
+        only handler names: a callable's name can change when a name is registered again."""
+        if not isinstance(on_flush, str):
+            return self._validate(max_batch_size, on_flush, flush_interval, max_attempts)
+        key = (type(max_batch_size), max_batch_size, on_flush, type(flush_interval),
+               flush_interval, type(max_attempts), max_attempts, self.yard.retry.max_attempts)
+        config = self._configs.get(key)
+        if config is None:
+            config = self._validate(max_batch_size, on_flush, flush_interval, max_attempts)
+            if len(self._configs) < 1000:
+                self._configs[key] = config
+        return config
+
+    def _validate(
         self,
         max_batch_size: int,
         on_flush: str | Callable[..., Any],
@@ -356,12 +390,12 @@ class Accumulator:
 
     @staticmethod
     def _insert_items(tx: Tx, batch_id: str, first: int, encoded: list[str]) -> None:
-        rows = [{"batch_id": batch_id, "position": first + i, "payload": payload}
-                for i, payload in enumerate(encoded)]
-        if len(rows) == 1:
-            tx.execute(_INSERT_ITEM, rows[0])
+        if len(encoded) == 1:
+            tx.execute(_INSERT_ITEM, {"batch_id": batch_id, "position": first,
+                                      "payload": encoded[0]})
         else:
-            tx.executemany(_INSERT_ITEM, rows)
+            tx.execute(_INSERT_ITEMS, {"batch_id": batch_id, "first": first,
+                                       "values": orjson.dumps(encoded).decode()})
 
     def _open_batch(self, tx: Tx, base: str) -> dict[str, Any] | None:
         row = tx.one(_LOCK_OPEN_BATCH, {"base": base})

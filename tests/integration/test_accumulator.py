@@ -305,6 +305,8 @@ def test_items_failures_out_of_range_fail_the_whole_flush(yard):
         ("ev", [1], {"max_batch_size": 0}, InvalidInput, "max_batch_size must be a positive"),
         ("ev", [1], {"max_batch_size": -4}, InvalidInput, "max_batch_size"),
         ("ev", [1], {"max_batch_size": True}, InvalidInput, "max_batch_size"),
+        # equal to the 5 accepted just before (and hashed alike): still refused
+        ("ev", [1], {"max_batch_size": 5.0}, InvalidInput, "max_batch_size"),
         ("ev", [1], {"flush_interval": 0}, InvalidInput, "flush_interval must be positive"),
         ("ev", [1], {"on_flush": "nobody"}, HandlerNotFound, "no handler is registered"),
         ("ev", [1], {"max_attempts": 0}, InvalidInput, "max_attempts"),

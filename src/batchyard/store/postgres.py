@@ -63,6 +63,9 @@ class PostgresStore(Store):
         "event_position": "CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT)",
         "safe_position": "CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT)",
         "json_text_values": "(SELECT jsonb_array_elements_text(CAST(:values AS jsonb)))",
+        # json, not jsonb: the strings come back as sent, and nothing is built but the rows
+        "json_text_rows": "(SELECT idx - 1 AS idx, value FROM json_array_elements_text("
+        "CAST(:values AS json)) WITH ORDINALITY AS e(value, idx))",
         "after_cursor": "(position, id) > (:position, :id)",
         "stream_order": "position, id",
         # a thing as the export's JSON, built by the database (compact, in column order)
