@@ -6,8 +6,9 @@ Two shapes of table: ``keyed=False`` (the original baseline) is a heap of (batch
 with no index at all; ``keyed=True`` has the columns and the primary key of batchyard_items,
 (batch_id, position) - WITHOUT ROWID on SQLite, as there - so it pays for the same index.
 
-Each returns (rows, seconds), timing the inserts alone: connecting and creating the table
-are set-up, as opening the yard (and its migrations) is for batchyard's side."""
+Each returns (rows, seconds): the JSON encoding of the rows and their inserts are timed (an
+add encodes its items too); connecting and creating the table are set-up, as opening the
+yard (and its migrations) is for batchyard's side."""
 
 from __future__ import annotations
 
@@ -38,9 +39,8 @@ def raw_sqlite_inserts(path: str, calls: int, per_call: int,
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute(KEYED_TABLE + " WITHOUT ROWID" if keyed else TABLE)
     insert = f"INSERT INTO raw_items VALUES ({', '.join('?' * (4 if keyed else 2))})"
-    todo = rows(calls, per_call, keyed)
     start = time.perf_counter()
-    for call in todo:
+    for call in rows(calls, per_call, keyed):
         conn.execute("BEGIN IMMEDIATE")
         if len(call) == 1:
             conn.execute(insert, call[0])
@@ -57,10 +57,9 @@ def raw_postgres_inserts(url: str, calls: int, per_call: int,
     insert = f"INSERT INTO raw_items VALUES ({', '.join(['%s'] * (4 if keyed else 2))})"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(KEYED_TABLE if keyed else TABLE)
-        todo = rows(calls, per_call, keyed)
         start = time.perf_counter()
         with conn.cursor() as cur:
-            for call in todo:
+            for call in rows(calls, per_call, keyed):
                 with conn.transaction():
                     if len(call) == 1:
                         cur.execute(insert, call[0])
