@@ -1,7 +1,7 @@
 """batchyard against peers installed from PyPI, on the same store, doing the same work: N
 items, each enqueued by its own call, executed by a no-op handler.
 
-    python bench/peers.py [--repeat 5] [--n 5000]
+    python bench/peers.py [--repeat 5] [--n 5000] [--peers huey,procrastinate,pgqueuer]
 
 SQLite: huey's SqliteHuey (WAL; huey sets no synchronous pragma, so SQLite's default FULL
 applies) against batchyard with ?synchronous=full - the same durability. PostgreSQL:
@@ -142,8 +142,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--peers", default="huey,procrastinate,pgqueuer",
+                        help="which peers to run, comma-separated (batchyard always runs)")
     args = parser.parse_args()
-    n, r = args.n, args.repeat
+    n, r, peers = args.n, args.repeat, set(args.peers.split(","))
 
     def on_pg(fn):
         def run():
@@ -151,17 +153,24 @@ def main() -> None:
                 return fn(url, n)
         return run
 
-    print_table(f"SQLite, synchronous=FULL: {n} items, one call each -> no-op (items/s)", [
-        ("huey SqliteHuey, 4 worker threads", median_rate(lambda: huey_sqlite(n), r), "peer"),
-        ("batchyard, 4 worker threads",
-         median_rate(lambda: batchyard_run(f"sqlite:///{fresh_sqlite()}?synchronous=full",
-                                           n), r), "goal > 1"),
-    ])
-    print_table(f"PostgreSQL: {n} items, one call each -> no-op (items/s)", [
-        ("procrastinate, concurrency 4", median_rate(lambda: procrastinate_pg(n), r), "peer"),
-        ("pgqueuer (asyncpg), batch_size 10", median_rate(lambda: pgqueuer_pg(n), r), "peer"),
-        ("batchyard, 4 worker threads", median_rate(on_pg(batchyard_run), r), "goal > 1"),
-    ])
+    if "huey" in peers:
+        print_table(f"SQLite, synchronous=FULL: {n} items, one call each -> no-op (items/s)", [
+            ("huey SqliteHuey, 4 worker threads", median_rate(lambda: huey_sqlite(n), r),
+             "peer"),
+            ("batchyard, 4 worker threads",
+             median_rate(lambda: batchyard_run(f"sqlite:///{fresh_sqlite()}?synchronous=full",
+                                               n), r), "goal > 1"),
+        ])
+    pg_peers = [("procrastinate, concurrency 4", procrastinate_pg),
+                ("pgqueuer (asyncpg), batch_size 10", pgqueuer_pg)]
+    pg_rows = [(label, median_rate(lambda fn=fn: fn(n), r), "peer")
+               for label, fn in pg_peers if label.split(",")[0].split()[0] in peers]
+    if pg_rows:
+        print_table(f"PostgreSQL: {n} items, one call each -> no-op (items/s)", [
+            *pg_rows,
+            ("batchyard, 4 worker threads", median_rate(on_pg(batchyard_run), r),
+             "goal > each peer"),
+        ])
 
 
 if __name__ == "__main__":

@@ -147,6 +147,12 @@ def encode_items(items: Iterable[Any]) -> list[str]:
     """Items as JSON text; a value that is not JSON is refused, naming its index."""
     if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
         raise InvalidInput("items must be a list of JSON values", field="items")
+    if not isinstance(items, (list, tuple)):
+        items = list(items)  # read twice below when an item is bad
+    try:
+        return [_encode(item) for item in items]
+    except (TypeError, ValueError, RecursionError):
+        pass  # find the bad item again, to name it
     encoded = []
     for index, item in enumerate(items):
         try:
@@ -178,6 +184,12 @@ _INSERT_ITEM = (
     "INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
     "VALUES (:batch_id, :position, :payload, {now})"
 )
+# Many items in one statement: their JSON texts travel as one JSON array of strings, so no
+# Python object is made per row (an executemany of per-row dicts cost more than the insert).
+_INSERT_ITEMS = (
+    "INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
+    "SELECT :batch_id, :first + j.idx, j.value, {now} FROM {json_text_rows} j ORDER BY j.idx"
+)
 _LOCK_OPEN_BATCH = (
     "SELECT batch_id, max_batch_size, max_attempts FROM batchyard_batches "
     "WHERE base_id = :base AND status = 'accumulating' {for_update}"
@@ -185,6 +197,23 @@ _LOCK_OPEN_BATCH = (
 _COUNT_OPEN_BATCH = (
     "SELECT COALESCE(MAX(position), -1) + 1 AS n FROM batchyard_items WHERE batch_id = "
     "(SELECT batch_id FROM batchyard_batches WHERE base_id = :base AND status = 'accumulating')"
+)
+# One item into the open batch, in one statement: the common add (one item, room left). The
+# position is counted by the statement itself, so an add costs one round trip and one
+# statement besides the commit. On PostgreSQL a statement that waited for the row lock still
+# counts with the snapshot it took before waiting: its position then collides with what the
+# previous holder committed, ON CONFLICT makes that "no row", and the caller falls back to
+# the lock-then-count path below (still holding the lock, so that count is fresh). No row
+# also means no open batch, or a full one: the fallback handles each.
+_APPEND_ITEM = (
+    "WITH open AS (SELECT batch_id, max_batch_size FROM batchyard_batches "
+    "WHERE base_id = :base AND status = 'accumulating' {for_update}), "
+    "next AS (SELECT o.batch_id, o.max_batch_size, (SELECT COALESCE(MAX(i.position), -1) + 1 "
+    "FROM batchyard_items i WHERE i.batch_id = o.batch_id) AS position FROM open o) "
+    "INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
+    "SELECT batch_id, position, :payload, {now} FROM next WHERE position < max_batch_size "
+    "ON CONFLICT DO NOTHING RETURNING batch_id, position, (SELECT b.max_batch_size "
+    "FROM batchyard_batches b WHERE b.batch_id = batchyard_items.batch_id) AS max_batch_size"
 )
 _ITEM_COUNT = "(SELECT COUNT(*) FROM batchyard_items i WHERE i.batch_id = b.batch_id)"
 _FAILED_COUNT = ("(SELECT COUNT(*) FROM batchyard_item_failures f "
@@ -214,6 +243,7 @@ class Accumulator:
     def __init__(self, yard: Yard) -> None:
         self.yard = yard
         self.store = yard.store
+        self._configs: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     # -- adding ---------------------------------------------------------------------------
 
@@ -236,6 +266,27 @@ class Accumulator:
             return self.add_encoded(tx, base, encoded, config)
 
     def _config(
+        self,
+        max_batch_size: int,
+        on_flush: str | Callable[..., Any],
+        flush_interval: float | timedelta | None,
+        max_attempts: int | None,
+    ) -> dict[str, Any]:
+        """The validated batch configuration; callers repeat theirs, so it is remembered.
+        The key holds each value's type (True == 1 == 1.0 as keys, yet only 1 is valid), and
+        only handler names: a callable's name can change when a name is registered again."""
+        if not isinstance(on_flush, str):
+            return self._validate(max_batch_size, on_flush, flush_interval, max_attempts)
+        key = (type(max_batch_size), max_batch_size, on_flush, type(flush_interval),
+               flush_interval, type(max_attempts), max_attempts, self.yard.retry.max_attempts)
+        config = self._configs.get(key)
+        if config is None:
+            config = self._validate(max_batch_size, on_flush, flush_interval, max_attempts)
+            if len(self._configs) < 1000:
+                self._configs[key] = config
+        return config
+
+    def _validate(
         self,
         max_batch_size: int,
         on_flush: str | Callable[..., Any],
@@ -278,6 +329,10 @@ class Accumulator:
         instead of conflicting; then its count is read in a statement of its own, which sees
         whatever the adder before us committed. Only items are written, until a batch fills.
         """
+        if len(encoded) == 1:
+            appended = tx.one(_APPEND_ITEM, {"base": base, "payload": encoded[0]})
+            if appended is not None:
+                return self._appended(tx, appended)
         flushed: list[str] = []
         # sent together (one round trip when pipelined); the count runs after the lock is
         # held, in a statement of its own, so it sees the previous holder's items
@@ -301,11 +356,7 @@ class Accumulator:
             start += len(chunk)
             last_id, last_full = batch["batch_id"], len(chunk) == room
             if last_full:
-                tx.execute("UPDATE batchyard_batches SET status = 'flushing', "
-                           "flush_reason = 'size', flush_requested_at = {now}, "
-                           "updated_at = {now} WHERE batch_id = :batch_id",
-                           {"batch_id": batch["batch_id"]})
-                self._schedule_flush(tx, batch["batch_id"], batch["max_attempts"])
+                self._close_full(tx, batch["batch_id"], batch["max_attempts"])
                 flushed.append(batch["batch_id"])
                 batch = None
             else:
@@ -318,14 +369,33 @@ class Accumulator:
             flushed_batch_ids=tuple(flushed),
         )
 
+    def _appended(self, tx: Tx, row: Any) -> AddResult:
+        """The result of an `_APPEND_ITEM` that took the item; closes the batch if full."""
+        batch_id = row["batch_id"]
+        if row["position"] + 1 < row["max_batch_size"]:
+            return AddResult(batch_id=batch_id, item_count=1, flushed=False,
+                             status=BatchStatus.ACCUMULATING)
+        self._close_full(tx, batch_id, tx.one("SELECT max_attempts FROM batchyard_batches "
+                                              "WHERE batch_id = :batch_id",
+                                              {"batch_id": batch_id})["max_attempts"])
+        return AddResult(batch_id=batch_id, item_count=1, flushed=True,
+                         status=BatchStatus.FLUSHING, flushed_batch_ids=(batch_id,))
+
+    def _close_full(self, tx: Tx, batch_id: str, max_attempts: int) -> None:
+        tx.execute("UPDATE batchyard_batches SET status = 'flushing', "
+                   "flush_reason = 'size', flush_requested_at = {now}, "
+                   "updated_at = {now} WHERE batch_id = :batch_id",
+                   {"batch_id": batch_id})
+        self._schedule_flush(tx, batch_id, max_attempts)
+
     @staticmethod
     def _insert_items(tx: Tx, batch_id: str, first: int, encoded: list[str]) -> None:
-        rows = [{"batch_id": batch_id, "position": first + i, "payload": payload}
-                for i, payload in enumerate(encoded)]
-        if len(rows) == 1:
-            tx.execute(_INSERT_ITEM, rows[0])
+        if len(encoded) == 1:
+            tx.execute(_INSERT_ITEM, {"batch_id": batch_id, "position": first,
+                                      "payload": encoded[0]})
         else:
-            tx.executemany(_INSERT_ITEM, rows)
+            tx.execute(_INSERT_ITEMS, {"batch_id": batch_id, "first": first,
+                                       "values": orjson.dumps(encoded).decode()})
 
     def _open_batch(self, tx: Tx, base: str) -> dict[str, Any] | None:
         row = tx.one(_LOCK_OPEN_BATCH, {"base": base})

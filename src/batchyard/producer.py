@@ -38,7 +38,7 @@ log = logging.getLogger("batchyard.producer")
 _LIVE: weakref.WeakSet[Producer] = weakref.WeakSet()
 
 
-@dataclass
+@dataclass(slots=True)  # no per-entry __dict__: less to allocate and for the GC to walk
 class _Entry:
     """One `add` call: its items, already JSON-encoded and validated."""
 
@@ -87,6 +87,7 @@ class Producer:
         self.write_interval = seconds(write_interval)
         self.add_timeout = seconds(add_timeout)
         self.retry = retry or RetryPolicy(max_attempts=5, base_delay=0.1, max_delay=5.0)
+        self._accumulator = yard._accumulator
         self._reset()
         _LIVE.add(self)
 
@@ -108,7 +109,6 @@ class Producer:
         self._closed = False
         self._writer: threading.Thread | None = None
         self._bases: dict[str, str] = {}
-        self._configs: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     # -- the producer's side ---------------------------------------------------------------
 
@@ -130,11 +130,13 @@ class Producer:
             base = split_base(batch_id)[0]
             if len(self._bases) < 10_000:
                 self._bases[batch_id] = base
-        config = self._config(max_batch_size, on_flush, flush_interval, max_attempts)
+        config = self._accumulator._config(max_batch_size, on_flush, flush_interval,
+                                           max_attempts)
         encoded = encode_items(items)
         size = sum(map(len, encoded))
-        with self._changed:
-            self._check_usable()
+        with self._lock:  # the condition's lock (a Condition's own __enter__ is Python code)
+            if self._closed or self._error is not None:
+                self._check_usable()
             if not encoded:
                 return self._processed
             deadline = None
@@ -232,14 +234,6 @@ class Producer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _config(self, *args: Any) -> dict[str, Any]:
-        """Validated batch configuration, remembered: producers repeat the same one."""
-        key = args
-        config = self._configs.get(key)
-        if config is None:
-            config = self._configs[key] = self.yard._accumulator._config(*args)
-        return config
 
     def _check_usable(self) -> None:
         if self._closed:

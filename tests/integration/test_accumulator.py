@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from datetime import timedelta
 
+import psycopg
 import pytest
 
 from batchyard import (
@@ -16,6 +19,7 @@ from batchyard import (
     ManualClock,
     NotFound,
     RetryPolicy,
+    Yard,
 )
 
 
@@ -108,6 +112,45 @@ def test_the_timer_closing_first_sends_later_adds_to_the_next_batch(yard, calls,
     result = add(yard, "ev", [2], flush_interval=10)
     assert result.batch_id == "ev::1"
     assert [items for _, _, items, _ in calls] == [[0, 1]]
+
+
+def test_an_add_that_waited_for_the_open_batch_takes_the_next_position_on_postgres(
+        pg_database):
+    # The one-statement add counts with the snapshot it took before waiting for the batch's
+    # row lock; it must neither collide with what the lock holder committed nor lose its
+    # item. (On SQLite a writer waits at BEGIN IMMEDIATE, before reading anything.)
+    yard = Yard(pg_database)
+    yard.handler("collect")(lambda items, ctx: None)
+    add(yard, "ev", ["first"])
+    results, errors = [], []
+    with psycopg.connect(pg_database) as holder:
+        holder.execute("SELECT 1 FROM batchyard_batches WHERE batch_id = 'ev::0' FOR UPDATE")
+        holder.execute("INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
+                       "VALUES ('ev::0', 1, '\"held\"', 0)")
+
+        def waiting_add():
+            try:
+                results.append(add(yard, "ev", ["waited"]))
+            except Exception as exc:  # reported below, with the thread joined
+                errors.append(exc)
+
+        thread = threading.Thread(target=waiting_add)
+        thread.start()
+        with psycopg.connect(pg_database, autocommit=True) as watcher:
+            deadline = time.monotonic() + 30
+            while not watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'").fetchone()[0]:
+                assert time.monotonic() < deadline, "the add never waited for the lock"
+                time.sleep(0.01)
+        holder.commit()
+    thread.join(30)
+    assert errors == [] and results[0].batch_id == "ev::0"
+    with yard.store.transaction() as tx:
+        rows = tx.all("SELECT position, payload FROM batchyard_items ORDER BY position")
+    assert [(r["position"], r["payload"]) for r in rows] == [
+        (0, '"first"'), (1, '"held"'), (2, '"waited"')]
+    yard.close()
 
 
 def test_a_large_add_is_split_and_no_call_exceeds_the_limit(yard, calls):
@@ -262,6 +305,8 @@ def test_items_failures_out_of_range_fail_the_whole_flush(yard):
         ("ev", [1], {"max_batch_size": 0}, InvalidInput, "max_batch_size must be a positive"),
         ("ev", [1], {"max_batch_size": -4}, InvalidInput, "max_batch_size"),
         ("ev", [1], {"max_batch_size": True}, InvalidInput, "max_batch_size"),
+        # equal to the 5 accepted just before (and hashed alike): still refused
+        ("ev", [1], {"max_batch_size": 5.0}, InvalidInput, "max_batch_size"),
         ("ev", [1], {"flush_interval": 0}, InvalidInput, "flush_interval must be positive"),
         ("ev", [1], {"on_flush": "nobody"}, HandlerNotFound, "no handler is registered"),
         ("ev", [1], {"max_attempts": 0}, InvalidInput, "max_attempts"),

@@ -39,6 +39,8 @@ class SQLiteStore(Store):
         "event_position": "0",
         "safe_position": "1",
         "json_text_values": "(SELECT value FROM json_each(:values))",
+        # the strings of a JSON array with their 0-based index, as rows (idx, value)
+        "json_text_rows": "(SELECT key AS idx, value FROM json_each(:values))",
         # SQLite's index use for a row-value range stops at its first column, which is
         # always 0 here: compare ids alone, or every page rescans the stream from its start
         "after_cursor": "id > :id",
