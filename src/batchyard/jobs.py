@@ -327,13 +327,16 @@ class Jobs:
                 error["job_id"] = job_id
             tx.executemany("INSERT INTO batchyard_job_errors (job_id, idx, error) "
                            "VALUES (:job_id, :idx, :error)", errors)
-            tx.executemany("INSERT INTO batchyard_job_chunks (job_id, chunk) "
-                           "VALUES (:job_id, :chunk)",
-                           [{"job_id": job_id, "chunk": n} for n in range(len(chunks))])
+            # the items once, in their chunks' rows; the tasks say where to find them
+            tx.executemany("INSERT INTO batchyard_job_chunks (job_id, chunk, items) "
+                           "VALUES (:job_id, :chunk, :items)",
+                           [{"job_id": job_id, "chunk": n,
+                             "items": orjson.dumps(chunk).decode()}
+                            for n, chunk in enumerate(chunks)])
             self.store.enqueue_many(
                 tx, CHUNK_TASK,
                 [(f"job:{job_id}:{n}", {"job_id": job_id, "chunk": n, "type": type,
-                                        "options": options, "items": chunk})
+                                        "options": options, "size": len(chunk)})
                  for n, chunk in enumerate(chunks)],
                 max_attempts=CHUNK_ATTEMPTS)
 
@@ -359,26 +362,26 @@ class Jobs:
     # -- running a chunk ----------------------------------------------------------------
 
     def run_chunk(self, task: Task) -> None:
-        items: list[list[Any]] = task.payload["items"]
         kind, options = KINDS[task.payload["type"]], task.payload["options"]
         if not kind.computes:  # all in the database: one transaction does the chunk
-            self._commit(kind, options, [_Part(task, len(items), items)])
+            self._commit(kind, options, [_Part(task)])
             return
         job_id, number = task.payload["job_id"], task.payload["chunk"]
         with self.store.transaction(write=False) as tx:
             job = tx.one("SELECT status FROM batchyard_jobs WHERE id = :id", {"id": job_id})
-            done = tx.one("SELECT done FROM batchyard_job_chunks WHERE job_id = :id "
-                          "AND chunk = :chunk", {"id": job_id, "chunk": number})
-        if job is None or done is None or job["status"] == JobStatus.CANCELLED:
+            chunk = tx.one("SELECT done, items FROM batchyard_job_chunks WHERE job_id = :id "
+                           "AND chunk = :chunk", {"id": job_id, "chunk": number})
+        items = _chunk_items(task, chunk)
+        if job is None or items is None or job["status"] == JobStatus.CANCELLED:
             with self.store.transaction(self.yard.now()) as tx:
                 self.store.complete(tx, task)  # deleted or cancelled: nothing more to do
             return
         deadline = time.monotonic() + self.time_limit
-        position = int(done["done"])
+        position = int(chunk["done"])
         while position < len(items):
             segment, computed = self._compute(kind, options, items[position:], deadline)
             if not self._commit(kind, options,
-                                [_Part(task, len(items), segment, position, computed)]):
+                                [_Part(task, segment, position, len(items), computed)]):
                 return
             position += len(segment)
             if position < len(items) and time.monotonic() > deadline:
@@ -400,9 +403,7 @@ class Jobs:
         transaction: one fenced completion, one write of all their items, one progress
         update. It commits all of them or none."""
         kind, options = KINDS[tasks[0].payload["type"]], tasks[0].payload["options"]
-        self._commit(kind, options,
-                     [_Part(task, len(task.payload["items"]), task.payload["items"])
-                      for task in tasks])
+        self._commit(kind, options, [_Part(task) for task in tasks])
 
     def _compute(self, kind: Kind, options: dict[str, Any], segment: list[list[Any]],
                  deadline: float) -> tuple[list[list[Any]], list[tuple[Any, str | None]]]:
@@ -436,7 +437,8 @@ class Jobs:
                 for part in parts:
                     if not part.last:
                         self.store.fence(tx, part.task)
-                segment = [entry for part in parts for entry in part.segment]
+                segments = self._segments(tx, job_id, parts)
+                segment = [entry for part in segments for entry in part]
                 outcomes = self._apply(tx, kind, options, parts, segment)
                 errors, results = [], []
                 for (index, _), (result, error) in zip(segment, outcomes, strict=True):
@@ -451,12 +453,14 @@ class Jobs:
                 if results:
                     tx.executemany("INSERT INTO batchyard_job_results (job_id, idx, result) "
                                    "VALUES (:job_id, :idx, :result)", results)
-                for part in parts:
-                    if part.position is not None:  # where a retry of this chunk goes on from
-                        tx.execute("UPDATE batchyard_job_chunks SET done = :done "
-                                   "WHERE job_id = :id AND chunk = :chunk",
-                                   {"done": part.position + len(part.segment), "id": job_id,
-                                    "chunk": part.task.payload["chunk"]})
+                # where a retry goes on from; a chunk that is done lets its items go
+                tx.executemany(
+                    "UPDATE batchyard_job_chunks SET done = :done, items = CASE "
+                    "WHEN :last = 1 THEN NULL ELSE items END "
+                    "WHERE job_id = :id AND chunk = :chunk",
+                    [{"done": part.position + len(part_segment), "last": int(part.last),
+                      "id": job_id, "chunk": part.task.payload["chunk"]}
+                     for part, part_segment in zip(parts, segments, strict=True)])
                 # the job's row last: on PostgreSQL its lock serialises the commits of one
                 # job, so it is held from here to the commit only (and not while the items
                 # are written); a cancelled job's row is left alone, and the whole
@@ -478,6 +482,20 @@ class Jobs:
                 self.store.complete_many(tx, [part.task for part in parts])
             return False
         return True
+
+    @staticmethod
+    def _segments(tx: Tx, job_id: str, parts: list[_Part]) -> list[list[list[Any]]]:
+        """Each part's items: those it came with, or its whole chunk's, read from the
+        chunks' rows in one query (missing ones - a cancelled job's - are empty)."""
+        wanted = [part.task.payload["chunk"] for part in parts
+                  if part.segment is None and "items" not in part.task.payload]
+        stored = {row["chunk"]: row for row in tx.all(
+            "SELECT chunk, items FROM batchyard_job_chunks WHERE job_id = :id "
+            "AND chunk IN {json_int_values}",
+            {"id": job_id, "values": orjson.dumps(wanted).decode()})} if wanted else {}
+        return [part.segment if part.segment is not None else
+                _chunk_items(part.task, stored.get(part.task.payload["chunk"])) or []
+                for part in parts]
 
     def _apply(self, tx: Tx, kind: Kind, options: dict[str, Any], parts: list[_Part],
                segment: list[list[Any]]) -> list[tuple[Any, str | None]]:
@@ -518,6 +536,9 @@ class Jobs:
                 tx.execute("DELETE FROM batchyard_tasks WHERE kind = :kind "
                            "AND state = 'queued' AND key LIKE :keys",
                            {"kind": CHUNK_TASK, "keys": f"job:{job_id}:%"})
+                # no chunk of it runs again: its items can go (a running one has them)
+                tx.execute("UPDATE batchyard_job_chunks SET items = NULL WHERE job_id = :id",
+                           {"id": job_id})
         return self.get(job_id)
 
     def dead_chunks(self, job_id: str | None = None, limit: int = 100) -> list[DeadChunk]:
@@ -533,7 +554,8 @@ class Jobs:
             payload = orjson.loads(row["payload"])
             chunks.append(DeadChunk(
                 task_id=row["id"], job_id=payload["job_id"], chunk=payload["chunk"],
-                items=len(payload["items"]), attempts=row["attempts"],
+                items=payload.get("size", len(payload.get("items", ()))),
+                attempts=row["attempts"],
                 error=row["last_error"], died_at=to_datetime(row["died_at"])))
         return chunks
 
@@ -633,19 +655,31 @@ class _Cancelled(Exception):
 
 @dataclass(frozen=True)
 class _Part:
-    """One chunk's share of a commit: `segment`, its items from `position` (None: the
-    whole chunk at once), with the outcomes of the user code that ran on them, if any."""
+    """One chunk's share of a commit: `segment`, its items from `position` of `size`,
+    with the outcomes of the user code that ran on them; or, with no segment, the whole
+    chunk at once, its items read in the commit."""
 
     task: Task
-    size: int  # the chunk's items
-    segment: list[list[Any]]
-    position: int | None = None
+    segment: list[list[Any]] | None = None
+    position: int = 0
+    size: int = 0
     computed: list[tuple[Any, str | None]] | None = None
 
     @property
     def last(self) -> bool:
         """Whether the chunk ends with this commit."""
-        return (self.position or 0) + len(self.segment) == self.size
+        return self.segment is None or self.position + len(self.segment) == self.size
+
+
+def _chunk_items(task: Task, row: Any) -> list[list[Any]] | None:
+    """A chunk's [index, item] pairs: in its task's payload if it was queued before they
+    moved to the chunk's row, else in that row (None once the chunk is done or its job
+    cancelled)."""
+    if "items" in task.payload:
+        return task.payload["items"]  # type: ignore[no-any-return]
+    if row is None or row["items"] is None:
+        return None
+    return orjson.loads(row["items"])  # type: ignore[no-any-return]
 
 
 def _record(row: Any, errors: list[JobError], results: list[Any]) -> BatchJobRecord:

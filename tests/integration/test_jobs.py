@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+import orjson
 import pytest
 
 from batchyard import Conflict, InvalidInput, LeaseLost, ManualClock, RetryPolicy
@@ -343,3 +344,39 @@ def test_a_stale_token_in_a_group_refuses_the_whole_groups_writes(make_yard):
     job = yard.get_batch_job(job_id)
     assert (job.status, job.processed, job.failed) == ("completed", 300, 0)
     assert len(stored(yard)) == 300
+
+
+def chunk_items_left(yard, job_id):
+    with yard.store.transaction(write=False) as tx:
+        return tx.one("SELECT COUNT(*) AS n FROM batchyard_job_chunks WHERE job_id = :id "
+                      "AND items IS NOT NULL", {"id": job_id})["n"]
+
+
+def test_a_chunks_items_are_kept_until_it_is_done_or_its_job_cancelled(yard):
+    done = yard.create_batch_job("import-things", [thing(n) for n in range(250)])
+    cancelled = yard.create_batch_job("import-things", [thing(n) for n in range(250)])
+    assert chunk_items_left(yard, done) == chunk_items_left(yard, cancelled) == 3
+    yard.cancel_batch_job(cancelled)
+    assert chunk_items_left(yard, cancelled) == 0
+    yard.run_worker(wait=False)
+    assert yard.get_batch_job(done).processed == 250 and chunk_items_left(yard, done) == 0
+
+
+def test_a_chunk_queued_with_its_items_in_the_payload_still_runs(yard):
+    # how chunks were queued before their items moved to the chunks' rows
+    job_id = yard.create_batch_job("import-things", [thing(n) for n in range(150)])
+    with yard.store.transaction() as tx:
+        for row in tx.all("SELECT chunk, items FROM batchyard_job_chunks WHERE job_id = :id",
+                          {"id": job_id}):
+            key = f"job:{job_id}:{row['chunk']}"
+            payload = orjson.loads(tx.one("SELECT payload FROM batchyard_tasks WHERE key = :key",
+                                          {"key": key})["payload"])
+            payload = {**payload, "items": orjson.loads(row["items"])}
+            del payload["size"]
+            tx.execute("UPDATE batchyard_tasks SET payload = :payload WHERE key = :key",
+                       {"payload": orjson.dumps(payload).decode(), "key": key})
+        tx.execute("UPDATE batchyard_job_chunks SET items = NULL WHERE job_id = :id",
+                   {"id": job_id})
+    yard.run_worker(wait=False)
+    job = yard.get_batch_job(job_id)
+    assert (job.status, job.processed) == ("completed", 150) and len(stored(yard)) == 150

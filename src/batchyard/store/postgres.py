@@ -44,6 +44,8 @@ class PostgresStore(Store):
         "event_position": "CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT)",
         "safe_position": "CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT)",
         "json_text_values": "(SELECT jsonb_array_elements_text(CAST(:values AS jsonb)))",
+        "json_int_values": "(SELECT CAST(jsonb_array_elements_text(CAST(:values AS jsonb)) "
+        "AS BIGINT))",
         "after_cursor": "(position, id) > (:position, :id)",
         "stream_order": "position, id",
         # a thing as the export's JSON, built by the database (compact, in column order)

@@ -39,6 +39,7 @@ class SQLiteStore(Store):
         "event_position": "0",
         "safe_position": "1",
         "json_text_values": "(SELECT value FROM json_each(:values))",
+        "json_int_values": "(SELECT value FROM json_each(:values))",
         # SQLite's index use for a row-value range stops at its first column, which is
         # always 0 here: compare ids alone, or every page rescans the stream from its start
         "after_cursor": "id > :id",
@@ -75,25 +76,39 @@ class SQLiteStore(Store):
         # which sleeps and polls (1, 2, 5, 10 ... ms) - other processes still meet there
         self._writer = threading.RLock()
         self._writer_pid = os.getpid()
+        self._writes: tuple[sqlite3.Connection, int] | None = None
 
     def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, for reads."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         # a connection must not cross fork(): the child opens its own
         if conn is None or self._local.pid != os.getpid():
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-                cached_statements=256,
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn = self._open()
             self._local.conn = conn
             self._local.pid = os.getpid()
-            with self._opened_lock:
-                self._opened.append(conn)
+        return conn
+
+    def _write_connection(self) -> sqlite3.Connection:
+        """The process's one connection for writes (used under `_writer`): its page cache
+        stays warm, where a connection per thread would find its cache stale after every
+        other thread's commit and read the pages again."""
+        if self._writes is None or self._writes[1] != os.getpid():
+            self._writes = (self._open(), os.getpid())
+        return self._writes[0]
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=256,
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        with self._opened_lock:
+            self._opened.append(conn)
         return conn
 
     @contextmanager
@@ -127,7 +142,7 @@ class SQLiteStore(Store):
             self._writer.release()
 
     def _transaction(self, write: bool, now: float | None) -> Tx:
-        conn = self._connection()
+        conn = self._write_connection() if write else self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         except sqlite3.Error as exc:
@@ -198,6 +213,7 @@ class SQLiteStore(Store):
         for conn in opened:
             conn.close()
         self._local = threading.local()
+        self._writes = None
 
     def raw(self) -> Any:
         """This thread's sqlite3 connection (for handlers that write to the same file)."""
