@@ -1,6 +1,6 @@
 """Bulk jobs against the raw limit of the same store, in one run.
 
-    python bench/jobs.py [--repeat 3] [--things 1000000]
+    python bench/jobs.py [--repeat 3] [--things 1000000] [--only import|export]
 
 Import: a job of N things (validation, chunk tasks, fenced chunk commits with progress,
 run by the in-process worker until the job is done) against a raw `executemany` upsert of
@@ -84,9 +84,7 @@ def export_rates(fn, rows: int, repeat: int) -> tuple[dict[str, float], float]:
              "max": per_second[-1]}, mb)
 
 
-def measure(url: str, label: str, n: int, repeat: int) -> None:
-    yard = Yard(url)
-    runs = iter(range(100))
+def measure_import(yard: Yard, label: str, n: int, repeat: int, runs) -> None:
     print_table(f"{label}: import of {n:,} things (things/s)", [
         ("raw executemany upsert, 10k rows per commit",
          median_rate(lambda: timed(lambda: raw_import(yard, things(n, f"raw{next(runs)}"))),
@@ -95,6 +93,18 @@ def measure(url: str, label: str, n: int, repeat: int) -> None:
          median_rate(lambda: timed(lambda: job_import(yard, things(n, f"job{next(runs)}"))),
                      repeat), "goal >= 0.5"),
     ])
+
+
+def measure(url: str, label: str, n: int, repeat: int, only: str | None = None) -> None:
+    yard = Yard(url)
+    runs = iter(range(100))
+    if only == "export":  # the export still needs the things a job imported
+        job_import(yard, things(n, f"job{next(runs)}"))
+    else:
+        measure_import(yard, label, n, repeat, runs)
+    if only == "import":
+        yard.close()
+        return
     # the export reads the namespace the last job imported
     ns = f"job{next(runs) - 1}"
     for format, raw in (("ndjson", raw_ndjson), ("csv", raw_csv)):
@@ -116,11 +126,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--things", type=int, default=1_000_000)
+    parser.add_argument("--only", choices=("import", "export"))
+    parser.add_argument("--stores", default="sqlite,postgres")
     args = parser.parse_args()
     started = time.perf_counter()
-    measure(f"sqlite:///{fresh_sqlite()}", "SQLite", args.things, args.repeat)
-    with fresh_postgres() as url:
-        measure(url, "PostgreSQL", args.things, args.repeat)
+    stores = args.stores.split(",")
+    if "sqlite" in stores:
+        measure(f"sqlite:///{fresh_sqlite()}", "SQLite", args.things, args.repeat, args.only)
+    if "postgres" in stores:
+        with fresh_postgres() as url:
+            measure(url, "PostgreSQL", args.things, args.repeat, args.only)
     print(f"\n({time.perf_counter() - started:.0f} s in all)")
 
 

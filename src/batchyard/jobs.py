@@ -10,6 +10,10 @@ Work that runs user code (transforms, embedding models) commits at least once a 
 progress moves while a slow chunk runs; a chunk that runs past its time limit (30 s) gives
 its worker slot back after its next commit and is queued again to go on from there.
 
+Chunks that run no user code (imports, exports) are claimed and committed up to
+`CHUNK_GROUP` of one job at a time, in one transaction; if that transaction fails, each of
+them commits alone, so a bad chunk still retries and dies by itself.
+
 A job is `pending` until its first commit, then `processing`; once every chunk is done it
 is `completed`, or `failed` if any item failed or a chunk is dead. `cancelled` stops new
 chunks and the rest of running ones at their next commit.
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
 
 CHUNK_TASK = "job.chunk"
 CHUNK_SIZE = 100
+CHUNK_GROUP = 50  # chunks of one job one commit may do (5,000 items, well under a second)
 CHUNK_ATTEMPTS = 4  # the first try and 3 retries, then the dead letters
 CHUNK_TIME_LIMIT = 30.0
 PROGRESS_EVERY = 1.0  # seconds between progress commits while user code runs
@@ -322,13 +327,16 @@ class Jobs:
                 error["job_id"] = job_id
             tx.executemany("INSERT INTO batchyard_job_errors (job_id, idx, error) "
                            "VALUES (:job_id, :idx, :error)", errors)
-            tx.executemany("INSERT INTO batchyard_job_chunks (job_id, chunk) "
-                           "VALUES (:job_id, :chunk)",
-                           [{"job_id": job_id, "chunk": n} for n in range(len(chunks))])
+            # the items once, in their chunks' rows; the tasks say where to find them
+            tx.executemany("INSERT INTO batchyard_job_chunks (job_id, chunk, items) "
+                           "VALUES (:job_id, :chunk, :items)",
+                           [{"job_id": job_id, "chunk": n,
+                             "items": orjson.dumps(chunk).decode()}
+                            for n, chunk in enumerate(chunks)])
             self.store.enqueue_many(
                 tx, CHUNK_TASK,
                 [(f"job:{job_id}:{n}", {"job_id": job_id, "chunk": n, "type": type,
-                                        "options": options, "items": chunk})
+                                        "options": options, "size": len(chunk)})
                  for n, chunk in enumerate(chunks)],
                 max_attempts=CHUNK_ATTEMPTS)
 
@@ -354,25 +362,26 @@ class Jobs:
     # -- running a chunk ----------------------------------------------------------------
 
     def run_chunk(self, task: Task) -> None:
-        items: list[list[Any]] = task.payload["items"]
         kind, options = KINDS[task.payload["type"]], task.payload["options"]
         if not kind.computes:  # all in the database: one transaction does the chunk
-            self._commit(task, kind, options, None, len(items), items, None)
+            self._commit(kind, options, [_Part(task)])
             return
         job_id, number = task.payload["job_id"], task.payload["chunk"]
         with self.store.transaction(write=False) as tx:
             job = tx.one("SELECT status FROM batchyard_jobs WHERE id = :id", {"id": job_id})
-            done = tx.one("SELECT done FROM batchyard_job_chunks WHERE job_id = :id "
-                          "AND chunk = :chunk", {"id": job_id, "chunk": number})
-        if job is None or done is None or job["status"] == JobStatus.CANCELLED:
+            chunk = tx.one("SELECT done, items FROM batchyard_job_chunks WHERE job_id = :id "
+                           "AND chunk = :chunk", {"id": job_id, "chunk": number})
+        items = _chunk_items(task, chunk)
+        if job is None or items is None or job["status"] == JobStatus.CANCELLED:
             with self.store.transaction(self.yard.now()) as tx:
                 self.store.complete(tx, task)  # deleted or cancelled: nothing more to do
             return
         deadline = time.monotonic() + self.time_limit
-        position = int(done["done"])
+        position = int(chunk["done"])
         while position < len(items):
             segment, computed = self._compute(kind, options, items[position:], deadline)
-            if not self._commit(task, kind, options, position, len(items), segment, computed):
+            if not self._commit(kind, options,
+                                [_Part(task, segment, position, len(items), computed)]):
                 return
             position += len(segment)
             if position < len(items) and time.monotonic() > deadline:
@@ -381,6 +390,20 @@ class Jobs:
                 with self.store.transaction(self.yard.now()) as tx:
                     self.store.postpone(tx, task, 0.0)
                 return
+
+    def chunk_group(self, task: Task) -> str | None:
+        """The key prefix of the chunks this one may commit with (its job's), or None when
+        it runs user code and goes alone."""
+        if KINDS[task.payload["type"]].computes:
+            return None
+        return f"job:{task.payload['job_id']}:"
+
+    def run_chunks(self, tasks: list[Task]) -> None:
+        """Do several whole chunks of one job (of a kind that runs no user code) in one
+        transaction: one fenced completion, one write of all their items, one progress
+        update. It commits all of them or none."""
+        kind, options = KINDS[tasks[0].payload["type"]], tasks[0].payload["options"]
+        self._commit(kind, options, [_Part(task) for task in tasks])
 
     def _compute(self, kind: Kind, options: dict[str, Any], segment: list[list[Any]],
                  deadline: float) -> tuple[list[list[Any]], list[tuple[Any, str | None]]]:
@@ -401,63 +424,92 @@ class Jobs:
                 break
         return segment[:len(outcomes)], outcomes
 
-    def _commit(self, task: Task, kind: Kind, options: dict[str, Any], position: int | None,
-                size: int, segment: list[list[Any]],
-                computed: list[tuple[Any, str | None]] | None) -> bool:
-        """Commit one segment's effects and the job's progress; False if the job was
-        cancelled meanwhile (the task is completed then, and nothing more is done). With no
-        `position`, the segment is the whole chunk, done in this one commit."""
-        job_id, number = task.payload["job_id"], task.payload["chunk"]
-        whole = position is None
-        position = position or 0
-        last = position + len(segment) == size
-        with self.store.transaction(self.yard.now()) as tx:
-            if last:
-                self.store.complete(tx, task)  # fenced: the chunk ends with this commit
-            else:
-                self.store.fence(tx, task)
-            status = tx.one("SELECT status FROM batchyard_jobs WHERE id = :id {for_update}",
-                            {"id": job_id})
-            if status is None or status["status"] == JobStatus.CANCELLED:
-                if not last:
-                    self.store.complete(tx, task)
-                return False
-            if computed is None:
-                outcomes = kind.apply(self, tx, options, [item for _, item in segment])
-            else:
-                ok = [(i, value) for i, ((_, _), (value, error)) in
-                      enumerate(zip(segment, computed, strict=True)) if error is None]
-                applied = kind.apply(self, tx, options, [value for _, value in ok])
-                outcomes = list(computed)
-                for (i, _), outcome in zip(ok, applied, strict=True):
-                    outcomes[i] = outcome
-            errors, results = [], []
-            for (index, _), (result, error) in zip(segment, outcomes, strict=True):
-                if error is not None:
-                    errors.append({"job_id": job_id, "idx": index, "error": error})
-                elif result is not None:
-                    results.append({"job_id": job_id, "idx": index,
-                                    "result": orjson.dumps(result).decode()})
-            if errors:
-                tx.executemany("INSERT INTO batchyard_job_errors (job_id, idx, error) "
-                               "VALUES (:job_id, :idx, :error)", errors)
-            if results:
-                tx.executemany("INSERT INTO batchyard_job_results (job_id, idx, result) "
-                               "VALUES (:job_id, :idx, :result)", results)
-            if not whole:  # where a retry of this chunk goes on from
-                tx.execute("UPDATE batchyard_job_chunks SET done = :done "
-                           "WHERE job_id = :id AND chunk = :chunk",
-                           {"done": position + len(segment), "id": job_id, "chunk": number})
-            tx.execute(
-                "UPDATE batchyard_jobs SET processed = processed + :ok, "
-                "failed = failed + :bad, chunks_left = chunks_left - :last, status = CASE "
-                "WHEN chunks_left - :last > dead_chunks THEN 'processing' "
-                "WHEN failed + :bad > 0 OR dead_chunks > 0 THEN 'failed' ELSE 'completed' END, "
-                "completed_at = CASE WHEN chunks_left - :last > dead_chunks THEN NULL "
-                "ELSE {now} END, updated_at = {now} WHERE id = :id",
-                {"ok": len(segment) - len(errors), "bad": len(errors), "last": int(last),
-                 "id": job_id})
+    def _commit(self, kind: Kind, options: dict[str, Any], parts: list[_Part]) -> bool:
+        """Commit the parts' effects (chunks of one job) and the job's progress in one
+        transaction fenced by their tokens; False if the job was cancelled meanwhile (the
+        tasks are completed then, and nothing more is done)."""
+        job_id = parts[0].task.payload["job_id"]
+        try:
+            with self.store.transaction(self.yard.now()) as tx:
+                finished = [part.task for part in parts if part.last]
+                if finished:  # fenced: these chunks end with this commit
+                    self.store.complete_many(tx, finished)
+                for part in parts:
+                    if not part.last:
+                        self.store.fence(tx, part.task)
+                segments = self._segments(tx, job_id, parts)
+                segment = [entry for part in segments for entry in part]
+                outcomes = self._apply(tx, kind, options, parts, segment)
+                errors, results = [], []
+                for (index, _), (result, error) in zip(segment, outcomes, strict=True):
+                    if error is not None:
+                        errors.append({"job_id": job_id, "idx": index, "error": error})
+                    elif result is not None:
+                        results.append({"job_id": job_id, "idx": index,
+                                        "result": orjson.dumps(result).decode()})
+                if errors:
+                    tx.executemany("INSERT INTO batchyard_job_errors (job_id, idx, error) "
+                                   "VALUES (:job_id, :idx, :error)", errors)
+                if results:
+                    tx.executemany("INSERT INTO batchyard_job_results (job_id, idx, result) "
+                                   "VALUES (:job_id, :idx, :result)", results)
+                # where a retry goes on from; a chunk that is done lets its items go
+                tx.executemany(
+                    "UPDATE batchyard_job_chunks SET done = :done, items = CASE "
+                    "WHEN :last = 1 THEN NULL ELSE items END "
+                    "WHERE job_id = :id AND chunk = :chunk",
+                    [{"done": part.position + len(part_segment), "last": int(part.last),
+                      "id": job_id, "chunk": part.task.payload["chunk"]}
+                     for part, part_segment in zip(parts, segments, strict=True)])
+                # the job's row last: on PostgreSQL its lock serialises the commits of one
+                # job, so it is held from here to the commit only (and not while the items
+                # are written); a cancelled job's row is left alone, and the whole
+                # transaction with it
+                if tx.execute(
+                    "UPDATE batchyard_jobs SET processed = processed + :ok, "
+                    "failed = failed + :bad, chunks_left = chunks_left - :last, status = CASE "
+                    "WHEN chunks_left - :last > dead_chunks THEN 'processing' "
+                    "WHEN failed + :bad > 0 OR dead_chunks > 0 THEN 'failed' "
+                    "ELSE 'completed' END, completed_at = CASE "
+                    "WHEN chunks_left - :last > dead_chunks THEN NULL ELSE {now} END, "
+                    "updated_at = {now} WHERE id = :id AND status <> 'cancelled'",
+                    {"ok": len(segment) - len(errors), "bad": len(errors),
+                     "last": len(finished), "id": job_id},
+                ).rowcount != 1:
+                    raise _Cancelled()
+        except _Cancelled:
+            with self.store.transaction(self.yard.now()) as tx:
+                self.store.complete_many(tx, [part.task for part in parts])
+            return False
         return True
+
+    @staticmethod
+    def _segments(tx: Tx, job_id: str, parts: list[_Part]) -> list[list[list[Any]]]:
+        """Each part's items: those it came with, or its whole chunk's, read from the
+        chunks' rows in one query (missing ones - a cancelled job's - are empty)."""
+        wanted = [part.task.payload["chunk"] for part in parts
+                  if part.segment is None and "items" not in part.task.payload]
+        stored = {row["chunk"]: row for row in tx.all(
+            "SELECT chunk, items FROM batchyard_job_chunks WHERE job_id = :id "
+            "AND chunk IN {json_int_values}",
+            {"id": job_id, "values": orjson.dumps(wanted).decode()})} if wanted else {}
+        return [part.segment if part.segment is not None else
+                _chunk_items(part.task, stored.get(part.task.payload["chunk"])) or []
+                for part in parts]
+
+    def _apply(self, tx: Tx, kind: Kind, options: dict[str, Any], parts: list[_Part],
+               segment: list[list[Any]]) -> list[tuple[Any, str | None]]:
+        """Each item's (result, error): the kind's `apply` over the items - or, when user
+        code ran, over the values it computed without an error."""
+        if parts[0].computed is None:
+            return kind.apply(self, tx, options, [item for _, item in segment])
+        computed = [outcome for part in parts for outcome in part.computed or ()]
+        ok = [(i, value) for i, (value, error) in enumerate(computed) if error is None]
+        applied = kind.apply(self, tx, options, [value for _, value in ok])
+        outcomes = list(computed)
+        for (i, _), outcome in zip(ok, applied, strict=True):
+            outcomes[i] = outcome
+        return outcomes
 
     def on_dead_chunk(self, tx: Tx, task: Task, error: str) -> None:
         """A chunk used up its retries: the job is failed once nothing else is left."""
@@ -484,6 +536,9 @@ class Jobs:
                 tx.execute("DELETE FROM batchyard_tasks WHERE kind = :kind "
                            "AND state = 'queued' AND key LIKE :keys",
                            {"kind": CHUNK_TASK, "keys": f"job:{job_id}:%"})
+                # no chunk of it runs again: its items can go (a running one has them)
+                tx.execute("UPDATE batchyard_job_chunks SET items = NULL WHERE job_id = :id",
+                           {"id": job_id})
         return self.get(job_id)
 
     def dead_chunks(self, job_id: str | None = None, limit: int = 100) -> list[DeadChunk]:
@@ -499,7 +554,8 @@ class Jobs:
             payload = orjson.loads(row["payload"])
             chunks.append(DeadChunk(
                 task_id=row["id"], job_id=payload["job_id"], chunk=payload["chunk"],
-                items=len(payload["items"]), attempts=row["attempts"],
+                items=payload.get("size", len(payload.get("items", ()))),
+                attempts=row["attempts"],
                 error=row["last_error"], died_at=to_datetime(row["died_at"])))
         return chunks
 
@@ -591,6 +647,39 @@ class Jobs:
 
 class _SameRequest(Exception):
     """Two creations with one request_id raced; the loser returns the winner's job."""
+
+
+class _Cancelled(Exception):
+    """The job was cancelled while a chunk ran: its commit rolls back."""
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One chunk's share of a commit: `segment`, its items from `position` of `size`,
+    with the outcomes of the user code that ran on them; or, with no segment, the whole
+    chunk at once, its items read in the commit."""
+
+    task: Task
+    segment: list[list[Any]] | None = None
+    position: int = 0
+    size: int = 0
+    computed: list[tuple[Any, str | None]] | None = None
+
+    @property
+    def last(self) -> bool:
+        """Whether the chunk ends with this commit."""
+        return self.segment is None or self.position + len(self.segment) == self.size
+
+
+def _chunk_items(task: Task, row: Any) -> list[list[Any]] | None:
+    """A chunk's [index, item] pairs: in its task's payload if it was queued before they
+    moved to the chunk's row, else in that row (None once the chunk is done or its job
+    cancelled)."""
+    if "items" in task.payload:
+        return task.payload["items"]  # type: ignore[no-any-return]
+    if row is None or row["items"] is None:
+        return None
+    return orjson.loads(row["items"])  # type: ignore[no-any-return]
 
 
 def _record(row: Any, errors: list[JobError], results: list[Any]) -> BatchJobRecord:

@@ -2,10 +2,13 @@
 
 One claim loop per worker takes as many due tasks as it has free slots, in one statement, and
 hands them to a thread pool. Expired leases are rescued by that same claim (a running task
-whose lease ran out is simply due), so there is no separate reaper to forget. A heartbeat
-thread extends the leases of the tasks in flight. On SIGTERM/SIGINT the worker stops
-claiming, lets in-flight work finish up to `shutdown_timeout`, and gives the remaining leases
-back; a second signal exits at once.
+whose lease ran out is simply due), so there is no separate reaper to forget. A kind may run
+its tasks in groups (`Grouping`): a claimed task of such a kind takes one slot together with
+its siblings, claimed with it up to the group's size, and the group is done at once - if
+that fails, each of its tasks runs alone, so one bad task retries and dies by itself. A
+heartbeat thread extends the leases of the tasks in flight. On SIGTERM/SIGINT the worker
+stops claiming, lets in-flight work finish up to `shutdown_timeout`, and gives the remaining
+leases back; a second signal exits at once.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -32,6 +36,17 @@ if TYPE_CHECKING:
     from batchyard.yard import Yard
 
 log = logging.getLogger("batchyard.worker")
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """How one kind's tasks run several at a time. `group(task)` names the group a task may
+    share (the key prefix of its siblings), or None when it runs alone; `run(tasks)` does up
+    to `size` tasks of one group at once, all or nothing."""
+
+    group: Callable[[Task], str | None]
+    run: Callable[[list[Task]], None]
+    size: int
 
 
 def new_worker_id() -> str:
@@ -59,7 +74,8 @@ class Worker:
         self.shutdown_timeout = shutdown_timeout
         self.poll_interval = poll_interval
         self.id = new_worker_id()
-        self._inflight: dict[int, Task] = {}
+        self._inflight: dict[int, Task] = {}  # every claimed task, for the heartbeat
+        self._busy = 0  # slots taken: a task, or a group of tasks
         self._lock = threading.Lock()
         self._slot_freed = threading.Event()
         self._stopping = threading.Event()
@@ -74,14 +90,14 @@ class Worker:
         many ran. The mode for tests and cron."""
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchyard") as pool:
             while True:
-                tasks = self.store.claim(self.id, self.concurrency, self.lease, self.yard.now())
-                if not tasks:
+                units = self._claim(self.concurrency)
+                if not units:
                     return self.tasks_run
                 if self.concurrency == 1:
-                    for task in tasks:
-                        self._execute(task)
+                    for unit in units:
+                        self._execute_unit(unit)
                 else:
-                    list(pool.map(self._execute, tasks))
+                    list(pool.map(self._execute_unit, units))
 
     def run(self) -> None:
         """Run until `stop()` or a signal."""
@@ -111,21 +127,51 @@ class Worker:
 
     # -- the loop -------------------------------------------------------------------------
 
+    def _claim(self, slots: int) -> list[list[Task]]:
+        """Claim work for up to `slots` slots: each a task, or a group of tasks."""
+        units: list[list[Task]] = []
+        while len(units) < slots:
+            tasks = self.store.claim(self.id, slots - len(units), self.lease, self.yard.now())
+            if not tasks:
+                break
+            units.extend(self._group(tasks))
+        return units
+
+    def _group(self, tasks: list[Task]) -> list[list[Task]]:
+        """Put claimed tasks of one group together and claim the rest of that group."""
+        units: list[list[Task]] = []
+        groups: dict[tuple[str, str], list[Task]] = {}
+        for task in tasks:
+            grouping = self.yard._groupings.get(task.kind)
+            prefix = grouping.group(task) if grouping is not None else None
+            if prefix is None:
+                units.append([task])
+            else:
+                groups.setdefault((task.kind, prefix), []).append(task)
+        for (kind, prefix), group in groups.items():
+            more = self.yard._groupings[kind].size - len(group)
+            if more > 0:
+                group.extend(self.store.claim_group(self.id, kind, prefix, more, self.lease,
+                                                    self.yard.now()))
+            units.append(group)
+        return units
+
     def _claim_into(self, pool: _DaemonPool) -> bool:
         with self._lock:
-            free = self.concurrency - len(self._inflight)
+            free = self.concurrency - self._busy
         if free <= 0:
             return False
-        tasks = self.store.claim(self.id, free, self.lease, self.yard.now())
-        for task in tasks:
+        units = self._claim(free)
+        for unit in units:
             with self._lock:
-                self._inflight[task.id] = task
-            pool.submit(lambda task=task: self._execute_and_free(task))
-        return bool(tasks)
+                self._inflight.update((task.id, task) for task in unit)
+                self._busy += 1
+            pool.submit(lambda unit=unit: self._execute_and_free(unit))
+        return bool(units)
 
     def _idle(self) -> None:
         with self._lock:
-            busy = len(self._inflight) >= self.concurrency
+            busy = self._busy >= self.concurrency
         if busy:
             self._slot_freed.wait(self.poll_interval)
             self._slot_freed.clear()
@@ -137,14 +183,35 @@ class Worker:
         if wait > 0:
             self.store.wait_for_work(wait)
 
-    def _execute_and_free(self, task: Task) -> None:
+    def _execute_and_free(self, unit: list[Task]) -> None:
         try:
-            self._execute(task)
+            self._execute_unit(unit)
         finally:
             with self._lock:
-                self._inflight.pop(task.id, None)
+                for task in unit:
+                    self._inflight.pop(task.id, None)
+                self._busy -= 1
             self._slot_freed.set()
             self.store._wakeup.set()  # a free slot: look for more work at once
+
+    def _execute_unit(self, unit: list[Task]) -> None:
+        if len(unit) > 1:
+            started = time.perf_counter()
+            try:
+                self.yard._groupings[unit[0].kind].run(unit)
+            except Exception as exc:
+                # nothing of the group was kept: each task runs alone, so the one that
+                # fails is retried or dead by itself and the others are done
+                log.warning("a group of %d %s tasks failed (%s: %s); running them one by "
+                            "one", len(unit), unit[0].kind, type(exc).__name__, exc)
+            else:
+                self.tasks_run += len(unit)
+                share = (time.perf_counter() - started) / len(unit)
+                for task in unit:
+                    metrics.TASK_DURATION.labels(task.kind).observe(share)
+                return
+        for task in unit:
+            self._execute(task)
 
     def _execute(self, task: Task) -> None:
         runner = self.yard._runners.get(task.kind)

@@ -29,6 +29,7 @@ from batchyard.folds import Fold
 from batchyard.handlers import Handlers
 from batchyard.iterator import COMPLETE_TASK, STEP_TASK, Iterators, IteratorStatus
 from batchyard.jobs import (
+    CHUNK_GROUP,
     CHUNK_TASK,
     BatchJobRecord,
     BatchStats,
@@ -41,7 +42,7 @@ from batchyard.producer import Producer
 from batchyard.retry import RetryPolicy
 from batchyard.search import SearchHit, search
 from batchyard.store import DEFAULT_URL, Store, Task, open_store
-from batchyard.worker import Worker
+from batchyard.worker import Grouping, Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
 PRUNE_TASK = "maintenance.prune"
@@ -91,6 +92,10 @@ class Yard:
             RUN_TASK: self._aggregators.run_task,
             CHUNK_TASK: self._jobs.run_chunk,
             PRUNE_TASK: self._run_prune,
+        }
+        # kinds whose tasks one worker slot may do several at a time
+        self._groupings: dict[str, Grouping] = {
+            CHUNK_TASK: Grouping(self._jobs.chunk_group, self._jobs.run_chunks, CHUNK_GROUP),
         }
         # books a capability keeps when one of its tasks goes to the dead letters
         self._on_dead: dict[str, Callable[[Any, Task, str], None]] = {

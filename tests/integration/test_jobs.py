@@ -6,9 +6,10 @@ from __future__ import annotations
 import threading
 import time
 
+import orjson
 import pytest
 
-from batchyard import Conflict, InvalidInput, ManualClock, RetryPolicy
+from batchyard import Conflict, InvalidInput, LeaseLost, ManualClock, RetryPolicy
 from batchyard.signals import RetryLater
 
 
@@ -287,3 +288,95 @@ def test_a_number_past_64_bits_is_bad_input_or_harmless(yard):
             yard.get_batch_job_errors(job_id, after=2**70)
     else:  # PostgreSQL compares it as a numeric: nothing comes after it
         assert yard.get_batch_job_errors(job_id, after=2**70) == []
+
+
+def refuse_thing(yard, thing_id):
+    """Make the database refuse to store one thing (a trigger), so that its chunk fails in
+    the store itself."""
+    with yard.store.transaction() as tx:
+        if yard.store.dialect == "sqlite":
+            tx.connection.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON batchyard_things "
+                f"WHEN NEW.id = '{thing_id}' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        else:
+            tx.connection.execute(
+                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                f"IF NEW.id = '{thing_id}' THEN RAISE EXCEPTION 'refused'; END IF; "
+                "RETURN NEW; END $$ LANGUAGE plpgsql")
+            tx.connection.execute("CREATE TRIGGER refuse BEFORE INSERT ON batchyard_things "
+                                  "FOR EACH ROW EXECUTE FUNCTION refuse()")
+
+
+def test_a_chunk_that_fails_in_a_group_dies_alone_and_the_others_commit(make_yard, caplog):
+    clock = ManualClock(1_800_000_000.0)
+    yard = make_yard(clock=clock, retry=RetryPolicy(jitter=0.0))
+    refuse_thing(yard, "p250")
+    job_id = yard.create_batch_job("import-things", [thing(n) for n in range(500)])
+    for _ in range(4):  # the first try and three retries, each after its backoff
+        yard.run_worker(wait=False)
+        clock.advance(600)
+    assert "a group of 5 job.chunk tasks failed" in caplog.text  # they were tried together
+    dead = yard.list_dead_chunks(job_id)
+    assert [(d.chunk, d.attempts, d.items) for d in dead] == [(2, 4, 100)]
+    assert "refused" in dead[0].error
+    job = yard.get_batch_job(job_id)
+    assert (job.status, job.processed, job.failed, job.dead_letters) == ("failed", 400, 0, 1)
+    rows = stored(yard)
+    assert len(rows) == 400 and not {f"p{n}" for n in range(200, 300)} & rows.keys()
+
+
+def test_a_stale_token_in_a_group_refuses_the_whole_groups_writes(make_yard):
+    clock = ManualClock(1_800_000_000.0)
+    yard = make_yard(clock=clock)
+    job_id = yard.create_batch_job("import-things", [thing(n) for n in range(300)])
+    tasks = yard.store.claim("w1", 3, lease=5, now=clock.time())
+    clock.advance(6)
+    [taken] = yard.store.claim("w2", 1, lease=5, now=clock.time())  # chunk 0, taken over
+    assert taken.payload["chunk"] == 0
+    with pytest.raises(LeaseLost):
+        yard._jobs.run_chunks(tasks)
+    assert stored(yard) == {} and yard.get_batch_job(job_id).processed == 0
+
+    yard.worker()._execute_unit(tasks)  # the chunks still held commit alone; chunk 0 not
+    assert yard.get_batch_job(job_id).processed == 200 and len(stored(yard)) == 200
+    clock.advance(6)  # w2 never finished chunk 0: it is rescued, and counted once
+    yard.run_worker(wait=False)
+    job = yard.get_batch_job(job_id)
+    assert (job.status, job.processed, job.failed) == ("completed", 300, 0)
+    assert len(stored(yard)) == 300
+
+
+def chunk_items_left(yard, job_id):
+    with yard.store.transaction(write=False) as tx:
+        return tx.one("SELECT COUNT(*) AS n FROM batchyard_job_chunks WHERE job_id = :id "
+                      "AND items IS NOT NULL", {"id": job_id})["n"]
+
+
+def test_a_chunks_items_are_kept_until_it_is_done_or_its_job_cancelled(yard):
+    done = yard.create_batch_job("import-things", [thing(n) for n in range(250)])
+    cancelled = yard.create_batch_job("import-things", [thing(n) for n in range(250)])
+    assert chunk_items_left(yard, done) == chunk_items_left(yard, cancelled) == 3
+    yard.cancel_batch_job(cancelled)
+    assert chunk_items_left(yard, cancelled) == 0
+    yard.run_worker(wait=False)
+    assert yard.get_batch_job(done).processed == 250 and chunk_items_left(yard, done) == 0
+
+
+def test_a_chunk_queued_with_its_items_in_the_payload_still_runs(yard):
+    # how chunks were queued before their items moved to the chunks' rows
+    job_id = yard.create_batch_job("import-things", [thing(n) for n in range(150)])
+    with yard.store.transaction() as tx:
+        for row in tx.all("SELECT chunk, items FROM batchyard_job_chunks WHERE job_id = :id",
+                          {"id": job_id}):
+            key = f"job:{job_id}:{row['chunk']}"
+            payload = orjson.loads(tx.one("SELECT payload FROM batchyard_tasks WHERE key = :key",
+                                          {"key": key})["payload"])
+            payload = {**payload, "items": orjson.loads(row["items"])}
+            del payload["size"]
+            tx.execute("UPDATE batchyard_tasks SET payload = :payload WHERE key = :key",
+                       {"payload": orjson.dumps(payload).decode(), "key": key})
+        tx.execute("UPDATE batchyard_job_chunks SET items = NULL WHERE job_id = :id",
+                   {"id": job_id})
+    yard.run_worker(wait=False)
+    job = yard.get_batch_job(job_id)
+    assert (job.status, job.processed) == ("completed", 150) and len(stored(yard)) == 150

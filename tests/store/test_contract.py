@@ -114,6 +114,41 @@ def test_a_refused_completion_rolls_back_the_callers_writes(store, clock):
         assert tx.one("SELECT count(*) AS n FROM batchyard_batch_bases")["n"] == 0
 
 
+def test_claim_group_takes_only_its_kind_and_key_prefix_in_due_order(store, clock):
+    keys = ["job:a:0", "job:A:1", "job:ab:2", "jobXa:3", "job:a:4", "job:a:5", "job:a:6"]
+    for n, key in enumerate(keys):
+        enqueue(store, clock.time() - 10 + n, key=key, payload={"n": n})
+    enqueue(store, clock.time() - 20, key="other", payload={"n": -1})
+    with store.transaction(clock.time()) as tx:  # the right prefix, another kind
+        store.enqueue(tx, "other.kind", {"n": -2}, key="job:a:other")
+    group = store.claim_group("w", KIND, "job:a:", 3, lease=30, now=clock.time())
+    assert [t.key for t in group] == ["job:a:0", "job:a:4", "job:a:5"]
+    assert all(t.attempts == 1 and t.token == 1 for t in group)
+    assert [t.key for t in store.claim_group("w", KIND, "job:a:", 3, lease=30,
+                                             now=clock.time())] == ["job:a:6"]
+    rest = store.claim("w", 10, lease=30, now=clock.time())
+    assert sorted(t.key for t in rest) == ["job:A:1", "job:a:other", "job:ab:2", "jobXa:3",
+                                           "other"]
+
+
+def test_complete_many_is_refused_whole_when_one_token_is_stale(store, clock):
+    for _ in range(3):
+        enqueue(store, clock.time())
+    tasks = store.claim("w1", 3, lease=5, now=clock.time())
+    clock.advance(6)
+    [fresh] = store.claim("w2", 1, lease=5, now=clock.time())  # takes one over
+    with pytest.raises(LeaseLost), store.transaction(clock.time()) as tx:
+        tx.execute("INSERT INTO batchyard_batch_bases (base_id) VALUES ('written')")
+        store.complete_many(tx, tasks)
+    with store.transaction() as tx:
+        assert tx.one("SELECT count(*) AS n FROM batchyard_batch_bases")["n"] == 0
+        assert tx.one("SELECT count(*) AS n FROM batchyard_tasks")["n"] == 3
+    held = [task for task in tasks if task.id != fresh.id]
+    with store.transaction(clock.time()) as tx:
+        store.complete_many(tx, [*held, fresh])
+    assert store.claim("w3", 10, lease=5, now=clock.time() + 100) == []
+
+
 def test_heartbeat_extends_the_lease_and_reports_lost_ones(store, clock):
     enqueue(store, clock.time())
     enqueue(store, clock.time())

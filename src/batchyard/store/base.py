@@ -28,14 +28,22 @@ Row = Mapping[str, Any]
 # The claim, in one statement: pick due tasks in due order, bump their fencing token and
 # attempt, and set the lease. `due_at` carries the lease expiry of running tasks, so the same
 # index range finds expired leases to rescue.
-CLAIM_SQL = (
-    "WITH picked AS MATERIALIZED (SELECT id FROM batchyard_tasks "
-    "WHERE due_at <= {now} ORDER BY due_at, id LIMIT :limit {skip_locked}) "
-    "UPDATE batchyard_tasks SET state = 'running', token = token + 1, "
-    "attempts = attempts + 1, worker_id = :worker_id, due_at = {now} + :lease, "
-    "updated_at = {now} WHERE id IN (SELECT id FROM picked) "
-    "RETURNING id, kind, key, payload, attempts, max_attempts, token, last_error"
-)
+def _claim_sql(where: str) -> str:
+    return (
+        "WITH picked AS MATERIALIZED (SELECT id FROM batchyard_tasks "
+        f"WHERE due_at <= {{now}}{where} ORDER BY due_at, id LIMIT :limit {{skip_locked}}) "
+        "UPDATE batchyard_tasks SET state = 'running', token = token + 1, "
+        "attempts = attempts + 1, worker_id = :worker_id, due_at = {now} + :lease, "
+        "updated_at = {now} WHERE id IN (SELECT id FROM picked) "
+        "RETURNING id, kind, key, payload, attempts, max_attempts, token, last_error"
+    )
+
+
+CLAIM_SQL = _claim_sql("")
+# the same range, kept to one kind and one key prefix: the rest of a group (substr, not
+# LIKE: SQLite's LIKE ignores case and '_' would be a wildcard)
+CLAIM_GROUP_SQL = _claim_sql(
+    " AND kind = :kind AND substr(key, 1, length(:prefix)) = :prefix")
 
 
 class Cursor(Protocol):
@@ -89,15 +97,18 @@ class Tx:
             raise _out_of_range(exc) from None
         return cursor
 
-    def executemany(self, sql: str, rows: Sequence[dict[str, Any]]) -> None:
-        """Run `sql` once per row. The rows get their ``now`` set in place."""
+    def executemany(self, sql: str, rows: Sequence[dict[str, Any]]) -> int:
+        """Run `sql` once per row; return the rows it changed in all (not known in a
+        pipelined transaction). The rows get their ``now`` set in place."""
         now = self.store.now_value(self.now)
         for row in rows:
             row["now"] = now
+        cursor = self.connection.cursor()
         try:
-            self.connection.cursor().executemany(self.store.prepare(sql), rows)
+            cursor.executemany(self.store.prepare(sql), rows)
         except OverflowError as exc:
             raise _out_of_range(exc) from None
+        return int(cursor.rowcount)
 
     def one(self, sql: str, params: Params | None = None) -> Any:
         return self.execute(sql, params).fetchone()
@@ -309,6 +320,17 @@ class Store:
             rows = tx.all(CLAIM_SQL, {"limit": limit, "worker_id": worker_id, "lease": lease})
         return sorted((_task(row) for row in rows), key=lambda t: t.id)
 
+    def claim_group(
+        self, worker_id: str, kind: str, prefix: str, limit: int, lease: float,
+        now: float | None = None,
+    ) -> list[Task]:
+        """Like `claim`, but only tasks of `kind` whose key starts with `prefix`: the rest of
+        a group that one worker does at once (the chunks of one job)."""
+        with self.transaction(now) as tx:
+            rows = tx.all(CLAIM_GROUP_SQL, {"limit": limit, "worker_id": worker_id,
+                                            "lease": lease, "kind": kind, "prefix": prefix})
+        return sorted((_task(row) for row in rows), key=lambda t: t.id)
+
     def heartbeat(
         self, worker_id: str, tasks: Sequence[Task], lease: float, now: float | None = None
     ) -> set[int]:
@@ -336,6 +358,15 @@ class Store:
             {"id": task.id, "token": task.token},
         )
         self._fenced(cursor, task)
+
+    def complete_many(self, tx: Tx, tasks: Sequence[Task]) -> None:
+        """Remove finished tasks in one statement, all or none: one stale token among them
+        refuses them all (the caller's writes roll back). Not in a pipelined transaction."""
+        done = tx.executemany("DELETE FROM batchyard_tasks WHERE id = :id AND token = :token",
+                              [{"id": task.id, "token": task.token} for task in tasks])
+        if done != len(tasks):
+            raise LeaseLost(f"{len(tasks) - done} of tasks {[t.id for t in tasks]} are no "
+                            "longer held with their tokens", task_id=tasks[0].id)
 
     def retry(self, tx: Tx, task: Task, error: str, delay: float) -> None:
         """Queue the task again after `delay` seconds, keeping its error."""

@@ -94,6 +94,8 @@ class PostgresStore(Store):
         # json, not jsonb: the strings come back as sent, and nothing is built but the rows
         "json_text_rows": "(SELECT idx - 1 AS idx, value FROM json_array_elements_text("
         "CAST(:values AS json)) WITH ORDINALITY AS e(value, idx))",
+        "json_int_values": "(SELECT CAST(jsonb_array_elements_text(CAST(:values AS jsonb)) "
+        "AS BIGINT))",
         "after_cursor": "(position, id) > (:position, :id)",
         "stream_order": "position, id",
         # a thing as the export's JSON, built by the database (compact, in column order)
