@@ -1,12 +1,14 @@
 """Bulk jobs against the raw limit of the same store, in one run.
 
-    python bench/jobs.py [--repeat 3] [--things 1000000]
+    python bench/jobs.py [--repeat 3] [--things 1000000] [--only import|export]
 
 Import: a job of N things (validation, chunk tasks, fenced chunk commits with progress,
 run by the in-process worker until the job is done) against a raw `executemany` upsert of
 the same rows, 10,000 per transaction. Export: `export_to_format` (NDJSON and CSV) against
 a raw dump of the same rows from the same store - orjson per row, or csv.writer over the
 row tuples - each read in one pass; rows/s (time for the same rows) and MB/s of each.
+`--only export` loads the things with the raw upsert instead of a job, to measure the
+exports without waiting for the job.
 """
 
 from __future__ import annotations
@@ -84,8 +86,20 @@ def export_rates(fn, rows: int, repeat: int) -> tuple[dict[str, float], float]:
              "max": per_second[-1]}, mb)
 
 
-def measure(url: str, label: str, n: int, repeat: int) -> None:
+def measure(url: str, label: str, n: int, repeat: int, only: str | None) -> None:
     yard = Yard(url)
+    if only != "export":
+        ns = measure_import(yard, label, n, repeat)
+    else:
+        ns = "loaded"
+        raw_import(yard, things(n, ns))
+    if only != "import":
+        measure_export(yard, label, n, repeat, ns)
+    yard.close()
+
+
+def measure_import(yard: Yard, label: str, n: int, repeat: int) -> str:
+    """Print the import table; the namespace the last job imported."""
     runs = iter(range(100))
     print_table(f"{label}: import of {n:,} things (things/s)", [
         ("raw executemany upsert, 10k rows per commit",
@@ -95,8 +109,10 @@ def measure(url: str, label: str, n: int, repeat: int) -> None:
          median_rate(lambda: timed(lambda: job_import(yard, things(n, f"job{next(runs)}"))),
                      repeat), "goal >= 0.5"),
     ])
-    # the export reads the namespace the last job imported
-    ns = f"job{next(runs) - 1}"
+    return f"job{next(runs) - 1}"
+
+
+def measure_export(yard: Yard, label: str, n: int, repeat: int, ns: str) -> None:
     for format, raw in (("ndjson", raw_ndjson), ("csv", raw_csv)):
         # the two outputs differ in size (ISO times, flattened CSV columns): the ratio is
         # of rows per second - time for the same rows - and the MB/s of each is shown too
@@ -109,18 +125,18 @@ def measure(url: str, label: str, n: int, repeat: int) -> None:
             (f"export_to_format(ns, {format!r})", our_rate,
              f"goal >= 0.7; {our_mb:.1f} MB/s"),
         ])
-    yard.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--things", type=int, default=1_000_000)
+    parser.add_argument("--only", choices=["import", "export"])
     args = parser.parse_args()
     started = time.perf_counter()
-    measure(f"sqlite:///{fresh_sqlite()}", "SQLite", args.things, args.repeat)
+    measure(f"sqlite:///{fresh_sqlite()}", "SQLite", args.things, args.repeat, args.only)
     with fresh_postgres() as url:
-        measure(url, "PostgreSQL", args.things, args.repeat)
+        measure(url, "PostgreSQL", args.things, args.repeat, args.only)
     print(f"\n({time.perf_counter() - started:.0f} s in all)")
 
 
