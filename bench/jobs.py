@@ -7,6 +7,8 @@ run by the in-process worker until the job is done) against a raw `executemany` 
 the same rows, 10,000 per transaction. Export: `export_to_format` (NDJSON and CSV) against
 a raw dump of the same rows from the same store - orjson per row, or csv.writer over the
 row tuples - each read in one pass; rows/s (time for the same rows) and MB/s of each.
+`--only export` loads the things with the raw upsert instead of a job, to measure the
+exports without waiting for the job.
 """
 
 from __future__ import annotations
@@ -84,7 +86,21 @@ def export_rates(fn, rows: int, repeat: int) -> tuple[dict[str, float], float]:
              "max": per_second[-1]}, mb)
 
 
-def measure_import(yard: Yard, label: str, n: int, repeat: int, runs) -> None:
+def measure(url: str, label: str, n: int, repeat: int, only: str | None) -> None:
+    yard = Yard(url)
+    if only != "export":
+        ns = measure_import(yard, label, n, repeat)
+    else:
+        ns = "loaded"
+        raw_import(yard, things(n, ns))
+    if only != "import":
+        measure_export(yard, label, n, repeat, ns)
+    yard.close()
+
+
+def measure_import(yard: Yard, label: str, n: int, repeat: int) -> str:
+    """Print the import table; the namespace the last job imported."""
+    runs = iter(range(100))
     print_table(f"{label}: import of {n:,} things (things/s)", [
         ("raw executemany upsert, 10k rows per commit",
          median_rate(lambda: timed(lambda: raw_import(yard, things(n, f"raw{next(runs)}"))),
@@ -93,20 +109,10 @@ def measure_import(yard: Yard, label: str, n: int, repeat: int, runs) -> None:
          median_rate(lambda: timed(lambda: job_import(yard, things(n, f"job{next(runs)}"))),
                      repeat), "goal >= 0.5"),
     ])
+    return f"job{next(runs) - 1}"
 
 
-def measure(url: str, label: str, n: int, repeat: int, only: str | None = None) -> None:
-    yard = Yard(url)
-    runs = iter(range(100))
-    if only == "export":  # the export still needs the things a job imported
-        job_import(yard, things(n, f"job{next(runs)}"))
-    else:
-        measure_import(yard, label, n, repeat, runs)
-    if only == "import":
-        yard.close()
-        return
-    # the export reads the namespace the last job imported
-    ns = f"job{next(runs) - 1}"
+def measure_export(yard: Yard, label: str, n: int, repeat: int, ns: str) -> None:
     for format, raw in (("ndjson", raw_ndjson), ("csv", raw_csv)):
         # the two outputs differ in size (ISO times, flattened CSV columns): the ratio is
         # of rows per second - time for the same rows - and the MB/s of each is shown too
@@ -119,7 +125,6 @@ def measure(url: str, label: str, n: int, repeat: int, only: str | None = None) 
             (f"export_to_format(ns, {format!r})", our_rate,
              f"goal >= 0.7; {our_mb:.1f} MB/s"),
         ])
-    yard.close()
 
 
 def main() -> None:

@@ -8,11 +8,11 @@ again updates it in place, so a replayed chunk never duplicates anything.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from batchyard.isotime import iso
 from batchyard.store import Tx
 
 MAX_KEY_LENGTH = 512
@@ -145,13 +145,6 @@ def record(row: Any) -> dict[str, Any]:
         "content": row["content"], "visibility": row["visibility"],
         "createdAt": iso(row["created_at"]), "updatedAt": iso(row["updated_at"]),
     }
-
-
-def iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    # milliseconds, as the exports write them
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _kind(value: Any) -> str:

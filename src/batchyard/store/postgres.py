@@ -26,9 +26,6 @@ from batchyard.store.base import Store, Tx
 
 _CHANNEL = "batchyard_tasks"
 _STREAMS = itertools.count()
-# ISO 8601 in UTC with milliseconds, as SQLite's strftime writes it
-_ISO = ("to_char(to_timestamp({}) AT TIME ZONE 'UTC', "
-        "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
@@ -98,14 +95,6 @@ class PostgresStore(Store):
         "AS BIGINT))",
         "after_cursor": "(position, id) > (:position, :id)",
         "stream_order": "position, id",
-        # a thing as the export's JSON, built by the database (compact, in column order)
-        "things_json": "SELECT CAST(row_to_json(t) AS text) FROM (SELECT ns, id, type, "
-        "CAST(data AS json) AS data, content, visibility, "
-        f"{_ISO.format('created_at')} AS \"createdAt\", "
-        f"{_ISO.format('updated_at')} AS \"updatedAt\" "
-        "FROM batchyard_things WHERE ns = :ns) t ORDER BY t.id",
-        "iso_created": _ISO.format("created_at"),
-        "iso_updated": _ISO.format("updated_at"),
         "data_keys": "SELECT DISTINCT json_object_keys(CAST(data AS json)) AS key "
         "FROM batchyard_things WHERE ns = :ns",
     }

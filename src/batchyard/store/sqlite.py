@@ -24,9 +24,6 @@ _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 _POLL_SECONDS = 0.01  # how often an idle worker looks at PRAGMA data_version
 
 
-_ISO = "strftime('%Y-%m-%dT%H:%M:%fZ', {}, 'unixepoch')"  # ISO 8601, milliseconds, UTC
-
-
 class SQLiteStore(Store):
     dialect = "sqlite"
     fragments: ClassVar[dict[str, str]] = {
@@ -46,13 +43,6 @@ class SQLiteStore(Store):
         # always 0 here: compare ids alone, or every page rescans the stream from its start
         "after_cursor": "id > :id",
         "stream_order": "id",
-        # a thing as the export's JSON, built by the database (in C, in one pass)
-        "things_json": "SELECT json_object('ns', ns, 'id', id, 'type', type, 'data', "
-        "json(data), 'content', content, 'visibility', visibility, 'createdAt', "
-        f"{_ISO.format('created_at')}, 'updatedAt', {_ISO.format('updated_at')}) "
-        "FROM batchyard_things WHERE ns = :ns ORDER BY id",
-        "iso_created": _ISO.format("created_at"),
-        "iso_updated": _ISO.format("updated_at"),
         "data_keys": "SELECT DISTINCT j.key AS key FROM batchyard_things t, json_each(t.data) j "
         "WHERE t.ns = :ns",
     }
