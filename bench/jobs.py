@@ -20,6 +20,7 @@ import statistics
 import time
 
 import orjson
+import psycopg
 
 from _harness import fresh_postgres, fresh_sqlite, median_rate, print_table, timed
 from batchyard import Yard
@@ -77,13 +78,21 @@ def ours(yard: Yard, ns: str, format: str) -> int:
     return sum(len(chunk) for chunk in yard.export_to_format(ns, format))
 
 
-def export_rates(fn, rows: int, repeat: int) -> tuple[dict[str, float], float]:
-    """Rows/s over `repeat` runs (median, min, max) and the median MB/s of the output."""
-    runs = [timed(fn) for _ in range(repeat)]  # (bytes, seconds)
-    per_second = sorted(rows / seconds for _, seconds in runs)
-    mb = statistics.median(size / seconds / 1e6 for size, seconds in runs)
-    return ({"median": statistics.median(per_second), "min": per_second[0],
-             "max": per_second[-1]}, mb)
+def export_rates(fns, rows: int, repeat: int) -> list[tuple[dict[str, float], float]]:
+    """For each of `fns`: rows/s over `repeat` runs (median, min, max) and the median MB/s
+    of its output. The runs take turns (a, b, a, b ...), so that a drift of the machine -
+    an autovacuum, a checkpoint - weighs on each alike."""
+    runs: list[list[tuple[int, float]]] = [[] for _ in fns]  # (bytes, seconds)
+    for _ in range(repeat):
+        for fn, done in zip(fns, runs, strict=True):
+            done.append(timed(fn))
+    rates = []
+    for done in runs:
+        per_second = sorted(rows / seconds for _, seconds in done)
+        mb = statistics.median(size / seconds / 1e6 for size, seconds in done)
+        rates.append(({"median": statistics.median(per_second), "min": per_second[0],
+                       "max": per_second[-1]}, mb))
+    return rates
 
 
 def measure(url: str, label: str, n: int, repeat: int, only: str | None) -> None:
@@ -113,12 +122,17 @@ def measure_import(yard: Yard, label: str, n: int, repeat: int) -> str:
 
 
 def measure_export(yard: Yard, label: str, n: int, repeat: int, ns: str) -> None:
+    if yard.store.dialect == "postgres":
+        # export a settled table, as one that was not just written: the import's dead
+        # tuples vacuumed and its statistics fresh, instead of an autovacuum starting midway
+        with psycopg.connect(yard.store.url, autocommit=True) as conn:
+            conn.execute("VACUUM (ANALYZE) batchyard_things")
     for format, raw in (("ndjson", raw_ndjson), ("csv", raw_csv)):
         # the two outputs differ in size (ISO times, flattened CSV columns): the ratio is
         # of rows per second - time for the same rows - and the MB/s of each is shown too
-        raw_rate, raw_mb = export_rates(lambda raw=raw: raw(yard, ns), n, repeat)
-        our_rate, our_mb = export_rates(lambda format=format: ours(yard, ns, format), n,
-                                        repeat)
+        (raw_rate, raw_mb), (our_rate, our_mb) = export_rates(
+            [lambda raw=raw: raw(yard, ns), lambda format=format: ours(yard, ns, format)],
+            n, repeat)
         print_table(f"{label}: {format.upper()} export of {n:,} things (rows/s)", [
             (f"raw {'orjson' if format == 'ndjson' else 'csv.writer'} dump of the rows",
              raw_rate, f"the baseline; {raw_mb:.1f} MB/s"),
