@@ -206,7 +206,3 @@ class SQLiteStore(Store):
             conn.close()
         self._local = threading.local()
         self._writes = None
-
-    def raw(self) -> Any:
-        """This thread's sqlite3 connection (for handlers that write to the same file)."""
-        return self._connection()
