@@ -67,8 +67,8 @@ class SQLiteStore(Store):
         # soon as the writer before them is done, instead of in SQLite's busy handler,
         # which sleeps and polls (1, 2, 5, 10 ... ms) - other processes still meet there
         self._writer = threading.RLock()
-        self._writer_pid = os.getpid()
-        self._writes: tuple[sqlite3.Connection, int] | None = None
+        self._writer_pid = os.getpid()  # the process the lock and the connection belong to
+        self._write_conn: sqlite3.Connection | None = None
 
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection, for reads."""
@@ -84,9 +84,9 @@ class SQLiteStore(Store):
         """The process's one connection for writes (used under `_writer`): its page cache
         stays warm, where a connection per thread would find its cache stale after every
         other thread's commit and read the pages again."""
-        if self._writes is None or self._writes[1] != os.getpid():
-            self._writes = (self._open(), os.getpid())
-        return self._writes[0]
+        if self._write_conn is None:
+            self._write_conn = self._open()
+        return self._write_conn
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -123,8 +123,11 @@ class SQLiteStore(Store):
 
     @contextmanager
     def _write_turn(self) -> Iterator[None]:
-        if self._writer_pid != os.getpid():  # a forked child: the lock's holder is not here
+        if self._writer_pid != os.getpid():
+            # a forked child: the lock's holder is not here, and the connection must not
+            # cross fork() - the child opens its own
             self._writer, self._writer_pid = threading.RLock(), os.getpid()
+            self._write_conn = None
         if not self._writer.acquire(timeout=self.busy_timeout):
             raise StoreError(f"cannot begin a transaction on {self.path}: another thread "
                              f"kept the write lock for {self.busy_timeout:g} s")
@@ -205,4 +208,4 @@ class SQLiteStore(Store):
         for conn in opened:
             conn.close()
         self._local = threading.local()
-        self._writes = None
+        self._write_conn = None
