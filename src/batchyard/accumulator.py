@@ -145,9 +145,9 @@ _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 def encode_items(items: Iterable[Any]) -> list[str]:
     """Items as JSON text; a value that is not JSON is refused, naming its index."""
-    if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
-        raise InvalidInput("items must be a list of JSON values", field="items")
     if not isinstance(items, (list, tuple)):
+        if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
+            raise InvalidInput("items must be a list of JSON values", field="items")
         items = list(items)  # read twice below when an item is bad
     try:
         return [_encode(item) for item in items]
@@ -198,22 +198,37 @@ _COUNT_OPEN_BATCH = (
     "SELECT COALESCE(MAX(position), -1) + 1 AS n FROM batchyard_items WHERE batch_id = "
     "(SELECT batch_id FROM batchyard_batches WHERE base_id = :base AND status = 'accumulating')"
 )
-# One item into the open batch, in one statement: the common add (one item, room left). The
-# position is counted by the statement itself, so an add costs one round trip and one
-# statement besides the commit. On PostgreSQL a statement that waited for the row lock still
-# counts with the snapshot it took before waiting: its position then collides with what the
-# previous holder committed, ON CONFLICT makes that "no row", and the caller falls back to
-# the lock-then-count path below (still holding the lock, so that count is fresh). No row
-# also means no open batch, or a full one: the fallback handles each.
+# One item into the open batch, in one statement: the common add (one item that does not
+# fill its batch). The position is counted by the statement itself, and an item that leaves
+# room behind it needs nothing else written, so the statement is a transaction of its own:
+# no BEGIN or COMMIT to send (one round trip on PostgreSQL). On PostgreSQL a statement that
+# waited for the row lock still counts with the snapshot it took before waiting: its
+# position then collides with what the previous holder committed, ON CONFLICT makes that
+# "no row", and the caller falls back to the lock-then-count path below (still holding the
+# lock, so that count is fresh). No row also means no open batch, or an item that fills it:
+# the fallback creates and closes them.
 _APPEND_ITEM = (
     "WITH open AS (SELECT batch_id, max_batch_size FROM batchyard_batches "
     "WHERE base_id = :base AND status = 'accumulating' {for_update}), "
     "next AS (SELECT o.batch_id, o.max_batch_size, (SELECT COALESCE(MAX(i.position), -1) + 1 "
     "FROM batchyard_items i WHERE i.batch_id = o.batch_id) AS position FROM open o) "
     "INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
-    "SELECT batch_id, position, :payload, {now} FROM next WHERE position < max_batch_size "
+    "SELECT batch_id, position, :payload, {now} FROM next WHERE position + 1 < max_batch_size "
     "ON CONFLICT DO NOTHING RETURNING batch_id, position, (SELECT b.max_batch_size "
     "FROM batchyard_batches b WHERE b.batch_id = batchyard_items.batch_id) AS max_batch_size"
+)
+# The same add at a position remembered from this process's last add to the batch, without
+# counting. A remembered position may be stale, never wrong by being too high: an open
+# batch's positions are 0..n-1 (items are appended, and removed only once the batch is
+# closed), a batch id is never reused, and a position is remembered only from a committed
+# add. So the item lands exactly when the batch is still open and the position is still
+# free - both checked by the statement, the batch row locked (PostgreSQL) so that a
+# concurrent close waits for it, or is waited for and seen. Otherwise nothing is written.
+_APPEND_AT = (
+    "INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
+    "SELECT :batch_id, :position, :payload, {now} WHERE EXISTS (SELECT 1 FROM batchyard_batches "
+    "WHERE batch_id = :batch_id AND status = 'accumulating' {for_update}) "
+    "ON CONFLICT DO NOTHING"
 )
 _ITEM_COUNT = "(SELECT COUNT(*) FROM batchyard_items i WHERE i.batch_id = b.batch_id)"
 _FAILED_COUNT = ("(SELECT COUNT(*) FROM batchyard_item_failures f "
@@ -237,6 +252,24 @@ _PENDING_ITEMS = (
 )
 
 
+def _appended(batch_id: str) -> AddResult:
+    """The result of a single-item add that left room in its batch."""
+    return AddResult(batch_id=batch_id, item_count=1, flushed=False,
+                     status=BatchStatus.ACCUMULATING)
+
+
+@dataclass(slots=True)
+class _OpenBatch:
+    """What this process last saw of a base's open batch: where its next item goes. Threads
+    may race on it: each sets a position just past an item committed there, so it can lag
+    behind the batch's count (an add then falls back to counting), never pass it."""
+
+    batch_id: str
+    position: int
+    max_batch_size: int
+    result: AddResult  # what an add that lands here returns (the same every time)
+
+
 class Accumulator:
     """Named batches on one yard's store. Reached through `Yard` methods."""
 
@@ -244,6 +277,7 @@ class Accumulator:
         self.yard = yard
         self.store = yard.store
         self._configs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._open: dict[str, _OpenBatch] = {}  # a hint per base id, checked by each use
 
     # -- adding ---------------------------------------------------------------------------
 
@@ -262,8 +296,41 @@ class Accumulator:
         encoded = encode_items(items)
         if not encoded:
             return AddResult(batch_id=base, item_count=0, flushed=False, status="unchanged")
-        with self.store.transaction(self.yard.now(), pipeline=True) as tx:
-            return self.add_encoded(tx, base, encoded, config)
+        now = self.yard.now()
+        if len(encoded) == 1:
+            appended = self._append(base, encoded[0], now)
+            if appended is not None:
+                return appended
+        with self.store.transaction(now, pipeline=True) as tx:
+            return self._fill(tx, base, encoded, config)
+
+    def _append(self, base: str, payload: str, now: float | None) -> AddResult | None:
+        """Add one item that leaves room in its batch, as one statement (at the remembered
+        position when there is one, counted otherwise); None when that does not apply."""
+        seen = self._open.get(base)
+        if seen is not None:
+            if seen.position + 1 >= seen.max_batch_size:
+                del self._open[base]  # the transaction that closes it may open another
+                return None  # this item fills the batch: that takes a transaction
+            position = seen.position
+            if self.store.execute(_APPEND_AT, {"batch_id": seen.batch_id, "position": position,
+                                               "payload": payload}, now):
+                seen.position = position + 1
+                return seen.result
+        row = self.store.one(_APPEND_ITEM, {"base": base, "payload": payload}, now)
+        if row is None:
+            self._open.pop(base, None)
+            return None
+        seen = _OpenBatch(row["batch_id"], row["position"] + 1, row["max_batch_size"],
+                          _appended(row["batch_id"]))
+        self._remember(base, seen)
+        return seen.result
+
+    def _remember(self, base: str, seen: _OpenBatch) -> None:
+        """Note where the next item of `base` goes (only once what told us is committed)."""
+        if len(self._open) >= 1000 and base not in self._open:
+            self._open.clear()  # a bound, for producers of endless distinct base ids
+        self._open[base] = seen
 
     def _config(
         self,
@@ -332,7 +399,10 @@ class Accumulator:
         if len(encoded) == 1:
             appended = tx.one(_APPEND_ITEM, {"base": base, "payload": encoded[0]})
             if appended is not None:
-                return self._appended(tx, appended)
+                return _appended(appended["batch_id"])
+        return self._fill(tx, base, encoded, config)
+
+    def _fill(self, tx: Tx, base: str, encoded: list[str], config: dict[str, Any]) -> AddResult:
         flushed: list[str] = []
         # sent together (one round trip when pipelined); the count runs after the lock is
         # held, in a statement of its own, so it sees the previous holder's items
@@ -361,6 +431,9 @@ class Accumulator:
                 batch = None
             else:
                 batch = {**batch, "count": first + len(chunk)}
+        if batch is not None:  # the next single-item add goes straight to its position
+            seen = _OpenBatch(last_id, batch["count"], batch["max_batch_size"], _appended(last_id))
+            tx.after_commit.append(lambda: self._remember(base, seen))
         return AddResult(
             batch_id=last_id,
             item_count=len(encoded),
@@ -368,18 +441,6 @@ class Accumulator:
             status=BatchStatus.FLUSHING if last_full else BatchStatus.ACCUMULATING,
             flushed_batch_ids=tuple(flushed),
         )
-
-    def _appended(self, tx: Tx, row: Any) -> AddResult:
-        """The result of an `_APPEND_ITEM` that took the item; closes the batch if full."""
-        batch_id = row["batch_id"]
-        if row["position"] + 1 < row["max_batch_size"]:
-            return AddResult(batch_id=batch_id, item_count=1, flushed=False,
-                             status=BatchStatus.ACCUMULATING)
-        self._close_full(tx, batch_id, tx.one("SELECT max_attempts FROM batchyard_batches "
-                                              "WHERE batch_id = :batch_id",
-                                              {"batch_id": batch_id})["max_attempts"])
-        return AddResult(batch_id=batch_id, item_count=1, flushed=True,
-                         status=BatchStatus.FLUSHING, flushed_batch_ids=(batch_id,))
 
     def _close_full(self, tx: Tx, batch_id: str, max_attempts: int) -> None:
         tx.execute("UPDATE batchyard_batches SET status = 'flushing', "

@@ -114,23 +114,17 @@ def test_the_timer_closing_first_sends_later_adds_to_the_next_batch(yard, calls,
     assert [items for _, _, items, _ in calls] == [[0, 1]]
 
 
-def test_an_add_that_waited_for_the_open_batch_takes_the_next_position_on_postgres(
-        pg_database):
-    # The one-statement add counts with the snapshot it took before waiting for the batch's
-    # row lock; it must neither collide with what the lock holder committed nor lose its
-    # item. (On SQLite a writer waits at BEGIN IMMEDIATE, before reading anything.)
-    yard = Yard(pg_database)
-    yard.handler("collect")(lambda items, ctx: None)
-    add(yard, "ev", ["first"])
+def _add_behind_a_lock_holder(pg_database, adder, holder_sql):
+    """`adder` adds one item while another transaction, having run `holder_sql`, holds the
+    batch ev::0's row lock; returns the add's result once the holder has committed."""
     results, errors = [], []
     with psycopg.connect(pg_database) as holder:
         holder.execute("SELECT 1 FROM batchyard_batches WHERE batch_id = 'ev::0' FOR UPDATE")
-        holder.execute("INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
-                       "VALUES ('ev::0', 1, '\"held\"', 0)")
+        holder.execute(holder_sql)
 
         def waiting_add():
             try:
-                results.append(add(yard, "ev", ["waited"]))
+                results.append(add(adder, "ev", ["waited"]))
             except Exception as exc:  # reported below, with the thread joined
                 errors.append(exc)
 
@@ -145,12 +139,90 @@ def test_an_add_that_waited_for_the_open_batch_takes_the_next_position_on_postgr
                 time.sleep(0.01)
         holder.commit()
     thread.join(30)
-    assert errors == [] and results[0].batch_id == "ev::0"
+    assert errors == []
+    return results[0]
+
+
+def _items(yard):
     with yard.store.transaction() as tx:
-        rows = tx.all("SELECT position, payload FROM batchyard_items ORDER BY position")
-    assert [(r["position"], r["payload"]) for r in rows] == [
-        (0, '"first"'), (1, '"held"'), (2, '"waited"')]
-    yard.close()
+        rows = tx.all("SELECT batch_id, position, payload FROM batchyard_items "
+                      "ORDER BY batch_id, position")
+    return [(r["batch_id"], r["position"], r["payload"]) for r in rows]
+
+
+# remembered: the adder added the batch's last item itself, so it goes to the position it
+# remembers; counted: a yard that never added here (another process) counts the position
+ADDERS = pytest.mark.parametrize("adder", ["remembered", "counted"])
+
+
+def _yards(pg_database, adder):
+    yard = Yard(pg_database)
+    other = Yard(pg_database) if adder == "counted" else yard
+    for y in {yard, other}:
+        y.handler("collect")(lambda items, ctx: None)
+    return yard, other
+
+
+@ADDERS
+def test_an_add_that_waited_for_the_open_batch_takes_the_next_position_on_postgres(
+        pg_database, adder):
+    # A single-item add reads (or remembers) its position before it waits for the batch's
+    # row lock; it must neither collide with what the lock holder committed nor lose its
+    # item. (On SQLite a writer takes the write lock before reading anything.)
+    yard, other = _yards(pg_database, adder)
+    add(yard, "ev", ["first"])
+    result = _add_behind_a_lock_holder(pg_database, other, (
+        "INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
+        "VALUES ('ev::0', 1, '\"held\"', 0)"))
+    assert result.batch_id == "ev::0"
+    assert _items(yard) == [("ev::0", 0, '"first"'), ("ev::0", 1, '"held"'),
+                            ("ev::0", 2, '"waited"')]
+    yard.close(), other.close()
+
+
+@ADDERS
+def test_an_add_that_waited_for_a_closing_batch_goes_to_the_next_on_postgres(
+        pg_database, adder):
+    # The lock holder closes the batch: an add that waited for it must see the close, not
+    # the open batch of its snapshot, or its item would join a flush already under way.
+    yard, other = _yards(pg_database, adder)
+    add(yard, "ev", ["first"])
+    result = _add_behind_a_lock_holder(pg_database, other, (
+        "UPDATE batchyard_batches SET status = 'flushing' WHERE batch_id = 'ev::0'"))
+    assert result.batch_id == "ev::1"
+    assert _items(yard) == [("ev::0", 0, '"first"'), ("ev::1", 0, '"waited"')]
+    yard.close(), other.close()
+
+
+@pytest.fixture
+def elsewhere(make_yard, clock):
+    """A second yard on the same store, as another process would have: its own connections,
+    nothing remembered in common with `yard`."""
+    other = make_yard(clock=clock)
+    other.handler("collect")(lambda items, ctx: None)
+    return other
+
+
+def test_a_remembered_position_that_another_process_took_is_counted_again(
+        yard, calls, elsewhere):
+    add(yard, "ev", [0])
+    add(yard, "ev", [1])  # remembers position 2
+    add(elsewhere, "ev", [2, 3])
+    assert add(yard, "ev", [4]).batch_id == "ev::0"  # 2 is taken: counted, it takes 4
+    assert _items(yard) == [("ev::0", n, str(n)) for n in range(5)]
+    yard.run_worker(wait=False)
+    assert [items for _, _, items, _ in calls] == [[0, 1, 2, 3, 4]]
+
+
+def test_a_remembered_batch_that_another_process_closed_takes_no_more_items(
+        yard, calls, elsewhere):
+    add(yard, "ev", [0])
+    add(yard, "ev", [1])  # remembers ev::0, position 2
+    elsewhere.flush("ev")
+    assert add(yard, "ev", [2]).batch_id == "ev::1"
+    yard.run_worker(wait=False)
+    assert [(b, items) for b, _, items, _ in calls] == [("ev::0", [0, 1])]
+    assert _items(yard)[-1] == ("ev::1", 0, "2")
 
 
 def test_a_large_add_is_split_and_no_call_exceeds_the_limit(yard, calls):

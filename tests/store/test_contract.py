@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from batchyard import LeaseLost, ManualClock, NotFound
+from batchyard import LeaseLost, ManualClock, NotFound, StoreError
 from batchyard.store import open_store
 
 KIND = "test.kind"
@@ -53,6 +53,26 @@ def test_an_older_schema_is_upgraded_in_order(store_url):
     with store.transaction() as tx:
         tx.execute("SELECT count(*) AS n FROM batchyard_events")  # from a later migration
     store.close()
+
+
+def test_a_statement_alone_is_its_own_transaction(store_url, store, clock):
+    insert = ("INSERT INTO batchyard_batch_bases (base_id) VALUES (:base) "
+              "ON CONFLICT DO NOTHING")
+    assert store.execute(insert, {"base": "a"}, clock.time()) == 1
+    assert store.execute(insert, {"base": "a"}, clock.time()) == 0  # nothing changed
+    row = store.one("UPDATE batchyard_batch_bases SET next_sequence = 7 WHERE base_id = :base "
+                    "RETURNING base_id, next_sequence", {"base": "a"}, clock.time())
+    assert (row["base_id"], row["next_sequence"]) == ("a", 7)
+    assert store.one("DELETE FROM batchyard_batch_bases WHERE base_id = 'none' "
+                     "RETURNING base_id", {}) is None
+    with pytest.raises(StoreError):  # a failing statement leaves nothing behind
+        store.execute("INSERT INTO batchyard_batch_bases (base_id) VALUES (:base), (:base)",
+                      {"base": "b"})
+    other = open_store(store_url)  # committed on return: another connection sees it
+    with other.transaction(write=False) as tx:
+        rows = tx.all("SELECT base_id, next_sequence FROM batchyard_batch_bases")
+    assert [(r["base_id"], r["next_sequence"]) for r in rows] == [("a", 7)]
+    other.close()
 
 
 def test_a_task_is_not_claimed_before_it_is_due(store, clock):

@@ -153,6 +153,17 @@ class Store:
         wait); `rowcount` is not known until then, so fenced writes do not use it."""
         raise NotImplementedError
 
+    # One write statement as a transaction of its own: no BEGIN or COMMIT to send. Only for
+    # a statement that is a whole change by itself.
+
+    def one(self, sql: str, params: Params, now: float | None = None) -> Any:
+        """Run one write statement as a transaction of its own; return its first row."""
+        raise NotImplementedError
+
+    def execute(self, sql: str, params: Params, now: float | None = None) -> int:
+        """Run one write statement as a transaction of its own; return the rows it changed."""
+        raise NotImplementedError
+
     def snapshot(self) -> Any:
         """Context manager yielding a read-only `Tx` in which every statement sees the same
         committed state (for exports that read more than once)."""

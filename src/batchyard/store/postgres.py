@@ -22,7 +22,7 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
 from batchyard.errors import StoreError
-from batchyard.store.base import Store, Tx
+from batchyard.store.base import Params, Store, Tx
 
 _CHANNEL = "batchyard_tasks"
 _STREAMS = itertools.count()
@@ -124,17 +124,36 @@ class PostgresStore(Store):
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
         return pool
 
-    @contextmanager
-    def transaction(self, now: float | None = None, *, write: bool = True,
-                    pipeline: bool = False) -> Iterator[Tx]:
+    def _pool_here(self) -> ConnectionPool[Any]:
         if self._pid != os.getpid():
             # a forked child must not share the parent's sockets: it opens a pool of its
             # own and leaves the parent's connections alone
             self._inherited = (self._pool, self._listener)
             self._listener = None
             self._pool = self._open_pool()
+        return self._pool
+
+    def one(self, sql: str, params: Params, now: float | None = None) -> Any:
+        return self._alone(sql, params, now, returning=True)
+
+    def execute(self, sql: str, params: Params, now: float | None = None) -> int:
+        return self._alone(sql, params, now, returning=False)
+
+    def _alone(self, sql: str, params: Params, now: float | None, returning: bool) -> Any:
+        # pooled connections are in autocommit: the statement is its own transaction, and
+        # costs one round trip
         try:
-            with self._pool.connection() as conn:
+            with self._pool_here().connection() as conn:
+                cursor = conn.execute(self.prepare(sql), {**params, "now": self.now_value(now)})
+                return cursor.fetchone() if returning else cursor.rowcount
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+
+    @contextmanager
+    def transaction(self, now: float | None = None, *, write: bool = True,
+                    pipeline: bool = False) -> Iterator[Tx]:
+        try:
+            with self._pool_here().connection() as conn:
                 if pipeline:
                     with _pipelined_transaction(conn) as connection:
                         tx = Tx(self, connection, now)
@@ -151,7 +170,7 @@ class PostgresStore(Store):
     @contextmanager
     def snapshot(self) -> Iterator[Tx]:
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            with self._pool_here().connection() as conn, conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield Tx(self, conn, None)
         except psycopg.Error as exc:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from batchyard.errors import ConfigError, StoreError
-from batchyard.store.base import Store, Task, Tx
+from batchyard.store.base import Params, Store, Task, Tx
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 _POLL_SECONDS = 0.01  # how often an idle worker looks at PRAGMA data_version
@@ -121,8 +121,38 @@ class SQLiteStore(Store):
         for callback in tx.after_commit:
             callback()
 
+    def one(self, sql: str, params: Params, now: float | None = None) -> Any:
+        return self._alone(sql, params, now, returning=True)
+
+    def execute(self, sql: str, params: Params, now: float | None = None) -> int:
+        return self._alone(sql, params, now, returning=False)
+
+    def _alone(self, sql: str, params: Params, now: float | None, returning: bool) -> Any:
+        # The write connection is in autocommit: a write statement takes the write lock at
+        # its start (waiting for it as BEGIN IMMEDIATE does) and commits once stepped to its
+        # end - by fetchall() when it returns rows, within execute() when it does not.
+        self._take_write_turn()
+        try:
+            cursor = self._write_connection().execute(
+                self.prepare(sql), {**params, "now": self.now_value(now)})
+            if not returning:
+                return cursor.rowcount
+            rows = cursor.fetchall()
+            return rows[0] if rows else None
+        except sqlite3.Error as exc:
+            raise StoreError(f"statement failed on {self.path}: {exc}") from exc
+        finally:
+            self._writer.release()
+
     @contextmanager
     def _write_turn(self) -> Iterator[None]:
+        self._take_write_turn()
+        try:
+            yield
+        finally:
+            self._writer.release()
+
+    def _take_write_turn(self) -> None:
         if self._writer_pid != os.getpid():
             # a forked child: the lock's holder is not here, and the connection must not
             # cross fork() - the child opens its own
@@ -131,10 +161,6 @@ class SQLiteStore(Store):
         if not self._writer.acquire(timeout=self.busy_timeout):
             raise StoreError(f"cannot begin a transaction on {self.path}: another thread "
                              f"kept the write lock for {self.busy_timeout:g} s")
-        try:
-            yield
-        finally:
-            self._writer.release()
 
     def _transaction(self, write: bool, now: float | None) -> Tx:
         conn = self._write_connection() if write else self._connection()
