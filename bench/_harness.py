@@ -7,7 +7,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,11 +19,21 @@ PG_ADMIN_URL = os.environ.get("BATCHYARD_BENCH_POSTGRES",
 
 def median_rate(run: Callable[[], tuple[int, float]], repeat: int) -> dict[str, float]:
     """Call `run` (returning items, seconds) `repeat` times: median, min and max items/s."""
-    rates = []
+    return median_rates([run], repeat)[0]
+
+
+def median_rates(runs: Sequence[Callable[[], tuple[int, float]]],
+                 repeat: int) -> list[dict[str, float]]:
+    """`median_rate` of each of `runs`, measured in turns (a, b, c, a, b, c ...): a drift of
+    the shared machine - another load, a checkpoint - then weighs on each alike, where
+    all of a's runs followed by all of b's would put it on one side of the ratio."""
+    rates: list[list[float]] = [[] for _ in runs]
     for _ in range(repeat):
-        items, seconds = run()
-        rates.append(items / seconds)
-    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
+        for run, done in zip(runs, rates, strict=True):
+            items, seconds = run()
+            done.append(items / seconds)
+    return [{"median": statistics.median(done), "min": min(done), "max": max(done)}
+            for done in rates]
 
 
 def timed(fn: Callable[[], int]) -> tuple[int, float]:

@@ -38,15 +38,17 @@ log = logging.getLogger("batchyard.producer")
 _LIVE: weakref.WeakSet[Producer] = weakref.WeakSet()
 
 
-@dataclass(slots=True)  # no per-entry __dict__: less to allocate and for the GC to walk
-class _Entry:
-    """One `add` call: its items, already JSON-encoded and validated."""
+@dataclass(slots=True)
+class _Run:
+    """Consecutive adds to one base with one configuration, their items JSON-encoded and
+    validated: written as one add. An add to the same base as the last one appends its
+    strings here, so the buffer holds no object per add (strings are not tracked by the
+    garbage collector, whose passes over a large buffer would otherwise cost more than the
+    adds)."""
 
     base: str
-    encoded: list[str]
     config: dict[str, Any]
-    size_bytes: int
-    last: int  # the processed checkpoint reached by this entry
+    encoded: list[str]
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,8 @@ class Producer:
         parent's items a second time)."""
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._buffer: deque[_Entry] = deque()
+        self._runs: deque[_Run] = deque()  # everything not yet durable, in order
+        self._sealed = 0  # the first runs, taken by the write under way: never appended to
         self._pending_items = 0
         self._pending_bytes = 0
         self._processed = 0
@@ -133,14 +136,15 @@ class Producer:
         config = self._accumulator._config(max_batch_size, on_flush, flush_interval,
                                            max_attempts)
         encoded = encode_items(items)
-        size = sum(map(len, encoded))
+        count, size = len(encoded), sum(map(len, encoded))
         with self._lock:  # the condition's lock (a Condition's own __enter__ is Python code)
             if self._closed or self._error is not None:
                 self._check_usable()
-            if not encoded:
+            if not count:
                 return self._processed
             deadline = None
-            while self._buffer and self._over_target(len(encoded), size):
+            runs = self._runs
+            while runs and self._over_target(count, size):
                 if deadline is None:
                     deadline = time.monotonic() + self.add_timeout
                 self._urgent = True
@@ -154,10 +158,15 @@ class Producer:
                     )
                 self._changed.wait(remaining)
                 self._check_usable()
-            was_empty = not self._buffer
-            self._processed += len(encoded)
-            self._buffer.append(_Entry(base, encoded, config, size, self._processed))
-            self._pending_items += len(encoded)
+            was_empty = not runs
+            tail = runs[-1] if len(runs) > self._sealed else None
+            if tail is not None and tail.base == base and (tail.config is config
+                                                           or tail.config == config):
+                tail.encoded += encoded
+            else:
+                runs.append(_Run(base, config, encoded))
+            self._processed += count
+            self._pending_items += count
             self._pending_bytes += size
             if not self._urgent and self._over_half():
                 self._urgent = True
@@ -218,7 +227,7 @@ class Producer:
         import json
 
         with self._lock:
-            return [(e.base, [json.loads(x) for x in e.encoded]) for e in self._buffer]
+            return [(r.base, [json.loads(x) for x in r.encoded]) for r in self._runs]
 
     def stats(self) -> ProducerStats:
         with self._lock:
@@ -269,7 +278,7 @@ class Producer:
         attempt = 0
         while True:
             with self._changed:
-                while not self._buffer or self._stalled:
+                while not self._runs or self._stalled:
                     if self._closed:
                         return
                     self._changed.wait()
@@ -277,18 +286,22 @@ class Producer:
                     # let items gather for a coalesced write, unless someone is waiting
                     self._changed.wait_for(lambda: self._urgent or self._closed,
                                            self.write_interval)
-                entries = list(self._buffer)
+                # take everything so far: later adds start runs of their own
+                runs = list(self._runs)
+                self._sealed = len(runs)
+                taken = (self._processed, self._pending_items, self._pending_bytes)
                 self._urgent = False
             started = time.perf_counter()
             try:
-                self._write(entries)
+                self._write(runs)
             except Exception as exc:
                 metrics.PRODUCER_WRITE_FAILURES.inc()
                 attempt += 1
                 delay = self.retry.next_delay(attempt)
-                log.warning("producer write of %d entries failed (attempt %d): %s",
-                            len(entries), attempt, exc)
+                log.warning("producer write of %d items failed (attempt %d): %s",
+                            taken[1], attempt, exc)
                 with self._changed:
+                    self._sealed = 0  # nothing was written: the next write takes it all again
                     self._error = exc
                     if delay is None:
                         self._stalled, attempt = True, 0
@@ -300,29 +313,22 @@ class Producer:
             written = time.perf_counter() - started
             metrics.PRODUCER_WRITE_DURATION.observe(written)
             with self._changed:
-                for entry in entries:
-                    self._buffer.popleft()
-                    self._pending_items -= len(entry.encoded)
-                    self._pending_bytes -= entry.size_bytes
-                self._durable = entries[-1].last
+                for _ in runs:
+                    self._runs.popleft()
+                self._sealed = 0
+                self._durable, items, size = taken
+                self._pending_items -= items
+                self._pending_bytes -= size
                 self._writes += 1
                 self._last_write = written
                 self._error = None
                 self._changed.notify_all()
 
-    def _write(self, entries: list[_Entry]) -> None:
+    def _write(self, runs: list[_Run]) -> None:
         """Everything in one transaction: all of it is durable, or none of it."""
         accumulator = self.yard._accumulator
         with self.yard.store.transaction(self.yard.now()) as tx:
-            run: _Entry | None = None
-            for entry in entries:
-                if run is not None and (run.base, run.config) == (entry.base, entry.config):
-                    run.encoded.extend(entry.encoded)
-                    continue
-                if run is not None:
-                    accumulator.add_encoded(tx, run.base, run.encoded, run.config)
-                run = _Entry(entry.base, list(entry.encoded), entry.config, 0, entry.last)
-            if run is not None:
+            for run in runs:
                 accumulator.add_encoded(tx, run.base, run.encoded, run.config)
 
 
