@@ -4,7 +4,7 @@ psycopg, one transaction per call, with the same durability settings as batchyar
 
 Two shapes of table: ``keyed=False`` (the original baseline) is a heap of (batch_id, payload)
 with no index at all; ``keyed=True`` has the columns and the primary key of batchyard_items,
-(batch_id, position) - WITHOUT ROWID on SQLite, as there - so it pays for the same index.
+(batch_no, position) - WITHOUT ROWID on SQLite, as there - so it pays for the same index.
 
 Each returns (rows, seconds): the JSON encoding of the rows and their inserts are timed (an
 add encodes its items too); connecting and creating the table are set-up, as opening the
@@ -19,16 +19,16 @@ import time
 import psycopg
 
 TABLE = "CREATE TABLE IF NOT EXISTS raw_items (batch_id TEXT NOT NULL, payload TEXT NOT NULL)"
-KEYED_TABLE = ("CREATE TABLE IF NOT EXISTS raw_items (batch_id TEXT NOT NULL, position "
+KEYED_TABLE = ("CREATE TABLE IF NOT EXISTS raw_items (batch_no BIGINT NOT NULL, position "
                "INTEGER NOT NULL, payload TEXT NOT NULL, added_at REAL NOT NULL, "
-               "PRIMARY KEY (batch_id, position))")
+               "PRIMARY KEY (batch_no, position))")
 
 
 def rows(calls: int, per_call: int, keyed: bool = False) -> list[list[tuple]]:
     def row(n: int) -> tuple:
         payload = json.dumps({"i": n, "payload": "x" * 40})
         # keyed: batches of 100 positions, like max_batch_size=100 in the benchmarks
-        return (f"bench::{n // 100}", n % 100, payload, 0.0) if keyed else ("bench", payload)
+        return (n // 100, n % 100, payload, 0.0) if keyed else ("bench", payload)
     return [[row(c * per_call + k) for k in range(per_call)] for c in range(calls)]
 
 

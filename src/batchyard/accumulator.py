@@ -180,23 +180,25 @@ def _encode(item: Any) -> str:
     return text.decode()
 
 
+# Items and item failures are keyed by the batch's number, `batch_no` (a short integer key,
+# faster to insert and find than the text id); the batch row maps one to the other.
 _INSERT_ITEM = (
-    "INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
-    "VALUES (:batch_id, :position, :payload, {now})"
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
+    "VALUES (:batch_no, :position, :payload, {now})"
 )
 # Many items in one statement: their JSON texts travel as one JSON array of strings, so no
 # Python object is made per row (an executemany of per-row dicts cost more than the insert).
 _INSERT_ITEMS = (
-    "INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
-    "SELECT :batch_id, :first + j.idx, j.value, {now} FROM {json_text_rows} j ORDER BY j.idx"
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
+    "SELECT :batch_no, :first + j.idx, j.value, {now} FROM {json_text_rows} j ORDER BY j.idx"
 )
 _LOCK_OPEN_BATCH = (
-    "SELECT batch_id, max_batch_size, max_attempts FROM batchyard_batches "
+    "SELECT batch_id, batch_no, max_batch_size, max_attempts FROM batchyard_batches "
     "WHERE base_id = :base AND status = 'accumulating' {for_update}"
 )
 _COUNT_OPEN_BATCH = (
-    "SELECT COALESCE(MAX(position), -1) + 1 AS n FROM batchyard_items WHERE batch_id = "
-    "(SELECT batch_id FROM batchyard_batches WHERE base_id = :base AND status = 'accumulating')"
+    "SELECT COALESCE(MAX(position), -1) + 1 AS n FROM batchyard_items WHERE batch_no = "
+    "(SELECT batch_no FROM batchyard_batches WHERE base_id = :base AND status = 'accumulating')"
 )
 # One item into the open batch, in one statement: the common add (one item that does not
 # fill its batch). The position is counted by the statement itself, and an item that leaves
@@ -208,35 +210,38 @@ _COUNT_OPEN_BATCH = (
 # lock, so that count is fresh). No row also means no open batch, or an item that fills it:
 # the fallback creates and closes them.
 _APPEND_ITEM = (
-    "WITH open AS (SELECT batch_id, max_batch_size FROM batchyard_batches "
+    "WITH open AS (SELECT batch_no, max_batch_size FROM batchyard_batches "
     "WHERE base_id = :base AND status = 'accumulating' {for_update}), "
-    "next AS (SELECT o.batch_id, o.max_batch_size, (SELECT COALESCE(MAX(i.position), -1) + 1 "
-    "FROM batchyard_items i WHERE i.batch_id = o.batch_id) AS position FROM open o) "
-    "INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
-    "SELECT batch_id, position, :payload, {now} FROM next WHERE position + 1 < max_batch_size "
-    "ON CONFLICT DO NOTHING RETURNING batch_id, position, (SELECT b.max_batch_size "
-    "FROM batchyard_batches b WHERE b.batch_id = batchyard_items.batch_id) AS max_batch_size"
+    "next AS (SELECT o.batch_no, o.max_batch_size, (SELECT COALESCE(MAX(i.position), -1) + 1 "
+    "FROM batchyard_items i WHERE i.batch_no = o.batch_no) AS position FROM open o) "
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
+    "SELECT batch_no, position, :payload, {now} FROM next WHERE position + 1 < max_batch_size "
+    "ON CONFLICT DO NOTHING RETURNING batch_no, position, "
+    "(SELECT b.batch_id FROM batchyard_batches b "
+    "WHERE b.batch_no = batchyard_items.batch_no) AS batch_id, "
+    "(SELECT b.max_batch_size FROM batchyard_batches b "
+    "WHERE b.batch_no = batchyard_items.batch_no) AS max_batch_size"
 )
 # The same add at a position remembered from this process's last add to the batch, without
 # counting. A remembered position may be stale, never wrong by being too high: an open
 # batch's positions are 0..n-1 (items are appended, and removed only once the batch is
-# closed), a batch id is never reused, and a position is remembered only from a committed
-# add. So the item lands exactly when the batch is still open and the position is still
-# free - both checked by the statement, the batch row locked (PostgreSQL) so that a
+# closed), a batch number is never given twice, and a position is remembered only from a
+# committed add. So the item lands exactly when the batch is still open and the position is
+# still free - both checked by the statement, the batch row locked (PostgreSQL) so that a
 # concurrent close waits for it, or is waited for and seen. Otherwise nothing is written.
 _APPEND_AT = (
-    "INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
-    "SELECT :batch_id, :position, :payload, {now} WHERE EXISTS (SELECT 1 FROM batchyard_batches "
-    "WHERE batch_id = :batch_id AND status = 'accumulating' {for_update}) "
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
+    "SELECT :batch_no, :position, :payload, {now} WHERE EXISTS (SELECT 1 FROM batchyard_batches "
+    "WHERE batch_no = :batch_no AND status = 'accumulating' {for_update}) "
     "ON CONFLICT DO NOTHING"
 )
-_ITEM_COUNT = "(SELECT COUNT(*) FROM batchyard_items i WHERE i.batch_id = b.batch_id)"
+_ITEM_COUNT = "(SELECT COUNT(*) FROM batchyard_items i WHERE i.batch_no = b.batch_no)"
 _FAILED_COUNT = ("(SELECT COUNT(*) FROM batchyard_item_failures f "
-                 "WHERE f.batch_id = b.batch_id)")
+                 "WHERE f.batch_no = b.batch_no)")
 # Counts are derived, never kept in the batch row: an add then writes its items and nothing
 # else (a second page per commit halved the add rate), and the counts cannot drift.
 _BATCH_COLUMNS = (
-    "b.batch_id, b.base_id, b.sequence, b.status, b.handler, b.max_batch_size, "
+    "b.batch_id, b.batch_no, b.base_id, b.sequence, b.status, b.handler, b.max_batch_size, "
     "b.flush_interval, b.max_attempts, b.attempts, b.idempotency_key, b.flush_reason, "
     "b.last_error, b.created_at, b.updated_at, b.completed_at, "
     f"{_ITEM_COUNT} AS item_count, "
@@ -245,9 +250,9 @@ _BATCH_COLUMNS = (
 )
 # Pending items: those a partial flush recorded as failed, or all of them when none did.
 _PENDING_ITEMS = (
-    "SELECT i.position, i.payload FROM batchyard_items i WHERE i.batch_id = :batch_id AND ("
-    "NOT EXISTS (SELECT 1 FROM batchyard_item_failures f WHERE f.batch_id = :batch_id) OR "
-    "EXISTS (SELECT 1 FROM batchyard_item_failures f WHERE f.batch_id = i.batch_id "
+    "SELECT i.position, i.payload FROM batchyard_items i WHERE i.batch_no = :batch_no AND ("
+    "NOT EXISTS (SELECT 1 FROM batchyard_item_failures f WHERE f.batch_no = :batch_no) OR "
+    "EXISTS (SELECT 1 FROM batchyard_item_failures f WHERE f.batch_no = i.batch_no "
     "AND f.position = i.position)) ORDER BY i.position"
 )
 
@@ -264,7 +269,7 @@ class _OpenBatch:
     may race on it: each sets a position just past an item committed there, so it can lag
     behind the batch's count (an add then falls back to counting), never pass it."""
 
-    batch_id: str
+    batch_no: int
     position: int
     max_batch_size: int
     result: AddResult  # what an add that lands here returns (the same every time)
@@ -313,7 +318,7 @@ class Accumulator:
                 del self._open[base]  # the transaction that closes it may open another
                 return None  # this item fills the batch: that takes a transaction
             position = seen.position
-            if self.store.execute(_APPEND_AT, {"batch_id": seen.batch_id, "position": position,
+            if self.store.execute(_APPEND_AT, {"batch_no": seen.batch_no, "position": position,
                                                "payload": payload}, now):
                 seen.position = position + 1
                 return seen.result
@@ -321,7 +326,7 @@ class Accumulator:
         if row is None:
             self._open.pop(base, None)
             return None
-        seen = _OpenBatch(row["batch_id"], row["position"] + 1, row["max_batch_size"],
+        seen = _OpenBatch(row["batch_no"], row["position"] + 1, row["max_batch_size"],
                           _appended(row["batch_id"]))
         self._remember(base, seen)
         return seen.result
@@ -418,11 +423,11 @@ class Accumulator:
             first = batch.get("count")
             if first is None:
                 first = tx.one("SELECT COALESCE(MAX(position), -1) + 1 AS n "
-                               "FROM batchyard_items WHERE batch_id = :batch_id",
-                               {"batch_id": batch["batch_id"]})["n"]
+                               "FROM batchyard_items WHERE batch_no = :batch_no",
+                               {"batch_no": batch["batch_no"]})["n"]
             room = batch["max_batch_size"] - first
             chunk = encoded[start : start + room]
-            self._insert_items(tx, batch["batch_id"], first, chunk)
+            self._insert_items(tx, batch["batch_no"], first, chunk)
             start += len(chunk)
             last_id, last_full = batch["batch_id"], len(chunk) == room
             if last_full:
@@ -432,7 +437,8 @@ class Accumulator:
             else:
                 batch = {**batch, "count": first + len(chunk)}
         if batch is not None:  # the next single-item add goes straight to its position
-            seen = _OpenBatch(last_id, batch["count"], batch["max_batch_size"], _appended(last_id))
+            seen = _OpenBatch(batch["batch_no"], batch["count"], batch["max_batch_size"],
+                              _appended(last_id))
             tx.after_commit.append(lambda: self._remember(base, seen))
         return AddResult(
             batch_id=last_id,
@@ -450,12 +456,12 @@ class Accumulator:
         self._schedule_flush(tx, batch_id, max_attempts)
 
     @staticmethod
-    def _insert_items(tx: Tx, batch_id: str, first: int, encoded: list[str]) -> None:
+    def _insert_items(tx: Tx, batch_no: int, first: int, encoded: list[str]) -> None:
         if len(encoded) == 1:
-            tx.execute(_INSERT_ITEM, {"batch_id": batch_id, "position": first,
+            tx.execute(_INSERT_ITEM, {"batch_no": batch_no, "position": first,
                                       "payload": encoded[0]})
         else:
-            tx.execute(_INSERT_ITEMS, {"batch_id": batch_id, "first": first,
+            tx.execute(_INSERT_ITEMS, {"batch_no": batch_no, "first": first,
                                        "values": orjson.dumps(encoded).decode()})
 
     def _open_batch(self, tx: Tx, base: str) -> dict[str, Any] | None:
@@ -484,20 +490,21 @@ class Accumulator:
             "WHERE base_id = :base",
             {"base": base},
         )
-        tx.execute(
+        batch_no = tx.one(
             "INSERT INTO batchyard_batches (batch_id, base_id, sequence, status, handler, "
             "max_batch_size, flush_interval, max_attempts, idempotency_key, created_at, "
             "updated_at) VALUES (:batch_id, :base, :sequence, 'accumulating', :handler, "
-            ":max_batch_size, :flush_interval, :max_attempts, :key, {now}, {now})",
+            ":max_batch_size, :flush_interval, :max_attempts, :key, {now}, {now}) "
+            "RETURNING batch_no",
             {"batch_id": batch_id, "base": base, "sequence": sequence,
              "key": uuid.uuid4().hex, **config},
-        )
+        )["batch_no"]
         if config["flush_interval"] is not None:
             # the interval timer is set once, at creation: adds never touch it again
             self._schedule_flush(tx, batch_id, config["max_attempts"],
                                  delay=config["flush_interval"])
-        return {"batch_id": batch_id, "count": 0, "max_batch_size": config["max_batch_size"],
-                "max_attempts": config["max_attempts"]}
+        return {"batch_id": batch_id, "batch_no": batch_no, "count": 0,
+                "max_batch_size": config["max_batch_size"], "max_attempts": config["max_attempts"]}
 
     def _schedule_flush(self, tx: Tx, batch_id: str, max_attempts: int,
                         delay: float = 0.0) -> None:
@@ -569,7 +576,7 @@ class Accumulator:
                 return
             tx.execute("UPDATE batchyard_batches SET attempts = attempts + 1 "
                        "WHERE batch_id = :batch_id", {"batch_id": batch_id})
-            rows = tx.all(_PENDING_ITEMS, {"batch_id": batch_id})
+            rows = tx.all(_PENDING_ITEMS, {"batch_no": batch["batch_no"]})
         if not rows:  # every item already delivered (a partial flush's last retry raced)
             with self.store.transaction(self.yard.now()) as tx:
                 self.store.complete(tx, task)
@@ -620,14 +627,14 @@ class Accumulator:
                 self.store.retry(tx, task, error or "", delay or 0.0)
             if not whole_failure:
                 # what is still pending is exactly what this attempt reported failed
-                tx.execute("DELETE FROM batchyard_item_failures WHERE batch_id = :batch_id",
-                           {"batch_id": batch_id})
+                tx.execute("DELETE FROM batchyard_item_failures WHERE batch_no = :batch_no",
+                           {"batch_no": batch["batch_no"]})
                 if failures:
                     tx.executemany(
-                        "INSERT INTO batchyard_item_failures (batch_id, position, error) "
-                        "VALUES (:batch_id, :position, :error)",
-                        [{"batch_id": batch_id, "position": rows[i]["position"], "error": msg}
-                         for i, msg in sorted(failures.items())],
+                        "INSERT INTO batchyard_item_failures (batch_no, position, error) "
+                        "VALUES (:batch_no, :position, :error)",
+                        [{"batch_no": batch["batch_no"], "position": rows[i]["position"],
+                          "error": msg} for i, msg in sorted(failures.items())],
                     )
             tx.execute(
                 "INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, reason, "
@@ -746,8 +753,8 @@ class Accumulator:
                     batch_id=batch_id, reason="pending items",
                 )
             for table in ("batchyard_items", "batchyard_item_failures", "batchyard_batches"):
-                tx.execute(f"DELETE FROM {table} WHERE batch_id = :batch_id",
-                           {"batch_id": batch_id})
+                tx.execute(f"DELETE FROM {table} WHERE batch_no = :batch_no",
+                           {"batch_no": row["batch_no"]})
 
     def prune(self, older_than: float) -> int:
         """Delete completed batches, their items and flush history older than `older_than`
@@ -755,7 +762,7 @@ class Accumulator:
         with self.store.transaction(self.yard.now()) as tx:
             params = {"age": older_than}
             for table in ("batchyard_items", "batchyard_item_failures"):
-                tx.execute(f"DELETE FROM {table} WHERE batch_id IN (SELECT batch_id FROM "
+                tx.execute(f"DELETE FROM {table} WHERE batch_no IN (SELECT batch_no FROM "
                            "batchyard_batches WHERE status = 'completed' "
                            "AND completed_at < {now} - :age)", params)
             gone = tx.execute("DELETE FROM batchyard_batches WHERE status = 'completed' "

@@ -70,9 +70,9 @@ def check_books(store, log_dir, expected):
     assert delivered == expected, "an item was never delivered"
 
     with store.transaction() as tx:
-        items = tx.all("SELECT i.batch_id, i.payload, b.status AS batch_status "
+        items = tx.all("SELECT b.batch_id, i.payload, b.status AS batch_status "
                        "FROM batchyard_items i JOIN batchyard_batches b "
-                       "ON b.batch_id = i.batch_id")
+                       "ON b.batch_no = i.batch_no")
         flushes = tx.all("SELECT batch_id, item_count FROM batchyard_flushes "
                          "WHERE outcome = 'completed'")
         running = tx.one("SELECT count(*) AS n FROM batchyard_tasks "

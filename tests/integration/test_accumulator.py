@@ -145,8 +145,9 @@ def _add_behind_a_lock_holder(pg_database, adder, holder_sql):
 
 def _items(yard):
     with yard.store.transaction() as tx:
-        rows = tx.all("SELECT batch_id, position, payload FROM batchyard_items "
-                      "ORDER BY batch_id, position")
+        rows = tx.all("SELECT b.batch_id, i.position, i.payload FROM batchyard_items i "
+                      "JOIN batchyard_batches b ON b.batch_no = i.batch_no "
+                      "ORDER BY b.batch_id, i.position")
     return [(r["batch_id"], r["position"], r["payload"]) for r in rows]
 
 
@@ -172,8 +173,8 @@ def test_an_add_that_waited_for_the_open_batch_takes_the_next_position_on_postgr
     yard, other = _yards(pg_database, adder)
     add(yard, "ev", ["first"])
     result = _add_behind_a_lock_holder(pg_database, other, (
-        "INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
-        "VALUES ('ev::0', 1, '\"held\"', 0)"))
+        "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
+        "SELECT batch_no, 1, '\"held\"', 0 FROM batchyard_batches WHERE batch_id = 'ev::0'"))
     assert result.batch_id == "ev::0"
     assert _items(yard) == [("ev::0", 0, '"first"'), ("ev::0", 1, '"held"'),
                             ("ev::0", 2, '"waited"')]

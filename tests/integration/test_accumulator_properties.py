@@ -71,7 +71,9 @@ class AccumulatorMachine(RuleBasedStateMachine):
             from batchyard.accumulator import _PENDING_ITEMS
 
             with self.yard.store.transaction() as tx:
-                rows = tx.all(_PENDING_ITEMS, {"batch_id": batch_id})
+                [batch] = tx.all("SELECT batch_no FROM batchyard_batches "
+                                 "WHERE batch_id = :batch_id", {"batch_id": batch_id})
+                rows = tx.all(_PENDING_ITEMS, {"batch_no": batch["batch_no"]})
             if rows:
                 self.calls.append((batch_id, -1, [int(r["payload"]) for r in rows]))
 
@@ -83,8 +85,8 @@ class AccumulatorMachine(RuleBasedStateMachine):
     @invariant()
     def books_are_exact(self):
         with self.yard.store.transaction() as tx:
-            rows = tx.all("SELECT i.batch_id, i.payload, b.status FROM batchyard_items i "
-                          "JOIN batchyard_batches b ON b.batch_id = i.batch_id")
+            rows = tx.all("SELECT b.batch_id, i.payload, b.status FROM batchyard_items i "
+                          "JOIN batchyard_batches b ON b.batch_no = i.batch_no")
             over = tx.one("SELECT count(*) AS n FROM batchyard_flushes WHERE item_count > :m "
                           "OR item_count = 0", {"m": MAX})["n"]
         stored = [int(r["payload"]) for r in rows]

@@ -78,8 +78,9 @@ def test_writes_are_coalesced_and_ordered(yard):
         producer.flush()
         assert producer.stats().writes == 1
     with yard.store.transaction() as tx:
-        rows = tx.all("SELECT batch_id, position, payload FROM batchyard_items "
-                      "ORDER BY batch_id, position")
+        rows = tx.all("SELECT b.batch_id, i.position, i.payload FROM batchyard_items i "
+                      "JOIN batchyard_batches b ON b.batch_no = i.batch_no "
+                      "ORDER BY b.batch_id, i.position")
     for base in ("a::0", "b::0"):
         values = [int(r["payload"]) for r in rows if r["batch_id"] == base]
         assert values == sorted(values) and len(values) == 15
