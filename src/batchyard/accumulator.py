@@ -315,8 +315,9 @@ class Accumulator:
         seen = self._open.get(base)
         if seen is not None:
             if seen.position + 1 >= seen.max_batch_size:
-                del self._open[base]  # the transaction that closes it may open another
-                return None  # this item fills the batch: that takes a transaction
+                # the item fills the batch, or it is full: a transaction closes or opens one
+                del self._open[base]
+                return None
             position = seen.position
             if self.store.execute(_APPEND_AT, {"batch_no": seen.batch_no, "position": position,
                                                "payload": payload}, now):
@@ -429,17 +430,18 @@ class Accumulator:
             chunk = encoded[start : start + room]
             self._insert_items(tx, batch["batch_no"], first, chunk)
             start += len(chunk)
-            last_id, last_full = batch["batch_id"], len(chunk) == room
+            last, last_full = batch, len(chunk) == room
+            last_id, count = batch["batch_id"], first + len(chunk)
             if last_full:
                 self._close_full(tx, batch["batch_id"], batch["max_attempts"])
                 flushed.append(batch["batch_id"])
                 batch = None
             else:
-                batch = {**batch, "count": first + len(chunk)}
-        if batch is not None:  # the next single-item add goes straight to its position
-            seen = _OpenBatch(batch["batch_no"], batch["count"], batch["max_batch_size"],
-                              _appended(last_id))
-            tx.after_commit.append(lambda: self._remember(base, seen))
+                batch = {**batch, "count": count}
+        # the next single-item add of this base goes straight to its position - or, when
+        # the last batch is full, straight to the transaction that opens the next one
+        seen = _OpenBatch(last["batch_no"], count, last["max_batch_size"], _appended(last_id))
+        tx.after_commit.append(lambda: self._remember(base, seen))
         return AddResult(
             batch_id=last_id,
             item_count=len(encoded),
