@@ -50,6 +50,17 @@ def test_actions_need_the_csrf_token(yard):
     assert ok.status_code == 303 and flushed(yard)
 
 
+def test_a_form_from_one_server_process_is_accepted_by_another(yard, make_yard):
+    # behind a load balancer the page and the post may meet different processes (here: two
+    # apps, each with its own yard and connections on the same store)
+    one, another = client_for(yard), client_for(make_yard())
+    token = csrf(one.get("/").text)
+    another.cookies = one.cookies  # the same browser
+    ok = another.post("/ui/batches/events/flush", data={"csrf_token": token},
+                      follow_redirects=False)
+    assert ok.status_code == 303 and flushed(yard)
+
+
 def test_actions_from_another_origin_are_refused(yard):
     client = client_for(yard)
     token = csrf(client.get("/").text)

@@ -75,6 +75,14 @@ def test_a_statement_alone_is_its_own_transaction(store_url, store, clock):
     other.close()
 
 
+def test_a_secret_is_made_once_and_shared_by_every_process(store_url, store):
+    other = open_store(store_url)  # another process's view of the same store
+    first = store.secret("a")
+    assert len(first) == 32 and other.secret("a") == first == store.secret("a")
+    assert store.secret("b") != first
+    other.close()
+
+
 def test_a_task_is_not_claimed_before_it_is_due(store, clock):
     enqueue(store, clock.time(), delay=10)
     assert store.claim("w", 10, lease=30, now=clock.time()) == []

@@ -75,7 +75,9 @@ def create_app(
     )
     app.state.yard = yard
     app.state.tokens = tokens
-    app.state.access = Access(tokens)
+    # one CSRF key for every server process on this store: a form one of them rendered
+    # is accepted by the others, and after a restart
+    app.state.access = Access(tokens, secret=yard.store.secret("dashboard-csrf"))
     app.state.metrics_registry = registry_for(yard)
     app.include_router(router)
     app.include_router(jobs_router)

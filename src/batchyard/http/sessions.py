@@ -7,7 +7,7 @@ an HttpOnly session cookie. That cookie holds an expiry and an HMAC keyed by a v
 from the token, never the token itself: rotating the token ends every session made with it,
 and the server keeps no session state.
 
-Every action is a POST that must carry a CSRF token: an HMAC, under a secret of this app, of
+Every action is a POST that must carry a CSRF token: an HMAC, under a secret of the store, of
 a random nonce kept in an HttpOnly, SameSite=Strict cookie. A cross-site page can neither
 read the nonce nor forge the HMAC. The request's Origin (or, failing that, its Referer) must
 also name this host when the browser sends one.
@@ -35,8 +35,8 @@ SESSION_SECONDS = 12 * 3600
 class Access:
     """The dashboard's gate: tokens, browser sessions and CSRF tokens.
 
-    `tokens` are the API tokens (none: open access). `secret` signs CSRF tokens; by default
-    a random one per app, so forms rendered before a restart must be reloaded.
+    `tokens` are the API tokens (none: open access). `secret` signs CSRF tokens: the app
+    passes its store's, shared by every process; by default a random one per `Access`.
     """
 
     def __init__(self, tokens: ApiTokens | None = None, *, secret: bytes | None = None,

@@ -9,6 +9,7 @@ which backend it runs on.
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -212,6 +213,17 @@ class Store:
         if notify:
             tx.execute(notify)
         tx.after_commit.append(self._wakeup.set)
+
+    def secret(self, name: str) -> bytes:
+        """A random 32-byte secret, made on first use and the same for every process that
+        uses this store."""
+        self.execute("INSERT INTO batchyard_secrets (name, value) VALUES (:name, :value) "
+                     "ON CONFLICT (name) DO NOTHING",
+                     {"name": name, "value": secrets.token_hex(32)})
+        with self.transaction(write=False) as tx:
+            row = tx.one("SELECT value FROM batchyard_secrets WHERE name = :name",
+                         {"name": name})
+        return bytes.fromhex(row["value"])
 
     def migrations(self) -> list[Migration]:
         folder = resources.files("batchyard.store") / "migrations" / self.dialect
