@@ -50,6 +50,21 @@ def test_add_flush_status_history_and_delete(client):
     assert client.delete("/batches/ev::0").status_code == 404
 
 
+@pytest.mark.parametrize("base", ["tenant/7", "a/flush"])
+def test_ids_holding_slashes_are_addressed_like_any_other(client, base):
+    # as written, or percent-encoded as a careful client sends them
+    for path in (base, base.replace("/", "%2F")):
+        assert add(client, path, [1]).json()["batch_id"] == f"{base}::0"
+    [status] = client.get(f"/batches/{base}").json()
+    assert status["batch_id"] == f"{base}::0" and status["item_count"] == 2
+    assert client.post(f"/batches/{base}/flush").json()["batch_id"] == f"{base}::0"
+    client.yard.run_worker(wait=False)
+    assert client.seen == [[1, 1]]
+    [record] = client.get(f"/batches/{base}/history").json()
+    assert record["batch_id"] == f"{base}::0" and record["outcome"] == "completed"
+    assert client.delete(f"/batches/{base}::0").status_code == 204
+
+
 def test_bad_input_names_the_problem(client):
     response = add(client, "ev", [1], on_flush="nobody")
     assert response.status_code == 422 and response.json()["field"] == "on_flush"

@@ -106,6 +106,17 @@ def test_flush_and_redrive_forms_work_without_javascript(client, yard):
     assert again.status_code == 409 and "not dead" in again.text
 
 
+def test_a_batch_whose_id_holds_a_slash_has_its_page_and_forms(client, yard):
+    yard.add_items("tenant/7", [1], max_batch_size=10, on_flush="ok")
+    link = re.search(r'href="(/ui/batches/tenant[^"]*)"', client.get("/ui/batches").text)[1]
+    page = client.get(link)
+    assert page.status_code == 200 and "tenant/7::0" in page.text
+    action = re.search(r'action="(/ui/batches/tenant[^"]*/flush)"', page.text)[1]
+    response = post(client, action, page=link, back=link)
+    assert response.status_code == 303
+    assert yard.get_batch_status("tenant/7")[0].status == "flushing"
+
+
 def test_iterator_pause_resume_and_confirmed_cancel(client, yard):
     yard.start_iterator("backfill", batch_size=3, get_next_batch="numbers",
                         process_batch="ok")

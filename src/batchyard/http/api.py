@@ -48,7 +48,7 @@ def health(request: Request) -> Health:
                   store=store.dialect, schema_version=store.schema_version())
 
 
-@router.post("/batches/{batch_id}/items", tags=["batches"])
+@router.post("/batches/{batch_id:path}/items", tags=["batches"])
 def add_items(batch_id: str, body: AddItems, request: Request) -> AddResult:
     """Add items to the open batch of a base id; committed when this returns."""
     return _yard(request).add_items(
@@ -61,19 +61,13 @@ def add_items(batch_id: str, body: AddItems, request: Request) -> AddResult:
     )
 
 
-@router.post("/batches/{batch_id}/flush", tags=["batches"])
+@router.post("/batches/{batch_id:path}/flush", tags=["batches"])
 def flush(batch_id: str, request: Request) -> FlushResult:
     """Close the open batch of a base id (or the given batch) and flush it now."""
     return _yard(request).flush(batch_id)
 
 
-@router.get("/batches/{batch_id}", tags=["batches"])
-def batch_status(batch_id: str, request: Request) -> list[BatchInfo]:
-    """Active batches of a base id, or one batch."""
-    return _yard(request).get_batch_status(batch_id)
-
-
-@router.get("/batches/{batch_id}/history", tags=["batches"])
+@router.get("/batches/{batch_id:path}/history", tags=["batches"])
 def flush_history(
     batch_id: str, request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 20
 ) -> list[FlushRecord]:
@@ -81,13 +75,19 @@ def flush_history(
     return _yard(request).get_flush_history(batch_id, limit)
 
 
-@router.post("/batches/{batch_id}/redrive", tags=["batches"])
+@router.get("/batches/{batch_id:path}", tags=["batches"])
+def batch_status(batch_id: str, request: Request) -> list[BatchInfo]:
+    """Active batches of a base id, or one batch."""
+    return _yard(request).get_batch_status(batch_id)
+
+
+@router.post("/batches/{batch_id:path}/redrive", tags=["batches"])
 def redrive(batch_id: str, request: Request) -> FlushResult:
     """Flush a dead-lettered batch again."""
     return _yard(request).redrive_batch(batch_id)
 
 
-@router.delete("/batches/{batch_id}", status_code=204, tags=["batches"])
+@router.delete("/batches/{batch_id:path}", status_code=204, tags=["batches"])
 def delete_batch(batch_id: str, request: Request) -> Response:
     """Delete a batch that is neither flushing nor holding pending items."""
     _yard(request).delete_batch(batch_id)

@@ -188,13 +188,13 @@ class Dashboard:
             return self.render(request, "batches.html", bases=self.overview.bases(),
                                dead=self.yard.list_dead_batches())
 
-        @get(f"{PREFIX}/batches/{{base_id}}", **page)
+        @get(f"{PREFIX}/batches/{{base_id:path}}", **page)
         def batch_base(request: Request, base_id: str) -> Response:
             return self.render(request, "batch.html", base_id=base_id,
                                batches=self.yard.get_batch_status(base_id),
                                history=self.yard.get_flush_history(base_id, 50))
 
-        @post(f"{PREFIX}/batches/{{batch_id}}/flush")
+        @post(f"{PREFIX}/batches/{{batch_id:path}}/flush")
         def flush(request: Request, batch_id: str,
                   form: ActionForm) -> Response:
             def run() -> str:
@@ -202,7 +202,7 @@ class Dashboard:
 
             return self.act(request, run, "flushed", _back(form, f"{PREFIX}/batches"))
 
-        @post(f"{PREFIX}/batches/{{batch_id}}/redrive")
+        @post(f"{PREFIX}/batches/{{batch_id:path}}/redrive")
         def redrive(request: Request, batch_id: str,
                     form: ActionForm) -> Response:
             return self.act(request, lambda: self.yard.redrive_batch(batch_id), "redriven",
