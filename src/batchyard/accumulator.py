@@ -150,6 +150,8 @@ def encode_items(items: Iterable[Any]) -> list[str]:
             raise InvalidInput("items must be a list of JSON values", field="items")
         items = list(items)  # read twice below when an item is bad
     try:
+        if len(items) == 1:  # the most common call, without a comprehension's frame
+            return [_encode(items[0])]
         return [_encode(item) for item in items]
     except (TypeError, ValueError, RecursionError):
         pass  # find the bad item again, to name it

@@ -142,22 +142,9 @@ class Producer:
                 self._check_usable()
             if not count:
                 return self._processed
-            deadline = None
             runs = self._runs
-            while runs and self._over_target(count, size):
-                if deadline is None:
-                    deadline = time.monotonic() + self.add_timeout
-                self._urgent = True
-                self._changed.notify_all()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise Backpressure(
-                        f"producer buffer full ({self._pending_items} items, "
-                        f"{self._pending_bytes} bytes pending) for {self.add_timeout:g} s",
-                        pending_items=self._pending_items,
-                    )
-                self._changed.wait(remaining)
-                self._check_usable()
+            if runs and self._over_target(count, size):
+                self._wait_for_room(count, size)
             was_empty = not runs
             tail = runs[-1] if len(runs) > self._sealed else None
             if tail is not None and tail.base == base and (tail.config is config
@@ -175,6 +162,23 @@ class Producer:
                 self._ensure_writer()
                 self._changed.notify_all()
             return self._processed
+
+    def _wait_for_room(self, count: int, size: int) -> None:
+        """At the target: hurry the writer and wait (holding the condition) until `count`
+        items of `size` bytes fit, or raise `Backpressure` after `add_timeout`."""
+        deadline = time.monotonic() + self.add_timeout
+        while self._runs and self._over_target(count, size):
+            self._urgent = True
+            self._changed.notify_all()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Backpressure(
+                    f"producer buffer full ({self._pending_items} items, "
+                    f"{self._pending_bytes} bytes pending) for {self.add_timeout:g} s",
+                    pending_items=self._pending_items,
+                )
+            self._changed.wait(remaining)
+            self._check_usable()
 
     def wait_durable(self, checkpoint: int | None = None,
                      timeout: float | timedelta | None = None) -> int:
