@@ -194,6 +194,18 @@ _INSERT_ITEMS = (
     "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
     "SELECT :batch_no, :first + j.idx, j.value, {now} FROM {json_text_rows} j ORDER BY j.idx"
 )
+# The base's row is the lock every transaction that adds to a base takes first, before the
+# open batch's row: they queue there, and batch creation needs no lock of its own. (Taking
+# the batch's row first and the base's to open the next batch deadlocked against an adder
+# that held the base's row and waited for the batch's.) One-statement appends take only the
+# batch's row, for the length of the statement. The row is made before the transaction
+# (`Accumulator.ensure_bases`), so that the lock is there to take.
+_INSERT_BASE = (
+    "INSERT INTO batchyard_batch_bases (base_id) VALUES (:base) ON CONFLICT (base_id) DO NOTHING"
+)
+_LOCK_BASE = (
+    "SELECT next_sequence FROM batchyard_batch_bases WHERE base_id = :base {for_update}"
+)
 _LOCK_OPEN_BATCH = (
     "SELECT batch_id, batch_no, max_batch_size, max_attempts FROM batchyard_batches "
     "WHERE base_id = :base AND status = 'accumulating' {for_update}"
@@ -285,6 +297,7 @@ class Accumulator:
         self.store = yard.store
         self._configs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._open: dict[str, _OpenBatch] = {}  # a hint per base id, checked by each use
+        self._bases: set[str] = set()  # base ids whose row is known to exist (never deleted)
 
     # -- adding ---------------------------------------------------------------------------
 
@@ -308,8 +321,20 @@ class Accumulator:
             appended = self._append(base, encoded[0], now)
             if appended is not None:
                 return appended
+        self.ensure_bases([base])
         with self.store.transaction(now, pipeline=True) as tx:
             return self._fill(tx, base, encoded, config)
+
+    def ensure_bases(self, bases: Iterable[str]) -> None:
+        """Make the row of each base - the lock its adders queue on, see `_LOCK_BASE` -
+        before a transaction adds to it: a transaction that had to make the row would take
+        that lock late, after the open batch's, and could deadlock with another adder."""
+        for base in bases:
+            if base not in self._bases:
+                self.store.execute(_INSERT_BASE, {"base": base})
+                if len(self._bases) >= 10_000:
+                    self._bases.clear()  # a bound, for endless distinct base ids
+                self._bases.add(base)
 
     def _append(self, base: str, payload: str, now: float | None) -> AddResult | None:
         """Add one item that leaves room in its batch, as one statement (at the remembered
@@ -318,7 +343,7 @@ class Accumulator:
         if seen is not None:
             if seen.position + 1 >= seen.max_batch_size:
                 # the item fills the batch, or it is full: a transaction closes or opens one
-                del self._open[base]
+                self._open.pop(base, None)  # (another thread may have dropped it already)
                 return None
             position = seen.position
             if self.store.execute(_APPEND_AT, {"batch_no": seen.batch_no, "position": position,
@@ -412,10 +437,19 @@ class Accumulator:
 
     def _fill(self, tx: Tx, base: str, encoded: list[str], config: dict[str, Any]) -> AddResult:
         flushed: list[str] = []
-        # sent together (one round trip when pipelined); the count runs after the lock is
-        # held, in a statement of its own, so it sees the previous holder's items
-        locked = tx.execute(_LOCK_OPEN_BATCH, {"base": base})
-        counted = tx.execute(_COUNT_OPEN_BATCH, {"base": base})
+        # sent together (one round trip when pipelined), each statement after the lock
+        # before it is held, so that each sees what the previous holder committed
+        params = {"base": base}
+        locked_base = tx.execute(_LOCK_BASE, params)
+        locked = tx.execute(_LOCK_OPEN_BATCH, params)
+        counted = tx.execute(_COUNT_OPEN_BATCH, params)
+        if locked_base.fetchone() is None:
+            # no row for the base (a caller that did not ensure it): make it, take its
+            # lock, and look again - another adder may have opened a batch meanwhile
+            tx.execute(_INSERT_BASE, params)
+            tx.one(_LOCK_BASE, params)
+            locked = tx.execute(_LOCK_OPEN_BATCH, params)
+            counted = tx.execute(_COUNT_OPEN_BATCH, params)
         row = locked.fetchone()
         count = counted.fetchone()["n"]
         batch = None if row is None else {**row, "count": count}
@@ -423,11 +457,7 @@ class Accumulator:
         while start < len(encoded):
             if batch is None:
                 batch = self._create_batch(tx, base, config)
-            first = batch.get("count")
-            if first is None:
-                first = tx.one("SELECT COALESCE(MAX(position), -1) + 1 AS n "
-                               "FROM batchyard_items WHERE batch_no = :batch_no",
-                               {"batch_no": batch["batch_no"]})["n"]
+            first = batch["count"]
             room = batch["max_batch_size"] - first
             chunk = encoded[start : start + room]
             self._insert_items(tx, batch["batch_no"], first, chunk)
@@ -473,27 +503,14 @@ class Accumulator:
         return None if row is None else dict(row)
 
     def _create_batch(self, tx: Tx, base: str, config: dict[str, Any]) -> dict[str, Any]:
-        tx.execute(
-            "INSERT INTO batchyard_batch_bases (base_id) VALUES (:base) "
-            "ON CONFLICT (base_id) DO NOTHING",
-            {"base": base},
-        )
-        # The base row is the lock that serialises batch creation; once we hold it, a
-        # concurrent adder may already have opened the batch we were about to create.
-        row = tx.one(
-            "SELECT next_sequence FROM batchyard_batch_bases WHERE base_id = :base {for_update}",
-            {"base": base},
-        )
-        opened = self._open_batch(tx, base)
-        if opened is not None:
-            return opened
-        sequence = int(row["next_sequence"])
-        batch_id = f"{base}::{sequence}"
-        tx.execute(
+        """Open the base's next batch; the caller holds the base's lock (see `_LOCK_BASE`)
+        and has seen no open batch under it."""
+        sequence = int(tx.one(
             "UPDATE batchyard_batch_bases SET next_sequence = next_sequence + 1 "
-            "WHERE base_id = :base",
+            "WHERE base_id = :base RETURNING next_sequence - 1 AS sequence",
             {"base": base},
-        )
+        )["sequence"])
+        batch_id = f"{base}::{sequence}"
         batch_no = tx.one(
             "INSERT INTO batchyard_batches (batch_id, base_id, sequence, status, handler, "
             "max_batch_size, flush_interval, max_attempts, idempotency_key, created_at, "

@@ -331,6 +331,7 @@ class Producer:
     def _write(self, runs: list[_Run]) -> None:
         """Everything in one transaction: all of it is durable, or none of it."""
         accumulator = self.yard._accumulator
+        accumulator.ensure_bases({run.base for run in runs})
         with self.yard.store.transaction(self.yard.now()) as tx:
             for run in runs:
                 accumulator.add_encoded(tx, run.base, run.encoded, run.config)

@@ -226,6 +226,31 @@ def test_a_remembered_batch_that_another_process_closed_takes_no_more_items(
     assert _items(yard)[-1] == ("ev::1", 0, "2")
 
 
+def test_threads_adding_to_one_base_through_one_yard_keep_exact_books(yard, calls):
+    # the threads share what the yard remembers of the open batch, and race on it
+    errors = []
+
+    def adder(thread):
+        try:
+            for n in range(150):
+                add(yard, "ev", [thread * 1000 + n], max_batch_size=7)
+        except Exception as exc:  # reported below, with the threads joined
+            errors.append(exc)
+
+    threads = [threading.Thread(target=adder, args=(t,)) for t in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    yard.flush("ev")
+    yard.run_worker(wait=False)
+    delivered = [item for _, _, items, _ in calls for item in items]
+    assert sorted(delivered) == sorted(t * 1000 + n for t in range(6) for n in range(150))
+    assert max(len(items) for _, _, items, _ in calls) == 7
+    assert pending_items(yard) == 0
+
+
 def test_a_large_add_is_split_and_no_call_exceeds_the_limit(yard, calls):
     add(yard, "ev", [0, 1])
     result = add(yard, "ev", list(range(2, 14)))
