@@ -117,35 +117,39 @@ def test_a_batch_whose_id_holds_a_slash_has_its_page_and_forms(client, yard):
     assert yard.get_batch_status("tenant/7")[0].status == "flushing"
 
 
-def test_iterator_pause_resume_and_confirmed_cancel(client, yard):
-    yard.start_iterator("backfill", batch_size=3, get_next_batch="numbers",
-                        process_batch="ok")
-    page = "/ui/iterators/backfill"
+@pytest.mark.parametrize("job", ["backfill", "team/backfill"])
+def test_iterator_pause_resume_and_confirmed_cancel(client, yard, job):
+    yard.start_iterator(job, batch_size=3, get_next_batch="numbers", process_batch="ok")
+    page = re.search(r'href="(/ui/iterators/[^"]+)"', client.get("/ui/iterators").text)[1]
+    assert job in client.get(page).text
     assert post(client, f"{page}/pause", page).status_code == 303
-    assert yard.get_iterator_status("backfill").status == "paused"
+    assert yard.get_iterator_status(job).status == "paused"
     assert post(client, f"{page}/resume", page).status_code == 303
-    assert yard.get_iterator_status("backfill").status == "running"
+    assert yard.get_iterator_status(job).status == "running"
 
     ask = client.get(f"{page}/cancel")
     assert ask.status_code == 200 and "Yes, cancel" in ask.text
     unconfirmed = post(client, f"{page}/cancel", page)
     assert unconfirmed.status_code == 200 and "Are you sure?" in unconfirmed.text
-    assert yard.get_iterator_status("backfill").status == "running"
+    assert yard.get_iterator_status(job).status == "running"
     assert post(client, f"{page}/cancel", page, confirm="yes").status_code == 303
-    assert yard.get_iterator_status("backfill").status == "cancelled"
+    assert yard.get_iterator_status(job).status == "cancelled"
     assert post(client, f"{page}/delete", page, confirm="yes").status_code == 303
     assert yard.list_iterator_jobs() == []
 
 
-def test_run_now_queues_the_aggregator_for_the_workers(client, yard):
-    yard.register_aggregator("per-key", stream="clicks", key="k", fold=folds.count())
+@pytest.mark.parametrize("name", ["per-key", "clicks/per-key"])
+def test_run_now_queues_the_aggregator_for_the_workers(client, yard, name):
+    yard.register_aggregator(name, stream="clicks", key="k", fold=folds.count())
     yard.append_events("clicks", [{"k": "a"}, {"k": "b"}, {"k": "a"}])
-    assert yard.get_aggregator_status("per-key").last_run_at is None
-    assert post(client, "/ui/aggregators/per-key/run").status_code == 303
+    assert yard.get_aggregator_status(name).last_run_at is None
+    action = re.search(r'action="(/ui/aggregators/[^"]+/run)"',
+                       client.get("/ui/aggregators").text)[1]
+    assert post(client, action).status_code == 303
     yard.run_worker(wait=False)
-    assert yard.get_aggregator_status("per-key").last_run_at is not None
+    assert yard.get_aggregator_status(name).last_run_at is not None
     if yard.store.dialect == "sqlite":  # PostgreSQL: an open transaction may hold it back
-        assert yard.get_totals("per-key") == {"a": 2, "b": 1}
+        assert yard.get_totals(name) == {"a": 2, "b": 1}
     assert post(client, "/ui/aggregators/nobody/run").status_code == 404
 
 

@@ -212,15 +212,6 @@ class Dashboard:
         def iterators(request: Request) -> Response:
             return self.render(request, "iterators.html", jobs=self.yard.list_iterator_jobs())
 
-        @get(f"{PREFIX}/iterators/{{job_id}}", **page)
-        def iterator(request: Request, job_id: str) -> Response:
-            try:
-                job = self.yard.get_iterator_status(job_id)
-            except BatchyardError as exc:
-                return self.render(request, "error.html", 404, message=str(exc),
-                                   back=f"{PREFIX}/iterators")
-            return self.render(request, "iterator.html", job=job)
-
         for verb, notice in (("pause", "paused"), ("resume", "resumed")):
             self._iterator_action(verb, notice)
 
@@ -231,12 +222,22 @@ class Dashboard:
         ):
             self._destructive_iterator_action(verb, notice, question)
 
+        # after the actions' pages: ids may hold "/", and ".../cancel" is cancel's page
+        @get(f"{PREFIX}/iterators/{{job_id:path}}", **page)
+        def iterator(request: Request, job_id: str) -> Response:
+            try:
+                job = self.yard.get_iterator_status(job_id)
+            except BatchyardError as exc:
+                return self.render(request, "error.html", 404, message=str(exc),
+                                   back=f"{PREFIX}/iterators")
+            return self.render(request, "iterator.html", job=job)
+
         @get(f"{PREFIX}/aggregators", **page)
         def aggregators(request: Request) -> Response:
             return self.render(request, "aggregators.html",
                                aggregators=self.overview.aggregators())
 
-        @post(f"{PREFIX}/aggregators/{{name}}/run")
+        @post(f"{PREFIX}/aggregators/{{name:path}}/run")
         def run_aggregator(request: Request, name: str,
                            form: ActionForm) -> Response:
             return self.act(request, lambda: self.yard.request_aggregator_run(name), "run",
@@ -251,7 +252,7 @@ class Dashboard:
             return self.act(request, lambda: method(job_id), notice,
                             _back(form, f"{PREFIX}/iterators/{quote(job_id, '')}"))
 
-        self.router.post(f"{PREFIX}/iterators/{{job_id}}/{verb}", name=f"iterator_{verb}")(
+        self.router.post(f"{PREFIX}/iterators/{{job_id:path}}/{verb}", name=f"iterator_{verb}")(
             action)
 
     def _destructive_iterator_action(self, verb: str, notice: str, question: str) -> None:
@@ -270,7 +271,7 @@ class Dashboard:
                 return ask(request, job_id)
             return self.act(request, lambda: method(job_id), notice, back)
 
-        path = f"{PREFIX}/iterators/{{job_id}}/{verb}"
+        path = f"{PREFIX}/iterators/{{job_id:path}}/{verb}"
         self.router.get(path, response_class=HTMLResponse, name=f"iterator_{verb}_ask",
                         dependencies=[Depends(_viewer)])(ask)
         self.router.post(path, name=f"iterator_{verb}")(act)
