@@ -82,6 +82,27 @@ def test_the_nonce_cookie_is_httponly_and_strict(yard):
     assert "SameSite=strict" in cookie or "samesite=strict" in cookie.lower()
 
 
+def test_repeated_failed_logins_make_the_client_wait(yard):
+    client = client_for(yard, tokens=[TOKEN])
+    access = client.app.state.access
+    now = [1000.0]
+    access.clock = lambda: now[0]
+    token = csrf(client.get("/ui/login").text)
+
+    def login(candidate):
+        return client.post("/ui/login", data={"csrf_token": token, "token": candidate},
+                           follow_redirects=False)
+
+    for _ in range(10):
+        assert login("guess").status_code == 401
+        now[0] += 1
+    refused = login(TOKEN)  # even the right token: the address must wait first
+    assert refused.status_code == 429 and "Too many failed logins" in refused.text
+    assert refused.headers["Retry-After"] == "50"  # the first failure leaves the window
+    now[0] += 50
+    assert login(TOKEN).status_code == 303
+
+
 def test_with_tokens_pages_send_browsers_to_the_login(yard):
     client = client_for(yard, tokens=[TOKEN])
     response = client.get("/ui/batches", follow_redirects=False)

@@ -16,6 +16,7 @@ Capabilities add their pages with `Dashboard.add_page` and `Dashboard.render`, e
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -292,8 +293,17 @@ class Dashboard:
                                                else None)
             if refusal:
                 raise HTTPException(403, refusal)
+            client = request.client.host if request.client else ""
+            wait = math.ceil(self.access.login_wait(client))
+            if wait:
+                response = self.render(request, "login.html", 429, next=target,
+                                       error=f"Too many failed logins from your address: "
+                                             f"try again in {wait} s.")
+                response.headers["Retry-After"] = str(wait)
+                return response
             candidate = form.get("token")
             if not isinstance(candidate, str) or not self.access.token_valid(candidate):
+                self.access.login_failed(client)
                 return self.render(request, "login.html", 401, next=target,
                                    error="That is not a valid API token.")
             response = RedirectResponse(target, status_code=303)

@@ -19,6 +19,8 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import deque
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection
@@ -30,6 +32,10 @@ SESSION_COOKIE = "batchyard_session"
 CSRF_COOKIE = "batchyard_csrf"
 CSRF_FIELD = "csrf_token"
 SESSION_SECONDS = 12 * 3600
+# Failed logins from one client address before it must wait; each failure counts for the
+# window. A token worth the name cannot be guessed at ten tries a minute.
+LOGIN_ATTEMPTS = 10
+LOGIN_WINDOW_SECONDS = 60.0
 
 
 class Access:
@@ -40,10 +46,13 @@ class Access:
     """
 
     def __init__(self, tokens: ApiTokens | None = None, *, secret: bytes | None = None,
-                 session_seconds: float = SESSION_SECONDS) -> None:
+                 session_seconds: float = SESSION_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.tokens = tokens or ApiTokens()
         self.secret = secret or secrets.token_bytes(32)
         self.session_seconds = session_seconds
+        self.clock = clock
+        self._failed_logins: dict[str, deque[float]] = {}  # per client address, in memory
 
     @property
     def required(self) -> bool:
@@ -87,6 +96,21 @@ class Access:
     @staticmethod
     def end_session(response: Response) -> None:
         response.delete_cookie(SESSION_COOKIE, path="/")
+
+    def login_wait(self, client: str) -> float:
+        """Seconds `client` must wait before its next login attempt (0: it may try now):
+        after `LOGIN_ATTEMPTS` failures within `LOGIN_WINDOW_SECONDS`, until the oldest of
+        them leaves the window. Kept per server process."""
+        failures = self._failed_logins.get(client)
+        if failures is None or len(failures) < LOGIN_ATTEMPTS:
+            return 0.0
+        return max(0.0, failures[0] + LOGIN_WINDOW_SECONDS - self.clock())
+
+    def login_failed(self, client: str) -> None:
+        if len(self._failed_logins) >= 10_000 and client not in self._failed_logins:
+            self._failed_logins.clear()  # a bound: a flood of addresses forgets the oldest
+        failures = self._failed_logins.setdefault(client, deque(maxlen=LOGIN_ATTEMPTS))
+        failures.append(self.clock())
 
     # -- cross-site request forgery -------------------------------------------------------
 
