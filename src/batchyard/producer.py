@@ -136,7 +136,8 @@ class Producer:
         config = self._accumulator._config(max_batch_size, on_flush, flush_interval,
                                            max_attempts)
         encoded = encode_items(items)
-        count, size = len(encoded), sum(map(len, encoded))
+        count = len(encoded)
+        size = len(encoded[0]) if count == 1 else sum(map(len, encoded))
         with self._lock:  # the condition's lock (a Condition's own __enter__ is Python code)
             if self._closed or self._error is not None:
                 self._check_usable()
@@ -145,6 +146,8 @@ class Producer:
             runs = self._runs
             if runs and self._over_target(count, size):
                 self._wait_for_room(count, size)
+            pending_items = self._pending_items = self._pending_items + count
+            pending_bytes = self._pending_bytes = self._pending_bytes + size
             was_empty = not runs
             tail = runs[-1] if len(runs) > self._sealed else None
             if tail is not None and tail.base == base and (tail.config is config
@@ -152,16 +155,16 @@ class Producer:
                 tail.encoded += encoded
             else:
                 runs.append(_Run(base, config, encoded))
-            self._processed += count
-            self._pending_items += count
-            self._pending_bytes += size
-            if not self._urgent and self._over_half():
+            processed = self._processed = self._processed + count
+            if not self._urgent and (pending_items * 2 >= self.max_pending_items
+                                     or pending_bytes * 2 >= self.max_pending_bytes):
+                # past half of the target: the writer writes now instead of waiting
                 self._urgent = True
                 self._changed.notify_all()
             elif was_empty:
                 self._ensure_writer()
                 self._changed.notify_all()
-            return self._processed
+            return processed
 
     def _wait_for_room(self, count: int, size: int) -> None:
         """At the target: hurry the writer and wait (holding the condition) until `count`
@@ -265,10 +268,6 @@ class Producer:
     def _over_target(self, items: int, size: int) -> bool:
         return (self._pending_items + items > self.max_pending_items
                 or self._pending_bytes + size > self.max_pending_bytes)
-
-    def _over_half(self) -> bool:
-        return (self._pending_items * 2 >= self.max_pending_items
-                or self._pending_bytes * 2 >= self.max_pending_bytes)
 
     def _ensure_writer(self) -> None:
         if self._writer is None or not self._writer.is_alive():
