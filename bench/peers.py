@@ -17,7 +17,7 @@ import asyncio
 import threading
 import time
 
-from _harness import fresh_postgres, fresh_sqlite, median_rate, print_table
+from _harness import fresh_postgres, fresh_sqlite, median_rates, print_table
 from batchyard import Yard
 
 
@@ -153,25 +153,26 @@ def main() -> None:
                 return fn(url, n)
         return run
 
+    # each side takes its turn run by run (see median_rates)
     if "huey" in peers:
+        huey, ours = median_rates([
+            lambda: huey_sqlite(n),
+            lambda: batchyard_run(f"sqlite:///{fresh_sqlite()}?synchronous=full", n)], r)
         print_table(f"SQLite, synchronous=FULL: {n} items, one call each -> no-op (items/s)", [
-            ("huey SqliteHuey, 4 worker threads", median_rate(lambda: huey_sqlite(n), r),
-             "peer"),
-            ("batchyard, 4 worker threads",
-             median_rate(lambda: batchyard_run(f"sqlite:///{fresh_sqlite()}?synchronous=full",
-                                               n), r), "goal > 1"),
+            ("huey SqliteHuey, 4 worker threads", huey, "peer"),
+            ("batchyard, 4 worker threads", ours, "goal > 1"),
         ])
-    pg_peers = [("procrastinate, concurrency 4", procrastinate_pg),
-                ("pgqueuer (asyncpg), batch_size 10", pgqueuer_pg)]
-    pg_rows = [(label, median_rate(lambda fn=fn: fn(n), r), "peer")
-               for label, fn in pg_peers if label.split(",")[0].split()[0] in peers]
-    if pg_rows:
+    pg_peers = [(label, fn) for name, label, fn in (
+        ("procrastinate", "procrastinate, concurrency 4", procrastinate_pg),
+        ("pgqueuer", "pgqueuer (asyncpg), batch_size 10", pgqueuer_pg),
+    ) if name in peers]
+    if pg_peers:
+        *theirs, ours = median_rates(
+            [lambda fn=fn: fn(n) for _, fn in pg_peers] + [on_pg(batchyard_run)], r)
         print_table(f"PostgreSQL: {n} items, one call each -> no-op (items/s)", [
-            *pg_rows,
-            ("batchyard, 4 worker threads", median_rate(on_pg(batchyard_run), r),
-             "goal > each peer"),
+            *((label, rate, "peer") for (label, _), rate in zip(pg_peers, theirs, strict=True)),
+            ("batchyard, 4 worker threads", ours, "goal > each peer"),
         ])
-
 
 if __name__ == "__main__":
     main()
