@@ -22,7 +22,7 @@ import time
 import orjson
 import psycopg
 
-from _harness import fresh_postgres, fresh_sqlite, median_rate, print_table, timed
+from _harness import fresh_postgres, fresh_sqlite, median_rate, median_rates, print_table, timed
 from batchyard import Yard
 from batchyard.things import THING_COLUMNS, UPSERT_THINGS
 
@@ -79,20 +79,21 @@ def ours(yard: Yard, ns: str, format: str) -> int:
 
 
 def export_rates(fns, rows: int, repeat: int) -> list[tuple[dict[str, float], float]]:
-    """For each of `fns`: rows/s over `repeat` runs (median, min, max) and the median MB/s
-    of its output. The runs take turns (a, b, a, b ...), so that a drift of the machine -
-    an autovacuum, a checkpoint - weighs on each alike."""
-    runs: list[list[tuple[int, float]]] = [[] for _ in fns]  # (bytes, seconds)
-    for _ in range(repeat):
-        for fn, done in zip(fns, runs, strict=True):
-            done.append(timed(fn))
-    rates = []
-    for done in runs:
-        per_second = sorted(rows / seconds for _, seconds in done)
-        mb = statistics.median(size / seconds / 1e6 for size, seconds in done)
-        rates.append(({"median": statistics.median(per_second), "min": per_second[0],
-                       "max": per_second[-1]}, mb))
-    return rates
+    """For each of `fns` (returning the bytes it wrote): rows/s over `repeat` runs, taken in
+    turns (`median_rates`), and the median MB/s of its output."""
+    mb_per_second: list[list[float]] = [[] for _ in fns]
+
+    def measured(fn, mb):
+        def run() -> tuple[int, float]:
+            size, seconds = timed(fn)
+            mb.append(size / seconds / 1e6)
+            return rows, seconds
+        return run
+
+    rates = median_rates([measured(fn, mb) for fn, mb in zip(fns, mb_per_second,
+                                                             strict=True)], repeat)
+    return [(rate, statistics.median(mb)) for rate, mb in zip(rates, mb_per_second,
+                                                              strict=True)]
 
 
 def measure(url: str, label: str, n: int, repeat: int, only: str | None) -> None:

@@ -424,10 +424,12 @@ class Accumulator:
         self, tx: Tx, base: str, encoded: list[str], config: dict[str, Any]
     ) -> AddResult:
         """Add JSON-encoded items inside `tx`, filling and closing batches as they fill.
+        The caller has made the base's row first (`ensure_bases`, before `tx` began).
 
-        The open batch's row is locked (PostgreSQL) so concurrent adders to one base queue
-        instead of conflicting; then its count is read in a statement of its own, which sees
-        whatever the adder before us committed. Only items are written, until a batch fills.
+        The base's row, then the open batch's, are locked (PostgreSQL) so concurrent adders
+        to one base queue instead of conflicting; then its count is read in a statement of
+        its own, which sees whatever the adder before us committed. Only items are written,
+        until a batch fills.
         """
         if len(encoded) == 1:
             appended = tx.one(_APPEND_ITEM, {"base": base, "payload": encoded[0]})
