@@ -101,13 +101,14 @@ class Worker:
 
     def run(self) -> None:
         """Run until `stop()` or a signal."""
-        self._register()
+        # handlers first: a worker others can see registered stops gracefully on a signal
         restore = self._install_signal_handlers()
         beat = threading.Thread(target=self._heartbeat_loop, name="batchyard-heartbeat",
                                 daemon=True)
         beat.start()
         pool = _DaemonPool(self.concurrency)
         try:
+            self._register()
             self.yard._schedule_maintenance()
             while not self._stopping.is_set():
                 if not self._claim_into(pool):

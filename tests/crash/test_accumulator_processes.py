@@ -49,6 +49,17 @@ def flush_leftovers(store_url):
     yard.close()
 
 
+def wait_started(store, workers, deadline_s=60):
+    """Until `workers` worker processes have registered (they run, signal handlers set)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        with store.transaction(write=False) as tx:
+            if tx.one("SELECT count(*) AS n FROM batchyard_workers")["n"] >= workers:
+                return
+        assert time.monotonic() < deadline, "the workers did not start"
+        time.sleep(0.05)
+
+
 def wait_drained(store, total, deadline_s, also=lambda: None):
     deadline = time.monotonic() + deadline_s
     while True:
@@ -92,6 +103,7 @@ def test_concurrent_producers_and_workers(store_url, tmp_path):
     store = open_store(store_url)  # migrated before anyone starts
     workers = [spawn("work", store_url, tmp_path, 30, 0) for _ in range(2)]
     try:
+        wait_started(store, len(workers))  # a SIGTERM before its handler would kill it
         running = [spawn("produce", store_url, p, calls, bases) for p in range(producers)]
         for proc in running:
             output, _ = proc.communicate(timeout=600)

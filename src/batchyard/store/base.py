@@ -235,7 +235,12 @@ class Store:
         return sorted(found, key=lambda m: m.version)
 
     def migrate(self) -> int:
-        """Apply every migration not yet applied; return the schema version."""
+        """Apply every migration not yet applied; return the schema version. A store that is
+        up to date is only read: opening a yard then never queues for SQLite's one writer
+        (behind busy producers, a new worker could wait there for its whole start-up)."""
+        latest = self.latest_version()
+        if self.schema_version() == latest:
+            return latest
         with self.transaction() as tx:
             self._lock_for_migration(tx)
             tx.execute(
