@@ -346,8 +346,9 @@ def _flush_at_exit() -> None:
         try:
             producer.close(timeout=5.0)
         except Exception as exc:  # exiting: report, never hang or raise
-            log.error("producer lost %d unwritten items at exit: %s",
-                      producer.stats().pending_items, exc)
+            pending = producer.stats().pending_items  # (a write may have ended meanwhile)
+            if pending:
+                log.error("producer lost %d unwritten items at exit: %s", pending, exc)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -263,6 +263,47 @@ def test_a_large_add_is_split_and_no_call_exceeds_the_limit(yard, calls):
     assert open_batch.item_count == 4 and open_batch.status == BatchStatus.ACCUMULATING
 
 
+def _fill_many_batches_in_one_add(yard, calls, clock):
+    """An add that fills the open batch, four new ones, and leaves a sixth open: its items
+    land in order, each full batch is flushed once for its size, the open one by its timer."""
+    add(yard, "ev", [0, 1, 2], flush_interval=30)
+    result = add(yard, "ev", list(range(3, 26)), flush_interval=30)
+    assert result.item_count == 23
+    assert result.flushed_batch_ids == tuple(f"ev::{n}" for n in range(5))
+    assert result.batch_id == "ev::5" and result.status == BatchStatus.ACCUMULATING
+    yard.run_worker(wait=False)
+    assert sorted((b, items) for b, _, items, _ in calls) == [
+        (f"ev::{n}", list(range(5 * n, 5 * n + 5))) for n in range(5)]
+    assert len({key for _, _, _, key in calls}) == 5  # an idempotency key each
+    assert [h.reason for h in yard.get_flush_history("ev::3")] == ["size"]
+    [open_batch] = yard.get_batch_status("ev")
+    assert open_batch.batch_id == "ev::5" and open_batch.item_count == 1
+    clock.advance(31)
+    yard.run_worker(wait=False)  # the sixth batch's timer, set when the add made it
+    assert calls[-1][:3] == ("ev::5", 1, [25]) and len(calls) == 6
+    assert pending_items(yard) == 0
+
+
+def test_one_add_fills_many_batches_in_order(yard, calls, clock):
+    _fill_many_batches_in_one_add(yard, calls, clock)
+
+
+def test_batch_numbers_with_gaps_still_place_every_item(pg_database, clock):
+    """Batches made by one statement have consecutive numbers unless another transaction
+    took one in between (PostgreSQL only: SQLite has one writer); then the items go batch
+    by batch. Here the gaps are forced."""
+    yard = Yard(pg_database, clock=clock)
+    try:
+        yard.store.execute("ALTER TABLE batchyard_batches ALTER COLUMN batch_no "
+                           "SET INCREMENT BY 7", {})
+        calls: list = []
+        yard.handler("collect")(lambda items, ctx: calls.append(
+            (ctx.batch_id, ctx.attempt, list(items), ctx.idempotency_key)))
+        _fill_many_batches_in_one_add(yard, calls, clock)
+    finally:
+        yard.close()
+
+
 def test_manual_flush_by_base_id_and_by_batch_id(yard, calls):
     add(yard, "ev", [1, 2])
     result = yard.flush("ev")

@@ -294,35 +294,34 @@ class Store:
     ) -> None:
         """Schedule a task `delay` seconds from now. A task with the same `key` that is still
         queued is brought forward to the earlier of the two times instead of duplicated."""
+        self.enqueue_many(tx, kind, [(key, payload)], delay=delay, max_attempts=max_attempts)
+
+    def enqueue_many(self, tx: Tx, kind: str,
+                     tasks: Sequence[tuple[str | None, Mapping[str, Any]]], *,
+                     delay: float = 0.0, max_attempts: int = 5) -> None:
+        """Schedule tasks given as (key, payload), keys distinct, as `enqueue` does each - in
+        one statement, however many (a statement per task costs a round trip each, and on
+        SQLite a wait for the GIL each while other threads run)."""
+        if not tasks:
+            return
         tx.execute(
             "INSERT INTO batchyard_tasks "
             "(kind, key, payload, state, due_at, max_attempts, created_at, updated_at) "
-            "VALUES (:kind, :key, :payload, 'queued', {now} + :delay, :max_attempts, {now}, {now}) "
+            "SELECT :kind, t.a, t.b, 'queued', {now} + :delay, :max_attempts, {now}, {now} "
+            # WHERE true: SQLite's parser needs it before an upsert's ON CONFLICT
+            "FROM {json_pairs} t WHERE true "
             "ON CONFLICT (key) DO UPDATE SET due_at = {least}(batchyard_tasks.due_at, "
             "excluded.due_at), updated_at = excluded.updated_at "
             "WHERE batchyard_tasks.state = 'queued'",
             {
                 "kind": kind,
-                "key": key,
-                "payload": orjson.dumps(payload).decode(),
+                "pairs": orjson.dumps([(key, orjson.dumps(payload).decode())
+                                       for key, payload in tasks]).decode(),
                 "delay": float(delay),
                 "max_attempts": max_attempts,
             },
         )
         if delay <= 0:
-            self.notify_work(tx)
-
-    def enqueue_many(self, tx: Tx, kind: str, tasks: Sequence[tuple[str, Mapping[str, Any]]],
-                     *, max_attempts: int = 5) -> None:
-        """Schedule many new tasks due now, each given as (unique key, payload)."""
-        tx.executemany(
-            "INSERT INTO batchyard_tasks "
-            "(kind, key, payload, state, due_at, max_attempts, created_at, updated_at) "
-            "VALUES (:kind, :key, :payload, 'queued', {now}, :max_attempts, {now}, {now})",
-            [{"kind": kind, "key": key, "payload": orjson.dumps(payload).decode(),
-              "max_attempts": max_attempts} for key, payload in tasks],
-        )
-        if tasks:
             self.notify_work(tx)
 
     def fence(self, tx: Tx, task: Task) -> None:

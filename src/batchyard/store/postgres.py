@@ -93,6 +93,8 @@ class PostgresStore(Store):
         "CAST(:values AS json)) WITH ORDINALITY AS e(value, idx))",
         "json_int_values": "(SELECT CAST(jsonb_array_elements_text(CAST(:values AS jsonb)) "
         "AS BIGINT))",
+        "json_pairs": "(SELECT value ->> 0 AS a, value ->> 1 AS b "
+        "FROM json_array_elements(CAST(:pairs AS json)))",
         "after_cursor": "(position, id) > (:position, :id)",
         "stream_order": "position, id",
         "data_keys": "SELECT DISTINCT json_object_keys(CAST(data AS json)) AS key "
@@ -186,7 +188,8 @@ class PostgresStore(Store):
 
     @staticmethod
     def _convert(sql: str) -> str:
-        return _PARAM.sub(r"%(\1)s", sql)
+        # psycopg's placeholders are %(name)s: a % of the SQL itself (modulo) is doubled
+        return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
 
     def _notify_sql(self) -> str:
         return f"SELECT pg_notify('{_CHANNEL}', '')"

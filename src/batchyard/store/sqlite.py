@@ -39,6 +39,9 @@ class SQLiteStore(Store):
         # the strings of a JSON array with their 0-based index, as rows (idx, value)
         "json_text_rows": "(SELECT key AS idx, value FROM json_each(:values))",
         "json_int_values": "(SELECT value FROM json_each(:values))",
+        # a JSON array of [a, b] pairs of strings (or nulls), as rows (a, b)
+        "json_pairs": "(SELECT json_extract(value, '$[0]') AS a, json_extract(value, '$[1]') "
+        "AS b FROM json_each(:pairs))",
         # SQLite's index use for a row-value range stops at its first column, which is
         # always 0 here: compare ids alone, or every page rescans the stream from its start
         "after_cursor": "id > :id",
