@@ -210,8 +210,13 @@ _INSERT_BATCHES = (
     "CASE WHEN j.idx < :full THEN 'flushing' ELSE 'accumulating' END, "
     "CASE WHEN j.idx < :full THEN 'size' END, CASE WHEN j.idx < :full THEN {now} END, "
     ":handler, :max_batch_size, CAST(:flush_interval AS DOUBLE PRECISION), :max_attempts, "
-    "j.value, {now}, {now} FROM {json_text_rows} j ORDER BY j.idx "
-    "RETURNING batch_no, sequence"
+    "j.value, {now}, {now} FROM {json_text_rows} j ORDER BY j.idx"
+)
+# Their numbers, in one row: a RETURNING row per batch would be a fetch each (on SQLite a
+# release of the GIL each, and a wait to take it back while other threads run).
+_NEW_BATCH_NUMBERS = (
+    "SELECT MIN(batch_no) AS lo, MAX(batch_no) AS hi FROM batchyard_batches "
+    "WHERE base_id = :base AND sequence >= :first"
 )
 _CLOSE_FULL = (
     "UPDATE batchyard_batches SET status = 'flushing', flush_reason = 'size', "
@@ -540,10 +545,15 @@ class Accumulator:
             {"base": base, "count": count},
         )["first"])
         keys = orjson.dumps([uuid.uuid4().hex for _ in range(count)]).decode()
-        rows = tx.all(_INSERT_BATCHES, {"base": base, "first": first, "values": keys,
-                                        "full": items // config["max_batch_size"], **config})
-        return [(f"{base}::{row['sequence']}", row["batch_no"])
-                for row in sorted(rows, key=lambda row: row["sequence"])]
+        params = {"base": base, "first": first}
+        tx.execute(_INSERT_BATCHES, {**params, "values": keys,
+                                     "full": items // config["max_batch_size"], **config})
+        numbers = tx.one(_NEW_BATCH_NUMBERS, params)
+        if numbers["hi"] - numbers["lo"] == count - 1:  # consecutive, in sequence order
+            return [(f"{base}::{first + i}", numbers["lo"] + i) for i in range(count)]
+        return [(f"{base}::{row['sequence']}", row["batch_no"]) for row in tx.all(
+            "SELECT sequence, batch_no FROM batchyard_batches WHERE base_id = :base "
+            "AND sequence >= :first ORDER BY sequence", params)]
 
     def _schedule_size_flushes(self, tx: Tx, full: list[tuple[str, int, int]]) -> None:
         """Schedule the flushes (due now) of batches closed for their size."""

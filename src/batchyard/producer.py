@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from batchyard.yard import Yard
 
 log = logging.getLogger("batchyard.producer")
+# during a write, the add that takes the processed count past a multiple of 512 sleeps
+# 0.1 ms (see the end of `Producer.add`)
+_YIELD_BITS = 9
+_YIELD_SECONDS = 0.0001
 _LIVE: weakref.WeakSet[Producer] = weakref.WeakSet()
 
 
@@ -112,6 +116,8 @@ class Producer:
         self._closed = False
         self._writer: threading.Thread | None = None
         self._bases: dict[str, str] = {}
+        self._last_call: tuple[Any, ...] = (None,) * 8
+        self._writing = False  # a write is under way (the adder lets it through now and then)
 
     # -- the producer's side ---------------------------------------------------------------
 
@@ -128,13 +134,14 @@ class Producer:
         """Buffer items for `batch_id`'s base (same configuration as `Yard.add_items`) and
         return the processed checkpoint that includes them. Validation happens here: bad
         items raise `InvalidInput` and nothing of this call is buffered."""
-        base = self._bases.get(batch_id)
-        if base is None:  # producers repeat their batch ids: parse each once
-            base = split_base(batch_id)[0]
-            if len(self._bases) < 10_000:
-                self._bases[batch_id] = base
-        config = self._accumulator._config(max_batch_size, on_flush, flush_interval,
-                                           max_attempts)
+        last = self._last_call
+        if (batch_id is last[0] and max_batch_size is last[1] and on_flush is last[2]
+                and flush_interval is last[3] and max_attempts is last[4]
+                and self.yard.retry is last[5]):
+            base, config = last[6], last[7]  # a producer repeats its calls: checked once
+        else:
+            base, config = self._resolve(batch_id, max_batch_size, on_flush, flush_interval,
+                                         max_attempts)
         encoded = encode_items(items)
         count = len(encoded)
         size = len(encoded[0]) if count == 1 else sum(map(len, encoded))
@@ -144,10 +151,14 @@ class Producer:
             if not count:
                 return self._processed
             runs = self._runs
-            if runs and self._over_target(count, size):
+            pending_items = self._pending_items + count
+            pending_bytes = self._pending_bytes + size
+            if runs and (pending_items > self.max_pending_items
+                         or pending_bytes > self.max_pending_bytes):
                 self._wait_for_room(count, size)
-            pending_items = self._pending_items = self._pending_items + count
-            pending_bytes = self._pending_bytes = self._pending_bytes + size
+                pending_items = self._pending_items + count
+                pending_bytes = self._pending_bytes + size
+            self._pending_items, self._pending_bytes = pending_items, pending_bytes
             was_empty = not runs
             tail = runs[-1] if len(runs) > self._sealed else None
             if tail is not None and tail.base == base and (tail.config is config
@@ -164,7 +175,35 @@ class Producer:
             elif was_empty:
                 self._ensure_writer()
                 self._changed.notify_all()
-            return processed
+        if self._writing and (processed - count) >> _YIELD_BITS != processed >> _YIELD_BITS:
+            # Let the writer through. Each of its SQLite calls gives up the GIL, and an adder
+            # that never waits would keep it for a whole switch interval (5 ms) each time:
+            # a write of a few statements then takes far longer than its work. A short sleep
+            # now and then, only during a write, lets it go on at once.
+            time.sleep(_YIELD_SECONDS)
+        return processed
+
+    def _resolve(
+        self,
+        batch_id: str,
+        max_batch_size: int,
+        on_flush: str | Callable[..., Any],
+        flush_interval: float | timedelta | None,
+        max_attempts: int | None,
+    ) -> tuple[str, dict[str, Any]]:
+        """The base and validated configuration of an add, remembered for the next add with
+        the very same arguments (not for a callable handler, whose name can change)."""
+        base = self._bases.get(batch_id)
+        if base is None:  # producers repeat their batch ids: parse each once
+            base = split_base(batch_id)[0]
+            if len(self._bases) < 10_000:
+                self._bases[batch_id] = base
+        config = self._accumulator._config(max_batch_size, on_flush, flush_interval,
+                                           max_attempts)
+        if isinstance(on_flush, str):
+            self._last_call = (batch_id, max_batch_size, on_flush, flush_interval, max_attempts,
+                               self.yard.retry, base, config)
+        return base, config
 
     def _wait_for_room(self, count: int, size: int) -> None:
         """At the target: hurry the writer and wait (holding the condition) until `count`
@@ -295,6 +334,7 @@ class Producer:
                 taken = (self._processed, self._pending_items, self._pending_bytes)
                 self._urgent = False
             started = time.perf_counter()
+            self._writing = True
             try:
                 self._write(runs)
             except Exception as exc:
@@ -312,6 +352,8 @@ class Producer:
                     else:
                         self._changed.wait_for(lambda: self._closed, delay)
                 continue
+            finally:
+                self._writing = False
             attempt = 0
             written = time.perf_counter() - started
             metrics.PRODUCER_WRITE_DURATION.observe(written)
