@@ -196,7 +196,8 @@ _INSERT_ITEMS = (
     "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
     "SELECT CASE WHEN j.idx < :room THEN :open_no ELSE :first_no + (j.idx - :room) / :size END, "
     "CASE WHEN j.idx < :room THEN :count + j.idx ELSE (j.idx - :room) % :size END, "
-    "j.value, {now} FROM {json_text_rows} j ORDER BY j.idx"
+    # no ORDER BY: each row's place comes from its index, and SQLite would sort them first
+    "j.value, {now} FROM {json_text_rows} j"
 )
 # New batches of a base, sequences from :first up, one per idempotency key in :values; the
 # first :full of them are born closed for their size (a base has one open batch at most).
