@@ -145,7 +145,7 @@ _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 def encode_items(items: Iterable[Any]) -> list[str]:
     """Items as JSON text; a value that is not JSON is refused, naming its index."""
-    if not isinstance(items, (list, tuple)):
+    if type(items) is not list and not isinstance(items, tuple):  # (a list: the fast test)
         if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
             raise InvalidInput("items must be a list of JSON values", field="items")
         items = list(items)  # read twice below when an item is bad
