@@ -483,7 +483,7 @@ class Accumulator:
         open_batch = locked.fetchone()
         count = counted.fetchone()["n"]
         total = len(encoded)
-        full: list[tuple[str, int, int]] = []  # (id, number, max attempts) closed by size
+        full: list[tuple[str, int]] = []  # (id, max attempts) of batches closed by size
         room, open_no = 0, 0
         if open_batch is not None:
             open_no, limit = open_batch["batch_no"], open_batch["max_batch_size"]
@@ -492,14 +492,14 @@ class Accumulator:
             if count + room == limit:
                 # closed before the next batch opens: a base has one open batch at most
                 tx.execute(_CLOSE_FULL, {"batch_no": open_no})
-                full.append((open_batch["batch_id"], open_no, open_batch["max_attempts"]))
+                full.append((open_batch["batch_id"], open_batch["max_attempts"]))
         size = config["max_batch_size"]
         new = self._create_batches(tx, base, config, total - room)
         for index, (batch_id, batch_no) in enumerate(new):
             filled = min(size, total - room - index * size)
             last = _OpenBatch(batch_no, filled, size, _appended(batch_id))
             if filled == size:
-                full.append((batch_id, batch_no, config["max_attempts"]))
+                full.append((batch_id, config["max_attempts"]))
         if all(no == new[0][1] + i for i, (_, no) in enumerate(new)):
             self._insert_items(tx, encoded, room, open_no, count, new[0][1] if new else 0, size)
         else:  # numbers not consecutive: batch by batch
@@ -521,7 +521,7 @@ class Accumulator:
             item_count=total,
             flushed=bool(full),
             status=BatchStatus.FLUSHING if last_full else BatchStatus.ACCUMULATING,
-            flushed_batch_ids=tuple(batch_id for batch_id, _, _ in full),
+            flushed_batch_ids=tuple(batch_id for batch_id, _ in full),
         )
 
     @staticmethod
@@ -556,12 +556,12 @@ class Accumulator:
             "SELECT sequence, batch_no FROM batchyard_batches WHERE base_id = :base "
             "AND sequence >= :first ORDER BY sequence", params)]
 
-    def _schedule_size_flushes(self, tx: Tx, full: list[tuple[str, int, int]]) -> None:
+    def _schedule_size_flushes(self, tx: Tx, full: list[tuple[str, int]]) -> None:
         """Schedule the flushes (due now) of batches closed for their size."""
-        for attempts in {attempts for _, _, attempts in full}:  # one value, nearly always
+        for attempts in {attempts for _, attempts in full}:  # one value, nearly always
             self.store.enqueue_many(tx, FLUSH_TASK, [
                 (f"flush:{batch_id}", {"batch_id": batch_id})
-                for batch_id, _, max_attempts in full if max_attempts == attempts
+                for batch_id, max_attempts in full if max_attempts == attempts
             ], max_attempts=attempts)
 
     def _open_batch(self, tx: Tx, base: str) -> dict[str, Any] | None:

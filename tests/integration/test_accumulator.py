@@ -288,6 +288,16 @@ def test_one_add_fills_many_batches_in_order(yard, calls, clock):
     _fill_many_batches_in_one_add(yard, calls, clock)
 
 
+def test_batches_closed_by_one_add_keep_their_own_max_attempts(yard, calls):
+    add(yard, "ev", [0, 1, 2], max_attempts=2)   # ev::0 is made with 2 attempts
+    add(yard, "ev", list(range(3, 14)), max_attempts=4)   # fills it and ev::1, opens ev::2
+    with yard.store.transaction(write=False) as tx:
+        tasks = {row["key"]: row["max_attempts"] for row in tx.all(
+            "SELECT key, max_attempts FROM batchyard_tasks WHERE kind = :kind",
+            {"kind": "accumulator.flush"})}
+    assert tasks == {"flush:ev::0": 2, "flush:ev::1": 4}
+
+
 def test_batch_numbers_with_gaps_still_place_every_item(pg_database, clock):
     """Batches made by one statement have consecutive numbers unless another transaction
     took one in between (PostgreSQL only: SQLite has one writer); then the items go batch
