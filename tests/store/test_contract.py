@@ -75,6 +75,27 @@ def test_a_statement_alone_is_its_own_transaction(store_url, store, clock):
     other.close()
 
 
+def test_a_statement_alone_never_joins_a_transaction_the_thread_holds_open(store, clock):
+    """On PostgreSQL it runs on a connection of its own and commits alone; SQLite's one
+    write connection is the open transaction's, so there it is refused."""
+    insert = "INSERT INTO batchyard_batch_bases (base_id) VALUES (:base)"
+
+    class Abandon(Exception):
+        pass
+
+    with pytest.raises(Abandon), store.transaction(clock.time()) as tx:
+        tx.execute(insert, {"base": "outer"})
+        if store.dialect == "sqlite":
+            with pytest.raises(StoreError, match="inside a transaction"):
+                store.execute(insert, {"base": "alone"}, clock.time())
+        else:
+            assert store.execute(insert, {"base": "alone"}, clock.time()) == 1
+        raise Abandon  # the outer transaction rolls back
+    with store.transaction(write=False) as tx:
+        rows = tx.all("SELECT base_id FROM batchyard_batch_bases")
+    assert [r["base_id"] for r in rows] == ([] if store.dialect == "sqlite" else ["alone"])
+
+
 def test_a_secret_is_made_once_and_shared_by_every_process(store_url, store):
     other = open_store(store_url)  # another process's view of the same store
     first = store.secret("a")

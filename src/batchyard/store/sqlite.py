@@ -136,8 +136,13 @@ class SQLiteStore(Store):
         # end - by fetchall() when it returns rows, within execute() when it does not.
         self._take_write_turn()
         try:
-            cursor = self._write_connection().execute(
-                self.prepare(sql), {**params, "now": self.now_value(now)})
+            conn = self._write_connection()
+            if conn.in_transaction:
+                # this thread holds a transaction open (the turn is reentrant): the statement
+                # would join it and commit only with it, as `transaction()` would refuse to
+                raise StoreError(f"a statement of its own cannot run on {self.path} inside "
+                                 f"a transaction this thread holds open")
+            cursor = conn.execute(self.prepare(sql), {**params, "now": self.now_value(now)})
             if not returning:
                 return cursor.rowcount
             rows = cursor.fetchall()
