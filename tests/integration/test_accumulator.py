@@ -251,6 +251,51 @@ def test_threads_adding_to_one_base_through_one_yard_keep_exact_books(yard, call
     assert pending_items(yard) == 0
 
 
+def test_concurrent_adds_spanning_batches_stay_whole_and_in_order(yard, calls, make_yard,
+                                                                 clock):
+    """Processes' worth of yards (a connection each) add runs of 1..20 items to two bases
+    at once, each add spanning up to four batches of 7: every item lands once, batches
+    closed for their size hold 7, and each add's items stay together and in order. On
+    PostgreSQL the adds' batch numbers interleave, so some take the batch-by-batch path."""
+    import random
+
+    errors = []
+    added: dict[str, list[list[int]]] = {"a": [], "b": []}
+
+    def adder(thread):
+        other = make_yard(clock=clock)
+        other.handler("collect")(lambda items, ctx: None)
+        rng = random.Random(thread)
+        try:
+            for call in range(40):
+                base = "ab"[(thread + call) % 2]
+                items = [thread * 100_000 + call * 100 + i for i in range(rng.randint(1, 20))]
+                add(other, base, items, max_batch_size=7)
+                added[base].append(items)
+        except Exception as exc:  # reported below, with the threads joined
+            errors.append(exc)
+
+    threads = [threading.Thread(target=adder, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    yard.flush("a")
+    yard.flush("b")
+    yard.run_worker(wait=False)
+    for base in "ab":
+        batches = sorted((int(b.split("::")[1]), items) for b, _, items, _ in calls
+                         if b.startswith(f"{base}::"))
+        assert [len(items) for _, items in batches[:-1]] == [7] * (len(batches) - 1)
+        stream = [item for _, items in batches for item in items]
+        assert sorted(stream) == sorted(item for run in added[base] for item in run)
+        where = {item: index for index, item in enumerate(stream)}
+        for run in added[base]:  # whole and in order
+            assert [where[item] for item in run] == list(range(where[run[0]],
+                                                               where[run[0]] + len(run)))
+
+
 def test_a_large_add_is_split_and_no_call_exceeds_the_limit(yard, calls):
     add(yard, "ev", [0, 1])
     result = add(yard, "ev", list(range(2, 14)))
