@@ -77,6 +77,8 @@ def _viewer(request: Request) -> None:
 
 # the form of an action that passed the gate (auth and CSRF)
 ActionForm = Annotated[FormData, Depends(_action_form)]
+# the route options of every page: HTML, for a signed-in viewer
+PAGE: dict[str, Any] = {"response_class": HTMLResponse, "dependencies": [Depends(_viewer)]}
 
 
 class Dashboard:
@@ -173,23 +175,22 @@ class Dashboard:
     # -- pages ----------------------------------------------------------------------------
 
     def _routes(self) -> None:
-        page = {"response_class": HTMLResponse, "dependencies": [Depends(_viewer)]}
         get, post = self.router.get, self.router.post
         self.add_page("Overview", "/")
         self.add_page("Batches", f"{PREFIX}/batches")
         self.add_page("Iterator jobs", f"{PREFIX}/iterators")
         self.add_page("Aggregators", f"{PREFIX}/aggregators")
 
-        @get("/", **page)
+        @get("/", **PAGE)
         def overview(request: Request) -> Response:
             return self.render(request, "overview.html", snap=self.overview.snapshot())
 
-        @get(f"{PREFIX}/batches", **page)
+        @get(f"{PREFIX}/batches", **PAGE)
         def batches(request: Request) -> Response:
             return self.render(request, "batches.html", bases=self.overview.bases(),
                                dead=self.yard.list_dead_batches())
 
-        @get(f"{PREFIX}/batches/{{base_id:path}}", **page)
+        @get(f"{PREFIX}/batches/{{base_id:path}}", **PAGE)
         def batch_base(request: Request, base_id: str) -> Response:
             return self.render(request, "batch.html", base_id=base_id,
                                batches=self.yard.get_batch_status(base_id),
@@ -209,7 +210,7 @@ class Dashboard:
             return self.act(request, lambda: self.yard.redrive_batch(batch_id), "redriven",
                             _back(form, f"{PREFIX}/batches"))
 
-        @get(f"{PREFIX}/iterators", **page)
+        @get(f"{PREFIX}/iterators", **PAGE)
         def iterators(request: Request) -> Response:
             return self.render(request, "iterators.html", jobs=self.yard.list_iterator_jobs())
 
@@ -224,7 +225,7 @@ class Dashboard:
             self._destructive_iterator_action(verb, notice, question)
 
         # after the actions' pages: ids may hold "/", and ".../cancel" is cancel's page
-        @get(f"{PREFIX}/iterators/{{job_id:path}}", **page)
+        @get(f"{PREFIX}/iterators/{{job_id:path}}", **PAGE)
         def iterator(request: Request, job_id: str) -> Response:
             try:
                 job = self.yard.get_iterator_status(job_id)
@@ -233,7 +234,7 @@ class Dashboard:
                                    back=f"{PREFIX}/iterators")
             return self.render(request, "iterator.html", job=job)
 
-        @get(f"{PREFIX}/aggregators", **page)
+        @get(f"{PREFIX}/aggregators", **PAGE)
         def aggregators(request: Request) -> Response:
             return self.render(request, "aggregators.html",
                                aggregators=self.overview.aggregators())

@@ -11,11 +11,11 @@ from itertools import groupby
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import Response
 
 from batchyard.errors import BatchyardError
 from batchyard.export import FORMATS
-from batchyard.http.dashboard import PREFIX, ActionForm, Dashboard, _viewer
+from batchyard.http.dashboard import PAGE, PREFIX, ActionForm, Dashboard, _viewer
 from batchyard.http.downloads import export_download
 
 JOBS = f"{PREFIX}/jobs"
@@ -24,14 +24,13 @@ ERRORS_PAGE = 50
 
 def install_job_pages(dashboard: Dashboard) -> None:
     yard, router = dashboard.yard, dashboard.router
-    page = {"response_class": HTMLResponse, "dependencies": [Depends(_viewer)]}
     dashboard.add_page("Bulk jobs", JOBS)
     dashboard.notices.update({
         "job-cancelled": "Job cancelled: no new chunk of it starts.",
         "chunks-redriven": "Dead chunks queued again; their jobs are processing.",
     })
 
-    @router.get(JOBS, **page)
+    @router.get(JOBS, **PAGE)
     def jobs(request: Request, status: str | None = None) -> Response:
         dead = sorted(yard.list_dead_chunks(limit=1000), key=lambda d: d.error or "")
         groups = [(error, list(chunks)) for error, chunks in
@@ -40,7 +39,7 @@ def install_job_pages(dashboard: Dashboard) -> None:
                                 stats=yard.get_stats(), dead_groups=groups,
                                 formats=list(FORMATS), status=status)
 
-    @router.get(f"{JOBS}/{{job_id}}", **page)
+    @router.get(f"{JOBS}/{{job_id}}", **PAGE)
     def job(request: Request, job_id: str,
             after: Annotated[int, Query(ge=-1, le=2**62)] = -1) -> Response:
         try:
@@ -51,7 +50,7 @@ def install_job_pages(dashboard: Dashboard) -> None:
         return dashboard.render(request, "job.html", job=record, errors=errors, after=after,
                                 more=len(errors) == ERRORS_PAGE)
 
-    @router.get(f"{JOBS}/{{job_id}}/cancel", **page)
+    @router.get(f"{JOBS}/{{job_id}}/cancel", **PAGE)
     def ask_cancel(request: Request, job_id: str) -> Response:
         return dashboard.render(
             request, "confirm.html", question=f"Cancel bulk job {job_id}? No new chunk of it "
