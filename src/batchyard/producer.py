@@ -153,7 +153,7 @@ class Producer:
             runs = self._runs
             pending_items = self._pending_items + count
             pending_bytes = self._pending_bytes + size
-            if runs and (pending_items > self.max_pending_items
+            if runs and (pending_items > self.max_pending_items  # _over_target, inline
                          or pending_bytes > self.max_pending_bytes):
                 self._wait_for_room(count, size)
                 pending_items = self._pending_items + count

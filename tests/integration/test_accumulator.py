@@ -50,6 +50,25 @@ def add(yard, base, items, **config):
     return yard.add_items(base, items, **config)
 
 
+def in_threads(work, count):
+    """Run work(0) .. work(count - 1) at once, one thread each; fail with the first error,
+    once every thread has ended."""
+    errors = []
+
+    def run(index):
+        try:
+            work(index)
+        except Exception as exc:  # reported below, with the threads joined
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
 def pending_items(yard):
     return sum(b.pending_count for b in yard.list_batches(limit=1000))
 
@@ -228,21 +247,11 @@ def test_a_remembered_batch_that_another_process_closed_takes_no_more_items(
 
 def test_threads_adding_to_one_base_through_one_yard_keep_exact_books(yard, calls):
     # the threads share what the yard remembers of the open batch, and race on it
-    errors = []
-
     def adder(thread):
-        try:
-            for n in range(150):
-                add(yard, "ev", [thread * 1000 + n], max_batch_size=7)
-        except Exception as exc:  # reported below, with the threads joined
-            errors.append(exc)
+        for n in range(150):
+            add(yard, "ev", [thread * 1000 + n], max_batch_size=7)
 
-    threads = [threading.Thread(target=adder, args=(t,)) for t in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    in_threads(adder, 6)
     yard.flush("ev")
     yard.run_worker(wait=False)
     delivered = [item for _, _, items, _ in calls for item in items]
@@ -259,28 +268,19 @@ def test_concurrent_adds_spanning_batches_stay_whole_and_in_order(yard, calls, m
     PostgreSQL the adds' batch numbers interleave, so some take the batch-by-batch path."""
     import random
 
-    errors = []
     added: dict[str, list[list[int]]] = {"a": [], "b": []}
 
     def adder(thread):
         other = make_yard(clock=clock)
         other.handler("collect")(lambda items, ctx: None)
         rng = random.Random(thread)
-        try:
-            for call in range(40):
-                base = "ab"[(thread + call) % 2]
-                items = [thread * 100_000 + call * 100 + i for i in range(rng.randint(1, 20))]
-                add(other, base, items, max_batch_size=7)
-                added[base].append(items)
-        except Exception as exc:  # reported below, with the threads joined
-            errors.append(exc)
+        for call in range(40):
+            base = "ab"[(thread + call) % 2]
+            items = [thread * 100_000 + call * 100 + i for i in range(rng.randint(1, 20))]
+            add(other, base, items, max_batch_size=7)
+            added[base].append(items)
 
-    threads = [threading.Thread(target=adder, args=(t,)) for t in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    in_threads(adder, 4)
     yard.flush("a")
     yard.flush("b")
     yard.run_worker(wait=False)
