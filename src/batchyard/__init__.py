@@ -22,7 +22,11 @@ from batchyard.errors import (
     LeaseLost,
     NotFound,
     ProducerError,
+    StoreCorrupt,
     StoreError,
+    StoreFull,
+    StoreReadOnly,
+    StoreUnavailable,
 )
 from batchyard.iterator import BatchContext, IteratorStatus, Page
 from batchyard.producer import Producer, ProducerStats
@@ -62,7 +66,11 @@ __all__ = [
     "ProducerError",
     "ProducerStats",
     "RetryPolicy",
+    "StoreCorrupt",
     "StoreError",
+    "StoreFull",
+    "StoreReadOnly",
+    "StoreUnavailable",
     "SystemClock",
     "Yard",
     "__version__",

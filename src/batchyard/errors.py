@@ -6,6 +6,11 @@
     ├── InvalidInput             bad arguments or items (carries field / index)
     ├── HandlerNotFound          a configuration names no registered handler
     ├── StoreError               the store failed (driver error kept as __cause__)
+    │   ├── StoreUnavailable     transient: cannot be reached now (lost or refused connection,
+    │   │                        restart, failover, lock or serialization timeout)
+    │   ├── StoreFull            transient: the disk or the database's size limit is full
+    │   ├── StoreReadOnly        transient: the store refuses writes (file mode, standby)
+    │   ├── StoreCorrupt         the file is not a database, or is damaged
     │   ├── NotFound             the record does not exist
     │   ├── Conflict             the record exists in a state that forbids the change
     │   └── LeaseLost            a write under a stale fencing token was refused
@@ -49,6 +54,32 @@ class HandlerNotFound(BatchyardError, LookupError):
 
 class StoreError(BatchyardError):
     """The store failed."""
+
+    #: worth retrying as it is: the store may answer again without anyone changing the call
+    #: (workers, the producer's writer and the HTTP API - 503 - treat it as an outage)
+    transient: bool = False
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached right now; retry later."""
+
+    transient = True
+
+
+class StoreFull(StoreError):
+    """The store is out of space; nothing of this change was written."""
+
+    transient = True
+
+
+class StoreReadOnly(StoreError):
+    """The store refuses writes."""
+
+    transient = True
+
+
+class StoreCorrupt(StoreError):
+    """The store's file is not a batchyard database, or it is damaged."""
 
 
 class NotFound(StoreError, LookupError):
