@@ -93,3 +93,6 @@ def setup_logging(level: str = "info", log_format: str = "text",
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    # the connection pool warns at every failed reconnect attempt; batchyard says once
+    # when the store went away and once when it is back (batchyard.supervision)
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)

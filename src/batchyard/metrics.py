@@ -24,6 +24,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     GCCollector,
     Histogram,
     PlatformCollector,
@@ -63,9 +64,18 @@ PRODUCER_WRITE_DURATION = Histogram("batchyard_producer_write_duration_seconds",
 PRODUCER_WRITE_FAILURES = Counter("batchyard_producer_write_failures",
                                   "Write-behind producer transactions that failed.",
                                   registry=None)
+OUTAGES = Counter("batchyard_outages",
+                  "Runs of failures this process rode through (the store unavailable, full "
+                  "or read-only; or an unexpected error), by the part that met them.",
+                  ["component"], registry=None)
+WORKER_LOOP_AGE = Gauge("batchyard_worker_loop_age_seconds",
+                        "Seconds since this process's worker loop last completed a cycle "
+                        "(NaN without a running worker).", registry=None)
+WORKER_LOOP_AGE.set(float("nan"))
 
 PROCESS_METRICS = (FLUSHES, FLUSHED_ITEMS, FLUSH_DURATION, TASK_DURATION, TASK_RETRIES,
-                   TASK_DEAD_LETTERS, PRODUCER_WRITE_DURATION, PRODUCER_WRITE_FAILURES)
+                   TASK_DEAD_LETTERS, PRODUCER_WRITE_DURATION, PRODUCER_WRITE_FAILURES,
+                   OUTAGES, WORKER_LOOP_AGE)
 for _metric in PROCESS_METRICS:
     REGISTRY.register(_metric)
 

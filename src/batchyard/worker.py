@@ -9,6 +9,12 @@ that fails, each of its tasks runs alone, so one bad task retries and dies by it
 heartbeat thread extends the leases of the tasks in flight. On SIGTERM/SIGINT the worker
 stops claiming, lets in-flight work finish up to `shutdown_timeout`, and gives the remaining
 leases back; a second signal exits at once.
+
+Nothing else ends a worker. An error anywhere in the loop (the store restarting, a full disk,
+a bug) is met with backoff, one warning when it starts and one line when it ends (`Outage`);
+a task whose runner met an unavailable store is given back without counting its attempt, and
+an outcome that cannot be written yet is written once the store answers (the task stays in
+flight meanwhile, so its lease is kept). `liveness` says whether the loop still turns.
 """
 
 from __future__ import annotations
@@ -28,9 +34,10 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from batchyard import metrics
-from batchyard.errors import LeaseLost
+from batchyard.errors import ConfigError, LeaseLost
 from batchyard.retry import RetryPolicy
 from batchyard.store import Task
+from batchyard.supervision import Backoff, Outage, is_transient
 
 if TYPE_CHECKING:
     from batchyard.yard import Yard
@@ -81,6 +88,8 @@ class Worker:
         self._stopping = threading.Event()
         self._stopping_done = threading.Event()
         self.tasks_run = 0
+        self.outage = Outage(log, "worker")
+        self.last_cycle: float | None = None  # time.monotonic() of the loop's last good turn
         yard.worker_id = self.id
 
     # -- public ---------------------------------------------------------------------------
@@ -100,25 +109,59 @@ class Worker:
                     list(pool.map(self._execute_unit, units))
 
     def run(self) -> None:
-        """Run until `stop()` or a signal."""
+        """Run until `stop()` or a signal; ride through everything else (a `ConfigError`
+        aside: no amount of waiting mends that)."""
         # handlers first: a worker others can see registered stops gracefully on a signal
         restore = self._install_signal_handlers()
         beat = threading.Thread(target=self._heartbeat_loop, name="batchyard-heartbeat",
                                 daemon=True)
         beat.start()
         pool = _DaemonPool(self.concurrency)
+        metrics.WORKER_LOOP_AGE.set_function(self._loop_age)
+        registered = False
+        backoff = Backoff()
         try:
-            self._register()
-            self.yard._schedule_maintenance()
             while not self._stopping.is_set():
-                if not self._claim_into(pool):
-                    self._idle()
+                try:
+                    if not registered:
+                        self._register()
+                        self.yard._schedule_maintenance()
+                        registered = True
+                    if not self._claim_into(pool):
+                        self._idle()
+                except ConfigError:
+                    raise
+                except Exception as exc:
+                    self.outage.failed(exc)
+                    self._stopping.wait(backoff.next())
+                    continue
+                backoff.reset()
+                self.outage.ok()
+                self.last_cycle = time.monotonic()
             self._drain_inflight()
         finally:
+            self._stopping.set()  # the heartbeat ends with the loop, never outlives it
+            self._stopping_done.set()
             pool.shutdown()
             restore()
-            self._unregister()
+            if registered:
+                self._unregister()
             log.info("worker %s stopped after %d tasks", self.id, self.tasks_run)
+
+    def liveness(self, within: float) -> str | None:
+        """None while the loop turns - it completed a cycle within `within` seconds and is
+        not riding out an outage - else what is wrong, in words."""
+        if self.outage.active:
+            return f"the worker is waiting for the store ({self.outage.last_error})"
+        if self.last_cycle is None:
+            return "the worker has not completed a cycle yet"
+        age = time.monotonic() - self.last_cycle
+        if age > within:
+            return f"the worker's loop last completed a cycle {age:.0f} s ago"
+        return None
+
+    def _loop_age(self) -> float:
+        return float("nan") if self.last_cycle is None else time.monotonic() - self.last_cycle
 
     def stop(self) -> None:
         """Ask the worker to stop claiming and finish what it holds."""
@@ -152,8 +195,11 @@ class Worker:
         for (kind, prefix), group in groups.items():
             more = self.yard._groupings[kind].size - len(group)
             if more > 0:
-                group.extend(self.store.claim_group(self.id, kind, prefix, more, self.lease,
-                                                    self.yard.now()))
+                try:
+                    group.extend(self.store.claim_group(self.id, kind, prefix, more,
+                                                        self.lease, self.yard.now()))
+                except Exception as exc:  # the group is smaller; what was claimed still runs
+                    self.outage.failed(exc)
             units.append(group)
         return units
 
@@ -224,11 +270,38 @@ class Worker:
         except LeaseLost as exc:
             log.warning("stale result refused: %s", exc)
         except Exception as exc:
-            log.exception("task %s (%s) failed", task.id, task.kind)
-            self._fail(task, f"{type(exc).__name__}: {exc}")
+            if is_transient(exc):
+                # the store failed, not the task: give it back, the attempt not counted
+                self.outage.failed(exc)
+                self._settle(task, lambda: self.store.release([task], self.yard.now()))
+            else:
+                log.exception("task %s (%s) failed", task.id, task.kind)
+                error = f"{type(exc).__name__}: {exc}"
+                self._settle(task, lambda: self._fail(task, error))
         finally:
             self.tasks_run += 1
             metrics.TASK_DURATION.labels(task.kind).observe(time.perf_counter() - started)
+
+    def _settle(self, task: Task, write: Callable[[], None]) -> None:
+        """Write a task's outcome. While the store is unavailable, try again with backoff:
+        the task stays in flight, so the heartbeat keeps its lease once the store is back,
+        until the outcome is written, refused as stale, or the worker stops and gives its
+        leases back. Any other failure leaves the task to be run again after its lease."""
+        backoff = Backoff()
+        while True:
+            try:
+                write()
+            except LeaseLost as exc:
+                log.warning("stale outcome refused: %s", exc)
+            except Exception as exc:
+                if is_transient(exc):
+                    self.outage.failed(exc)
+                    if not self._stopping_done.wait(backoff.next()):
+                        continue
+                else:
+                    log.exception("the outcome of task %s (%s) could not be written; it runs "
+                                  "again once its lease expires", task.id, task.kind)
+            return
 
     def _fail(self, task: Task, error: str) -> None:
         policy = RetryPolicy(**{**self.yard.retry.__dict__, "max_attempts": task.max_attempts})
@@ -258,8 +331,8 @@ class Worker:
             tasks = list(self._inflight.values())
         try:
             lost = self.store.heartbeat(self.id, tasks, self.lease, self.yard.now())
-        except Exception:
-            log.exception("heartbeat failed")
+        except Exception as exc:
+            self.outage.failed(exc)  # the loop says when the store is back
             return
         for task_id in lost:
             log.warning("lease of task %s was lost; its result will be refused", task_id)
@@ -277,7 +350,10 @@ class Worker:
         self._stopping_done.set()
         if left:
             log.warning("giving back %d unfinished task(s)", len(left))
-            self.store.release(left, self.yard.now())
+            try:
+                self.store.release(left, self.yard.now())
+            except Exception as exc:  # they run again once their leases expire
+                log.warning("could not give back %d task(s): %s", len(left), exc)
 
     # -- process housekeeping -------------------------------------------------------------
 
@@ -341,4 +417,7 @@ class _DaemonPool:
 
     def _loop(self) -> None:
         while (job := self._jobs.get()) is not None:
-            job()
+            try:
+                job()
+            except Exception:  # a thread of the pool never dies of one job
+                log.exception("a worker thread's job failed")

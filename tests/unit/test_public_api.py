@@ -4,8 +4,8 @@ PUBLIC = """
 AddResult AggregatorRun AggregatorStatus Backpressure BatchContext BatchInfo BatchStatus
 BatchyardError Clock ConfigError Conflict FlushContext FlushReason FlushRecord FlushResult
 HandlerNotFound InvalidInput ItemFailures IteratorStatus LeaseLost ManualClock NotFound Page
-ParkedEvent Producer ProducerError ProducerStats RetryPolicy StoreCorrupt StoreError StoreFull StoreReadOnly
-StoreUnavailable SystemClock Yard
+ParkedEvent Producer ProducerError ProducerStats RetryPolicy StoreCorrupt StoreError StoreFull
+StoreReadOnly StoreUnavailable SystemClock Yard
 __version__ folds open_store
 """.split()  # noqa: SIM905 - one name per word reads better here
 

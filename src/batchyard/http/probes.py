@@ -8,9 +8,14 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from batchyard.health import DEFAULT_MAX_HEARTBEAT_AGE, run_checks
+from batchyard.health import Check, run_checks
 from batchyard.http.sessions import Access
+from batchyard.worker import Worker
 from batchyard.yard import Yard
+
+# an idle loop turns at least once a poll interval (1 s); a busy one whenever a slot frees
+# or a poll interval passes; a claim or a wait for the store can add a few seconds
+WORKER_LOOP_BOUND = 30.0
 
 router = APIRouter()
 
@@ -31,11 +36,14 @@ def metrics(request: Request) -> Response:
 @router.get("/readyz", tags=["service"])
 def readyz(request: Request) -> JSONResponse:
     """Ready when the store answers with the current schema - and, when this app runs its
-    own worker, when that worker's heartbeat is fresh. 503 otherwise, with every check."""
+    own worker, when that worker's loop is turning (it completed a cycle lately and is not
+    waiting out an outage). 503 otherwise, with every check and what failed."""
     yard: Yard = request.app.state.yard
-    own_worker = getattr(request.app.state, "worker", None) is not None
-    checks = run_checks(yard.store, clock=yard.clock,
-                        max_heartbeat_age=DEFAULT_MAX_HEARTBEAT_AGE if own_worker else None)
+    checks = run_checks(yard.store, clock=yard.clock, max_heartbeat_age=None)
+    worker: Worker | None = getattr(request.app.state, "worker", None)
+    if worker is not None:
+        problem = worker.liveness(within=WORKER_LOOP_BOUND)
+        checks.append(Check("worker", problem is None, problem or "the loop is turning"))
     ready = all(check.ok for check in checks)
     body: dict[str, Any] = {
         "status": "ready" if ready else "not ready",

@@ -11,20 +11,51 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import select
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
-from batchyard.errors import StoreError
+from batchyard.errors import (
+    StoreError,
+    StoreFull,
+    StoreReadOnly,
+    StoreUnavailable,
+)
 from batchyard.store.base import Params, Store, Tx
 
 _CHANNEL = "batchyard_tasks"
+# How long a caller waits for a pooled connection: while the server answers, long enough to
+# ride out a busy moment (longer, and the service is overloaded: 503 is the honest answer);
+# once a connection was found dead, briefly - the caller gets StoreUnavailable (HTTP 503)
+# at once instead of hanging through the outage.
+_POOL_WAIT_SECONDS = 3.0
+_POOL_WAIT_IN_OUTAGE_SECONDS = 0.5
+# The pool reconnects in the background with backoff (1 s, 2 s, 4 s ...) for this long, then
+# starts over on the next demand: so the first connection after an outage of any length is
+# tried within a few seconds of the server's return, not minutes.
+_RECONNECT_SECONDS = 10.0
+_CONNECT_TIMEOUT_SECONDS = 5  # a server that does not answer at all (a dead host)
+
+# Errors that say nothing about the statement, only that the server cannot serve it now: an
+# administrator shutdown, a server starting up or failing over, a lost or refused connection
+# (all OperationalError), a conflict another transaction won, a lock or statement timeout.
+_TRANSIENT = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    pg_errors.SerializationFailure,
+    pg_errors.DeadlockDetected,
+    pg_errors.LockNotAvailable,
+    pg_errors.QueryCanceled,
+)
 _STREAMS = itertools.count()
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
@@ -70,9 +101,22 @@ def _pipelined_transaction(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Co
             conn.execute("COMMIT")
         # leaving the pipeline synced it: the first error of the block or the commit is raised
     except BaseException:
-        if conn.info.transaction_status != TransactionStatus.IDLE:
-            conn.execute("ROLLBACK")  # the block failed before COMMIT, or a statement did
+        status = conn.info.transaction_status
+        if status not in (TransactionStatus.IDLE, TransactionStatus.UNKNOWN):
+            # the block failed before COMMIT, or a statement did; on a connection that died
+            # meanwhile the rollback fails too, and the error that explains it all wins
+            with suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
         raise
+
+
+def masked_url(url: str) -> str:
+    """The URL with its password replaced by ``***``: fit for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{netloc[0].split(':', 1)[0]}:***@{netloc[1]}"))
 
 
 class PostgresStore(Store):
@@ -111,20 +155,67 @@ class PostgresStore(Store):
     def _open_pool(self) -> ConnectionPool[Any]:
         self._pid = os.getpid()
         min_size, max_size = self._pool_size
+        self._outage = False
         pool = ConnectionPool(
             self.url,
             min_size=min_size,
             max_size=max_size,
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            kwargs={"autocommit": True, "row_factory": dict_row,
+                    "connect_timeout": _CONNECT_TIMEOUT_SECONDS},
             open=False,
             name="batchyard",
+            check=self._check_connection,
+            timeout=_POOL_WAIT_SECONDS,
+            reconnect_timeout=_RECONNECT_SECONDS,
         )
         try:
             pool.open(wait=True, timeout=10)
         except Exception as exc:
             pool.close()
-            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+            raise StoreUnavailable(f"cannot connect to PostgreSQL at {self.name}: "
+                                   f"{_first_line(exc)}", store=self.name) from exc
         return pool
+
+    def _check_connection(self, conn: psycopg.Connection[Any]) -> None:
+        """The pool's check of a connection it hands out, without a round trip: an idle
+        pooled connection has nothing to read, so a readable socket holds the server's
+        goodbye (an administrator shutdown, a restart) or its end. Such a connection is
+        dropped for another, and callers meanwhile wait only briefly (see _POOL_WAIT_*).
+        A check that sent a query would cost a round trip per transaction."""
+        if not (conn.closed or conn.broken):
+            readable, _, _ = select.select([conn.fileno()], [], [], 0)
+            if not readable:
+                return
+        self._outage = True
+        conn.close()  # closed, the pool drops it and makes another (open, it would keep it)
+        raise psycopg.OperationalError("the server closed the connection")
+
+    @property
+    def name(self) -> str:
+        return masked_url(self.url)
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; a driver error in the block comes out as a StoreError."""
+        wait = _POOL_WAIT_IN_OUTAGE_SECONDS if self._outage else _POOL_WAIT_SECONDS
+        try:
+            with self._pool_here().connection(timeout=wait) as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+        self._outage = False
+
+    def _translate(self, exc: psycopg.Error) -> StoreError:
+        """The driver's error in batchyard's vocabulary, naming the server."""
+        kind: type[StoreError] = StoreError
+        if isinstance(exc, pg_errors.ReadOnlySqlTransaction):  # a standby after failover
+            kind = StoreReadOnly
+        elif isinstance(exc, pg_errors.DiskFull):
+            kind = StoreFull
+        elif isinstance(exc, _TRANSIENT):
+            kind = StoreUnavailable
+            self._outage = isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+        return kind(f"PostgreSQL at {self.name}: {_first_line(exc)}", store=self.name)
 
     def _pool_here(self) -> ConnectionPool[Any]:
         if self._pid != os.getpid():
@@ -144,39 +235,30 @@ class PostgresStore(Store):
     def _alone(self, sql: str, params: Params, now: float | None, returning: bool) -> Any:
         # pooled connections are in autocommit: the statement is its own transaction, and
         # costs one round trip
-        try:
-            with self._pool_here().connection() as conn:
-                cursor = conn.execute(self.prepare(sql), {**params, "now": self.now_value(now)})
-                return cursor.fetchone() if returning else cursor.rowcount
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
+        with self._connection() as conn:
+            cursor = conn.execute(self.prepare(sql), {**params, "now": self.now_value(now)})
+            return cursor.fetchone() if returning else cursor.rowcount
 
     @contextmanager
     def transaction(self, now: float | None = None, *, write: bool = True,
                     pipeline: bool = False) -> Iterator[Tx]:
-        try:
-            with self._pool_here().connection() as conn:
-                if pipeline:
-                    with _pipelined_transaction(conn) as connection:
-                        tx = Tx(self, connection, now)
-                        yield tx
-                else:
-                    with conn.transaction():
-                        tx = Tx(self, conn, now)
-                        yield tx
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
+        with self._connection() as conn:
+            if pipeline:
+                with _pipelined_transaction(conn) as connection:
+                    tx = Tx(self, connection, now)
+                    yield tx
+            else:
+                with conn.transaction():
+                    tx = Tx(self, conn, now)
+                    yield tx
         for callback in tx.after_commit:
             callback()
 
     @contextmanager
     def snapshot(self) -> Iterator[Tx]:
-        try:
-            with self._pool_here().connection() as conn, conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                yield Tx(self, conn, None)
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield Tx(self, conn, None)
 
     @staticmethod
     def _streaming_cursor(connection: Any) -> Any:
@@ -210,7 +292,8 @@ class PostgresStore(Store):
         with self._listener_lock:
             try:
                 if self._listener is None or self._listener.closed:
-                    self._listener = psycopg.connect(self.url, autocommit=True)
+                    self._listener = psycopg.connect(
+                        self.url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_SECONDS)
                     self._listener.execute(f"LISTEN {_CHANNEL}")
                 for _ in self._listener.notifies(timeout=timeout, stop_after=1):
                     pass
@@ -228,3 +311,8 @@ class PostgresStore(Store):
                 self._listener.close()
                 self._listener = None
         self._pool.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
