@@ -283,13 +283,13 @@ _FAILED_COUNT = ("(SELECT COUNT(*) FROM batchyard_item_failures f "
                  "WHERE f.batch_no = b.batch_no)")
 # Counts are derived, never kept in the batch row: an add then writes its items and nothing
 # else (a second page per commit halved the add rate), and the counts cannot drift.
+_PENDING_COUNT = ("CASE WHEN b.status = 'completed' THEN 0 "
+                  f"WHEN {_FAILED_COUNT} > 0 THEN {_FAILED_COUNT} ELSE {_ITEM_COUNT} END")
 _BATCH_COLUMNS = (
     "b.batch_id, b.batch_no, b.base_id, b.sequence, b.status, b.handler, b.max_batch_size, "
     "b.flush_interval, b.max_attempts, b.attempts, b.idempotency_key, b.flush_reason, "
     "b.last_error, b.created_at, b.updated_at, b.completed_at, "
-    f"{_ITEM_COUNT} AS item_count, "
-    "CASE WHEN b.status = 'completed' THEN 0 "
-    f"WHEN {_FAILED_COUNT} > 0 THEN {_FAILED_COUNT} ELSE {_ITEM_COUNT} END AS pending_count"
+    f"{_ITEM_COUNT} AS item_count, {_PENDING_COUNT} AS pending_count"
 )
 # Pending items: those a partial flush recorded as failed, or all of them when none did.
 _PENDING_ITEMS = (
@@ -724,9 +724,28 @@ class Accumulator:
     def _give_up(self, task: Task, error: str) -> None:
         with self.store.transaction(self.yard.now()) as tx:
             self.store.dead_letter(tx, task, error)
-            tx.execute("UPDATE batchyard_batches SET status = 'dead', last_error = :error, "
-                       "updated_at = {now} WHERE batch_id = :batch_id AND status = 'flushing'",
-                       {"batch_id": task.payload["batch_id"], "error": error})
+            self.on_dead_flush(tx, task, error)
+
+    def on_dead_flush(self, tx: Tx, task: Task, error: str) -> None:
+        """The books of a flush task that went to the dead letters other than by its own
+        recording (the worker's failure path: an exception in the runner, an undecodable
+        item; or workers lost on every attempt): its batch is dead, listed among the dead
+        batches, with the error in its history - never left `flushing` with no task."""
+        params = {"batch_id": task.payload["batch_id"], "error": error,
+                  "worker_id": self.yard.worker_id}
+        moved = tx.execute("UPDATE batchyard_batches SET status = 'dead', last_error = :error, "
+                           "updated_at = {now} WHERE batch_id = :batch_id "
+                           "AND status = 'flushing'", params).rowcount
+        if moved:
+            tx.execute(
+                "INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, reason, "
+                "outcome, item_count, failed_count, error, worker_id, started_at, duration) "
+                "SELECT b.batch_id, b.base_id, b.sequence, b.attempts, "
+                f"COALESCE(b.flush_reason, 'manual'), 'failed', {_PENDING_COUNT}, "
+                f"{_PENDING_COUNT}, :error, :worker_id, {{now}}, 0 FROM batchyard_batches b "
+                # an attempt whose outcome was recorded keeps it
+                "WHERE b.batch_id = :batch_id ON CONFLICT (batch_id, attempt) DO NOTHING",
+                params)
 
     def _finish(self, tx: Tx, batch_id: str) -> None:
         tx.execute(

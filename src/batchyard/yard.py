@@ -100,6 +100,7 @@ class Yard:
         # books a capability keeps when one of its tasks goes to the dead letters
         self._on_dead: dict[str, Callable[[Any, Task, str], None]] = {
             CHUNK_TASK: self._jobs.on_dead_chunk,
+            FLUSH_TASK: self._accumulator.on_dead_flush,
         }
 
     def now(self) -> float | None:

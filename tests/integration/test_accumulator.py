@@ -486,6 +486,30 @@ def test_items_failures_out_of_range_fail_the_whole_flush(yard):
     assert record.outcome == "failed" and "outside the batch" in record.error
 
 
+def test_a_flush_whose_runner_fails_goes_dead_with_its_batch_never_stranded(yard, calls, clock):
+    """The runner itself fails (an item it cannot decode), not the handler: the worker's
+    generic failure path retries and dead-letters the task, and the batch goes dead with it,
+    the error in its history, listed, and can be redriven."""
+    yard.add_items("ev", [1, 2], max_batch_size=2, on_flush="collect", max_attempts=2)
+    with yard.store.transaction() as tx:  # what a lone surrogate used to become
+        tx.execute("UPDATE batchyard_items SET payload = :bad WHERE position = 1",
+                   {"bad": '"\\ud800"'})
+    yard.run_worker(wait=False)
+    clock.advance(1)
+    yard.run_worker(wait=False)
+    [batch] = yard.get_batch_status("ev")
+    assert batch.status == BatchStatus.DEAD and "JSONDecodeError" in batch.last_error
+    assert [b.batch_id for b in yard.list_dead_batches()] == ["ev::0"]
+    [record] = yard.get_flush_history("ev")
+    assert record.outcome == "failed" and record.error == batch.last_error
+    assert record.item_count == 2 and calls == []
+    with yard.store.transaction() as tx:  # mended by hand: a redrive delivers it
+        tx.execute("UPDATE batchyard_items SET payload = '2' WHERE position = 1")
+    yard.redrive_batch("ev::0")
+    yard.run_worker(wait=False)
+    assert [(batch_id, items) for batch_id, _, items, _ in calls] == [("ev::0", [1, 2])]
+
+
 # -- bad input ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize(

@@ -1,5 +1,8 @@
-"""Random interleavings of add, flush, tick, failure, crash and restart keep the invariants:
-no item lost, none recorded in two flushes, no flush above the size limit, none empty."""
+"""Random interleavings of add, flush, tick, failure, crash, restart and a poisoned item keep
+the invariants: no item lost, none recorded in two flushes, no flush above the size limit,
+none empty; and no batch stranded - every `flushing` batch has a live flush task, every dead
+flush task's batch is dead, whichever way the task died (the handler failing, workers lost
+on every attempt, an item the runner cannot decode)."""
 
 from __future__ import annotations
 
@@ -14,6 +17,14 @@ from batchyard import ManualClock, RetryPolicy, Yard
 
 MAX = 4
 BASES = ("a", "b")
+ATTEMPTS = 3
+# an item the store holds but the runner cannot decode (a lone surrogate): the way a flush
+# task dies in the worker's generic failure path, outside the handler
+POISON = '"\\ud800{}"'
+
+
+def item_of(payload: str) -> int:
+    return int(payload[7:-1]) if payload.startswith('"\\ud800') else int(payload)
 
 
 class AccumulatorMachine(RuleBasedStateMachine):
@@ -25,6 +36,7 @@ class AccumulatorMachine(RuleBasedStateMachine):
         self.failing = False
         self.counter = itertools.count()
         self.accepted: set[int] = set()
+        self.poisoned: set[str] = set()  # batch ids holding a poisoned item
         self.open_yard()
 
     def open_yard(self) -> None:
@@ -43,7 +55,7 @@ class AccumulatorMachine(RuleBasedStateMachine):
     def add(self, base, count, interval):
         items = [next(self.counter) for _ in range(count)]
         self.yard.add_items(base, items, max_batch_size=MAX, on_flush="h",
-                            flush_interval=interval)
+                            flush_interval=interval, max_attempts=ATTEMPTS)
         self.accepted.update(items)
 
     @rule(base=st.sampled_from(BASES))
@@ -75,7 +87,24 @@ class AccumulatorMachine(RuleBasedStateMachine):
                                  "WHERE batch_id = :batch_id", {"batch_id": batch_id})
                 rows = tx.all(_PENDING_ITEMS, {"batch_no": batch["batch_no"]})
             if rows:
-                self.calls.append((batch_id, -1, [int(r["payload"]) for r in rows]))
+                self.calls.append((batch_id, -1, [item_of(r["payload"]) for r in rows]))
+
+    @rule(base=st.sampled_from(BASES))
+    def poison(self, base):
+        """One stored item of the base's open batch becomes undecodable."""
+        with self.yard.store.transaction() as tx:
+            row = tx.one("SELECT b.batch_id, i.batch_no, i.position, i.payload "
+                         "FROM batchyard_items i JOIN batchyard_batches b "
+                         "ON b.batch_no = i.batch_no WHERE b.base_id = :base "
+                         "AND b.status = 'accumulating' ORDER BY i.position LIMIT 1",
+                         {"base": base})
+            if row is None or row["payload"].startswith('"'):
+                return
+            tx.execute("UPDATE batchyard_items SET payload = :payload "
+                       "WHERE batch_no = :batch_no AND position = :position",
+                       {"payload": POISON.format(row["payload"]),
+                        "batch_no": row["batch_no"], "position": row["position"]})
+        self.poisoned.add(row["batch_id"])
 
     @rule()
     def restart(self):
@@ -89,13 +118,38 @@ class AccumulatorMachine(RuleBasedStateMachine):
                           "JOIN batchyard_batches b ON b.batch_no = i.batch_no")
             over = tx.one("SELECT count(*) AS n FROM batchyard_flushes WHERE item_count > :m "
                           "OR item_count = 0", {"m": MAX})["n"]
-        stored = [int(r["payload"]) for r in rows]
+        stored = [item_of(r["payload"]) for r in rows]
         assert len(stored) == len(set(stored)), "an item is in two batches"
         assert set(stored) == self.accepted, "an accepted item was lost"
         assert over == 0, "a flush above the limit, or an empty one"
         delivered = {i for _, _, items in self.calls for i in items}
-        done = {int(r["payload"]) for r in rows if r["status"] == "completed"}
+        done = {item_of(r["payload"]) for r in rows if r["status"] == "completed"}
         assert done <= delivered, "an item marked done was never delivered"
+
+    @invariant()
+    def no_batch_is_stranded(self):
+        with self.yard.store.transaction() as tx:
+            stranded = tx.all(
+                "SELECT b.batch_id FROM batchyard_batches b WHERE b.status = 'flushing' "
+                "AND NOT EXISTS (SELECT 1 FROM batchyard_tasks t "
+                "WHERE t.key = 'flush:' || b.batch_id)")
+            undead = tx.all(
+                "SELECT d.key FROM batchyard_dead_tasks d JOIN batchyard_batches b "
+                "ON d.key = 'flush:' || b.batch_id WHERE b.status <> 'dead'")
+            dead_without_history = tx.all(
+                "SELECT b.batch_id FROM batchyard_batches b WHERE b.status = 'dead' "
+                "AND NOT EXISTS (SELECT 1 FROM batchyard_flushes f "
+                "WHERE f.batch_id = b.batch_id AND f.outcome = 'failed' "
+                "AND f.error = b.last_error)")
+        assert not stranded, f"flushing with no flush task: {stranded}"
+        assert not undead, f"a dead flush task whose batch is not dead: {undead}"
+        assert not dead_without_history, f"dead without its error in the history: " \
+            f"{dead_without_history}"
+        listed = {b.batch_id for b in self.yard.list_dead_batches(limit=1000)}
+        with self.yard.store.transaction() as tx:
+            dead = {r["batch_id"] for r in tx.all(
+                "SELECT batch_id FROM batchyard_batches WHERE status = 'dead'")}
+        assert listed == dead
 
     def teardown(self):
         # drain: with the sink healthy and time moving, everything ends up delivered
@@ -104,16 +158,21 @@ class AccumulatorMachine(RuleBasedStateMachine):
             self.clock.advance(60)
             for base in BASES:
                 self.yard.flush(base)
+            for dead in self.yard.list_dead_batches(limit=1000):
+                if dead.batch_id not in self.poisoned:  # dead of a sink that is back
+                    self.yard.redrive_batch(dead.batch_id)
             self.yard.run_worker(concurrency=1, wait=False)
         with self.yard.store.transaction() as tx:
-            pending = tx.one("SELECT count(*) AS n FROM batchyard_batches "
-                             "WHERE status <> 'completed'")["n"]
+            left = tx.all("SELECT batch_id, status FROM batchyard_batches "
+                          "WHERE status <> 'completed'")
             completed = tx.all("SELECT b.batch_id, f.item_count FROM batchyard_batches b "
                                "JOIN batchyard_flushes f ON f.batch_id = b.batch_id "
                                "AND f.outcome = 'completed' WHERE b.status = 'completed'")
         self.yard.close()
         shutil.rmtree(self.db.removeprefix("sqlite:///").rsplit("/", 1)[0])
-        assert pending == 0
+        # only the batches holding a poisoned item are left, each dead
+        assert {(r["batch_id"], r["status"]) for r in left} == {
+            (batch_id, "dead") for batch_id in self.poisoned}
         assert len(completed) == len({b for b, _ in completed}), "two completed flushes"
 
 
