@@ -9,6 +9,10 @@ Only the window between them lives in memory: a crash loses items added after th
 durable checkpoint, never one that `wait_durable` or `flush` reported durable. The window is
 bounded by a memory target; past half of it the writer writes at once, at the target `add`
 blocks and, after `add_timeout`, raises `Backpressure`. Nothing is dropped silently.
+
+While the store is unavailable (down, full, read-only) the writer waits for it with backoff,
+however long that takes, and says so once; other write errors are retried a few times, then
+raised from the next `add`, `flush` or `close`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from batchyard.accumulator import encode_items, split_base
 from batchyard.clock import seconds
 from batchyard.errors import Backpressure, ProducerError
 from batchyard.retry import RetryPolicy
+from batchyard.supervision import Backoff, Outage, is_transient
 
 if TYPE_CHECKING:
     from batchyard.yard import Yard
@@ -318,6 +323,7 @@ class Producer:
 
     def _write_loop(self) -> None:
         attempt = 0
+        backoff, outage = Backoff(), Outage(log, "producer")
         while True:
             with self._changed:
                 while not self._runs or self._stalled:
@@ -339,6 +345,18 @@ class Producer:
                 self._write(runs)
             except Exception as exc:
                 metrics.PRODUCER_WRITE_FAILURES.inc()
+                if is_transient(exc):
+                    # the store is away (down, full, read-only): wait for it however long
+                    # it takes, keeping everything; adds go on until the memory target,
+                    # then block and raise Backpressure
+                    outage.failed(exc)
+                    with self._changed:
+                        self._sealed = 0
+                        self._error = exc
+                        self._changed.wait_for(lambda: self._closed, backoff.next())
+                        if self._closed:
+                            return  # close() has reported what stays unwritten
+                    continue
                 attempt += 1
                 delay = self.retry.next_delay(attempt)
                 log.warning("producer write of %d items failed (attempt %d): %s",
@@ -355,6 +373,8 @@ class Producer:
             finally:
                 self._writing = False
             attempt = 0
+            backoff.reset()
+            outage.ok()
             written = time.perf_counter() - started
             metrics.PRODUCER_WRITE_DURATION.observe(written)
             with self._changed:
