@@ -28,6 +28,7 @@ import orjson
 from batchyard.clock import seconds, to_datetime
 from batchyard.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from batchyard.store import Task, Tx
+from batchyard.supervision import is_transient
 
 if TYPE_CHECKING:
     from batchyard.yard import Yard
@@ -215,6 +216,8 @@ class Iterators:
                 if page.items and not row["transactional"]:
                     handlers.call(row["process_batch"], page.items, context)
             except Exception as exc:
+                if is_transient(exc):
+                    raise  # the store is away, not the job at fault: the worker gives it back
                 self._failed(task, row, f"{type(exc).__name__}: {exc}")
                 return
             finished = page.done or not page.items
@@ -241,7 +244,8 @@ class Iterators:
                     elif not more:
                         self._schedule(tx, job_id, generation, delay=float(row["delay"]))
             except Exception as exc:
-                if row["transactional"] and not isinstance(exc, LeaseLost):
+                if row["transactional"] and not (isinstance(exc, LeaseLost)
+                                                 or is_transient(exc)):
                     self._failed(task, row, f"{type(exc).__name__}: {exc}")
                     return
                 raise

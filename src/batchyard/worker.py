@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from batchyard.yard import Yard
 
 log = logging.getLogger("batchyard.worker")
+GIVE_BACK_SECONDS = 1.0  # a task whose runner met an unavailable store runs again after this
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,7 @@ class Worker:
             if is_transient(exc):
                 # the store failed, not the task: give it back, the attempt not counted
                 self.outage.failed(exc)
-                self._settle(task, lambda: self.store.release([task], self.yard.now()))
+                self._settle(task, lambda: self._give_back(task))
             else:
                 log.exception("task %s (%s) failed", task.id, task.kind)
                 error = f"{type(exc).__name__}: {exc}"
@@ -302,6 +303,11 @@ class Worker:
                     log.exception("the outcome of task %s (%s) could not be written; it runs "
                                   "again once its lease expires", task.id, task.kind)
             return
+
+    def _give_back(self, task: Task) -> None:
+        # not due at once: `run_until_idle` would claim it again and again meanwhile
+        with self.store.transaction(self.yard.now()) as tx:
+            self.store.postpone(tx, task, GIVE_BACK_SECONDS)
 
     def _fail(self, task: Task, error: str) -> None:
         policy = RetryPolicy(**{**self.yard.retry.__dict__, "max_attempts": task.max_attempts})
