@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from batchyard.errors import BatchyardError
+from batchyard.errors import BatchyardError, ConfigError
 from batchyard.health import DEFAULT_MAX_HEARTBEAT_AGE, run_checks
 from batchyard.logs import FORMATS, Redactor, setup_logging
 from batchyard.store import DEFAULT_URL, open_store
@@ -44,11 +44,12 @@ StoreOption = Annotated[
 ]
 
 
-def load_yard(app_path: str | None, store: str | None) -> Yard:
+def load_yard(app_path: str | None, store: str | None, *, create: bool = False) -> Yard:
     """The user's yard from `module:attribute`, or a yard on `store` with the built-in
-    handlers (``log``)."""
+    handlers (``log``). Only a command that `create`s (serve, worker, import) makes a new
+    SQLite file: any other, on a mistyped path, says there is no database there."""
     if app_path is None:
-        yard = Yard(store or DEFAULT_URL)
+        yard = Yard(open_store(store or DEFAULT_URL, create=create))
         register_builtin_handlers(yard)
         return yard
     module_name, _, attribute = app_path.partition(":")
@@ -122,7 +123,7 @@ def serve(
                      f"bind to 127.0.0.1.", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     _setup_logging(log_level, log_format)
-    yard = load_yard(app_path, store)
+    yard = load_yard(app_path, store, create=True)
     console.print(f"batchyard on {yard.store.dialect} - http://{host}:{port} "
                   f"({'token required' if tokens.configured else 'open, loopback only'})",
                   highlight=False)
@@ -154,7 +155,7 @@ def worker(
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (a second signal exits at once)."""
     _setup_logging(log_level, log_format)
-    yard = load_yard(app_path, store)
+    yard = load_yard(app_path, store, create=True)
     ran = yard.run_worker(concurrency=concurrency, wait=not once, lease=lease,
                           shutdown_timeout=shutdown_timeout)
     console.print(f"ran {ran} task(s)")
@@ -171,7 +172,7 @@ def healthcheck(
     """Check the store, its schema and the workers' heartbeats; exit 1 if any check fails.
     Changes nothing (a schema that is behind is reported, not upgraded)."""
     try:
-        opened = open_store(store or DEFAULT_URL, migrate=False)
+        opened = open_store(store or DEFAULT_URL, migrate=False, create=False)
     except BatchyardError as exc:
         print(f"FAIL  store    unreachable: {Redactor(api_tokens())(str(exc))}")
         raise typer.Exit(1) from None
@@ -197,7 +198,7 @@ def db_upgrade(store: StoreOption = None) -> None:
 @db_app.command("version")
 def db_version(store: StoreOption = None) -> None:
     """Print the schema version and the latest one this batchyard knows."""
-    opened = open_store(store or DEFAULT_URL, migrate=False)
+    opened = open_store(store or DEFAULT_URL, migrate=False, create=False)
     console.print(f"schema version {opened.schema_version()} (latest {opened.latest_version()})")
     opened.close()
 
@@ -298,5 +299,12 @@ def main() -> None:
     try:
         app()
     except BatchyardError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise SystemExit(1) from None
+        # one line an operator can act on, not a traceback: these are expected failures
+        # (a store that is down, full or missing, bad input), and the message names what
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        raise SystemExit(2 if isinstance(exc, ConfigError) else 1) from None
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line, with secrets (tokens, URL passwords) masked."""
+    return Redactor(api_tokens())(" ".join(str(exc).split()))

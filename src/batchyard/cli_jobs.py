@@ -114,7 +114,7 @@ def import_file(
         raise InvalidInput(f"--format must be auto, ndjson, csv or json, not {format!r}")
     items = [{"ns": ns, **item} if isinstance(item, dict) else item
              for item in read_items(file, format)]
-    yard = load_yard(app_path, store)
+    yard = load_yard(app_path, store, create=True)
     job_id = yard.create_batch_job("import-relationships" if relationships
                                    else "import-things", items)
     console.print(f"job {job_id}: {len(items)} item(s)")

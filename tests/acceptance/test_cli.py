@@ -117,7 +117,8 @@ def test_unknown_store_scheme_is_a_clear_error(tmp_path):
     env = {**os.environ, "BATCHYARD_STORE": "mysql://x"}
     result = subprocess.run([sys.executable, "-m", "batchyard", "db", "version"], env=env,
                             capture_output=True, text=True)
-    assert result.returncode == 1 and "unknown store scheme 'mysql'" in result.stdout
+    assert result.returncode == 2  # configuration, like a usage error
+    assert result.stderr.startswith("error: unknown store scheme 'mysql'")
 
 
 def test_iterators_commands(env):
@@ -138,4 +139,4 @@ def test_iterators_commands(env):
     assert "job-1: cancelled" in run("cancel", "job-1").stdout
     assert json.loads(run("status", "job-1", "--json").stdout)[0]["status"] == "cancelled"
     missing = run("status", "nope")
-    assert missing.returncode == 1 and "no iterator job 'nope'" in missing.stdout
+    assert missing.returncode == 1 and "no iterator job 'nope'" in missing.stderr

@@ -11,6 +11,8 @@ import sys
 import orjson
 import pytest
 
+from batchyard import Yard
+
 
 def run(*args, store_url, cwd):
     return subprocess.run([sys.executable, "-m", "batchyard", *args],
@@ -56,8 +58,9 @@ def test_import_each_format_then_export_and_inspect(cli, tmp_path):
     assert json.loads(cli("stats").stdout)["successRate"] == "66.67%"
 
 
-def test_a_bad_line_stops_the_import_before_anything_is_submitted(cli, tmp_path):
+def test_a_bad_line_stops_the_import_before_anything_is_submitted(cli, store_url, tmp_path):
     (tmp_path / "bad.ndjson").write_text('{"id": "a"}\n\n{"id": \n')
     result = cli("import", "bad.ndjson", "--ns", "x")
-    assert result.returncode == 1 and "bad.ndjson, line 3: not valid JSON" in result.stdout
-    assert json.loads(cli("jobs", "list", "--json").stdout) == []
+    assert result.returncode == 1 and "bad.ndjson, line 3: not valid JSON" in result.stderr
+    with Yard(store_url) as yard:
+        assert yard.list_batch_jobs() == []

@@ -1,5 +1,6 @@
 """How failures become HTTP answers: domain errors by kind, invalid requests as 422 with the
-path of each field, and anything unexpected as a generic 500 whose details stay in the log.
+path of each field, a store that cannot serve as 503 (or 500 when it is damaged), and
+anything unexpected as a generic 500 whose details stay in the log.
 
 Every answer is JSON escaped to ASCII: what a client sent may come back in an error (a handler
 name, say) and may hold a lone surrogate, which UTF-8 cannot encode.
@@ -25,6 +26,8 @@ from batchyard.errors import (
     InvalidInput,
     MissingExtra,
     NotFound,
+    StoreCorrupt,
+    StoreError,
 )
 
 logger = logging.getLogger("batchyard.http")
@@ -38,6 +41,9 @@ _STATUS: list[tuple[type[BatchyardError], int]] = [
     # this server cannot do it until the extra is installed (its message names the extra)
     (MissingExtra, 501),
 ]
+# how long a client waits before trying again while the store is out: long enough not to
+# hammer a store that is restarting, short enough to notice it is back
+STORE_RETRY_AFTER_SECONDS = 5
 # what a 422 tells of each problem; the rejected input itself is not echoed back (it may
 # be large, secret, or not representable in JSON, like NaN)
 _VALIDATION_KEYS = ("type", "loc", "msg", "ctx")
@@ -61,6 +67,8 @@ async def unexpected_error(request: Request, exc: Exception) -> ErrorResponse:
 async def domain_error(request: Request, exc: Exception) -> ErrorResponse:
     """A BatchyardError by kind, with its structured fields (``field``, ``index``...)."""
     assert isinstance(exc, BatchyardError)
+    if isinstance(exc, StoreError) and (exc.transient or isinstance(exc, StoreCorrupt)):
+        return _store_failure(request, exc)
     status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
     if status == 500:
         # a store or internal failure: its text may hold SQL or paths
@@ -73,6 +81,21 @@ async def domain_error(request: Request, exc: Exception) -> ErrorResponse:
                            "loc": _location(request, exc), "msg": str(exc)}]
     headers = {"Retry-After": "1"} if status == 503 else None
     return ErrorResponse(body, status_code=status, headers=headers)
+
+
+def _store_failure(request: Request, exc: StoreError) -> ErrorResponse:
+    """503 with Retry-After while the store may recover by itself (unreachable, full,
+    read-only); 500 when its file is damaged, which waiting will not mend. The body says
+    which in the error's own words; the store's name and the driver's message (paths, SQL)
+    go to the log only."""
+    body = {"detail": (type(exc).__doc__ or "").strip(), "error": type(exc).__name__}
+    if not exc.transient:
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return ErrorResponse(body, status_code=500)
+    # an outage is expected and may last: one line per request, no traceback
+    logger.warning("%s %s: %s", request.method, request.url.path, exc)
+    return ErrorResponse(body, status_code=503,
+                         headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)})
 
 
 def _location(request: Request, exc: BatchyardError) -> list[str | int]:

@@ -4,6 +4,10 @@ Writes run in ``BEGIN IMMEDIATE`` so a transaction takes the write lock up front
 for it (``busy_timeout``) instead of failing half-way with "database is locked". Durability
 is ``synchronous=NORMAL`` by default - every commit survives a process crash; a power cut may
 lose the last commits - and ``FULL`` with ``?synchronous=full`` in the URL.
+
+Every driver error leaves this module as a `StoreError` of the kind its SQLite error code
+says (full, read-only, corrupt, unavailable), naming the file, with the driver's error as
+its cause.
 """
 
 from __future__ import annotations
@@ -15,9 +19,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
-from batchyard.errors import ConfigError, StoreError
+from batchyard.errors import (
+    ConfigError,
+    StoreCorrupt,
+    StoreError,
+    StoreFull,
+    StoreReadOnly,
+    StoreUnavailable,
+)
 from batchyard.store.base import Params, Store, Task, Tx
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
@@ -50,7 +61,9 @@ class SQLiteStore(Store):
         "WHERE t.ns = :ns",
     }
 
-    def __init__(self, url: str, *, busy_timeout: float = 60.0) -> None:
+    def __init__(self, url: str, *, busy_timeout: float = 60.0, create: bool = True) -> None:
+        """``create=False`` opens only a database file that exists: a mistyped path is a
+        `StoreError` ("no SQLite database at ...") instead of a new, empty file."""
         super().__init__(url)
         parts = urlsplit(url)
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
@@ -63,6 +76,7 @@ class SQLiteStore(Store):
         self.path = path
         self.synchronous = _SYNCHRONOUS[synchronous]
         self.busy_timeout = busy_timeout
+        self.create = create
         self._local = threading.local()
         self._opened: list[sqlite3.Connection] = []
         self._opened_lock = threading.Lock()
@@ -92,35 +106,61 @@ class SQLiteStore(Store):
         return self._write_conn
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self.busy_timeout,
-            isolation_level=None,
-            check_same_thread=False,
-            cached_statements=256,
-        )
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._translate(exc) from exc
         with self._opened_lock:
             self._opened.append(conn)
         return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        """A new connection in autocommit mode; the file is created only if `create`."""
+        # mode=rw fails on a missing file where a plain connect would make an empty one
+        uri = f"file:{quote(self.path)}?mode={'rwc' if self.create else 'rw'}"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout,
+                                   isolation_level=None, check_same_thread=False,
+                                   cached_statements=256)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def _translate(self, exc: sqlite3.Error) -> StoreError:
+        return translate(exc, self.path, create=self.create)
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        """Roll back what is still open, never hiding the error that led here."""
+        if not conn.in_transaction:
+            return  # SQLite rolled back by itself (it does on a full disk or an I/O error)
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            # the caller must see the error that failed the transaction, not this one; a
+            # connection stuck in a transaction is not used again
+            self._forget(conn)
+
+    def _forget(self, conn: sqlite3.Connection) -> None:
+        with self._opened_lock:
+            if conn in self._opened:
+                self._opened.remove(conn)
+        if self._write_conn is conn:
+            self._write_conn = None
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        conn.close()
 
     @contextmanager
     def transaction(self, now: float | None = None, *, write: bool = True,
                     pipeline: bool = False) -> Iterator[Tx]:
         with self._write_turn() if write else nullcontext():
             tx = self._transaction(write, now)
-            try:
+            with self._finished(tx.connection):
                 yield tx
-            except BaseException:
-                tx.connection.execute("ROLLBACK")
-                raise
-            try:
-                tx.connection.execute("COMMIT")
-            except sqlite3.Error as exc:
-                tx.connection.execute("ROLLBACK")
-                raise StoreError(f"commit failed on {self.path}: {exc}") from exc
         for callback in tx.after_commit:
             callback()
 
@@ -148,7 +188,7 @@ class SQLiteStore(Store):
             rows = cursor.fetchall()
             return rows[0] if rows else None
         except sqlite3.Error as exc:
-            raise StoreError(f"statement failed on {self.path}: {exc}") from exc
+            raise self._translate(exc) from exc
         finally:
             self._writer.release()
 
@@ -167,16 +207,29 @@ class SQLiteStore(Store):
             self._writer, self._writer_pid = threading.RLock(), os.getpid()
             self._write_conn = None
         if not self._writer.acquire(timeout=self.busy_timeout):
-            raise StoreError(f"cannot begin a transaction on {self.path}: another thread "
-                             f"kept the write lock for {self.busy_timeout:g} s")
+            raise StoreUnavailable(f"cannot begin a transaction on {self.path}: another "
+                                   f"thread kept the write lock for {self.busy_timeout:g} s")
 
     def _transaction(self, write: bool, now: float | None) -> Tx:
         conn = self._write_connection() if write else self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot begin a transaction on {self.path}: {exc}") from exc
+            raise self._translate(exc) from exc
         return Tx(self, conn, now)
+
+    @contextmanager
+    def _finished(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """Commit the transaction open on `conn` when the block succeeds, roll it back when
+        it fails; a driver error from the block or the commit leaves as a `StoreError`."""
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback(conn)
+            if isinstance(exc, sqlite3.Error):
+                raise self._translate(exc) from exc
+            raise
 
     @staticmethod
     def keyset(order: str, tie: str, op: str, order_param: str, tie_param: str) -> str:
@@ -190,13 +243,14 @@ class SQLiteStore(Store):
     def snapshot(self) -> Iterator[Tx]:
         # WAL: a read transaction sees one committed state from its first read to its end;
         # a connection of its own, so that the snapshot may be read from any thread
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
-                               check_same_thread=False)
-        conn.row_factory = sqlite3.Row
+        conn = self._connect()
         try:
-            conn.execute("BEGIN")
-            yield Tx(self, conn, None)
-            conn.execute("COMMIT")
+            try:
+                conn.execute("BEGIN")
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+            with self._finished(conn):
+                yield Tx(self, conn, None)
         finally:
             conn.close()
 
@@ -217,7 +271,10 @@ class SQLiteStore(Store):
         return super().claim(*args, **kwargs)
 
     def _data_version(self) -> int:
-        return int(self._connection().execute("PRAGMA data_version").fetchone()[0])
+        try:
+            return int(self._connection().execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
 
     def wait_for_work(self, timeout: float) -> None:
         # Another connection's commit bumps data_version on ours: a read of a shared-memory
@@ -243,3 +300,48 @@ class SQLiteStore(Store):
             conn.close()
         self._local = threading.local()
         self._write_conn = None
+
+
+def translate(exc: sqlite3.Error, path: str, *, create: bool = True) -> StoreError:
+    """The batchyard error for a driver error on the database file at `path`, by SQLite's
+    primary result code (the low byte of the extended one)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    if primary == sqlite3.SQLITE_FULL:
+        # the disk or the file's page limit: space may be freed, and SQLite has rolled
+        # the whole transaction back, so retrying it later is safe
+        return StoreFull(f"the SQLite database {path} is out of space ({exc})")
+    if primary == sqlite3.SQLITE_READONLY:
+        return StoreReadOnly(f"the SQLite database {path} is read-only ({exc})")
+    if primary in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        # waiting will not mend it: an operator must restore the file
+        return StoreCorrupt(f"{path} is not a SQLite database or is damaged ({exc})")
+    if primary == sqlite3.SQLITE_CANTOPEN:
+        return _cannot_open(exc, path, create)
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_PROTOCOL):
+        # another connection kept the lock past busy_timeout: it lets go in the end
+        return StoreUnavailable(f"the SQLite database {path} is locked ({exc})")
+    if primary == sqlite3.SQLITE_IOERR:
+        # the disk or the file system below failed to read or write: a removed disk or a
+        # network file system may come back, and SQLite undid the transaction
+        return StoreUnavailable(f"the SQLite database {path} cannot be read or written "
+                                f"({exc})")
+    # the statement itself (a constraint, a bug in SQL): retrying it would fail the same way
+    return StoreError(f"the SQLite database {path} refused a statement ({exc})")
+
+
+def _cannot_open(exc: sqlite3.Error, path: str, create: bool) -> StoreError:
+    # SQLite says only "unable to open database file": the file system says why
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return StoreError(f"no folder {folder} for the SQLite database {path}")
+    if not create and not os.path.exists(path):
+        return StoreError(f"no SQLite database at {path}")
+    # a WAL database needs to write its -shm file beside it even to be read; access()
+    # tells a read-only file system even to root, whom file modes do not stop
+    if not os.access(folder, os.W_OK) or (os.path.exists(path)
+                                          and not os.access(path, os.W_OK)):
+        return StoreReadOnly(f"the SQLite database {path} is on a read-only file system "
+                             f"or not writable ({exc})")
+    # out of file descriptors, say: it may pass
+    return StoreUnavailable(f"the SQLite database {path} cannot be opened ({exc})")
