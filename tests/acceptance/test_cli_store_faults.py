@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from batchyard.store import open_store
-from tests.faults import not_a_database, read_only_view
+from tests.faults.disks import not_a_database, read_only_view
 
 COMMANDS = [("db", "version"), ("healthcheck",), ("batches", "dead")]
 

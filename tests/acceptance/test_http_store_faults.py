@@ -11,7 +11,7 @@ from batchyard import StoreFull, Yard
 from batchyard.http import create_app
 from batchyard.http.auth import ApiTokens
 from batchyard.store.sqlite import SQLiteStore
-from tests.faults import not_a_database, small_disk
+from tests.faults.disks import not_a_database, small_disk
 
 ADD = {"items": ["x" * 400] * 20, "max_batch_size": 100_000, "on_flush": "record"}
 

@@ -17,13 +17,14 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
 from batchyard import StoreUnavailable, Yard
 from tests.conftest import PG_ADMIN_URL
 from tests.faults.proxy import FaultyProxy
-from tests.servers import wait_until
+from tests.servers import free_port, wait_for_http, wait_until
 
 HERE = Path(__file__).parent
 OUTAGE_SECONDS = 3.0
@@ -126,4 +127,45 @@ def test_a_worker_process_rides_through_a_postgres_outage(proxy, pg_database, en
         direct.close()
         through.close()
     assert worker.returncode == 0, log.read_text()
+    check_log(log)
+
+
+def test_serve_rides_through_a_postgres_outage_and_says_so(proxy, pg_database, env, tmp_path):
+    log = tmp_path / "serve.log"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start("serve", "--app", "app:yard", "--port", str(port), env=env, log=log)
+
+    def post(name: str) -> httpx.Response:
+        return httpx.post(f"{base}/batches/{name}/items", timeout=30,
+                          json={"items": [1], "max_batch_size": 1, "on_flush": "record"})
+
+    def readyz() -> int:
+        return httpx.get(f"{base}/readyz", timeout=30).status_code
+
+    try:
+        wait_for_http(f"{base}/health", 60)
+        wait_until(lambda: readyz() == 200, 60, "readiness")
+        assert post("before").status_code == 200
+        wait_until(lambda: "before::0" in flushed(env), 60, "the first flush")
+
+        proxy.outage()
+        during = post("during")
+        assert during.status_code == 503, during.text
+        assert "Retry-After" in during.headers
+        wait_until(lambda: readyz() == 503, RECOVERY_SECONDS, "/readyz to say 503")
+        body = httpx.get(f"{base}/readyz", timeout=30).json()
+        assert any(not check["ok"] and check["name"] == "store" for check in body["checks"])
+        assert httpx.get(f"{base}/health", timeout=30).status_code == 200  # alive, not ready
+        time.sleep(OUTAGE_SECONDS)
+        proxy.heal()
+
+        wait_until(lambda: readyz() == 200, RECOVERY_SECONDS, "/readyz to say 200 again")
+        assert post("after").status_code == 200
+        wait_until(lambda: "after::0" in flushed(env), RECOVERY_SECONDS, "the flush after")
+        assert "during::0" not in flushed(env)
+        assert server.poll() is None, log.read_text()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
     check_log(log)

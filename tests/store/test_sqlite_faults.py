@@ -15,7 +15,7 @@ from batchyard import (
     Yard,
 )
 from batchyard.store import open_store
-from tests.faults import grow, not_a_database, read_only_view, small_disk
+from tests.faults.disks import grow, not_a_database, read_only_view, small_disk
 
 # room for the schema and its first write-ahead log, and little more
 DISK_KB = 768

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from batchyard.accumulator import AddResult, BatchInfo, FlushRecord, FlushResult
+from batchyard.errors import StoreError
 from batchyard.yard import Yard
 
 router = APIRouter()
@@ -32,7 +33,8 @@ class Health(BaseModel):
     service: str
     timestamp: datetime
     store: str
-    schema_version: int
+    schema_version: int | None = Field(
+        description="the store's schema version; null while the store does not answer")
 
 
 def _yard(request: Request) -> Yard:
@@ -42,10 +44,15 @@ def _yard(request: Request) -> Yard:
 
 @router.get("/health", tags=["service"])
 def health(request: Request) -> Health:
-    """The service is up and its store answers."""
+    """Liveness: the process answers (200 even while the store does not; `/readyz` says
+    whether it can do its work)."""
     store = _yard(request).store
+    try:
+        version: int | None = store.schema_version()
+    except StoreError:
+        version = None
     return Health(status="ok", service="batch", timestamp=datetime.now(UTC),
-                  store=store.dialect, schema_version=store.schema_version())
+                  store=store.dialect, schema_version=version)
 
 
 @router.post("/batches/{batch_id:path}/items", tags=["batches"])
