@@ -247,6 +247,26 @@ def batches_redrive(batch_id: str, app_path: AppOption = None,
     console.print(json.dumps(asdict(result)))
 
 
+@batches_app.command("items")
+def batches_items(batch_id: str, app_path: AppOption = None, store: StoreOption = None,
+                  after: Annotated[int | None, typer.Option(
+                      help="the last position seen (the next page starts after it)")] = None,
+                  limit: Annotated[int, typer.Option(help="items per page, 1-1000")] = 100,
+                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Items of one batch (a dead one, say), with the reason each failed, if it did."""
+    rows = load_yard(app_path, store).get_batch_items(batch_id, after=after, limit=limit)
+    _show([{**asdict(r), "payload": json.dumps(r.payload)} if not as_json else asdict(r)
+           for r in rows], as_json, ["position", "payload", "error"])
+
+
+@batches_app.command("discard")
+def batches_discard(batch_id: str, app_path: AppOption = None,
+                    store: StoreOption = None) -> None:
+    """Give up a dead batch: it is marked discarded, its items recorded as dropped."""
+    result = load_yard(app_path, store).discard_batch(batch_id)
+    console.print(json.dumps(asdict(result)))
+
+
 _ITERATOR_COLUMNS = ["job_id", "status", "processed", "batches", "total", "rate_per_second",
                      "eta_seconds", "last_error"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from batchyard import Yard
+from batchyard import ItemFailures, RetryPolicy, Yard
 from tests.servers import free_port, wait_for_http, wait_until
 
 HERE = Path(__file__).parent
@@ -139,3 +139,35 @@ def test_iterators_commands(env):
     assert json.loads(run("status", "job-1", "--json").stdout)[0]["status"] == "cancelled"
     missing = run("status", "nope")
     assert missing.returncode == 1 and "no iterator job 'nope'" in missing.stdout
+
+
+def test_batches_items_and_discard_commands(env):
+    yard = Yard(env["BATCHYARD_STORE"], retry=RetryPolicy(max_attempts=1))
+
+    @yard.handler("down")
+    def down(items, ctx):
+        raise ItemFailures({1: "refused by the sink"})
+
+    yard.add_items("ev", [{"n": 1}, {"n": 2}], max_batch_size=2, on_flush="down")
+    yard.run_worker(wait=False)
+    yard.close()
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "batchyard", "batches", *args],
+                              env=env, capture_output=True, text=True)
+
+    assert json.loads(run("items", "ev::0", "--json").stdout) == [
+        {"position": 0, "payload": {"n": 1}, "error": None},
+        {"position": 1, "payload": {"n": 2}, "error": "refused by the sink"}]
+    table = run("items", "ev::0", "--after", "0").stdout
+    assert "refused by the sink" in table and '"n": 2' in table and '"n": 1' not in table
+    bad = run("items", "ev::0", "--limit", "0")
+    assert bad.returncode == 1 and "limit" in bad.stdout
+    discarded = run("discard", "ev::0")
+    assert discarded.returncode == 0, discarded.stdout + discarded.stderr
+    assert json.loads(discarded.stdout) == {"batch_id": "ev::0", "item_count": 1,
+                                            "status": "discarded"}
+    again = run("discard", "ev::0")
+    assert again.returncode == 1 and "only a dead batch" in again.stdout
+    [record, _] = json.loads(run("history", "ev", "--json").stdout)
+    assert (record["outcome"], record["item_count"]) == ("discarded", 1)
