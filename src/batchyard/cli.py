@@ -64,14 +64,22 @@ def load_yard(app_path: str | None, store: str | None) -> Yard:
     return yard
 
 
+LOGGED_ITEMS_CHARS = 2048  # of the items' JSON in the `log` handler's line: a look, not a dump
+
+
 def register_builtin_handlers(yard: Yard) -> None:
     flush_log = logging.getLogger("batchyard.flush")
 
     @yard.handler("log")
     def log(items: list[Any], ctx: Any) -> None:
-        """Log each flushed batch: for trying batchyard out without writing a handler."""
-        flush_log.info("flushed %s (%d items, attempt %d)", ctx.batch_id, len(items),
-                       ctx.attempt)
+        """Log each flushed batch with its items (the first 2 KB of their JSON): for trying
+        batchyard out without writing a handler."""
+        text = json.dumps(items, ensure_ascii=False)
+        if len(text) > LOGGED_ITEMS_CHARS:
+            text = text[:LOGGED_ITEMS_CHARS] + f"... ({len(text)} characters in all)"
+        flush_log.info("flushed %s (%d items, attempt %d): %s", ctx.batch_id, len(items),
+                       ctx.attempt, text, extra={"batch_id": ctx.batch_id,
+                                                 "item_count": len(items)})
 
 
 LogFormatOption = Annotated[

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from batchyard import metrics
 from batchyard.errors import LeaseLost
+from batchyard.failures import error_text, log_failure
 from batchyard.retry import RetryPolicy
 from batchyard.store import Task
 
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from batchyard.yard import Yard
 
 log = logging.getLogger("batchyard.worker")
+# the ids a task's payload may carry, told in its failure's log line
+_PAYLOAD_IDS = ("job_id", "chunk", "batch_id")
 
 
 @dataclass(frozen=True)
@@ -224,8 +227,15 @@ class Worker:
         except LeaseLost as exc:
             log.warning("stale result refused: %s", exc)
         except Exception as exc:
-            log.exception("task %s (%s) failed", task.id, task.kind)
-            self._fail(task, f"{type(exc).__name__}: {exc}")
+            # one line per failed attempt, with its traceback (flushes and iterator steps
+            # record and log their own failures; bulk-job chunks come here)
+            log_failure(log, f"task {task.id} ({task.kind})", exc,
+                        final=task.attempts >= task.max_attempts, task_id=task.id,
+                        kind=task.kind, attempt=task.attempts, max_attempts=task.max_attempts,
+                        duration_seconds=round(time.perf_counter() - started, 6),
+                        **{key: task.payload[key] for key in _PAYLOAD_IDS
+                           if key in task.payload})
+            self._fail(task, error_text(exc))
         finally:
             self.tasks_run += 1
             metrics.TASK_DURATION.labels(task.kind).observe(time.perf_counter() - started)
