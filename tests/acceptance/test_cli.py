@@ -171,3 +171,40 @@ def test_batches_items_and_discard_commands(env):
     assert again.returncode == 1 and "only a dead batch" in again.stdout
     [record, _] = json.loads(run("history", "ev", "--json").stdout)
     assert (record["outcome"], record["item_count"]) == ("discarded", 1)
+
+
+def test_serve_logs_a_failed_flush_with_its_traceback_and_shows_it(env):
+    port = free_port()
+    server = cli("serve", "--app", "app:yard", "--port", str(port), env=env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{base}/health")
+        httpx.post(f"{base}/batches/ev/items", json={
+            "items": [1, 2], "max_batch_size": 2, "on_flush": "explode", "max_attempts": 1})
+        wait_until(lambda: httpx.get(f"{base}/batches/ev/history").json(),
+                   what="the failed flush")
+        page = httpx.get(f"{base}/ui/batches/ev").text
+        assert "<summary>traceback</summary>" in page and "fail_in_the_sink" in page
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=30)
+    assert "ERROR batchyard.accumulator: flush of ev::0 failed" in output, output
+    assert "Traceback (most recent call last)" in output
+    assert "fail_in_the_sink" in output and "the sink refused 2 items" in output
+
+
+def test_worker_logs_a_failed_flush_with_its_traceback_as_json(env):
+    yard = Yard(env["BATCHYARD_STORE"])
+    yard.handler("explode")(lambda items, ctx: None)
+    yard.add_items("ev", [1, 2, 3], max_batch_size=3, on_flush="explode", max_attempts=2)
+    yard.close()
+    result = subprocess.run([sys.executable, "-m", "batchyard", "worker", "--app", "app:yard",
+                             "--once", "--log-format", "json"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [line] = [json.loads(line) for line in result.stderr.splitlines()
+              if '"batchyard.accumulator"' in line]
+    assert (line["level"], line["batch_id"], line["attempt"], line["handler"]) == (
+        "warning", "ev::0", 1, "explode")
+    assert "fail_in_the_sink" in line["exception"]
+    assert "the sink refused 3 items" in line["exception"]
