@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -208,3 +209,19 @@ def test_worker_logs_a_failed_flush_with_its_traceback_as_json(env):
         "warning", "ev::0", 1, "explode")
     assert "fail_in_the_sink" in line["exception"]
     assert "the sink refused 3 items" in line["exception"]
+
+
+def test_the_builtin_log_handler_logs_the_items_it_received(tmp_path, caplog):
+    from batchyard.cli import register_builtin_handlers
+
+    yard = Yard(f"sqlite:///{tmp_path}/yard.db")
+    register_builtin_handlers(yard)
+    yard.add_items("ev", [{"n": 1}, {"text": "x" * 3000}], max_batch_size=2, on_flush="log")
+    with caplog.at_level(logging.INFO):
+        yard.run_worker(wait=False)
+    yard.close()
+    [record] = [r for r in caplog.records if r.name == "batchyard.flush"]
+    line = record.getMessage()
+    assert line.startswith('flushed ev::0 (2 items, attempt 1): [{"n": 1}, {"text": "xxx')
+    assert line.endswith("... (3024 characters in all)") and len(line) < 2200
+    assert record.item_count == 2
