@@ -12,6 +12,7 @@ runner's result is refused, which keeps the books exact however often a handler 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +26,7 @@ import orjson
 from batchyard import metrics
 from batchyard.clock import seconds, to_datetime
 from batchyard.errors import Conflict, InvalidInput, NotFound
+from batchyard.failures import error_text, log_failure, traceback_text
 from batchyard.retry import RetryPolicy
 from batchyard.signals import ItemFailures
 from batchyard.store import Task, Tx
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from batchyard.yard import Yard
 
 FLUSH_TASK = "accumulator.flush"
+log = logging.getLogger("batchyard.accumulator")
 # a year: longer is surely a mistake, and far timers overflow datetime (and inf never fires)
 MAX_FLUSH_INTERVAL_SECONDS = 365 * 24 * 3600.0
 
@@ -42,9 +45,14 @@ class BatchStatus(StrEnum):
     FLUSHING = "flushing"
     COMPLETED = "completed"
     DEAD = "dead"
+    DISCARDED = "discarded"  # a dead batch given up on by hand: its items were not delivered
 
 
 ACTIVE_STATUSES = frozenset({BatchStatus.ACCUMULATING, BatchStatus.FLUSHING, BatchStatus.DEAD})
+# done with, one way or the other: nothing pending, pruned after the retention
+FINISHED_STATUSES = frozenset({BatchStatus.COMPLETED, BatchStatus.DISCARDED})
+# the same, as SQL (the statuses are fixed words, never user input)
+FINISHED_SQL = "('completed', 'discarded')"
 
 
 class FlushReason(StrEnum):
@@ -119,6 +127,7 @@ class FlushRecord:
     worker_id: str | None
     started_at: datetime
     duration_seconds: float
+    traceback: str | None = None  # of a failed attempt: its end, at most 8 KB
 
 
 def split_base(batch_id: str, field: str = "batch_id") -> tuple[str, int | None]:
@@ -283,7 +292,7 @@ _FAILED_COUNT = ("(SELECT COUNT(*) FROM batchyard_item_failures f "
                  "WHERE f.batch_no = b.batch_no)")
 # Counts are derived, never kept in the batch row: an add then writes its items and nothing
 # else (a second page per commit halved the add rate), and the counts cannot drift.
-_PENDING_COUNT = ("CASE WHEN b.status = 'completed' THEN 0 "
+_PENDING_COUNT = (f"CASE WHEN b.status IN {FINISHED_SQL} THEN 0 "
                   f"WHEN {_FAILED_COUNT} > 0 THEN {_FAILED_COUNT} ELSE {_ITEM_COUNT} END")
 _BATCH_COLUMNS = (
     "b.batch_id, b.batch_no, b.base_id, b.sequence, b.status, b.handler, b.max_batch_size, "
@@ -656,9 +665,11 @@ class Accumulator:
         started_wall, started = self.yard.clock.time(), time.perf_counter()
         failures: dict[int, str] = {}
         error: str | None = None
+        raised: Exception | None = None
         try:
             self.yard.handlers.call(batch["handler"], items, context)
         except ItemFailures as signal:
+            raised = signal
             bad = [i for i in signal.failures if not 0 <= i < len(items)]
             if bad:
                 error = f"ItemFailures named indexes outside the batch: {bad}"
@@ -666,13 +677,22 @@ class Accumulator:
                 failures = signal.failures
                 error = f"{len(failures)} of {len(items)} items failed"
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            raised = exc
+            error = error_text(exc)
         duration = time.perf_counter() - started
-        self._record(task, batch, context, rows, failures, error, started_wall, duration)
+        traceback = None if raised is None else traceback_text(raised)
+        dead = self._record(task, batch, context, rows, failures, error, traceback,
+                            started_wall, duration)
+        if raised is not None:
+            # after the commit: the line says what the books say (retried, or dead)
+            log_failure(log, f"flush of {batch_id}", raised, final=dead, batch_id=batch_id,
+                        attempt=context.attempt, max_attempts=task.max_attempts,
+                        handler=batch["handler"], duration_seconds=round(duration, 6))
 
     def _record(self, task: Task, batch: Any, context: FlushContext, rows: list[Any],
-                failures: dict[int, str], error: str | None, started: float,
-                duration: float) -> None:
+                failures: dict[int, str], error: str | None, traceback: str | None,
+                started: float, duration: float) -> bool:
+        """Write the attempt's outcome; whether the batch is dead now."""
         whole_failure = error is not None and not failures
         outcome = "failed" if whole_failure else ("partial" if failures else "completed")
         policy = RetryPolicy(**{**self.yard.retry.__dict__,
@@ -700,15 +720,16 @@ class Accumulator:
                     )
             tx.execute(
                 "INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, reason, "
-                "outcome, item_count, failed_count, error, worker_id, started_at, duration) "
-                "VALUES (:batch_id, :base_id, :sequence, :attempt, :reason, :outcome, "
-                ":item_count, :failed_count, :error, :worker_id, :started, :duration)",
+                "outcome, item_count, failed_count, error, worker_id, started_at, duration, "
+                "traceback) VALUES (:batch_id, :base_id, :sequence, :attempt, :reason, "
+                ":outcome, :item_count, :failed_count, :error, :worker_id, :started, "
+                ":duration, :traceback)",
                 {"batch_id": batch_id, "base_id": context.base_id,
                  "sequence": context.sequence, "attempt": context.attempt,
                  "reason": context.reason, "outcome": outcome, "item_count": len(rows),
                  "failed_count": len(rows) if whole_failure else len(failures),
                  "error": error, "worker_id": self.yard.worker_id, "started": started,
-                 "duration": duration},
+                 "duration": duration, "traceback": traceback},
             )
             if outcome == "completed":
                 self._finish(tx, batch_id)
@@ -720,8 +741,12 @@ class Accumulator:
                 )
         delivered = 0 if whole_failure else len(rows) - len(failures)
         metrics.flush_recorded(context.reason, outcome, delivered, duration)
+        return dead
 
     def _give_up(self, task: Task, error: str) -> None:
+        log.error("flush of %s is dead: %s", task.payload["batch_id"], error,
+                  extra={"batch_id": task.payload["batch_id"], "attempt": task.attempts,
+                         "max_attempts": task.max_attempts, "final": True})
         with self.store.transaction(self.yard.now()) as tx:
             self.store.dead_letter(tx, task, error)
             self.on_dead_flush(tx, task, error)
@@ -784,7 +809,7 @@ class Accumulator:
             now = tx.clock()
             if sequence is None:
                 rows = tx.all(f"SELECT {_BATCH_COLUMNS} FROM batchyard_batches b "
-                              "WHERE b.base_id = :base AND b.status <> 'completed' "
+                              f"WHERE b.base_id = :base AND b.status NOT IN {FINISHED_SQL} "
                               "ORDER BY b.sequence", {"base": base})
             else:
                 rows = tx.all(f"SELECT {_BATCH_COLUMNS} FROM batchyard_batches b "
@@ -807,7 +832,8 @@ class Accumulator:
         with self.store.transaction() as tx:
             rows = tx.all(
                 "SELECT batch_id, sequence, attempt, reason, outcome, item_count, failed_count, "
-                f"error, worker_id, started_at, duration FROM batchyard_flushes WHERE {where} "
+                "error, worker_id, started_at, duration, traceback "
+                f"FROM batchyard_flushes WHERE {where} "
                 "ORDER BY id DESC LIMIT :limit",
                 {"base": base, "batch_id": batch_id, "limit": limit},
             )
@@ -838,16 +864,16 @@ class Accumulator:
                            {"batch_no": row["batch_no"]})
 
     def prune(self, older_than: float) -> int:
-        """Delete completed batches, their items and flush history older than `older_than`
-        seconds; return how many batches went."""
+        """Delete completed (and discarded) batches, their items and flush history older
+        than `older_than` seconds; return how many batches went."""
+        finished = f"status IN {FINISHED_SQL} AND completed_at < {{now}} - :age"
         with self.store.transaction(self.yard.now()) as tx:
             params = {"age": older_than}
             for table in ("batchyard_items", "batchyard_item_failures"):
                 tx.execute(f"DELETE FROM {table} WHERE batch_no IN (SELECT batch_no FROM "
-                           "batchyard_batches WHERE status = 'completed' "
-                           "AND completed_at < {now} - :age)", params)
-            gone = tx.execute("DELETE FROM batchyard_batches WHERE status = 'completed' "
-                              "AND completed_at < {now} - :age", params).rowcount
+                           f"batchyard_batches WHERE {finished})", params)
+            gone = tx.execute(f"DELETE FROM batchyard_batches WHERE {finished}",
+                              params).rowcount
             tx.execute("DELETE FROM batchyard_flushes WHERE started_at < {now} - :age", params)
         return gone
 
@@ -873,5 +899,5 @@ def flush_record(r: Any) -> FlushRecord:
         reason=r["reason"], outcome=r["outcome"], item_count=int(r["item_count"]),
         failed_count=int(r["failed_count"]), error=r["error"], worker_id=r["worker_id"],
         started_at=to_datetime(r["started_at"]),  # type: ignore[arg-type]
-        duration_seconds=float(r["duration"]),
+        duration_seconds=float(r["duration"]), traceback=r["traceback"],
     )

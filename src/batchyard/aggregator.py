@@ -15,8 +15,11 @@ wrong; transactions in the server's other databases do not.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import socket
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ import orjson
 
 from batchyard.clock import to_datetime
 from batchyard.errors import Conflict, InvalidInput, NotFound
+from batchyard.failures import error_text, log_failure
 from batchyard.folds import Fold
 from batchyard.store import Task, Tx
 
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
     from batchyard.yard import Yard
 
 RUN_TASK = "aggregator.run"
+log = logging.getLogger("batchyard.aggregator")
 _PAGES_PER_APPLY = 20  # the page budget of one transaction
 
 
@@ -184,6 +189,7 @@ class Aggregators:
             return AggregatorRun(name, 0, 0, 0, 0, caught_up=False, skipped=True)
         totals = {"events": 0, "keys": 0, "applies": 0, "parked": 0}
         error: str | None = None
+        started = time.perf_counter()
         try:
             while True:
                 events, keys, parked, caught_up = self._apply_once(config, runner,
@@ -195,7 +201,12 @@ class Aggregators:
                 if caught_up:
                     return AggregatorRun(name, caught_up=True, **totals)
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = error_text(exc)
+            # a scheduled aggregator runs again (WARNING); one run by hand does not (ERROR)
+            log_failure(log, f"run of aggregator {name}", exc, final=config.every is None,
+                        aggregator=name, stream=config.stream,
+                        handler=config.apply, duration_seconds=round(
+                            time.perf_counter() - started, 6))
             raise
         finally:
             # release the lease whatever happened, so the next run need not wait it out
@@ -296,7 +307,10 @@ class Aggregators:
         """The scheduled run (``every=``): run, then schedule the next one."""
         name = task.payload["name"]
         try:
-            self.run(name)
+            # a failed run was logged by `run` and is kept as its last_error: the worker
+            # need not log it again, nor retry it (the next run is scheduled below)
+            with contextlib.suppress(Exception):
+                self.run(name)
         finally:
             with self.store.transaction(self.yard.now()) as tx:
                 self.store.complete(tx, task)

@@ -65,14 +65,22 @@ def load_yard(app_path: str | None, store: str | None, *, create: bool = False) 
     return yard
 
 
+LOGGED_ITEMS_CHARS = 2048  # of the items' JSON in the `log` handler's line: a look, not a dump
+
+
 def register_builtin_handlers(yard: Yard) -> None:
     flush_log = logging.getLogger("batchyard.flush")
 
     @yard.handler("log")
     def log(items: list[Any], ctx: Any) -> None:
-        """Log each flushed batch: for trying batchyard out without writing a handler."""
-        flush_log.info("flushed %s (%d items, attempt %d)", ctx.batch_id, len(items),
-                       ctx.attempt)
+        """Log each flushed batch with its items (the first 2 KB of their JSON): for trying
+        batchyard out without writing a handler."""
+        text = json.dumps(items, ensure_ascii=False)
+        if len(text) > LOGGED_ITEMS_CHARS:
+            text = text[:LOGGED_ITEMS_CHARS] + f"... ({len(text)} characters in all)"
+        flush_log.info("flushed %s (%d items, attempt %d): %s", ctx.batch_id, len(items),
+                       ctx.attempt, text, extra={"batch_id": ctx.batch_id,
+                                                 "item_count": len(items)})
 
 
 LogFormatOption = Annotated[
@@ -245,6 +253,26 @@ def batches_redrive(batch_id: str, app_path: AppOption = None,
                     store: StoreOption = None) -> None:
     """Flush a dead-lettered batch again."""
     result = load_yard(app_path, store).redrive_batch(batch_id)
+    console.print(json.dumps(asdict(result)))
+
+
+@batches_app.command("items")
+def batches_items(batch_id: str, app_path: AppOption = None, store: StoreOption = None,
+                  after: Annotated[int | None, typer.Option(
+                      help="the last position seen (the next page starts after it)")] = None,
+                  limit: Annotated[int, typer.Option(help="items per page, 1-1000")] = 100,
+                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Items of one batch (a dead one, say), with the reason each failed, if it did."""
+    rows = load_yard(app_path, store).get_batch_items(batch_id, after=after, limit=limit)
+    _show([{**asdict(r), "payload": json.dumps(r.payload)} if not as_json else asdict(r)
+           for r in rows], as_json, ["position", "payload", "error"])
+
+
+@batches_app.command("discard")
+def batches_discard(batch_id: str, app_path: AppOption = None,
+                    store: StoreOption = None) -> None:
+    """Give up a dead batch: it is marked discarded, its items recorded as dropped."""
+    result = load_yard(app_path, store).discard_batch(batch_id)
     console.print(json.dumps(asdict(result)))
 
 

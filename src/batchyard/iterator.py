@@ -16,6 +16,7 @@ delivery is at least once, with ``ctx.idempotency_key`` stable across retries of
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import orjson
 
 from batchyard.clock import seconds, to_datetime
 from batchyard.errors import Conflict, InvalidInput, LeaseLost, NotFound
+from batchyard.failures import error_text, log_failure, traceback_text
 from batchyard.store import Task, Tx
 from batchyard.supervision import is_transient
 
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from batchyard.yard import Yard
 
 STEP_TASK = "iterator.step"
+log = logging.getLogger("batchyard.iterator")
 COMPLETE_TASK = "iterator.complete"
 MAX_BACKOFF = 30.0
 _WAIT_FOR_OLDER_STEP = 0.2
@@ -86,6 +89,7 @@ class IteratorStatus:
     started_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    last_traceback: str | None = None  # of the last failed step: its end, at most 8 KB
 
 
 class Iterators:
@@ -164,7 +168,9 @@ class Iterators:
             generation = int(row["generation"]) + 1
             tx.execute("UPDATE batchyard_iterators SET status = :status, generation = :g, "
                        "last_error = CASE WHEN :status = 'running' THEN NULL "
-                       "ELSE last_error END, updated_at = {now} WHERE job_id = :job_id",
+                       "ELSE last_error END, last_traceback = CASE WHEN :status = 'running' "
+                       "THEN NULL ELSE last_traceback END, updated_at = {now} "
+                       "WHERE job_id = :job_id",
                        {"job_id": job_id, "status": str(target), "g": generation})
             # queued steps of older generations will find themselves stale; drop them now
             tx.execute("DELETE FROM batchyard_tasks WHERE kind = :kind AND state = 'queued' "
@@ -211,6 +217,7 @@ class Iterators:
         while True:
             context = BatchContext(job_id=job_id, batch=batch, attempt=task.attempts,
                                    idempotency_key=f"{job_id}:{batch}")
+            step_started = time.perf_counter()
             try:
                 page = _page(handlers.call(row["get_next_batch"], cursor, row["batch_size"]))
                 if page.items and not row["transactional"]:
@@ -218,7 +225,7 @@ class Iterators:
             except Exception as exc:
                 if is_transient(exc):
                     raise  # the store is away, not the job at fault: the worker gives it back
-                self._failed(task, row, f"{type(exc).__name__}: {exc}")
+                self._failed(task, row, exc, batch, time.perf_counter() - step_started)
                 return
             finished = page.done or not page.items
             # a retried task hands over to a fresh one after its first good page, so that
@@ -246,7 +253,7 @@ class Iterators:
             except Exception as exc:
                 if row["transactional"] and not (isinstance(exc, LeaseLost)
                                                  or is_transient(exc)):
-                    self._failed(task, row, f"{type(exc).__name__}: {exc}")
+                    self._failed(task, row, exc, batch, time.perf_counter() - step_started)
                     return
                 raise
             if not more:
@@ -266,6 +273,7 @@ class Iterators:
         tx.execute(
             "UPDATE batchyard_iterators SET cursor = :cursor, processed = processed + :n, "
             "batches = batches + 1, total = COALESCE(:total, total), last_error = NULL, "
+            "last_traceback = NULL, "
             "updated_at = {now} WHERE job_id = :job_id",
             {"job_id": row["job_id"], "cursor": json.dumps(page.cursor), "n": len(page.items),
              "total": page.total},
@@ -279,19 +287,29 @@ class Iterators:
             self.store.enqueue(tx, COMPLETE_TASK, {"job_id": row["job_id"]},
                                key=f"iterator-complete:{row['job_id']}", max_attempts=5)
 
-    def _failed(self, task: Task, row: Any, error: str) -> None:
+    def _failed(self, task: Task, row: Any, exc: Exception, batch: int,
+                duration: float) -> None:
+        error = error_text(exc)
+        final = task.attempts > int(row["max_retries"])
         with self.store.transaction(self.yard.now()) as tx:
             if self._current(tx, row["job_id"], task.payload["generation"], lock=True) is None:
                 self.store.complete(tx, task)
                 return
-            tx.execute("UPDATE batchyard_iterators SET last_error = :error, updated_at = {now} "
-                       "WHERE job_id = :job_id", {"job_id": row["job_id"], "error": error})
-            if task.attempts > int(row["max_retries"]):
+            tx.execute("UPDATE batchyard_iterators SET last_error = :error, "
+                       "last_traceback = :traceback, updated_at = {now} WHERE job_id = :job_id",
+                       {"job_id": row["job_id"], "error": error,
+                        "traceback": traceback_text(exc)})
+            if final:
                 self.store.complete(tx, task)
                 tx.execute("UPDATE batchyard_iterators SET status = 'failed' "
                            "WHERE job_id = :job_id", {"job_id": row["job_id"]})
             else:
                 self.store.retry(tx, task, error, min(MAX_BACKOFF, 2.0 ** (task.attempts - 1)))
+        # after the commit: the line says what the books say (retried, or failed)
+        log_failure(log, f"step {batch} of iterator job {row['job_id']}", exc, final=final,
+                    job_id=row["job_id"], batch=batch, attempt=task.attempts,
+                    max_attempts=int(row["max_retries"]) + 1, handler=row["process_batch"],
+                    source=row["get_next_batch"], duration_seconds=round(duration, 6))
 
     def run_complete(self, task: Task) -> None:
         with self.store.transaction(write=False) as tx:
@@ -346,7 +364,7 @@ class Iterators:
             total=total, rate_per_second=rate, eta_seconds=eta, last_error=row["last_error"],
             started_at=to_datetime(row["started_at"]),  # type: ignore[arg-type]
             updated_at=to_datetime(row["updated_at"]),  # type: ignore[arg-type]
-            completed_at=to_datetime(row["completed_at"]),
+            completed_at=to_datetime(row["completed_at"]), last_traceback=row["last_traceback"],
         )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from batchyard.accumulator import _BATCH_COLUMNS, FlushRecord, flush_record
+from batchyard.accumulator import _BATCH_COLUMNS, FINISHED_SQL, FlushRecord, flush_record
 from batchyard.aggregator import AggregatorStatus
 from batchyard.clock import Clock, to_datetime
 from batchyard.store import Store, Tx
@@ -24,7 +24,7 @@ LAST_HOUR = 3600.0
 # Batches still to deliver, with their derived counts. Completed batches stay out: they are
 # kept for a day and may be many, and each would cost a count of its items.
 _ACTIVE_BATCHES = (f"SELECT {_BATCH_COLUMNS} FROM batchyard_batches b "
-                   "WHERE b.status <> 'completed'")
+                   f"WHERE b.status NOT IN {FINISHED_SQL}")
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,8 @@ class Overview:
             hour = {"since": now - LAST_HOUR}
             flushed = tx.one(
                 "SELECT COUNT(*) AS n, SUM(item_count - failed_count) AS items "
-                "FROM batchyard_flushes WHERE started_at >= :since", hour)
+                "FROM batchyard_flushes WHERE started_at >= :since "
+                "AND outcome <> 'discarded'", hour)
             completed = tx.one(
                 "SELECT (SELECT COUNT(*) FROM batchyard_batches WHERE status = 'completed' "
                 "AND completed_at >= :since) AS batches, (SELECT COUNT(*) FROM "
@@ -181,8 +182,8 @@ class Overview:
                 r["base_id"]: flush_record(r)
                 for r in tx.all(
                     "SELECT base_id, batch_id, sequence, attempt, reason, outcome, item_count, "
-                    "failed_count, error, worker_id, started_at, duration "
-                    "FROM batchyard_flushes WHERE id IN "
+                    "failed_count, error, worker_id, started_at, duration, "
+                    "NULL AS traceback FROM batchyard_flushes WHERE id IN "
                     "(SELECT MAX(id) FROM batchyard_flushes GROUP BY base_id)"
                 )
             }

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from batchyard import metrics
 from batchyard.errors import ConfigError, LeaseLost
+from batchyard.failures import error_text, log_failure
 from batchyard.retry import RetryPolicy
 from batchyard.store import Task
 from batchyard.supervision import Backoff, Outage, is_transient
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("batchyard.worker")
 GIVE_BACK_SECONDS = 1.0  # a task whose runner met an unavailable store runs again after this
+# the ids a task's payload may carry, told in its failure's log line
+_PAYLOAD_IDS = ("job_id", "chunk", "batch_id")
 
 
 @dataclass(frozen=True)
@@ -276,8 +279,16 @@ class Worker:
                 self.outage.failed(exc)
                 self._settle(task, lambda: self._give_back(task))
             else:
-                log.exception("task %s (%s) failed", task.id, task.kind)
-                error = f"{type(exc).__name__}: {exc}"
+                # one line per failed attempt, with its traceback (flushes and iterator
+                # steps record and log their own failures; bulk-job chunks come here)
+                log_failure(log, f"task {task.id} ({task.kind})", exc,
+                            final=task.attempts >= task.max_attempts, task_id=task.id,
+                            kind=task.kind, attempt=task.attempts,
+                            max_attempts=task.max_attempts,
+                            duration_seconds=round(time.perf_counter() - started, 6),
+                            **{key: task.payload[key] for key in _PAYLOAD_IDS
+                               if key in task.payload})
+                error = error_text(exc)
                 self._settle(task, lambda: self._fail(task, error))
         finally:
             self.tasks_run += 1

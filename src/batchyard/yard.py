@@ -22,6 +22,7 @@ from batchyard.aggregator import (
     AggregatorStatus,
     ParkedEvent,
 )
+from batchyard.batch_items import BatchItem, DiscardResult, discard_batch, get_batch_items
 from batchyard.clock import Clock, SystemClock, seconds
 from batchyard.embeddings import Embedder, SentenceTransformerEmbedder
 from batchyard.export import export_to_format
@@ -167,6 +168,16 @@ class Yard:
 
     def list_dead_batches(self, limit: int = 100) -> list[BatchInfo]:
         return self._accumulator.list_batches("dead", limit)
+
+    def get_batch_items(self, batch_id: str, *, after: int | None = None,
+                        limit: int = 100) -> list[BatchItem]:
+        """Items of one batch (any status) after position `after`, each with its failure
+        reason when a partial flush gave one."""
+        return get_batch_items(self, batch_id, after=after, limit=limit)
+
+    def discard_batch(self, batch_id: str) -> DiscardResult:
+        """Give up a dead batch: ``discarded``, its pending items recorded as dropped."""
+        return discard_batch(self, batch_id)
 
     # -- producer -------------------------------------------------------------------------
 

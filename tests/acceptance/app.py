@@ -21,3 +21,12 @@ def record(items, ctx):
 @yard.transform("upper")
 def upper(item):
     return {"text": str(item["text"]).upper()}
+
+
+def fail_in_the_sink(items):
+    raise ConnectionError(f"the sink refused {len(items)} items")
+
+
+@yard.handler("explode")
+def explode(items, ctx):
+    fail_in_the_sink(items)

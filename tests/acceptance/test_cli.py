@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from batchyard import Yard
+from batchyard import ItemFailures, RetryPolicy, Yard
 from tests.servers import free_port, wait_for_http, wait_until
 
 HERE = Path(__file__).parent
@@ -140,3 +141,88 @@ def test_iterators_commands(env):
     assert json.loads(run("status", "job-1", "--json").stdout)[0]["status"] == "cancelled"
     missing = run("status", "nope")
     assert missing.returncode == 1 and "no iterator job 'nope'" in missing.stderr
+
+
+def test_batches_items_and_discard_commands(env):
+    yard = Yard(env["BATCHYARD_STORE"], retry=RetryPolicy(max_attempts=1))
+
+    @yard.handler("down")
+    def down(items, ctx):
+        raise ItemFailures({1: "refused by the sink"})
+
+    yard.add_items("ev", [{"n": 1}, {"n": 2}], max_batch_size=2, on_flush="down")
+    yard.run_worker(wait=False)
+    yard.close()
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "batchyard", "batches", *args],
+                              env=env, capture_output=True, text=True)
+
+    assert json.loads(run("items", "ev::0", "--json").stdout) == [
+        {"position": 0, "payload": {"n": 1}, "error": None},
+        {"position": 1, "payload": {"n": 2}, "error": "refused by the sink"}]
+    table = run("items", "ev::0", "--after", "0").stdout
+    assert "refused by the sink" in table and '"n": 2' in table and '"n": 1' not in table
+    bad = run("items", "ev::0", "--limit", "0")
+    assert bad.returncode == 1 and "limit" in bad.stderr
+    discarded = run("discard", "ev::0")
+    assert discarded.returncode == 0, discarded.stdout + discarded.stderr
+    assert json.loads(discarded.stdout) == {"batch_id": "ev::0", "item_count": 1,
+                                            "status": "discarded"}
+    again = run("discard", "ev::0")
+    assert again.returncode == 1 and "only a dead batch" in again.stderr
+    [record, _] = json.loads(run("history", "ev", "--json").stdout)
+    assert (record["outcome"], record["item_count"]) == ("discarded", 1)
+
+
+def test_serve_logs_a_failed_flush_with_its_traceback_and_shows_it(env):
+    port = free_port()
+    server = cli("serve", "--app", "app:yard", "--port", str(port), env=env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{base}/health")
+        httpx.post(f"{base}/batches/ev/items", json={
+            "items": [1, 2], "max_batch_size": 2, "on_flush": "explode", "max_attempts": 1})
+        wait_until(lambda: httpx.get(f"{base}/batches/ev/history").json(),
+                   what="the failed flush")
+        page = httpx.get(f"{base}/ui/batches/ev").text
+        assert "<summary>traceback</summary>" in page and "fail_in_the_sink" in page
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=30)
+    assert "ERROR batchyard.accumulator: flush of ev::0 failed" in output, output
+    assert "Traceback (most recent call last)" in output
+    assert "fail_in_the_sink" in output and "the sink refused 2 items" in output
+
+
+def test_worker_logs_a_failed_flush_with_its_traceback_as_json(env):
+    yard = Yard(env["BATCHYARD_STORE"])
+    yard.handler("explode")(lambda items, ctx: None)
+    yard.add_items("ev", [1, 2, 3], max_batch_size=3, on_flush="explode", max_attempts=2)
+    yard.close()
+    result = subprocess.run([sys.executable, "-m", "batchyard", "worker", "--app", "app:yard",
+                             "--once", "--log-format", "json"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [line] = [json.loads(line) for line in result.stderr.splitlines()
+              if '"batchyard.accumulator"' in line]
+    assert (line["level"], line["batch_id"], line["attempt"], line["handler"]) == (
+        "warning", "ev::0", 1, "explode")
+    assert "fail_in_the_sink" in line["exception"]
+    assert "the sink refused 3 items" in line["exception"]
+
+
+def test_the_builtin_log_handler_logs_the_items_it_received(tmp_path, caplog):
+    from batchyard.cli import register_builtin_handlers
+
+    yard = Yard(f"sqlite:///{tmp_path}/yard.db")
+    register_builtin_handlers(yard)
+    yard.add_items("ev", [{"n": 1}, {"text": "x" * 3000}], max_batch_size=2, on_flush="log")
+    with caplog.at_level(logging.INFO):
+        yard.run_worker(wait=False)
+    yard.close()
+    [record] = [r for r in caplog.records if r.name == "batchyard.flush"]
+    line = record.getMessage()
+    assert line.startswith('flushed ev::0 (2 items, attempt 1): [{"n": 1}, {"text": "xxx')
+    assert line.endswith("... (3024 characters in all)") and len(line) < 2200
+    assert record.item_count == 2

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import uvicorn
 
-from batchyard import Yard
+from batchyard import ItemFailures, Yard
 from tests.servers import free_port
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -45,6 +45,11 @@ def server(tmp_path_factory):
                 "cursor": start + size, "done": start + size >= STEPS, "total": STEPS}
 
     yard.handler("slow")(lambda items, ctx: time.sleep(0.02))
+
+    @yard.handler("refuse")
+    def refuse(items, ctx):
+        raise ItemFailures({0: "the sink refused this one"})
+
     port = free_port()
     app = create_app(yard, concurrency=2, tokens=[TOKEN])
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -129,6 +134,26 @@ def test_pending_count_follows_the_api_and_flush_adds_history(page, server):
     expect(history.first).to_contain_text("manual")
     expect(history.first).to_contain_text("completed")
     assert yard.get_flush_history("signups")[0].item_count == 5
+
+
+def test_a_dead_batch_shows_its_items_and_is_discarded_after_asking(page, server):
+    base, yard = server
+    response = httpx.post(f"{base}/batches/refused/items", json={
+        "items": [{"n": 1}, {"n": 2}], "max_batch_size": 2, "on_flush": "refuse",
+        "max_attempts": 1}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200, response.text
+    page.goto(f"{base}/ui/batches/refused")
+    items = page.locator(".dead-items tbody tr")
+    expect(items.first).to_contain_text("the sink refused this one")  # once it is dead
+    expect(items).to_have_count(2)
+    page.click("#history summary:has-text('traceback')")
+    expect(page.locator("#history pre.traceback")).to_contain_text("in refuse")
+    page.click("#active >> a:has-text('Discard')")
+    expect(page.locator("h1")).to_have_text("Are you sure?")
+    page.click("button:has-text('Yes, discard')")
+    expect(page.locator(".notice")).to_contain_text("Batch discarded")
+    expect(page.locator("#history tbody tr").first).to_contain_text("discarded")
+    assert yard.get_batch_status("refused::0")[0].status == "discarded"
 
 
 def test_flush_works_without_javascript(browser, server):

@@ -96,3 +96,33 @@ def test_the_openapi_schema_lists_the_routes(client):
     assert {"/health", "/batches/{batch_id}/items", "/batches/{batch_id}/flush",
             "/batches/{batch_id}", "/batches/{batch_id}/history",
             "/batches/{batch_id}/redrive"} <= set(paths)
+
+
+def test_a_dead_batch_is_read_item_by_item_and_discarded(client):
+    @client.yard.handler("down")
+    def down(items, ctx):
+        raise ConnectionError("sink is down")
+
+    assert add(client, "ev", [{"n": 1}, {"n": 2}], on_flush="down", max_attempts=1,
+               max_batch_size=2).status_code == 200
+    client.yard.run_worker(wait=False)
+    deleted = client.delete("/batches/ev::0")
+    assert deleted.status_code == 409 and "2 pending items" in deleted.json()["detail"]
+
+    page = client.get("/batches/ev::0/items?limit=1")
+    assert page.status_code == 200
+    assert page.json() == [{"position": 0, "payload": {"n": 1}, "error": None}]
+    assert client.get("/batches/ev::0/items?after=0").json() == [
+        {"position": 1, "payload": {"n": 2}, "error": None}]
+    bad = client.get("/batches/ev::0/items?limit=0")
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "limit"]
+    assert client.get("/batches/nothing::0/items").status_code == 404
+
+    discarded = client.post("/batches/ev::0/discard")
+    assert discarded.status_code == 200
+    assert discarded.json() == {"batch_id": "ev::0", "item_count": 2, "status": "discarded"}
+    assert client.post("/batches/ev::0/discard").status_code == 409
+    assert client.post("/batches/nothing::0/discard").status_code == 404
+    [record, _] = client.get("/batches/ev/history").json()
+    assert (record["outcome"], record["item_count"]) == ("discarded", 2)
+    assert client.delete("/batches/ev::0").status_code == 204

@@ -157,3 +157,53 @@ def test_the_static_files_are_shipped(client):
     htmx = client.get("/ui/static/htmx.min.js")
     assert htmx.status_code == 200 and "htmx" in htmx.text[:200]
     assert client.get("/ui/static/dashboard.css").status_code == 200
+
+
+def raise_from_the_sink(items):
+    raise RuntimeError(f"the sink refused {len(items)} items")
+
+
+def test_a_dead_batch_shows_its_items_and_traceback_and_is_discarded_after_asking(client,
+                                                                                    yard):
+    @yard.handler("sink")
+    def sink(items, ctx):
+        raise_from_the_sink(items)
+
+    yard.add_items("tenant/7", [{"n": 1}, {"n": 2}], max_batch_size=2, on_flush="sink")
+    yard.run_worker(wait=False)
+    link = re.search(r'href="(/ui/batches/tenant[^"]*)"', client.get("/ui/batches").text)[1]
+    page = client.get(link).text
+    assert 'data-batch="tenant/7::0"' in page and '{"n": 2}' in page
+    # the flush history: the error, and the traceback down to the raising function
+    details = re.search(r"<details[^>]*><summary>traceback</summary><pre[^>]*>(.*?)</pre>",
+                        page, re.S)[1]
+    assert "raise_from_the_sink" in details and "the sink refused 2 items" in details
+
+    ask_path = re.search(r'href="(/ui/batches/tenant[^"]*/discard)"', page)[1]
+    ask = client.get(ask_path)
+    assert ask.status_code == 200 and "Yes, discard" in ask.text and "tenant/7::0" in ask.text
+    unconfirmed = post(client, ask_path, link)
+    assert unconfirmed.status_code == 200 and "Are you sure?" in unconfirmed.text
+    assert yard.get_batch_status("tenant/7::0")[0].status == "dead"
+    done = post(client, ask_path, link, confirm="yes")
+    assert done.status_code == 303 and done.headers["location"].startswith(link)
+    assert yard.get_batch_status("tenant/7::0")[0].status == "discarded"
+    after = client.get(done.headers["location"]).text
+    assert "Batch discarded" in after and "discarded" in after
+    again = post(client, ask_path, link, confirm="yes")
+    assert again.status_code == 409 and "only a dead batch" in again.text
+
+
+def test_a_failed_iterator_shows_its_traceback(client, yard):
+    @yard.handler("broken-source")
+    def broken_source(cursor, size):
+        raise_from_the_sink([cursor])
+
+    yard.start_iterator("backfill", batch_size=3, get_next_batch="broken-source",
+                        process_batch="ok", max_retries=0)
+    yard.run_worker(wait=False)
+    assert yard.get_iterator_status("backfill").status == "failed"
+    page = client.get("/ui/iterators/backfill").text
+    details = re.search(r"<details[^>]*><summary>traceback</summary><pre[^>]*>(.*?)</pre>",
+                        page, re.S)[1]
+    assert "raise_from_the_sink" in details and "the sink refused 1 items" in details

@@ -74,3 +74,37 @@ def test_batches_items_and_failures_keep_their_books_across_batch_numbers(blank_
     [open_batch] = [b for b in yard.get_batch_status("ev") if b.status == "accumulating"]
     assert (open_batch.batch_id, open_batch.item_count) == ("ev::2", 1)
     yard.close()
+
+
+def test_batches_and_flush_history_survive_the_discard_and_traceback_schema(blank_url):
+    # Schema 9 rebuilds SQLite's batches and flushes tables (new CHECKs, a traceback column).
+    migrate_to(blank_url, 8)
+    store = open_store(blank_url, migrate=False)
+    with store.transaction() as tx:
+        for sequence in (0, 1, 2):
+            tx.execute(
+                "INSERT INTO batchyard_batches (batch_id, base_id, sequence, status, handler, "
+                "max_batch_size, max_attempts, attempts, idempotency_key, created_at, "
+                "updated_at) VALUES (:id, 'ev', :seq, 'dead', 'collect', 4, 1, 1, :id, 0, 0)",
+                {"id": f"ev::{sequence}", "seq": sequence})
+        tx.execute("INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
+                   "SELECT batch_no, 0, '[1]', 0 FROM batchyard_batches WHERE sequence = 0")
+        tx.execute("INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, "
+                   "reason, outcome, item_count, failed_count, error, started_at, duration) "
+                   "VALUES ('ev::0', 'ev', 0, 1, 'size', 'failed', 1, 1, 'boom', 0, 0.5)")
+        highest = tx.one("SELECT MAX(batch_no) AS n FROM batchyard_batches")["n"]
+        tx.execute("DELETE FROM batchyard_batches WHERE sequence = 2")  # pruned, say
+    store.close()
+
+    yard = Yard(blank_url)  # migrates on open
+    [record] = yard.get_flush_history("ev")
+    assert (record.outcome, record.error, record.traceback) == ("failed", "boom", None)
+    assert [i.payload for i in yard.get_batch_items("ev::0")] == [[1]]
+    assert yard.discard_batch("ev::0").item_count == 1
+    yard.handler("collect")(lambda items, ctx: None)
+    yard.add_items("fresh", [1], max_batch_size=4, on_flush="collect")
+    with yard.store.transaction() as tx:
+        # a pruned batch's number is never given again: a process may still remember it
+        assert tx.one("SELECT batch_no FROM batchyard_batches WHERE base_id = 'fresh'")[
+            "batch_no"] > highest
+    yard.close()

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from batchyard.accumulator import AddResult, BatchInfo, FlushRecord, FlushResult
+from batchyard.batch_items import MAX_PAGE, BatchItem, DiscardResult
 from batchyard.errors import StoreError
 from batchyard.yard import Yard
 
@@ -82,6 +83,16 @@ def flush_history(
     return _yard(request).get_flush_history(batch_id, limit)
 
 
+@router.get("/batches/{batch_id:path}/items", tags=["batches"])
+def batch_items(
+    batch_id: str, request: Request,
+    after: Annotated[int | None, Query(ge=0, description="the last position seen")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+) -> list[BatchItem]:
+    """Items of one batch after a position, each with its failure reason if it has one."""
+    return _yard(request).get_batch_items(batch_id, after=after, limit=limit)
+
+
 @router.get("/batches/{batch_id:path}", tags=["batches"])
 def batch_status(batch_id: str, request: Request) -> list[BatchInfo]:
     """Active batches of a base id, or one batch."""
@@ -92,6 +103,12 @@ def batch_status(batch_id: str, request: Request) -> list[BatchInfo]:
 def redrive(batch_id: str, request: Request) -> FlushResult:
     """Flush a dead-lettered batch again."""
     return _yard(request).redrive_batch(batch_id)
+
+
+@router.post("/batches/{batch_id:path}/discard", tags=["batches"])
+def discard(batch_id: str, request: Request) -> DiscardResult:
+    """Give up a dead batch: it becomes `discarded`, its items recorded as dropped."""
+    return _yard(request).discard_batch(batch_id)
 
 
 @router.delete("/batches/{batch_id:path}", status_code=204, tags=["batches"])

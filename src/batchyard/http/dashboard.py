@@ -40,12 +40,14 @@ STATIC = HERE / "static"
 PREFIX = "/ui"
 LOGIN = f"{PREFIX}/login"
 POLL_SECONDS = 2
+DEAD_ITEMS_SHOWN = 50  # per dead batch on its base's page; the API pages through the rest
 
 # what an action did, by the code in its redirect (never free text from the URL)
 NOTICES = {
     "flushed": "Flush scheduled: a worker delivers the batch shortly.",
     "nothing": "Nothing to flush: no batch is accumulating.",
     "redriven": "Batch redriven: its flush starts again with fresh attempts.",
+    "discarded": "Batch discarded: its items will not be delivered (the history says so).",
     "paused": "Job paused.",
     "resumed": "Job resumed from its last checkpoint.",
     "cancelled": "Job cancelled.",
@@ -190,10 +192,21 @@ class Dashboard:
             return self.render(request, "batches.html", bases=self.overview.bases(),
                                dead=self.yard.list_dead_batches())
 
+        # before the base's page: ids may hold "/", and ".../discard" is discard's page
+        self._confirmed_action(
+            f"{PREFIX}/batches/{{batch_id:path}}/discard", "batch_discard",
+            lambda batch_id: self.yard.discard_batch(batch_id), "discarded",
+            "Discard dead batch {}? Its pending items are never delivered; the flush history "
+            "records them as dropped.", lambda batch_id: _base_page(batch_id))
+
         @get(f"{PREFIX}/batches/{{base_id:path}}", **PAGE)
         def batch_base(request: Request, base_id: str) -> Response:
-            return self.render(request, "batch.html", base_id=base_id,
-                               batches=self.yard.get_batch_status(base_id),
+            batches = self.yard.get_batch_status(base_id)
+            dead_items = {b.batch_id: self.yard.get_batch_items(b.batch_id,
+                                                                limit=DEAD_ITEMS_SHOWN)
+                          for b in batches if b.status == "dead"}
+            return self.render(request, "batch.html", base_id=base_id, batches=batches,
+                               dead_items=dead_items, shown=DEAD_ITEMS_SHOWN,
                                history=self.yard.get_flush_history(base_id, 50))
 
         @post(f"{PREFIX}/batches/{{batch_id:path}}/flush")
@@ -217,12 +230,16 @@ class Dashboard:
         for verb, notice in (("pause", "paused"), ("resume", "resumed")):
             self._iterator_action(verb, notice)
 
-        for verb, notice, question in (
-            ("cancel", "cancelled", "Cancel iterator job {}? It stops for good "
-                                    "(its checkpoint is kept, but it cannot be resumed)."),
-            ("delete", "deleted", "Delete iterator job {} and its checkpoint?"),
+        for verb, method, notice, question in (
+            ("cancel", self.yard.cancel_iterator, "cancelled",
+             "Cancel iterator job {}? It stops for good "
+             "(its checkpoint is kept, but it cannot be resumed)."),
+            ("delete", self.yard.delete_iterator_job, "deleted",
+             "Delete iterator job {} and its checkpoint?"),
         ):
-            self._destructive_iterator_action(verb, notice, question)
+            self._confirmed_action(f"{PREFIX}/iterators/{{job_id:path}}/{verb}",
+                                   f"iterator_{verb}", method, notice, question,
+                                   lambda job_id: f"{PREFIX}/iterators")
 
         # after the actions' pages: ids may hold "/", and ".../cancel" is cancel's page
         @get(f"{PREFIX}/iterators/{{job_id:path}}", **PAGE)
@@ -257,26 +274,28 @@ class Dashboard:
         self.router.post(f"{PREFIX}/iterators/{{job_id:path}}/{verb}", name=f"iterator_{verb}")(
             action)
 
-    def _destructive_iterator_action(self, verb: str, notice: str, question: str) -> None:
-        method = getattr(self.yard, f"{verb}_iterator" if verb != "delete"
-                         else "delete_iterator_job")
-        back = f"{PREFIX}/iterators"
+    def _confirmed_action(self, path: str, name: str, method: Callable[[str], Any],
+                          notice: str, question: str, back: Callable[[str], str]) -> None:
+        """A destructive action on the object whose id is the path's one parameter: its
+        GET asks `question` first, and only the confirmation page's form (confirm=yes)
+        runs `method(id)`."""
+        verb = path.rsplit("/", 1)[-1]
 
-        def ask(request: Request, job_id: str) -> Response:
-            return self.render(request, "confirm.html", question=question.format(job_id),
-                               button=f"Yes, {verb}", action=request.url.path, back=back)
+        def ask(request: Request) -> Response:
+            ident = _path_id(request)
+            return self.render(request, "confirm.html", question=question.format(ident),
+                               button=f"Yes, {verb}", action=request.url.path,
+                               back=back(ident))
 
-        def act(request: Request, job_id: str,
-                form: ActionForm) -> Response:
-            # destructive: only a form from the confirmation page says confirm=yes
+        def act(request: Request, form: ActionForm) -> Response:
             if form.get("confirm") != "yes":
-                return ask(request, job_id)
-            return self.act(request, lambda: method(job_id), notice, back)
+                return ask(request)
+            ident = _path_id(request)
+            return self.act(request, lambda: method(ident), notice, back(ident))
 
-        path = f"{PREFIX}/iterators/{{job_id:path}}/{verb}"
-        self.router.get(path, response_class=HTMLResponse, name=f"iterator_{verb}_ask",
+        self.router.get(path, response_class=HTMLResponse, name=f"{name}_ask",
                         dependencies=[Depends(_viewer)])(ask)
-        self.router.post(path, name=f"iterator_{verb}")(act)
+        self.router.post(path, name=name)(act)
 
     def _login_routes(self) -> None:
         @self.router.get(LOGIN, response_class=HTMLResponse)
@@ -324,6 +343,17 @@ def _local(path: object, default: str) -> str:
             and "\\" not in path:
         return path
     return default
+
+
+def _path_id(request: Request) -> str:
+    """The one id parameter of a confirmed action's path."""
+    [ident] = request.path_params.values()
+    return str(ident)
+
+
+def _base_page(batch_id: str) -> str:
+    """The dashboard page of a batch's base id."""
+    return f"{PREFIX}/batches/{quote(batch_id.partition('::')[0], '')}"
 
 
 def _back(form: FormData, default: str) -> str:
