@@ -27,12 +27,12 @@ from batchyard import metrics
 from batchyard.clock import seconds, to_datetime
 from batchyard.errors import Conflict, InvalidInput, NotFound
 from batchyard.failures import error_text, log_failure, traceback_text
-from batchyard.retry import RetryPolicy
 from batchyard.signals import ItemFailures
 from batchyard.store import Task, Tx
+from batchyard.tasks import TaskKind
 
 if TYPE_CHECKING:
-    from batchyard.yard import Yard
+    from batchyard.runtime import Runtime
 
 FLUSH_TASK = "accumulator.flush"
 log = logging.getLogger("batchyard.accumulator")
@@ -330,9 +330,10 @@ class _OpenBatch:
 class Accumulator:
     """Named batches on one yard's store. Reached through `Yard` methods."""
 
-    def __init__(self, yard: Yard) -> None:
-        self.yard = yard
-        self.store = yard.store
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        runtime.kinds.add(TaskKind(FLUSH_TASK, self.run_flush, on_dead=self.on_dead_flush))
         self._configs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._open: dict[str, _OpenBatch] = {}  # a hint per base id, checked by each use
         self._bases: set[str] = set()  # base ids whose row is known to exist (never deleted)
@@ -350,11 +351,11 @@ class Accumulator:
         max_attempts: int | None = None,
     ) -> AddResult:
         base, _ = split_base(batch_id)
-        config = self._config(max_batch_size, on_flush, flush_interval, max_attempts)
+        config = self.config(max_batch_size, on_flush, flush_interval, max_attempts)
         encoded = encode_items(items)
         if not encoded:
             return AddResult(batch_id=base, item_count=0, flushed=False, status="unchanged")
-        now = self.yard.now()
+        now = self.runtime.now()
         if len(encoded) == 1:
             appended = self._append(base, encoded[0], now)
             if appended is not None:
@@ -403,7 +404,7 @@ class Accumulator:
             self._open.clear()  # a bound, for producers of endless distinct base ids
         self._open[base] = seen
 
-    def _config(
+    def config(
         self,
         max_batch_size: int,
         on_flush: str | Callable[..., Any],
@@ -416,7 +417,7 @@ class Accumulator:
         if not isinstance(on_flush, str):
             return self._validate(max_batch_size, on_flush, flush_interval, max_attempts)
         key = (type(max_batch_size), max_batch_size, on_flush, type(flush_interval),
-               flush_interval, type(max_attempts), max_attempts, self.yard.retry.max_attempts)
+               flush_interval, type(max_attempts), max_attempts, self.runtime.retry.max_attempts)
         config = self._configs.get(key)
         if config is None:
             config = self._validate(max_batch_size, on_flush, flush_interval, max_attempts)
@@ -447,12 +448,12 @@ class Accumulator:
                 raise InvalidInput(f"flush_interval must be positive and at most "
                                    f"{MAX_FLUSH_INTERVAL_SECONDS:.0f} s, not {flush_interval!r}",
                                    field="flush_interval")
-        attempts = self.yard.retry.max_attempts if max_attempts is None else max_attempts
+        attempts = self.runtime.retry.max_attempts if max_attempts is None else max_attempts
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             raise InvalidInput(f"max_attempts must be a positive integer, not {attempts!r}",
                                field="max_attempts")
         return {
-            "handler": self.yard.handlers.name_of(on_flush),
+            "handler": self.runtime.handlers.name_of(on_flush),
             "max_batch_size": max_batch_size,
             "flush_interval": interval,
             "max_attempts": attempts,
@@ -587,7 +588,7 @@ class Accumulator:
     def flush(self, batch_id: str, reason: FlushReason = FlushReason.MANUAL) -> FlushResult:
         """Close a batch (the open batch of a base id, or a batch id) and flush it now."""
         base, sequence = split_base(batch_id)
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             if sequence is None:
                 row = self._open_batch(tx, base)
                 if row is None:
@@ -608,7 +609,7 @@ class Accumulator:
     def trigger_interval_flushes(self) -> list[str]:
         """Close and schedule every batch whose interval has passed (for cron-driven use);
         return their ids. `run_worker(wait=False)` then runs the flushes."""
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             due = tx.all(
                 "SELECT batch_id, max_attempts FROM batchyard_batches "
                 "WHERE status = 'accumulating' AND flush_interval IS NOT NULL "
@@ -639,7 +640,7 @@ class Accumulator:
             self._give_up(task, f"gave up after {task.max_attempts} attempts whose worker "
                                 f"was lost (last error: {task.last_error})")
             return
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             # a timer that fires on an open batch closes it: that is the interval flush
             batch = self._close(tx, batch_id, FlushReason.INTERVAL)
             if batch is None or batch["status"] != BatchStatus.FLUSHING:
@@ -649,7 +650,7 @@ class Accumulator:
                        "WHERE batch_id = :batch_id", {"batch_id": batch_id})
             rows = tx.all(_PENDING_ITEMS, {"batch_no": batch["batch_no"]})
         if not rows:  # every item already delivered (a partial flush's last retry raced)
-            with self.store.transaction(self.yard.now()) as tx:
+            with self.store.transaction(self.runtime.now()) as tx:
                 self.store.complete(tx, task)
                 self._finish(tx, batch_id)
             return
@@ -662,12 +663,12 @@ class Accumulator:
             reason=batch["flush_reason"],
         )
         items = [orjson.loads(row["payload"]) for row in rows]
-        started_wall, started = self.yard.clock.time(), time.perf_counter()
+        started_wall, started = self.runtime.clock.time(), time.perf_counter()
         failures: dict[int, str] = {}
         error: str | None = None
         raised: Exception | None = None
         try:
-            self.yard.handlers.call(batch["handler"], items, context)
+            self.runtime.handlers.call(batch["handler"], items, context)
         except ItemFailures as signal:
             raised = signal
             bad = [i for i in signal.failures if not 0 <= i < len(items)]
@@ -695,11 +696,10 @@ class Accumulator:
         """Write the attempt's outcome; whether the batch is dead now."""
         whole_failure = error is not None and not failures
         outcome = "failed" if whole_failure else ("partial" if failures else "completed")
-        policy = RetryPolicy(**{**self.yard.retry.__dict__,
-                                "max_attempts": task.max_attempts})
-        delay = None if outcome == "completed" else policy.next_delay(task.attempts)
+        delay = None if outcome == "completed" else self.runtime.retry.next_delay(
+            task.attempts, max_attempts=task.max_attempts)
         dead = outcome != "completed" and delay is None
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             batch_id = context.batch_id
             if outcome == "completed":
                 self.store.complete(tx, task)
@@ -728,7 +728,7 @@ class Accumulator:
                  "sequence": context.sequence, "attempt": context.attempt,
                  "reason": context.reason, "outcome": outcome, "item_count": len(rows),
                  "failed_count": len(rows) if whole_failure else len(failures),
-                 "error": error, "worker_id": self.yard.worker_id, "started": started,
+                 "error": error, "worker_id": self.runtime.worker_id, "started": started,
                  "duration": duration, "traceback": traceback},
             )
             if outcome == "completed":
@@ -747,7 +747,7 @@ class Accumulator:
         log.error("flush of %s is dead: %s", task.payload["batch_id"], error,
                   extra={"batch_id": task.payload["batch_id"], "attempt": task.attempts,
                          "max_attempts": task.max_attempts, "final": True})
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             self.store.dead_letter(tx, task, error)
             self.on_dead_flush(tx, task, error)
 
@@ -757,7 +757,7 @@ class Accumulator:
         item; or workers lost on every attempt): its batch is dead, listed among the dead
         batches, with the error in its history - never left `flushing` with no task."""
         params = {"batch_id": task.payload["batch_id"], "error": error,
-                  "worker_id": self.yard.worker_id}
+                  "worker_id": self.runtime.worker_id}
         moved = tx.execute("UPDATE batchyard_batches SET status = 'dead', last_error = :error, "
                            "updated_at = {now} WHERE batch_id = :batch_id "
                            "AND status = 'flushing'", params).rowcount
@@ -785,7 +785,7 @@ class Accumulator:
     def redrive_batch(self, batch_id: str) -> FlushResult:
         """Flush a dead batch again, with a fresh set of attempts."""
         split_base(batch_id)
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             batch = tx.one(f"SELECT {_BATCH_COLUMNS} FROM batchyard_batches b "
                            "WHERE b.batch_id = :batch_id", {"batch_id": batch_id})
             if batch is None:
@@ -805,7 +805,7 @@ class Accumulator:
     def get_batch_status(self, batch_id: str) -> list[BatchInfo]:
         """The active (accumulating, flushing, dead) batches of a base id, or one batch."""
         base, sequence = split_base(batch_id)
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             now = tx.clock()
             if sequence is None:
                 rows = tx.all(f"SELECT {_BATCH_COLUMNS} FROM batchyard_batches b "
@@ -817,7 +817,7 @@ class Accumulator:
         return [_batch_info(row, now) for row in rows]
 
     def list_batches(self, status: str | None = None, limit: int = 100) -> list[BatchInfo]:
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             now = tx.clock()
             rows = tx.all(f"SELECT {_BATCH_COLUMNS} FROM batchyard_batches b "
                           "WHERE (CAST(:status AS TEXT) IS NULL OR b.status = :status) "
@@ -845,7 +845,7 @@ class Accumulator:
         if sequence is None:
             raise InvalidInput(f"delete_batch needs a full batch id like '{base}::0'",
                                field="batch_id")
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             row = tx.one(f"SELECT {_BATCH_COLUMNS} FROM batchyard_batches b "
                          "WHERE b.batch_id = :batch_id", {"batch_id": batch_id})
             if row is None:
@@ -867,7 +867,7 @@ class Accumulator:
         """Delete completed (and discarded) batches, their items and flush history older
         than `older_than` seconds; return how many batches went."""
         finished = f"status IN {FINISHED_SQL} AND completed_at < {{now}} - :age"
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             params = {"age": older_than}
             for table in ("batchyard_items", "batchyard_item_failures"):
                 tx.execute(f"DELETE FROM {table} WHERE batch_no IN (SELECT batch_no FROM "

@@ -33,9 +33,10 @@ from batchyard.errors import Conflict, InvalidInput, NotFound
 from batchyard.failures import error_text, log_failure
 from batchyard.folds import Fold
 from batchyard.store import Task, Tx
+from batchyard.tasks import TaskKind
 
 if TYPE_CHECKING:
-    from batchyard.yard import Yard
+    from batchyard.runtime import Runtime
 
 RUN_TASK = "aggregator.run"
 log = logging.getLogger("batchyard.aggregator")
@@ -98,9 +99,11 @@ def _key_text(key: Any) -> str:
 class Aggregators:
     """Event streams and their aggregators on one yard. Reached through `Yard` methods."""
 
-    def __init__(self, yard: Yard) -> None:
-        self.yard = yard
-        self.store = yard.store
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        runtime.kinds.add(TaskKind(RUN_TASK, self.run_task))
+        runtime.kinds.on_worker_start(self.schedule_all)
         self.configs: dict[str, AggregatorConfig] = {}
 
     # -- streams --------------------------------------------------------------------------
@@ -122,7 +125,7 @@ class Aggregators:
                 raise InvalidInput(f"events[{index}] is not JSON: {exc}", field="events",
                                    index=index) from None
         ids = []
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             for payload in payloads:
                 row = tx.one("INSERT INTO batchyard_events (stream, position, payload, "
                              "created_at) VALUES (:stream, {event_position}, :payload, {now}) "
@@ -149,12 +152,12 @@ class Aggregators:
         key_of = (lambda event, field=key: event[field]) if isinstance(key, str) else key
         config = AggregatorConfig(
             name=name, stream=stream, key=key_of, fold=fold,
-            apply=None if apply is None else self.yard.handlers.name_of(apply, "apply"),
+            apply=None if apply is None else self.runtime.handlers.name_of(apply, "apply"),
             page_size=page_size, max_keys=max_keys, every=every, lease=lease,
         )
         self.configs[name] = config
         # the row exists from registration on, so event pruning knows this reader
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             self._ensure_row(tx, config)
         return config
 
@@ -177,7 +180,7 @@ class Aggregators:
         holds the aggregator's lease."""
         config = self.config(name)
         runner = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             self._ensure_row(tx, config)
             taken = tx.execute(
                 "UPDATE batchyard_aggregators SET lease_until = {now} + :lease, "
@@ -210,7 +213,7 @@ class Aggregators:
             raise
         finally:
             # release the lease whatever happened, so the next run need not wait it out
-            with self.store.transaction(self.yard.now()) as tx:
+            with self.store.transaction(self.runtime.now()) as tx:
                 tx.execute("UPDATE batchyard_aggregators SET lease_until = NULL, runner = NULL, "
                            "last_run_at = {now}, last_error = :error "
                            "WHERE name = :name AND runner = :runner",
@@ -219,7 +222,7 @@ class Aggregators:
     def _apply_once(self, config: AggregatorConfig, runner: str,
                     fail_before_cursor: Callable[[], None] | None) -> tuple[int, int, int, bool]:
         """One transaction: read pages after the cursor, fold, apply, move the cursor."""
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             row = tx.one("SELECT cursor_position, cursor_id FROM batchyard_aggregators "
                          "WHERE name = :name AND runner = :runner {for_update}",
                          {"name": config.name, "runner": runner})
@@ -278,7 +281,7 @@ class Aggregators:
         if not deltas:
             return
         if config.apply is not None:
-            self.yard.handlers.call(config.apply, deltas, tx)
+            self.runtime.handlers.call(config.apply, deltas, tx)
             return
         # the keys travel as one JSON array: one statement, one plan, whatever their number
         rows = tx.all(
@@ -312,18 +315,24 @@ class Aggregators:
             with contextlib.suppress(Exception):
                 self.run(name)
         finally:
-            with self.store.transaction(self.yard.now()) as tx:
+            with self.store.transaction(self.runtime.now()) as tx:
                 self.store.complete(tx, task)
                 self.schedule(tx, self.config(name))
 
     def request_run(self, name: str) -> None:
         """Ask the workers to run `name` now: its scheduled run is brought forward, or a
         run is queued (a worker that registered the aggregator runs it)."""
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             if tx.one("SELECT name FROM batchyard_aggregators WHERE name = :name",
                       {"name": name}) is None:
                 raise NotFound(f"no aggregator {name!r}", name=name)
             self.store.enqueue(tx, RUN_TASK, {"name": name}, key=f"aggregator:{name}")
+
+    def schedule_all(self) -> None:
+        """When a worker starts: each registered aggregator's next run is queued."""
+        with self.store.transaction(self.runtime.now()) as tx:
+            for config in self.configs.values():
+                self.schedule(tx, config)
 
     def schedule(self, tx: Tx, config: AggregatorConfig) -> None:
         if config.every is not None:
@@ -347,7 +356,7 @@ class Aggregators:
 
     def status(self, name: str) -> AggregatorStatus:
         config = self.config(name)
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             self._ensure_row(tx, config)
             row = tx.one("SELECT * FROM batchyard_aggregators WHERE name = :name",
                          {"name": name})
@@ -388,7 +397,7 @@ class Aggregators:
         Those that fail again stay parked with their new error."""
         config = self.config(name)
         done = 0
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             rows = tx.all("SELECT p.event_id, p.position, e.payload "
                           "FROM batchyard_parked_events p JOIN batchyard_events e "
                           "ON e.id = p.event_id WHERE p.aggregator = :name "
@@ -420,7 +429,7 @@ class Aggregators:
             raise InvalidInput("batchyard-managed totals can only be rebuilt from the start "
                                "(to=None): a partial replay would count events twice",
                                field="to")
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             self._ensure_row(tx, config)
             start = (-1, 0)
             if to is not None:
@@ -454,7 +463,7 @@ class Aggregators:
     def prune_events(self, stream: str, older_than: float = 0.0) -> int:
         """Delete events of `stream` that every aggregator on it has passed and that are
         older than `older_than` seconds; parked events are kept."""
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             return int(tx.execute(
                 "DELETE FROM batchyard_events WHERE stream = :stream "
                 "AND created_at < {now} - :age "

@@ -18,7 +18,7 @@ from batchyard.accumulator import _BATCH_COLUMNS, BatchStatus, split_base
 from batchyard.errors import Conflict, InvalidInput, NotFound
 
 if TYPE_CHECKING:
-    from batchyard.yard import Yard
+    from batchyard.runtime import Runtime
 
 MAX_PAGE = 1000
 DISCARD_REASON = "discard"  # the history row's reason: no flush, a decision by hand
@@ -48,7 +48,7 @@ def _full_id(batch_id: str, method: str) -> str:
     return batch_id
 
 
-def get_batch_items(yard: Yard, batch_id: str, *, after: int | None = None,
+def get_batch_items(runtime: Runtime, batch_id: str, *, after: int | None = None,
                     limit: int = 100) -> list[BatchItem]:
     """Items of one batch (any status) with a position above `after`, in order, at most
     `limit` (1..1000). Raises NotFound for no such batch, InvalidInput for bad arguments."""
@@ -58,7 +58,7 @@ def get_batch_items(yard: Yard, batch_id: str, *, after: int | None = None,
         raise InvalidInput("after must be a position (an integer >= 0) or None", field="after")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be an integer from 1 to {MAX_PAGE}", field="limit")
-    with yard.store.transaction(write=False) as tx:
+    with runtime.store.transaction(write=False) as tx:
         batch = tx.one("SELECT batch_no FROM batchyard_batches WHERE batch_id = :batch_id",
                        {"batch_id": batch_id})
         if batch is None:
@@ -77,12 +77,12 @@ def get_batch_items(yard: Yard, batch_id: str, *, after: int | None = None,
                       error=r["error"]) for r in rows]
 
 
-def discard_batch(yard: Yard, batch_id: str) -> DiscardResult:
+def discard_batch(runtime: Runtime, batch_id: str) -> DiscardResult:
     """Give up a dead batch: it becomes ``discarded`` with its pending items undelivered,
     recorded in the flush history. Raises NotFound for no such batch, Conflict unless it is
     dead."""
     _full_id(batch_id, "discard_batch")
-    with yard.store.transaction(yard.now()) as tx:
+    with runtime.store.transaction(runtime.now()) as tx:
         batch = tx.one(f"SELECT {_BATCH_COLUMNS} FROM batchyard_batches b "
                        "WHERE b.batch_id = :batch_id {for_update}", {"batch_id": batch_id})
         if batch is None:

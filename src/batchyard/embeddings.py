@@ -153,7 +153,7 @@ def check_options(jobs: Jobs, options: dict[str, Any]) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_BATCH_SIZE:
         raise InvalidInput(f"options.batchSize must be an integer from 1 to {MAX_BATCH_SIZE}",
                            field="options.batchSize")
-    jobs.yard.embedder  # noqa: B018 - the default model raises MissingExtra without the extra
+    jobs.runtime.embedder  # noqa: B018 - the default model raises MissingExtra without the extra
 
 
 def batch_size(options: dict[str, Any]) -> int:
@@ -164,7 +164,7 @@ def embed_batch(jobs: Jobs, options: dict[str, Any],
                 refs: list[dict[str, Any]]) -> list[tuple[Any, str | None]]:
     """Read the things of one batch, encode the texts that changed in one call, and return
     per item the row to store (None when unchanged) or the item's error."""
-    embedder = jobs.yard.embedder
+    embedder = jobs.runtime.embedder
     fields = options.get("fields", list(DEFAULT_FIELDS))
     with jobs.store.transaction(write=False) as tx:
         things = get_things(tx, refs)

@@ -29,16 +29,19 @@ import orjson
 from batchyard.clock import seconds, to_datetime
 from batchyard.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from batchyard.failures import error_text, log_failure, traceback_text
+from batchyard.retry import RetryPolicy
 from batchyard.store import Task, Tx
 from batchyard.supervision import is_transient
+from batchyard.tasks import TaskKind
 
 if TYPE_CHECKING:
-    from batchyard.yard import Yard
+    from batchyard.runtime import Runtime
 
 STEP_TASK = "iterator.step"
 log = logging.getLogger("batchyard.iterator")
 COMPLETE_TASK = "iterator.complete"
-MAX_BACKOFF = 30.0
+# a failed step is retried after 1 s, 2 s, 4 s ... at most 30 s, `max_retries` times
+STEP_RETRY = RetryPolicy(base_delay=1.0, max_delay=30.0, jitter=0.0)
 _WAIT_FOR_OLDER_STEP = 0.2
 STEP_BUDGET = 1.0  # seconds of back-to-back pages in one task before it yields its slot
 
@@ -95,9 +98,11 @@ class IteratorStatus:
 class Iterators:
     """Iterator jobs on one yard. Reached through `Yard` methods."""
 
-    def __init__(self, yard: Yard) -> None:
-        self.yard = yard
-        self.store = yard.store
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        runtime.kinds.add(TaskKind(STEP_TASK, self.run_step),
+                          TaskKind(COMPLETE_TASK, self.run_complete))
 
     def start(self, job_id: str, *, batch_size: int, get_next_batch: str | Callable[..., Any],
               process_batch: str | Callable[..., Any],
@@ -114,7 +119,7 @@ class Iterators:
         if delay < 0:
             raise InvalidInput("delay_between_batches must be >= 0",
                                field="delay_between_batches")
-        names = self.yard.handlers
+        names = self.runtime.handlers
         params = {
             "job_id": job_id, "batch_size": batch_size, "delay": delay,
             "max_retries": max_retries, "transactional": int(bool(transactional)),
@@ -123,7 +128,7 @@ class Iterators:
             "on_complete": None if on_complete is None else names.name_of(on_complete,
                                                                           "on_complete"),
         }
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             inserted = tx.execute(
                 "INSERT INTO batchyard_iterators (job_id, status, batch_size, get_next_batch, "
                 "process_batch, on_complete, delay, max_retries, transactional, started_at, "
@@ -158,7 +163,7 @@ class Iterators:
     def _transition(self, job_id: str, allowed: frozenset[IteratorState] | set[IteratorState],
                     target: IteratorState, verb: str,
                     already: frozenset[IteratorState] | set[IteratorState]) -> IteratorStatus:
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             row = self._row(tx, job_id, lock=True)
             if row["status"] in already:
                 return self._status_of(row, tx.clock())  # pausing twice is not an error
@@ -182,7 +187,7 @@ class Iterators:
             return self._status_of(row, tx.clock())
 
     def delete(self, job_id: str) -> None:
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             row = self._row(tx, job_id, lock=True)
             if row["status"] in ACTIVE:
                 raise Conflict(f"iterator job {job_id!r} is {row['status']}: pause or cancel "
@@ -194,7 +199,7 @@ class Iterators:
 
     def run_step(self, task: Task) -> None:
         job_id, generation = task.payload["job_id"], task.payload["generation"]
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             row = self._current(tx, job_id, generation)
             if row is None:
                 self.store.complete(tx, task)  # stale: paused, cancelled or deleted since
@@ -208,7 +213,7 @@ class Iterators:
             if row["status"] == IteratorState.PENDING:
                 tx.execute("UPDATE batchyard_iterators SET status = 'running' "
                            "WHERE job_id = :job_id", {"job_id": job_id})
-        handlers = self.yard.handlers
+        handlers = self.runtime.handlers
         cursor = None if row["cursor"] is None else orjson.loads(row["cursor"])
         batch = int(row["batches"])
         # pages follow one another in this task while there is no delay between them, up to
@@ -233,7 +238,7 @@ class Iterators:
             more = (not finished and float(row["delay"]) == 0 and task.attempts == 1
                     and time.monotonic() < budget)
             try:
-                with self.store.transaction(self.yard.now()) as tx:
+                with self.store.transaction(self.runtime.now()) as tx:
                     if more:
                         self.store.fence(tx, task)
                     else:
@@ -290,8 +295,9 @@ class Iterators:
     def _failed(self, task: Task, row: Any, exc: Exception, batch: int,
                 duration: float) -> None:
         error = error_text(exc)
-        final = task.attempts > int(row["max_retries"])
-        with self.store.transaction(self.yard.now()) as tx:
+        delay = STEP_RETRY.next_delay(task.attempts, max_attempts=int(row["max_retries"]) + 1)
+        final = delay is None
+        with self.store.transaction(self.runtime.now()) as tx:
             if self._current(tx, row["job_id"], task.payload["generation"], lock=True) is None:
                 self.store.complete(tx, task)
                 return
@@ -304,7 +310,7 @@ class Iterators:
                 tx.execute("UPDATE batchyard_iterators SET status = 'failed' "
                            "WHERE job_id = :job_id", {"job_id": row["job_id"]})
             else:
-                self.store.retry(tx, task, error, min(MAX_BACKOFF, 2.0 ** (task.attempts - 1)))
+                self.store.retry(tx, task, error, delay or 0.0)
         # after the commit: the line says what the books say (retried, or failed)
         log_failure(log, f"step {batch} of iterator job {row['job_id']}", exc, final=final,
                     job_id=row["job_id"], batch=batch, attempt=task.attempts,
@@ -314,18 +320,18 @@ class Iterators:
     def run_complete(self, task: Task) -> None:
         with self.store.transaction(write=False) as tx:
             row = self._row(tx, task.payload["job_id"])
-        self.yard.handlers.call(row["on_complete"], row["job_id"], int(row["processed"]))
-        with self.store.transaction(self.yard.now()) as tx:
+        self.runtime.handlers.call(row["on_complete"], row["job_id"], int(row["processed"]))
+        with self.store.transaction(self.runtime.now()) as tx:
             self.store.complete(tx, task)
 
     # -- reading ----------------------------------------------------------------------------
 
     def status(self, job_id: str) -> IteratorStatus:
-        with self.store.transaction(self.yard.now(), write=False) as tx:
+        with self.store.transaction(self.runtime.now(), write=False) as tx:
             return self._status_of(self._row(tx, job_id), tx.clock())
 
     def list(self, status: str | None = None, limit: int = 100) -> list[IteratorStatus]:
-        with self.store.transaction(self.yard.now(), write=False) as tx:
+        with self.store.transaction(self.runtime.now(), write=False) as tx:
             now = tx.clock()
             rows = tx.all("SELECT * FROM batchyard_iterators WHERE "
                           "(CAST(:status AS TEXT) IS NULL OR status = :status) "

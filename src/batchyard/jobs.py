@@ -40,6 +40,7 @@ from batchyard.clock import to_datetime
 from batchyard.errors import Conflict, InvalidInput, NotFound
 from batchyard.signals import RetryLater
 from batchyard.store import Task, Tx
+from batchyard.tasks import Grouping, TaskKind
 from batchyard.things import (
     UPSERT_RELATIONSHIPS,
     UPSERT_THINGS,
@@ -51,7 +52,7 @@ from batchyard.things import (
 )
 
 if TYPE_CHECKING:
-    from batchyard.yard import Yard
+    from batchyard.runtime import Runtime
 
 CHUNK_TASK = "job.chunk"
 CHUNK_SIZE = 100
@@ -190,7 +191,7 @@ def _transform_options(jobs: Jobs, options: dict[str, Any]) -> None:
     if not isinstance(name, str) or not name:
         raise InvalidInput("options.transform must name a registered transform",
                            field="options.transform")
-    if _transform_handler(name) not in jobs.yard.handlers:
+    if _transform_handler(name) not in jobs.runtime.handlers:
         raise InvalidInput(f"options.transform: no transform registered as {name!r}",
                            field="options.transform")
     target = options.get("outputNs")
@@ -200,7 +201,7 @@ def _transform_options(jobs: Jobs, options: dict[str, Any]) -> None:
 
 
 def _transform(jobs: Jobs, options: dict[str, Any], item: Any) -> Any:
-    output = jobs.yard.handlers.call(_transform_handler(options["transform"]), item)
+    output = jobs.runtime.handlers.call(_transform_handler(options["transform"]), item)
     if options.get("outputNs") is not None:  # the output is a thing of the target namespace
         if not isinstance(output, dict):
             raise ItemError("the transform's output must be an object with an id")
@@ -245,9 +246,12 @@ KINDS: dict[str, Kind] = {
 class Jobs:
     """Bulk jobs on one yard. Reached through `Yard` methods."""
 
-    def __init__(self, yard: Yard) -> None:
-        self.yard = yard
-        self.store = yard.store
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        runtime.kinds.add(TaskKind(
+            CHUNK_TASK, self.run_chunk, on_dead=self.on_dead_chunk,
+            grouping=Grouping(self.chunk_group, self.run_chunks, CHUNK_GROUP)))
         self.time_limit = CHUNK_TIME_LIMIT
         self.max_items = MAX_ITEMS_PER_JOB
 
@@ -308,7 +312,7 @@ class Jobs:
     def _insert(self, job_id: str, type: str, items: Sequence[Any], input: Any,
                 options: dict[str, Any], request_id: str | None, fingerprint: str | None,
                 errors: list[dict[str, Any]], chunks: list[list[list[Any]]]) -> None:
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             inserted = tx.execute(
                 "INSERT INTO batchyard_jobs (id, type, status, total, failed, chunks, "
                 "chunks_left, input, options, request_id, request_hash, created_at, "
@@ -373,7 +377,7 @@ class Jobs:
                            "AND chunk = :chunk", {"id": job_id, "chunk": number})
         items = _chunk_items(task, chunk)
         if job is None or items is None or job["status"] == JobStatus.CANCELLED:
-            with self.store.transaction(self.yard.now()) as tx:
+            with self.store.transaction(self.runtime.now()) as tx:
                 self.store.complete(tx, task)  # deleted or cancelled: nothing more to do
             return
         deadline = time.monotonic() + self.time_limit
@@ -387,7 +391,7 @@ class Jobs:
             if position < len(items) and time.monotonic() > deadline:
                 # past the time limit: hand the slot back and go on from this commit later
                 # (not a failed attempt - the chunk is making progress)
-                with self.store.transaction(self.yard.now()) as tx:
+                with self.store.transaction(self.runtime.now()) as tx:
                     self.store.postpone(tx, task, 0.0)
                 return
 
@@ -430,7 +434,7 @@ class Jobs:
         tasks are completed then, and nothing more is done)."""
         job_id = parts[0].task.payload["job_id"]
         try:
-            with self.store.transaction(self.yard.now()) as tx:
+            with self.store.transaction(self.runtime.now()) as tx:
                 finished = [part.task for part in parts if part.last]
                 if finished:  # fenced: these chunks end with this commit
                     self.store.complete_many(tx, finished)
@@ -478,7 +482,7 @@ class Jobs:
                 ).rowcount != 1:
                     raise _Cancelled()
         except _Cancelled:
-            with self.store.transaction(self.yard.now()) as tx:
+            with self.store.transaction(self.runtime.now()) as tx:
                 self.store.complete_many(tx, [part.task for part in parts])
             return False
         return True
@@ -524,7 +528,7 @@ class Jobs:
     # -- steering -----------------------------------------------------------------------
 
     def cancel(self, job_id: str) -> BatchJobRecord:
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             row = self._row(tx, job_id, lock=True)
             if row["status"] in (JobStatus.COMPLETED, JobStatus.FAILED):
                 raise Conflict(f"job {job_id} is already {row['status']}", job_id=job_id,
@@ -561,7 +565,7 @@ class Jobs:
 
     def redrive(self, task_id: int) -> BatchJobRecord:
         """Put a dead chunk back in the queue; its job is processing again."""
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             row = tx.one("SELECT payload FROM batchyard_dead_tasks WHERE id = :id "
                          "AND kind = :kind", {"id": task_id, "kind": CHUNK_TASK})
             if row is None:

@@ -37,7 +37,7 @@ from batchyard.retry import RetryPolicy
 from batchyard.supervision import Backoff, Outage, is_transient
 
 if TYPE_CHECKING:
-    from batchyard.yard import Yard
+    from batchyard.accumulator import Accumulator
 
 log = logging.getLogger("batchyard.producer")
 # during a write, the add that takes the processed count past a multiple of 512 sleeps
@@ -82,7 +82,7 @@ class Producer:
 
     def __init__(
         self,
-        yard: Yard,
+        accumulator: Accumulator,
         *,
         max_pending_items: int = 100_000,
         max_pending_bytes: int = 64 * 1024 * 1024,
@@ -92,13 +92,13 @@ class Producer:
     ) -> None:
         if max_pending_items < 1 or max_pending_bytes < 1:
             raise ValueError("max_pending_items and max_pending_bytes must be positive")
-        self.yard = yard
+        self.runtime = accumulator.runtime
         self.max_pending_items = max_pending_items
         self.max_pending_bytes = max_pending_bytes
         self.write_interval = seconds(write_interval)
         self.add_timeout = seconds(add_timeout)
         self.retry = retry or RetryPolicy(max_attempts=5, base_delay=0.1, max_delay=5.0)
-        self._accumulator = yard._accumulator
+        self._accumulator = accumulator
         self._reset()
         _LIVE.add(self)
 
@@ -142,7 +142,7 @@ class Producer:
         last = self._last_call
         if (batch_id is last[0] and max_batch_size is last[1] and on_flush is last[2]
                 and flush_interval is last[3] and max_attempts is last[4]
-                and self.yard.retry is last[5]):
+                and self.runtime.retry is last[5]):
             base, config = last[6], last[7]  # a producer repeats its calls: checked once
         else:
             base, config = self._resolve(batch_id, max_batch_size, on_flush, flush_interval,
@@ -203,11 +203,11 @@ class Producer:
             base = split_base(batch_id)[0]
             if len(self._bases) < 10_000:
                 self._bases[batch_id] = base
-        config = self._accumulator._config(max_batch_size, on_flush, flush_interval,
+        config = self._accumulator.config(max_batch_size, on_flush, flush_interval,
                                            max_attempts)
         if isinstance(on_flush, str):
             self._last_call = (batch_id, max_batch_size, on_flush, flush_interval, max_attempts,
-                               self.yard.retry, base, config)
+                               self.runtime.retry, base, config)
         return base, config
 
     def _wait_for_room(self, count: int, size: int) -> None:
@@ -391,9 +391,9 @@ class Producer:
 
     def _write(self, runs: list[_Run]) -> None:
         """Everything in one transaction: all of it is durable, or none of it."""
-        accumulator = self.yard._accumulator
+        accumulator = self._accumulator
         accumulator.ensure_bases({run.base for run in runs})
-        with self.yard.store.transaction(self.yard.now()) as tx:
+        with self.runtime.store.transaction(self.runtime.now()) as tx:
             for run in runs:
                 accumulator.add_encoded(tx, run.base, run.encoded, run.config)
 

@@ -29,35 +29,23 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from batchyard import metrics
 from batchyard.errors import ConfigError, LeaseLost
 from batchyard.failures import error_text, log_failure
-from batchyard.retry import RetryPolicy
 from batchyard.store import Task
 from batchyard.supervision import Backoff, Outage, is_transient
+from batchyard.tasks import Grouping
 
 if TYPE_CHECKING:
-    from batchyard.yard import Yard
+    from batchyard.runtime import Runtime
 
 log = logging.getLogger("batchyard.worker")
 GIVE_BACK_SECONDS = 1.0  # a task whose runner met an unavailable store runs again after this
 # the ids a task's payload may carry, told in its failure's log line
 _PAYLOAD_IDS = ("job_id", "chunk", "batch_id")
-
-
-@dataclass(frozen=True)
-class Grouping:
-    """How one kind's tasks run several at a time. `group(task)` names the group a task may
-    share (the key prefix of its siblings), or None when it runs alone; `run(tasks)` does up
-    to `size` tasks of one group at once, all or nothing."""
-
-    group: Callable[[Task], str | None]
-    run: Callable[[list[Task]], None]
-    size: int
 
 
 def new_worker_id() -> str:
@@ -69,7 +57,7 @@ class Worker:
 
     def __init__(
         self,
-        yard: Yard,
+        runtime: Runtime,
         *,
         concurrency: int = 4,
         lease: float = 30.0,
@@ -78,8 +66,8 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self.yard = yard
-        self.store = yard.store
+        self.runtime = runtime
+        self.store = runtime.store
         self.concurrency = concurrency
         self.lease = lease
         self.shutdown_timeout = shutdown_timeout
@@ -94,7 +82,7 @@ class Worker:
         self.tasks_run = 0
         self.outage = Outage(log, "worker")
         self.last_cycle: float | None = None  # time.monotonic() of the loop's last good turn
-        yard.worker_id = self.id
+        runtime.worker_id = self.id
 
     # -- public ---------------------------------------------------------------------------
 
@@ -129,7 +117,7 @@ class Worker:
                 try:
                     if not registered:
                         self._register()
-                        self.yard._schedule_maintenance()
+                        self.runtime.kinds.worker_started()
                         registered = True
                     if not self._claim_into(pool):
                         self._idle()
@@ -179,7 +167,7 @@ class Worker:
         """Claim work for up to `slots` slots: each a task, or a group of tasks."""
         units: list[list[Task]] = []
         while len(units) < slots:
-            tasks = self.store.claim(self.id, slots - len(units), self.lease, self.yard.now())
+            tasks = self.store.claim(self.id, slots - len(units), self.lease, self.runtime.now())
             if not tasks:
                 break
             units.extend(self._group(tasks))
@@ -190,18 +178,20 @@ class Worker:
         units: list[list[Task]] = []
         groups: dict[tuple[str, str], list[Task]] = {}
         for task in tasks:
-            grouping = self.yard._groupings.get(task.kind)
+            grouping = self._grouping(task.kind)
             prefix = grouping.group(task) if grouping is not None else None
             if prefix is None:
                 units.append([task])
             else:
                 groups.setdefault((task.kind, prefix), []).append(task)
         for (kind, prefix), group in groups.items():
-            more = self.yard._groupings[kind].size - len(group)
+            grouping = self._grouping(kind)
+            assert grouping is not None  # only kinds with a grouping form groups
+            more = grouping.size - len(group)
             if more > 0:
                 try:
                     group.extend(self.store.claim_group(self.id, kind, prefix, more,
-                                                        self.lease, self.yard.now()))
+                                                        self.lease, self.runtime.now()))
                 except Exception as exc:  # the group is smaller; what was claimed still runs
                     self.outage.failed(exc)
             units.append(group)
@@ -228,7 +218,7 @@ class Worker:
             self._slot_freed.clear()
             return
         wait = self.poll_interval
-        due = self.store.next_due(self.yard.now())
+        due = self.store.next_due(self.runtime.now())
         if due is not None:
             wait = min(wait, due)
         if wait > 0:
@@ -245,11 +235,17 @@ class Worker:
             self._slot_freed.set()
             self.store._wakeup.set()  # a free slot: look for more work at once
 
+    def _grouping(self, name: str) -> Grouping | None:
+        kind = self.runtime.kinds.get(name)
+        return None if kind is None else kind.grouping
+
     def _execute_unit(self, unit: list[Task]) -> None:
         if len(unit) > 1:
             started = time.perf_counter()
             try:
-                self.yard._groupings[unit[0].kind].run(unit)
+                grouping = self._grouping(unit[0].kind)
+                assert grouping is not None  # only kinds with a grouping form groups
+                grouping.run(unit)
             except Exception as exc:
                 # nothing of the group was kept: each task runs alone, so the one that
                 # fails is retried or dead by itself and the others are done
@@ -265,12 +261,12 @@ class Worker:
             self._execute(task)
 
     def _execute(self, task: Task) -> None:
-        runner = self.yard._runners.get(task.kind)
+        kind = self.runtime.kinds.get(task.kind)
         started = time.perf_counter()
         try:
-            if runner is None:
+            if kind is None:
                 raise LookupError(f"no runner for task kind {task.kind!r}")
-            runner(task)
+            kind.run(task)
         except LeaseLost as exc:
             log.warning("stale result refused: %s", exc)
         except Exception as exc:
@@ -317,19 +313,18 @@ class Worker:
 
     def _give_back(self, task: Task) -> None:
         # not due at once: `run_until_idle` would claim it again and again meanwhile
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             self.store.postpone(tx, task, GIVE_BACK_SECONDS)
 
     def _fail(self, task: Task, error: str) -> None:
-        policy = RetryPolicy(**{**self.yard.retry.__dict__, "max_attempts": task.max_attempts})
-        delay = policy.next_delay(task.attempts)
+        delay = self.runtime.retry.next_delay(task.attempts, max_attempts=task.max_attempts)
         try:
-            with self.store.transaction(self.yard.now()) as tx:
+            with self.store.transaction(self.runtime.now()) as tx:
                 if delay is None:
                     self.store.dead_letter(tx, task, error)
-                    on_dead = self.yard._on_dead.get(task.kind)
-                    if on_dead is not None:  # the capability's books, in the same commit
-                        on_dead(tx, task, error)
+                    kind = self.runtime.kinds.get(task.kind)
+                    if kind is not None and kind.on_dead is not None:
+                        kind.on_dead(tx, task, error)  # the capability's books, same commit
                 else:
                     self.store.retry(tx, task, error, delay)
         except LeaseLost as exc:
@@ -347,7 +342,7 @@ class Worker:
         with self._lock:
             tasks = list(self._inflight.values())
         try:
-            lost = self.store.heartbeat(self.id, tasks, self.lease, self.yard.now())
+            lost = self.store.heartbeat(self.id, tasks, self.lease, self.runtime.now())
         except Exception as exc:
             self.outage.failed(exc)  # the loop says when the store is back
             return
@@ -368,14 +363,14 @@ class Worker:
         if left:
             log.warning("giving back %d unfinished task(s)", len(left))
             try:
-                self.store.release(left, self.yard.now())
+                self.store.release(left, self.runtime.now())
             except Exception as exc:  # they run again once their leases expire
                 log.warning("could not give back %d task(s): %s", len(left), exc)
 
     # -- process housekeeping -------------------------------------------------------------
 
     def _register(self) -> None:
-        with self.store.transaction(self.yard.now()) as tx:
+        with self.store.transaction(self.runtime.now()) as tx:
             tx.execute(
                 "INSERT INTO batchyard_workers (id, host, pid, started_at, heartbeat_at) "
                 "VALUES (:id, :host, :pid, {now}, {now})",
@@ -384,7 +379,7 @@ class Worker:
 
     def _unregister(self) -> None:
         try:
-            with self.store.transaction(self.yard.now()) as tx:
+            with self.store.transaction(self.runtime.now()) as tx:
                 tx.execute("DELETE FROM batchyard_workers WHERE id = :id", {"id": self.id})
         except Exception:
             log.exception("could not unregister worker %s", self.id)

@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from batchyard.accumulator import (
-    FLUSH_TASK,
     Accumulator,
     AddResult,
     BatchInfo,
@@ -16,7 +15,6 @@ from batchyard.accumulator import (
     FlushResult,
 )
 from batchyard.aggregator import (
-    RUN_TASK,
     AggregatorRun,
     Aggregators,
     AggregatorStatus,
@@ -24,14 +22,11 @@ from batchyard.aggregator import (
 )
 from batchyard.batch_items import BatchItem, DiscardResult, discard_batch, get_batch_items
 from batchyard.clock import Clock, SystemClock, seconds
-from batchyard.embeddings import Embedder, SentenceTransformerEmbedder
+from batchyard.embeddings import Embedder
 from batchyard.export import export_to_format
 from batchyard.folds import Fold
-from batchyard.handlers import Handlers
-from batchyard.iterator import COMPLETE_TASK, STEP_TASK, Iterators, IteratorStatus
+from batchyard.iterator import Iterators, IteratorStatus
 from batchyard.jobs import (
-    CHUNK_GROUP,
-    CHUNK_TASK,
     BatchJobRecord,
     BatchStats,
     DeadChunk,
@@ -39,14 +34,15 @@ from batchyard.jobs import (
     JobResult,
     Jobs,
 )
+from batchyard.maintenance import Maintenance
 from batchyard.producer import Producer
 from batchyard.retry import RetryPolicy
+from batchyard.runtime import Runtime
 from batchyard.search import SearchHit, search
-from batchyard.store import DEFAULT_URL, Store, Task, open_store
-from batchyard.worker import Grouping, Worker
+from batchyard.store import DEFAULT_URL, Store, open_store
+from batchyard.worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
-PRUNE_TASK = "maintenance.prune"
 
 
 class Yard:
@@ -71,42 +67,32 @@ class Yard:
         event_retention: float | timedelta | None = None,
         embedder: Embedder | None = None,
     ) -> None:
-        if isinstance(store, Store):
-            self.store = store
-        else:
-            self.store = open_store(store or os.environ.get("BATCHYARD_STORE") or DEFAULT_URL)
-        self.clock = clock or SystemClock()
-        self.retry = retry or RetryPolicy()
+        opened = store if isinstance(store, Store) else open_store(
+            store or os.environ.get("BATCHYARD_STORE") or DEFAULT_URL)
+        self.runtime = Runtime(opened, clock or SystemClock(), retry=retry or RetryPolicy(),
+                               _embedder=embedder)
+        # the runtime's parts, as users and tests reach them
+        self.store, self.clock = self.runtime.store, self.runtime.clock
+        self.handlers, self.retry = self.runtime.handlers, self.runtime.retry
         self.retention = seconds(retention)
         self.event_retention = None if event_retention is None else seconds(event_retention)
-        self.handlers = Handlers()
-        self._embedder = embedder
-        self.worker_id: str | None = None
-        self._accumulator = Accumulator(self)
-        self._aggregators = Aggregators(self)
-        self._iterators = Iterators(self)
-        self._jobs = Jobs(self)
-        self._runners: dict[str, Callable[[Task], None]] = {
-            FLUSH_TASK: self._accumulator.run_flush,
-            STEP_TASK: self._iterators.run_step,
-            COMPLETE_TASK: self._iterators.run_complete,
-            RUN_TASK: self._aggregators.run_task,
-            CHUNK_TASK: self._jobs.run_chunk,
-            PRUNE_TASK: self._run_prune,
-        }
-        # kinds whose tasks one worker slot may do several at a time
-        self._groupings: dict[str, Grouping] = {
-            CHUNK_TASK: Grouping(self._jobs.chunk_group, self._jobs.run_chunks, CHUNK_GROUP),
-        }
-        # books a capability keeps when one of its tasks goes to the dead letters
-        self._on_dead: dict[str, Callable[[Any, Task, str], None]] = {
-            CHUNK_TASK: self._jobs.on_dead_chunk,
-            FLUSH_TASK: self._accumulator.on_dead_flush,
-        }
+        # each capability declares its task kinds in the runtime as it is made
+        self._accumulator = Accumulator(self.runtime)
+        self._aggregators = Aggregators(self.runtime)
+        self._iterators = Iterators(self.runtime)
+        self._jobs = Jobs(self.runtime)
+        self._maintenance = Maintenance(self.runtime, self._accumulator, self._aggregators,
+                                        retention=self.retention,
+                                        event_retention=self.event_retention)
+
+    @property
+    def worker_id(self) -> str | None:
+        """The id of the worker running in this process, if one runs."""
+        return self.runtime.worker_id
 
     def now(self) -> float | None:
         """The time to bind in SQL: the manual clock's, or None for the store's own clock."""
-        return self.clock.time() if self.clock.manual else None
+        return self.runtime.now()
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -173,18 +159,18 @@ class Yard:
                         limit: int = 100) -> list[BatchItem]:
         """Items of one batch (any status) after position `after`, each with its failure
         reason when a partial flush gave one."""
-        return get_batch_items(self, batch_id, after=after, limit=limit)
+        return get_batch_items(self.runtime, batch_id, after=after, limit=limit)
 
     def discard_batch(self, batch_id: str) -> DiscardResult:
         """Give up a dead batch: ``discarded``, its pending items recorded as dropped."""
-        return discard_batch(self, batch_id)
+        return discard_batch(self.runtime, batch_id)
 
     # -- producer -------------------------------------------------------------------------
 
     def producer(self, **options: Any) -> Producer:
         """A write-behind producer (a context manager): `add` returns at once and a
         background writer commits coalesced batches. See `Producer` for the options."""
-        return Producer(self, **options)
+        return Producer(self._accumulator, **options)
 
     # -- table iterator ---------------------------------------------------------------------
 
@@ -357,13 +343,11 @@ class Yard:
     def embedder(self) -> Embedder:
         """The model of generate-embeddings jobs and `search`. The default is created on
         first use; without the ``batchyard[embeddings]`` extra that raises `MissingExtra`."""
-        if self._embedder is None:
-            self._embedder = SentenceTransformerEmbedder()
-        return self._embedder
+        return self.runtime.embedder
 
     def use_embedder(self, embedder: Embedder) -> None:
         """Embed with `embedder` from now on (its vectors are stored under its `name`)."""
-        self._embedder = embedder
+        self.runtime.embedder = embedder
 
     def search(self, ns: str, query: str, k: int = 10) -> list[SearchHit]:
         """The `k` things of `ns` nearest to `query` by cosine similarity of their stored
@@ -394,23 +378,7 @@ class Yard:
 
     def worker(self, **options: Any) -> Worker:
         """A worker for this yard, to run in a thread of your own (`run`, `stop`)."""
-        return Worker(self, **options)
-
-    def _schedule_maintenance(self) -> None:
-        with self.store.transaction(self.now()) as tx:
-            self.store.enqueue(tx, PRUNE_TASK, {}, delay=min(3600.0, self.retention),
-                               key="maintenance:prune")
-            for config in self._aggregators.configs.values():
-                self._aggregators.schedule(tx, config)
-
-    def _run_prune(self, task: Task) -> None:
-        self._accumulator.prune(self.retention)
-        if self.event_retention is not None:
-            for stream in {c.stream for c in self._aggregators.configs.values()}:
-                self._aggregators.prune_events(stream, self.event_retention)
-        with self.store.transaction(self.now()) as tx:
-            self.store.complete(tx, task)
-        self._schedule_maintenance()
+        return Worker(self.runtime, **options)
 
     # -- lifecycle ------------------------------------------------------------------------
 

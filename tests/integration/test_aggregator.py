@@ -187,7 +187,7 @@ def test_event_retention_prunes_through_the_maintenance_task(make_yard, clock):
     yard.register_aggregator("c", stream="s", key="k", fold=folds.count())
     yard.append_events("s", [{"k": "a"}] * 3)
     yard.run_aggregator("c")
-    yard._schedule_maintenance()
+    yard.runtime.kinds.worker_started()
     clock.advance(3600)  # the maintenance task falls due; the events are an hour old
     yard.run_worker(wait=False)
     with yard.store.transaction() as tx:
@@ -212,7 +212,7 @@ def test_passed_events_can_be_pruned(yard, clock):
 
 def test_scheduled_runs_through_the_worker(yard, clock):
     yard.register_aggregator("c", stream="s", key="k", fold=folds.count(), every=60)
-    yard._schedule_maintenance()
+    yard.runtime.kinds.worker_started()
     yard.append_events("s", [{"k": "a"}])
     clock.advance(60)
     yard.run_worker(wait=False)

@@ -114,7 +114,7 @@ def test_a_failed_scheduled_aggregator_run_is_logged_once(yard, clock, caplog):
 
     yard.register_aggregator("per-key", stream="clicks", key="k", fold=folds.count(),
                              apply="bad-apply", every=10)
-    yard._schedule_maintenance()  # what a worker does on start: schedules the runs
+    yard.runtime.kinds.worker_started()  # what a worker does on start: schedules the runs
     yard.append_events("clicks", [{"k": "a"}])
     clock.advance(10)
     with caplog.at_level(logging.INFO):
