@@ -28,6 +28,7 @@ import orjson
 from batchyard.clock import to_datetime
 from batchyard.errors import Conflict, InvalidInput, NotFound
 from batchyard.folds import Fold
+from batchyard.payloads import encode_items
 from batchyard.store import Task, Tx
 
 if TYPE_CHECKING:
@@ -106,16 +107,11 @@ class Aggregators:
             raise InvalidInput("stream must be a non-empty string", field="stream")
         if isinstance(events, dict) or not isinstance(events, Sequence):
             raise InvalidInput("events must be a list of JSON objects", field="events")
-        payloads = []
         for index, event in enumerate(events):
             if not isinstance(event, dict):
                 raise InvalidInput(f"events[{index}] is not a JSON object", field="events",
                                    index=index)
-            try:
-                payloads.append(json.dumps(event, allow_nan=False, separators=(",", ":")))
-            except (TypeError, ValueError) as exc:
-                raise InvalidInput(f"events[{index}] is not JSON: {exc}", field="events",
-                                   index=index) from None
+        payloads = encode_items(events, field="events")
         ids = []
         with self.store.transaction(self.yard.now()) as tx:
             for payload in payloads:

@@ -491,7 +491,7 @@ def test_items_failures_out_of_range_fail_the_whole_flush(yard):
 @pytest.mark.parametrize(
     ("batch_id", "items", "config", "error", "message"),
     [
-        ("ev", [1, {2}], {}, InvalidInput, "items[1] is not a JSON value"),
+        ("ev", [1, {2}], {}, InvalidInput, "items[1]: set is not a JSON value"),
         ("ev", [1, float("nan")], {}, InvalidInput, "items[1]"),
         ("ev", "abc", {}, InvalidInput, "items must be a list"),
         ("", [1], {}, InvalidInput, "batch_id must be a non-empty string"),
