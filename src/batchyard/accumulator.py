@@ -11,7 +11,6 @@ runner's result is refused, which keeps the books exact however often a handler 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -27,6 +26,7 @@ from batchyard import metrics
 from batchyard.clock import seconds, to_datetime
 from batchyard.errors import Conflict, InvalidInput, NotFound
 from batchyard.failures import error_text, log_failure, traceback_text
+from batchyard.payloads import encode_items
 from batchyard.signals import ItemFailures
 from batchyard.store import Task, Tx
 from batchyard.tasks import TaskKind
@@ -146,50 +146,6 @@ def split_base(batch_id: str, field: str = "batch_id") -> tuple[str, int | None]
         raise InvalidInput(f"{field} {batch_id!r}: the part after '::' must be a number",
                            field=field)
     return base, int(sequence)
-
-
-# strict JSON: NaN and Infinity are refused, not turned into null
-_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
-
-
-def encode_items(items: Iterable[Any]) -> list[str]:
-    """Items as JSON text; a value that is not JSON is refused, naming its index."""
-    if type(items) is not list and not isinstance(items, tuple):  # (a list: the fast test)
-        if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
-            raise InvalidInput("items must be a list of JSON values", field="items")
-        items = list(items)  # read twice below when an item is bad
-    try:
-        if len(items) == 1:  # the most common call, without a comprehension's frame
-            return [_encode(items[0])]
-        return [_encode(item) for item in items]
-    except (TypeError, ValueError, RecursionError):
-        pass  # find the bad item again, to name it
-    encoded = []
-    for index, item in enumerate(items):
-        try:
-            encoded.append(_encode(item))
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise InvalidInput(f"items[{index}] is not a JSON value: {exc}",
-                               field="items", index=index) from None
-    return encoded
-
-
-# orjson is several times faster, but lenient where we are strict: it writes NaN and the
-# infinities as null, and integers past 64 bits it refuses; dates, dataclasses and str/int
-# subclasses are made to fail so that they too go to the strict encoder
-_ORJSON_OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
-                   | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS)
-
-
-def _encode(item: Any) -> str:
-    try:
-        text = orjson.dumps(item, option=_ORJSON_OPTIONS)
-    except TypeError:
-        return _ENCODER.encode(item)  # a big integer (exact), or the precise refusal
-    decoded = text.decode()
-    # a NaN comes out as null too: the strict encoder decides (searched in the str, which
-    # is several times faster than in the bytes)
-    return _ENCODER.encode(item) if "null" in decoded else decoded
 
 
 # Items and item failures are keyed by the batch's number, `batch_no` (a short integer key,

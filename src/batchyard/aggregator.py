@@ -32,6 +32,7 @@ from batchyard.clock import to_datetime
 from batchyard.errors import Conflict, InvalidInput, NotFound
 from batchyard.failures import error_text, log_failure
 from batchyard.folds import Fold
+from batchyard.payloads import encode_items
 from batchyard.store import Task, Tx
 from batchyard.tasks import TaskKind
 
@@ -114,16 +115,11 @@ class Aggregators:
             raise InvalidInput("stream must be a non-empty string", field="stream")
         if isinstance(events, dict) or not isinstance(events, Sequence):
             raise InvalidInput("events must be a list of JSON objects", field="events")
-        payloads = []
         for index, event in enumerate(events):
             if not isinstance(event, dict):
                 raise InvalidInput(f"events[{index}] is not a JSON object", field="events",
                                    index=index)
-            try:
-                payloads.append(json.dumps(event, allow_nan=False, separators=(",", ":")))
-            except (TypeError, ValueError) as exc:
-                raise InvalidInput(f"events[{index}] is not JSON: {exc}", field="events",
-                                   index=index) from None
+        payloads = encode_items(events, field="events")
         ids = []
         with self.store.transaction(self.runtime.now()) as tx:
             for payload in payloads:

@@ -10,9 +10,10 @@ add up. Its items stay readable until retention prunes it, as it prunes complete
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from batchyard.accumulator import _BATCH_COLUMNS, BatchStatus, split_base
 from batchyard.errors import Conflict, InvalidInput, NotFound
@@ -72,8 +73,8 @@ def get_batch_items(runtime: Runtime, batch_id: str, *, after: int | None = None
             {"batch_no": batch["batch_no"], "after": -1 if after is None else after,
              "limit": limit},
         )
-    # the stdlib decoder: exact for integers of any size (orjson would round big ones)
-    return [BatchItem(position=int(r["position"]), payload=json.loads(r["payload"]),
+    # read as the handler reads them (items are accepted only if this gives them back equal)
+    return [BatchItem(position=int(r["position"]), payload=orjson.loads(r["payload"]),
                       error=r["error"]) for r in rows]
 
 

@@ -35,7 +35,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from batchyard import embeddings
+from batchyard import embeddings, payloads
 from batchyard.clock import to_datetime
 from batchyard.errors import Conflict, InvalidInput, NotFound
 from batchyard.signals import RetryLater
@@ -271,6 +271,12 @@ class Jobs:
                                        or len(request_id) > 256):
             raise InvalidInput("request_id must be a string of 1 to 256 characters",
                                field="request_id")
+        # before the namespace is read: PostgreSQL cannot take a lone surrogate in a query
+        for field, value in (("input", input), ("options", options)):
+            try:
+                payloads.encode(value)
+            except payloads.NotStorable as exc:
+                raise payloads.refused(exc, field) from None
         if not items and kind.expands_namespace and isinstance(input, dict) and "ns" in input:
             items = self._namespace_refs(input["ns"])
         if not isinstance(items, list | tuple) or not items:
@@ -292,7 +298,15 @@ class Jobs:
 
         valid: list[list[Any]] = []
         errors: list[dict[str, Any]] = []
+        # an item that would not come back as given fails alone, like any invalid item
+        unstorable = payloads.refusals(items)
         for index, item in enumerate(items):
+            problem = unstorable.get(index)
+            if problem is not None:
+                # named like the other item errors: "data.big: ...", or "item: ..."
+                errors.append({"idx": index,
+                               "error": problem.at("" if problem.path else "item")})
+                continue
             try:
                 valid.append([index, kind.validate(item)])
             except ItemError as exc:

@@ -30,9 +30,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from batchyard import metrics
-from batchyard.accumulator import encode_items, split_base
+from batchyard.accumulator import split_base
 from batchyard.clock import seconds
 from batchyard.errors import Backpressure, ProducerError
+from batchyard.payloads import encode_items
 from batchyard.retry import RetryPolicy
 from batchyard.supervision import Backoff, Outage, is_transient
 

@@ -179,9 +179,8 @@ def test_invalid_fields_answer_422_with_their_path(client):
 
 @pytest.mark.parametrize(("body", "path", "loc"), [
     ({**GOOD, "on_flush": "nobody"}, "ev", ["body", "on_flush"]),
-    ({**GOOD, "items": [1, {"x": 1e400}]}, "ev", ["body", "items", 1]),
+    ({**GOOD, "items": [1, {"x": 1e400}]}, "ev", ["body", "items", 1, "x"]),
     ({**GOOD, "flush_interval": 1e300}, "ev", ["body", "flush_interval"]),
-    (GOOD, "ev%00il", ["path", "batch_id"]),
     (GOOD, "::3", ["path", "batch_id"]),
 ])
 def test_domain_errors_name_their_field_like_validation_errors_do(client, body, path, loc):

@@ -515,7 +515,7 @@ def test_a_flush_whose_runner_fails_goes_dead_with_its_batch_never_stranded(yard
 @pytest.mark.parametrize(
     ("batch_id", "items", "config", "error", "message"),
     [
-        ("ev", [1, {2}], {}, InvalidInput, "items[1] is not a JSON value"),
+        ("ev", [1, {2}], {}, InvalidInput, "items[1]: set is not a JSON value"),
         ("ev", [1, float("nan")], {}, InvalidInput, "items[1]"),
         ("ev", "abc", {}, InvalidInput, "items must be a list"),
         ("", [1], {}, InvalidInput, "batch_id must be a non-empty string"),

