@@ -1,5 +1,7 @@
 """batchyard: durable batch processing on SQLite or PostgreSQL."""
 
+from importlib.metadata import version as _version
+
 from batchyard import folds
 from batchyard.accumulator import (
     AddResult,
@@ -11,7 +13,9 @@ from batchyard.accumulator import (
     FlushResult,
 )
 from batchyard.aggregator import AggregatorRun, AggregatorStatus, ParkedEvent
+from batchyard.batch_items import BatchItem, DiscardResult
 from batchyard.clock import Clock, ManualClock, SystemClock
+from batchyard.embeddings import Embedder
 from batchyard.errors import (
     Backpressure,
     BatchyardError,
@@ -20,6 +24,7 @@ from batchyard.errors import (
     HandlerNotFound,
     InvalidInput,
     LeaseLost,
+    MissingExtra,
     NotFound,
     ProducerError,
     StoreCorrupt,
@@ -28,14 +33,19 @@ from batchyard.errors import (
     StoreReadOnly,
     StoreUnavailable,
 )
+from batchyard.folds import Fold
 from batchyard.iterator import BatchContext, IteratorStatus, Page
+from batchyard.jobs import BatchJobRecord, BatchStats, DeadChunk, JobError, JobResult, JobStatus
 from batchyard.producer import Producer, ProducerStats
 from batchyard.retry import RetryPolicy
-from batchyard.signals import ItemFailures
-from batchyard.store import open_store
+from batchyard.search import SearchHit
+from batchyard.signals import ItemFailures, RetryLater
+from batchyard.store import Store, open_store
+from batchyard.worker import Worker
 from batchyard.yard import Yard
 
-__version__ = "0.1.0"
+# the one version, [project] version in pyproject.toml, as installed
+__version__ = _version("batchyard")
 
 __all__ = [
     "AddResult",
@@ -44,34 +54,49 @@ __all__ = [
     "Backpressure",
     "BatchContext",
     "BatchInfo",
+    "BatchItem",
+    "BatchJobRecord",
+    "BatchStats",
     "BatchStatus",
     "BatchyardError",
     "Clock",
     "ConfigError",
     "Conflict",
+    "DeadChunk",
+    "DiscardResult",
+    "Embedder",
     "FlushContext",
     "FlushReason",
     "FlushRecord",
     "FlushResult",
+    "Fold",
     "HandlerNotFound",
     "InvalidInput",
     "ItemFailures",
     "IteratorStatus",
+    "JobError",
+    "JobResult",
+    "JobStatus",
     "LeaseLost",
     "ManualClock",
+    "MissingExtra",
     "NotFound",
     "Page",
     "ParkedEvent",
     "Producer",
     "ProducerError",
     "ProducerStats",
+    "RetryLater",
     "RetryPolicy",
+    "SearchHit",
+    "Store",
     "StoreCorrupt",
     "StoreError",
     "StoreFull",
     "StoreReadOnly",
     "StoreUnavailable",
     "SystemClock",
+    "Worker",
     "Yard",
     "__version__",
     "folds",

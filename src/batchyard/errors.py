@@ -15,8 +15,7 @@
     │   ├── Conflict             the record exists in a state that forbids the change
     │   └── LeaseLost            a write under a stale fencing token was refused
     ├── Backpressure             a bounded buffer stayed full past its timeout
-    ├── ProducerError            the producer's background writes failed
-    └── WorkerStopped            the worker was asked to stop
+    └── ProducerError            the producer's background writes failed
 
 Signals that user code raises on purpose live in `batchyard.signals`, apart from these.
 """
@@ -100,7 +99,3 @@ class Backpressure(BatchyardError):
 
 class ProducerError(BatchyardError):
     """The producer's background writes failed; its items stay buffered."""
-
-
-class WorkerStopped(BatchyardError):
-    """The worker was asked to stop."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+import batchyard
 from batchyard.http import create_app
 
 
@@ -92,7 +93,9 @@ def test_bodies_over_the_limit_are_refused(make_yard):
 
 
 def test_the_openapi_schema_lists_the_routes(client):
-    paths = client.get("/openapi.json").json()["paths"]
+    schema = client.get("/openapi.json").json()
+    assert schema["info"]["version"] == batchyard.__version__
+    paths = schema["paths"]
     assert {"/health", "/batches/{batch_id}/items", "/batches/{batch_id}/flush",
             "/batches/{batch_id}", "/batches/{batch_id}/history",
             "/batches/{batch_id}/redrive"} <= set(paths)

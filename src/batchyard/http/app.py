@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from batchyard import __version__
 from batchyard.http import probes
 from batchyard.http.api import router
 from batchyard.http.auth import ApiTokens, BearerAuth
@@ -69,7 +70,7 @@ def create_app(
     app = FastAPI(
         title="batchyard",
         summary="Durable batch processing: batches, flushes and their books.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
         # on the app, so every router included later gets it too
         dependencies=[Depends(require_json_body), Depends(refuse_control_characters)],

@@ -326,9 +326,9 @@ class Dashboard:
                 self.access.login_failed(client)
                 return self.render(request, "login.html", 401, next=target,
                                    error="That is not a valid API token.")
-            response = RedirectResponse(target, status_code=303)
-            self.access.start_session(request, response, candidate)
-            return response
+            redirect = RedirectResponse(target, status_code=303)
+            self.access.start_session(request, redirect, candidate)
+            return redirect
 
         @self.router.post(f"{PREFIX}/logout")
         def logout(request: Request, form: ActionForm) -> Response:

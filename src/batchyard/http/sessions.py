@@ -86,7 +86,7 @@ class Access:
         if scheme.lower() == "bearer" and credential and self.token_valid(credential.strip()):
             return True
         session = request.cookies.get(SESSION_COOKIE)
-        return bool(session) and self.session_valid(session)
+        return session is not None and self.session_valid(session)
 
     def start_session(self, request: HTTPConnection, response: Response, token: str) -> None:
         response.set_cookie(SESSION_COOKIE, self.session_value(token),
