@@ -828,8 +828,8 @@ class Accumulator:
             for table in ("batchyard_items", "batchyard_item_failures"):
                 tx.execute(f"DELETE FROM {table} WHERE batch_no IN (SELECT batch_no FROM "
                            f"batchyard_batches WHERE {finished})", params)
-            gone = tx.execute(f"DELETE FROM batchyard_batches WHERE {finished}",
-                              params).rowcount
+            gone = int(tx.execute(f"DELETE FROM batchyard_batches WHERE {finished}",
+                                  params).rowcount)
             tx.execute("DELETE FROM batchyard_flushes WHERE started_at < {now} - :age", params)
         return gone
 
@@ -841,8 +841,8 @@ def _batch_info(row: Any, now: float) -> BatchInfo:
         max_batch_size=row["max_batch_size"], flush_interval=row["flush_interval"],
         handler=row["handler"], attempts=row["attempts"], max_attempts=row["max_attempts"],
         flush_reason=row["flush_reason"], last_error=row["last_error"],
-        created_at=to_datetime(row["created_at"]),  # type: ignore[arg-type]
-        updated_at=to_datetime(row["updated_at"]),  # type: ignore[arg-type]
+        created_at=to_datetime(row["created_at"]),
+        updated_at=to_datetime(row["updated_at"]),
         completed_at=to_datetime(row["completed_at"]),
         age_seconds=max(0.0, now - row["created_at"]),
     )
@@ -854,6 +854,6 @@ def flush_record(r: Any) -> FlushRecord:
         batch_id=r["batch_id"], sequence=int(r["sequence"]), attempt=int(r["attempt"]),
         reason=r["reason"], outcome=r["outcome"], item_count=int(r["item_count"]),
         failed_count=int(r["failed_count"]), error=r["error"], worker_id=r["worker_id"],
-        started_at=to_datetime(r["started_at"]),  # type: ignore[arg-type]
+        started_at=to_datetime(r["started_at"]),
         duration_seconds=float(r["duration"]), traceback=r["traceback"],
     )

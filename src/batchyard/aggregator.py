@@ -198,7 +198,8 @@ class Aggregators:
                 totals["parked"] += parked
                 totals["applies"] += 1
                 if caught_up:
-                    return AggregatorRun(name, caught_up=True, **totals)
+                    return AggregatorRun(name, totals["events"], totals["keys"],
+                                         totals["applies"], totals["parked"], caught_up=True)
         except Exception as exc:
             error = error_text(exc)
             # a scheduled aggregator runs again (WARNING); one run by hand does not (ERROR)
@@ -385,7 +386,7 @@ class Aggregators:
                           {"name": name, "limit": limit})
         return [ParkedEvent(event_id=int(r["event_id"]), position=int(r["position"]),
                             error=r["error"], event=orjson.loads(r["payload"]),
-                            parked_at=to_datetime(r["parked_at"]))  # type: ignore[arg-type]
+                            parked_at=to_datetime(r["parked_at"]))
                 for r in rows]
 
     def retry_parked(self, name: str) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, overload
 
 
 class Clock(Protocol):
@@ -54,6 +54,14 @@ class ManualClock:
 def seconds(duration: float | timedelta) -> float:
     """A duration given as seconds or timedelta, in seconds."""
     return duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
+
+
+@overload
+def to_datetime(epoch: float) -> datetime: ...
+@overload
+def to_datetime(epoch: None) -> None: ...
+@overload
+def to_datetime(epoch: float | None) -> datetime | None: ...
 
 
 def to_datetime(epoch: float | None) -> datetime | None:

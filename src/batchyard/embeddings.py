@@ -49,8 +49,10 @@ class Embedder(Protocol):
     names are never compared); `encode` returns a float array of shape
     (len(texts), dimension) whose rows are unit vectors."""
 
-    name: str
-    dimension: int
+    @property
+    def name(self) -> str: ...
+    @property
+    def dimension(self) -> int: ...
 
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 

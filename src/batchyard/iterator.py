@@ -368,8 +368,8 @@ class Iterators:
             batches=int(row["batches"]),
             cursor=None if row["cursor"] is None else orjson.loads(row["cursor"]),
             total=total, rate_per_second=rate, eta_seconds=eta, last_error=row["last_error"],
-            started_at=to_datetime(row["started_at"]),  # type: ignore[arg-type]
-            updated_at=to_datetime(row["updated_at"]),  # type: ignore[arg-type]
+            started_at=to_datetime(row["started_at"]),
+            updated_at=to_datetime(row["updated_at"]),
             completed_at=to_datetime(row["completed_at"]), last_traceback=row["last_traceback"],
         )
 

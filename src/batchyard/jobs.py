@@ -602,7 +602,7 @@ class Jobs:
             results = self._results(tx, job_id, -1, 100)
         return _record(row, errors, [r.result for r in results])
 
-    def list(self, status: str | None = None, type: str | None = None, limit: int = 100,
+    def list_jobs(self, status: str | None = None, type: str | None = None, limit: int = 100,
              offset: int = 0) -> list[BatchJobRecord]:
         with self.store.transaction(write=False) as tx:
             rows = tx.all(

@@ -19,6 +19,7 @@ flight meanwhile, so its lease is kept). `liveness` says whether the loop still 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -207,7 +208,7 @@ class Worker:
             with self._lock:
                 self._inflight.update((task.id, task) for task in unit)
                 self._busy += 1
-            pool.submit(lambda unit=unit: self._execute_and_free(unit))
+            pool.submit(functools.partial(self._execute_and_free, unit))
         return bool(units)
 
     def _idle(self) -> None:

@@ -309,7 +309,7 @@ class Yard:
 
     def list_batch_jobs(self, status: str | None = None, type: str | None = None,
                         limit: int = 100, offset: int = 0) -> list[BatchJobRecord]:
-        return self._jobs.list(status=status, type=type, limit=limit, offset=offset)
+        return self._jobs.list_jobs(status=status, type=type, limit=limit, offset=offset)
 
     def cancel_batch_job(self, job_id: str) -> BatchJobRecord:
         """No new chunk of the job starts; running ones stop at their next commit."""

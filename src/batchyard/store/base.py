@@ -13,7 +13,6 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
 from importlib import resources
 from typing import Any, ClassVar, Protocol
 
@@ -139,6 +138,7 @@ class Store:
 
     dialect: ClassVar[str]
     fragments: ClassVar[dict[str, str]]
+    _prepared: ClassVar[dict[str, str]] = {}
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -205,7 +205,17 @@ class Store:
     # -- shared machinery -------------------------------------------------------------------
 
     def prepare(self, sql: str) -> str:
-        return _prepare(type(self), sql)
+        """`sql` in this backend's form: fragments filled in, parameters converted (once per
+        text: the same few statements run millions of times)."""
+        prepared = self._prepared.get(sql)
+        if prepared is None:
+            text = _FRAGMENT.sub(lambda m: self.fragments.get(m[1], m[0]), sql)
+            prepared = self._prepared[sql] = self._convert(text)
+        return prepared
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._prepared = {}  # each backend its own
 
     def notify_work(self, tx: Tx) -> None:
         """Wake idle workers (in this process at once, elsewhere on commit)."""
@@ -465,12 +475,13 @@ class Store:
 
     def dead_tasks(self, kind: str | None = None, limit: int = 100) -> list[Row]:
         with self.transaction(write=False) as tx:
-            return tx.all(
+            rows: list[Row] = tx.all(
                 "SELECT id, kind, key, payload, attempts, last_error, created_at, died_at "
                 "FROM batchyard_dead_tasks WHERE (CAST(:kind AS TEXT) IS NULL OR kind = :kind) "
                 "ORDER BY id LIMIT :limit",
                 {"kind": kind, "limit": limit},
             )
+        return rows
 
     def next_due(self, now: float | None = None) -> float | None:
         """Seconds until the next task falls due (0 when one is due now), None when idle."""
@@ -503,12 +514,6 @@ def _task(row: Row) -> Task:
         token=int(row["token"]),
         last_error=row["last_error"],
     )
-
-
-@cache
-def _prepare(backend: type[Store], sql: str) -> str:
-    text = _FRAGMENT.sub(lambda m: backend.fragments.get(m[1], m[0]), sql)
-    return backend._convert(text)
 
 
 _FRAGMENT = re.compile(r"\{(\w+)\}")
