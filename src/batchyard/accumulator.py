@@ -28,8 +28,8 @@ from batchyard.errors import Conflict, InvalidInput, NotFound
 from batchyard.failures import error_text, log_failure, traceback_text
 from batchyard.payloads import encode_items
 from batchyard.signals import ItemFailures
-from batchyard.store import Task, Tx
-from batchyard.tasks import TaskKind
+from batchyard.store import Tx
+from batchyard.tasks import Task, TaskKind
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
@@ -289,6 +289,7 @@ class Accumulator:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.store = runtime.store
+        self.tasks = runtime.tasks
         runtime.kinds.add(TaskKind(FLUSH_TASK, self.run_flush, on_dead=self.on_dead_flush))
         self._configs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._open: dict[str, _OpenBatch] = {}  # a hint per base id, checked by each use
@@ -525,7 +526,7 @@ class Accumulator:
     def _schedule_size_flushes(self, tx: Tx, full: list[tuple[str, int]]) -> None:
         """Schedule the flushes (due now) of batches closed for their size."""
         for attempts in {attempts for _, attempts in full}:  # one value, nearly always
-            self.store.enqueue_many(tx, FLUSH_TASK, [
+            self.tasks.enqueue_many(tx, FLUSH_TASK, [
                 (f"flush:{batch_id}", {"batch_id": batch_id})
                 for batch_id, max_attempts in full if max_attempts == attempts
             ], max_attempts=attempts)
@@ -536,7 +537,7 @@ class Accumulator:
 
     def _schedule_flush(self, tx: Tx, batch_id: str, max_attempts: int,
                         delay: float = 0.0) -> None:
-        self.store.enqueue(tx, FLUSH_TASK, {"batch_id": batch_id}, delay=delay,
+        self.tasks.enqueue(tx, FLUSH_TASK, {"batch_id": batch_id}, delay=delay,
                            key=f"flush:{batch_id}", max_attempts=max_attempts)
 
     # -- flushing by hand ----------------------------------------------------------------
@@ -600,14 +601,14 @@ class Accumulator:
             # a timer that fires on an open batch closes it: that is the interval flush
             batch = self._close(tx, batch_id, FlushReason.INTERVAL)
             if batch is None or batch["status"] != BatchStatus.FLUSHING:
-                self.store.complete(tx, task)  # deleted, completed or dead: nothing to do
+                self.tasks.complete(tx, task)  # deleted, completed or dead: nothing to do
                 return
             tx.execute("UPDATE batchyard_batches SET attempts = attempts + 1 "
                        "WHERE batch_id = :batch_id", {"batch_id": batch_id})
             rows = tx.all(_PENDING_ITEMS, {"batch_no": batch["batch_no"]})
         if not rows:  # every item already delivered (a partial flush's last retry raced)
             with self.store.transaction(self.runtime.now()) as tx:
-                self.store.complete(tx, task)
+                self.tasks.complete(tx, task)
                 self._finish(tx, batch_id)
             return
         context = FlushContext(
@@ -658,11 +659,11 @@ class Accumulator:
         with self.store.transaction(self.runtime.now()) as tx:
             batch_id = context.batch_id
             if outcome == "completed":
-                self.store.complete(tx, task)
+                self.tasks.complete(tx, task)
             elif dead:
-                self.store.dead_letter(tx, task, error or "")
+                self.tasks.dead_letter(tx, task, error or "")
             else:
-                self.store.retry(tx, task, error or "", delay or 0.0)
+                self.tasks.retry(tx, task, error or "", delay or 0.0)
             if not whole_failure:
                 # what is still pending is exactly what this attempt reported failed
                 tx.execute("DELETE FROM batchyard_item_failures WHERE batch_no = :batch_no",
@@ -704,7 +705,7 @@ class Accumulator:
                   extra={"batch_id": task.payload["batch_id"], "attempt": task.attempts,
                          "max_attempts": task.max_attempts, "final": True})
         with self.store.transaction(self.runtime.now()) as tx:
-            self.store.dead_letter(tx, task, error)
+            self.tasks.dead_letter(tx, task, error)
             self.on_dead_flush(tx, task, error)
 
     def on_dead_flush(self, tx: Tx, task: Task, error: str) -> None:
@@ -752,7 +753,7 @@ class Accumulator:
             tx.execute("UPDATE batchyard_batches SET status = 'flushing', "
                        "flush_reason = 'redrive', updated_at = {now} "
                        "WHERE batch_id = :batch_id", {"batch_id": batch_id})
-            self.store.redrive(tx, key=f"flush:{batch_id}")
+            self.tasks.redrive(tx, key=f"flush:{batch_id}")
         return FlushResult(batch_id=batch_id, item_count=batch["pending_count"], flushed=True,
                            status=BatchStatus.FLUSHING, reason=FlushReason.REDRIVE)
 

@@ -33,8 +33,8 @@ from batchyard.errors import Conflict, InvalidInput, NotFound
 from batchyard.failures import error_text, log_failure
 from batchyard.folds import Fold
 from batchyard.payloads import encode_items
-from batchyard.store import Task, Tx
-from batchyard.tasks import TaskKind
+from batchyard.store import Tx
+from batchyard.tasks import Task, TaskKind
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
@@ -103,6 +103,7 @@ class Aggregators:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.store = runtime.store
+        self.tasks = runtime.tasks
         runtime.kinds.add(TaskKind(RUN_TASK, self.run_task))
         runtime.kinds.on_worker_start(self.schedule_all)
         self.configs: dict[str, AggregatorConfig] = {}
@@ -313,7 +314,7 @@ class Aggregators:
                 self.run(name)
         finally:
             with self.store.transaction(self.runtime.now()) as tx:
-                self.store.complete(tx, task)
+                self.tasks.complete(tx, task)
                 self.schedule(tx, self.config(name))
 
     def request_run(self, name: str) -> None:
@@ -323,7 +324,7 @@ class Aggregators:
             if tx.one("SELECT name FROM batchyard_aggregators WHERE name = :name",
                       {"name": name}) is None:
                 raise NotFound(f"no aggregator {name!r}", name=name)
-            self.store.enqueue(tx, RUN_TASK, {"name": name}, key=f"aggregator:{name}")
+            self.tasks.enqueue(tx, RUN_TASK, {"name": name}, key=f"aggregator:{name}")
 
     def schedule_all(self) -> None:
         """When a worker starts: each registered aggregator's next run is queued."""
@@ -333,7 +334,7 @@ class Aggregators:
 
     def schedule(self, tx: Tx, config: AggregatorConfig) -> None:
         if config.every is not None:
-            self.store.enqueue(tx, RUN_TASK, {"name": config.name}, delay=config.every,
+            self.tasks.enqueue(tx, RUN_TASK, {"name": config.name}, delay=config.every,
                                key=f"aggregator:{config.name}")
 
     # -- reading --------------------------------------------------------------------------

@@ -106,7 +106,6 @@ def discard_batch(runtime: Runtime, batch_id: str) -> DiscardResult:
              "reason": DISCARD_REASON, "n": dropped,
              "error": f"discarded by hand; last error: {batch['last_error'] or '-'}"},
         )
-        tx.execute("DELETE FROM batchyard_dead_tasks WHERE key = :key",
-                   {"key": f"flush:{batch_id}"})
+        runtime.tasks.discard_dead(tx, f"flush:{batch_id}")
     return DiscardResult(batch_id=batch_id, item_count=dropped,
                          status=BatchStatus.DISCARDED)

@@ -30,9 +30,9 @@ from batchyard.clock import seconds, to_datetime
 from batchyard.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from batchyard.failures import error_text, log_failure, traceback_text
 from batchyard.retry import RetryPolicy
-from batchyard.store import Task, Tx
+from batchyard.store import Tx
 from batchyard.supervision import is_transient
-from batchyard.tasks import TaskKind
+from batchyard.tasks import Task, TaskKind
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
@@ -101,6 +101,7 @@ class Iterators:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.store = runtime.store
+        self.tasks = runtime.tasks
         runtime.kinds.add(TaskKind(STEP_TASK, self.run_step),
                           TaskKind(COMPLETE_TASK, self.run_complete))
 
@@ -141,7 +142,7 @@ class Iterators:
         return self.status(job_id)
 
     def _schedule(self, tx: Tx, job_id: str, generation: int, delay: float) -> None:
-        self.store.enqueue(tx, STEP_TASK, {"job_id": job_id, "generation": generation},
+        self.tasks.enqueue(tx, STEP_TASK, {"job_id": job_id, "generation": generation},
                            delay=delay, key=f"iterator:{job_id}:{generation}",
                            max_attempts=1_000_000)  # the job counts its own retries
 
@@ -178,9 +179,7 @@ class Iterators:
                        "WHERE job_id = :job_id",
                        {"job_id": job_id, "status": str(target), "g": generation})
             # queued steps of older generations will find themselves stale; drop them now
-            tx.execute("DELETE FROM batchyard_tasks WHERE kind = :kind AND state = 'queued' "
-                       "AND key LIKE :prefix ESCAPE '!'",
-                       {"kind": STEP_TASK, "prefix": _step_keys(job_id)})
+            self.tasks.cancel_queued(tx, STEP_TASK, _step_keys(job_id))
             if target == IteratorState.RUNNING:
                 self._schedule(tx, job_id, generation, delay=0.0)
             row = self._row(tx, job_id)
@@ -202,13 +201,13 @@ class Iterators:
         with self.store.transaction(self.runtime.now()) as tx:
             row = self._current(tx, job_id, generation)
             if row is None:
-                self.store.complete(tx, task)  # stale: paused, cancelled or deleted since
+                self.tasks.complete(tx, task)  # stale: paused, cancelled or deleted since
                 return
             if self._older_step_running(tx, job_id, task):
                 # a pause and resume while a batch was in flight: that runner has lost the
                 # cursor, but its handler call may still be going - wait it out, so the job
                 # never has two handler calls at once
-                self.store.postpone(tx, task, _WAIT_FOR_OLDER_STEP)
+                self.tasks.postpone(tx, task, _WAIT_FOR_OLDER_STEP)
                 return
             if row["status"] == IteratorState.PENDING:
                 tx.execute("UPDATE batchyard_iterators SET status = 'running' "
@@ -240,12 +239,12 @@ class Iterators:
             try:
                 with self.store.transaction(self.runtime.now()) as tx:
                     if more:
-                        self.store.fence(tx, task)
+                        self.tasks.fence(tx, task)
                     else:
-                        self.store.complete(tx, task)
+                        self.tasks.complete(tx, task)
                     if self._current(tx, job_id, generation, lock=True) is None:
                         if more:
-                            self.store.complete(tx, task)
+                            self.tasks.complete(tx, task)
                         return  # paused or cancelled while the batch ran: drop the result
                     if page.items and row["transactional"]:
                         handlers.call(row["process_batch"], page.items,
@@ -265,14 +264,9 @@ class Iterators:
                 return
             cursor, batch = page.cursor, batch + 1
 
-    @staticmethod
-    def _older_step_running(tx: Tx, job_id: str, task: Task) -> bool:
+    def _older_step_running(self, tx: Tx, job_id: str, task: Task) -> bool:
         """Another step of this job holds a live lease (an expired one is a dead runner)."""
-        return tx.one(
-            "SELECT 1 FROM batchyard_tasks WHERE kind = :kind AND key LIKE :prefix ESCAPE '!' "
-            "AND id <> :id AND state = 'running' AND due_at > {now} LIMIT 1",
-            {"kind": STEP_TASK, "prefix": _step_keys(job_id), "id": task.id},
-        ) is not None
+        return self.tasks.running(tx, STEP_TASK, _step_keys(job_id), besides=task.id)
 
     def _checkpoint(self, tx: Tx, row: Any, page: Page) -> None:
         tx.execute(
@@ -289,7 +283,7 @@ class Iterators:
                    "WHERE job_id = :job_id", {"job_id": row["job_id"]})
         if row["on_complete"] is not None:
             # durable: a task of its own, retried if the callback fails
-            self.store.enqueue(tx, COMPLETE_TASK, {"job_id": row["job_id"]},
+            self.tasks.enqueue(tx, COMPLETE_TASK, {"job_id": row["job_id"]},
                                key=f"iterator-complete:{row['job_id']}", max_attempts=5)
 
     def _failed(self, task: Task, row: Any, exc: Exception, batch: int,
@@ -299,18 +293,18 @@ class Iterators:
         final = delay is None
         with self.store.transaction(self.runtime.now()) as tx:
             if self._current(tx, row["job_id"], task.payload["generation"], lock=True) is None:
-                self.store.complete(tx, task)
+                self.tasks.complete(tx, task)
                 return
             tx.execute("UPDATE batchyard_iterators SET last_error = :error, "
                        "last_traceback = :traceback, updated_at = {now} WHERE job_id = :job_id",
                        {"job_id": row["job_id"], "error": error,
                         "traceback": traceback_text(exc)})
             if final:
-                self.store.complete(tx, task)
+                self.tasks.complete(tx, task)
                 tx.execute("UPDATE batchyard_iterators SET status = 'failed' "
                            "WHERE job_id = :job_id", {"job_id": row["job_id"]})
             else:
-                self.store.retry(tx, task, error, delay or 0.0)
+                self.tasks.retry(tx, task, error, delay or 0.0)
         # after the commit: the line says what the books say (retried, or failed)
         log_failure(log, f"step {batch} of iterator job {row['job_id']}", exc, final=final,
                     job_id=row["job_id"], batch=batch, attempt=task.attempts,
@@ -322,7 +316,7 @@ class Iterators:
             row = self._row(tx, task.payload["job_id"])
         self.runtime.handlers.call(row["on_complete"], row["job_id"], int(row["processed"]))
         with self.store.transaction(self.runtime.now()) as tx:
-            self.store.complete(tx, task)
+            self.tasks.complete(tx, task)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -375,9 +369,8 @@ class Iterators:
 
 
 def _step_keys(job_id: str) -> str:
-    """A LIKE pattern for every step key of this job (and no other job's)."""
-    escaped = job_id.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-    return f"iterator:{escaped}:%"
+    """The prefix of every step key of this job (and of no other job's)."""
+    return f"iterator:{job_id}:"
 
 
 def _page(value: Any) -> Page:

@@ -39,8 +39,8 @@ from batchyard import embeddings, payloads
 from batchyard.clock import to_datetime
 from batchyard.errors import Conflict, InvalidInput, NotFound
 from batchyard.signals import RetryLater
-from batchyard.store import Task, Tx
-from batchyard.tasks import Grouping, TaskKind
+from batchyard.store import Tx
+from batchyard.tasks import Grouping, Task, TaskKind
 from batchyard.things import (
     UPSERT_RELATIONSHIPS,
     UPSERT_THINGS,
@@ -249,6 +249,7 @@ class Jobs:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.store = runtime.store
+        self.tasks = runtime.tasks
         runtime.kinds.add(TaskKind(
             CHUNK_TASK, self.run_chunk, on_dead=self.on_dead_chunk,
             grouping=Grouping(self.chunk_group, self.run_chunks, CHUNK_GROUP)))
@@ -351,7 +352,7 @@ class Jobs:
                            [{"job_id": job_id, "chunk": n,
                              "items": orjson.dumps(chunk).decode()}
                             for n, chunk in enumerate(chunks)])
-            self.store.enqueue_many(
+            self.tasks.enqueue_many(
                 tx, CHUNK_TASK,
                 [(f"job:{job_id}:{n}", {"job_id": job_id, "chunk": n, "type": type,
                                         "options": options, "size": len(chunk)})
@@ -392,7 +393,7 @@ class Jobs:
         items = _chunk_items(task, chunk)
         if job is None or items is None or job["status"] == JobStatus.CANCELLED:
             with self.store.transaction(self.runtime.now()) as tx:
-                self.store.complete(tx, task)  # deleted or cancelled: nothing more to do
+                self.tasks.complete(tx, task)  # deleted or cancelled: nothing more to do
             return
         deadline = time.monotonic() + self.time_limit
         position = int(chunk["done"])
@@ -406,7 +407,7 @@ class Jobs:
                 # past the time limit: hand the slot back and go on from this commit later
                 # (not a failed attempt - the chunk is making progress)
                 with self.store.transaction(self.runtime.now()) as tx:
-                    self.store.postpone(tx, task, 0.0)
+                    self.tasks.postpone(tx, task, 0.0)
                 return
 
     def chunk_group(self, task: Task) -> str | None:
@@ -451,10 +452,10 @@ class Jobs:
             with self.store.transaction(self.runtime.now()) as tx:
                 finished = [part.task for part in parts if part.last]
                 if finished:  # fenced: these chunks end with this commit
-                    self.store.complete_many(tx, finished)
+                    self.tasks.complete_many(tx, finished)
                 for part in parts:
                     if not part.last:
-                        self.store.fence(tx, part.task)
+                        self.tasks.fence(tx, part.task)
                 segments = self._segments(tx, job_id, parts)
                 segment = [entry for part in segments for entry in part]
                 outcomes = self._apply(tx, kind, options, parts, segment)
@@ -497,7 +498,7 @@ class Jobs:
                     raise _Cancelled()
         except _Cancelled:
             with self.store.transaction(self.runtime.now()) as tx:
-                self.store.complete_many(tx, [part.task for part in parts])
+                self.tasks.complete_many(tx, [part.task for part in parts])
             return False
         return True
 
@@ -551,22 +552,15 @@ class Jobs:
                 tx.execute("UPDATE batchyard_jobs SET status = 'cancelled', "
                            "completed_at = {now}, updated_at = {now} WHERE id = :id",
                            {"id": job_id})
-                tx.execute("DELETE FROM batchyard_tasks WHERE kind = :kind "
-                           "AND state = 'queued' AND key LIKE :keys",
-                           {"kind": CHUNK_TASK, "keys": f"job:{job_id}:%"})
+                self.tasks.cancel_queued(tx, CHUNK_TASK, f"job:{job_id}:")
                 # no chunk of it runs again: its items can go (a running one has them)
                 tx.execute("UPDATE batchyard_job_chunks SET items = NULL WHERE job_id = :id",
                            {"id": job_id})
         return self.get(job_id)
 
     def dead_chunks(self, job_id: str | None = None, limit: int = 100) -> list[DeadChunk]:
-        with self.store.transaction(write=False) as tx:
-            rows = tx.all(
-                "SELECT id, key, payload, attempts, last_error, died_at "
-                "FROM batchyard_dead_tasks WHERE kind = :kind AND key LIKE :keys "
-                "ORDER BY id LIMIT :limit",
-                {"kind": CHUNK_TASK, "limit": _limit(limit),
-                 "keys": "job:%" if job_id is None else f"job:{job_id}:%"})
+        rows = self.tasks.dead_tasks(CHUNK_TASK, _limit(limit),
+                                     prefix="job:" if job_id is None else f"job:{job_id}:")
         chunks = []
         for row in rows:
             payload = orjson.loads(row["payload"])
@@ -580,12 +574,11 @@ class Jobs:
     def redrive(self, task_id: int) -> BatchJobRecord:
         """Put a dead chunk back in the queue; its job is processing again."""
         with self.store.transaction(self.runtime.now()) as tx:
-            row = tx.one("SELECT payload FROM batchyard_dead_tasks WHERE id = :id "
-                         "AND kind = :kind", {"id": task_id, "kind": CHUNK_TASK})
+            row = self.tasks.dead_task(tx, task_id, CHUNK_TASK)
             if row is None:
                 raise NotFound(f"no dead chunk with task id {task_id}", task_id=task_id)
             job_id = orjson.loads(row["payload"])["job_id"]
-            self.store.redrive(tx, task_id=task_id)
+            self.tasks.redrive(tx, task_id=task_id)
             tx.execute("UPDATE batchyard_jobs SET dead_chunks = dead_chunks - 1, "
                        "status = CASE WHEN status = 'cancelled' THEN status "
                        "ELSE 'processing' END, completed_at = CASE WHEN status = 'cancelled' "

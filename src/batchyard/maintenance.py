@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from batchyard.store import Task
-from batchyard.tasks import TaskKind
+from batchyard.tasks import Task, TaskKind
 
 if TYPE_CHECKING:
     from batchyard.accumulator import Accumulator
@@ -31,17 +30,15 @@ class Maintenance:
 
     def schedule(self) -> None:
         """Queue the next prune (one at most: its key keeps it single)."""
-        store = self.runtime.store
-        with store.transaction(self.runtime.now()) as tx:
-            store.enqueue(tx, PRUNE_TASK, {}, delay=min(MAX_PRUNE_INTERVAL, self.retention),
-                          key="maintenance:prune")
+        with self.runtime.store.transaction(self.runtime.now()) as tx:
+            self.runtime.tasks.enqueue(tx, PRUNE_TASK, {}, key="maintenance:prune",
+                                       delay=min(MAX_PRUNE_INTERVAL, self.retention))
 
     def run_prune(self, task: Task) -> None:
         self.accumulator.prune(self.retention)
         if self.event_retention is not None:
             for stream in {c.stream for c in self.aggregators.configs.values()}:
                 self.aggregators.prune_events(stream, self.event_retention)
-        store = self.runtime.store
-        with store.transaction(self.runtime.now()) as tx:
-            store.complete(tx, task)
+        with self.runtime.store.transaction(self.runtime.now()) as tx:
+            self.runtime.tasks.complete(tx, task)
         self.schedule()

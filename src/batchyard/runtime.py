@@ -1,8 +1,9 @@
 """The runtime: what every capability needs, held once.
 
 The store, the clock (and `now()`, the time to bind in SQL), the registered handlers, the
-retry policy, the task kinds the worker runs, the embedder, and the id of the worker running
-in this process. Capabilities take a `Runtime`, never the `Yard` facade: arrows point down.
+retry policy, the task queue and the task kinds the worker runs, the embedder, and the id
+of the worker running in this process. Capabilities take a `Runtime`, never the `Yard`
+facade: arrows point down.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from batchyard.clock import Clock
 from batchyard.handlers import Handlers
 from batchyard.retry import RetryPolicy
 from batchyard.store import Store
-from batchyard.tasks import TaskKinds
+from batchyard.tasks import TaskKinds, TaskQueue
 
 if TYPE_CHECKING:
     from batchyard.embeddings import Embedder
@@ -29,6 +30,10 @@ class Runtime:
     kinds: TaskKinds = field(default_factory=TaskKinds)
     worker_id: str | None = None
     _embedder: Embedder | None = None
+    tasks: TaskQueue = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tasks = TaskQueue(self.store)
 
     def now(self) -> float | None:
         """The time to bind in SQL: the manual clock's, or None for the store's own clock."""

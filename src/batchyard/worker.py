@@ -36,9 +36,8 @@ from typing import TYPE_CHECKING
 from batchyard import metrics
 from batchyard.errors import ConfigError, LeaseLost
 from batchyard.failures import error_text, log_failure
-from batchyard.store import Task
 from batchyard.supervision import Backoff, Outage, is_transient
-from batchyard.tasks import Grouping
+from batchyard.tasks import Grouping, Task
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
@@ -69,6 +68,7 @@ class Worker:
             raise ValueError("concurrency must be at least 1")
         self.runtime = runtime
         self.store = runtime.store
+        self.tasks = runtime.tasks
         self.concurrency = concurrency
         self.lease = lease
         self.shutdown_timeout = shutdown_timeout
@@ -168,7 +168,7 @@ class Worker:
         """Claim work for up to `slots` slots: each a task, or a group of tasks."""
         units: list[list[Task]] = []
         while len(units) < slots:
-            tasks = self.store.claim(self.id, slots - len(units), self.lease, self.runtime.now())
+            tasks = self.tasks.claim(self.id, slots - len(units), self.lease, self.runtime.now())
             if not tasks:
                 break
             units.extend(self._group(tasks))
@@ -191,7 +191,7 @@ class Worker:
             more = grouping.size - len(group)
             if more > 0:
                 try:
-                    group.extend(self.store.claim_group(self.id, kind, prefix, more,
+                    group.extend(self.tasks.claim_group(self.id, kind, prefix, more,
                                                         self.lease, self.runtime.now()))
                 except Exception as exc:  # the group is smaller; what was claimed still runs
                     self.outage.failed(exc)
@@ -219,7 +219,7 @@ class Worker:
             self._slot_freed.clear()
             return
         wait = self.poll_interval
-        due = self.store.next_due(self.runtime.now())
+        due = self.tasks.next_due(self.runtime.now())
         if due is not None:
             wait = min(wait, due)
         if wait > 0:
@@ -315,19 +315,19 @@ class Worker:
     def _give_back(self, task: Task) -> None:
         # not due at once: `run_until_idle` would claim it again and again meanwhile
         with self.store.transaction(self.runtime.now()) as tx:
-            self.store.postpone(tx, task, GIVE_BACK_SECONDS)
+            self.tasks.postpone(tx, task, GIVE_BACK_SECONDS)
 
     def _fail(self, task: Task, error: str) -> None:
         delay = self.runtime.retry.next_delay(task.attempts, max_attempts=task.max_attempts)
         try:
             with self.store.transaction(self.runtime.now()) as tx:
                 if delay is None:
-                    self.store.dead_letter(tx, task, error)
+                    self.tasks.dead_letter(tx, task, error)
                     kind = self.runtime.kinds.get(task.kind)
                     if kind is not None and kind.on_dead is not None:
                         kind.on_dead(tx, task, error)  # the capability's books, same commit
                 else:
-                    self.store.retry(tx, task, error, delay)
+                    self.tasks.retry(tx, task, error, delay)
         except LeaseLost as exc:
             log.warning("stale failure refused: %s", exc)
 
@@ -343,7 +343,7 @@ class Worker:
         with self._lock:
             tasks = list(self._inflight.values())
         try:
-            lost = self.store.heartbeat(self.id, tasks, self.lease, self.runtime.now())
+            lost = self.tasks.heartbeat(self.id, tasks, self.lease, self.runtime.now())
         except Exception as exc:
             self.outage.failed(exc)  # the loop says when the store is back
             return
@@ -364,7 +364,7 @@ class Worker:
         if left:
             log.warning("giving back %d unfinished task(s)", len(left))
             try:
-                self.store.release(left, self.runtime.now())
+                self.tasks.release(left, self.runtime.now())
             except Exception as exc:  # they run again once their leases expire
                 log.warning("could not give back %d task(s): %s", len(left), exc)
 

@@ -87,7 +87,7 @@ def test_gauges_match_the_store(yard, clock):
     for row in tasks:
         assert value(samples, "batchyard_tasks", kind=row["kind"], state=row["state"]) == row["n"]
     assert value(samples, "batchyard_tasks", kind="accumulator.flush", state="queued") == 2
-    dead = yard.store.dead_tasks()
+    dead = yard.runtime.tasks.dead_tasks()
     assert value(samples, "batchyard_dead_letters", kind="accumulator.flush") == len(dead) == 1
 
     assert value(samples, "batchyard_iterator_jobs", status="paused") == 1

@@ -126,7 +126,7 @@ def test_the_nth_add_racing_the_interval_gives_one_flush_and_no_empty_one(yard, 
 def test_the_timer_closing_first_sends_later_adds_to_the_next_batch(yard, calls, clock):
     add(yard, "ev", [0, 1], flush_interval=10)
     clock.advance(10)
-    [task] = yard.store.claim("other-worker", 1, lease=30, now=clock.time())
+    [task] = yard.runtime.tasks.claim("other-worker", 1, lease=30, now=clock.time())
     yard._accumulator.run_flush(task)  # the interval flush closes ev::0
     result = add(yard, "ev", [2], flush_interval=10)
     assert result.batch_id == "ev::1"

@@ -77,7 +77,7 @@ class AccumulatorMachine(RuleBasedStateMachine):
     @rule()
     def crash_mid_flush(self):
         """A worker claims a flush, calls the handler, and dies before recording it."""
-        [*tasks] = self.yard.store.claim("doomed", 1, lease=10, now=self.clock.time())
+        [*tasks] = self.yard.runtime.tasks.claim("doomed", 1, lease=10, now=self.clock.time())
         if tasks and tasks[0].kind == "accumulator.flush":
             batch_id = tasks[0].payload["batch_id"]
             from batchyard.accumulator import _PENDING_ITEMS

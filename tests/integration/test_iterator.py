@@ -101,7 +101,7 @@ def test_pause_and_resume_go_on_from_the_checkpoint(yard, clock):
 
 def test_a_step_in_flight_during_pause_and_resume_cannot_fork_a_second_chain(yard):
     start(yard)
-    [stale] = yard.store.claim("old-runner", 1, lease=30, now=yard.clock.time())
+    [stale] = yard.runtime.tasks.claim("old-runner", 1, lease=30, now=yard.clock.time())
     yard.pause_iterator("job")
     yard.resume_iterator("job")
     yard._iterators.run_step(stale)  # the old runner finishes its step late
@@ -114,7 +114,7 @@ def test_a_step_in_flight_during_pause_and_resume_cannot_fork_a_second_chain(yar
 
 def test_cancel_is_cancelled_not_failed_and_stops_the_chain(yard):
     start(yard)
-    yard.store.claim("w", 1, lease=30, now=yard.clock.time())  # a step in flight
+    yard.runtime.tasks.claim("w", 1, lease=30, now=yard.clock.time())  # a step in flight
     assert yard.cancel_iterator("job").status == "cancelled"
     assert yard.cancel_iterator("job").status == "cancelled"
     yard.run_worker(wait=False)

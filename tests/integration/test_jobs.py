@@ -330,9 +330,9 @@ def test_a_stale_token_in_a_group_refuses_the_whole_groups_writes(make_yard):
     clock = ManualClock(1_800_000_000.0)
     yard = make_yard(clock=clock)
     job_id = yard.create_batch_job("import-things", [thing(n) for n in range(300)])
-    tasks = yard.store.claim("w1", 3, lease=5, now=clock.time())
+    tasks = yard.runtime.tasks.claim("w1", 3, lease=5, now=clock.time())
     clock.advance(6)
-    [taken] = yard.store.claim("w2", 1, lease=5, now=clock.time())  # chunk 0, taken over
+    [taken] = yard.runtime.tasks.claim("w2", 1, lease=5, now=clock.time())  # chunk 0, taken over
     assert taken.payload["chunk"] == 0
     with pytest.raises(LeaseLost):
         yard._jobs.run_chunks(tasks)

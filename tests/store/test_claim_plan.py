@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 
 from batchyard.store import open_store
-from batchyard.store.base import CLAIM_SQL
+from batchyard.tasks import TaskQueue
+from batchyard.tasks.queue import CLAIM_SQL
 
 TASKS = 60_000
 NOW = 2_000_000.0
@@ -25,12 +26,12 @@ def fill_and_half_drain(store) -> None:
             "SELECT 'k', '{}', 'queued', {now} - :count + i, 5, {now}, {now} FROM n",
             {"count": TASKS},
         )
-    drained = 0
+    drained, queue = 0, TaskQueue(store)
     while drained < TASKS // 2:  # complete the earliest half, claim by claim
-        tasks = store.claim("w", 1000, lease=30, now=NOW)
+        tasks = queue.claim("w", 1000, lease=30, now=NOW)
         with store.transaction(NOW) as tx:
             for task in tasks:
-                store.complete(tx, task)
+                queue.complete(tx, task)
         drained += len(tasks)
 
 

@@ -1,4 +1,4 @@
-"""The store contract: every behaviour of the task engine, on both backends."""
+"""The store contract and the task queue over it: every behaviour, on both backends."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from batchyard import LeaseLost, ManualClock, NotFound, StoreError
 from batchyard.store import open_store
+from batchyard.tasks import TaskQueue
 
 KIND = "test.kind"
 
@@ -24,9 +25,14 @@ def clock():
     return ManualClock(1_000_000.0)
 
 
-def enqueue(store, now, **kwargs):
-    with store.transaction(now) as tx:
-        store.enqueue(tx, KIND, kwargs.pop("payload", {"n": 1}), **kwargs)
+@pytest.fixture
+def queue(store):
+    return TaskQueue(store)
+
+
+def enqueue(queue, now, **kwargs):
+    with queue.store.transaction(now) as tx:
+        queue.enqueue(tx, KIND, kwargs.pop("payload", {"n": 1}), **kwargs)
 
 
 def test_migrations_apply_from_empty_and_are_idempotent(store):
@@ -104,175 +110,176 @@ def test_a_secret_is_made_once_and_shared_by_every_process(store_url, store):
     other.close()
 
 
-def test_a_task_is_not_claimed_before_it_is_due(store, clock):
-    enqueue(store, clock.time(), delay=10)
-    assert store.claim("w", 10, lease=30, now=clock.time()) == []
+def test_a_task_is_not_claimed_before_it_is_due(store, clock, queue):
+    enqueue(queue, clock.time(), delay=10)
+    assert queue.claim("w", 10, lease=30, now=clock.time()) == []
     clock.advance(10)
-    [task] = store.claim("w", 10, lease=30, now=clock.time())
+    [task] = queue.claim("w", 10, lease=30, now=clock.time())
     assert task.kind == KIND and task.payload == {"n": 1} and task.attempts == 1
 
 
-def test_claim_takes_many_in_due_order_and_respects_the_limit(store, clock):
+def test_claim_takes_many_in_due_order_and_respects_the_limit(store, clock, queue):
     for n in range(5):
-        enqueue(store, clock.time() - n, payload={"n": n})
-    first = store.claim("w", 3, lease=30, now=clock.time())
+        enqueue(queue, clock.time() - n, payload={"n": n})
+    first = queue.claim("w", 3, lease=30, now=clock.time())
     assert {t.payload["n"] for t in first} == {4, 3, 2}  # the three due earliest
-    rest = store.claim("w", 3, lease=30, now=clock.time())
+    rest = queue.claim("w", 3, lease=30, now=clock.time())
     assert len(rest) == 2
     assert {t.payload["n"] for t in first + rest} == set(range(5))
 
 
-def test_a_running_task_is_not_claimed_twice_until_its_lease_expires(store, clock):
-    enqueue(store, clock.time())
-    [task] = store.claim("w1", 1, lease=30, now=clock.time())
+def test_a_running_task_is_not_claimed_twice_until_its_lease_expires(store, clock, queue):
+    enqueue(queue, clock.time())
+    [task] = queue.claim("w1", 1, lease=30, now=clock.time())
     clock.advance(29)
-    assert store.claim("w2", 1, lease=30, now=clock.time()) == []
+    assert queue.claim("w2", 1, lease=30, now=clock.time()) == []
     clock.advance(2)
-    [rescued] = store.claim("w2", 1, lease=30, now=clock.time())
+    [rescued] = queue.claim("w2", 1, lease=30, now=clock.time())
     assert rescued.id == task.id
     assert rescued.token > task.token
     assert rescued.attempts == 2
 
 
-def test_a_stale_token_cannot_complete_retry_or_dead_letter(store, clock):
-    enqueue(store, clock.time())
-    [stale] = store.claim("w1", 1, lease=5, now=clock.time())
+def test_a_stale_token_cannot_complete_retry_or_dead_letter(store, clock, queue):
+    enqueue(queue, clock.time())
+    [stale] = queue.claim("w1", 1, lease=5, now=clock.time())
     clock.advance(6)
-    [fresh] = store.claim("w2", 1, lease=5, now=clock.time())
+    [fresh] = queue.claim("w2", 1, lease=5, now=clock.time())
     for write in (
-        lambda tx: store.complete(tx, stale),
-        lambda tx: store.retry(tx, stale, "boom", 1),
-        lambda tx: store.dead_letter(tx, stale, "boom"),
+        lambda tx: queue.complete(tx, stale),
+        lambda tx: queue.retry(tx, stale, "boom", 1),
+        lambda tx: queue.dead_letter(tx, stale, "boom"),
     ):
         with pytest.raises(LeaseLost), store.transaction(clock.time()) as tx:
             write(tx)
     with store.transaction(clock.time()) as tx:
-        store.complete(tx, fresh)
-    assert store.claim("w3", 1, lease=5, now=clock.time() + 100) == []
+        queue.complete(tx, fresh)
+    assert queue.claim("w3", 1, lease=5, now=clock.time() + 100) == []
 
 
-def test_a_refused_completion_rolls_back_the_callers_writes(store, clock):
-    enqueue(store, clock.time())
-    [stale] = store.claim("w1", 1, lease=5, now=clock.time())
+def test_a_refused_completion_rolls_back_the_callers_writes(store, clock, queue):
+    enqueue(queue, clock.time())
+    [stale] = queue.claim("w1", 1, lease=5, now=clock.time())
     clock.advance(6)
-    store.claim("w2", 1, lease=5, now=clock.time())
+    queue.claim("w2", 1, lease=5, now=clock.time())
     with pytest.raises(LeaseLost), store.transaction(clock.time()) as tx:
         tx.execute("INSERT INTO batchyard_batch_bases (base_id) VALUES ('written')")
-        store.complete(tx, stale)
+        queue.complete(tx, stale)
     with store.transaction() as tx:
         assert tx.one("SELECT count(*) AS n FROM batchyard_batch_bases")["n"] == 0
 
 
-def test_claim_group_takes_only_its_kind_and_key_prefix_in_due_order(store, clock):
+def test_claim_group_takes_only_its_kind_and_key_prefix_in_due_order(store, clock, queue):
     keys = ["job:a:0", "job:A:1", "job:ab:2", "jobXa:3", "job:a:4", "job:a:5", "job:a:6"]
     for n, key in enumerate(keys):
-        enqueue(store, clock.time() - 10 + n, key=key, payload={"n": n})
-    enqueue(store, clock.time() - 20, key="other", payload={"n": -1})
+        enqueue(queue, clock.time() - 10 + n, key=key, payload={"n": n})
+    enqueue(queue, clock.time() - 20, key="other", payload={"n": -1})
     with store.transaction(clock.time()) as tx:  # the right prefix, another kind
-        store.enqueue(tx, "other.kind", {"n": -2}, key="job:a:other")
-    group = store.claim_group("w", KIND, "job:a:", 3, lease=30, now=clock.time())
+        queue.enqueue(tx, "other.kind", {"n": -2}, key="job:a:other")
+    group = queue.claim_group("w", KIND, "job:a:", 3, lease=30, now=clock.time())
     assert [t.key for t in group] == ["job:a:0", "job:a:4", "job:a:5"]
     assert all(t.attempts == 1 and t.token == 1 for t in group)
-    assert [t.key for t in store.claim_group("w", KIND, "job:a:", 3, lease=30,
+    assert [t.key for t in queue.claim_group("w", KIND, "job:a:", 3, lease=30,
                                              now=clock.time())] == ["job:a:6"]
-    rest = store.claim("w", 10, lease=30, now=clock.time())
+    rest = queue.claim("w", 10, lease=30, now=clock.time())
     assert sorted(t.key for t in rest) == ["job:A:1", "job:a:other", "job:ab:2", "jobXa:3",
                                            "other"]
 
 
-def test_complete_many_is_refused_whole_when_one_token_is_stale(store, clock):
+def test_complete_many_is_refused_whole_when_one_token_is_stale(store, clock, queue):
     for _ in range(3):
-        enqueue(store, clock.time())
-    tasks = store.claim("w1", 3, lease=5, now=clock.time())
+        enqueue(queue, clock.time())
+    tasks = queue.claim("w1", 3, lease=5, now=clock.time())
     clock.advance(6)
-    [fresh] = store.claim("w2", 1, lease=5, now=clock.time())  # takes one over
+    [fresh] = queue.claim("w2", 1, lease=5, now=clock.time())  # takes one over
     with pytest.raises(LeaseLost), store.transaction(clock.time()) as tx:
         tx.execute("INSERT INTO batchyard_batch_bases (base_id) VALUES ('written')")
-        store.complete_many(tx, tasks)
+        queue.complete_many(tx, tasks)
     with store.transaction() as tx:
         assert tx.one("SELECT count(*) AS n FROM batchyard_batch_bases")["n"] == 0
         assert tx.one("SELECT count(*) AS n FROM batchyard_tasks")["n"] == 3
     held = [task for task in tasks if task.id != fresh.id]
     with store.transaction(clock.time()) as tx:
-        store.complete_many(tx, [*held, fresh])
-    assert store.claim("w3", 10, lease=5, now=clock.time() + 100) == []
+        queue.complete_many(tx, [*held, fresh])
+    assert queue.claim("w3", 10, lease=5, now=clock.time() + 100) == []
 
 
-def test_heartbeat_extends_the_lease_and_reports_lost_ones(store, clock):
-    enqueue(store, clock.time())
-    enqueue(store, clock.time())
-    a, b = store.claim("w1", 2, lease=10, now=clock.time())
+def test_heartbeat_extends_the_lease_and_reports_lost_ones(store, clock, queue):
+    enqueue(queue, clock.time())
+    enqueue(queue, clock.time())
+    a, b = queue.claim("w1", 2, lease=10, now=clock.time())
     clock.advance(8)
-    assert store.heartbeat("w1", [a], lease=10, now=clock.time()) == set()
+    assert queue.heartbeat("w1", [a], lease=10, now=clock.time()) == set()
     clock.advance(5)  # a's lease runs to 18, b's ran out at 10
-    [rescued] = store.claim("w2", 2, lease=10, now=clock.time())
+    [rescued] = queue.claim("w2", 2, lease=10, now=clock.time())
     assert rescued.id == b.id
-    assert store.heartbeat("w1", [a, b], lease=10, now=clock.time()) == {b.id}
+    assert queue.heartbeat("w1", [a, b], lease=10, now=clock.time()) == {b.id}
 
 
-def test_retry_requeues_after_the_delay_with_the_error(store, clock):
-    enqueue(store, clock.time())
-    [task] = store.claim("w", 1, lease=30, now=clock.time())
+def test_retry_requeues_after_the_delay_with_the_error(store, clock, queue):
+    enqueue(queue, clock.time())
+    [task] = queue.claim("w", 1, lease=30, now=clock.time())
     with store.transaction(clock.time()) as tx:
-        store.retry(tx, task, "ValueError: nope", delay=4)
-    assert store.claim("w", 1, lease=30, now=clock.time() + 3.9) == []
-    [again] = store.claim("w", 1, lease=30, now=clock.time() + 4)
+        queue.retry(tx, task, "ValueError: nope", delay=4)
+    assert queue.claim("w", 1, lease=30, now=clock.time() + 3.9) == []
+    [again] = queue.claim("w", 1, lease=30, now=clock.time() + 4)
     assert again.attempts == 2 and again.last_error == "ValueError: nope"
 
 
-def test_dead_letters_keep_their_error_and_can_be_redriven(store, clock):
-    enqueue(store, clock.time(), key="k1", max_attempts=1)
-    [task] = store.claim("w", 1, lease=30, now=clock.time())
+def test_dead_letters_keep_their_error_and_can_be_redriven(store, clock, queue):
+    enqueue(queue, clock.time(), key="k1", max_attempts=1)
+    [task] = queue.claim("w", 1, lease=30, now=clock.time())
     with store.transaction(clock.time()) as tx:
-        store.dead_letter(tx, task, "RuntimeError: gone")
-    assert store.claim("w", 1, lease=30, now=clock.time() + 1000) == []
-    [dead] = store.dead_tasks(KIND)
+        queue.dead_letter(tx, task, "RuntimeError: gone")
+    assert queue.claim("w", 1, lease=30, now=clock.time() + 1000) == []
+    [dead] = queue.dead_tasks(KIND)
     assert dead["last_error"] == "RuntimeError: gone" and dead["key"] == "k1"
     with store.transaction(clock.time()) as tx:
-        assert store.redrive(tx, key="k1") == task.id
-    [again] = store.claim("w", 1, lease=30, now=clock.time())
+        assert queue.redrive(tx, key="k1") == task.id
+    [again] = queue.claim("w", 1, lease=30, now=clock.time())
     assert again.id == task.id and again.attempts == 1
-    assert store.dead_tasks(KIND) == []
+    assert queue.dead_tasks(KIND) == []
     with pytest.raises(NotFound), store.transaction(clock.time()) as tx:
-        store.redrive(tx, key="k1")
+        queue.redrive(tx, key="k1")
 
 
-def test_a_keyed_task_is_brought_forward_not_duplicated(store, clock):
-    enqueue(store, clock.time(), key="flush:x", delay=60)
-    enqueue(store, clock.time(), key="flush:x", delay=0)
-    enqueue(store, clock.time(), key="flush:x", delay=120)  # never pushes it back
-    tasks = store.claim("w", 10, lease=30, now=clock.time())
+def test_a_keyed_task_is_brought_forward_not_duplicated(store, clock, queue):
+    enqueue(queue, clock.time(), key="flush:x", delay=60)
+    enqueue(queue, clock.time(), key="flush:x", delay=0)
+    enqueue(queue, clock.time(), key="flush:x", delay=120)  # never pushes it back
+    tasks = queue.claim("w", 10, lease=30, now=clock.time())
     assert len(tasks) == 1
 
 
-def test_release_gives_the_lease_back_without_counting_an_attempt(store, clock):
-    enqueue(store, clock.time())
-    [task] = store.claim("w1", 1, lease=30, now=clock.time())
-    store.release([task], now=clock.time())
-    [again] = store.claim("w2", 1, lease=30, now=clock.time())
+def test_release_gives_the_lease_back_without_counting_an_attempt(store, clock, queue):
+    enqueue(queue, clock.time())
+    [task] = queue.claim("w1", 1, lease=30, now=clock.time())
+    queue.release([task], now=clock.time())
+    [again] = queue.claim("w2", 1, lease=30, now=clock.time())
     assert again.id == task.id and again.attempts == 1
 
 
-def test_next_due_tells_how_long_an_idle_worker_may_sleep(store, clock):
-    assert store.next_due(clock.time()) is None
-    enqueue(store, clock.time(), delay=7)
-    assert store.next_due(clock.time()) == pytest.approx(7)
-    assert store.next_due(clock.time() + 10) == 0
+def test_next_due_tells_how_long_an_idle_worker_may_sleep(store, clock, queue):
+    assert queue.next_due(clock.time()) is None
+    enqueue(queue, clock.time(), delay=7)
+    assert queue.next_due(clock.time()) == pytest.approx(7)
+    assert queue.next_due(clock.time() + 10) == 0
 
 
 def test_concurrent_claimers_take_each_task_exactly_once(store_url):
     stores = [open_store(store_url) for _ in range(4)]
+    queues = [TaskQueue(store) for store in stores]
     with stores[0].transaction() as tx:
         for n in range(200):
-            stores[0].enqueue(tx, KIND, {"n": n})
+            queues[0].enqueue(tx, KIND, {"n": n})
     taken: list[list[int]] = [[] for _ in stores]
 
     def claim_all(index: int) -> None:
-        store = stores[index]
-        while tasks := store.claim(f"w{index}", 7, lease=60):
+        store, queue = stores[index], queues[index]
+        while tasks := queue.claim(f"w{index}", 7, lease=60):
             with store.transaction() as tx:
                 for task in tasks:
-                    store.complete(tx, task)
+                    queue.complete(tx, task)
             taken[index].extend(t.payload["n"] for t in tasks)
 
     threads = [threading.Thread(target=claim_all, args=(i,)) for i in range(len(stores))]
@@ -300,7 +307,7 @@ def test_an_idle_worker_wakes_when_another_process_makes_work_due(store_url):
         # keep enqueueing until the waiter is listening; each enqueue is a separate commit
         for _ in range(200):
             with writer.transaction() as tx:
-                writer.enqueue(tx, KIND, {})
+                TaskQueue(writer).enqueue(tx, KIND, {})
             if woke.wait(0.05):
                 break
         assert woke.is_set()

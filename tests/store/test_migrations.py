@@ -9,6 +9,7 @@ import pytest
 
 from batchyard import Yard
 from batchyard.store import open_store
+from batchyard.tasks import TaskQueue
 from tests.conftest import BACKENDS, pg_admin, pg_url
 
 
@@ -57,7 +58,8 @@ def test_batches_items_and_failures_keep_their_books_across_batch_numbers(blank_
         for position in (1, 3):  # a partial flush left two items of ev::0 to retry
             tx.execute("INSERT INTO batchyard_item_failures (batch_id, position, error) "
                        "VALUES ('ev::0', :p, 'boom')", {"p": position})
-        old.enqueue(tx, "accumulator.flush", {"batch_id": "ev::0"}, key="flush:ev::0")
+        TaskQueue(old).enqueue(tx, "accumulator.flush", {"batch_id": "ev::0"},
+                               key="flush:ev::0")
     old.close()
 
     yard = Yard(blank_url)  # migrates on open

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from batchyard.errors import ConfigError
-from batchyard.store.base import Migration, Store, Task, Tx
+from batchyard.store.base import Migration, Store, Tx
 
-__all__ = ["Migration", "Store", "Task", "Tx", "open_store"]
+__all__ = ["Migration", "Store", "Tx", "open_store"]
 
 DEFAULT_URL = "sqlite:///batchyard.db"
 

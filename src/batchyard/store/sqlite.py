@@ -29,7 +29,7 @@ from batchyard.errors import (
     StoreReadOnly,
     StoreUnavailable,
 )
-from batchyard.store.base import Params, Store, Task, Tx
+from batchyard.store.base import Params, Store, Tx
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 _POLL_SECONDS = 0.01  # how often an idle worker looks at PRAGMA data_version
@@ -270,11 +270,10 @@ class SQLiteStore(Store):
     def _table_exists_sql(self) -> str:
         return "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"
 
-    def claim(self, *args: Any, **kwargs: Any) -> list[Task]:
+    def watch_for_work(self) -> None:
         # remember what we have seen, so a commit landing between this claim and the next
         # wait still wakes that wait
         self._local.seen_version = self._data_version()
-        return super().claim(*args, **kwargs)
 
     def _data_version(self) -> int:
         try:

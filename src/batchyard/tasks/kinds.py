@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from batchyard.store import Task, Tx
+from batchyard.store import Tx
+from batchyard.tasks.queue import Task
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,316 @@
+"""The task queue: durable tasks in one table, the verbs every capability schedules with.
+
+A task is queued with a kind, a payload and optionally a key (one live task per key: a
+second enqueue brings the first forward instead). A worker claims due tasks with a lease
+and a fencing token; every write about a task carries its token, and a write from a runner
+whose lease was taken over is refused (`LeaseLost`). Capabilities never write the table
+themselves: keys are matched by prefix here, one way (`substr`: SQLite's LIKE ignores case
+and '_' would be a wildcard).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from batchyard import metrics
+from batchyard.errors import LeaseLost, NotFound
+from batchyard.store import Store, Tx
+from batchyard.store.base import Cursor, Row
+
+
+# The claim, in one statement: pick due tasks in due order, bump their fencing token and
+# attempt, and set the lease. `due_at` carries the lease expiry of running tasks, so the same
+# index range finds expired leases to rescue.
+def _claim_sql(where: str) -> str:
+    return (
+        "WITH picked AS MATERIALIZED (SELECT id FROM batchyard_tasks "
+        f"WHERE due_at <= {{now}}{where} ORDER BY due_at, id LIMIT :limit {{skip_locked}}) "
+        "UPDATE batchyard_tasks SET state = 'running', token = token + 1, "
+        "attempts = attempts + 1, worker_id = :worker_id, due_at = {now} + :lease, "
+        "updated_at = {now} WHERE id IN (SELECT id FROM picked) "
+        "RETURNING id, kind, key, payload, attempts, max_attempts, token, last_error"
+    )
+
+
+# a key that starts with :prefix (substr, not LIKE: SQLite's LIKE ignores case, and '_' and
+# '%' in an id would be wildcards)
+_UNDER_PREFIX = "substr(key, 1, length(:prefix)) = :prefix"
+CLAIM_SQL = _claim_sql("")
+# the same range, kept to one kind and one key prefix: the rest of a group
+CLAIM_GROUP_SQL = _claim_sql(f" AND kind = :kind AND {_UNDER_PREFIX}")
+
+
+
+@dataclass(frozen=True)
+class Task:
+    """A claimed task: its fencing ``token`` must accompany every write about it."""
+
+    id: int
+    kind: str
+    key: str | None
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    token: int
+    last_error: str | None = None
+
+
+
+class TaskQueue:
+    """The task verbs over one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def enqueue(
+        self,
+        tx: Tx,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        delay: float = 0.0,
+        key: str | None = None,
+        max_attempts: int = 5,
+    ) -> None:
+        """Schedule a task `delay` seconds from now. A task with the same `key` that is still
+        queued is brought forward to the earlier of the two times instead of duplicated."""
+        self.enqueue_many(tx, kind, [(key, payload)], delay=delay, max_attempts=max_attempts)
+
+    def enqueue_many(self, tx: Tx, kind: str,
+                     tasks: Sequence[tuple[str | None, Mapping[str, Any]]], *,
+                     delay: float = 0.0, max_attempts: int = 5) -> None:
+        """Schedule tasks given as (key, payload), keys distinct, as `enqueue` does each - in
+        one statement, however many (a statement per task costs a round trip each, and on
+        SQLite a wait for the GIL each while other threads run)."""
+        if not tasks:
+            return
+        tx.execute(
+            "INSERT INTO batchyard_tasks "
+            "(kind, key, payload, state, due_at, max_attempts, created_at, updated_at) "
+            "SELECT :kind, t.a, t.b, 'queued', {now} + :delay, :max_attempts, {now}, {now} "
+            # WHERE true: SQLite's parser needs it before an upsert's ON CONFLICT
+            "FROM {json_pairs} t WHERE true "
+            "ON CONFLICT (key) DO UPDATE SET due_at = {least}(batchyard_tasks.due_at, "
+            "excluded.due_at), updated_at = excluded.updated_at "
+            "WHERE batchyard_tasks.state = 'queued'",
+            {
+                "kind": kind,
+                "pairs": orjson.dumps([(key, orjson.dumps(payload).decode())
+                                       for key, payload in tasks]).decode(),
+                "delay": float(delay),
+                "max_attempts": max_attempts,
+            },
+        )
+        if delay <= 0:
+            self.store.notify_work(tx)
+
+    def fence(self, tx: Tx, task: Task) -> None:
+        """Make this transaction commit only while `task` is still held with its token (a
+        partial result of a long task is fenced like its completion)."""
+        cursor = tx.execute(
+            "UPDATE batchyard_tasks SET updated_at = {now} WHERE id = :id AND token = :token",
+            {"id": task.id, "token": task.token},
+        )
+        self._fenced(cursor, task)
+
+    def claim(
+        self, worker_id: str, limit: int, lease: float, now: float | None = None
+    ) -> list[Task]:
+        """Take up to `limit` due tasks - queued ones whose time has come and running ones
+        whose lease expired - with a new fencing token and a lease of `lease` seconds."""
+        self.store.watch_for_work()
+        # look first without the write lock: idle workers polling must not queue up
+        # behind producers for SQLite's single writer slot
+        with self.store.transaction(now, write=False) as tx:
+            if tx.one("SELECT id FROM batchyard_tasks WHERE due_at <= {now} LIMIT 1") is None:
+                return []
+        with self.store.transaction(now) as tx:
+            rows = tx.all(CLAIM_SQL, {"limit": limit, "worker_id": worker_id, "lease": lease})
+        return sorted((_task(row) for row in rows), key=lambda t: t.id)
+
+    def claim_group(
+        self, worker_id: str, kind: str, prefix: str, limit: int, lease: float,
+        now: float | None = None,
+    ) -> list[Task]:
+        """Like `claim`, but only tasks of `kind` whose key starts with `prefix`: the rest of
+        a group that one worker does at once (the chunks of one job)."""
+        with self.store.transaction(now) as tx:
+            rows = tx.all(CLAIM_GROUP_SQL, {"limit": limit, "worker_id": worker_id,
+                                            "lease": lease, "kind": kind, "prefix": prefix})
+        return sorted((_task(row) for row in rows), key=lambda t: t.id)
+
+    def heartbeat(
+        self, worker_id: str, tasks: Sequence[Task], lease: float, now: float | None = None
+    ) -> set[int]:
+        """Extend the leases of `tasks`; return the ids whose lease was lost."""
+        lost: set[int] = set()
+        with self.store.transaction(now) as tx:
+            for task in tasks:
+                cursor = tx.execute(
+                    "UPDATE batchyard_tasks SET due_at = {now} + :lease "
+                    "WHERE id = :id AND token = :token",
+                    {"id": task.id, "token": task.token, "lease": lease},
+                )
+                if cursor.rowcount != 1:
+                    lost.add(task.id)
+            tx.execute(
+                "UPDATE batchyard_workers SET heartbeat_at = {now} WHERE id = :id",
+                {"id": worker_id},
+            )
+        return lost
+
+    def complete(self, tx: Tx, task: Task) -> None:
+        """Remove a finished task, refusing a stale token (the caller's writes roll back)."""
+        cursor = tx.execute(
+            "DELETE FROM batchyard_tasks WHERE id = :id AND token = :token",
+            {"id": task.id, "token": task.token},
+        )
+        self._fenced(cursor, task)
+
+    def complete_many(self, tx: Tx, tasks: Sequence[Task]) -> None:
+        """Remove finished tasks in one statement, all or none: one stale token among them
+        refuses them all (the caller's writes roll back). Not in a pipelined transaction."""
+        done = tx.executemany("DELETE FROM batchyard_tasks WHERE id = :id AND token = :token",
+                              [{"id": task.id, "token": task.token} for task in tasks])
+        if done != len(tasks):
+            raise LeaseLost(f"{len(tasks) - done} of tasks {[t.id for t in tasks]} are no "
+                            "longer held with their tokens", task_id=tasks[0].id)
+
+    def retry(self, tx: Tx, task: Task, error: str, delay: float) -> None:
+        """Queue the task again after `delay` seconds, keeping its error."""
+        cursor = tx.execute(
+            "UPDATE batchyard_tasks SET state = 'queued', due_at = {now} + :delay, "
+            "last_error = :error, worker_id = NULL, updated_at = {now} "
+            "WHERE id = :id AND token = :token",
+            {"id": task.id, "token": task.token, "error": error, "delay": float(delay)},
+        )
+        self._fenced(cursor, task)
+        tx.after_commit.append(metrics.TASK_RETRIES.labels(task.kind).inc)
+
+    def postpone(self, tx: Tx, task: Task, delay: float) -> None:
+        """Queue the task again after `delay` seconds without counting this attempt (it was
+        not tried: something it must wait for is still busy)."""
+        cursor = tx.execute(
+            "UPDATE batchyard_tasks SET state = 'queued', due_at = {now} + :delay, "
+            "attempts = attempts - 1, worker_id = NULL, updated_at = {now} "
+            "WHERE id = :id AND token = :token",
+            {"id": task.id, "token": task.token, "delay": float(delay)},
+        )
+        self._fenced(cursor, task)
+
+    def release(self, tasks: Sequence[Task], now: float | None = None) -> None:
+        """Give leases back at shutdown: due at once, and the attempt does not count."""
+        with self.store.transaction(now) as tx:
+            for task in tasks:
+                tx.execute(
+                    "UPDATE batchyard_tasks SET state = 'queued', due_at = {now}, "
+                    "attempts = attempts - 1, worker_id = NULL "
+                    "WHERE id = :id AND token = :token",
+                    {"id": task.id, "token": task.token},
+                )
+            if tasks:
+                self.store.notify_work(tx)
+
+    def dead_letter(self, tx: Tx, task: Task, error: str) -> None:
+        """Move the task to the dead letters with its last error."""
+        params = {"id": task.id, "token": task.token, "error": error}
+        cursor = tx.execute(
+            "INSERT INTO batchyard_dead_tasks "
+            "(id, kind, key, payload, attempts, max_attempts, last_error, created_at, died_at) "
+            "SELECT id, kind, key, payload, attempts, max_attempts, :error, created_at, {now} "
+            "FROM batchyard_tasks WHERE id = :id AND token = :token",
+            params,
+        )
+        self._fenced(cursor, task)
+        tx.execute("DELETE FROM batchyard_tasks WHERE id = :id", params)
+        tx.after_commit.append(metrics.TASK_DEAD_LETTERS.labels(task.kind).inc)
+
+    def redrive(self, tx: Tx, *, task_id: int | None = None, key: str | None = None) -> int:
+        """Queue a dead task again (by id or key) with a fresh attempt count; return its id."""
+        where = "id = :task_id" if task_id is not None else "key = :key"
+        params = {"task_id": task_id, "key": key}
+        row = tx.one(f"SELECT id FROM batchyard_dead_tasks WHERE {where}", params)
+        if row is None:
+            raise NotFound(f"no dead task with {'id' if task_id is not None else 'key'} "
+                           f"{task_id if task_id is not None else key!r}")
+        tx.execute(
+            "INSERT INTO batchyard_tasks (id, kind, key, payload, state, due_at, attempts, "
+            "max_attempts, last_error, created_at, updated_at) "
+            "SELECT id, kind, key, payload, 'queued', {now}, 0, max_attempts, last_error, "
+            "created_at, {now} FROM batchyard_dead_tasks WHERE id = :id",
+            {"id": row["id"]},
+        )
+        tx.execute("DELETE FROM batchyard_dead_tasks WHERE id = :id", {"id": row["id"]})
+        self.store.notify_work(tx)
+        return int(row["id"])
+
+    def dead_tasks(self, kind: str | None = None, limit: int = 100, *,
+                   prefix: str = "") -> list[Row]:
+        """Dead tasks (of `kind`, with keys under `prefix`), oldest first."""
+        with self.store.transaction(write=False) as tx:
+            rows: list[Row] = tx.all(
+                "SELECT id, kind, key, payload, attempts, last_error, created_at, died_at "
+                "FROM batchyard_dead_tasks WHERE (CAST(:kind AS TEXT) IS NULL OR kind = :kind) "
+                f"AND {_UNDER_PREFIX} ORDER BY id LIMIT :limit",
+                {"kind": kind, "limit": limit, "prefix": prefix},
+            )
+        return rows
+
+    def dead_task(self, tx: Tx, task_id: int, kind: str) -> Row | None:
+        """One dead task of `kind`, or None."""
+        row: Row | None = tx.one(
+            "SELECT id, kind, key, payload, attempts, last_error, created_at, died_at "
+            "FROM batchyard_dead_tasks WHERE id = :id AND kind = :kind",
+            {"id": task_id, "kind": kind})
+        return row
+
+    def discard_dead(self, tx: Tx, key: str) -> None:
+        """Drop the dead task of `key` for good (its capability has closed its books)."""
+        tx.execute("DELETE FROM batchyard_dead_tasks WHERE key = :key", {"key": key})
+
+    def cancel_queued(self, tx: Tx, kind: str, prefix: str) -> int:
+        """Drop the queued tasks of `kind` whose key starts with `prefix` (a running one
+        finishes; its writes are the capability's to refuse); return how many went."""
+        return int(tx.execute(f"DELETE FROM batchyard_tasks WHERE kind = :kind "
+                              f"AND state = 'queued' AND {_UNDER_PREFIX}",
+                              {"kind": kind, "prefix": prefix}).rowcount)
+
+    def running(self, tx: Tx, kind: str, prefix: str, *, besides: int | None = None) -> bool:
+        """Whether a task of `kind` under `prefix`, other than task `besides`, holds a live
+        lease (an expired one is a dead runner's)."""
+        return tx.one(
+            "SELECT 1 FROM batchyard_tasks WHERE kind = :kind AND state = 'running' "
+            f"AND {_UNDER_PREFIX} AND id <> :besides AND due_at > {{now}} LIMIT 1",
+            {"kind": kind, "prefix": prefix, "besides": -1 if besides is None else besides},
+        ) is not None
+
+    def next_due(self, now: float | None = None) -> float | None:
+        """Seconds until the next task falls due (0 when one is due now), None when idle."""
+        with self.store.transaction(now, write=False) as tx:
+            row = tx.one("SELECT MIN(due_at) - {now} AS wait FROM batchyard_tasks")
+        return None if row["wait"] is None else max(0.0, float(row["wait"]))
+
+    @staticmethod
+    def _fenced(cursor: Cursor, task: Task) -> None:
+        if cursor.rowcount != 1:
+            raise LeaseLost(
+                f"task {task.id} ({task.kind}) is no longer held with token {task.token}",
+                task_id=task.id,
+            )
+
+
+def _task(row: Row) -> Task:
+    return Task(
+        id=int(row["id"]),
+        kind=row["kind"],
+        key=row["key"],
+        payload=orjson.loads(row["payload"]),
+        attempts=int(row["attempts"]),
+        max_attempts=int(row["max_attempts"]),
+        token=int(row["token"]),
+        last_error=row["last_error"],
+    )
