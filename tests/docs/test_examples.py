@@ -1,0 +1,89 @@
+"""Every code example of the README and the docs runs.
+
+Each ``python`` block is a whole program: it runs in a subprocess, in an empty directory of
+its own (so ``sqlite:///events.db`` is a fresh store), and must exit 0 - and print exactly
+its ``<!-- output -->`` block when it has one. A block that cannot run on its own (it stands
+for the reader's code, or runs until stopped) says why in ``<!-- not-run: why -->``.
+Command lines in ``bash`` blocks are checked against the CLI with ``--help``: the command
+exists and takes every option shown.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.docs.examples import ROOT, Block, all_blocks
+
+BLOCKS = all_blocks()
+LANGUAGES = {"python", "bash", "text", "yaml", "ini", "mermaid", "json"}
+RUN = [b for b in BLOCKS if b.lang == "python" and b.not_run is None]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHYARD_")}
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return env
+
+
+def test_the_docs_have_examples() -> None:
+    assert len(RUN) >= 20, [b.id for b in RUN]
+
+
+def test_every_block_names_a_known_language() -> None:
+    # a python example fenced as `py` or left bare would escape the test below
+    unknown = [(b.id, b.lang) for b in BLOCKS if b.lang not in LANGUAGES]
+    assert unknown == []
+
+
+def test_blocks_not_run_say_why() -> None:
+    marked = [b for b in BLOCKS if b.note is not None and b.note.startswith("not-run")]
+    assert [b.id for b in marked if b.lang != "python" or not b.not_run] == []
+
+
+@pytest.mark.parametrize("block", RUN, ids=[b.id for b in RUN])
+def test_python_example_runs(block: Block, tmp_path: Path) -> None:
+    (tmp_path / "example.py").write_text(block.text, encoding="utf-8")
+    result = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=_env(),
+                            capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, f"{block.id} failed:\n{result.stdout}\n{result.stderr}"
+    if block.output is not None:
+        assert result.stdout == block.output
+
+
+def _command_lines() -> list[tuple[str, list[str]]]:
+    """(where, argv after `batchyard`) of every batchyard command in a bash block."""
+    found = []
+    for block in BLOCKS:
+        if block.lang != "bash":
+            continue
+        for logical in block.text.replace("\\\n", " ").splitlines():
+            for command in logical.split("&&"):
+                words = shlex.split(command.split(" #")[0].split("|")[0], posix=True)
+                if words and words[0].endswith("batchyard") and words[0] != "batchyard.db":
+                    found.append((block.id, words[1:]))
+    return found
+
+
+COMMANDS = _command_lines()
+
+
+def test_the_docs_show_commands() -> None:
+    assert len(COMMANDS) >= 10, COMMANDS
+
+
+@pytest.mark.parametrize(("where", "argv"), COMMANDS,
+                         ids=[f"{w} {' '.join(a)}" for w, a in COMMANDS])
+def test_cli_example_is_accepted(where: str, argv: list[str]) -> None:
+    # --help is eager: it answers once the command and its options are parsed, so an
+    # unknown command or option fails here (exit 2) and nothing is run
+    result = subprocess.run([sys.executable, "-m", "batchyard", *argv, "--help"],
+                            env=_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"{where}: batchyard {shlex.join(argv)}\n{result.stderr}"
+    assert "Usage:" in result.stdout
