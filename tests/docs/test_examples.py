@@ -11,6 +11,7 @@ exists and takes every option shown.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -87,3 +88,46 @@ def test_cli_example_is_accepted(where: str, argv: list[str]) -> None:
                             env=_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"{where}: batchyard {shlex.join(argv)}\n{result.stderr}"
     assert "Usage:" in result.stdout
+
+
+def _help(argv: list[str]) -> str:
+    env = {**_env(), "COLUMNS": "250", "TERM": "dumb"}
+    result = subprocess.run([sys.executable, "-m", "batchyard", *argv, "--help"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"batchyard {shlex.join(argv)} --help:\n{result.stderr}"
+    return result.stdout
+
+
+def _synopsis() -> list[tuple[list[list[str]], list[str]]]:
+    """(the commands, the options) of each entry of the CLI page's synopsis."""
+    (block,) = [b for b in BLOCKS if b.note == "synopsis"]
+    entries: list[str] = []
+    for line in block.text.splitlines():
+        if line.startswith("batchyard "):
+            entries.append(line)
+        elif line.strip():
+            entries[-1] += " " + line
+    found = []
+    for entry in entries:
+        words = entry.split()[1:]
+        command = words[0]
+        rest = " ".join(words[1:])
+        options = re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-o)\b", entry)
+        first = rest.split()[0] if rest.split() else ""
+        if first and re.fullmatch(r"[a-z]+", first):  # a group: its commands, by `|`
+            commands = [[command, alt.split()[0]] for alt in rest.split("|")
+                        if alt.split() and re.fullmatch(r"[a-z]+", alt.split()[0])]
+        else:
+            commands = [[command]]
+        found.append((commands, options))
+    return found
+
+
+SYNOPSIS = _synopsis()
+
+
+@pytest.mark.parametrize(("commands", "options"), SYNOPSIS,
+                         ids=[" ".join(c[0]) for c, _ in SYNOPSIS])
+def test_cli_synopsis_matches_the_cli(commands: list[list[str]], options: list[str]) -> None:
+    helps = "\n".join(_help(argv) for argv in commands)
+    assert [o for o in options if not re.search(re.escape(o) + r"(?![\w-])", helps)] == []
