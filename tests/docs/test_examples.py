@@ -10,6 +10,7 @@ exists and takes every option shown.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.docs.examples import ROOT, Block, all_blocks
 
@@ -58,25 +60,48 @@ def test_python_example_runs(block: Block, tmp_path: Path) -> None:
         assert result.stdout == block.output
 
 
+def _yaml_commands(node: object) -> list[list[str]]:
+    """Every `command:` list of a Kubernetes manifest."""
+    if isinstance(node, dict):
+        found = [node["command"]] if isinstance(node.get("command"), list) else []
+        return found + [c for value in node.values() for c in _yaml_commands(value)]
+    if isinstance(node, list):
+        return [c for value in node for c in _yaml_commands(value)]
+    return []
+
+
 def _command_lines() -> list[tuple[str, list[str]]]:
-    """(where, argv after `batchyard`) of every batchyard command in a bash block."""
-    found = []
+    """(where, argv after `batchyard`) of every batchyard command in a bash block, a
+    systemd unit's ExecStart or a Kubernetes manifest's command."""
+    commands: list[tuple[str, list[str]]] = []
     for block in BLOCKS:
-        if block.lang != "bash":
-            continue
-        for logical in block.text.replace("\\\n", " ").splitlines():
-            for command in logical.split("&&"):
-                words = shlex.split(command.split(" #")[0].split("|")[0], posix=True)
-                if words and words[0].endswith("batchyard") and words[0] != "batchyard.db":
-                    found.append((block.id, words[1:]))
-    return found
+        if block.lang == "bash":
+            for logical in block.text.replace("\\\n", " ").splitlines():
+                for command in logical.split("&&"):
+                    line = command.split(" #")[0].split("|")[0]
+                    commands.append((block.id, shlex.split(line)))
+        elif block.lang == "ini":
+            commands += [(block.id, shlex.split(line.removeprefix("ExecStart=")))
+                         for line in block.text.splitlines() if line.startswith("ExecStart=")]
+        elif block.lang == "yaml":
+            commands += [(block.id, argv) for argv in _yaml_commands(yaml.safe_load(block.text))]
+    return [(where, argv[1:]) for where, argv in commands
+            if argv and Path(argv[0]).name == "batchyard"]
+
+
+def test_structured_blocks_parse() -> None:
+    for block in BLOCKS:
+        if block.lang == "json":
+            json.loads(block.text)
+        elif block.lang == "yaml":
+            assert yaml.safe_load(block.text), block.id
 
 
 COMMANDS = _command_lines()
 
 
 def test_the_docs_show_commands() -> None:
-    assert len(COMMANDS) >= 10, COMMANDS
+    assert len(COMMANDS) >= 20, COMMANDS
 
 
 @pytest.mark.parametrize(("where", "argv"), COMMANDS,
