@@ -6,14 +6,15 @@ from batchyard import folds
 from batchyard.accumulator import (
     AddResult,
     BatchInfo,
+    BatchItem,
     BatchStatus,
+    DiscardResult,
     FlushContext,
     FlushReason,
     FlushRecord,
     FlushResult,
 )
 from batchyard.aggregator import AggregatorRun, AggregatorStatus, ParkedEvent
-from batchyard.batch_items import BatchItem, DiscardResult
 from batchyard.clock import Clock, ManualClock, SystemClock
 from batchyard.embeddings import Embedder
 from batchyard.errors import (

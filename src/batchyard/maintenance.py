@@ -35,7 +35,7 @@ class Maintenance:
                                        delay=min(MAX_PRUNE_INTERVAL, self.retention))
 
     def run_prune(self, task: Task) -> None:
-        self.accumulator.prune(self.retention)
+        self.accumulator.reader.prune(self.retention)
         if self.event_retention is not None:
             for stream in {c.stream for c in self.aggregators.configs.values()}:
                 self.aggregators.prune_events(stream, self.event_retention)

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from batchyard.accumulator import _BATCH_COLUMNS, FINISHED_SQL, FlushRecord, flush_record
+from batchyard.accumulator.records import FINISHED_SQL, FlushRecord, flush_record
+from batchyard.accumulator.sql import BATCH_COLUMNS
 from batchyard.aggregator import AggregatorStatus
 from batchyard.clock import Clock, to_datetime
 from batchyard.store import Store, Tx
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 LAST_HOUR = 3600.0
 # Batches still to deliver, with their derived counts. Completed batches stay out: they are
 # kept for a day and may be many, and each would cost a count of its items.
-_ACTIVE_BATCHES = (f"SELECT {_BATCH_COLUMNS} FROM batchyard_batches b "
+_ACTIVE_BATCHES = (f"SELECT {BATCH_COLUMNS} FROM batchyard_batches b "
                    f"WHERE b.status NOT IN {FINISHED_SQL}")
 
 

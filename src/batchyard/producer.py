@@ -30,7 +30,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from batchyard import metrics
-from batchyard.accumulator import split_base
+from batchyard.accumulator.records import split_base
 from batchyard.clock import seconds
 from batchyard.errors import Backpressure, ProducerError
 from batchyard.payloads import encode_items
@@ -38,7 +38,7 @@ from batchyard.retry import RetryPolicy
 from batchyard.supervision import Backoff, Outage, is_transient
 
 if TYPE_CHECKING:
-    from batchyard.accumulator import Accumulator
+    from batchyard.accumulator.adding import Adder
 
 log = logging.getLogger("batchyard.producer")
 # during a write, the add that takes the processed count past a multiple of 512 sleeps
@@ -83,7 +83,7 @@ class Producer:
 
     def __init__(
         self,
-        accumulator: Accumulator,
+        adder: Adder,
         *,
         max_pending_items: int = 100_000,
         max_pending_bytes: int = 64 * 1024 * 1024,
@@ -93,13 +93,13 @@ class Producer:
     ) -> None:
         if max_pending_items < 1 or max_pending_bytes < 1:
             raise ValueError("max_pending_items and max_pending_bytes must be positive")
-        self.runtime = accumulator.runtime
+        self.runtime = adder.runtime
         self.max_pending_items = max_pending_items
         self.max_pending_bytes = max_pending_bytes
         self.write_interval = seconds(write_interval)
         self.add_timeout = seconds(add_timeout)
         self.retry = retry or RetryPolicy(max_attempts=5, base_delay=0.1, max_delay=5.0)
-        self._accumulator = accumulator
+        self._adder = adder
         self._reset()
         _LIVE.add(self)
 
@@ -204,7 +204,7 @@ class Producer:
             base = split_base(batch_id)[0]
             if len(self._bases) < 10_000:
                 self._bases[batch_id] = base
-        config = self._accumulator.config(max_batch_size, on_flush, flush_interval,
+        config = self._adder.config(max_batch_size, on_flush, flush_interval,
                                            max_attempts)
         if isinstance(on_flush, str):
             self._last_call = (batch_id, max_batch_size, on_flush, flush_interval, max_attempts,
@@ -392,11 +392,11 @@ class Producer:
 
     def _write(self, runs: list[_Run]) -> None:
         """Everything in one transaction: all of it is durable, or none of it."""
-        accumulator = self._accumulator
-        accumulator.ensure_bases({run.base for run in runs})
+        adder = self._adder
+        adder.ensure_bases({run.base for run in runs})
         with self.runtime.store.transaction(self.runtime.now()) as tx:
             for run in runs:
-                accumulator.add_encoded(tx, run.base, run.encoded, run.config)
+                adder.add_encoded(tx, run.base, run.encoded, run.config)
 
 
 def _after_fork_in_child() -> None:

@@ -11,6 +11,8 @@ from batchyard.accumulator import (
     Accumulator,
     AddResult,
     BatchInfo,
+    BatchItem,
+    DiscardResult,
     FlushRecord,
     FlushResult,
 )
@@ -20,7 +22,6 @@ from batchyard.aggregator import (
     AggregatorStatus,
     ParkedEvent,
 )
-from batchyard.batch_items import BatchItem, DiscardResult, discard_batch, get_batch_items
 from batchyard.clock import Clock, SystemClock, seconds
 from batchyard.embeddings import Embedder
 from batchyard.export import export_to_format
@@ -119,58 +120,58 @@ class Yard:
         named by `on_flush` gets at most `max_batch_size` items per call. Raises
         `InvalidInput` or `HandlerNotFound` before storing anything.
         """
-        return self._accumulator.add_items(
+        return self._accumulator.adder.add_items(
             batch_id, items, max_batch_size=max_batch_size, on_flush=on_flush,
             flush_interval=flush_interval, max_attempts=max_attempts,
         )
 
     def flush(self, batch_id: str) -> FlushResult:
         """Close the open batch of a base id (or the given batch) and flush it now."""
-        return self._accumulator.flush(batch_id)
+        return self._accumulator.flusher.flush(batch_id)
 
     def get_batch_status(self, batch_id: str) -> list[BatchInfo]:
         """Active batches of a base id (accumulating, flushing, dead), or one batch."""
-        return self._accumulator.get_batch_status(batch_id)
+        return self._accumulator.reader.get_batch_status(batch_id)
 
     def list_batches(self, status: str | None = None, limit: int = 100) -> list[BatchInfo]:
         """Batches across all base ids, most recently changed first."""
-        return self._accumulator.list_batches(status, limit)
+        return self._accumulator.reader.list_batches(status, limit)
 
     def get_flush_history(self, batch_id: str, limit: int = 20) -> list[FlushRecord]:
         """Flush attempts of a base id or batch, newest first."""
-        return self._accumulator.get_flush_history(batch_id, limit)
+        return self._accumulator.reader.get_flush_history(batch_id, limit)
 
     def delete_batch(self, batch_id: str) -> None:
         """Delete a batch that is neither flushing nor holding pending items."""
-        self._accumulator.delete_batch(batch_id)
+        self._accumulator.reader.delete_batch(batch_id)
 
     def trigger_interval_flushes(self) -> list[str]:
         """Close every batch whose interval has passed and schedule its flush."""
-        return self._accumulator.trigger_interval_flushes()
+        return self._accumulator.flusher.trigger_interval_flushes()
 
     def redrive_batch(self, batch_id: str) -> FlushResult:
         """Flush a dead-lettered batch again with a fresh set of attempts."""
-        return self._accumulator.redrive_batch(batch_id)
+        return self._accumulator.flusher.redrive_batch(batch_id)
 
     def list_dead_batches(self, limit: int = 100) -> list[BatchInfo]:
-        return self._accumulator.list_batches("dead", limit)
+        return self._accumulator.reader.list_batches("dead", limit)
 
     def get_batch_items(self, batch_id: str, *, after: int | None = None,
                         limit: int = 100) -> list[BatchItem]:
         """Items of one batch (any status) after position `after`, each with its failure
         reason when a partial flush gave one."""
-        return get_batch_items(self.runtime, batch_id, after=after, limit=limit)
+        return self._accumulator.items.get(batch_id, after=after, limit=limit)
 
     def discard_batch(self, batch_id: str) -> DiscardResult:
         """Give up a dead batch: ``discarded``, its pending items recorded as dropped."""
-        return discard_batch(self.runtime, batch_id)
+        return self._accumulator.items.discard(batch_id)
 
     # -- producer -------------------------------------------------------------------------
 
     def producer(self, **options: Any) -> Producer:
         """A write-behind producer (a context manager): `add` returns at once and a
         background writer commits coalesced batches. See `Producer` for the options."""
-        return Producer(self._accumulator, **options)
+        return Producer(self._accumulator.adder, **options)
 
     # -- table iterator ---------------------------------------------------------------------
 

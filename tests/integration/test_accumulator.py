@@ -127,7 +127,7 @@ def test_the_timer_closing_first_sends_later_adds_to_the_next_batch(yard, calls,
     add(yard, "ev", [0, 1], flush_interval=10)
     clock.advance(10)
     [task] = yard.runtime.tasks.claim("other-worker", 1, lease=30, now=clock.time())
-    yard._accumulator.run_flush(task)  # the interval flush closes ev::0
+    yard._accumulator.flusher.run_flush(task)  # the interval flush closes ev::0
     result = add(yard, "ev", [2], flush_interval=10)
     assert result.batch_id == "ev::1"
     assert [items for _, _, items, _ in calls] == [[0, 1]]
@@ -585,7 +585,7 @@ def test_completed_batches_and_history_are_pruned_after_the_retention(make_yard,
     yard.run_worker(wait=False)
     clock.advance(3601)
     yard.add_items("ev", [99], max_batch_size=2, on_flush="noop")  # stays
-    assert yard._accumulator.prune(yard.retention) == 3
+    assert yard._accumulator.reader.prune(yard.retention) == 3
     with yard.store.transaction() as tx:
         assert tx.one("SELECT count(*) AS n FROM batchyard_items")["n"] == 1
         assert tx.one("SELECT count(*) AS n FROM batchyard_flushes")["n"] == 0

@@ -80,7 +80,7 @@ class AccumulatorMachine(RuleBasedStateMachine):
         [*tasks] = self.yard.runtime.tasks.claim("doomed", 1, lease=10, now=self.clock.time())
         if tasks and tasks[0].kind == "accumulator.flush":
             batch_id = tasks[0].payload["batch_id"]
-            from batchyard.accumulator import _PENDING_ITEMS
+            from batchyard.accumulator.sql import PENDING_ITEMS as _PENDING_ITEMS
 
             with self.yard.store.transaction() as tx:
                 [batch] = tx.all("SELECT batch_no FROM batchyard_batches "

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from batchyard.accumulator import AddResult, BatchInfo, FlushRecord, FlushResult
-from batchyard.batch_items import MAX_PAGE, BatchItem, DiscardResult
+from batchyard.accumulator.items import MAX_PAGE, BatchItem, DiscardResult
 from batchyard.errors import StoreError
 from batchyard.yard import Yard
 

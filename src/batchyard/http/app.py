@@ -27,7 +27,7 @@ from batchyard.http.limits import (
 from batchyard.http.params import refuse_control_characters
 from batchyard.http.search_api import router as search_router
 from batchyard.http.sessions import Access
-from batchyard.metrics import registry_for
+from batchyard.http.store_metrics import registry_for
 from batchyard.yard import Yard
 
 

@@ -1,0 +1,58 @@
+"""The batch accumulator: items gathered into named batches and flushed to a handler.
+
+A base id names a sequence of batches, ``base::0``, ``base::1``, ... At most one of them is
+``accumulating``; it closes (``flushing``) when it holds ``max_batch_size`` items, when its
+interval timer - set once, when the batch is created - fires, or by hand. A closed batch never
+takes another item, so an item belongs to exactly one batch and a flush is never larger than
+the limit.
+
+    records.py   states, results, batch ids        sql.py       the SQL, once for both stores
+    adding.py    Adder: items into batches          flushing.py  Flusher: close, flush, books
+    reading.py   Reader: status, history, delete    items.py     a batch's items; discard
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from batchyard.accumulator.adding import Adder
+from batchyard.accumulator.flushing import Flusher
+from batchyard.accumulator.items import BatchItem, BatchItems, DiscardResult
+from batchyard.accumulator.reading import Reader
+from batchyard.accumulator.records import (
+    FLUSH_TASK,
+    AddResult,
+    BatchInfo,
+    BatchStatus,
+    FlushContext,
+    FlushReason,
+    FlushRecord,
+    FlushResult,
+)
+
+if TYPE_CHECKING:
+    from batchyard.runtime import Runtime
+
+__all__ = [
+    "FLUSH_TASK",
+    "Accumulator",
+    "AddResult",
+    "BatchInfo",
+    "BatchItem",
+    "BatchStatus",
+    "DiscardResult",
+    "FlushContext",
+    "FlushReason",
+    "FlushRecord",
+    "FlushResult",
+]
+
+
+class Accumulator:
+    """The accumulator's parts on one runtime (the flusher declares the flush task kind)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.adder = Adder(runtime)
+        self.flusher = Flusher(runtime)
+        self.reader = Reader(runtime)
+        self.items = BatchItems(runtime)

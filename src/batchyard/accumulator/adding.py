@@ -1,0 +1,298 @@
+"""Adding items: into the open batch of a base, opening and closing batches as they fill.
+
+An add of one item that leaves room is one statement; an add that fills or opens batches,
+or brings many items, is one short transaction of a fixed number of statements.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from batchyard.accumulator import sql
+from batchyard.accumulator.flushing import schedule_flush
+from batchyard.accumulator.records import FLUSH_TASK, AddResult, BatchStatus, split_base
+from batchyard.clock import seconds
+from batchyard.errors import InvalidInput
+from batchyard.payloads import encode_items
+from batchyard.store import Tx
+
+if TYPE_CHECKING:
+    from batchyard.runtime import Runtime
+
+# a year: longer is surely a mistake, and far timers overflow datetime (and inf never fires)
+MAX_FLUSH_INTERVAL_SECONDS = 365 * 24 * 3600.0
+
+
+def _appended(batch_id: str) -> AddResult:
+    """The result of a single-item add that left room in its batch."""
+    return AddResult(batch_id=batch_id, item_count=1, flushed=False,
+                     status=BatchStatus.ACCUMULATING)
+
+
+@dataclass(slots=True)
+class _OpenBatch:
+    """What this process last saw of a base's open batch: where its next item goes. Threads
+    may race on it: each sets a position just past an item committed there, so it can lag
+    behind the batch's count (an add then falls back to counting), never pass it."""
+
+    batch_no: int
+    position: int
+    max_batch_size: int
+    result: AddResult  # what an add that lands here returns (the same every time)
+
+
+class Adder:
+    """Adds items to named batches. Reached through `Yard.add_items` and the producer."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        self.tasks = runtime.tasks
+        self._configs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._open: dict[str, _OpenBatch] = {}  # a hint per base id, checked by each use
+        self._bases: set[str] = set()  # base ids whose row is known to exist (never deleted)
+
+    # -- adding ---------------------------------------------------------------------------
+
+    def add_items(
+        self,
+        batch_id: str,
+        items: Sequence[Any],
+        *,
+        max_batch_size: int,
+        on_flush: str | Callable[..., Any],
+        flush_interval: float | timedelta | None = None,
+        max_attempts: int | None = None,
+    ) -> AddResult:
+        base, _ = split_base(batch_id)
+        config = self.config(max_batch_size, on_flush, flush_interval, max_attempts)
+        encoded = encode_items(items)
+        if not encoded:
+            return AddResult(batch_id=base, item_count=0, flushed=False, status="unchanged")
+        now = self.runtime.now()
+        if len(encoded) == 1:
+            appended = self._append(base, encoded[0], now)
+            if appended is not None:
+                return appended
+        self.ensure_bases([base])
+        with self.store.transaction(now, pipeline=True) as tx:
+            return self._fill(tx, base, encoded, config)
+
+    def ensure_bases(self, bases: Iterable[str]) -> None:
+        """Make the row of each base - the lock its adders queue on, see `sql.LOCK_BASE` -
+        before a transaction adds to it: a transaction that had to make the row would take
+        that lock late, after the open batch's, and could deadlock with another adder."""
+        for base in bases:
+            if base not in self._bases:
+                self.store.execute(sql.INSERT_BASE, {"base": base})
+                if len(self._bases) >= 10_000:
+                    self._bases.clear()  # a bound, for endless distinct base ids
+                self._bases.add(base)
+
+    def _append(self, base: str, payload: str, now: float | None) -> AddResult | None:
+        """Add one item that leaves room in its batch, as one statement (at the remembered
+        position when there is one, counted otherwise); None when that does not apply."""
+        seen = self._open.get(base)
+        if seen is not None:
+            if seen.position + 1 >= seen.max_batch_size:
+                # the item fills the batch, or it is full: a transaction closes or opens one
+                self._open.pop(base, None)  # (another thread may have dropped it already)
+                return None
+            position = seen.position
+            if self.store.execute(sql.APPEND_AT, {"batch_no": seen.batch_no, "position": position,
+                                               "payload": payload}, now):
+                seen.position = position + 1
+                return seen.result
+        row = self.store.one(sql.APPEND_ITEM, {"base": base, "payload": payload}, now)
+        if row is None:
+            self._open.pop(base, None)
+            return None
+        seen = _OpenBatch(row["batch_no"], row["position"] + 1, row["max_batch_size"],
+                          _appended(row["batch_id"]))
+        self._remember(base, seen)
+        return seen.result
+
+    def _remember(self, base: str, seen: _OpenBatch) -> None:
+        """Note where the next item of `base` goes (only once what told us is committed)."""
+        if len(self._open) >= 1000 and base not in self._open:
+            self._open.clear()  # a bound, for producers of endless distinct base ids
+        self._open[base] = seen
+
+    def config(
+        self,
+        max_batch_size: int,
+        on_flush: str | Callable[..., Any],
+        flush_interval: float | timedelta | None,
+        max_attempts: int | None,
+    ) -> dict[str, Any]:
+        """The validated batch configuration; callers repeat theirs, so it is remembered.
+        The key holds each value's type (True == 1 == 1.0 as keys, yet only 1 is valid), and
+        only handler names: a callable's name can change when a name is registered again."""
+        if not isinstance(on_flush, str):
+            return self._validate(max_batch_size, on_flush, flush_interval, max_attempts)
+        key = (type(max_batch_size), max_batch_size, on_flush, type(flush_interval),
+               flush_interval, type(max_attempts), max_attempts, self.runtime.retry.max_attempts)
+        config = self._configs.get(key)
+        if config is None:
+            config = self._validate(max_batch_size, on_flush, flush_interval, max_attempts)
+            if len(self._configs) < 1000:
+                self._configs[key] = config
+        return config
+
+    def _validate(
+        self,
+        max_batch_size: int,
+        on_flush: str | Callable[..., Any],
+        flush_interval: float | timedelta | None,
+        max_attempts: int | None,
+    ) -> dict[str, Any]:
+        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) \
+                or max_batch_size <= 0:
+            raise InvalidInput(f"max_batch_size must be a positive integer, not "
+                               f"{max_batch_size!r}", field="max_batch_size")
+        interval = None
+        if flush_interval is not None:
+            if isinstance(flush_interval, bool) or not isinstance(
+                flush_interval, (int, float, timedelta)
+            ):
+                raise InvalidInput("flush_interval must be seconds or a timedelta",
+                                   field="flush_interval")
+            interval = seconds(flush_interval)
+            if not 0 < interval <= MAX_FLUSH_INTERVAL_SECONDS:
+                raise InvalidInput(f"flush_interval must be positive and at most "
+                                   f"{MAX_FLUSH_INTERVAL_SECONDS:.0f} s, not {flush_interval!r}",
+                                   field="flush_interval")
+        attempts = self.runtime.retry.max_attempts if max_attempts is None else max_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise InvalidInput(f"max_attempts must be a positive integer, not {attempts!r}",
+                               field="max_attempts")
+        return {
+            "handler": self.runtime.handlers.name_of(on_flush),
+            "max_batch_size": max_batch_size,
+            "flush_interval": interval,
+            "max_attempts": attempts,
+        }
+
+    def add_encoded(
+        self, tx: Tx, base: str, encoded: list[str], config: dict[str, Any]
+    ) -> AddResult:
+        """Add JSON-encoded items inside `tx`, filling and closing batches as they fill.
+        The caller has made the base's row first (`ensure_bases`, before `tx` began).
+
+        The base's row, then the open batch's, are locked (PostgreSQL) so concurrent adders
+        to one base queue instead of conflicting; then its count is read in a statement of
+        its own, which sees whatever the adder before us committed. Only items are written,
+        until a batch fills.
+        """
+        if len(encoded) == 1:
+            appended = tx.one(sql.APPEND_ITEM, {"base": base, "payload": encoded[0]})
+            if appended is not None:
+                return _appended(appended["batch_id"])
+        return self._fill(tx, base, encoded, config)
+
+    def _fill(self, tx: Tx, base: str, encoded: list[str], config: dict[str, Any]) -> AddResult:
+        # sent together (one round trip when pipelined), each statement after the lock
+        # before it is held, so that each sees what the previous holder committed
+        params = {"base": base}
+        locked_base = tx.execute(sql.LOCK_BASE, params)
+        locked = tx.execute(sql.LOCK_OPEN_BATCH, params)
+        counted = tx.execute(sql.COUNT_OPEN_BATCH, params)
+        if locked_base.fetchone() is None:
+            # no row for the base (a caller that did not ensure it): make it, take its
+            # lock, and look again - another adder may have opened a batch meanwhile
+            tx.execute(sql.INSERT_BASE, params)
+            tx.one(sql.LOCK_BASE, params)
+            locked = tx.execute(sql.LOCK_OPEN_BATCH, params)
+            counted = tx.execute(sql.COUNT_OPEN_BATCH, params)
+        open_batch = locked.fetchone()
+        count = counted.fetchone()["n"]
+        total = len(encoded)
+        full: list[tuple[str, int]] = []  # (id, max attempts) of batches closed by size
+        room, open_no = 0, 0
+        if open_batch is not None:
+            open_no, limit = open_batch["batch_no"], open_batch["max_batch_size"]
+            room = min(total, limit - count)
+            last = _OpenBatch(open_no, count + room, limit, _appended(open_batch["batch_id"]))
+            if count + room == limit:
+                # closed before the next batch opens: a base has one open batch at most
+                tx.execute(sql.CLOSE_FULL, {"batch_no": open_no})
+                full.append((open_batch["batch_id"], open_batch["max_attempts"]))
+        size = config["max_batch_size"]
+        new = self._create_batches(tx, base, config, total - room)
+        for index, (batch_id, batch_no) in enumerate(new):
+            filled = min(size, total - room - index * size)
+            last = _OpenBatch(batch_no, filled, size, _appended(batch_id))
+            if filled == size:
+                full.append((batch_id, config["max_attempts"]))
+        if all(no == new[0][1] + i for i, (_, no) in enumerate(new)):
+            self._insert_items(tx, encoded, room, open_no, count, new[0][1] if new else 0, size)
+        else:  # numbers not consecutive: batch by batch
+            self._insert_items(tx, encoded[:room], room, open_no, count)
+            for index, (_, batch_no) in enumerate(new):
+                chunk = encoded[room + index * size : room + (index + 1) * size]
+                self._insert_items(tx, chunk, len(chunk), batch_no, 0)
+        self._schedule_size_flushes(tx, full)
+        last_full = last.position == last.max_batch_size
+        if config["flush_interval"] is not None and new and not last_full:
+            # the interval timer is set once, at creation, on the batch left open
+            schedule_flush(self.tasks, tx, last.result.batch_id, config["max_attempts"],
+                                 delay=config["flush_interval"])
+        # the next single-item add of this base goes straight to its position - or, when
+        # the last batch is full, straight to the transaction that opens the next one
+        tx.after_commit.append(lambda: self._remember(base, last))
+        return AddResult(
+            batch_id=last.result.batch_id,
+            item_count=total,
+            flushed=bool(full),
+            status=BatchStatus.FLUSHING if last_full else BatchStatus.ACCUMULATING,
+            flushed_batch_ids=tuple(batch_id for batch_id, _ in full),
+        )
+
+    @staticmethod
+    def _insert_items(tx: Tx, encoded: list[str], room: int, open_no: int, count: int,
+                      first_no: int = 0, size: int = 1) -> None:
+        if encoded:
+            tx.execute(sql.INSERT_ITEMS, {"room": room, "open_no": open_no, "count": count,
+                                       "first_no": first_no, "size": size,
+                                       "values": orjson.dumps(encoded).decode()})
+
+    def _create_batches(self, tx: Tx, base: str, config: dict[str, Any],
+                        items: int) -> list[tuple[str, int]]:
+        """Make the base's next batches for `items` items, as (id, number) in sequence
+        order: those they fill closed for their size, the last open if they leave it room.
+        The caller holds the base's lock (see `sql.LOCK_BASE`) and has filled its open batch."""
+        if items <= 0:
+            return []
+        count = -(-items // config["max_batch_size"])
+        first = int(tx.one(
+            "UPDATE batchyard_batch_bases SET next_sequence = next_sequence + :count "
+            "WHERE base_id = :base RETURNING next_sequence - :count AS first",
+            {"base": base, "count": count},
+        )["first"])
+        keys = orjson.dumps([uuid.uuid4().hex for _ in range(count)]).decode()
+        params = {"base": base, "first": first}
+        tx.execute(sql.INSERT_BATCHES, {**params, "values": keys,
+                                     "full": items // config["max_batch_size"], **config})
+        numbers = tx.one(sql.NEW_BATCH_NUMBERS, params)
+        if numbers["hi"] - numbers["lo"] == count - 1:  # consecutive, in sequence order
+            return [(f"{base}::{first + i}", numbers["lo"] + i) for i in range(count)]
+        return [(f"{base}::{row['sequence']}", row["batch_no"]) for row in tx.all(
+            "SELECT sequence, batch_no FROM batchyard_batches WHERE base_id = :base "
+            "AND sequence >= :first ORDER BY sequence", params)]
+
+    def _schedule_size_flushes(self, tx: Tx, full: list[tuple[str, int]]) -> None:
+        """Schedule the flushes (due now) of batches closed for their size."""
+        for attempts in {attempts for _, attempts in full}:  # one value, nearly always
+            self.tasks.enqueue_many(tx, FLUSH_TASK, [
+                (f"flush:{batch_id}", {"batch_id": batch_id})
+                for batch_id, max_attempts in full if max_attempts == attempts
+            ], max_attempts=attempts)
+
+
+    # -- flushing by hand ----------------------------------------------------------------

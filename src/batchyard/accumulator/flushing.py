@@ -1,0 +1,275 @@
+"""Flushing: closing a batch, running its flush task, recording the outcome, dead letters.
+
+Each batch has one flush task, keyed by its id, so a size trigger racing the timer still
+gives one flush. A flush's outcome is written under the task's fencing token: a stale
+runner's result is refused, which keeps the books exact however often a handler is called.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from batchyard import metrics
+from batchyard.accumulator import sql
+from batchyard.accumulator.records import (
+    FLUSH_TASK,
+    BatchStatus,
+    FlushContext,
+    FlushReason,
+    FlushResult,
+    split_base,
+)
+from batchyard.errors import Conflict, NotFound
+from batchyard.failures import error_text, log_failure, traceback_text
+from batchyard.signals import ItemFailures
+from batchyard.store import Tx
+from batchyard.tasks import Task, TaskKind, TaskQueue
+
+if TYPE_CHECKING:
+    from batchyard.runtime import Runtime
+
+log = logging.getLogger("batchyard.accumulator")
+
+
+def schedule_flush(tasks: TaskQueue, tx: Tx, batch_id: str, max_attempts: int,
+                   delay: float = 0.0) -> None:
+    """Queue a batch's flush task (one per batch: its key is the batch id)."""
+    tasks.enqueue(tx, FLUSH_TASK, {"batch_id": batch_id}, delay=delay,
+                  key=f"flush:{batch_id}", max_attempts=max_attempts)
+
+
+def _open_batch(tx: Tx, base: str) -> dict[str, Any] | None:
+    row = tx.one(sql.LOCK_OPEN_BATCH, {"base": base})
+    return None if row is None else dict(row)
+
+
+class Flusher:
+    """Closes batches, runs their flushes and keeps their books. The worker runs its task
+    kind; `Yard.flush`, `trigger_interval_flushes` and `redrive_batch` reach it."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        self.tasks = runtime.tasks
+        runtime.kinds.add(TaskKind(FLUSH_TASK, self.run_flush, on_dead=self.on_dead_flush))
+
+    def flush(self, batch_id: str, reason: FlushReason = FlushReason.MANUAL) -> FlushResult:
+        """Close a batch (the open batch of a base id, or a batch id) and flush it now."""
+        base, sequence = split_base(batch_id)
+        with self.store.transaction(self.runtime.now()) as tx:
+            if sequence is None:
+                row = _open_batch(tx, base)
+                if row is None:
+                    return FlushResult(batch_id=None, item_count=0, flushed=False, status=None,
+                                       reason="no accumulating batch")
+                batch_id = row["batch_id"]
+            batch = self._close(tx, batch_id, reason)
+            if batch is None:
+                raise NotFound(f"no batch {batch_id!r}", batch_id=batch_id)
+            if batch["status"] != BatchStatus.FLUSHING:
+                return FlushResult(batch_id=batch_id, item_count=batch["item_count"],
+                                   flushed=False, status=batch["status"],
+                                   reason=f"batch is {batch['status']}")
+            schedule_flush(self.tasks, tx, batch_id, batch["max_attempts"])
+            return FlushResult(batch_id=batch_id, item_count=batch["item_count"], flushed=True,
+                               status=BatchStatus.FLUSHING, reason=batch["flush_reason"])
+
+    def trigger_interval_flushes(self) -> list[str]:
+        """Close and schedule every batch whose interval has passed (for cron-driven use);
+        return their ids. `run_worker(wait=False)` then runs the flushes."""
+        with self.store.transaction(self.runtime.now()) as tx:
+            due = tx.all(
+                "SELECT batch_id, max_attempts FROM batchyard_batches "
+                "WHERE status = 'accumulating' AND flush_interval IS NOT NULL "
+                "AND created_at + flush_interval <= {now} ORDER BY created_at"
+            )
+            for row in due:
+                self._close(tx, row["batch_id"], FlushReason.INTERVAL)
+                schedule_flush(self.tasks, tx, row["batch_id"], row["max_attempts"])
+        return [row["batch_id"] for row in due]
+
+    def _close(self, tx: Tx, batch_id: str, reason: str) -> Any:
+        tx.execute(
+            "UPDATE batchyard_batches SET status = 'flushing', flush_reason = :reason, "
+            "flush_requested_at = {now}, updated_at = {now} "
+            "WHERE batch_id = :batch_id AND status = 'accumulating'",
+            {"batch_id": batch_id, "reason": str(reason)},
+        )
+        return tx.one(f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
+                      "WHERE b.batch_id = :batch_id", {"batch_id": batch_id})
+
+    # -- the flush task -------------------------------------------------------------------
+
+    def run_flush(self, task: Task) -> None:
+        """Run one attempt of a batch's flush (the worker calls this for FLUSH_TASK)."""
+        batch_id = task.payload["batch_id"]
+        if task.attempts > task.max_attempts:
+            # every attempt so far died with its worker: stop, or a poison batch loops forever
+            self._give_up(task, f"gave up after {task.max_attempts} attempts whose worker "
+                                f"was lost (last error: {task.last_error})")
+            return
+        with self.store.transaction(self.runtime.now()) as tx:
+            # a timer that fires on an open batch closes it: that is the interval flush
+            batch = self._close(tx, batch_id, FlushReason.INTERVAL)
+            if batch is None or batch["status"] != BatchStatus.FLUSHING:
+                self.tasks.complete(tx, task)  # deleted, completed or dead: nothing to do
+                return
+            tx.execute("UPDATE batchyard_batches SET attempts = attempts + 1 "
+                       "WHERE batch_id = :batch_id", {"batch_id": batch_id})
+            rows = tx.all(sql.PENDING_ITEMS, {"batch_no": batch["batch_no"]})
+        if not rows:  # every item already delivered (a partial flush's last retry raced)
+            with self.store.transaction(self.runtime.now()) as tx:
+                self.tasks.complete(tx, task)
+                self._finish(tx, batch_id)
+            return
+        context = FlushContext(
+            batch_id=batch_id,
+            base_id=batch["base_id"],
+            sequence=int(batch["sequence"]),
+            attempt=int(batch["attempts"]) + 1,
+            idempotency_key=batch["idempotency_key"],
+            reason=batch["flush_reason"],
+        )
+        items = [orjson.loads(row["payload"]) for row in rows]
+        started_wall, started = self.runtime.clock.time(), time.perf_counter()
+        failures: dict[int, str] = {}
+        error: str | None = None
+        raised: Exception | None = None
+        try:
+            self.runtime.handlers.call(batch["handler"], items, context)
+        except ItemFailures as signal:
+            raised = signal
+            bad = [i for i in signal.failures if not 0 <= i < len(items)]
+            if bad:
+                error = f"ItemFailures named indexes outside the batch: {bad}"
+            else:
+                failures = signal.failures
+                error = f"{len(failures)} of {len(items)} items failed"
+        except Exception as exc:
+            raised = exc
+            error = error_text(exc)
+        duration = time.perf_counter() - started
+        traceback = None if raised is None else traceback_text(raised)
+        dead = self._record(task, batch, context, rows, failures, error, traceback,
+                            started_wall, duration)
+        if raised is not None:
+            # after the commit: the line says what the books say (retried, or dead)
+            log_failure(log, f"flush of {batch_id}", raised, final=dead, batch_id=batch_id,
+                        attempt=context.attempt, max_attempts=task.max_attempts,
+                        handler=batch["handler"], duration_seconds=round(duration, 6))
+
+    def _record(self, task: Task, batch: Any, context: FlushContext, rows: list[Any],
+                failures: dict[int, str], error: str | None, traceback: str | None,
+                started: float, duration: float) -> bool:
+        """Write the attempt's outcome; whether the batch is dead now."""
+        whole_failure = error is not None and not failures
+        outcome = "failed" if whole_failure else ("partial" if failures else "completed")
+        delay = None if outcome == "completed" else self.runtime.retry.next_delay(
+            task.attempts, max_attempts=task.max_attempts)
+        dead = outcome != "completed" and delay is None
+        with self.store.transaction(self.runtime.now()) as tx:
+            batch_id = context.batch_id
+            if outcome == "completed":
+                self.tasks.complete(tx, task)
+            elif dead:
+                self.tasks.dead_letter(tx, task, error or "")
+            else:
+                self.tasks.retry(tx, task, error or "", delay or 0.0)
+            if not whole_failure:
+                # what is still pending is exactly what this attempt reported failed
+                tx.execute("DELETE FROM batchyard_item_failures WHERE batch_no = :batch_no",
+                           {"batch_no": batch["batch_no"]})
+                if failures:
+                    tx.executemany(
+                        "INSERT INTO batchyard_item_failures (batch_no, position, error) "
+                        "VALUES (:batch_no, :position, :error)",
+                        [{"batch_no": batch["batch_no"], "position": rows[i]["position"],
+                          "error": msg} for i, msg in sorted(failures.items())],
+                    )
+            tx.execute(
+                "INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, reason, "
+                "outcome, item_count, failed_count, error, worker_id, started_at, duration, "
+                "traceback) VALUES (:batch_id, :base_id, :sequence, :attempt, :reason, "
+                ":outcome, :item_count, :failed_count, :error, :worker_id, :started, "
+                ":duration, :traceback)",
+                {"batch_id": batch_id, "base_id": context.base_id,
+                 "sequence": context.sequence, "attempt": context.attempt,
+                 "reason": context.reason, "outcome": outcome, "item_count": len(rows),
+                 "failed_count": len(rows) if whole_failure else len(failures),
+                 "error": error, "worker_id": self.runtime.worker_id, "started": started,
+                 "duration": duration, "traceback": traceback},
+            )
+            if outcome == "completed":
+                self._finish(tx, batch_id)
+            else:
+                tx.execute(
+                    "UPDATE batchyard_batches SET last_error = :error, updated_at = {now}"
+                    + (", status = 'dead'" if dead else "") + " WHERE batch_id = :batch_id",
+                    {"batch_id": batch_id, "error": error},
+                )
+        delivered = 0 if whole_failure else len(rows) - len(failures)
+        metrics.flush_recorded(context.reason, outcome, delivered, duration)
+        return dead
+
+    def _give_up(self, task: Task, error: str) -> None:
+        log.error("flush of %s is dead: %s", task.payload["batch_id"], error,
+                  extra={"batch_id": task.payload["batch_id"], "attempt": task.attempts,
+                         "max_attempts": task.max_attempts, "final": True})
+        with self.store.transaction(self.runtime.now()) as tx:
+            self.tasks.dead_letter(tx, task, error)
+            self.on_dead_flush(tx, task, error)
+
+    def on_dead_flush(self, tx: Tx, task: Task, error: str) -> None:
+        """The books of a flush task that went to the dead letters other than by its own
+        recording (the worker's failure path: an exception in the runner, an undecodable
+        item; or workers lost on every attempt): its batch is dead, listed among the dead
+        batches, with the error in its history - never left `flushing` with no task."""
+        params = {"batch_id": task.payload["batch_id"], "error": error,
+                  "worker_id": self.runtime.worker_id}
+        moved = tx.execute("UPDATE batchyard_batches SET status = 'dead', last_error = :error, "
+                           "updated_at = {now} WHERE batch_id = :batch_id "
+                           "AND status = 'flushing'", params).rowcount
+        if moved:
+            tx.execute(
+                "INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, reason, "
+                "outcome, item_count, failed_count, error, worker_id, started_at, duration) "
+                "SELECT b.batch_id, b.base_id, b.sequence, b.attempts, "
+                f"COALESCE(b.flush_reason, 'manual'), 'failed', {sql.PENDING_COUNT}, "
+                f"{sql.PENDING_COUNT}, :error, :worker_id, {{now}}, 0 FROM batchyard_batches b "
+                # an attempt whose outcome was recorded keeps it
+                "WHERE b.batch_id = :batch_id ON CONFLICT (batch_id, attempt) DO NOTHING",
+                params)
+
+    def _finish(self, tx: Tx, batch_id: str) -> None:
+        tx.execute(
+            "UPDATE batchyard_batches SET status = 'completed', "
+            "last_error = NULL, completed_at = {now}, updated_at = {now} "
+            "WHERE batch_id = :batch_id",
+            {"batch_id": batch_id},
+        )
+
+    # -- dead letters ---------------------------------------------------------------------
+
+    def redrive_batch(self, batch_id: str) -> FlushResult:
+        """Flush a dead batch again, with a fresh set of attempts."""
+        split_base(batch_id)
+        with self.store.transaction(self.runtime.now()) as tx:
+            batch = tx.one(f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
+                           "WHERE b.batch_id = :batch_id", {"batch_id": batch_id})
+            if batch is None:
+                raise NotFound(f"no batch {batch_id!r}", batch_id=batch_id)
+            if batch["status"] != BatchStatus.DEAD:
+                raise Conflict(f"batch {batch_id!r} is {batch['status']}, not dead",
+                               batch_id=batch_id)
+            tx.execute("UPDATE batchyard_batches SET status = 'flushing', "
+                       "flush_reason = 'redrive', updated_at = {now} "
+                       "WHERE batch_id = :batch_id", {"batch_id": batch_id})
+            self.tasks.redrive(tx, key=f"flush:{batch_id}")
+        return FlushResult(batch_id=batch_id, item_count=batch["pending_count"], flushed=True,
+                           status=BatchStatus.FLUSHING, reason=FlushReason.REDRIVE)
+
+    # -- reading --------------------------------------------------------------------------

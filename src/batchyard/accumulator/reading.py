@@ -1,0 +1,103 @@
+"""Reading and removing batches: status, lists, flush history; delete and prune."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from batchyard.accumulator import sql
+from batchyard.accumulator.records import (
+    FINISHED_SQL,
+    BatchInfo,
+    BatchStatus,
+    FlushRecord,
+    batch_info,
+    flush_record,
+    split_base,
+)
+from batchyard.errors import Conflict, InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from batchyard.runtime import Runtime
+
+
+class Reader:
+    """The accumulator's books, read - and the removals that keep them tidy."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+
+    def get_batch_status(self, batch_id: str) -> list[BatchInfo]:
+        """The active (accumulating, flushing, dead) batches of a base id, or one batch."""
+        base, sequence = split_base(batch_id)
+        with self.store.transaction(self.runtime.now()) as tx:
+            now = tx.clock()
+            if sequence is None:
+                rows = tx.all(f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
+                              f"WHERE b.base_id = :base AND b.status NOT IN {FINISHED_SQL} "
+                              "ORDER BY b.sequence", {"base": base})
+            else:
+                rows = tx.all(f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
+                              "WHERE b.batch_id = :batch_id", {"batch_id": batch_id})
+        return [batch_info(row, now) for row in rows]
+
+    def list_batches(self, status: str | None = None, limit: int = 100) -> list[BatchInfo]:
+        with self.store.transaction(self.runtime.now()) as tx:
+            now = tx.clock()
+            rows = tx.all(f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
+                          "WHERE (CAST(:status AS TEXT) IS NULL OR b.status = :status) "
+                          "ORDER BY b.updated_at DESC LIMIT :limit",
+                          {"status": status, "limit": limit})
+        return [batch_info(row, now) for row in rows]
+
+    def get_flush_history(self, batch_id: str, limit: int = 20) -> list[FlushRecord]:
+        """Flush attempts of a base id (or of one batch), newest first."""
+        base, sequence = split_base(batch_id)
+        where = "base_id = :base" if sequence is None else "batch_id = :batch_id"
+        with self.store.transaction() as tx:
+            rows = tx.all(
+                "SELECT batch_id, sequence, attempt, reason, outcome, item_count, failed_count, "
+                "error, worker_id, started_at, duration, traceback "
+                f"FROM batchyard_flushes WHERE {where} "
+                "ORDER BY id DESC LIMIT :limit",
+                {"base": base, "batch_id": batch_id, "limit": limit},
+            )
+        return [flush_record(r) for r in rows]
+
+    def delete_batch(self, batch_id: str) -> None:
+        """Delete a completed batch and its items; refused while it flushes or holds items."""
+        base, sequence = split_base(batch_id)
+        if sequence is None:
+            raise InvalidInput(f"delete_batch needs a full batch id like '{base}::0'",
+                               field="batch_id")
+        with self.store.transaction(self.runtime.now()) as tx:
+            row = tx.one(f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
+                         "WHERE b.batch_id = :batch_id", {"batch_id": batch_id})
+            if row is None:
+                raise NotFound(f"no batch {batch_id!r}", batch_id=batch_id)
+            if row["status"] == BatchStatus.FLUSHING:
+                raise Conflict(f"batch {batch_id!r} is flushing", batch_id=batch_id,
+                               reason="flushing")
+            if row["pending_count"]:
+                raise Conflict(
+                    f"batch {batch_id!r} has {row['pending_count']} pending items "
+                    f"(status {row['status']}); flush or redrive it first",
+                    batch_id=batch_id, reason="pending items",
+                )
+            for table in ("batchyard_items", "batchyard_item_failures", "batchyard_batches"):
+                tx.execute(f"DELETE FROM {table} WHERE batch_no = :batch_no",
+                           {"batch_no": row["batch_no"]})
+
+    def prune(self, older_than: float) -> int:
+        """Delete completed (and discarded) batches, their items and flush history older
+        than `older_than` seconds; return how many batches went."""
+        finished = f"status IN {FINISHED_SQL} AND completed_at < {{now}} - :age"
+        with self.store.transaction(self.runtime.now()) as tx:
+            params = {"age": older_than}
+            for table in ("batchyard_items", "batchyard_item_failures"):
+                tx.execute(f"DELETE FROM {table} WHERE batch_no IN (SELECT batch_no FROM "
+                           f"batchyard_batches WHERE {finished})", params)
+            gone = int(tx.execute(f"DELETE FROM batchyard_batches WHERE {finished}",
+                                  params).rowcount)
+            tx.execute("DELETE FROM batchyard_flushes WHERE started_at < {now} - :age", params)
+        return gone

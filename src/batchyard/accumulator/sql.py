@@ -1,0 +1,121 @@
+"""The accumulator's SQL, written once for both stores (see `batchyard.store.base`)."""
+
+from __future__ import annotations
+
+from batchyard.accumulator.records import FINISHED_SQL
+
+# Items and item failures are keyed by the batch's number, `batch_no` (a short integer key,
+# faster to insert and find than the text id); the batch row maps one to the other.
+#
+# An add of many items writes them in one statement however many batches they fill: the
+# first `room` after the open batch's `count` items, the rest `size` to a batch over the new
+# batches numbered `first_no`, `first_no + 1`, ... Their JSON texts travel as one JSON array
+# of strings, so no Python object is made per row (an executemany of per-row dicts cost more
+# than the insert), and the statements of an add do not grow with its size (each statement
+# is a round trip on PostgreSQL, and on SQLite a wait for the GIL while other threads run).
+INSERT_ITEMS = (
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
+    "SELECT CASE WHEN j.idx < :room THEN :open_no ELSE :first_no + (j.idx - :room) / :size END, "
+    "CASE WHEN j.idx < :room THEN :count + j.idx ELSE (j.idx - :room) % :size END, "
+    # no ORDER BY: each row's place comes from its index, and SQLite would sort them first
+    "j.value, {now} FROM {json_text_rows} j"
+)
+# New batches of a base, sequences from :first up, one per idempotency key in :values; the
+# first :full of them are born closed for their size (a base has one open batch at most).
+# Their numbers are given in the order of the rows (ORDER BY), so one statement's are
+# consecutive unless another transaction took a number in between (PostgreSQL only).
+INSERT_BATCHES = (
+    "INSERT INTO batchyard_batches (batch_id, base_id, sequence, status, flush_reason, "
+    "flush_requested_at, handler, max_batch_size, flush_interval, max_attempts, "
+    "idempotency_key, created_at, updated_at) "
+    "SELECT :base || '::' || CAST(:first + j.idx AS TEXT), :base, :first + j.idx, "
+    "CASE WHEN j.idx < :full THEN 'flushing' ELSE 'accumulating' END, "
+    "CASE WHEN j.idx < :full THEN 'size' END, CASE WHEN j.idx < :full THEN {now} END, "
+    ":handler, :max_batch_size, CAST(:flush_interval AS DOUBLE PRECISION), :max_attempts, "
+    "j.value, {now}, {now} FROM {json_text_rows} j ORDER BY j.idx"
+)
+# Their numbers, in one row: a RETURNING row per batch would be a fetch each (on SQLite a
+# release of the GIL each, and a wait to take it back while other threads run).
+NEW_BATCH_NUMBERS = (
+    "SELECT MIN(batch_no) AS lo, MAX(batch_no) AS hi FROM batchyard_batches "
+    "WHERE base_id = :base AND sequence >= :first"
+)
+CLOSE_FULL = (
+    "UPDATE batchyard_batches SET status = 'flushing', flush_reason = 'size', "
+    "flush_requested_at = {now}, updated_at = {now} WHERE batch_no = :batch_no"
+)
+# The base's row is the lock every transaction that adds to a base takes first, before the
+# open batch's row: they queue there, and batch creation needs no lock of its own. (Taking
+# the batch's row first and the base's to open the next batch deadlocked against an adder
+# that held the base's row and waited for the batch's.) One-statement appends take only the
+# batch's row, for the length of the statement. The row is made before the transaction
+# (`Accumulator.ensure_bases`), so that the lock is there to take.
+INSERT_BASE = (
+    "INSERT INTO batchyard_batch_bases (base_id) VALUES (:base) ON CONFLICT (base_id) DO NOTHING"
+)
+LOCK_BASE = (
+    "SELECT next_sequence FROM batchyard_batch_bases WHERE base_id = :base {for_update}"
+)
+LOCK_OPEN_BATCH = (
+    "SELECT batch_id, batch_no, max_batch_size, max_attempts FROM batchyard_batches "
+    "WHERE base_id = :base AND status = 'accumulating' {for_update}"
+)
+COUNT_OPEN_BATCH = (
+    "SELECT COALESCE(MAX(position), -1) + 1 AS n FROM batchyard_items WHERE batch_no = "
+    "(SELECT batch_no FROM batchyard_batches WHERE base_id = :base AND status = 'accumulating')"
+)
+# One item into the open batch, in one statement: the common add (one item that does not
+# fill its batch). The position is counted by the statement itself, and an item that leaves
+# room behind it needs nothing else written, so the statement is a transaction of its own:
+# no BEGIN or COMMIT to send (one round trip on PostgreSQL). On PostgreSQL a statement that
+# waited for the row lock still counts with the snapshot it took before waiting: its
+# position then collides with what the previous holder committed, ON CONFLICT makes that
+# "no row", and the caller falls back to the lock-then-count path below (still holding the
+# lock, so that count is fresh). No row also means no open batch, or an item that fills it:
+# the fallback creates and closes them.
+APPEND_ITEM = (
+    "WITH open AS (SELECT batch_no, max_batch_size FROM batchyard_batches "
+    "WHERE base_id = :base AND status = 'accumulating' {for_update}), "
+    "next AS (SELECT o.batch_no, o.max_batch_size, (SELECT COALESCE(MAX(i.position), -1) + 1 "
+    "FROM batchyard_items i WHERE i.batch_no = o.batch_no) AS position FROM open o) "
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
+    "SELECT batch_no, position, :payload, {now} FROM next WHERE position + 1 < max_batch_size "
+    "ON CONFLICT DO NOTHING RETURNING batch_no, position, "
+    "(SELECT b.batch_id FROM batchyard_batches b "
+    "WHERE b.batch_no = batchyard_items.batch_no) AS batch_id, "
+    "(SELECT b.max_batch_size FROM batchyard_batches b "
+    "WHERE b.batch_no = batchyard_items.batch_no) AS max_batch_size"
+)
+# The same add at a position remembered from this process's last add to the batch, without
+# counting. A remembered position may be stale, never wrong by being too high: an open
+# batch's positions are 0..n-1 (items are appended, and removed only once the batch is
+# closed), a batch number is never given twice, and a position is remembered only from a
+# committed add. So the item lands exactly when the batch is still open and the position is
+# still free - both checked by the statement, the batch row locked (PostgreSQL) so that a
+# concurrent close waits for it, or is waited for and seen. Otherwise nothing is written.
+APPEND_AT = (
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
+    "SELECT :batch_no, :position, :payload, {now} WHERE EXISTS (SELECT 1 FROM batchyard_batches "
+    "WHERE batch_no = :batch_no AND status = 'accumulating' {for_update}) "
+    "ON CONFLICT DO NOTHING"
+)
+ITEM_COUNT = "(SELECT COUNT(*) FROM batchyard_items i WHERE i.batch_no = b.batch_no)"
+FAILED_COUNT = ("(SELECT COUNT(*) FROM batchyard_item_failures f "
+                 "WHERE f.batch_no = b.batch_no)")
+# Counts are derived, never kept in the batch row: an add then writes its items and nothing
+# else (a second page per commit halved the add rate), and the counts cannot drift.
+PENDING_COUNT = (f"CASE WHEN b.status IN {FINISHED_SQL} THEN 0 "
+                  f"WHEN {FAILED_COUNT} > 0 THEN {FAILED_COUNT} ELSE {ITEM_COUNT} END")
+BATCH_COLUMNS = (
+    "b.batch_id, b.batch_no, b.base_id, b.sequence, b.status, b.handler, b.max_batch_size, "
+    "b.flush_interval, b.max_attempts, b.attempts, b.idempotency_key, b.flush_reason, "
+    "b.last_error, b.created_at, b.updated_at, b.completed_at, "
+    f"{ITEM_COUNT} AS item_count, {PENDING_COUNT} AS pending_count"
+)
+# Pending items: those a partial flush recorded as failed, or all of them when none did.
+PENDING_ITEMS = (
+    "SELECT i.position, i.payload FROM batchyard_items i WHERE i.batch_no = :batch_no AND ("
+    "NOT EXISTS (SELECT 1 FROM batchyard_item_failures f WHERE f.batch_no = :batch_no) OR "
+    "EXISTS (SELECT 1 FROM batchyard_item_failures f WHERE f.batch_no = i.batch_no "
+    "AND f.position = i.position)) ORDER BY i.position"
+)
