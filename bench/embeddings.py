@@ -24,8 +24,8 @@ import numpy as np
 
 from _harness import fresh_postgres, fresh_sqlite, median_rate, print_table, timed
 from batchyard import Yard
-from batchyard.embeddings import UPSERT_EMBEDDINGS, SentenceTransformerEmbedder
-from batchyard.things import UPSERT_THINGS, thing_row
+from batchyard.bulk.embeddings import UPSERT_EMBEDDINGS, SentenceTransformerEmbedder
+from batchyard.bulk.things import UPSERT_THINGS, thing_row
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

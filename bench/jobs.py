@@ -24,7 +24,7 @@ import psycopg
 
 from _harness import fresh_postgres, fresh_sqlite, median_rate, median_rates, print_table, timed
 from batchyard import Yard
-from batchyard.things import THING_COLUMNS, UPSERT_THINGS
+from batchyard.bulk.things import THING_COLUMNS, UPSERT_THINGS
 
 
 def things(n: int, ns: str) -> list[dict]:

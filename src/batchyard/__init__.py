@@ -15,8 +15,17 @@ from batchyard.accumulator import (
     FlushResult,
 )
 from batchyard.aggregator import AggregatorRun, AggregatorStatus, ParkedEvent
+from batchyard.bulk.embeddings import Embedder
+from batchyard.bulk.records import (
+    BatchJobRecord,
+    BatchStats,
+    DeadChunk,
+    JobError,
+    JobResult,
+    JobStatus,
+)
+from batchyard.bulk.search import SearchHit
 from batchyard.clock import Clock, ManualClock, SystemClock
-from batchyard.embeddings import Embedder
 from batchyard.errors import (
     Backpressure,
     BatchyardError,
@@ -36,10 +45,8 @@ from batchyard.errors import (
 )
 from batchyard.folds import Fold
 from batchyard.iterator import BatchContext, IteratorStatus, Page
-from batchyard.jobs import BatchJobRecord, BatchStats, DeadChunk, JobError, JobResult, JobStatus
 from batchyard.producer import Producer, ProducerStats
 from batchyard.retry import RetryPolicy
-from batchyard.search import SearchHit
 from batchyard.signals import ItemFailures, RetryLater
 from batchyard.store import Store, open_store
 from batchyard.worker import Worker

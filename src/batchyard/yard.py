@@ -22,24 +22,18 @@ from batchyard.aggregator import (
     AggregatorStatus,
     ParkedEvent,
 )
+from batchyard.bulk.embeddings import Embedder
+from batchyard.bulk.export import export_to_format
+from batchyard.bulk.records import BatchJobRecord, BatchStats, DeadChunk, JobError, JobResult
+from batchyard.bulk.search import SearchHit, search
+from batchyard.bulk.service import BulkJobs
 from batchyard.clock import Clock, SystemClock, seconds
-from batchyard.embeddings import Embedder
-from batchyard.export import export_to_format
 from batchyard.folds import Fold
 from batchyard.iterator import Iterators, IteratorStatus
-from batchyard.jobs import (
-    BatchJobRecord,
-    BatchStats,
-    DeadChunk,
-    JobError,
-    JobResult,
-    Jobs,
-)
 from batchyard.maintenance import Maintenance
 from batchyard.producer import Producer
 from batchyard.retry import RetryPolicy
 from batchyard.runtime import Runtime
-from batchyard.search import SearchHit, search
 from batchyard.store import DEFAULT_URL, Store, open_store
 from batchyard.worker import Worker
 
@@ -81,7 +75,7 @@ class Yard:
         self._accumulator = Accumulator(self.runtime)
         self._aggregators = Aggregators(self.runtime)
         self._iterators = Iterators(self.runtime)
-        self._jobs = Jobs(self.runtime)
+        self._jobs = BulkJobs(self.runtime)
         self._maintenance = Maintenance(self.runtime, self._accumulator, self._aggregators,
                                         retention=self.retention,
                                         event_retention=self.event_retention)

@@ -19,8 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from batchyard import Yard
+from batchyard.bulk.things import upsert_things
 from batchyard.http import create_app
-from batchyard.things import upsert_things
 from tests.servers import free_port, wait_for_http
 
 HERE = Path(__file__).parent

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from batchyard import InvalidInput
-from batchyard.search import search
+from batchyard.bulk.search import search
 from tests.embeddings.conftest import embed, put_things, stored_vectors
 
 

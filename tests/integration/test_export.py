@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from batchyard import InvalidInput
-from batchyard.things import upsert_things
+from batchyard.bulk.things import upsert_things
 
 
 @pytest.fixture

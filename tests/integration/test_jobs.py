@@ -176,7 +176,7 @@ def test_a_chunk_that_keeps_failing_is_dead_after_three_retries_and_redrive_comp
 def test_a_chunk_past_its_time_limit_goes_on_from_its_last_commit(make_yard, monkeypatch):
     yard = make_yard(retry=RetryPolicy(base_delay=0.01, jitter=0.0))
     yard._jobs.time_limit = 0.3
-    monkeypatch.setattr("batchyard.jobs.PROGRESS_EVERY", 0.1)
+    monkeypatch.setattr("batchyard.bulk.service.PROGRESS_EVERY", 0.1)
     calls = []
 
     @yard.transform("slow")
@@ -220,7 +220,7 @@ def test_cancel_stops_new_chunks_and_is_kept(yard):
 
 
 def test_cancel_while_a_chunk_runs_stops_it_at_its_next_commit(yard, monkeypatch):
-    monkeypatch.setattr("batchyard.jobs.PROGRESS_EVERY", 0.05)
+    monkeypatch.setattr("batchyard.bulk.service.PROGRESS_EVERY", 0.05)
     started = threading.Event()
 
     @yard.transform("slow")

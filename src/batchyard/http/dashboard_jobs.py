@@ -13,8 +13,8 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 
+from batchyard.bulk.export import FORMATS
 from batchyard.errors import BatchyardError
-from batchyard.export import FORMATS
 from batchyard.http.dashboard import PAGE, PREFIX, ActionForm, Dashboard, _viewer
 from batchyard.http.downloads import export_download
 

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import anyio
 from fastapi.responses import StreamingResponse
 
-from batchyard.export import FORMATS
+from batchyard.bulk.export import FORMATS
 from batchyard.yard import Yard
 
 

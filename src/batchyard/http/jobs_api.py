@@ -10,21 +10,14 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from batchyard.export import FORMATS
+from batchyard.bulk.export import FORMATS
+from batchyard.bulk.records import BatchJobRecord, BatchStats, DeadChunk, JobError, JobResult
+from batchyard.bulk.service import MAX_ITEMS_PER_JOB, job_types
 from batchyard.http.downloads import export_download
-from batchyard.jobs import (
-    KINDS,
-    MAX_ITEMS_PER_JOB,
-    BatchJobRecord,
-    BatchStats,
-    DeadChunk,
-    JobError,
-    JobResult,
-)
 from batchyard.yard import Yard
 
 router = APIRouter()
-JobType = Literal[tuple(KINDS)]  # type: ignore[valid-type]
+JobType = Literal[tuple(job_types())]  # type: ignore[valid-type]
 JobId = Annotated[str, Path(min_length=1, max_length=64)]
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]  # a 64-bit id: larger ones reach no store
 # bounded: the stores keep 64-bit integers, and a larger number must be a 422, not a 500

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
 
-from batchyard.search import MAX_K, SearchHit
+from batchyard.bulk.search import MAX_K, SearchHit
 from batchyard.yard import Yard
 
 router = APIRouter()

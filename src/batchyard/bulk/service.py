@@ -25,31 +25,32 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
 
-from batchyard import embeddings, payloads
+from batchyard import payloads
+from batchyard.bulk import embeddings
+from batchyard.bulk.kinds import JobType, builtin_types
+from batchyard.bulk.records import (
+    BatchJobRecord,
+    BatchStats,
+    DeadChunk,
+    JobError,
+    JobResult,
+    JobStatus,
+    job_record,
+)
+from batchyard.bulk.things import (
+    ItemError,
+)
 from batchyard.clock import to_datetime
 from batchyard.errors import Conflict, InvalidInput, NotFound
 from batchyard.signals import RetryLater
 from batchyard.store import Tx
 from batchyard.tasks import Grouping, Task, TaskKind
-from batchyard.things import (
-    UPSERT_RELATIONSHIPS,
-    UPSERT_THINGS,
-    ItemError,
-    get_things,
-    reference,
-    relationship_row,
-    thing_row,
-)
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
@@ -64,191 +65,18 @@ MAX_ITEMS_PER_JOB = 1_000_000
 PAGE_LIMIT = 1000
 
 
-class JobStatus(StrEnum):
-    PENDING = "pending"
-    PROCESSING = "processing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+def job_types() -> dict[str, JobType]:
+    """Every bulk job type: the built-in ones, and generate-embeddings."""
+    return {**builtin_types(), "generate-embeddings": embeddings.job_type()}
 
 
-class _Model(BaseModel):
-    # the seed's JSON names (createdAt ...) on the wire, snake_case in Python
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
-
-
-class JobError(_Model):
-    index: int
-    error: str
-
-
-class JobResult(_Model):
-    index: int
-    result: Any
-
-
-class BatchJobRecord(_Model):
-    """A bulk job as the batch service shows it. `errors` and `results` hold the first
-    page only (100); `get_batch_job_errors` / `get_batch_job_results` page the rest."""
-
-    id: str
-    type: str
-    status: JobStatus
-    total: int
-    processed: int
-    failed: int
-    results: list[Any]
-    errors: list[JobError]
-    created_at: datetime
-    updated_at: datetime
-    completed_at: datetime | None = None
-    dead_letters: int = Field(0, description="chunks in the dead letters")
-    last_error: str | None = None
-
-
-class BatchStats(_Model):
-    total: int
-    pending: int
-    processing: int
-    completed: int
-    failed: int
-    cancelled: int
-    success_rate: str = Field(description="completed / (completed + failed), e.g. '85.71%'")
-
-
-class DeadChunk(_Model):
-    task_id: int
-    job_id: str
-    chunk: int
-    items: int
-    attempts: int
-    error: str | None
-    died_at: datetime
-
-
-@dataclass(frozen=True)
-class Kind:
-    """A job type: how an item is validated, and how a chunk of valid items is done.
-
-    `compute` runs user code outside the transaction, item by item (an exception is that
-    item's error); `compute_batch` does the same for `batch_size(options)` items at once
-    (a model that works on batches) and returns, for each, (value, error or None). `apply`
-    runs inside the chunk's transaction and returns, for each item, (result or None, error
-    or None)."""
-
-    validate: Callable[[Any], Any]
-    apply: Callable[[Jobs, Tx, dict[str, Any], list[Any]], list[tuple[Any, str | None]]]
-    compute: Callable[[Jobs, dict[str, Any], Any], Any] | None = None
-    compute_batch: Callable[[Jobs, dict[str, Any], list[Any]],
-                            list[tuple[Any, str | None]]] | None = None
-    batch_size: Callable[[dict[str, Any]], int] = lambda options: 1
-    check_options: Callable[[Jobs, dict[str, Any]], None] = lambda jobs, options: None
-    expands_namespace: bool = False  # `input={"ns": ...}` stands for every thing in ns
-
-    @property
-    def computes(self) -> bool:
-        return self.compute is not None or self.compute_batch is not None
-
-    def run_compute(self, jobs: Jobs, options: dict[str, Any],
-                    items: list[Any]) -> list[tuple[Any, str | None]]:
-        if self.compute_batch is not None:
-            outcomes = self.compute_batch(jobs, options, items)
-            if len(outcomes) != len(items):  # the chunk fails rather than loses items
-                raise RuntimeError(f"compute_batch returned {len(outcomes)} outcomes for "
-                                   f"{len(items)} items")
-            return outcomes
-        assert self.compute is not None
-        outcomes = []
-        for item in items:
-            try:
-                outcomes.append((self.compute(jobs, options, item), None))
-            except RetryLater:
-                raise
-            except Exception as exc:
-                outcomes.append((None, _item_error(exc)))
-        return outcomes
-
-
-def _import_things(jobs: Jobs, tx: Tx, options: dict[str, Any], rows: list[Any]) -> list[Any]:
-    tx.executemany(UPSERT_THINGS, rows)
-    return [(None, None)] * len(rows)
-
-
-def _import_relationships(jobs: Jobs, tx: Tx, options: dict[str, Any],
-                          rows: list[Any]) -> list[Any]:
-    tx.executemany(UPSERT_RELATIONSHIPS, rows)
-    return [(None, None)] * len(rows)
-
-
-def _export_things(jobs: Jobs, tx: Tx, options: dict[str, Any], refs: list[Any]) -> list[Any]:
-    found = get_things(tx, refs)
-    return [(found[key], None) if (key := (ref["ns"], ref["id"])) in found
-            else (None, f"not found: {ref['ns']}/{ref['id']}") for ref in refs]
-
-
-def _transform_options(jobs: Jobs, options: dict[str, Any]) -> None:
-    name = options.get("transform")
-    if not isinstance(name, str) or not name:
-        raise InvalidInput("options.transform must name a registered transform",
-                           field="options.transform")
-    if _transform_handler(name) not in jobs.runtime.handlers:
-        raise InvalidInput(f"options.transform: no transform registered as {name!r}",
-                           field="options.transform")
-    target = options.get("outputNs")
-    if target is not None and (not isinstance(target, str) or not target):
-        raise InvalidInput("options.outputNs must be a non-empty string",
-                           field="options.outputNs")
-
-
-def _transform(jobs: Jobs, options: dict[str, Any], item: Any) -> Any:
-    output = jobs.runtime.handlers.call(_transform_handler(options["transform"]), item)
-    if options.get("outputNs") is not None:  # the output is a thing of the target namespace
-        if not isinstance(output, dict):
-            raise ItemError("the transform's output must be an object with an id")
-        return thing_row({**output, "ns": options["outputNs"]})
-    orjson.dumps(output)  # a result must be JSON: fail the item here, not the chunk later
-    return output
-
-
-def _store_outputs(jobs: Jobs, tx: Tx, options: dict[str, Any], outputs: list[Any]) -> list[Any]:
-    if options.get("outputNs") is None:
-        return [(output, None) for output in outputs]
-    tx.executemany(UPSERT_THINGS, outputs)
-    return [(None, None)] * len(outputs)
-
-
-def _json_item(item: Any) -> Any:
-    try:
-        orjson.dumps(item)
-    except TypeError as exc:
-        raise ItemError(f"item: not JSON ({exc})") from None
-    return item
-
-
-def _transform_handler(name: str) -> str:
-    return f"transform:{name}"
-
-
-KINDS: dict[str, Kind] = {
-    "import-things": Kind(validate=thing_row, apply=_import_things),
-    "import-relationships": Kind(validate=relationship_row, apply=_import_relationships),
-    "export-things": Kind(validate=reference, apply=_export_things, expands_namespace=True),
-    "transform-data": Kind(validate=_json_item, apply=_store_outputs, compute=_transform,
-                           check_options=_transform_options),
-    "generate-embeddings": Kind(validate=reference, apply=embeddings.store_vectors,
-                                compute_batch=embeddings.embed_batch,
-                                batch_size=embeddings.batch_size,
-                                check_options=embeddings.check_options,
-                                expands_namespace=True),
-}
-
-
-class Jobs:
-    """Bulk jobs on one yard. Reached through `Yard` methods."""
+class BulkJobs:
+    """The bulk job service on one runtime. Reached through `Yard` methods."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.store = runtime.store
+        self.types = job_types()
         self.tasks = runtime.tasks
         runtime.kinds.add(TaskKind(
             CHUNK_TASK, self.run_chunk, on_dead=self.on_dead_chunk,
@@ -260,14 +88,14 @@ class Jobs:
 
     def create(self, type: str, items: Sequence[Any] | None = None, *, input: Any = None,
                options: dict[str, Any] | None = None, request_id: str | None = None) -> str:
-        kind = KINDS.get(type) if isinstance(type, str) else None
+        kind = self.types.get(type) if isinstance(type, str) else None
         if kind is None:
-            raise InvalidInput(f"type must be one of {', '.join(sorted(KINDS))}, not {type!r}",
-                               field="type")
+            raise InvalidInput(f"type must be one of {', '.join(sorted(self.types))}, "
+                               f"not {type!r}", field="type")
         if options is not None and not isinstance(options, dict):
             raise InvalidInput("options must be an object", field="options")
         options = options or {}
-        kind.check_options(self, options)
+        kind.check_options(self.runtime, options)
         if request_id is not None and (not isinstance(request_id, str) or not request_id
                                        or len(request_id) > 256):
             raise InvalidInput("request_id must be a string of 1 to 256 characters",
@@ -381,7 +209,7 @@ class Jobs:
     # -- running a chunk ----------------------------------------------------------------
 
     def run_chunk(self, task: Task) -> None:
-        kind, options = KINDS[task.payload["type"]], task.payload["options"]
+        kind, options = self.types[task.payload["type"]], task.payload["options"]
         if not kind.computes:  # all in the database: one transaction does the chunk
             self._commit(kind, options, [_Part(task)])
             return
@@ -413,7 +241,7 @@ class Jobs:
     def chunk_group(self, task: Task) -> str | None:
         """The key prefix of the chunks this one may commit with (its job's), or None when
         it runs user code and goes alone."""
-        if KINDS[task.payload["type"]].computes:
+        if self.types[task.payload["type"]].computes:
             return None
         return f"job:{task.payload['job_id']}:"
 
@@ -421,10 +249,10 @@ class Jobs:
         """Do several whole chunks of one job (of a kind that runs no user code) in one
         transaction: one fenced completion, one write of all their items, one progress
         update. It commits all of them or none."""
-        kind, options = KINDS[tasks[0].payload["type"]], tasks[0].payload["options"]
+        kind, options = self.types[tasks[0].payload["type"]], tasks[0].payload["options"]
         self._commit(kind, options, [_Part(task) for task in tasks])
 
-    def _compute(self, kind: Kind, options: dict[str, Any], segment: list[list[Any]],
+    def _compute(self, kind: JobType, options: dict[str, Any], segment: list[list[Any]],
                  deadline: float) -> tuple[list[list[Any]], list[tuple[Any, str | None]]]:
         """Run user code a batch at a time (one item, unless the kind takes batches) until
         a second has passed (or the time limit)."""
@@ -434,7 +262,7 @@ class Jobs:
         while len(outcomes) < len(segment):
             batch = [item for _, item in segment[len(outcomes):len(outcomes) + size]]
             try:
-                outcomes.extend(kind.run_compute(self, options, batch))
+                outcomes.extend(kind.run_compute(self.runtime, options, batch))
             except RetryLater:
                 if outcomes:  # keep what was done; the retry starts at this batch
                     break
@@ -443,7 +271,7 @@ class Jobs:
                 break
         return segment[:len(outcomes)], outcomes
 
-    def _commit(self, kind: Kind, options: dict[str, Any], parts: list[_Part]) -> bool:
+    def _commit(self, kind: JobType, options: dict[str, Any], parts: list[_Part]) -> bool:
         """Commit the parts' effects (chunks of one job) and the job's progress in one
         transaction fenced by their tokens; False if the job was cancelled meanwhile (the
         tasks are completed then, and nothing more is done)."""
@@ -516,15 +344,15 @@ class Jobs:
                 _chunk_items(part.task, stored.get(part.task.payload["chunk"])) or []
                 for part in parts]
 
-    def _apply(self, tx: Tx, kind: Kind, options: dict[str, Any], parts: list[_Part],
+    def _apply(self, tx: Tx, kind: JobType, options: dict[str, Any], parts: list[_Part],
                segment: list[list[Any]]) -> list[tuple[Any, str | None]]:
         """Each item's (result, error): the kind's `apply` over the items - or, when user
         code ran, over the values it computed without an error."""
         if parts[0].computed is None:
-            return kind.apply(self, tx, options, [item for _, item in segment])
+            return kind.apply(self.runtime, tx, options, [item for _, item in segment])
         computed = [outcome for part in parts for outcome in part.computed or ()]
         ok = [(i, value) for i, (value, error) in enumerate(computed) if error is None]
-        applied = kind.apply(self, tx, options, [value for _, value in ok])
+        applied = kind.apply(self.runtime, tx, options, [value for _, value in ok])
         outcomes = list(computed)
         for (i, _), outcome in zip(ok, applied, strict=True):
             outcomes[i] = outcome
@@ -593,7 +421,7 @@ class Jobs:
             row = self._row(tx, job_id)
             errors = self._errors(tx, job_id, -1, 100)
             results = self._results(tx, job_id, -1, 100)
-        return _record(row, errors, [r.result for r in results])
+        return job_record(row, errors, [r.result for r in results])
 
     def list_jobs(self, status: str | None = None, type: str | None = None, limit: int = 100,
              offset: int = 0) -> list[BatchJobRecord]:
@@ -605,7 +433,7 @@ class Jobs:
                 "ORDER BY created_at DESC, id LIMIT :limit OFFSET :offset",
                 {"status": status, "type": type, "limit": _limit(limit),
                  "offset": max(0, int(offset))})
-        return [_record(row, [], []) for row in rows]
+        return [job_record(row, [], []) for row in rows]
 
     def errors(self, job_id: str, after: int = -1, limit: int = 100) -> list[JobError]:
         with self.store.transaction(write=False) as tx:
@@ -691,19 +519,6 @@ def _chunk_items(task: Task, row: Any) -> list[list[Any]] | None:
     if row is None or row["items"] is None:
         return None
     return orjson.loads(row["items"])  # type: ignore[no-any-return]
-
-
-def _record(row: Any, errors: list[JobError], results: list[Any]) -> BatchJobRecord:
-    return BatchJobRecord(
-        id=row["id"], type=row["type"], status=row["status"], total=row["total"],
-        processed=row["processed"], failed=row["failed"], results=results, errors=errors,
-        created_at=to_datetime(row["created_at"]), updated_at=to_datetime(row["updated_at"]),
-        completed_at=to_datetime(row["completed_at"]), dead_letters=row["dead_chunks"],
-        last_error=row["last_error"])
-
-
-def _item_error(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, ItemError) else f"{type(exc).__name__}: {exc}"
 
 
 def _limit(limit: int) -> int:

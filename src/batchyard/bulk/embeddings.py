@@ -23,14 +23,15 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import orjson
 
+from batchyard.bulk.kinds import JobType
+from batchyard.bulk.things import ItemError, get_things, reference
 from batchyard.errors import InvalidInput, MissingExtra
 from batchyard.store import Tx
-from batchyard.things import ItemError, get_things
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from batchyard.jobs import Jobs
+    from batchyard.runtime import Runtime
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_DIMENSION = 384
@@ -142,7 +143,7 @@ def unit_rows(vectors: Any, count: int, dimension: int) -> np.ndarray:
 # -- the generate-embeddings job -----------------------------------------------------------
 
 
-def check_options(jobs: Jobs, options: dict[str, Any]) -> None:
+def check_options(runtime: Runtime, options: dict[str, Any]) -> None:
     """Refuse bad options, and a job that no model could run, before anything is stored."""
     fields = options.get("fields", list(DEFAULT_FIELDS))
     if (not isinstance(fields, list) or not fields or len(fields) > MAX_FIELDS
@@ -155,20 +156,20 @@ def check_options(jobs: Jobs, options: dict[str, Any]) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_BATCH_SIZE:
         raise InvalidInput(f"options.batchSize must be an integer from 1 to {MAX_BATCH_SIZE}",
                            field="options.batchSize")
-    jobs.runtime.embedder  # noqa: B018 - the default model raises MissingExtra without the extra
+    runtime.embedder  # noqa: B018 - the default model raises MissingExtra without the extra
 
 
 def batch_size(options: dict[str, Any]) -> int:
     return int(options.get("batchSize", DEFAULT_BATCH_SIZE))
 
 
-def embed_batch(jobs: Jobs, options: dict[str, Any],
+def embed_batch(runtime: Runtime, options: dict[str, Any],
                 refs: list[dict[str, Any]]) -> list[tuple[Any, str | None]]:
     """Read the things of one batch, encode the texts that changed in one call, and return
     per item the row to store (None when unchanged) or the item's error."""
-    embedder = jobs.runtime.embedder
+    embedder = runtime.embedder
     fields = options.get("fields", list(DEFAULT_FIELDS))
-    with jobs.store.transaction(write=False) as tx:
+    with runtime.store.transaction(write=False) as tx:
         things = get_things(tx, refs)
         hashes = _stored_hashes(tx, embedder.name, refs)
     outcomes: list[tuple[Any, str | None]] = []
@@ -209,7 +210,7 @@ UPSERT_EMBEDDINGS = (
 )
 
 
-def store_vectors(jobs: Jobs, tx: Tx, options: dict[str, Any],
+def store_vectors(runtime: Runtime, tx: Tx, options: dict[str, Any],
                   rows: list[dict[str, Any] | None]) -> list[tuple[Any, str | None]]:
     tx.executemany(UPSERT_EMBEDDINGS, [row for row in rows if row is not None])
     return [(None, None)] * len(rows)
@@ -261,3 +262,11 @@ def _stored_hashes(tx: Tx, model: str, refs: list[dict[str, Any]]) -> dict[tuple
         if row is not None:
             found[(ref["ns"], ref["id"])] = row["text_hash"]
     return found
+
+
+def job_type() -> JobType:
+    """generate-embeddings: embed each thing's text, store the vector (skipping unchanged
+    texts); input `{"ns": ...}` stands for every thing of the namespace."""
+    return JobType(validate=reference, apply=store_vectors, compute_batch=embed_batch,
+                   batch_size=batch_size, check_options=check_options,
+                   expands_namespace=True)

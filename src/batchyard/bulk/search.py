@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from batchyard.embeddings import Embedder, unit_rows
+from batchyard.bulk.embeddings import Embedder, unit_rows
+from batchyard.bulk.things import get_things
 from batchyard.errors import InvalidInput
 from batchyard.store import Store
-from batchyard.things import get_things
 
 if TYPE_CHECKING:
     import numpy as np

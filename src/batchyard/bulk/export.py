@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 
+from batchyard.bulk.things import THING_COLUMNS
 from batchyard.errors import InvalidInput
 from batchyard.isotime import iso_memo
 from batchyard.store import Store, Tx
-from batchyard.things import THING_COLUMNS
 
 FORMATS = {
     "json": "application/json",

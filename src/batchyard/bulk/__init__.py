@@ -1,0 +1,7 @@
+"""The bulk job service: whole jobs of items - import things and relationships, export,
+transform, embed - done in durable chunks with per-item errors and results.
+
+    records.py     a job, its errors and results, stats     kinds.py    job types
+    service.py     BulkJobs: create, run chunks, cancel...   things.py   the data imported
+    export.py      JSON/CSV/NDJSON streams                   embeddings.py, search.py
+"""

@@ -1,0 +1,84 @@
+"""The bulk job service's records: a job, its per-item errors and results, dead chunks,
+stats (JSON in camelCase over HTTP, snake_case in Python)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from batchyard.clock import to_datetime
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class _Model(BaseModel):
+    # the seed's JSON names (createdAt ...) on the wire, snake_case in Python
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class JobError(_Model):
+    index: int
+    error: str
+
+
+class JobResult(_Model):
+    index: int
+    result: Any
+
+
+class BatchJobRecord(_Model):
+    """A bulk job as the batch service shows it. `errors` and `results` hold the first
+    page only (100); `get_batch_job_errors` / `get_batch_job_results` page the rest."""
+
+    id: str
+    type: str
+    status: JobStatus
+    total: int
+    processed: int
+    failed: int
+    results: list[Any]
+    errors: list[JobError]
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None = None
+    dead_letters: int = Field(0, description="chunks in the dead letters")
+    last_error: str | None = None
+
+
+class BatchStats(_Model):
+    total: int
+    pending: int
+    processing: int
+    completed: int
+    failed: int
+    cancelled: int
+    success_rate: str = Field(description="completed / (completed + failed), e.g. '85.71%'")
+
+
+class DeadChunk(_Model):
+    task_id: int
+    job_id: str
+    chunk: int
+    items: int
+    attempts: int
+    error: str | None
+    died_at: datetime
+
+
+def job_record(row: Any, errors: list[JobError], results: list[Any]) -> BatchJobRecord:
+    return BatchJobRecord(
+        id=row["id"], type=row["type"], status=row["status"], total=row["total"],
+        processed=row["processed"], failed=row["failed"], results=results, errors=errors,
+        created_at=to_datetime(row["created_at"]), updated_at=to_datetime(row["updated_at"]),
+        completed_at=to_datetime(row["completed_at"]), dead_letters=row["dead_chunks"],
+        last_error=row["last_error"])
