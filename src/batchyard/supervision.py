@@ -16,6 +16,11 @@ import time
 from batchyard import metrics
 from batchyard.errors import StoreError
 
+# A failure this soon after the store came back is the same trouble going on (a restart
+# kills every pooled connection, and each one's death is found by its next use): told as
+# a line of its own, not as a new outage.
+RELAPSE_SECONDS = 5.0
+
 
 def is_transient(exc: BaseException) -> bool:
     """True for a store error that may go away by itself (the store is down, full, read-only):
@@ -51,6 +56,7 @@ class Outage:
         self._what = what
         self._lock = threading.Lock()
         self.since: float | None = None  # time.monotonic() of the first failure
+        self.ended: float | None = None  # time.monotonic() of the last recovery
         self.failures = 0
         self.last_error: str | None = None
 
@@ -65,6 +71,11 @@ class Outage:
             if self.since is not None:
                 return
             self.since = time.monotonic()
+            relapse = self.ended is not None and self.since - self.ended < RELAPSE_SECONDS
+        if relapse:
+            self._log.info("%s: the store failed again just after it came back (%s); "
+                           "retrying with backoff", self._what, exc)
+            return
         metrics.OUTAGES.labels(self._what).inc()
         if is_transient(exc):
             self._log.warning("%s: the store is unavailable (%s); retrying with backoff "
@@ -78,7 +89,8 @@ class Outage:
         with self._lock:
             if self.since is None:
                 return
-            lasted, failures = time.monotonic() - self.since, self.failures
+            self.ended = time.monotonic()
+            lasted, failures = self.ended - self.since, self.failures
             self.since, self.failures, self.last_error = None, 0, None
         self._log.info("%s: working again after %.1f s (%d failed attempt%s)", self._what,
                           lasted, failures, "" if failures == 1 else "s")

@@ -84,11 +84,13 @@ def add_when_back(yard: Yard, base: str) -> None:
 def check_log(log: Path) -> str:
     text = log.read_text()
     assert "Traceback" not in text, text
-    # one line when the proxy's outage started, one when it ended (the killed backends may
-    # have made one short outage of their own, never a line per failed poll)
+    # one warning when the proxy's outage started and a line when it ended (the killed
+    # backends may make one short outage of their own: each pooled connection's death is
+    # found by its next use, told as "failed again" lines) - never a line per failed poll
     starts = text.count("the store is unavailable")
     ends = text.count("working again after")
-    assert 1 <= starts <= 2 and ends == starts, text
+    relapses = text.count("failed again just after it came back")
+    assert 1 <= starts <= 2 and ends == starts + relapses and relapses <= 3, text
     return text
 
 
