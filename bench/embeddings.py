@@ -24,8 +24,9 @@ import numpy as np
 
 from _harness import fresh_postgres, fresh_sqlite, median_rate, print_table, timed
 from batchyard import Yard
-from batchyard.bulk.embeddings import UPSERT_EMBEDDINGS, SentenceTransformerEmbedder
+from batchyard.bulk.embeddings import UPSERT_EMBEDDINGS
 from batchyard.bulk.things import UPSERT_THINGS, thing_row
+from batchyard.embedder import SentenceTransformerEmbedder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

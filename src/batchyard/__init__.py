@@ -15,7 +15,6 @@ from batchyard.accumulator import (
     FlushResult,
 )
 from batchyard.aggregator import AggregatorRun, AggregatorStatus, ParkedEvent
-from batchyard.bulk.embeddings import Embedder
 from batchyard.bulk.records import (
     BatchJobRecord,
     BatchStats,
@@ -26,6 +25,7 @@ from batchyard.bulk.records import (
 )
 from batchyard.bulk.search import SearchHit
 from batchyard.clock import Clock, ManualClock, SystemClock
+from batchyard.embedder import Embedder
 from batchyard.errors import (
     Backpressure,
     BatchyardError,

@@ -18,7 +18,7 @@ from batchyard.store import Store
 from batchyard.tasks import TaskKinds, TaskQueue
 
 if TYPE_CHECKING:
-    from batchyard.bulk.embeddings import Embedder
+    from batchyard.embedder import Embedder
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Runtime:
         """The model of generate-embeddings jobs and search. The default is created on first
         use; without the ``batchyard[embeddings]`` extra that raises `MissingExtra`."""
         if self._embedder is None:
-            from batchyard.bulk.embeddings import SentenceTransformerEmbedder
+            from batchyard.embedder import SentenceTransformerEmbedder
 
             self._embedder = SentenceTransformerEmbedder()
         return self._embedder

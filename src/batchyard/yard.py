@@ -22,12 +22,12 @@ from batchyard.aggregator import (
     AggregatorStatus,
     ParkedEvent,
 )
-from batchyard.bulk.embeddings import Embedder
 from batchyard.bulk.export import export_to_format
 from batchyard.bulk.records import BatchJobRecord, BatchStats, DeadChunk, JobError, JobResult
 from batchyard.bulk.search import SearchHit, search
 from batchyard.bulk.service import BulkJobs
 from batchyard.clock import Clock, SystemClock, seconds
+from batchyard.embedder import Embedder
 from batchyard.folds import Fold
 from batchyard.iterator import Iterators, IteratorStatus
 from batchyard.maintenance import Maintenance

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from batchyard.bulk.embeddings import SentenceTransformerEmbedder
+from batchyard.embedder import SentenceTransformerEmbedder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights come with a package
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from batchyard.bulk.embeddings import Embedder, unit_rows
 from batchyard.bulk.things import get_things
+from batchyard.embedder import Embedder, unit_rows
 from batchyard.errors import InvalidInput
 from batchyard.store import Store
 
