@@ -175,8 +175,8 @@ def test_a_chunk_that_keeps_failing_is_dead_after_three_retries_and_redrive_comp
 
 def test_a_chunk_past_its_time_limit_goes_on_from_its_last_commit(make_yard, monkeypatch):
     yard = make_yard(retry=RetryPolicy(base_delay=0.01, jitter=0.0))
-    yard._jobs.time_limit = 0.3
-    monkeypatch.setattr("batchyard.bulk.service.PROGRESS_EVERY", 0.1)
+    yard._jobs.chunks.time_limit = 0.3
+    monkeypatch.setattr("batchyard.bulk.chunks.PROGRESS_EVERY", 0.1)
     calls = []
 
     @yard.transform("slow")
@@ -220,7 +220,7 @@ def test_cancel_stops_new_chunks_and_is_kept(yard):
 
 
 def test_cancel_while_a_chunk_runs_stops_it_at_its_next_commit(yard, monkeypatch):
-    monkeypatch.setattr("batchyard.bulk.service.PROGRESS_EVERY", 0.05)
+    monkeypatch.setattr("batchyard.bulk.chunks.PROGRESS_EVERY", 0.05)
     started = threading.Event()
 
     @yard.transform("slow")
@@ -335,7 +335,7 @@ def test_a_stale_token_in_a_group_refuses_the_whole_groups_writes(make_yard):
     [taken] = yard.runtime.tasks.claim("w2", 1, lease=5, now=clock.time())  # chunk 0, taken over
     assert taken.payload["chunk"] == 0
     with pytest.raises(LeaseLost):
-        yard._jobs.run_chunks(tasks)
+        yard._jobs.chunks.run_chunks(tasks)
     assert stored(yard) == {} and yard.get_batch_job(job_id).processed == 0
 
     yard.worker()._execute_unit(tasks)  # the chunks still held commit alone; chunk 0 not

@@ -3,5 +3,6 @@ transform, embed - done in durable chunks with per-item errors and results.
 
     records.py     a job, its errors and results, stats     kinds.py    job types
     service.py     BulkJobs: create, run chunks, cancel...   things.py   the data imported
-    export.py      JSON/CSV/NDJSON streams                   embeddings.py, search.py
+    chunks.py      ChunkRunner: the chunk task kind           export.py   JSON/CSV/NDJSON
+    embeddings.py  the generate-embeddings type              search.py   nearest things
 """
