@@ -11,7 +11,14 @@ from fastapi.responses import Response
 
 from batchyard.bulk.export import FORMATS
 from batchyard.errors import BatchyardError
-from batchyard.http.dashboard._common import PAGE, PREFIX, ActionForm, dashboard_of, viewer
+from batchyard.http.dashboard._common import (
+    PAGE,
+    PREFIX,
+    ActionForm,
+    confirmed_action,
+    dashboard_of,
+    viewer,
+)
 from batchyard.http.downloads import export_download
 
 JOBS = f"{PREFIX}/jobs"
@@ -50,21 +57,11 @@ def job(request: Request, job_id: str,
                             more=len(errors) == ERRORS_PAGE)
 
 
-@router.get(f"{JOBS}/{{job_id}}/cancel", **PAGE)
-def ask_cancel(request: Request, job_id: str) -> Response:
-    return dashboard_of(request).render(
-        request, "confirm.html", question=f"Cancel bulk job {job_id}? No new chunk of it "
-        "starts; items not yet done stay undone.", button="Yes, cancel",
-        action=request.url.path, back=f"{JOBS}/{job_id}")
-
-
-@router.post(f"{JOBS}/{{job_id}}/cancel")
-def cancel(request: Request, job_id: str, form: ActionForm) -> Response:
-    if form.get("confirm") != "yes":  # destructive: only from the confirmation page
-        return ask_cancel(request, job_id)
-    dashboard = dashboard_of(request)
-    return dashboard.act(request, lambda: dashboard.yard.cancel_batch_job(job_id),
-                         "job-cancelled", f"{JOBS}/{job_id}")
+confirmed_action(
+    router, f"{JOBS}/{{job_id}}/cancel", "job_cancel",
+    lambda yard, job_id: yard.cancel_batch_job(job_id), "job-cancelled",
+    "Cancel bulk job {}? No new chunk of it starts; items not yet done stay undone.",
+    lambda job_id: f"{JOBS}/{job_id}")
 
 
 @router.post(f"{JOBS}/dead/redrive")
