@@ -213,7 +213,7 @@ def test_worker_logs_a_failed_flush_with_its_traceback_as_json(env):
 
 
 def test_the_builtin_log_handler_logs_the_items_it_received(tmp_path, caplog):
-    from batchyard.cli import register_builtin_handlers
+    from batchyard.cli._common import register_builtin_handlers
 
     yard = Yard(f"sqlite:///{tmp_path}/yard.db")
     register_builtin_handlers(yard)

@@ -14,8 +14,7 @@ from batchyard.http import probes
 from batchyard.http.api import router
 from batchyard.http.auth import ApiTokens, BearerAuth
 from batchyard.http.dashboard import PREFIX as DASHBOARD_PREFIX
-from batchyard.http.dashboard import Dashboard
-from batchyard.http.dashboard_jobs import install_job_pages
+from batchyard.http.dashboard import install_dashboard
 from batchyard.http.error_handlers import install_error_handlers
 from batchyard.http.jobs_api import router as jobs_router
 from batchyard.http.limits import (
@@ -85,9 +84,7 @@ def create_app(
     app.include_router(jobs_router)
     app.include_router(search_router)
     app.include_router(probes.router)
-    dashboard = Dashboard(yard, app.state.access)
-    install_job_pages(dashboard)
-    dashboard.install(app)
+    install_dashboard(app, yard, app.state.access)
     # the last added runs first: strangers are turned away before their body is read
     app.add_middleware(RequestLimits, max_body_bytes=max_body_bytes,
                        max_json_depth=max_json_depth)

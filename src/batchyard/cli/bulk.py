@@ -3,6 +3,9 @@
 `import` reads NDJSON, CSV or a JSON array, submits one job, and shows its progress while an
 in-process worker (and any other worker on the store) runs it. A line that cannot be read
 stops the command before anything is submitted, naming the line.
+
+`import`, `export` and `stats` are top-level commands and `jobs` a group: the package's
+`__init__` registers them on the `batchyard` command.
 """
 
 from __future__ import annotations
@@ -29,12 +32,12 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from batchyard.cli import AppOption, StoreOption, _show, app, console, load_yard
+from batchyard.cli._common import AppOption, StoreOption, console, load_yard, show
 from batchyard.errors import InvalidInput
 from batchyard.yard import Yard
 
 jobs_app = typer.Typer(help="Inspect and steer bulk jobs.", no_args_is_help=True)
-app.add_typer(jobs_app, name="jobs")
+
 
 class RateColumn(ProgressColumn):
     """Items per second."""
@@ -98,7 +101,6 @@ def _csv_items(path: Path) -> list[Any]:
     return items
 
 
-@app.command("import")
 def import_file(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     ns: Annotated[str, typer.Option(help="namespace for items that name none")],
@@ -150,7 +152,6 @@ def _follow(yard: Yard, job_id: str, worker: bool) -> None:
         raise typer.Exit(1)
 
 
-@app.command("export")
 def export_ns(
     ns: str,
     format: Annotated[str, typer.Option(help="json, csv or ndjson")] = "json",
@@ -185,7 +186,7 @@ def jobs_list(app_path: AppOption = None, store: StoreOption = None,
               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Bulk jobs, newest first."""
     jobs = load_yard(app_path, store).list_batch_jobs(status=status, type=type, limit=limit)
-    _show([job.model_dump() for job in jobs], as_json, _JOB_COLUMNS)
+    show([job.model_dump() for job in jobs], as_json, _JOB_COLUMNS)
 
 
 @jobs_app.command("show")
@@ -211,10 +212,9 @@ def jobs_errors(job_id: str, app_path: AppOption = None, store: StoreOption = No
     while page := yard.get_batch_job_errors(job_id, after=after, limit=1000):
         rows += [error.model_dump() for error in page]
         after = page[-1].index
-    _show(rows, as_json, ["index", "error"])
+    show(rows, as_json, ["index", "error"])
 
 
-@app.command("stats")
 def stats(app_path: AppOption = None, store: StoreOption = None) -> None:
     """Bulk jobs by status and the success rate."""
     print(json.dumps(load_yard(app_path, store).get_stats().model_dump(by_alias=True)))

@@ -1,0 +1,79 @@
+"""The dashboard's batch pages: the bases and the dead batches, one base's batches with its
+flush history, and the actions on a batch (flush, redrive, discard)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from batchyard.http.dashboard._common import (
+    PAGE,
+    PREFIX,
+    ActionForm,
+    back_to,
+    confirmed_action,
+    dashboard_of,
+)
+
+BATCHES = f"{PREFIX}/batches"
+NAV = ("Batches", BATCHES)
+NOTICES = {
+    "flushed": "Flush scheduled: a worker delivers the batch shortly.",
+    "nothing": "Nothing to flush: no batch is accumulating.",
+    "redriven": "Batch redriven: its flush starts again with fresh attempts.",
+    "discarded": "Batch discarded: its items will not be delivered (the history says so).",
+}
+DEAD_ITEMS_SHOWN = 50  # per dead batch on its base's page; the API pages through the rest
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get(BATCHES, **PAGE)
+def batches(request: Request) -> Response:
+    dashboard = dashboard_of(request)
+    return dashboard.render(request, "batches.html", bases=dashboard.overview.bases(),
+                            dead=dashboard.yard.list_dead_batches())
+
+
+def _base_page(batch_id: str) -> str:
+    """The dashboard page of a batch's base id."""
+    return f"{BATCHES}/{quote(batch_id.partition('::')[0], '')}"
+
+
+# before the base's page: ids may hold "/", and ".../discard" is discard's page
+confirmed_action(
+    router, f"{BATCHES}/{{batch_id:path}}/discard", "batch_discard",
+    lambda yard, batch_id: yard.discard_batch(batch_id), "discarded",
+    "Discard dead batch {}? Its pending items are never delivered; the flush history "
+    "records them as dropped.", _base_page)
+
+
+@router.get(f"{BATCHES}/{{base_id:path}}", **PAGE)
+def batch_base(request: Request, base_id: str) -> Response:
+    dashboard = dashboard_of(request)
+    yard = dashboard.yard
+    batches = yard.get_batch_status(base_id)
+    dead_items = {b.batch_id: yard.get_batch_items(b.batch_id, limit=DEAD_ITEMS_SHOWN)
+                  for b in batches if b.status == "dead"}
+    return dashboard.render(request, "batch.html", base_id=base_id, batches=batches,
+                            dead_items=dead_items, shown=DEAD_ITEMS_SHOWN,
+                            history=yard.get_flush_history(base_id, 50))
+
+
+@router.post(f"{BATCHES}/{{batch_id:path}}/flush")
+def flush(request: Request, batch_id: str, form: ActionForm) -> Response:
+    dashboard = dashboard_of(request)
+
+    def run() -> str:
+        return "flushed" if dashboard.yard.flush(batch_id).flushed else "nothing"
+
+    return dashboard.act(request, run, "flushed", back_to(form, BATCHES))
+
+
+@router.post(f"{BATCHES}/{{batch_id:path}}/redrive")
+def redrive(request: Request, batch_id: str, form: ActionForm) -> Response:
+    dashboard = dashboard_of(request)
+    return dashboard.act(request, lambda: dashboard.yard.redrive_batch(batch_id), "redriven",
+                         back_to(form, BATCHES))
