@@ -13,8 +13,8 @@ TOKEN = "tok-5f2c9e"
 
 
 @pytest.fixture
-def yard(make_yard):
-    yard = make_yard()
+def yard(yard):
+    """The shared yard (tests/conftest.py), with a handler and one open batch."""
     yard.handler("ok")(lambda items, ctx: None)
     yard.add_items("events", [1, 2], max_batch_size=10, on_flush="ok")
     return yard
