@@ -29,8 +29,7 @@ JOB_KEYS = {"id", "type", "status", "total", "processed", "failed", "results", "
 
 
 @pytest.fixture
-def client(make_yard):
-    yard = make_yard()
+def client(yard):
 
     @yard.transform("upper")
     def upper(item):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from fastapi.testclient import TestClient
 
 from batchyard.http import create_app
+from tests.dashboard.forms import csrf
 
 TOKEN = "tok-5f2c9e"
 
@@ -23,10 +22,6 @@ def yard(yard):
 def client_for(yard, tokens=None):
     return TestClient(create_app(yard, worker=False, tokens=tokens),
                       base_url="http://dash.test")
-
-
-def csrf(html):
-    return re.search(r'<meta name="csrf-token" content="([0-9a-f]{64})">', html)[1]
 
 
 def flushed(yard):
