@@ -1,9 +1,16 @@
-"""Fixtures shared by every test: real stores, one per backend.
+"""Fixtures shared by every test: real stores, one per backend, the yards on them, a clock.
 
 SQLite runs on a file under tmp_path (WAL and several connections are real). PostgreSQL runs
 on the server named by BATCHYARD_TEST_POSTGRES (default: the local one); a template database
 is migrated once per session and cloned per test. Where no server answers, PostgreSQL tests
 skip with the reason - except under CI, where they fail.
+
+- `store_url`: the URL of a fresh store, once per backend.
+- `make_yard`: a factory of yards on that store (`make_yard(clock=clock, retry=...)`).
+- `yard`: `make_yard()` - default options, the system clock. A module that needs more (a
+  manual clock, a retry policy, its handlers) overrides `yard` by name, building on this
+  one or on `make_yard`.
+- `clock`: a `ManualClock` at `CLOCK_START`, moved only by the test's `advance`.
 """
 
 from __future__ import annotations
@@ -16,13 +23,14 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from batchyard import Yard
+from batchyard import ManualClock, Yard
 from batchyard.store import open_store
 
 PG_ADMIN_URL = os.environ.get(
     "BATCHYARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 BACKENDS = ["sqlite", "postgres"]
+CLOCK_START = 1_800_000_000.0  # 2027-01-15 08:00 UTC; no test depends on the date itself
 
 
 def pg_url(database: str) -> str:
@@ -81,3 +89,15 @@ def make_yard(store_url: str) -> Iterator[Callable[..., Yard]]:
     yield make
     for yard in yards:
         yard.close()
+
+
+@pytest.fixture
+def yard(make_yard: Callable[..., Yard]) -> Yard:
+    """A yard on the test's store: default options, the system clock, no handlers."""
+    return make_yard()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A manual clock at CLOCK_START; time moves only when the test advances it."""
+    return ManualClock(CLOCK_START)

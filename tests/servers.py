@@ -17,12 +17,14 @@ def free_port() -> int:
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 30.0,
-               what: str = "condition") -> None:
+               what: str = "condition", interval: float = 0.05) -> None:
+    """Return once `condition()` is true, checking every `interval` seconds; raise an
+    AssertionError naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.05)
+        time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
 
 

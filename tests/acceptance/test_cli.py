@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from batchyard import ItemFailures, RetryPolicy, Yard
+from tests.processes import app_env, recorded
 from tests.servers import free_port, wait_for_http, wait_until
 
 HERE = Path(__file__).parent
@@ -28,14 +29,7 @@ def cli(*args, env=None, **kwargs):
 
 @pytest.fixture
 def env(store_url, tmp_path):
-    return {**os.environ, "BATCHYARD_STORE": store_url,
-            "RECORD_PATH": str(tmp_path / "calls.jsonl"),
-            "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def recorded(env):
-    path = Path(env["RECORD_PATH"])
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return app_env(store_url, tmp_path / "calls.jsonl", HERE)
 
 
 def test_serve_accepts_items_and_flushes_them_in_process(env):
@@ -47,8 +41,8 @@ def test_serve_accepts_items_and_flushes_them_in_process(env):
         response = httpx.post(f"{base}/batches/ev/items",
                               json={"items": [1, 2], "max_batch_size": 2, "on_flush": "record"})
         assert response.json()["flushed"] is True
-        wait_until(lambda: recorded(env), what="the flush")
-        assert recorded(env) == [{"batch_id": "ev::0", "items": [1, 2]}]
+        wait_until(lambda: recorded(env["RECORD_PATH"]), what="the flush")
+        assert recorded(env["RECORD_PATH"]) == [{"batch_id": "ev::0", "items": [1, 2]}]
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=30)
@@ -67,7 +61,7 @@ def test_sigterm_lets_in_flight_flushes_finish(env):
     worker.send_signal(signal.SIGTERM)
     output, _ = worker.communicate(timeout=30)
     assert worker.returncode == 0, output
-    assert recorded(env) == [{"batch_id": "ev::0", "items": [1, 2, 3]}]
+    assert recorded(env["RECORD_PATH"]) == [{"batch_id": "ev::0", "items": [1, 2, 3]}]
     assert yard.get_batch_status("ev") == []  # completed
     yard.close()
 

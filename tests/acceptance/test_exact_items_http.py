@@ -16,8 +16,7 @@ from tests.exact_values import json_like, points_at_a_problem, same, storable
 
 
 @pytest.fixture
-def client(make_yard):
-    yard = make_yard()
+def client(yard):
     delivered = {}
 
     @yard.handler("collect")

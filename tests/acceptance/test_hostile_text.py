@@ -41,8 +41,7 @@ PATH_IDS = ("/batches/", "/ui/batches/", "/ui/iterators/")
 
 
 @pytest.fixture
-def client(make_yard):
-    yard = make_yard()
+def client(yard):
     yard.handler("collect")(lambda items, ctx: None)
     # a real namespace and batch beside the hostile names: nothing may answer for them
     yard.create_batch_job("import-things", [{"ns": "ab", "id": "1"}])

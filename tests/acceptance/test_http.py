@@ -10,8 +10,7 @@ from batchyard.http import create_app
 
 
 @pytest.fixture
-def client(make_yard):
-    yard = make_yard()
+def client(yard):
     seen = []
 
     @yard.handler("collect")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from fastapi.testclient import TestClient
 from batchyard import Yard
 from batchyard.bulk.things import upsert_things
 from batchyard.http import create_app
+from tests.processes import app_env
 from tests.servers import free_port, wait_for_http
 
 HERE = Path(__file__).parent
@@ -29,8 +29,7 @@ JOB_KEYS = {"id", "type", "status", "total", "processed", "failed", "results", "
 
 
 @pytest.fixture
-def client(make_yard):
-    yard = make_yard()
+def client(yard):
 
     @yard.transform("upper")
     def upper(item):
@@ -177,8 +176,7 @@ def test_bad_requests_name_what_is_wrong(client):
 @pytest.fixture
 def server(store_url, tmp_path):
     port = free_port()
-    env = {**os.environ, "BATCHYARD_STORE": store_url, "RECORD_PATH": str(tmp_path / "r"),
-           "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = app_env(store_url, tmp_path / "r", HERE)
     proc = subprocess.Popen([sys.executable, "-m", "batchyard", "serve", "--app", "app:yard",
                              "--port", str(port), "--log-level", "warning"], env=env)
     base = f"http://127.0.0.1:{port}"

@@ -23,8 +23,8 @@ GOOD = {"items": [1], "max_batch_size": 5, "on_flush": "collect"}
 
 
 @pytest.fixture
-def yard(make_yard):
-    yard = make_yard()
+def yard(yard):
+    """The shared yard (tests/conftest.py), with this module's handlers."""
     yard.handler("collect")(lambda items, ctx: None)
     return yard
 

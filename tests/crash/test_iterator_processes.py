@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from batchyard import Yard
+from tests.processes import app_env, recorded
+from tests.servers import wait_until
 
 HERE = Path(__file__).parent
 ROWS = 2_000
@@ -40,22 +40,9 @@ def no_worker_left_behind():
             proc.wait()
 
 
-def calls(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()] \
-        if Path(path).exists() else []
-
-
-def wait_for(condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def env(store_url, tmp_path):
-    return {**os.environ, "BATCHYARD_STORE": store_url, "RECORD_PATH": str(tmp_path / "c"),
-            "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return app_env(store_url, tmp_path / "c", HERE)
 
 
 @pytest.fixture
@@ -74,30 +61,33 @@ def test_pause_kill_resume_processes_exactly_the_rest_and_cancel_survives(yard, 
         yard.start_iterator(job, batch_size=50, get_next_batch="numbers", process_batch="log",
                             delay_between_batches=0)
     proc = worker(env)
-    wait_for(lambda: yard.get_iterator_status("a").processed >= 0.4 * ROWS)
+    wait_until(lambda: yard.get_iterator_status("a").processed >= 0.4 * ROWS, 60.0,
+               "40% of job a", interval=0.02)
     paused = yard.pause_iterator("a")
-    wait_for(lambda: yard.get_iterator_status("b").processed >= 0.6 * ROWS)
+    wait_until(lambda: yard.get_iterator_status("b").processed >= 0.6 * ROWS, 60.0,
+               "60% of job b", interval=0.02)
     yard.cancel_iterator("b")
     cancelled_at = time.time()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     checkpoint = yard.get_iterator_status("a")
     assert checkpoint.status == "paused" and checkpoint.processed >= paused.processed
-    before = len(calls(env["RECORD_PATH"]))
+    before = len(recorded(env["RECORD_PATH"]))
 
     proc = worker(env)  # a new worker; the cancel and the pause survive the restart
     time.sleep(1.0)
     assert yard.get_iterator_status("a").status == "paused"
     yard.resume_iterator("a")
-    wait_for(lambda: yard.get_iterator_status("a").status == "completed")
+    wait_until(lambda: yard.get_iterator_status("a").status == "completed", 60.0,
+               "job a to complete", interval=0.02)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
 
-    after = [c for c in calls(env["RECORD_PATH"])[before:] if c["job"] == "a"]
+    after = [c for c in recorded(env["RECORD_PATH"])[before:] if c["job"] == "a"]
     rest = [i for c in after for i in c["items"]]
     assert rest == list(range(checkpoint.processed, ROWS))  # exactly the remaining rows
     assert yard.get_iterator_status("a").processed == ROWS
-    late_b = [c for c in calls(env["RECORD_PATH"]) if c["job"] == "b" and c["at"] > cancelled_at]
+    late_b = [c for c in recorded(env["RECORD_PATH"]) if c["job"] == "b" and c["at"] > cancelled_at]
     assert late_b == [] or all(c["at"] - cancelled_at < 0.5 for c in late_b)  # only in flight
     assert yard.get_iterator_status("b").status == "cancelled"
 
@@ -133,7 +123,8 @@ def test_pause_and_resume_during_a_batch_never_make_two_runners(make_yard):
         time.sleep(0.03)
         yard.pause_iterator("j")
         yard.resume_iterator("j")
-    wait_for(lambda: yard.get_iterator_status("j").status == "completed")
+    wait_until(lambda: yard.get_iterator_status("j").status == "completed", 60.0,
+               "job j to complete", interval=0.02)
     worker_.stop()
     thread.join()
     assert peak[0] == 1, f"{peak[0]} handler calls ran at once for one job"
@@ -153,16 +144,18 @@ def test_sigkill_between_transactional_writes_and_commit_loses_and_duplicates_no
     kills = 0
     for _ in range(3):  # kill inside the handler's transaction, after its writes
         proc = worker(env)
-        seen = len(calls(env["RECORD_PATH"]))
-        wait_for(lambda seen=seen: len(calls(env["RECORD_PATH"])) > seen + 1)
+        seen = len(recorded(env["RECORD_PATH"]))
+        wait_until(lambda seen=seen: len(recorded(env["RECORD_PATH"])) > seen + 1, 60.0,
+                   "two more handler calls", interval=0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
-    killed_batches = len(calls(env["RECORD_PATH"])) - yard.get_iterator_status("t").batches
+    killed_batches = len(recorded(env["RECORD_PATH"])) - yard.get_iterator_status("t").batches
     assert killed_batches >= kills  # each kill landed between the writes and the commit
 
     proc = worker({**env, "HANDLER_SLEEP": "0"})
-    wait_for(lambda: yard.get_iterator_status("t").status == "completed")
+    wait_until(lambda: yard.get_iterator_status("t").status == "completed", 60.0,
+               "job t to complete", interval=0.02)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     with yard.store.transaction(write=False) as tx:

@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from batchyard import Yard
+from tests.servers import wait_until
 
 ITEMS = 50_000
 
@@ -21,13 +21,6 @@ def worker(store_url):
                              "--concurrency", "2", "--lease", "2"],
                             env=os.environ.copy(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-
-
-def wait_for(condition, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 @pytest.mark.slow
@@ -41,14 +34,16 @@ def test_sigkill_during_a_50k_import_keeps_exact_books(store_url):
     try:
         for fraction in (0.3, 0.6):  # two kills mid-import
             procs.append(proc := worker(store_url))
-            wait_for(lambda f=fraction: yard.get_batch_job(job_id).processed >= f * ITEMS)
+            wait_until(lambda f=fraction: yard.get_batch_job(job_id).processed >= f * ITEMS,
+                       120.0, f"{fraction:.0%} of the import", interval=0.01)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             progress.append(yard.get_batch_job(job_id).processed)
         assert progress[-1] < ITEMS - 1, "the import finished before the last kill"
 
         procs.append(proc := worker(store_url))
-        wait_for(lambda: yard.get_batch_job(job_id).completed_at is not None)
+        wait_until(lambda: yard.get_batch_job(job_id).completed_at is not None, 120.0,
+                   "the import's end", interval=0.01)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     finally:

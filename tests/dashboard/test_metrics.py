@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from batchyard import ManualClock, RetryPolicy, folds
+from batchyard import RetryPolicy, folds
 from batchyard.http import create_app
 
 
@@ -26,11 +26,6 @@ def scrape(client: TestClient) -> dict[tuple[str, frozenset], float]:
 
 def value(samples, name, **labels) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-@pytest.fixture
-def clock():
-    return ManualClock()
 
 
 @pytest.fixture

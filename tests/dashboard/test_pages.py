@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from batchyard import RetryPolicy, folds
 from batchyard.http import create_app
+from tests.dashboard.forms import csrf
 
 
 @pytest.fixture
@@ -34,10 +35,6 @@ def yard(make_yard):
 def client(yard):
     with TestClient(create_app(yard, worker=False), base_url="http://dash.test") as client:
         yield client
-
-
-def csrf(page_html: str) -> str:
-    return re.search(r'<meta name="csrf-token" content="([0-9a-f]{64})">', page_html)[1]
 
 
 def post(client, path, page="/", **fields):

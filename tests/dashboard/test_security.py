@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from fastapi.testclient import TestClient
 
 from batchyard.http import create_app
+from tests.dashboard.forms import csrf
 
 TOKEN = "tok-5f2c9e"
 
 
 @pytest.fixture
-def yard(make_yard):
-    yard = make_yard()
+def yard(yard):
+    """The shared yard (tests/conftest.py), with a handler and one open batch."""
     yard.handler("ok")(lambda items, ctx: None)
     yard.add_items("events", [1, 2], max_batch_size=10, on_flush="ok")
     return yard
@@ -23,10 +22,6 @@ def yard(make_yard):
 def client_for(yard, tokens=None):
     return TestClient(create_app(yard, worker=False, tokens=tokens),
                       base_url="http://dash.test")
-
-
-def csrf(html):
-    return re.search(r'<meta name="csrf-token" content="([0-9a-f]{64})">', html)[1]
 
 
 def flushed(yard):

@@ -9,8 +9,6 @@ no process exited, and the log says one thing when the outage starts and one whe
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,6 +22,7 @@ import pytest
 from batchyard import StoreUnavailable, Yard
 from tests.conftest import PG_ADMIN_URL
 from tests.faults.proxy import FaultyProxy
+from tests.processes import app_env, recorded
 from tests.servers import free_port, wait_for_http, wait_until
 
 HERE = Path(__file__).parent
@@ -41,16 +40,12 @@ def start(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]
 
 @pytest.fixture
 def env(proxy: FaultyProxy, tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "BATCHYARD_STORE": f"{proxy.url}?application_name={APPLICATION}",
-            "RECORD_PATH": str(tmp_path / "calls.jsonl"),
-            "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return app_env(f"{proxy.url}?application_name={APPLICATION}", tmp_path / "calls.jsonl",
+                   HERE)
 
 
 def flushed(env: dict[str, str]) -> set[str]:
-    path = Path(env["RECORD_PATH"])
-    if not path.exists():
-        return set()
-    return {json.loads(line)["batch_id"] for line in path.read_text().splitlines()}
+    return {call["batch_id"] for call in recorded(env["RECORD_PATH"])}
 
 
 def terminate_backends(database_url: str) -> int:

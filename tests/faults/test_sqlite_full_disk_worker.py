@@ -4,8 +4,6 @@ was accepted before and what is added after. Nothing accepted is lost."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +14,7 @@ import pytest
 
 from batchyard import StoreFull, Yard
 from tests.faults.disks import grow, small_disk
+from tests.processes import app_env, recorded
 from tests.servers import wait_until
 
 HERE = Path(__file__).parent
@@ -24,9 +23,7 @@ FULL_SECONDS = 3.0
 
 
 def flushed(record: Path) -> list[str]:
-    if not record.exists():
-        return []
-    return [json.loads(line)["batch_id"] for line in record.read_text().splitlines()]
+    return [call["batch_id"] for call in recorded(record)]
 
 
 def fill(yard: Yard) -> None:
@@ -45,8 +42,7 @@ def test_a_worker_process_rides_through_a_full_disk(tmp_path):
         url = f"sqlite:///{disk / 'yard.db'}"
         yard = Yard(url)
         yard.handler("record")(lambda items, ctx: None)
-        env = {**os.environ, "BATCHYARD_STORE": url, "RECORD_PATH": str(record),
-               "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = app_env(url, record, HERE)
         with log.open("wb") as out:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "batchyard", "worker", "--app", "app:yard",

@@ -16,16 +16,10 @@ from batchyard import (
     HandlerNotFound,
     InvalidInput,
     ItemFailures,
-    ManualClock,
     NotFound,
     RetryPolicy,
     Yard,
 )
-
-
-@pytest.fixture
-def clock():
-    return ManualClock(1_800_000_000.0)
 
 
 @pytest.fixture

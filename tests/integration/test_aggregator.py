@@ -8,14 +8,9 @@ from collections import Counter
 import psycopg
 import pytest
 
-from batchyard import Conflict, InvalidInput, ManualClock, NotFound, Yard, folds
+from batchyard import Conflict, InvalidInput, NotFound, Yard, folds
 from tests.conftest import pg_url
 from tests.servers import wait_until
-
-
-@pytest.fixture
-def clock():
-    return ManualClock(1_700_000_000.0)
 
 
 @pytest.fixture

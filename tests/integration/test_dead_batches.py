@@ -9,17 +9,11 @@ from batchyard import (
     Conflict,
     InvalidInput,
     ItemFailures,
-    ManualClock,
     NotFound,
     RetryPolicy,
 )
 
 BIG = 2**64 - 1  # the largest integer stored exactly: comes back an int, not a float
-
-
-@pytest.fixture
-def clock():
-    return ManualClock(1_800_000_000.0)
 
 
 @pytest.fixture

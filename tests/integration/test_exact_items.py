@@ -27,8 +27,8 @@ BAD = [
 
 
 @pytest.fixture
-def yard(make_yard):
-    yard = make_yard()
+def yard(yard):
+    """The shared yard (tests/conftest.py), with this module's handlers."""
     yard.delivered = {}
 
     @yard.handler("collect")

@@ -12,11 +12,6 @@ from batchyard import InvalidInput
 from batchyard.bulk.things import upsert_things
 
 
-@pytest.fixture
-def yard(make_yard):
-    return make_yard()
-
-
 def put(yard, items):
     job_id = yard.create_batch_job("import-things", items)
     yard.run_worker(wait=False)

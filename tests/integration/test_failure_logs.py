@@ -8,15 +8,10 @@ import logging
 import orjson
 import pytest
 
-from batchyard import ItemFailures, ManualClock, RetryPolicy, folds
+from batchyard import ItemFailures, RetryPolicy, folds
 from batchyard.failures import MAX_TRACEBACK_CHARS, traceback_text
 from batchyard.logs import JsonFormatter, Redactor
 from batchyard.signals import RetryLater
-
-
-@pytest.fixture
-def clock():
-    return ManualClock(1_800_000_000.0)
 
 
 @pytest.fixture

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from batchyard import Conflict, HandlerNotFound, InvalidInput, ManualClock, NotFound, Page
+from batchyard import Conflict, HandlerNotFound, InvalidInput, NotFound, Page
 
 ROWS = list(range(95))
-
-
-@pytest.fixture
-def clock():
-    return ManualClock(1_700_000_000.0)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 import orjson
 import pytest
 
-from batchyard import Conflict, InvalidInput, LeaseLost, ManualClock, RetryPolicy
+from batchyard import Conflict, InvalidInput, LeaseLost, RetryPolicy
 from batchyard.signals import RetryLater
 
 
@@ -23,11 +23,6 @@ def stored(yard, ns="products"):
     with yard.store.transaction(write=False) as tx:
         return {row["id"]: row for row in tx.all(
             "SELECT * FROM batchyard_things WHERE ns = :ns", {"ns": ns})}
-
-
-@pytest.fixture
-def yard(make_yard):
-    return make_yard()
 
 
 def test_import_things_stores_valid_items_and_names_each_invalid_one(yard):
@@ -139,8 +134,7 @@ def test_errors_and_results_are_paged(yard):
 
 
 def test_a_chunk_that_keeps_failing_is_dead_after_three_retries_and_redrive_completes_it(
-        make_yard):
-    clock = ManualClock(1_800_000_000.0)
+        make_yard, clock):
     yard = make_yard(clock=clock, retry=RetryPolicy(jitter=0.0))
     broken = [True]
     calls = []
@@ -308,8 +302,8 @@ def refuse_thing(yard, thing_id):
                                   "FOR EACH ROW EXECUTE FUNCTION refuse()")
 
 
-def test_a_chunk_that_fails_in_a_group_dies_alone_and_the_others_commit(make_yard, caplog):
-    clock = ManualClock(1_800_000_000.0)
+def test_a_chunk_that_fails_in_a_group_dies_alone_and_the_others_commit(make_yard, clock,
+                                                                         caplog):
     yard = make_yard(clock=clock, retry=RetryPolicy(jitter=0.0))
     refuse_thing(yard, "p250")
     job_id = yard.create_batch_job("import-things", [thing(n) for n in range(500)])
@@ -326,8 +320,7 @@ def test_a_chunk_that_fails_in_a_group_dies_alone_and_the_others_commit(make_yar
     assert len(rows) == 400 and not {f"p{n}" for n in range(200, 300)} & rows.keys()
 
 
-def test_a_stale_token_in_a_group_refuses_the_whole_groups_writes(make_yard):
-    clock = ManualClock(1_800_000_000.0)
+def test_a_stale_token_in_a_group_refuses_the_whole_groups_writes(make_yard, clock):
     yard = make_yard(clock=clock)
     job_id = yard.create_batch_job("import-things", [thing(n) for n in range(300)])
     tasks = yard.runtime.tasks.claim("w1", 3, lease=5, now=clock.time())

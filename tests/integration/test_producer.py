@@ -13,8 +13,8 @@ from batchyard import Backpressure, InvalidInput, ProducerError, StoreError
 
 
 @pytest.fixture
-def yard(make_yard):
-    yard = make_yard()
+def yard(yard):
+    """The shared yard (tests/conftest.py), with this module's handlers."""
     yard.delivered = []
 
     @yard.handler("collect")

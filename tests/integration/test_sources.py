@@ -13,8 +13,8 @@ from batchyard.sources import csv_file, ndjson_file, sql_keyset
 
 
 @pytest.fixture
-def yard(make_yard):
-    yard = make_yard()
+def yard(yard):
+    """The shared yard (tests/conftest.py), with this module's handler and source table."""
     yard.batches = []
 
     @yard.handler("collect")

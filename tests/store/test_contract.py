@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from batchyard import LeaseLost, ManualClock, NotFound, StoreError
+from batchyard import LeaseLost, NotFound, StoreError
 from batchyard.store import open_store
 from batchyard.tasks import TaskQueue
 
@@ -18,11 +18,6 @@ def store(store_url):
     store = open_store(store_url)
     yield store
     store.close()
-
-
-@pytest.fixture
-def clock():
-    return ManualClock(1_000_000.0)
 
 
 @pytest.fixture
