@@ -13,8 +13,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-PG_ADMIN_URL = os.environ.get("BATCHYARD_BENCH_POSTGRES",
-                              "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "BATCHYARD_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def median_rate(run: Callable[[], tuple[int, float]], repeat: int) -> dict[str, float]:
@@ -22,8 +23,9 @@ def median_rate(run: Callable[[], tuple[int, float]], repeat: int) -> dict[str, 
     return median_rates([run], repeat)[0]
 
 
-def median_rates(runs: Sequence[Callable[[], tuple[int, float]]],
-                 repeat: int) -> list[dict[str, float]]:
+def median_rates(
+    runs: Sequence[Callable[[], tuple[int, float]]], repeat: int
+) -> list[dict[str, float]]:
     """`median_rate` of each of `runs`, measured in turns (a, b, c, a, b, c ...): a drift of
     the shared machine - another load, a checkpoint - then weighs on each alike, where
     all of a's runs followed by all of b's would put it on one side of the ratio."""
@@ -32,8 +34,9 @@ def median_rates(runs: Sequence[Callable[[], tuple[int, float]]],
         for run, done in zip(runs, rates, strict=True):
             items, seconds = run()
             done.append(items / seconds)
-    return [{"median": statistics.median(done), "min": min(done), "max": max(done)}
-            for done in rates]
+    return [
+        {"median": statistics.median(done), "min": min(done), "max": max(done)} for done in rates
+    ]
 
 
 def timed(fn: Callable[[], int]) -> tuple[int, float]:

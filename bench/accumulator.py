@@ -40,8 +40,12 @@ def adds(url: str, calls: int, per_call: int) -> tuple[int, float]:
     yard = noop_yard(url)
     start = time.perf_counter()
     for c in range(calls):
-        yard.add_items("bench", [{"i": c * per_call + k, **ITEM} for k in range(per_call)],
-                       max_batch_size=100, on_flush="noop")
+        yard.add_items(
+            "bench",
+            [{"i": c * per_call + k, **ITEM} for k in range(per_call)],
+            max_batch_size=100,
+            on_flush="noop",
+        )
     elapsed = time.perf_counter() - start
     yard.close()
     return calls * per_call, elapsed
@@ -75,18 +79,35 @@ def end_to_end(url: str, items: int) -> int:
 def drain(url: str, items: int, processes: int) -> tuple[int, float]:
     """Flush `items` already-added items with `processes` worker processes."""
     env = {**os.environ, "BATCHYARD_STORE": url, "PYTHONPATH": str(HERE)}
-    workers = [subprocess.Popen([sys.executable, "-m", "batchyard", "worker", "--app",
-                                 "_noop_app:yard", "--concurrency", "4", "--log-level",
-                                 "warning"], env=env) for _ in range(processes)]
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "batchyard",
+                "worker",
+                "--app",
+                "_noop_app:yard",
+                "--concurrency",
+                "4",
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+        )
+        for _ in range(processes)
+    ]
     yard = noop_yard(url)
     try:
         while _count(yard, "SELECT count(*) AS n FROM batchyard_workers") < processes:
             time.sleep(0.05)
         start = time.perf_counter()
-        yard.add_items("bench", [{"i": n, **ITEM} for n in range(items)],
-                       max_batch_size=100, on_flush="noop")
-        while _count(yard, "SELECT count(*) AS n FROM batchyard_tasks "
-                           "WHERE kind = 'accumulator.flush'"):
+        yard.add_items(
+            "bench", [{"i": n, **ITEM} for n in range(items)], max_batch_size=100, on_flush="noop"
+        )
+        while _count(
+            yard, "SELECT count(*) AS n FROM batchyard_tasks WHERE kind = 'accumulator.flush'"
+        ):
             time.sleep(0.01)
         return items, time.perf_counter() - start
     finally:
@@ -136,8 +157,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--items", type=int, default=20000)
-    parser.add_argument("--only", choices=("adds", "flow"),
-                        help="only the durable adds, or only end to end / drain / latency")
+    parser.add_argument(
+        "--only",
+        choices=("adds", "flow"),
+        help="only the durable adds, or only end to end / drain / latency",
+    )
     args = parser.parse_args()
     r, calls, items = args.repeat, args.calls, args.items
 
@@ -148,6 +172,7 @@ def main() -> None:
         def run():
             with fresh_postgres() as url:
                 return fn(url)
+
         return run
 
     if args.only != "flow":
@@ -158,46 +183,76 @@ def main() -> None:
 
 def durable_adds(r, calls, sqlite_url, on_pg) -> None:
     """Raw, keyed raw and add_items take turns, run by run (see `median_rates`)."""
+
     def sqlite_raw(per_call, keyed=False):
-        return lambda: raw_sqlite_inserts(fresh_sqlite(), calls // per_call, per_call,
-                                          keyed=keyed)
+        return lambda: raw_sqlite_inserts(fresh_sqlite(), calls // per_call, per_call, keyed=keyed)
 
     def pg_raw(per_call, keyed=False):
-        return on_pg(lambda u: raw_postgres_inserts(u, calls // per_call, per_call,
-                                                    keyed=keyed))
+        return on_pg(lambda u: raw_postgres_inserts(u, calls // per_call, per_call, keyed=keyed))
 
     for per_call in (1, 100):
-        raw, keyed, ours = median_rates([
-            sqlite_raw(per_call), sqlite_raw(per_call, True),
-            lambda n=per_call: adds(sqlite_url(), calls // n, n)], r)
-        print_table(f"SQLite (WAL, synchronous=NORMAL): durable adds, {per_call} per call", [
-            (f"raw sqlite3, {per_call} rows/tx (rows/s)", raw, "the limit"),
-            ("raw, keyed like batchyard_items (rows/s)", keyed, KEYED),
-            (f"add_items, {per_call} items/call (items/s)", ours, "goal >= 0.7"),
-        ])
+        raw, keyed, ours = median_rates(
+            [
+                sqlite_raw(per_call),
+                sqlite_raw(per_call, True),
+                lambda n=per_call: adds(sqlite_url(), calls // n, n),
+            ],
+            r,
+        )
+        print_table(
+            f"SQLite (WAL, synchronous=NORMAL): durable adds, {per_call} per call",
+            [
+                (f"raw sqlite3, {per_call} rows/tx (rows/s)", raw, "the limit"),
+                ("raw, keyed like batchyard_items (rows/s)", keyed, KEYED),
+                (f"add_items, {per_call} items/call (items/s)", ours, "goal >= 0.7"),
+            ],
+        )
     for per_call in (1, 100):
-        raw, keyed, ours = median_rates([
-            pg_raw(per_call), pg_raw(per_call, True),
-            on_pg(lambda u, n=per_call: adds(u, calls // n, n))], r)
-        print_table(f"PostgreSQL (synchronous_commit=on): durable adds, {per_call} per call", [
-            (f"raw psycopg, {per_call} rows/tx (rows/s)", raw, "the limit"),
-            ("raw, keyed like batchyard_items (rows/s)", keyed, KEYED),
-            (f"add_items, {per_call} items/call (items/s)", ours, "goal >= 0.7"),
-        ])
+        raw, keyed, ours = median_rates(
+            [
+                pg_raw(per_call),
+                pg_raw(per_call, True),
+                on_pg(lambda u, n=per_call: adds(u, calls // n, n)),
+            ],
+            r,
+        )
+        print_table(
+            f"PostgreSQL (synchronous_commit=on): durable adds, {per_call} per call",
+            [
+                (f"raw psycopg, {per_call} rows/tx (rows/s)", raw, "the limit"),
+                ("raw, keyed like batchyard_items (rows/s)", keyed, KEYED),
+                (f"add_items, {per_call} items/call (items/s)", ours, "goal >= 0.7"),
+            ],
+        )
 
 
 def flow(r, items, sqlite_url, on_pg) -> None:
-    print_table("End to end: single-item adds -> no-op handler (items/s)", [
-        ("SQLite, in-process worker",
-         median_rate(lambda: timed(lambda: end_to_end(sqlite_url(), items)), r), ""),
-        ("PostgreSQL, in-process worker",
-         median_rate(on_pg(lambda u: timed(lambda: end_to_end(u, items))), r), ""),
-    ])
-    print_table("Drain: flushing already-added items, PostgreSQL (items/s)", [
-        ("1 worker process", median_rate(on_pg(lambda u: drain(u, items * 5, 1)), r), ""),
-        ("2 worker processes", median_rate(on_pg(lambda u: drain(u, items * 5, 2)), r),
-         "scale-out"),
-    ])
+    print_table(
+        "End to end: single-item adds -> no-op handler (items/s)",
+        [
+            (
+                "SQLite, in-process worker",
+                median_rate(lambda: timed(lambda: end_to_end(sqlite_url(), items)), r),
+                "",
+            ),
+            (
+                "PostgreSQL, in-process worker",
+                median_rate(on_pg(lambda u: timed(lambda: end_to_end(u, items))), r),
+                "",
+            ),
+        ],
+    )
+    print_table(
+        "Drain: flushing already-added items, PostgreSQL (items/s)",
+        [
+            ("1 worker process", median_rate(on_pg(lambda u: drain(u, items * 5, 1)), r), ""),
+            (
+                "2 worker processes",
+                median_rate(on_pg(lambda u: drain(u, items * 5, 2)), r),
+                "scale-out",
+            ),
+        ],
+    )
     print("\n## Flush latency: add that fills a batch -> handler, idle in-process worker\n")
     for name, url_of in (("SQLite", lambda: sqlite_url()), ("PostgreSQL", None)):
         results = []

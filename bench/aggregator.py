@@ -25,8 +25,10 @@ def fill(yard: Yard, events: int, keys: int) -> None:
         tx.executemany(
             "INSERT INTO batchyard_events (stream, position, payload, created_at) "
             "VALUES ('bench', {event_position}, :payload, {now})",
-            [{"payload": json.dumps({"k": f"key-{rng.randrange(keys)}", "n": 1})}
-             for _ in range(events)],
+            [
+                {"payload": json.dumps({"k": f"key-{rng.randrange(keys)}", "n": 1})}
+                for _ in range(events)
+            ],
         )
 
 
@@ -52,14 +54,19 @@ def hand_loop(yard: Yard, events: int) -> tuple[int, float]:
     while True:
         with yard.store.transaction() as tx:
             cursor = tx.one("SELECT id FROM hand_cursor")["id"]
-            rows = tx.all("SELECT id, payload FROM batchyard_events WHERE stream = 'bench' "
-                          "AND id > :cursor ORDER BY id LIMIT 1000", {"cursor": cursor})
+            rows = tx.all(
+                "SELECT id, payload FROM batchyard_events WHERE stream = 'bench' "
+                "AND id > :cursor ORDER BY id LIMIT 1000",
+                {"cursor": cursor},
+            )
             if not rows:
                 break
             counts = Counter(json.loads(r["payload"])["k"] for r in rows)
-            tx.executemany("INSERT INTO hand_totals VALUES (:key, :n) ON CONFLICT (key) "
-                           "DO UPDATE SET n = hand_totals.n + excluded.n",
-                           [{"key": k, "n": n} for k, n in counts.items()])
+            tx.executemany(
+                "INSERT INTO hand_totals VALUES (:key, :n) ON CONFLICT (key) "
+                "DO UPDATE SET n = hand_totals.n + excluded.n",
+                [{"key": k, "n": n} for k, n in counts.items()],
+            )
             tx.execute("UPDATE hand_cursor SET id = :id", {"id": rows[-1]["id"]})
             done += len(rows)
     assert done == events
@@ -67,28 +74,46 @@ def hand_loop(yard: Yard, events: int) -> tuple[int, float]:
 
 
 def group_by(yard: Yard, events: int) -> tuple[int, float]:
-    expr = ("json_extract(payload, '$.k')" if yard.store.dialect == "sqlite"
-            else "CAST(payload AS jsonb) ->> 'k'")
+    expr = (
+        "json_extract(payload, '$.k')"
+        if yard.store.dialect == "sqlite"
+        else "CAST(payload AS jsonb) ->> 'k'"
+    )
     start = time.perf_counter()
     with yard.store.transaction(write=False) as tx:
-        tx.all(f"SELECT {expr} AS k, COUNT(*) AS n FROM batchyard_events "
-               "WHERE stream = 'bench' GROUP BY 1")
+        tx.all(
+            f"SELECT {expr} AS k, COUNT(*) AS n FROM batchyard_events "
+            "WHERE stream = 'bench' GROUP BY 1"
+        )
     return events, time.perf_counter() - start
 
 
 def measure(url: str, label: str, events: int, keys: int, repeat: int) -> None:
     yard = Yard(url)
-    yard.register_aggregator("bench", stream="bench", key="k", fold=folds.count(),
-                             page_size=1000, max_keys=keys)
+    yard.register_aggregator(
+        "bench", stream="bench", key="k", fold=folds.count(), page_size=1000, max_keys=keys
+    )
     fill(yard, events, keys)
-    print_table(f"{label}: fold {events:,} events over {keys:,} keys (events/s)", [
-        ("hand-written loop, 1,000 events/tx", median_rate(lambda: hand_loop(yard, events),
-                                                           repeat), "the baseline"),
-        ("run_aggregator", median_rate(lambda: batchyard_run(yard, events), repeat),
-         "goal >= 0.5"),
-        ("one SQL GROUP BY (no cursor, no totals)",
-         median_rate(lambda: group_by(yard, events), repeat), "for scale"),
-    ])
+    print_table(
+        f"{label}: fold {events:,} events over {keys:,} keys (events/s)",
+        [
+            (
+                "hand-written loop, 1,000 events/tx",
+                median_rate(lambda: hand_loop(yard, events), repeat),
+                "the baseline",
+            ),
+            (
+                "run_aggregator",
+                median_rate(lambda: batchyard_run(yard, events), repeat),
+                "goal >= 0.5",
+            ),
+            (
+                "one SQL GROUP BY (no cursor, no totals)",
+                median_rate(lambda: group_by(yard, events), repeat),
+                "for scale",
+            ),
+        ],
+    )
     yard.close()
 
 

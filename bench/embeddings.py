@@ -31,10 +31,38 @@ from batchyard.embedder import SentenceTransformerEmbedder
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 WORDS = [
-    "widget", "gadget", "kettle", "lamp", "chair", "table", "sturdy", "light", "steel", "oak",
-    "blue", "red", "small", "large", "quiet", "fast", "kitchen", "garden", "office", "travel",
-    "handmade", "durable", "compact", "warm", "soft", "bright", "classic", "modern",
-    "portable", "wireless", "rechargeable", "waterproof",
+    "widget",
+    "gadget",
+    "kettle",
+    "lamp",
+    "chair",
+    "table",
+    "sturdy",
+    "light",
+    "steel",
+    "oak",
+    "blue",
+    "red",
+    "small",
+    "large",
+    "quiet",
+    "fast",
+    "kitchen",
+    "garden",
+    "office",
+    "travel",
+    "handmade",
+    "durable",
+    "compact",
+    "warm",
+    "soft",
+    "bright",
+    "classic",
+    "modern",
+    "portable",
+    "wireless",
+    "rechargeable",
+    "waterproof",
 ]
 
 
@@ -46,29 +74,43 @@ def texts(n: int) -> list[str]:
 
 
 def bare_encode(model: SentenceTransformerEmbedder, corpus: list[str], batch_size: int) -> int:
-    model.model().encode(corpus, batch_size=batch_size, convert_to_numpy=True,
-                         normalize_embeddings=True, show_progress_bar=False)
+    model.model().encode(
+        corpus,
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+        show_progress_bar=False,
+    )
     return len(corpus)
 
 
 def put_things(yard: Yard, ns: str, corpus: list[str]) -> None:
-    rows = [thing_row({"ns": ns, "id": f"t{i:06}", "content": text})
-            for i, text in enumerate(corpus)]
+    rows = [
+        thing_row({"ns": ns, "id": f"t{i:06}", "content": text}) for i, text in enumerate(corpus)
+    ]
     with yard.store.transaction() as tx:
         tx.executemany(UPSERT_THINGS, rows)
 
 
 def job_embed(yard: Yard, ns: str, n: int, batch_size: int, concurrency: int) -> int:
-    job_id = yard.create_batch_job("generate-embeddings", input={"ns": ns},
-                                   options={"batchSize": batch_size})
+    job_id = yard.create_batch_job(
+        "generate-embeddings", input={"ns": ns}, options={"batchSize": batch_size}
+    )
     yard.run_worker(concurrency=concurrency, wait=False)
     job = yard.get_batch_job(job_id)
     assert job.status == "completed" and job.processed == n, job
     return n
 
 
-def measure_jobs(url: str, label: str, model: SentenceTransformerEmbedder, n: int,
-                 batch_size: int, concurrency: int, repeat: int) -> None:
+def measure_jobs(
+    url: str,
+    label: str,
+    model: SentenceTransformerEmbedder,
+    n: int,
+    batch_size: int,
+    concurrency: int,
+    repeat: int,
+) -> None:
     yard = Yard(url, embedder=model)
     corpus = texts(n)
     namespaces = iter(range(100))
@@ -78,18 +120,27 @@ def measure_jobs(url: str, label: str, model: SentenceTransformerEmbedder, n: in
         put_things(yard, ns, corpus)  # not timed: the job's own work starts at its creation
         return timed(lambda: job_embed(yard, ns, n, batch_size, concurrency))
 
-    print_table(f"{label}: embeddings of {n:,} things, batch size {batch_size} (items/s)", [
-        (f"bare model.encode(texts, batch_size={batch_size})",
-         median_rate(lambda: timed(lambda: bare_encode(model, corpus, batch_size)), repeat),
-         "the baseline"),
-        (f"generate-embeddings job, concurrency {concurrency}", median_rate(one_job, repeat),
-         "goal >= 0.85"),
-    ])
+    print_table(
+        f"{label}: embeddings of {n:,} things, batch size {batch_size} (items/s)",
+        [
+            (
+                f"bare model.encode(texts, batch_size={batch_size})",
+                median_rate(lambda: timed(lambda: bare_encode(model, corpus, batch_size)), repeat),
+                "the baseline",
+            ),
+            (
+                f"generate-embeddings job, concurrency {concurrency}",
+                median_rate(one_job, repeat),
+                "goal >= 0.85",
+            ),
+        ],
+    )
     yard.close()
 
 
-def measure_search(url: str, label: str, model: SentenceTransformerEmbedder, n: int,
-                   repeat: int) -> None:
+def measure_search(
+    url: str, label: str, model: SentenceTransformerEmbedder, n: int, repeat: int
+) -> None:
     yard = Yard(url, embedder=model)
     rng = np.random.default_rng(7)
     kept = []
@@ -98,10 +149,20 @@ def measure_search(url: str, label: str, model: SentenceTransformerEmbedder, n: 
         block = (block / np.linalg.norm(block, axis=1, keepdims=True)).astype("<f4")
         kept.append(block)
         with yard.store.transaction() as tx:
-            tx.executemany(UPSERT_EMBEDDINGS, [
-                {"ns": "vectors", "model": model.name, "id": f"v{start + i:08}",
-                 "text_hash": "-", "dimension": model.dimension, "vector": row.tobytes()}
-                for i, row in enumerate(block)])
+            tx.executemany(
+                UPSERT_EMBEDDINGS,
+                [
+                    {
+                        "ns": "vectors",
+                        "model": model.name,
+                        "id": f"v{start + i:08}",
+                        "text_hash": "-",
+                        "dimension": model.dimension,
+                        "vector": row.tobytes(),
+                    }
+                    for i, row in enumerate(block)
+                ],
+            )
     matrix = np.concatenate(kept)
     query = model.encode(["a small quiet kitchen kettle"])[0]
 
@@ -117,13 +178,21 @@ def measure_search(url: str, label: str, model: SentenceTransformerEmbedder, n: 
     # a query takes seconds: rates are printed per 1,000 queries to keep their digits
     floor = median_rate(lambda: timed(in_memory), repeat)
     searched = median_rate(lambda: timed(ours), repeat)
-    print_table(f"{label}: search over {n:,} vectors of {model.dimension} "
-                "(queries per 1,000 s)", [
-        ("numpy matrix product over vectors in memory",
-         {key: value * 1000 for key, value in floor.items()}, "the floor: no reading"),
-        ("yard.search(ns, query, k=10)", {key: value * 1000 for key, value in searched.items()},
-         f"{1 / searched['median']:.1f} s per query; reads every vector from the store"),
-    ])
+    print_table(
+        f"{label}: search over {n:,} vectors of {model.dimension} (queries per 1,000 s)",
+        [
+            (
+                "numpy matrix product over vectors in memory",
+                {key: value * 1000 for key, value in floor.items()},
+                "the floor: no reading",
+            ),
+            (
+                "yard.search(ns, query, k=10)",
+                {key: value * 1000 for key, value in searched.items()},
+                f"{1 / searched['median']:.1f} s per query; reads every vector from the store",
+            ),
+        ],
+    )
     yard.close()
 
 
@@ -141,16 +210,31 @@ def main() -> None:
     model.encode(["warm up"])  # load the model before any timing
     stores = args.stores.split(",")
     if args.things and "sqlite" in stores:
-        measure_jobs(f"sqlite:///{fresh_sqlite()}", "SQLite", model, args.things,
-                     args.batch_size, args.concurrency, args.repeat)
+        measure_jobs(
+            f"sqlite:///{fresh_sqlite()}",
+            "SQLite",
+            model,
+            args.things,
+            args.batch_size,
+            args.concurrency,
+            args.repeat,
+        )
     if args.things and "postgres" in stores:
         with fresh_postgres() as url:
-            measure_jobs(url, "PostgreSQL", model, args.things, args.batch_size,
-                         args.concurrency, args.repeat)
+            measure_jobs(
+                url,
+                "PostgreSQL",
+                model,
+                args.things,
+                args.batch_size,
+                args.concurrency,
+                args.repeat,
+            )
     if args.search_vectors:
         if "sqlite" in stores:
-            measure_search(f"sqlite:///{fresh_sqlite()}", "SQLite", model,
-                           args.search_vectors, args.repeat)
+            measure_search(
+                f"sqlite:///{fresh_sqlite()}", "SQLite", model, args.search_vectors, args.repeat
+            )
         if "postgres" in stores:
             with fresh_postgres() as url:
                 measure_search(url, "PostgreSQL", model, args.search_vectors, args.repeat)

@@ -22,13 +22,17 @@ PAGE = 1000
 
 def fill(yard: Yard, rows: int) -> None:
     with yard.store.transaction() as tx:
-        tx.execute("CREATE TABLE bench_rows (id BIGINT PRIMARY KEY, at DOUBLE PRECISION "
-                   "NOT NULL, body TEXT NOT NULL)")
+        tx.execute(
+            "CREATE TABLE bench_rows (id BIGINT PRIMARY KEY, at DOUBLE PRECISION "
+            "NOT NULL, body TEXT NOT NULL)"
+        )
         tx.execute("CREATE INDEX bench_rows_at ON bench_rows (at, id)")
         tx.execute("CREATE TABLE bench_checkpoint (at DOUBLE PRECISION, id BIGINT)")
         tx.execute("INSERT INTO bench_checkpoint VALUES (NULL, NULL)")
-        tx.executemany("INSERT INTO bench_rows VALUES (:id, :at, 'payload-payload')",
-                       [{"id": n, "at": float(n // 100)} for n in range(rows)])
+        tx.executemany(
+            "INSERT INTO bench_rows VALUES (:id, :at, 'payload-payload')",
+            [{"id": n, "at": float(n // 100)} for n in range(rows)],
+        )
         tx.execute("ANALYZE")
 
 
@@ -37,26 +41,35 @@ def bare_scan(yard: Yard, rows: int) -> tuple[int, float]:
     while True:
         with yard.store.transaction() as tx:
             if last is None:
-                page = tx.all("SELECT id, at, body FROM bench_rows ORDER BY at, id "
-                              "LIMIT :n", {"n": PAGE})
+                page = tx.all(
+                    "SELECT id, at, body FROM bench_rows ORDER BY at, id LIMIT :n", {"n": PAGE}
+                )
             else:
-                page = tx.all("SELECT id, at, body FROM bench_rows WHERE "
-                              + yard.store.keyset("at", "id", ">", "at", "id")
-                              + " ORDER BY at, id LIMIT :n",
-                              {"at": last[0], "id": last[1], "n": PAGE})
+                page = tx.all(
+                    "SELECT id, at, body FROM bench_rows WHERE "
+                    + yard.store.keyset("at", "id", ">", "at", "id")
+                    + " ORDER BY at, id LIMIT :n",
+                    {"at": last[0], "id": last[1], "n": PAGE},
+                )
             if not page:
                 break
             last = (page[-1]["at"], page[-1]["id"])
-            tx.execute("UPDATE bench_checkpoint SET at = :at, id = :id",
-                       {"at": last[0], "id": last[1]})
+            tx.execute(
+                "UPDATE bench_checkpoint SET at = :at, id = :id", {"at": last[0], "id": last[1]}
+            )
             done += len(page)
     assert done == rows
     return rows, time.perf_counter() - start
 
 
 def iterator_run(yard: Yard, rows: int, job: str, pages: list[float]) -> tuple[int, float]:
-    yard.start_iterator(job, batch_size=PAGE, get_next_batch="bench-src",
-                        process_batch="noop", delay_between_batches=0)
+    yard.start_iterator(
+        job,
+        batch_size=PAGE,
+        get_next_batch="bench-src",
+        process_batch="noop",
+        delay_between_batches=0,
+    )
     start = time.perf_counter()
     yard.run_worker(concurrency=1, wait=False)
     elapsed = time.perf_counter() - start
@@ -76,19 +89,30 @@ def measure(url: str, label: str, rows: int, repeat: int) -> None:
         stamps.append(time.perf_counter())
 
     runs = iter(range(repeat * 2))
-    print_table(f"{label}: {rows:,} rows in pages of {PAGE:,} (rows/s)", [
-        ("bare keyset scan + checkpoint per page", median_rate(lambda: bare_scan(yard, rows),
-                                                               repeat), "the baseline"),
-        ("iterator, no-op handler",
-         median_rate(lambda: iterator_run(yard, rows, f"j{next(runs)}", stamps), repeat),
-         "goal >= 0.5"),
-    ])
-    per_page = [b - a for a, b in zip(stamps[-rows // PAGE:], stamps[-rows // PAGE + 1:],
-                                      strict=False)]
+    print_table(
+        f"{label}: {rows:,} rows in pages of {PAGE:,} (rows/s)",
+        [
+            (
+                "bare keyset scan + checkpoint per page",
+                median_rate(lambda: bare_scan(yard, rows), repeat),
+                "the baseline",
+            ),
+            (
+                "iterator, no-op handler",
+                median_rate(lambda: iterator_run(yard, rows, f"j{next(runs)}", stamps), repeat),
+                "goal >= 0.5",
+            ),
+        ],
+    )
+    per_page = [
+        b - a for a, b in zip(stamps[-rows // PAGE :], stamps[-rows // PAGE + 1 :], strict=False)
+    ]
     tenth = max(1, len(per_page) // 10)
     first, last = per_page[:tenth], per_page[-tenth:]
-    print(f"- time per page, last run: first tenth {1000 * sum(first) / len(first):.2f} ms, "
-          f"last tenth {1000 * sum(last) / len(last):.2f} ms")
+    print(
+        f"- time per page, last run: first tenth {1000 * sum(first) / len(first):.2f} ms, "
+        f"last tenth {1000 * sum(last) / len(last):.2f} ms"
+    )
     yard.close()
 
 

@@ -28,18 +28,34 @@ from batchyard.bulk.things import THING_COLUMNS, UPSERT_THINGS
 
 
 def things(n: int, ns: str) -> list[dict]:
-    return [{"ns": ns, "id": f"thing-{i:07}", "type": "Product",
-             "data": {"name": f"widget {i}", "price": i % 1000, "tags": ["a", "b"]},
-             "content": "a high-quality widget", "visibility": "public"} for i in range(n)]
+    return [
+        {
+            "ns": ns,
+            "id": f"thing-{i:07}",
+            "type": "Product",
+            "data": {"name": f"widget {i}", "price": i % 1000, "tags": ["a", "b"]},
+            "content": "a high-quality widget",
+            "visibility": "public",
+        }
+        for i in range(n)
+    ]
 
 
 def raw_import(yard: Yard, items: list[dict]) -> int:
     # the same rows with only what storing them needs (data as JSON text); no validation
-    rows = [{"type": None, "content": None, "visibility": None, **item,
-             "data": orjson.dumps(item.get("data", {})).decode()} for item in items]
+    rows = [
+        {
+            "type": None,
+            "content": None,
+            "visibility": None,
+            **item,
+            "data": orjson.dumps(item.get("data", {})).decode(),
+        }
+        for item in items
+    ]
     for start in range(0, len(rows), 10_000):
         with yard.store.transaction() as tx:
-            tx.executemany(UPSERT_THINGS, rows[start:start + 10_000])
+            tx.executemany(UPSERT_THINGS, rows[start : start + 10_000])
     return len(rows)
 
 
@@ -54,8 +70,9 @@ def job_import(yard: Yard, items: list[dict]) -> int:
 def raw_ndjson(yard: Yard, ns: str) -> int:
     size = 0
     with yard.store.snapshot() as tx:
-        for row in tx.stream(f"SELECT {THING_COLUMNS} FROM batchyard_things WHERE ns = :ns "
-                             "ORDER BY id", {"ns": ns}):
+        for row in tx.stream(
+            f"SELECT {THING_COLUMNS} FROM batchyard_things WHERE ns = :ns ORDER BY id", {"ns": ns}
+        ):
             size += len(orjson.dumps(row) + b"\n")
     return size
 
@@ -64,8 +81,9 @@ def raw_csv(yard: Yard, ns: str) -> int:
     size, buffer = 0, io.StringIO()
     out = csv.writer(buffer)
     with yard.store.snapshot() as tx:
-        for row in tx.stream(f"SELECT {THING_COLUMNS} FROM batchyard_things WHERE ns = :ns "
-                             "ORDER BY id", {"ns": ns}):
+        for row in tx.stream(
+            f"SELECT {THING_COLUMNS} FROM batchyard_things WHERE ns = :ns ORDER BY id", {"ns": ns}
+        ):
             out.writerow(row)
             if buffer.tell() > 65536:
                 size += len(buffer.getvalue().encode())
@@ -88,12 +106,13 @@ def export_rates(fns, rows: int, repeat: int) -> list[tuple[dict[str, float], fl
             size, seconds = timed(fn)
             mb.append(size / seconds / 1e6)
             return rows, seconds
+
         return run
 
-    rates = median_rates([measured(fn, mb) for fn, mb in zip(fns, mb_per_second,
-                                                             strict=True)], repeat)
-    return [(rate, statistics.median(mb)) for rate, mb in zip(rates, mb_per_second,
-                                                              strict=True)]
+    rates = median_rates(
+        [measured(fn, mb) for fn, mb in zip(fns, mb_per_second, strict=True)], repeat
+    )
+    return [(rate, statistics.median(mb)) for rate, mb in zip(rates, mb_per_second, strict=True)]
 
 
 def measure(url: str, label: str, n: int, repeat: int, only: str | None) -> None:
@@ -111,14 +130,25 @@ def measure(url: str, label: str, n: int, repeat: int, only: str | None) -> None
 def measure_import(yard: Yard, label: str, n: int, repeat: int) -> str:
     """Print the import table; the namespace the last job imported."""
     runs = iter(range(100))
-    print_table(f"{label}: import of {n:,} things (things/s)", [
-        ("raw executemany upsert, 10k rows per commit",
-         median_rate(lambda: timed(lambda: raw_import(yard, things(n, f"raw{next(runs)}"))),
-                     repeat), "the baseline"),
-        ("import-things job, in-process worker",
-         median_rate(lambda: timed(lambda: job_import(yard, things(n, f"job{next(runs)}"))),
-                     repeat), "goal >= 0.5"),
-    ])
+    print_table(
+        f"{label}: import of {n:,} things (things/s)",
+        [
+            (
+                "raw executemany upsert, 10k rows per commit",
+                median_rate(
+                    lambda: timed(lambda: raw_import(yard, things(n, f"raw{next(runs)}"))), repeat
+                ),
+                "the baseline",
+            ),
+            (
+                "import-things job, in-process worker",
+                median_rate(
+                    lambda: timed(lambda: job_import(yard, things(n, f"job{next(runs)}"))), repeat
+                ),
+                "goal >= 0.5",
+            ),
+        ],
+    )
     return f"job{next(runs) - 1}"
 
 
@@ -132,14 +162,19 @@ def measure_export(yard: Yard, label: str, n: int, repeat: int, ns: str) -> None
         # the two outputs differ in size (ISO times, flattened CSV columns): the ratio is
         # of rows per second - time for the same rows - and the MB/s of each is shown too
         (raw_rate, raw_mb), (our_rate, our_mb) = export_rates(
-            [lambda raw=raw: raw(yard, ns), lambda format=format: ours(yard, ns, format)],
-            n, repeat)
-        print_table(f"{label}: {format.upper()} export of {n:,} things (rows/s)", [
-            (f"raw {'orjson' if format == 'ndjson' else 'csv.writer'} dump of the rows",
-             raw_rate, f"the baseline; {raw_mb:.1f} MB/s"),
-            (f"export_to_format(ns, {format!r})", our_rate,
-             f"goal >= 0.7; {our_mb:.1f} MB/s"),
-        ])
+            [lambda raw=raw: raw(yard, ns), lambda format=format: ours(yard, ns, format)], n, repeat
+        )
+        print_table(
+            f"{label}: {format.upper()} export of {n:,} things (rows/s)",
+            [
+                (
+                    f"raw {'orjson' if format == 'ndjson' else 'csv.writer'} dump of the rows",
+                    raw_rate,
+                    f"the baseline; {raw_mb:.1f} MB/s",
+                ),
+                (f"export_to_format(ns, {format!r})", our_rate, f"goal >= 0.7; {our_mb:.1f} MB/s"),
+            ],
+        )
 
 
 def main() -> None:

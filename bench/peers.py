@@ -62,8 +62,14 @@ def huey_sqlite(n: int) -> tuple[int, float]:
             if count[0] >= n:
                 done.set()
 
-    consumer = huey.create_consumer(workers=4, worker_type="thread", periodic=False,
-                                    initial_delay=0.001, backoff=1.0, max_delay=0.01)
+    consumer = huey.create_consumer(
+        workers=4,
+        worker_type="thread",
+        periodic=False,
+        initial_delay=0.001,
+        backoff=1.0,
+        max_delay=0.01,
+    )
     consumer.start()
     start = time.perf_counter()
     for i in range(n):
@@ -95,8 +101,9 @@ def procrastinate_pg(n: int) -> tuple[int, float]:
 
         async def work():
             async with worker_app.open_async():
-                await worker_app.run_worker_async(wait=False, concurrency=4,
-                                                  install_signal_handlers=False)
+                await worker_app.run_worker_async(
+                    wait=False, concurrency=4, install_signal_handlers=False
+                )
 
         asyncio.run(work())
         return n, time.perf_counter() - start
@@ -111,6 +118,7 @@ def pgqueuer_pg(n: int) -> tuple[int, float]:
     from pgqueuer.domain.types import QueueExecutionMode
 
     with fresh_postgres() as url:
+
         async def install():
             conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
             await Queries(PsycopgDriver(conn)).install()
@@ -142,8 +150,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--n", type=int, default=5000)
-    parser.add_argument("--peers", default="huey,procrastinate,pgqueuer",
-                        help="which peers to run, comma-separated (batchyard always runs)")
+    parser.add_argument(
+        "--peers",
+        default="huey,procrastinate,pgqueuer",
+        help="which peers to run, comma-separated (batchyard always runs)",
+    )
     args = parser.parse_args()
     n, r, peers = args.n, args.repeat, set(args.peers.split(","))
 
@@ -151,28 +162,45 @@ def main() -> None:
         def run():
             with fresh_postgres() as url:
                 return fn(url, n)
+
         return run
 
     # each side takes its turn run by run (see median_rates)
     if "huey" in peers:
-        huey, ours = median_rates([
-            lambda: huey_sqlite(n),
-            lambda: batchyard_run(f"sqlite:///{fresh_sqlite()}?synchronous=full", n)], r)
-        print_table(f"SQLite, synchronous=FULL: {n} items, one call each -> no-op (items/s)", [
-            ("huey SqliteHuey, 4 worker threads", huey, "peer"),
-            ("batchyard, 4 worker threads", ours, "goal > 1"),
-        ])
-    pg_peers = [(label, fn) for name, label, fn in (
-        ("procrastinate", "procrastinate, concurrency 4", procrastinate_pg),
-        ("pgqueuer", "pgqueuer (asyncpg), batch_size 10", pgqueuer_pg),
-    ) if name in peers]
+        huey, ours = median_rates(
+            [
+                lambda: huey_sqlite(n),
+                lambda: batchyard_run(f"sqlite:///{fresh_sqlite()}?synchronous=full", n),
+            ],
+            r,
+        )
+        print_table(
+            f"SQLite, synchronous=FULL: {n} items, one call each -> no-op (items/s)",
+            [
+                ("huey SqliteHuey, 4 worker threads", huey, "peer"),
+                ("batchyard, 4 worker threads", ours, "goal > 1"),
+            ],
+        )
+    pg_peers = [
+        (label, fn)
+        for name, label, fn in (
+            ("procrastinate", "procrastinate, concurrency 4", procrastinate_pg),
+            ("pgqueuer", "pgqueuer (asyncpg), batch_size 10", pgqueuer_pg),
+        )
+        if name in peers
+    ]
     if pg_peers:
         *theirs, ours = median_rates(
-            [lambda fn=fn: fn(n) for _, fn in pg_peers] + [on_pg(batchyard_run)], r)
-        print_table(f"PostgreSQL: {n} items, one call each -> no-op (items/s)", [
-            *((label, rate, "peer") for (label, _), rate in zip(pg_peers, theirs, strict=True)),
-            ("batchyard, 4 worker threads", ours, "goal > each peer"),
-        ])
+            [lambda fn=fn: fn(n) for _, fn in pg_peers] + [on_pg(batchyard_run)], r
+        )
+        print_table(
+            f"PostgreSQL: {n} items, one call each -> no-op (items/s)",
+            [
+                *((label, rate, "peer") for (label, _), rate in zip(pg_peers, theirs, strict=True)),
+                ("batchyard, 4 worker threads", ours, "goal > each peer"),
+            ],
+        )
+
 
 if __name__ == "__main__":
     main()

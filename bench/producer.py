@@ -81,27 +81,42 @@ def main() -> None:
         def run():
             with fresh_postgres() as url:
                 return fn(url, count)
+
         return run
 
     # the three take turns, run by run (see median_rates)
-    raw, producer, add_items = median_rates([
-        lambda: raw_sqlite_inserts(fresh_sqlite(), n // 1000, 1000),
-        lambda: producer_ingest(sqlite_url(), n),
-        lambda: add_items_ingest(sqlite_url(), n // 10)], r)
-    print_table(f"SQLite: ingest {n:,} single-item adds until durable (items/s)", [
-        ("raw executemany, 1,000 rows/tx", raw, "the limit"),
-        ("producer.add", producer, "goal >= 0.5"),
-        ("add_items, one call per item", add_items, "producer should be >= 10x"),
-    ])
-    raw, producer, add_items = median_rates([
-        on_pg(lambda u, c: raw_postgres_inserts(u, c // 1000, 1000), n),
-        on_pg(producer_ingest, n),
-        on_pg(add_items_ingest, n // 50)], r)
-    print_table(f"PostgreSQL: ingest {n:,} single-item adds until durable (items/s)", [
-        ("raw executemany, 1,000 rows/tx", raw, "the limit"),
-        ("producer.add", producer, "goal >= 0.5"),
-        ("add_items, one call per item", add_items, "producer should be >= 10x"),
-    ])
+    raw, producer, add_items = median_rates(
+        [
+            lambda: raw_sqlite_inserts(fresh_sqlite(), n // 1000, 1000),
+            lambda: producer_ingest(sqlite_url(), n),
+            lambda: add_items_ingest(sqlite_url(), n // 10),
+        ],
+        r,
+    )
+    print_table(
+        f"SQLite: ingest {n:,} single-item adds until durable (items/s)",
+        [
+            ("raw executemany, 1,000 rows/tx", raw, "the limit"),
+            ("producer.add", producer, "goal >= 0.5"),
+            ("add_items, one call per item", add_items, "producer should be >= 10x"),
+        ],
+    )
+    raw, producer, add_items = median_rates(
+        [
+            on_pg(lambda u, c: raw_postgres_inserts(u, c // 1000, 1000), n),
+            on_pg(producer_ingest, n),
+            on_pg(add_items_ingest, n // 50),
+        ],
+        r,
+    )
+    print_table(
+        f"PostgreSQL: ingest {n:,} single-item adds until durable (items/s)",
+        [
+            ("raw executemany, 1,000 rows/tx", raw, "the limit"),
+            ("producer.add", producer, "goal >= 0.5"),
+            ("add_items, one call per item", add_items, "producer should be >= 10x"),
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ import time
 import psycopg
 
 TABLE = "CREATE TABLE IF NOT EXISTS raw_items (batch_id TEXT NOT NULL, payload TEXT NOT NULL)"
-KEYED_TABLE = ("CREATE TABLE IF NOT EXISTS raw_items (batch_no BIGINT NOT NULL, position "
-               "INTEGER NOT NULL, payload TEXT NOT NULL, added_at REAL NOT NULL, "
-               "PRIMARY KEY (batch_no, position))")
+KEYED_TABLE = (
+    "CREATE TABLE IF NOT EXISTS raw_items (batch_no BIGINT NOT NULL, position "
+    "INTEGER NOT NULL, payload TEXT NOT NULL, added_at REAL NOT NULL, "
+    "PRIMARY KEY (batch_no, position))"
+)
 
 
 def rows(calls: int, per_call: int, keyed: bool = False) -> list[list[tuple]]:
@@ -29,11 +31,13 @@ def rows(calls: int, per_call: int, keyed: bool = False) -> list[list[tuple]]:
         payload = json.dumps({"i": n, "payload": "x" * 40})
         # keyed: batches of 100 positions, like max_batch_size=100 in the benchmarks
         return (n // 100, n % 100, payload, 0.0) if keyed else ("bench", payload)
+
     return [[row(c * per_call + k) for k in range(per_call)] for c in range(calls)]
 
 
-def raw_sqlite_inserts(path: str, calls: int, per_call: int,
-                       synchronous: str = "NORMAL", keyed: bool = False) -> tuple[int, float]:
+def raw_sqlite_inserts(
+    path: str, calls: int, per_call: int, synchronous: str = "NORMAL", keyed: bool = False
+) -> tuple[int, float]:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -52,8 +56,9 @@ def raw_sqlite_inserts(path: str, calls: int, per_call: int,
     return calls * per_call, elapsed
 
 
-def raw_postgres_inserts(url: str, calls: int, per_call: int,
-                         keyed: bool = False) -> tuple[int, float]:
+def raw_postgres_inserts(
+    url: str, calls: int, per_call: int, keyed: bool = False
+) -> tuple[int, float]:
     insert = f"INSERT INTO raw_items VALUES ({', '.join(['%s'] * (4 if keyed else 2))})"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(KEYED_TABLE if keyed else TABLE)

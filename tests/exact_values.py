@@ -10,19 +10,38 @@ from typing import Any
 from hypothesis import strategies as st
 
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
-EDGE_INTS = [INT_MIN - 1, INT_MIN, -1, 0, 2**53 + 1, 2**63 - 1, 2**63, INT_MAX, INT_MAX + 1,
-             10**100, -(10**100)]
+EDGE_INTS = [
+    INT_MIN - 1,
+    INT_MIN,
+    -1,
+    0,
+    2**53 + 1,
+    2**63 - 1,
+    2**63,
+    INT_MAX,
+    INT_MAX + 1,
+    10**100,
+    -(10**100),
+]
 
 # any character, lone surrogates included, with the awkward ones often
-text = st.text(st.characters(exclude_categories=())
-               | st.sampled_from(["\ud800", "\udfff", "\x00", "\u2028", "é", "😀"]),
-               max_size=8)
-scalars = (st.none() | st.booleans() | st.integers() | st.sampled_from(EDGE_INTS)
-           | st.floats() | st.sampled_from([0.0, -0.0, 1e308, 5e-324]) | text)
+text = st.text(
+    st.characters(exclude_categories=())
+    | st.sampled_from(["\ud800", "\udfff", "\x00", "\u2028", "é", "😀"]),
+    max_size=8,
+)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from(EDGE_INTS)
+    | st.floats()
+    | st.sampled_from([0.0, -0.0, 1e308, 5e-324])
+    | text
+)
 json_like = st.recursive(
     scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(text, children, max_size=4),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(text, children, max_size=4),
     max_leaves=12,
 )
 

@@ -13,8 +13,12 @@ from typing import Any
 def app_env(store_url: str, record_path: str | Path, app_dir: str | Path) -> dict[str, str]:
     """This process's environment plus BATCHYARD_STORE, RECORD_PATH, and `app_dir` first on
     PYTHONPATH (so `--app app:yard` finds the app)."""
-    return {**os.environ, "BATCHYARD_STORE": store_url, "RECORD_PATH": str(record_path),
-            "PYTHONPATH": str(app_dir) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return {
+        **os.environ,
+        "BATCHYARD_STORE": store_url,
+        "RECORD_PATH": str(record_path),
+        "PYTHONPATH": str(app_dir) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
 
 
 def recorded(record_path: str | Path) -> list[dict[str, Any]]:

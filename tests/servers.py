@@ -16,8 +16,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 30.0,
-               what: str = "condition", interval: float = 0.05) -> None:
+def wait_until(
+    condition: Callable[[], object],
+    timeout: float = 30.0,
+    what: str = "condition",
+    interval: float = 0.05,
+) -> None:
     """Return once `condition()` is true, checking every `interval` seconds; raise an
     AssertionError naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

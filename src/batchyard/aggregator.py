@@ -118,29 +118,43 @@ class Aggregators:
             raise InvalidInput("events must be a list of JSON objects", field="events")
         for index, event in enumerate(events):
             if not isinstance(event, dict):
-                raise InvalidInput(f"events[{index}] is not a JSON object", field="events",
-                                   index=index)
+                raise InvalidInput(
+                    f"events[{index}] is not a JSON object", field="events", index=index
+                )
         payloads = encode_items(events, field="events")
         ids = []
         with self.store.transaction(self.runtime.now()) as tx:
             for payload in payloads:
-                row = tx.one("INSERT INTO batchyard_events (stream, position, payload, "
-                             "created_at) VALUES (:stream, {event_position}, :payload, {now}) "
-                             "RETURNING id", {"stream": stream, "payload": payload})
+                row = tx.one(
+                    "INSERT INTO batchyard_events (stream, position, payload, "
+                    "created_at) VALUES (:stream, {event_position}, :payload, {now}) "
+                    "RETURNING id",
+                    {"stream": stream, "payload": payload},
+                )
                 ids.append(int(row["id"]))
         return ids
 
     # -- registration ---------------------------------------------------------------------
 
-    def register(self, name: str, *, stream: str, key: str | Callable[[dict[str, Any]], Any],
-                 fold: Fold, apply: str | Callable[..., Any] | None = None,
-                 page_size: int = 500, max_keys: int = 500, every: float | None = None,
-                 lease: float = 60.0) -> AggregatorConfig:
+    def register(
+        self,
+        name: str,
+        *,
+        stream: str,
+        key: str | Callable[[dict[str, Any]], Any],
+        fold: Fold,
+        apply: str | Callable[..., Any] | None = None,
+        page_size: int = 500,
+        max_keys: int = 500,
+        every: float | None = None,
+        lease: float = 60.0,
+    ) -> AggregatorConfig:
         if not name or not isinstance(name, str):
             raise InvalidInput("an aggregator needs a non-empty name", field="name")
         if not isinstance(fold, Fold):
-            raise InvalidInput("fold must be a batchyard.folds.Fold (count(), sum(...), ...)",
-                               field="fold")
+            raise InvalidInput(
+                "fold must be a batchyard.folds.Fold (count(), sum(...), ...)", field="fold"
+            )
         for field, value in (("page_size", page_size), ("max_keys", max_keys)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInput(f"{field} must be a positive integer", field=field)
@@ -148,9 +162,15 @@ class Aggregators:
             raise InvalidInput("every must be a positive number of seconds", field="every")
         key_of = (lambda event, field=key: event[field]) if isinstance(key, str) else key
         config = AggregatorConfig(
-            name=name, stream=stream, key=key_of, fold=fold,
+            name=name,
+            stream=stream,
+            key=key_of,
+            fold=fold,
             apply=None if apply is None else self.runtime.handlers.name_of(apply, "apply"),
-            page_size=page_size, max_keys=max_keys, every=every, lease=lease,
+            page_size=page_size,
+            max_keys=max_keys,
+            every=every,
+            lease=lease,
         )
         self.configs[name] = config
         # the row exists from registration on, so event pruning knows this reader
@@ -165,14 +185,17 @@ class Aggregators:
             raise NotFound(f"no aggregator registered as {name!r}", name=name) from None
 
     def _ensure_row(self, tx: Tx, config: AggregatorConfig) -> None:
-        tx.execute("INSERT INTO batchyard_aggregators (name, stream, created_at) "
-                   "VALUES (:name, :stream, {now}) ON CONFLICT (name) DO NOTHING",
-                   {"name": config.name, "stream": config.stream})
+        tx.execute(
+            "INSERT INTO batchyard_aggregators (name, stream, created_at) "
+            "VALUES (:name, :stream, {now}) ON CONFLICT (name) DO NOTHING",
+            {"name": config.name, "stream": config.stream},
+        )
 
     # -- running --------------------------------------------------------------------------
 
-    def run(self, name: str, *, fail_before_cursor: Callable[[], None] | None = None
-            ) -> AggregatorRun:
+    def run(
+        self, name: str, *, fail_before_cursor: Callable[[], None] | None = None
+    ) -> AggregatorRun:
         """Fold and apply until caught up. Skips (``skipped=True``) when another runner
         holds the aggregator's lease."""
         config = self.config(name)
@@ -192,38 +215,56 @@ class Aggregators:
         started = time.perf_counter()
         try:
             while True:
-                events, keys, parked, caught_up = self._apply_once(config, runner,
-                                                                   fail_before_cursor)
+                events, keys, parked, caught_up = self._apply_once(
+                    config, runner, fail_before_cursor
+                )
                 totals["events"] += events
                 totals["keys"] += keys
                 totals["parked"] += parked
                 totals["applies"] += 1
                 if caught_up:
-                    return AggregatorRun(name, totals["events"], totals["keys"],
-                                         totals["applies"], totals["parked"], caught_up=True)
+                    return AggregatorRun(
+                        name,
+                        totals["events"],
+                        totals["keys"],
+                        totals["applies"],
+                        totals["parked"],
+                        caught_up=True,
+                    )
         except Exception as exc:
             error = error_text(exc)
             # a scheduled aggregator runs again (WARNING); one run by hand does not (ERROR)
-            log_failure(log, f"run of aggregator {name}", exc, final=config.every is None,
-                        aggregator=name, stream=config.stream,
-                        handler=config.apply, duration_seconds=round(
-                            time.perf_counter() - started, 6))
+            log_failure(
+                log,
+                f"run of aggregator {name}",
+                exc,
+                final=config.every is None,
+                aggregator=name,
+                stream=config.stream,
+                handler=config.apply,
+                duration_seconds=round(time.perf_counter() - started, 6),
+            )
             raise
         finally:
             # release the lease whatever happened, so the next run need not wait it out
             with self.store.transaction(self.runtime.now()) as tx:
-                tx.execute("UPDATE batchyard_aggregators SET lease_until = NULL, runner = NULL, "
-                           "last_run_at = {now}, last_error = :error "
-                           "WHERE name = :name AND runner = :runner",
-                           {"name": name, "runner": runner, "error": error})
+                tx.execute(
+                    "UPDATE batchyard_aggregators SET lease_until = NULL, runner = NULL, "
+                    "last_run_at = {now}, last_error = :error "
+                    "WHERE name = :name AND runner = :runner",
+                    {"name": name, "runner": runner, "error": error},
+                )
 
-    def _apply_once(self, config: AggregatorConfig, runner: str,
-                    fail_before_cursor: Callable[[], None] | None) -> tuple[int, int, int, bool]:
+    def _apply_once(
+        self, config: AggregatorConfig, runner: str, fail_before_cursor: Callable[[], None] | None
+    ) -> tuple[int, int, int, bool]:
         """One transaction: read pages after the cursor, fold, apply, move the cursor."""
         with self.store.transaction(self.runtime.now()) as tx:
-            row = tx.one("SELECT cursor_position, cursor_id FROM batchyard_aggregators "
-                         "WHERE name = :name AND runner = :runner {for_update}",
-                         {"name": config.name, "runner": runner})
+            row = tx.one(
+                "SELECT cursor_position, cursor_id FROM batchyard_aggregators "
+                "WHERE name = :name AND runner = :runner {for_update}",
+                {"name": config.name, "runner": runner},
+            )
             if row is None:
                 raise Conflict(f"aggregator {config.name!r} lost its lease", name=config.name)
             start = (int(row["cursor_position"]), int(row["cursor_id"]))
@@ -236,8 +277,12 @@ class Aggregators:
                     "SELECT id, position, payload FROM batchyard_events "
                     "WHERE stream = :stream AND {after_cursor} "
                     "AND position < {safe_position} ORDER BY {stream_order} LIMIT :limit",
-                    {"stream": config.stream, "position": cursor[0], "id": cursor[1],
-                     "limit": config.page_size},
+                    {
+                        "stream": config.stream,
+                        "position": cursor[0],
+                        "id": cursor[1],
+                        "limit": config.page_size,
+                    },
                 )
                 full_stop = False
                 for event_row in page:
@@ -267,12 +312,19 @@ class Aggregators:
                 "UPDATE batchyard_aggregators SET cursor_position = :new_position, "
                 "cursor_id = :new_id, events_folded = events_folded + :events "
                 "WHERE name = :name AND cursor_position = :old_position AND cursor_id = :old_id",
-                {"name": config.name, "new_position": cursor[0], "new_id": cursor[1],
-                 "old_position": start[0], "old_id": start[1], "events": events},
+                {
+                    "name": config.name,
+                    "new_position": cursor[0],
+                    "new_id": cursor[1],
+                    "old_position": start[0],
+                    "old_id": start[1],
+                    "events": events,
+                },
             ).rowcount
             if moved != 1:
-                raise Conflict(f"aggregator {config.name!r}: its cursor moved under this run",
-                               name=config.name)
+                raise Conflict(
+                    f"aggregator {config.name!r}: its cursor moved under this run", name=config.name
+                )
         return events, len(deltas), parked, caught_up
 
     def _apply(self, tx: Tx, config: AggregatorConfig, deltas: dict[str, Any]) -> None:
@@ -292,17 +344,28 @@ class Aggregators:
             "INSERT INTO batchyard_totals (aggregator, key, total, updated_at) "
             "VALUES (:name, :key, :total, {now}) ON CONFLICT (aggregator, key) "
             "DO UPDATE SET total = excluded.total, updated_at = excluded.updated_at",
-            [{"name": config.name, "key": key,
-              "total": orjson.dumps(config.fold.merge(current.get(key), delta)).decode()}
-             for key, delta in deltas.items()],
+            [
+                {
+                    "name": config.name,
+                    "key": key,
+                    "total": orjson.dumps(config.fold.merge(current.get(key), delta)).decode(),
+                }
+                for key, delta in deltas.items()
+            ],
         )
 
     def _park(self, tx: Tx, name: str, event_row: Any, exc: Exception) -> None:
-        tx.execute("INSERT INTO batchyard_parked_events (aggregator, event_id, position, "
-                   "error, parked_at) VALUES (:name, :id, :position, :error, {now}) "
-                   "ON CONFLICT (aggregator, event_id) DO NOTHING",
-                   {"name": name, "id": event_row["id"], "position": event_row["position"],
-                    "error": f"{type(exc).__name__}: {exc}"})
+        tx.execute(
+            "INSERT INTO batchyard_parked_events (aggregator, event_id, position, "
+            "error, parked_at) VALUES (:name, :id, :position, :error, {now}) "
+            "ON CONFLICT (aggregator, event_id) DO NOTHING",
+            {
+                "name": name,
+                "id": event_row["id"],
+                "position": event_row["position"],
+                "error": f"{type(exc).__name__}: {exc}",
+            },
+        )
 
     def run_task(self, task: Task) -> None:
         """The scheduled run (``every=``): run, then schedule the next one."""
@@ -321,8 +384,10 @@ class Aggregators:
         """Ask the workers to run `name` now: its scheduled run is brought forward, or a
         run is queued (a worker that registered the aggregator runs it)."""
         with self.store.transaction(self.runtime.now()) as tx:
-            if tx.one("SELECT name FROM batchyard_aggregators WHERE name = :name",
-                      {"name": name}) is None:
+            if (
+                tx.one("SELECT name FROM batchyard_aggregators WHERE name = :name", {"name": name})
+                is None
+            ):
                 raise NotFound(f"no aggregator {name!r}", name=name)
             self.tasks.enqueue(tx, RUN_TASK, {"name": name}, key=f"aggregator:{name}")
 
@@ -334,8 +399,13 @@ class Aggregators:
 
     def schedule(self, tx: Tx, config: AggregatorConfig) -> None:
         if config.every is not None:
-            self.tasks.enqueue(tx, RUN_TASK, {"name": config.name}, delay=config.every,
-                               key=f"aggregator:{config.name}")
+            self.tasks.enqueue(
+                tx,
+                RUN_TASK,
+                {"name": config.name},
+                delay=config.every,
+                key=f"aggregator:{config.name}",
+            )
 
     # -- reading --------------------------------------------------------------------------
 
@@ -344,51 +414,67 @@ class Aggregators:
         self.config(name)
         with self.store.transaction(write=False) as tx:
             if key is not None:
-                row = tx.one("SELECT total FROM batchyard_totals "
-                             "WHERE aggregator = :name AND key = :key",
-                             {"name": name, "key": _key_text(key)})
+                row = tx.one(
+                    "SELECT total FROM batchyard_totals WHERE aggregator = :name AND key = :key",
+                    {"name": name, "key": _key_text(key)},
+                )
                 return None if row is None else orjson.loads(row["total"])
-            rows = tx.all("SELECT key, total FROM batchyard_totals WHERE aggregator = :name",
-                          {"name": name})
+            rows = tx.all(
+                "SELECT key, total FROM batchyard_totals WHERE aggregator = :name", {"name": name}
+            )
         return {r["key"]: orjson.loads(r["total"]) for r in rows}
 
     def status(self, name: str) -> AggregatorStatus:
         config = self.config(name)
         with self.store.transaction(self.runtime.now()) as tx:
             self._ensure_row(tx, config)
-            row = tx.one("SELECT * FROM batchyard_aggregators WHERE name = :name",
-                         {"name": name})
+            row = tx.one("SELECT * FROM batchyard_aggregators WHERE name = :name", {"name": name})
             behind = tx.one(
                 "SELECT COUNT(*) AS n, MIN(created_at) AS oldest, {now} AS now "
                 "FROM batchyard_events WHERE stream = :stream AND {after_cursor}",
-                {"stream": config.stream, "position": row["cursor_position"],
-                 "id": row["cursor_id"]},
+                {
+                    "stream": config.stream,
+                    "position": row["cursor_position"],
+                    "id": row["cursor_id"],
+                },
             )
-            parked = tx.one("SELECT COUNT(*) AS n FROM batchyard_parked_events "
-                            "WHERE aggregator = :name", {"name": name})["n"]
+            parked = tx.one(
+                "SELECT COUNT(*) AS n FROM batchyard_parked_events WHERE aggregator = :name",
+                {"name": name},
+            )["n"]
         oldest = behind["oldest"]
         return AggregatorStatus(
-            name=name, stream=config.stream,
+            name=name,
+            stream=config.stream,
             cursor=(int(row["cursor_position"]), int(row["cursor_id"])),
             lag_events=int(behind["n"]),
             lag_seconds=0.0 if oldest is None else max(0.0, behind["now"] - oldest),
             events_folded=int(row["events_folded"]),
-            last_run_at=to_datetime(row["last_run_at"]), last_error=row["last_error"],
+            last_run_at=to_datetime(row["last_run_at"]),
+            last_error=row["last_error"],
             parked=int(parked),
             running=row["lease_until"] is not None and row["lease_until"] >= behind["now"],
         )
 
     def parked_events(self, name: str, limit: int = 100) -> list[ParkedEvent]:
         with self.store.transaction(write=False) as tx:
-            rows = tx.all("SELECT p.event_id, p.position, p.error, p.parked_at, e.payload "
-                          "FROM batchyard_parked_events p JOIN batchyard_events e "
-                          "ON e.id = p.event_id WHERE p.aggregator = :name "
-                          "ORDER BY p.position, p.event_id LIMIT :limit",
-                          {"name": name, "limit": limit})
-        return [ParkedEvent(event_id=int(r["event_id"]), position=int(r["position"]),
-                            error=r["error"], event=orjson.loads(r["payload"]),
-                            parked_at=to_datetime(r["parked_at"]))
-                for r in rows]
+            rows = tx.all(
+                "SELECT p.event_id, p.position, p.error, p.parked_at, e.payload "
+                "FROM batchyard_parked_events p JOIN batchyard_events e "
+                "ON e.id = p.event_id WHERE p.aggregator = :name "
+                "ORDER BY p.position, p.event_id LIMIT :limit",
+                {"name": name, "limit": limit},
+            )
+        return [
+            ParkedEvent(
+                event_id=int(r["event_id"]),
+                position=int(r["position"]),
+                error=r["error"],
+                event=orjson.loads(r["payload"]),
+                parked_at=to_datetime(r["parked_at"]),
+            )
+            for r in rows
+        ]
 
     def retry_parked(self, name: str) -> int:
         """Fold parked events again (after fixing the fold); return how many went in.
@@ -396,10 +482,13 @@ class Aggregators:
         config = self.config(name)
         done = 0
         with self.store.transaction(self.runtime.now()) as tx:
-            rows = tx.all("SELECT p.event_id, p.position, e.payload "
-                          "FROM batchyard_parked_events p JOIN batchyard_events e "
-                          "ON e.id = p.event_id WHERE p.aggregator = :name "
-                          "ORDER BY p.position, p.event_id", {"name": name})
+            rows = tx.all(
+                "SELECT p.event_id, p.position, e.payload "
+                "FROM batchyard_parked_events p JOIN batchyard_events e "
+                "ON e.id = p.event_id WHERE p.aggregator = :name "
+                "ORDER BY p.position, p.event_id",
+                {"name": name},
+            )
             deltas: dict[str, Any] = {}
             for row in rows:
                 event = orjson.loads(row["payload"])
@@ -407,14 +496,21 @@ class Aggregators:
                     key = _key_text(config.key(event))
                     deltas[key] = config.fold.step(deltas.get(key), event)
                 except Exception as exc:
-                    tx.execute("UPDATE batchyard_parked_events SET error = :error "
-                               "WHERE aggregator = :name AND event_id = :id",
-                               {"name": name, "id": row["event_id"],
-                                "error": f"{type(exc).__name__}: {exc}"})
+                    tx.execute(
+                        "UPDATE batchyard_parked_events SET error = :error "
+                        "WHERE aggregator = :name AND event_id = :id",
+                        {
+                            "name": name,
+                            "id": row["event_id"],
+                            "error": f"{type(exc).__name__}: {exc}",
+                        },
+                    )
                     continue
-                tx.execute("DELETE FROM batchyard_parked_events "
-                           "WHERE aggregator = :name AND event_id = :id",
-                           {"name": name, "id": row["event_id"]})
+                tx.execute(
+                    "DELETE FROM batchyard_parked_events "
+                    "WHERE aggregator = :name AND event_id = :id",
+                    {"name": name, "id": row["event_id"]},
+                )
                 done += 1
             self._apply(tx, config, deltas)
         return done
@@ -424,51 +520,61 @@ class Aggregators:
         for an aggregator with its own `apply`, from the event with id `to` on."""
         config = self.config(name)
         if to is not None and config.apply is None:
-            raise InvalidInput("batchyard-managed totals can only be rebuilt from the start "
-                               "(to=None): a partial replay would count events twice",
-                               field="to")
+            raise InvalidInput(
+                "batchyard-managed totals can only be rebuilt from the start "
+                "(to=None): a partial replay would count events twice",
+                field="to",
+            )
         with self.store.transaction(self.runtime.now()) as tx:
             self._ensure_row(tx, config)
             start = (-1, 0)
             if to is not None:
-                event = tx.one("SELECT position, id FROM batchyard_events "
-                               "WHERE id = :id AND stream = :stream",
-                               {"id": to, "stream": config.stream})
+                event = tx.one(
+                    "SELECT position, id FROM batchyard_events WHERE id = :id AND stream = :stream",
+                    {"id": to, "stream": config.stream},
+                )
                 if event is None:
                     raise NotFound(f"no event {to} in stream {config.stream!r}", field="to")
-                before = tx.one("SELECT position, id FROM batchyard_events "
-                                "WHERE stream = :stream AND (position, id) < (:position, :id) "
-                                "ORDER BY position DESC, id DESC LIMIT 1",
-                                {"stream": config.stream, "position": event["position"],
-                                 "id": event["id"]})
+                before = tx.one(
+                    "SELECT position, id FROM batchyard_events "
+                    "WHERE stream = :stream AND (position, id) < (:position, :id) "
+                    "ORDER BY position DESC, id DESC LIMIT 1",
+                    {"stream": config.stream, "position": event["position"], "id": event["id"]},
+                )
                 if before is not None:
                     start = (int(before["position"]), int(before["id"]))
-            held = tx.execute("UPDATE batchyard_aggregators SET cursor_position = :position, "
-                              "cursor_id = :id, last_error = NULL "
-                              "WHERE name = :name AND (lease_until IS NULL "
-                              "OR lease_until < {now})",
-                              {"name": name, "position": start[0], "id": start[1]}).rowcount
+            held = tx.execute(
+                "UPDATE batchyard_aggregators SET cursor_position = :position, "
+                "cursor_id = :id, last_error = NULL "
+                "WHERE name = :name AND (lease_until IS NULL "
+                "OR lease_until < {now})",
+                {"name": name, "position": start[0], "id": start[1]},
+            ).rowcount
             if not held:
-                raise Conflict(f"aggregator {name!r} is running; reset it when it is idle",
-                               name=name)
+                raise Conflict(
+                    f"aggregator {name!r} is running; reset it when it is idle", name=name
+                )
             if to is None:
-                tx.execute("UPDATE batchyard_aggregators SET events_folded = 0 "
-                           "WHERE name = :name", {"name": name})
+                tx.execute(
+                    "UPDATE batchyard_aggregators SET events_folded = 0 WHERE name = :name",
+                    {"name": name},
+                )
                 for table in ("batchyard_totals", "batchyard_parked_events"):
-                    tx.execute(f"DELETE FROM {table} WHERE aggregator = :name",
-                               {"name": name})
+                    tx.execute(f"DELETE FROM {table} WHERE aggregator = :name", {"name": name})
 
     def prune_events(self, stream: str, older_than: float = 0.0) -> int:
         """Delete events of `stream` that every aggregator on it has passed and that are
         older than `older_than` seconds; parked events are kept."""
         with self.store.transaction(self.runtime.now()) as tx:
-            return int(tx.execute(
-                "DELETE FROM batchyard_events WHERE stream = :stream "
-                "AND created_at < {now} - :age "
-                "AND EXISTS (SELECT 1 FROM batchyard_aggregators a WHERE a.stream = :stream) "
-                "AND NOT EXISTS (SELECT 1 FROM batchyard_aggregators a "
-                "WHERE a.stream = :stream AND (a.cursor_position, a.cursor_id) "
-                "< (batchyard_events.position, batchyard_events.id)) "
-                "AND id NOT IN (SELECT event_id FROM batchyard_parked_events)",
-                {"stream": stream, "age": older_than},
-            ).rowcount)
+            return int(
+                tx.execute(
+                    "DELETE FROM batchyard_events WHERE stream = :stream "
+                    "AND created_at < {now} - :age "
+                    "AND EXISTS (SELECT 1 FROM batchyard_aggregators a WHERE a.stream = :stream) "
+                    "AND NOT EXISTS (SELECT 1 FROM batchyard_aggregators a "
+                    "WHERE a.stream = :stream AND (a.cursor_position, a.cursor_id) "
+                    "< (batchyard_events.position, batchyard_events.id)) "
+                    "AND id NOT IN (SELECT event_id FROM batchyard_parked_events)",
+                    {"stream": stream, "age": older_than},
+                ).rowcount
+            )

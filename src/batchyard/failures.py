@@ -27,7 +27,7 @@ def traceback_text(exc: BaseException, limit: int = MAX_TRACEBACK_CHARS) -> str:
     if len(text) <= limit:
         return text
     head = min(_HEAD_CHARS, limit // 4)
-    return text[:head] + _CUT + text[-(limit - head - len(_CUT)):]
+    return text[:head] + _CUT + text[-(limit - head - len(_CUT)) :]
 
 
 def error_text(exc: BaseException) -> str:
@@ -35,8 +35,9 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def log_failure(log: logging.Logger, what: str, exc: BaseException, *, final: bool,
-                **fields: Any) -> None:
+def log_failure(
+    log: logging.Logger, what: str, exc: BaseException, *, final: bool, **fields: Any
+) -> None:
     """Log one failed attempt of `what` (``"flush of events::3"``) with the traceback of
     `exc`: ERROR when `final` (dead, failed), WARNING while it will be retried. `fields`
     (ids, attempt, handler, duration_seconds) are written into the line and passed as
@@ -44,5 +45,13 @@ def log_failure(log: logging.Logger, what: str, exc: BaseException, *, final: bo
     level = logging.ERROR if final else logging.WARNING
     told = ", ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
     fate = "gave up" if final else "will retry"
-    log.log(level, "%s failed (%s; %s): %s", what, told, fate, error_text(exc),
-            exc_info=exc, extra={"final": final, **fields})
+    log.log(
+        level,
+        "%s failed (%s; %s): %s",
+        what,
+        told,
+        fate,
+        error_text(exc),
+        exc_info=exc,
+        extra={"final": final, **fields},
+    )

@@ -70,6 +70,7 @@ def max(field: str) -> Fold:
 
 def last(field: str | None = None) -> Fold:
     """Per key, the latest event (or its `field`) in stream order."""
+
     def step(delta: Any, event: Event) -> Any:
         return event if field is None else event[field]
 

@@ -28,15 +28,21 @@ class Check:
         return f"{'ok  ' if self.ok else 'FAIL'}  {self.name:<8} {self.detail}"
 
 
-def run_checks(store: Store, *, max_heartbeat_age: float | None = DEFAULT_MAX_HEARTBEAT_AGE,
-               clock: Clock | None = None) -> list[Check]:
+def run_checks(
+    store: Store,
+    *,
+    max_heartbeat_age: float | None = DEFAULT_MAX_HEARTBEAT_AGE,
+    clock: Clock | None = None,
+) -> list[Check]:
     """Check `store`; with `max_heartbeat_age` (seconds), also that some worker beat within
     that bound. Failures are reported, never raised."""
     try:
         version, latest = store.schema_version(), store.latest_version()
     except Exception as exc:
-        checks = [Check("store", False, f"unreachable: {_reason(exc)}"),
-                  Check("schema", False, "not checked: the store is unreachable")]
+        checks = [
+            Check("store", False, f"unreachable: {_reason(exc)}"),
+            Check("schema", False, "not checked: the store is unreachable"),
+        ]
         if max_heartbeat_age is not None:
             checks.append(Check("workers", False, "not checked: the store is unreachable"))
         return checks
@@ -44,8 +50,13 @@ def run_checks(store: Store, *, max_heartbeat_age: float | None = DEFAULT_MAX_HE
     if version == latest:
         checks.append(Check("schema", True, f"version {version} (current)"))
     else:
-        checks.append(Check("schema", False, f"version {version}, this batchyard needs "
-                                             f"{latest}: run `batchyard db upgrade`"))
+        checks.append(
+            Check(
+                "schema",
+                False,
+                f"version {version}, this batchyard needs {latest}: run `batchyard db upgrade`",
+            )
+        )
     if max_heartbeat_age is not None:
         checks.append(_workers(store, clock, max_heartbeat_age, schema_ok=version == latest))
     return checks
@@ -62,8 +73,12 @@ def _workers(store: Store, clock: Clock | None, bound: float, schema_ok: bool) -
         return Check("workers", False, "no worker is registered")
     newest = min(w.heartbeat_age_seconds for w in workers)
     if newest > bound:
-        return Check("workers", False, f"no heartbeat within {bound:g} s "
-                                       f"(newest {newest:.1f} s ago, {len(workers)} registered)")
+        return Check(
+            "workers",
+            False,
+            f"no heartbeat within {bound:g} s "
+            f"(newest {newest:.1f} s ago, {len(workers)} registered)",
+        )
     alive = sum(1 for w in workers if w.heartbeat_age_seconds <= bound)
     return Check("workers", True, f"{alive} alive, newest heartbeat {newest:.1f} s ago")
 

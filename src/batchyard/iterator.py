@@ -102,14 +102,22 @@ class Iterators:
         self.runtime = runtime
         self.store = runtime.store
         self.tasks = runtime.tasks
-        runtime.kinds.add(TaskKind(STEP_TASK, self.run_step),
-                          TaskKind(COMPLETE_TASK, self.run_complete))
+        runtime.kinds.add(
+            TaskKind(STEP_TASK, self.run_step), TaskKind(COMPLETE_TASK, self.run_complete)
+        )
 
-    def start(self, job_id: str, *, batch_size: int, get_next_batch: str | Callable[..., Any],
-              process_batch: str | Callable[..., Any],
-              on_complete: str | Callable[..., Any] | None = None,
-              delay_between_batches: float = 0.1, max_retries: int = 5,
-              transactional: bool = False) -> IteratorStatus:
+    def start(
+        self,
+        job_id: str,
+        *,
+        batch_size: int,
+        get_next_batch: str | Callable[..., Any],
+        process_batch: str | Callable[..., Any],
+        on_complete: str | Callable[..., Any] | None = None,
+        delay_between_batches: float = 0.1,
+        max_retries: int = 5,
+        transactional: bool = False,
+    ) -> IteratorStatus:
         if not isinstance(job_id, str) or not job_id:
             raise InvalidInput("job_id must be a non-empty string", field="job_id")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -118,16 +126,19 @@ class Iterators:
             raise InvalidInput("max_retries must be an integer >= 0", field="max_retries")
         delay = seconds(delay_between_batches)
         if delay < 0:
-            raise InvalidInput("delay_between_batches must be >= 0",
-                               field="delay_between_batches")
+            raise InvalidInput("delay_between_batches must be >= 0", field="delay_between_batches")
         names = self.runtime.handlers
         params = {
-            "job_id": job_id, "batch_size": batch_size, "delay": delay,
-            "max_retries": max_retries, "transactional": int(bool(transactional)),
+            "job_id": job_id,
+            "batch_size": batch_size,
+            "delay": delay,
+            "max_retries": max_retries,
+            "transactional": int(bool(transactional)),
             "get_next_batch": names.name_of(get_next_batch, "get_next_batch"),
             "process_batch": names.name_of(process_batch, "process_batch"),
-            "on_complete": None if on_complete is None else names.name_of(on_complete,
-                                                                          "on_complete"),
+            "on_complete": None
+            if on_complete is None
+            else names.name_of(on_complete, "on_complete"),
         }
         with self.store.transaction(self.runtime.now()) as tx:
             inserted = tx.execute(
@@ -135,49 +146,76 @@ class Iterators:
                 "process_batch, on_complete, delay, max_retries, transactional, started_at, "
                 "updated_at) VALUES (:job_id, 'pending', :batch_size, :get_next_batch, "
                 ":process_batch, :on_complete, :delay, :max_retries, :transactional, {now}, "
-                "{now}) ON CONFLICT (job_id) DO NOTHING", params).rowcount
+                "{now}) ON CONFLICT (job_id) DO NOTHING",
+                params,
+            ).rowcount
             if inserted != 1:
                 raise Conflict(f"iterator job {job_id!r} already exists", job_id=job_id)
             self._schedule(tx, job_id, generation=1, delay=0.0)
         return self.status(job_id)
 
     def _schedule(self, tx: Tx, job_id: str, generation: int, delay: float) -> None:
-        self.tasks.enqueue(tx, STEP_TASK, {"job_id": job_id, "generation": generation},
-                           delay=delay, key=f"iterator:{job_id}:{generation}",
-                           max_attempts=1_000_000)  # the job counts its own retries
+        self.tasks.enqueue(
+            tx,
+            STEP_TASK,
+            {"job_id": job_id, "generation": generation},
+            delay=delay,
+            key=f"iterator:{job_id}:{generation}",
+            max_attempts=1_000_000,
+        )  # the job counts its own retries
 
     # -- control ----------------------------------------------------------------------------
 
     def pause(self, job_id: str) -> IteratorStatus:
-        return self._transition(job_id, ACTIVE, IteratorState.PAUSED, "pause",
-                                already={IteratorState.PAUSED})
+        return self._transition(
+            job_id, ACTIVE, IteratorState.PAUSED, "pause", already={IteratorState.PAUSED}
+        )
 
     def resume(self, job_id: str) -> IteratorStatus:
-        return self._transition(job_id, {IteratorState.PAUSED, IteratorState.FAILED},
-                                IteratorState.RUNNING, "resume", already=ACTIVE)
+        return self._transition(
+            job_id,
+            {IteratorState.PAUSED, IteratorState.FAILED},
+            IteratorState.RUNNING,
+            "resume",
+            already=ACTIVE,
+        )
 
     def cancel(self, job_id: str) -> IteratorStatus:
-        return self._transition(job_id, ACTIVE | {IteratorState.PAUSED, IteratorState.FAILED},
-                                IteratorState.CANCELLED, "cancel",
-                                already={IteratorState.CANCELLED})
+        return self._transition(
+            job_id,
+            ACTIVE | {IteratorState.PAUSED, IteratorState.FAILED},
+            IteratorState.CANCELLED,
+            "cancel",
+            already={IteratorState.CANCELLED},
+        )
 
-    def _transition(self, job_id: str, allowed: frozenset[IteratorState] | set[IteratorState],
-                    target: IteratorState, verb: str,
-                    already: frozenset[IteratorState] | set[IteratorState]) -> IteratorStatus:
+    def _transition(
+        self,
+        job_id: str,
+        allowed: frozenset[IteratorState] | set[IteratorState],
+        target: IteratorState,
+        verb: str,
+        already: frozenset[IteratorState] | set[IteratorState],
+    ) -> IteratorStatus:
         with self.store.transaction(self.runtime.now()) as tx:
             row = self._row(tx, job_id, lock=True)
             if row["status"] in already:
                 return self._status_of(row, tx.clock())  # pausing twice is not an error
             if row["status"] not in allowed:
-                raise Conflict(f"cannot {verb} iterator job {job_id!r}: it is {row['status']}",
-                               job_id=job_id, status=row["status"])
+                raise Conflict(
+                    f"cannot {verb} iterator job {job_id!r}: it is {row['status']}",
+                    job_id=job_id,
+                    status=row["status"],
+                )
             generation = int(row["generation"]) + 1
-            tx.execute("UPDATE batchyard_iterators SET status = :status, generation = :g, "
-                       "last_error = CASE WHEN :status = 'running' THEN NULL "
-                       "ELSE last_error END, last_traceback = CASE WHEN :status = 'running' "
-                       "THEN NULL ELSE last_traceback END, updated_at = {now} "
-                       "WHERE job_id = :job_id",
-                       {"job_id": job_id, "status": str(target), "g": generation})
+            tx.execute(
+                "UPDATE batchyard_iterators SET status = :status, generation = :g, "
+                "last_error = CASE WHEN :status = 'running' THEN NULL "
+                "ELSE last_error END, last_traceback = CASE WHEN :status = 'running' "
+                "THEN NULL ELSE last_traceback END, updated_at = {now} "
+                "WHERE job_id = :job_id",
+                {"job_id": job_id, "status": str(target), "g": generation},
+            )
             # queued steps of older generations will find themselves stale; drop them now
             self.tasks.cancel_queued(tx, STEP_TASK, _step_keys(job_id))
             if target == IteratorState.RUNNING:
@@ -189,10 +227,12 @@ class Iterators:
         with self.store.transaction(self.runtime.now()) as tx:
             row = self._row(tx, job_id, lock=True)
             if row["status"] in ACTIVE:
-                raise Conflict(f"iterator job {job_id!r} is {row['status']}: pause or cancel "
-                               "it before deleting", job_id=job_id)
-            tx.execute("DELETE FROM batchyard_iterators WHERE job_id = :job_id",
-                       {"job_id": job_id})
+                raise Conflict(
+                    f"iterator job {job_id!r} is {row['status']}: pause or cancel "
+                    "it before deleting",
+                    job_id=job_id,
+                )
+            tx.execute("DELETE FROM batchyard_iterators WHERE job_id = :job_id", {"job_id": job_id})
 
     # -- the step ---------------------------------------------------------------------------
 
@@ -210,8 +250,10 @@ class Iterators:
                 self.tasks.postpone(tx, task, _WAIT_FOR_OLDER_STEP)
                 return
             if row["status"] == IteratorState.PENDING:
-                tx.execute("UPDATE batchyard_iterators SET status = 'running' "
-                           "WHERE job_id = :job_id", {"job_id": job_id})
+                tx.execute(
+                    "UPDATE batchyard_iterators SET status = 'running' WHERE job_id = :job_id",
+                    {"job_id": job_id},
+                )
         handlers = self.runtime.handlers
         cursor = None if row["cursor"] is None else orjson.loads(row["cursor"])
         batch = int(row["batches"])
@@ -219,8 +261,12 @@ class Iterators:
         # a time budget: no claim, no new task per page - only the fenced checkpoint
         budget = time.monotonic() + STEP_BUDGET
         while True:
-            context = BatchContext(job_id=job_id, batch=batch, attempt=task.attempts,
-                                   idempotency_key=f"{job_id}:{batch}")
+            context = BatchContext(
+                job_id=job_id,
+                batch=batch,
+                attempt=task.attempts,
+                idempotency_key=f"{job_id}:{batch}",
+            )
             step_started = time.perf_counter()
             try:
                 page = _page(handlers.call(row["get_next_batch"], cursor, row["batch_size"]))
@@ -234,8 +280,12 @@ class Iterators:
             finished = page.done or not page.items
             # a retried task hands over to a fresh one after its first good page, so that
             # its attempts never count against a later page
-            more = (not finished and float(row["delay"]) == 0 and task.attempts == 1
-                    and time.monotonic() < budget)
+            more = (
+                not finished
+                and float(row["delay"]) == 0
+                and task.attempts == 1
+                and time.monotonic() < budget
+            )
             try:
                 with self.store.transaction(self.runtime.now()) as tx:
                     if more:
@@ -247,16 +297,18 @@ class Iterators:
                             self.tasks.complete(tx, task)
                         return  # paused or cancelled while the batch ran: drop the result
                     if page.items and row["transactional"]:
-                        handlers.call(row["process_batch"], page.items,
-                                      BatchContext(**{**context.__dict__, "tx": tx}))
+                        handlers.call(
+                            row["process_batch"],
+                            page.items,
+                            BatchContext(**{**context.__dict__, "tx": tx}),
+                        )
                     self._checkpoint(tx, row, page)
                     if finished:
                         self._finish(tx, row)
                     elif not more:
                         self._schedule(tx, job_id, generation, delay=float(row["delay"]))
             except Exception as exc:
-                if row["transactional"] and not (isinstance(exc, LeaseLost)
-                                                 or is_transient(exc)):
+                if row["transactional"] and not (isinstance(exc, LeaseLost) or is_transient(exc)):
                     self._failed(task, row, exc, batch, time.perf_counter() - step_started)
                     return
                 raise
@@ -274,20 +326,31 @@ class Iterators:
             "batches = batches + 1, total = COALESCE(:total, total), last_error = NULL, "
             "last_traceback = NULL, "
             "updated_at = {now} WHERE job_id = :job_id",
-            {"job_id": row["job_id"], "cursor": json.dumps(page.cursor), "n": len(page.items),
-             "total": page.total},
+            {
+                "job_id": row["job_id"],
+                "cursor": json.dumps(page.cursor),
+                "n": len(page.items),
+                "total": page.total,
+            },
         )
 
     def _finish(self, tx: Tx, row: Any) -> None:
-        tx.execute("UPDATE batchyard_iterators SET status = 'completed', completed_at = {now} "
-                   "WHERE job_id = :job_id", {"job_id": row["job_id"]})
+        tx.execute(
+            "UPDATE batchyard_iterators SET status = 'completed', completed_at = {now} "
+            "WHERE job_id = :job_id",
+            {"job_id": row["job_id"]},
+        )
         if row["on_complete"] is not None:
             # durable: a task of its own, retried if the callback fails
-            self.tasks.enqueue(tx, COMPLETE_TASK, {"job_id": row["job_id"]},
-                               key=f"iterator-complete:{row['job_id']}", max_attempts=5)
+            self.tasks.enqueue(
+                tx,
+                COMPLETE_TASK,
+                {"job_id": row["job_id"]},
+                key=f"iterator-complete:{row['job_id']}",
+                max_attempts=5,
+            )
 
-    def _failed(self, task: Task, row: Any, exc: Exception, batch: int,
-                duration: float) -> None:
+    def _failed(self, task: Task, row: Any, exc: Exception, batch: int, duration: float) -> None:
         error = error_text(exc)
         delay = STEP_RETRY.next_delay(task.attempts, max_attempts=int(row["max_retries"]) + 1)
         final = delay is None
@@ -295,21 +358,33 @@ class Iterators:
             if self._current(tx, row["job_id"], task.payload["generation"], lock=True) is None:
                 self.tasks.complete(tx, task)
                 return
-            tx.execute("UPDATE batchyard_iterators SET last_error = :error, "
-                       "last_traceback = :traceback, updated_at = {now} WHERE job_id = :job_id",
-                       {"job_id": row["job_id"], "error": error,
-                        "traceback": traceback_text(exc)})
+            tx.execute(
+                "UPDATE batchyard_iterators SET last_error = :error, "
+                "last_traceback = :traceback, updated_at = {now} WHERE job_id = :job_id",
+                {"job_id": row["job_id"], "error": error, "traceback": traceback_text(exc)},
+            )
             if final:
                 self.tasks.complete(tx, task)
-                tx.execute("UPDATE batchyard_iterators SET status = 'failed' "
-                           "WHERE job_id = :job_id", {"job_id": row["job_id"]})
+                tx.execute(
+                    "UPDATE batchyard_iterators SET status = 'failed' WHERE job_id = :job_id",
+                    {"job_id": row["job_id"]},
+                )
             else:
                 self.tasks.retry(tx, task, error, delay or 0.0)
         # after the commit: the line says what the books say (retried, or failed)
-        log_failure(log, f"step {batch} of iterator job {row['job_id']}", exc, final=final,
-                    job_id=row["job_id"], batch=batch, attempt=task.attempts,
-                    max_attempts=int(row["max_retries"]) + 1, handler=row["process_batch"],
-                    source=row["get_next_batch"], duration_seconds=round(duration, 6))
+        log_failure(
+            log,
+            f"step {batch} of iterator job {row['job_id']}",
+            exc,
+            final=final,
+            job_id=row["job_id"],
+            batch=batch,
+            attempt=task.attempts,
+            max_attempts=int(row["max_retries"]) + 1,
+            handler=row["process_batch"],
+            source=row["get_next_batch"],
+            duration_seconds=round(duration, 6),
+        )
 
     def run_complete(self, task: Task) -> None:
         with self.store.transaction(write=False) as tx:
@@ -327,25 +402,32 @@ class Iterators:
     def list(self, status: str | None = None, limit: int = 100) -> list[IteratorStatus]:
         with self.store.transaction(self.runtime.now(), write=False) as tx:
             now = tx.clock()
-            rows = tx.all("SELECT * FROM batchyard_iterators WHERE "
-                          "(CAST(:status AS TEXT) IS NULL OR status = :status) "
-                          "ORDER BY updated_at DESC LIMIT :limit",
-                          {"status": status, "limit": limit})
+            rows = tx.all(
+                "SELECT * FROM batchyard_iterators WHERE "
+                "(CAST(:status AS TEXT) IS NULL OR status = :status) "
+                "ORDER BY updated_at DESC LIMIT :limit",
+                {"status": status, "limit": limit},
+            )
         return [self._status_of(row, now) for row in rows]
 
     def _row(self, tx: Tx, job_id: str, lock: bool = False) -> Any:
-        row = tx.one("SELECT * FROM batchyard_iterators WHERE job_id = :job_id"
-                     + (" {for_update}" if lock else ""), {"job_id": job_id})
+        row = tx.one(
+            "SELECT * FROM batchyard_iterators WHERE job_id = :job_id"
+            + (" {for_update}" if lock else ""),
+            {"job_id": job_id},
+        )
         if row is None:
             raise NotFound(f"no iterator job {job_id!r}", job_id=job_id)
         return row
 
     def _current(self, tx: Tx, job_id: str, generation: int, lock: bool = False) -> Any:
         """The job if this generation may still act on it, else None."""
-        return tx.one("SELECT * FROM batchyard_iterators WHERE job_id = :job_id "
-                      "AND generation = :g AND status IN ('pending', 'running')"
-                      + (" {for_update}" if lock else ""),
-                      {"job_id": job_id, "g": generation})
+        return tx.one(
+            "SELECT * FROM batchyard_iterators WHERE job_id = :job_id "
+            "AND generation = :g AND status IN ('pending', 'running')"
+            + (" {for_update}" if lock else ""),
+            {"job_id": job_id, "g": generation},
+        )
 
     @staticmethod
     def _status_of(row: Any, now: float) -> IteratorStatus:
@@ -358,13 +440,19 @@ class Iterators:
         if rate and total is not None and row["status"] in ACTIVE:
             eta = max(0.0, (total - processed) / rate)
         return IteratorStatus(
-            job_id=row["job_id"], status=row["status"], processed=processed,
+            job_id=row["job_id"],
+            status=row["status"],
+            processed=processed,
             batches=int(row["batches"]),
             cursor=None if row["cursor"] is None else orjson.loads(row["cursor"]),
-            total=total, rate_per_second=rate, eta_seconds=eta, last_error=row["last_error"],
+            total=total,
+            rate_per_second=rate,
+            eta_seconds=eta,
+            last_error=row["last_error"],
             started_at=to_datetime(row["started_at"]),
             updated_at=to_datetime(row["updated_at"]),
-            completed_at=to_datetime(row["completed_at"]), last_traceback=row["last_traceback"],
+            completed_at=to_datetime(row["completed_at"]),
+            last_traceback=row["last_traceback"],
         )
 
 
@@ -380,9 +468,12 @@ def _page(value: Any) -> Page:
         items = value["items"]
         if not isinstance(items, list):
             raise TypeError("get_next_batch returned items that are not a list")
-        return Page(items=items, cursor=value.get("cursor"), done=bool(value.get("done")),
-                    total=value.get("total"))
-    raise TypeError("get_next_batch must return a batchyard.Page or a dict with "
-                    "'items', 'cursor' and 'done'")
-
-
+        return Page(
+            items=items,
+            cursor=value.get("cursor"),
+            done=bool(value.get("done")),
+            total=value.get("total"),
+        )
+    raise TypeError(
+        "get_next_batch must return a batchyard.Page or a dict with 'items', 'cursor' and 'done'"
+    )

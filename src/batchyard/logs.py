@@ -25,7 +25,10 @@ _BEARER = re.compile(r"(?i)(?P<head>\bbearer\s+)[^\s\"',;]+")
 
 # attributes every LogRecord has; anything else was passed with `extra=` and is data
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message", "asctime", "taskName"}
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 class Redactor:
@@ -63,8 +66,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(
-                timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -79,8 +81,9 @@ class JsonFormatter(logging.Formatter):
         return self.redact(orjson.dumps(entry, default=str).decode())
 
 
-def setup_logging(level: str = "info", log_format: str = "text",
-                  secrets: Iterable[str] = ()) -> None:
+def setup_logging(
+    level: str = "info", log_format: str = "text", secrets: Iterable[str] = ()
+) -> None:
     """Send every log record to stderr in `log_format` (``text`` or ``json``) from `level`
     up, masking `secrets`. Replaces handlers set up before (by us or by uvicorn)."""
     if log_format not in FORMATS:

@@ -18,8 +18,15 @@ MAX_PRUNE_INTERVAL = 3600.0  # seconds between prunes, at most
 
 
 class Maintenance:
-    def __init__(self, runtime: Runtime, accumulator: Accumulator, aggregators: Aggregators,
-                 *, retention: float, event_retention: float | None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        accumulator: Accumulator,
+        aggregators: Aggregators,
+        *,
+        retention: float,
+        event_retention: float | None,
+    ) -> None:
         self.runtime = runtime
         self.accumulator = accumulator
         self.aggregators = aggregators
@@ -31,8 +38,13 @@ class Maintenance:
     def schedule(self) -> None:
         """Queue the next prune (one at most: its key keeps it single)."""
         with self.runtime.store.transaction(self.runtime.now()) as tx:
-            self.runtime.tasks.enqueue(tx, PRUNE_TASK, {}, key="maintenance:prune",
-                                       delay=min(MAX_PRUNE_INTERVAL, self.retention))
+            self.runtime.tasks.enqueue(
+                tx,
+                PRUNE_TASK,
+                {},
+                key="maintenance:prune",
+                delay=min(MAX_PRUNE_INTERVAL, self.retention),
+            )
 
     def run_prune(self, task: Task) -> None:
         self.accumulator.reader.prune(self.retention)

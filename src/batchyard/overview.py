@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 LAST_HOUR = 3600.0
 # Batches still to deliver, with their derived counts. Completed batches stay out: they are
 # kept for a day and may be many, and each would cost a count of its items.
-_ACTIVE_BATCHES = (f"SELECT {BATCH_COLUMNS} FROM batchyard_batches b "
-                   f"WHERE b.status NOT IN {FINISHED_SQL}")
+_ACTIVE_BATCHES = (
+    f"SELECT {BATCH_COLUMNS} FROM batchyard_batches b WHERE b.status NOT IN {FINISHED_SQL}"
+)
 
 
 @dataclass(frozen=True)
@@ -108,17 +109,27 @@ class Overview:
             now = tx.clock()
             batches: dict[str, int] = {}
             oldest_pending = None
-            for row in tx.all("SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest "
-                              "FROM batchyard_batches GROUP BY status"):
+            for row in tx.all(
+                "SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest "
+                "FROM batchyard_batches GROUP BY status"
+            ):
                 batches[row["status"]] = int(row["n"])
                 if row["status"] in ("accumulating", "flushing"):
                     age = now - float(row["oldest"])
                     oldest_pending = age if oldest_pending is None else max(oldest_pending, age)
-            pending = _counts(tx, "SELECT status AS k, SUM(pending_count) AS n "
-                                  f"FROM ({_ACTIVE_BATCHES}) s GROUP BY status")
+            pending = _counts(
+                tx,
+                "SELECT status AS k, SUM(pending_count) AS n "
+                f"FROM ({_ACTIVE_BATCHES}) s GROUP BY status",
+            )
             tasks = [
-                TaskCount(kind=r["kind"], state=r["state"], count=int(r["n"]),
-                          due=int(r["due"] or 0), stuck=int(r["stuck"] or 0))
+                TaskCount(
+                    kind=r["kind"],
+                    state=r["state"],
+                    count=int(r["n"]),
+                    due=int(r["due"] or 0),
+                    stuck=int(r["stuck"] or 0),
+                )
                 for r in tx.all(
                     "SELECT kind, state, COUNT(*) AS n, "
                     "SUM(CASE WHEN state = 'queued' AND due_at <= {now} THEN 1 ELSE 0 END) "
@@ -127,31 +138,47 @@ class Overview:
                     "AS stuck FROM batchyard_tasks GROUP BY kind, state ORDER BY kind, state"
                 )
             ]
-            oldest_due = tx.one("SELECT MIN(due_at) AS due FROM batchyard_tasks "
-                                "WHERE state = 'queued' AND due_at <= {now}")["due"]
-            dead = _counts(tx, "SELECT kind AS k, COUNT(*) AS n FROM batchyard_dead_tasks "
-                               "GROUP BY kind")
-            iterators = _counts(tx, "SELECT status AS k, COUNT(*) AS n "
-                                    "FROM batchyard_iterators GROUP BY status")
-            bulk_jobs = _counts(tx, "SELECT status AS k, COUNT(*) AS n "
-                                    "FROM batchyard_jobs GROUP BY status")
-            bulk_left = tx.one("SELECT SUM(total - processed - failed) AS n FROM batchyard_jobs "
-                               "WHERE status IN ('pending', 'processing')")["n"]
+            oldest_due = tx.one(
+                "SELECT MIN(due_at) AS due FROM batchyard_tasks "
+                "WHERE state = 'queued' AND due_at <= {now}"
+            )["due"]
+            dead = _counts(
+                tx, "SELECT kind AS k, COUNT(*) AS n FROM batchyard_dead_tasks GROUP BY kind"
+            )
+            iterators = _counts(
+                tx, "SELECT status AS k, COUNT(*) AS n FROM batchyard_iterators GROUP BY status"
+            )
+            bulk_jobs = _counts(
+                tx, "SELECT status AS k, COUNT(*) AS n FROM batchyard_jobs GROUP BY status"
+            )
+            bulk_left = tx.one(
+                "SELECT SUM(total - processed - failed) AS n FROM batchyard_jobs "
+                "WHERE status IN ('pending', 'processing')"
+            )["n"]
             hour = {"since": now - LAST_HOUR}
             flushed = tx.one(
                 "SELECT COUNT(*) AS n, SUM(item_count - failed_count) AS items "
                 "FROM batchyard_flushes WHERE started_at >= :since "
-                "AND outcome <> 'discarded'", hour)
+                "AND outcome <> 'discarded'",
+                hour,
+            )
             completed = tx.one(
                 "SELECT (SELECT COUNT(*) FROM batchyard_batches WHERE status = 'completed' "
                 "AND completed_at >= :since) AS batches, (SELECT COUNT(*) FROM "
                 "batchyard_iterators WHERE status = 'completed' AND completed_at >= :since) "
-                "AS iterators", hour)
+                "AS iterators",
+                hour,
+            )
             workers = self._workers(tx, now)
             aggregators = self._aggregators(tx, now)
         return Snapshot(
-            now=_dt(now), batches=batches, pending_items=pending, tasks=tasks,
-            dead_tasks=dead, iterators=iterators, bulk_jobs=bulk_jobs,
+            now=_dt(now),
+            batches=batches,
+            pending_items=pending,
+            tasks=tasks,
+            dead_tasks=dead,
+            iterators=iterators,
+            bulk_jobs=bulk_jobs,
             bulk_items_left=int(bulk_left or 0),
             items_flushed_last_hour=int(flushed["items"] or 0),
             flushes_last_hour=int(flushed["n"]),
@@ -159,7 +186,8 @@ class Overview:
             iterators_completed_last_hour=int(completed["iterators"]),
             oldest_pending_age_seconds=oldest_pending,
             oldest_due_task_age_seconds=None if oldest_due is None else now - float(oldest_due),
-            workers=workers, aggregators=aggregators,
+            workers=workers,
+            aggregators=aggregators,
         )
 
     def bases(self, limit: int = 200) -> list[BaseSummary]:
@@ -190,10 +218,14 @@ class Overview:
             }
         return [
             BaseSummary(
-                base_id=r["base_id"], active_batches=int(r["batches"] or 0),
-                pending_items=int(r["pending"] or 0), accumulating=bool(r["accumulating"]),
-                flushing=int(r["flushing"] or 0), dead=int(r["dead"] or 0),
-                oldest_pending_age_seconds=None if r["oldest"] is None
+                base_id=r["base_id"],
+                active_batches=int(r["batches"] or 0),
+                pending_items=int(r["pending"] or 0),
+                accumulating=bool(r["accumulating"]),
+                flushing=int(r["flushing"] or 0),
+                dead=int(r["dead"] or 0),
+                oldest_pending_age_seconds=None
+                if r["oldest"] is None
                 else now - float(r["oldest"]),
                 last_flush=last.get(r["base_id"]),
             )
@@ -211,11 +243,18 @@ class Overview:
     @staticmethod
     def _workers(tx: Tx, now: float) -> list[WorkerInfo]:
         return [
-            WorkerInfo(id=r["id"], host=r["host"], pid=int(r["pid"]),
-                       started_at=_dt(r["started_at"]), heartbeat_at=_dt(r["heartbeat_at"]),
-                       heartbeat_age_seconds=max(0.0, now - float(r["heartbeat_at"])))
-            for r in tx.all("SELECT id, host, pid, started_at, heartbeat_at "
-                            "FROM batchyard_workers ORDER BY started_at, id")
+            WorkerInfo(
+                id=r["id"],
+                host=r["host"],
+                pid=int(r["pid"]),
+                started_at=_dt(r["started_at"]),
+                heartbeat_at=_dt(r["heartbeat_at"]),
+                heartbeat_age_seconds=max(0.0, now - float(r["heartbeat_at"])),
+            )
+            for r in tx.all(
+                "SELECT id, host, pid, started_at, heartbeat_at "
+                "FROM batchyard_workers ORDER BY started_at, id"
+            )
         ]
 
     @staticmethod
@@ -223,26 +262,36 @@ class Overview:
         # every aggregator row, registered in this process or not: lag is a fact of the
         # store. One count per aggregator, because the cursor comparison differs by dialect.
         found = []
-        for row in tx.all("SELECT a.*, (SELECT COUNT(*) FROM batchyard_parked_events p "
-                          "WHERE p.aggregator = a.name) AS parked "
-                          "FROM batchyard_aggregators a ORDER BY a.name"):
+        for row in tx.all(
+            "SELECT a.*, (SELECT COUNT(*) FROM batchyard_parked_events p "
+            "WHERE p.aggregator = a.name) AS parked "
+            "FROM batchyard_aggregators a ORDER BY a.name"
+        ):
             behind = tx.one(
                 "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM batchyard_events "
                 "WHERE stream = :stream AND {after_cursor}",
-                {"stream": row["stream"], "position": row["cursor_position"],
-                 "id": row["cursor_id"]},
+                {
+                    "stream": row["stream"],
+                    "position": row["cursor_position"],
+                    "id": row["cursor_id"],
+                },
             )
-            found.append(AggregatorStatus(
-                name=row["name"], stream=row["stream"],
-                cursor=(int(row["cursor_position"]), int(row["cursor_id"])),
-                lag_events=int(behind["n"]),
-                lag_seconds=0.0 if behind["oldest"] is None
-                else max(0.0, now - float(behind["oldest"])),
-                events_folded=int(row["events_folded"]),
-                last_run_at=to_datetime(row["last_run_at"]), last_error=row["last_error"],
-                parked=int(row["parked"]),
-                running=row["lease_until"] is not None and float(row["lease_until"]) >= now,
-            ))
+            found.append(
+                AggregatorStatus(
+                    name=row["name"],
+                    stream=row["stream"],
+                    cursor=(int(row["cursor_position"]), int(row["cursor_id"])),
+                    lag_events=int(behind["n"]),
+                    lag_seconds=0.0
+                    if behind["oldest"] is None
+                    else max(0.0, now - float(behind["oldest"])),
+                    events_folded=int(row["events_folded"]),
+                    last_run_at=to_datetime(row["last_run_at"]),
+                    last_error=row["last_error"],
+                    parked=int(row["parked"]),
+                    running=row["lease_until"] is not None and float(row["lease_until"]) >= now,
+                )
+            )
         return found
 
 
@@ -254,4 +303,3 @@ def _dt(epoch: Any) -> datetime:
     value = to_datetime(float(epoch))
     assert value is not None
     return value
-

@@ -37,8 +37,11 @@ MAX_DEPTH = 254  # levels of arrays and objects orjson writes
 # dates, dataclasses and str/int subclasses are made to fail in orjson, so that the walk and
 # the strict stdlib encoder judge them (orjson would write dates and dataclasses as objects
 # or strings that come back as something else)
-_ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
-                   | orjson.OPT_PASSTHROUGH_SUBCLASS)
+_ORJSON_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 # strict JSON: NaN and Infinity are refused, not written as null
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
@@ -78,7 +81,7 @@ def encode(value: Any) -> str:
     except TypeError:
         return _encode_slowly(value)
     if "null" in text:  # a NaN or an infinity is written as null too (searched in the str,
-        try:            # several times faster than in the bytes)
+        try:  # several times faster than in the bytes)
             _ENCODER.encode(value)
         except ValueError:
             _raise_problem(value)
@@ -157,8 +160,10 @@ def find_problem(value: Any) -> NotStorable | None:
             reason = _text_problem(node, "string")
         elif isinstance(node, int):
             if not INT_MIN <= node <= INT_MAX:
-                reason = (f"integer {_int_text(node)} is outside the 64-bit range batchyard "
-                          "stores exactly")
+                reason = (
+                    f"integer {_int_text(node)} is outside the 64-bit range batchyard "
+                    "stores exactly"
+                )
         elif isinstance(node, float):
             if not math.isfinite(node):
                 reason = f"float {node!r} is not JSON (NaN and infinities have no JSON form)"
@@ -169,8 +174,9 @@ def find_problem(value: Any) -> NotStorable | None:
                 children = []
                 for key, child in node.items():
                     if not isinstance(key, str):
-                        children.append((NotStorable(
-                            path, f"object key {key!r} is not a string"), path))
+                        children.append(
+                            (NotStorable(path, f"object key {key!r} is not a string"), path)
+                        )
                         continue
                     key_problem = _text_problem(key, "object key")
                     if key_problem is not None:
@@ -191,8 +197,10 @@ def _text_problem(text: str, what: str) -> str | None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        return (f"{what} is not valid UTF-8 (a lone surrogate "
-                f"{ascii(text[exc.start])[1:-1]} at character {exc.start})")
+        return (
+            f"{what} is not valid UTF-8 (a lone surrogate "
+            f"{ascii(text[exc.start])[1:-1]} at character {exc.start})"
+        )
     return None
 
 

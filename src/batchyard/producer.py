@@ -141,13 +141,19 @@ class Producer:
         return the processed checkpoint that includes them. Validation happens here: bad
         items raise `InvalidInput` and nothing of this call is buffered."""
         last = self._last_call
-        if (batch_id is last[0] and max_batch_size is last[1] and on_flush is last[2]
-                and flush_interval is last[3] and max_attempts is last[4]
-                and self.runtime.retry is last[5]):
+        if (
+            batch_id is last[0]
+            and max_batch_size is last[1]
+            and on_flush is last[2]
+            and flush_interval is last[3]
+            and max_attempts is last[4]
+            and self.runtime.retry is last[5]
+        ):
             base, config = last[6], last[7]  # a producer repeats its calls: checked once
         else:
-            base, config = self._resolve(batch_id, max_batch_size, on_flush, flush_interval,
-                                         max_attempts)
+            base, config = self._resolve(
+                batch_id, max_batch_size, on_flush, flush_interval, max_attempts
+            )
         encoded = encode_items(items)
         count = len(encoded)
         size = len(encoded[0]) if count == 1 else sum(map(len, encoded))
@@ -159,22 +165,29 @@ class Producer:
             runs = self._runs
             pending_items = self._pending_items + count
             pending_bytes = self._pending_bytes + size
-            if runs and (pending_items > self.max_pending_items  # _over_target, inline
-                         or pending_bytes > self.max_pending_bytes):
+            if runs and (
+                pending_items > self.max_pending_items  # _over_target, inline
+                or pending_bytes > self.max_pending_bytes
+            ):
                 self._wait_for_room(count, size)
                 pending_items = self._pending_items + count
                 pending_bytes = self._pending_bytes + size
             self._pending_items, self._pending_bytes = pending_items, pending_bytes
             was_empty = not runs
             tail = runs[-1] if len(runs) > self._sealed else None
-            if tail is not None and tail.base == base and (tail.config is config
-                                                           or tail.config == config):
+            if (
+                tail is not None
+                and tail.base == base
+                and (tail.config is config or tail.config == config)
+            ):
                 tail.encoded += encoded
             else:
                 runs.append(_Run(base, config, encoded))
             processed = self._processed = self._processed + count
-            if not self._urgent and (pending_items * 2 >= self.max_pending_items
-                                     or pending_bytes * 2 >= self.max_pending_bytes):
+            if not self._urgent and (
+                pending_items * 2 >= self.max_pending_items
+                or pending_bytes * 2 >= self.max_pending_bytes
+            ):
                 # past half of the target: the writer writes now instead of waiting
                 self._urgent = True
                 self._changed.notify_all()
@@ -204,11 +217,18 @@ class Producer:
             base = split_base(batch_id)[0]
             if len(self._bases) < 10_000:
                 self._bases[batch_id] = base
-        config = self._adder.config(max_batch_size, on_flush, flush_interval,
-                                           max_attempts)
+        config = self._adder.config(max_batch_size, on_flush, flush_interval, max_attempts)
         if isinstance(on_flush, str):
-            self._last_call = (batch_id, max_batch_size, on_flush, flush_interval, max_attempts,
-                               self.runtime.retry, base, config)
+            self._last_call = (
+                batch_id,
+                max_batch_size,
+                on_flush,
+                flush_interval,
+                max_attempts,
+                self.runtime.retry,
+                base,
+                config,
+            )
         return base, config
 
     def _wait_for_room(self, count: int, size: int) -> None:
@@ -228,8 +248,9 @@ class Producer:
             self._changed.wait(remaining)
             self._check_usable()
 
-    def wait_durable(self, checkpoint: int | None = None,
-                     timeout: float | timedelta | None = None) -> int:
+    def wait_durable(
+        self, checkpoint: int | None = None, timeout: float | timedelta | None = None
+    ) -> int:
         """Block until `checkpoint` (default: everything accepted so far) is committed;
         return the durable checkpoint. Raises `ProducerError` if writes keep failing and
         `TimeoutError` after `timeout`."""
@@ -243,8 +264,10 @@ class Producer:
                 self._changed.notify_all()
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"durable checkpoint {self._durable} has not reached "
-                                       f"{target} within the timeout")
+                    raise TimeoutError(
+                        f"durable checkpoint {self._durable} has not reached "
+                        f"{target} within the timeout"
+                    )
                 self._changed.wait(remaining)
             return self._durable
 
@@ -284,9 +307,12 @@ class Producer:
     def stats(self) -> ProducerStats:
         with self._lock:
             return ProducerStats(
-                processed=self._processed, durable=self._durable,
-                pending_items=self._pending_items, pending_bytes=self._pending_bytes,
-                writes=self._writes, last_write_seconds=self._last_write,
+                processed=self._processed,
+                durable=self._durable,
+                pending_items=self._pending_items,
+                pending_bytes=self._pending_bytes,
+                writes=self._writes,
+                last_write_seconds=self._last_write,
                 last_error=None if self._error is None else repr(self._error),
             )
 
@@ -311,13 +337,16 @@ class Producer:
             ) from error
 
     def _over_target(self, items: int, size: int) -> bool:
-        return (self._pending_items + items > self.max_pending_items
-                or self._pending_bytes + size > self.max_pending_bytes)
+        return (
+            self._pending_items + items > self.max_pending_items
+            or self._pending_bytes + size > self.max_pending_bytes
+        )
 
     def _ensure_writer(self) -> None:
         if self._writer is None or not self._writer.is_alive():
-            self._writer = threading.Thread(target=self._write_loop, daemon=True,
-                                            name="batchyard-producer")
+            self._writer = threading.Thread(
+                target=self._write_loop, daemon=True, name="batchyard-producer"
+            )
             self._writer.start()
 
     # -- the writer's side -------------------------------------------------------------------
@@ -333,8 +362,9 @@ class Producer:
                     self._changed.wait()
                 if not self._urgent and not self._closed:
                     # let items gather for a coalesced write, unless someone is waiting
-                    self._changed.wait_for(lambda: self._urgent or self._closed,
-                                           self.write_interval)
+                    self._changed.wait_for(
+                        lambda: self._urgent or self._closed, self.write_interval
+                    )
                 # take everything so far: later adds start runs of their own
                 runs = list(self._runs)
                 self._sealed = len(runs)
@@ -360,8 +390,9 @@ class Producer:
                     continue
                 attempt += 1
                 delay = self.retry.next_delay(attempt)
-                log.warning("producer write of %d items failed (attempt %d): %s",
-                            taken[1], attempt, exc)
+                log.warning(
+                    "producer write of %d items failed (attempt %d): %s", taken[1], attempt, exc
+                )
                 with self._changed:
                     self._sealed = 0  # nothing was written: the next write takes it all again
                     self._error = exc

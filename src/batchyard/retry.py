@@ -29,8 +29,9 @@ class RetryPolicy:
         if not 0 <= self.jitter < 1:
             raise ValueError("jitter must be in [0, 1)")
 
-    def next_delay(self, attempt: int, rng: random.Random | None = None, *,
-                   max_attempts: int | None = None) -> float | None:
+    def next_delay(
+        self, attempt: int, rng: random.Random | None = None, *, max_attempts: int | None = None
+    ) -> float | None:
         """Seconds to wait after failed attempt ``attempt``, or None when it was the last.
         ``max_attempts`` overrides the policy's own for work that carries its own bound (a
         batch's or a task's)."""

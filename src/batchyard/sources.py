@@ -41,8 +41,16 @@ def _identifier(value: str, field: str) -> str:
     return value
 
 
-def sql_keyset(yard: Yard, name: str, *, table: str, order_by: str, tie_breaker: str,
-               columns: list[str] | None = None, follow: bool = False) -> str:
+def sql_keyset(
+    yard: Yard,
+    name: str,
+    *,
+    table: str,
+    order_by: str,
+    tie_breaker: str,
+    columns: list[str] | None = None,
+    follow: bool = False,
+) -> str:
     """Register a source named `name` over `table` and return the name (pass it as
     ``get_next_batch``). Items are rows as dicts of `columns` (default: all)."""
     table = _identifier(table, "table")
@@ -63,8 +71,10 @@ def sql_keyset(yard: Yard, name: str, *, table: str, order_by: str, tie_breaker:
             if cursor is None:  # the first page: fix the bound
                 cursor = {"after": None, "bound": None}
                 if not follow:
-                    top = tx.one(f"SELECT {order} AS o, {tie} AS t FROM {table} "
-                                 f"ORDER BY {order} DESC, {tie} DESC LIMIT 1")
+                    top = tx.one(
+                        f"SELECT {order} AS o, {tie} AS t FROM {table} "
+                        f"ORDER BY {order} DESC, {tie} DESC LIMIT 1"
+                    )
                     if top is None:
                         return Page(items=[], cursor=cursor, done=True, total=0)
                     cursor["bound"] = [top["o"], top["t"]]
@@ -75,9 +85,11 @@ def sql_keyset(yard: Yard, name: str, *, table: str, order_by: str, tie_breaker:
             if cursor["bound"] is not None:
                 where.append(upto)
                 params.update(bound_order=cursor["bound"][0], bound_tie=cursor["bound"][1])
-            sql = (f"SELECT {selected} FROM {table}"
-                   + (" WHERE " + " AND ".join(where) if where else "")
-                   + f" ORDER BY {order}, {tie} LIMIT :limit")
+            sql = (
+                f"SELECT {selected} FROM {table}"
+                + (" WHERE " + " AND ".join(where) if where else "")
+                + f" ORDER BY {order}, {tie} LIMIT :limit"
+            )
             rows = tx.all(sql, params)
             # PostgreSQL rows are dicts already; SQLite's become dicts here
             items = rows if rows and type(rows[0]) is dict else [dict(row) for row in rows]
@@ -106,8 +118,9 @@ def ndjson_file(yard: Yard, name: str, path: str | os.PathLike[str]) -> str:
                 try:
                     value = orjson.loads(raw)
                 except orjson.JSONDecodeError as exc:
-                    raise InvalidInput(f"{path}, line {line}: not valid JSON ({exc})",
-                                       line=line) from None
+                    raise InvalidInput(
+                        f"{path}, line {line}: not valid JSON ({exc})", line=line
+                    ) from None
                 yield line, value
 
     def count(file: IO[bytes]) -> int:
@@ -117,8 +130,7 @@ def ndjson_file(yard: Yard, name: str, path: str | os.PathLike[str]) -> str:
     return name
 
 
-def csv_file(yard: Yard, name: str, path: str | os.PathLike[str], *,
-             delimiter: str = ",") -> str:
+def csv_file(yard: Yard, name: str, path: str | os.PathLike[str], *, delimiter: str = ",") -> str:
     """Register a source over a CSV file with a header row; items are dicts by header."""
     path = _readable(path)
 
@@ -142,8 +154,11 @@ def csv_file(yard: Yard, name: str, path: str | os.PathLike[str], *,
                 header = cursor["header"] = row
                 continue
             if len(row) != len(header):
-                raise InvalidInput(f"{path}, line {consumed[0]}: {len(row)} fields where the "
-                                   f"header has {len(header)}", line=consumed[0])
+                raise InvalidInput(
+                    f"{path}, line {consumed[0]}: {len(row)} fields where the "
+                    f"header has {len(header)}",
+                    line=consumed[0],
+                )
             yield consumed[0], dict(zip(header, row, strict=True))
 
     def count(file: IO[bytes]) -> int:
@@ -157,8 +172,9 @@ def csv_file(yard: Yard, name: str, path: str | os.PathLike[str], *,
 Records = Callable[[IO[bytes], dict[str, Any]], Iterator[tuple[int, Any]]]
 
 
-def _file_pages(path: str, records: Records,
-                count: Callable[[IO[bytes]], int]) -> Callable[[Any, int], Page]:
+def _file_pages(
+    path: str, records: Records, count: Callable[[IO[bytes]], int]
+) -> Callable[[Any, int], Page]:
     def next_batch(cursor: dict[str, Any] | None, batch_size: int) -> Page:
         if cursor is None:  # the first page: fix the end and count the records once
             cursor = {"offset": 0, "line": 0, "end": os.path.getsize(path), "header": None}
@@ -176,8 +192,9 @@ def _file_pages(path: str, records: Records,
                     break
             offset = file.tell()
         next_cursor = {**cursor, "offset": offset, "line": line}
-        return Page(items=items, cursor=next_cursor, done=offset >= cursor["end"],
-                    total=cursor["total"])
+        return Page(
+            items=items, cursor=next_cursor, done=offset >= cursor["end"], total=cursor["total"]
+        )
 
     return next_batch
 

@@ -73,13 +73,19 @@ class Outage:
             self.since = time.monotonic()
             relapse = self.ended is not None and self.since - self.ended < RELAPSE_SECONDS
         if relapse:
-            self._log.info("%s: the store failed again just after it came back (%s); "
-                           "retrying with backoff", self._what, exc)
+            self._log.info(
+                "%s: the store failed again just after it came back (%s); retrying with backoff",
+                self._what,
+                exc,
+            )
             return
         metrics.OUTAGES.labels(self._what).inc()
         if is_transient(exc):
-            self._log.warning("%s: the store is unavailable (%s); retrying with backoff "
-                              "until it answers", self._what, exc)
+            self._log.warning(
+                "%s: the store is unavailable (%s); retrying with backoff until it answers",
+                self._what,
+                exc,
+            )
         else:
             self._log.warning("%s failed; retrying with backoff", self._what, exc_info=exc)
 
@@ -92,5 +98,10 @@ class Outage:
             self.ended = time.monotonic()
             lasted, failures = self.ended - self.since, self.failures
             self.since, self.failures, self.last_error = None, 0, None
-        self._log.info("%s: working again after %.1f s (%d failed attempt%s)", self._what,
-                          lasted, failures, "" if failures == 1 else "s")
+        self._log.info(
+            "%s: working again after %.1f s (%d failed attempt%s)",
+            self._what,
+            lasted,
+            failures,
+            "" if failures == 1 else "s",
+        )

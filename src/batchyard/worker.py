@@ -106,8 +106,9 @@ class Worker:
         aside: no amount of waiting mends that)."""
         # handlers first: a worker others can see registered stops gracefully on a signal
         restore = self._install_signal_handlers()
-        beat = threading.Thread(target=self._heartbeat_loop, name="batchyard-heartbeat",
-                                daemon=True)
+        beat = threading.Thread(
+            target=self._heartbeat_loop, name="batchyard-heartbeat", daemon=True
+        )
         beat.start()
         pool = _DaemonPool(self.concurrency)
         metrics.WORKER_LOOP_AGE.set_function(self._loop_age)
@@ -191,8 +192,11 @@ class Worker:
             more = grouping.size - len(group)
             if more > 0:
                 try:
-                    group.extend(self.tasks.claim_group(self.id, kind, prefix, more,
-                                                        self.lease, self.runtime.now()))
+                    group.extend(
+                        self.tasks.claim_group(
+                            self.id, kind, prefix, more, self.lease, self.runtime.now()
+                        )
+                    )
                 except Exception as exc:  # the group is smaller; what was claimed still runs
                     self.outage.failed(exc)
             units.append(group)
@@ -250,8 +254,13 @@ class Worker:
             except Exception as exc:
                 # nothing of the group was kept: each task runs alone, so the one that
                 # fails is retried or dead by itself and the others are done
-                log.warning("a group of %d %s tasks failed (%s: %s); running them one by "
-                            "one", len(unit), unit[0].kind, type(exc).__name__, exc)
+                log.warning(
+                    "a group of %d %s tasks failed (%s: %s); running them one by one",
+                    len(unit),
+                    unit[0].kind,
+                    type(exc).__name__,
+                    exc,
+                )
             else:
                 self.tasks_run += len(unit)
                 share = (time.perf_counter() - started) / len(unit)
@@ -278,13 +287,18 @@ class Worker:
             else:
                 # one line per failed attempt, with its traceback (flushes and iterator
                 # steps record and log their own failures; bulk-job chunks come here)
-                log_failure(log, f"task {task.id} ({task.kind})", exc,
-                            final=task.attempts >= task.max_attempts, task_id=task.id,
-                            kind=task.kind, attempt=task.attempts,
-                            max_attempts=task.max_attempts,
-                            duration_seconds=round(time.perf_counter() - started, 6),
-                            **{key: task.payload[key] for key in _PAYLOAD_IDS
-                               if key in task.payload})
+                log_failure(
+                    log,
+                    f"task {task.id} ({task.kind})",
+                    exc,
+                    final=task.attempts >= task.max_attempts,
+                    task_id=task.id,
+                    kind=task.kind,
+                    attempt=task.attempts,
+                    max_attempts=task.max_attempts,
+                    duration_seconds=round(time.perf_counter() - started, 6),
+                    **{key: task.payload[key] for key in _PAYLOAD_IDS if key in task.payload},
+                )
                 error = error_text(exc)
                 self._settle(task, lambda: self._fail(task, error))
         finally:
@@ -308,8 +322,12 @@ class Worker:
                     if not self._stopping_done.wait(backoff.next()):
                         continue
                 else:
-                    log.exception("the outcome of task %s (%s) could not be written; it runs "
-                                  "again once its lease expires", task.id, task.kind)
+                    log.exception(
+                        "the outcome of task %s (%s) could not be written; it runs "
+                        "again once its lease expires",
+                        task.id,
+                        task.kind,
+                    )
             return
 
     def _give_back(self, task: Task) -> None:

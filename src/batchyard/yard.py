@@ -62,10 +62,14 @@ class Yard:
         event_retention: float | timedelta | None = None,
         embedder: Embedder | None = None,
     ) -> None:
-        opened = store if isinstance(store, Store) else open_store(
-            store or os.environ.get("BATCHYARD_STORE") or DEFAULT_URL)
-        self.runtime = Runtime(opened, clock or SystemClock(), retry=retry or RetryPolicy(),
-                               _embedder=embedder)
+        opened = (
+            store
+            if isinstance(store, Store)
+            else open_store(store or os.environ.get("BATCHYARD_STORE") or DEFAULT_URL)
+        )
+        self.runtime = Runtime(
+            opened, clock or SystemClock(), retry=retry or RetryPolicy(), _embedder=embedder
+        )
         # the runtime's parts, as users and tests reach them
         self.store, self.clock = self.runtime.store, self.runtime.clock
         self.handlers, self.retry = self.runtime.handlers, self.runtime.retry
@@ -76,9 +80,13 @@ class Yard:
         self._aggregators = Aggregators(self.runtime)
         self._iterators = Iterators(self.runtime)
         self._jobs = BulkJobs(self.runtime)
-        self._maintenance = Maintenance(self.runtime, self._accumulator, self._aggregators,
-                                        retention=self.retention,
-                                        event_retention=self.event_retention)
+        self._maintenance = Maintenance(
+            self.runtime,
+            self._accumulator,
+            self._aggregators,
+            retention=self.retention,
+            event_retention=self.event_retention,
+        )
 
     @property
     def worker_id(self) -> str | None:
@@ -115,8 +123,12 @@ class Yard:
         `InvalidInput` or `HandlerNotFound` before storing anything.
         """
         return self._accumulator.adder.add_items(
-            batch_id, items, max_batch_size=max_batch_size, on_flush=on_flush,
-            flush_interval=flush_interval, max_attempts=max_attempts,
+            batch_id,
+            items,
+            max_batch_size=max_batch_size,
+            on_flush=on_flush,
+            flush_interval=flush_interval,
+            max_attempts=max_attempts,
         )
 
     def flush(self, batch_id: str) -> FlushResult:
@@ -150,8 +162,9 @@ class Yard:
     def list_dead_batches(self, limit: int = 100) -> list[BatchInfo]:
         return self._accumulator.reader.list_batches("dead", limit)
 
-    def get_batch_items(self, batch_id: str, *, after: int | None = None,
-                        limit: int = 100) -> list[BatchItem]:
+    def get_batch_items(
+        self, batch_id: str, *, after: int | None = None, limit: int = 100
+    ) -> list[BatchItem]:
         """Items of one batch (any status) after position `after`, each with its failure
         reason when a partial flush gave one."""
         return self._accumulator.items.get(batch_id, after=after, limit=limit)
@@ -188,9 +201,13 @@ class Yard:
         job_id, processed)` runs once, durably, at the end. All three are handler names (or
         registered callables). Starting an existing id raises `Conflict`."""
         return self._iterators.start(
-            job_id, batch_size=batch_size, get_next_batch=get_next_batch,
-            process_batch=process_batch, on_complete=on_complete,
-            delay_between_batches=seconds(delay_between_batches), max_retries=max_retries,
+            job_id,
+            batch_size=batch_size,
+            get_next_batch=get_next_batch,
+            process_batch=process_batch,
+            on_complete=on_complete,
+            delay_between_batches=seconds(delay_between_batches),
+            max_retries=max_retries,
             transactional=transactional,
         )
 
@@ -210,8 +227,9 @@ class Yard:
         """Status, progress, cursor, rate and (with a total) ETA."""
         return self._iterators.status(job_id)
 
-    def list_iterator_jobs(self, status: str | None = None,
-                           limit: int = 100) -> list[IteratorStatus]:
+    def list_iterator_jobs(
+        self, status: str | None = None, limit: int = 100
+    ) -> list[IteratorStatus]:
         return self._iterators.list(status, limit)
 
     def delete_iterator_job(self, job_id: str) -> None:
@@ -241,9 +259,17 @@ class Yard:
         (`batchyard.folds`). Totals go to batchyard's table (`get_totals`) unless `apply`
         names a handler ``(deltas, tx)`` that writes them in the same transaction. With
         `every`, workers run it on that schedule."""
-        self._aggregators.register(name, stream=stream, key=key, fold=fold, apply=apply,
-                                   page_size=page_size, max_keys=max_keys, every=every,
-                                   lease=lease)
+        self._aggregators.register(
+            name,
+            stream=stream,
+            key=key,
+            fold=fold,
+            apply=apply,
+            page_size=page_size,
+            max_keys=max_keys,
+            every=every,
+            lease=lease,
+        )
 
     def run_aggregator(self, name: str) -> AggregatorRun:
         """Fold and apply `name`'s new events until caught up; skipped if already running."""
@@ -288,35 +314,43 @@ class Yard:
         exception is that item's error; `batchyard.signals.RetryLater` retries the chunk."""
         return self.handlers.register(f"transform:{name}")
 
-    def create_batch_job(self, type: str, items: Sequence[Any] | None = None, *,
-                         input: Any = None, options: dict[str, Any] | None = None,
-                         request_id: str | None = None) -> str:
+    def create_batch_job(
+        self,
+        type: str,
+        items: Sequence[Any] | None = None,
+        *,
+        input: Any = None,
+        options: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> str:
         """Create a bulk job and return its id. Types: import-things, import-relationships,
         export-things, transform-data, generate-embeddings. Invalid items are recorded
         failed (index and field) without stopping the rest; a request wrong as a whole
         raises `InvalidInput` (or `MissingExtra` for embeddings without their extra). The
         same `request_id` returns the first job instead of creating a second."""
-        return self._jobs.create(type, items, input=input, options=options,
-                                 request_id=request_id)
+        return self._jobs.create(type, items, input=input, options=options, request_id=request_id)
 
     def get_batch_job(self, job_id: str) -> BatchJobRecord:
         return self._jobs.get(job_id)
 
-    def list_batch_jobs(self, status: str | None = None, type: str | None = None,
-                        limit: int = 100, offset: int = 0) -> list[BatchJobRecord]:
+    def list_batch_jobs(
+        self, status: str | None = None, type: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[BatchJobRecord]:
         return self._jobs.list_jobs(status=status, type=type, limit=limit, offset=offset)
 
     def cancel_batch_job(self, job_id: str) -> BatchJobRecord:
         """No new chunk of the job starts; running ones stop at their next commit."""
         return self._jobs.cancel(job_id)
 
-    def get_batch_job_errors(self, job_id: str, after: int = -1,
-                             limit: int = 100) -> list[JobError]:
+    def get_batch_job_errors(
+        self, job_id: str, after: int = -1, limit: int = 100
+    ) -> list[JobError]:
         """Per-item errors by index, a page at a time (`after` the last index seen)."""
         return self._jobs.errors(job_id, after=after, limit=limit)
 
-    def get_batch_job_results(self, job_id: str, after: int = -1,
-                              limit: int = 100) -> list[JobResult]:
+    def get_batch_job_results(
+        self, job_id: str, after: int = -1, limit: int = 100
+    ) -> list[JobResult]:
         return self._jobs.results(job_id, after=after, limit=limit)
 
     def list_dead_chunks(self, job_id: str | None = None, limit: int = 100) -> list[DeadChunk]:
@@ -328,8 +362,9 @@ class Yard:
     def get_stats(self) -> BatchStats:
         return self._jobs.stats()
 
-    def export_to_format(self, ns: str, format: str = "json",
-                         on_rows: Callable[[int], None] | None = None) -> Iterator[bytes]:
+    def export_to_format(
+        self, ns: str, format: str = "json", on_rows: Callable[[int], None] | None = None
+    ) -> Iterator[bytes]:
         """The things of `ns` as ``json``, ``csv`` or ``ndjson`` bytes, streamed from one
         snapshot in bounded memory; `on_rows(n)` hears how many rows each chunk held."""
         return export_to_format(self.store, ns, format, on_rows)
@@ -364,8 +399,12 @@ class Yard:
     ) -> int:
         """Run tasks. ``wait=True`` runs until SIGTERM/SIGINT (or `Worker.stop`);
         ``wait=False`` runs everything due now and returns. Returns the tasks run."""
-        worker = self.worker(concurrency=concurrency, lease=lease,
-                             shutdown_timeout=shutdown_timeout, poll_interval=poll_interval)
+        worker = self.worker(
+            concurrency=concurrency,
+            lease=lease,
+            shutdown_timeout=shutdown_timeout,
+            poll_interval=poll_interval,
+        )
         if not wait:
             return worker.run_until_idle()
         worker.run()

@@ -51,12 +51,14 @@ def test_every_route_but_the_public_ones_needs_a_token(app):
         for method, path in every_operation(app):
             if path in PUBLIC_PATHS or path == "/" or path.startswith("/ui"):
                 continue  # the dashboard guards itself: tests/dashboard/test_security.py
-            for headers in ({}, {"Authorization": "Bearer wrong-token"},
-                            {"Authorization": f"Basic {TOKENS[0]}"},
-                            {"Authorization": f"Bearer {TOKENS[0]}x"},
-                            {"Authorization": "Bearer "}):
-                response = client.request(method, path, headers=headers,
-                                          json={"items": [1]})
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong-token"},
+                {"Authorization": f"Basic {TOKENS[0]}"},
+                {"Authorization": f"Bearer {TOKENS[0]}x"},
+                {"Authorization": "Bearer "},
+            ):
+                response = client.request(method, path, headers=headers, json={"items": [1]})
                 assert response.status_code == 401, (method, path, headers)
                 assert response.headers["www-authenticate"].startswith("Bearer")
                 assert response.json()["error"] == "Unauthorized"
@@ -69,10 +71,16 @@ def test_each_configured_token_opens_the_api(app):
             assert client.get("/batches/ev", headers=headers).status_code == 200
             assert client.get("/openapi.json", headers=headers).status_code == 200
         # the scheme is case-insensitive (RFC 7235)
-        assert client.get("/batches/ev",
-                          headers={"Authorization": f"bearer {TOKENS[1]}"}).status_code == 200
-        assert client.post("/batches/ev/flush",
-                           headers={"Authorization": f"Bearer {TOKENS[2]}"}).status_code == 200
+        assert (
+            client.get("/batches/ev", headers={"Authorization": f"bearer {TOKENS[1]}"}).status_code
+            == 200
+        )
+        assert (
+            client.post(
+                "/batches/ev/flush", headers={"Authorization": f"Bearer {TOKENS[2]}"}
+            ).status_code
+            == 200
+        )
 
 
 def test_a_wrong_token_is_told_it_is_invalid(app):
@@ -148,8 +156,12 @@ def test_valid_compares_against_every_token_in_constant_time():
         if event == "c_call" and arg is hmac.compare_digest:
             compared.append(arg)
 
-    for candidate, expected in [(TOKENS[0], True), (TOKENS[2], True), ("nope", False),
-                                (TOKENS[0][:-1], False)]:
+    for candidate, expected in [
+        (TOKENS[0], True),
+        (TOKENS[2], True),
+        ("nope", False),
+        (TOKENS[0][:-1], False),
+    ]:
         compared.clear()
         sys.setprofile(watch)
         try:
@@ -164,16 +176,21 @@ def test_valid_compares_against_every_token_in_constant_time():
 
 
 def serve_env(store_url, **extra):
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("BATCHYARD_API_TOKEN")}
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith("BATCHYARD_API_TOKEN")
+    }
     return {**env, "BATCHYARD_STORE": store_url, **extra}
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1", "example.com"])
 def test_serve_refuses_to_listen_beyond_loopback_without_a_token(store_url, host):
-    result = subprocess.run([sys.executable, "-m", "batchyard", "serve", "--host", host],
-                            env=serve_env(store_url), capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "batchyard", "serve", "--host", host],
+        env=serve_env(store_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"refusing to serve on {host} without an API token" in result.stderr
     assert "BATCHYARD_API_TOKEN" in result.stderr
@@ -183,14 +200,24 @@ def test_serve_beyond_loopback_with_a_token_starts_and_requires_it(store_url, tm
     token_file = tmp_path / "tokens"
     token_file.write_text("# for the test\nserve-token-0123456789\n")
     port = free_port()
-    server = cli("serve", "--host", "0.0.0.0", "--port", str(port), "--no-worker",
-                 "--token-file", str(token_file), env=serve_env(store_url))
+    server = cli(
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(port),
+        "--no-worker",
+        "--token-file",
+        str(token_file),
+        env=serve_env(store_url),
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{base}/health")
         assert httpx.get(f"{base}/batches/ev").status_code == 401
-        response = httpx.get(f"{base}/batches/ev",
-                             headers={"Authorization": "Bearer serve-token-0123456789"})
+        response = httpx.get(
+            f"{base}/batches/ev", headers={"Authorization": "Bearer serve-token-0123456789"}
+        )
         assert response.status_code == 200 and response.json() == []
     finally:
         server.send_signal(signal.SIGTERM)
@@ -201,8 +228,9 @@ def test_serve_beyond_loopback_with_a_token_starts_and_requires_it(store_url, tm
 
 def test_serve_on_loopback_without_a_token_is_open(store_url):
     port = free_port()
-    server = cli("serve", "--host", "localhost", "--port", str(port), "--no-worker",
-                 env=serve_env(store_url))
+    server = cli(
+        "serve", "--host", "localhost", "--port", str(port), "--no-worker", env=serve_env(store_url)
+    )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/batches/ev")
     finally:

@@ -22,9 +22,14 @@ HERE = Path(__file__).parent
 
 
 def cli(*args, env=None, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "batchyard", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "batchyard", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
 
 
 @pytest.fixture
@@ -38,8 +43,10 @@ def test_serve_accepts_items_and_flushes_them_in_process(env):
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for_http(f"{base}/health")
-        response = httpx.post(f"{base}/batches/ev/items",
-                              json={"items": [1, 2], "max_batch_size": 2, "on_flush": "record"})
+        response = httpx.post(
+            f"{base}/batches/ev/items",
+            json={"items": [1, 2], "max_batch_size": 2, "on_flush": "record"},
+        )
         assert response.json()["flushed"] is True
         wait_until(lambda: recorded(env["RECORD_PATH"]), what="the flush")
         assert recorded(env["RECORD_PATH"]) == [{"batch_id": "ev::0", "items": [1, 2]}]
@@ -55,8 +62,9 @@ def test_sigterm_lets_in_flight_flushes_finish(env):
     yard = Yard(env["BATCHYARD_STORE"])
     yard.handler("record")(lambda items, ctx: None)
     yard.add_items("ev", [1, 2, 3], max_batch_size=3, on_flush="record")
-    worker = cli("worker", "--app", "app:yard", "--concurrency", "1",
-                 env={**env, "HANDLER_SLEEP": "1.5"})
+    worker = cli(
+        "worker", "--app", "app:yard", "--concurrency", "1", env={**env, "HANDLER_SLEEP": "1.5"}
+    )
     wait_until(lambda: yard.get_batch_status("ev")[0].attempts == 1, what="the flush to start")
     worker.send_signal(signal.SIGTERM)
     output, _ = worker.communicate(timeout=30)
@@ -72,8 +80,9 @@ def test_shutdown_timeout_gives_leases_back_and_a_second_signal_exits_at_once(en
     yard.add_items("ev", [1], max_batch_size=1, on_flush="record")
     yard.add_items("other", [2], max_batch_size=1, on_flush="record")
     slow = {**env, "HANDLER_SLEEP": "60"}
-    worker = cli("worker", "--app", "app:yard", "--concurrency", "1", "--shutdown-timeout",
-                 "0.5", env=slow)
+    worker = cli(
+        "worker", "--app", "app:yard", "--concurrency", "1", "--shutdown-timeout", "0.5", env=slow
+    )
     wait_until(lambda: _running(yard) == 1, what="a claim")
     worker.send_signal(signal.SIGTERM)
     worker.communicate(timeout=30)
@@ -100,18 +109,32 @@ def test_db_upgrade_and_version(tmp_path):
     url = f"sqlite:///{tmp_path}/new.db"
     latest = open_store(url, migrate=False).latest_version()
     env = {**os.environ, "BATCHYARD_STORE": url}
-    result = subprocess.run([sys.executable, "-m", "batchyard", "db", "upgrade"], env=env,
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "batchyard", "db", "upgrade"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert f"schema version 0 -> {latest}" in result.stdout
-    result = subprocess.run([sys.executable, "-m", "batchyard", "db", "version"], env=env,
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "batchyard", "db", "version"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert f"schema version {latest} (latest {latest})" in result.stdout
 
 
 def test_unknown_store_scheme_is_a_clear_error(tmp_path):
     env = {**os.environ, "BATCHYARD_STORE": "mysql://x"}
-    result = subprocess.run([sys.executable, "-m", "batchyard", "db", "version"], env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "batchyard", "db", "version"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2  # configuration, like a usage error
     assert result.stderr.startswith("error: unknown store scheme 'mysql'")
 
@@ -124,8 +147,12 @@ def test_iterators_commands(env):
     yard.close()
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "batchyard", "iterators", *args],
-                              env=env, capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "batchyard", "iterators", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
 
     assert "job-1: paused" in run("pause", "job-1").stdout
     [row] = json.loads(run("list", "--json").stdout)
@@ -149,20 +176,28 @@ def test_batches_items_and_discard_commands(env):
     yard.close()
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "batchyard", "batches", *args],
-                              env=env, capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "batchyard", "batches", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
 
     assert json.loads(run("items", "ev::0", "--json").stdout) == [
         {"position": 0, "payload": {"n": 1}, "error": None},
-        {"position": 1, "payload": {"n": 2}, "error": "refused by the sink"}]
+        {"position": 1, "payload": {"n": 2}, "error": "refused by the sink"},
+    ]
     table = run("items", "ev::0", "--after", "0").stdout
     assert "refused by the sink" in table and '"n": 2' in table and '"n": 1' not in table
     bad = run("items", "ev::0", "--limit", "0")
     assert bad.returncode == 1 and "limit" in bad.stderr
     discarded = run("discard", "ev::0")
     assert discarded.returncode == 0, discarded.stdout + discarded.stderr
-    assert json.loads(discarded.stdout) == {"batch_id": "ev::0", "item_count": 1,
-                                            "status": "discarded"}
+    assert json.loads(discarded.stdout) == {
+        "batch_id": "ev::0",
+        "item_count": 1,
+        "status": "discarded",
+    }
     again = run("discard", "ev::0")
     assert again.returncode == 1 and "only a dead batch" in again.stderr
     [record, _] = json.loads(run("history", "ev", "--json").stdout)
@@ -175,10 +210,11 @@ def test_serve_logs_a_failed_flush_with_its_traceback_and_shows_it(env):
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for_http(f"{base}/health")
-        httpx.post(f"{base}/batches/ev/items", json={
-            "items": [1, 2], "max_batch_size": 2, "on_flush": "explode", "max_attempts": 1})
-        wait_until(lambda: httpx.get(f"{base}/batches/ev/history").json(),
-                   what="the failed flush")
+        httpx.post(
+            f"{base}/batches/ev/items",
+            json={"items": [1, 2], "max_batch_size": 2, "on_flush": "explode", "max_attempts": 1},
+        )
+        wait_until(lambda: httpx.get(f"{base}/batches/ev/history").json(), what="the failed flush")
         page = httpx.get(f"{base}/ui/batches/ev").text
         assert "<summary>traceback</summary>" in page and "fail_in_the_sink" in page
     finally:
@@ -194,14 +230,33 @@ def test_worker_logs_a_failed_flush_with_its_traceback_as_json(env):
     yard.handler("explode")(lambda items, ctx: None)
     yard.add_items("ev", [1, 2, 3], max_batch_size=3, on_flush="explode", max_attempts=2)
     yard.close()
-    result = subprocess.run([sys.executable, "-m", "batchyard", "worker", "--app", "app:yard",
-                             "--once", "--log-format", "json"], env=env, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "batchyard",
+            "worker",
+            "--app",
+            "app:yard",
+            "--once",
+            "--log-format",
+            "json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    [line] = [json.loads(line) for line in result.stderr.splitlines()
-              if '"batchyard.accumulator"' in line]
+    [line] = [
+        json.loads(line) for line in result.stderr.splitlines() if '"batchyard.accumulator"' in line
+    ]
     assert (line["level"], line["batch_id"], line["attempt"], line["handler"]) == (
-        "warning", "ev::0", 1, "explode")
+        "warning",
+        "ev::0",
+        1,
+        "explode",
+    )
     assert "fail_in_the_sink" in line["exception"]
     assert "the sink refused 3 items" in line["exception"]
 

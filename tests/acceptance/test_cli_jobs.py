@@ -15,9 +15,14 @@ from batchyard import Yard
 
 
 def run(*args, store_url, cwd):
-    return subprocess.run([sys.executable, "-m", "batchyard", *args],
-                          env={**os.environ, "BATCHYARD_STORE": store_url, "COLUMNS": "200"},
-                          cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "batchyard", *args],
+        env={**os.environ, "BATCHYARD_STORE": store_url, "COLUMNS": "200"},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -27,8 +32,9 @@ def cli(store_url, tmp_path):
 
 def test_import_each_format_then_export_and_inspect(cli, tmp_path):
     (tmp_path / "a.ndjson").write_text(
-        "".join(orjson.dumps({"id": f"n{i}", "data": {"i": i}}).decode() + "\n"
-                for i in range(300)) + '\n{"id": 7}\n')
+        "".join(orjson.dumps({"id": f"n{i}", "data": {"i": i}}).decode() + "\n" for i in range(300))
+        + '\n{"id": 7}\n'
+    )
     (tmp_path / "b.csv").write_text("id,type,data.price,colour\nc1,T,=1+1,red\n")
     (tmp_path / "c.json").write_text(json.dumps([{"id": "j1", "content": "hello"}]))
 

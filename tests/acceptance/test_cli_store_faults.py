@@ -16,8 +16,13 @@ COMMANDS = [("db", "version"), ("healthcheck",), ("batches", "dead")]
 
 
 def batchyard(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "batchyard", *args], env=os.environ,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "batchyard", *args],
+        env=os.environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def assert_one_clear_line(result: subprocess.CompletedProcess[str], *words: str) -> None:
@@ -36,8 +41,9 @@ def assert_one_clear_line(result: subprocess.CompletedProcess[str], *words: str)
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_file_that_is_not_a_database(tmp_path, command):
     path = not_a_database(tmp_path / "yard.db")
-    assert_one_clear_line(batchyard(*command, "--store", f"sqlite:///{path}"),
-                          f"{path} is not a SQLite database")
+    assert_one_clear_line(
+        batchyard(*command, "--store", f"sqlite:///{path}"), f"{path} is not a SQLite database"
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -53,6 +59,7 @@ def test_a_store_on_a_read_only_file_system(tmp_path, command):
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_mistyped_path_creates_no_file(tmp_path, command):
     path = tmp_path / "mistyped.db"
-    assert_one_clear_line(batchyard(*command, "--store", f"sqlite:///{path}"),
-                          f"no SQLite database at {path}")
+    assert_one_clear_line(
+        batchyard(*command, "--store", f"sqlite:///{path}"), f"no SQLite database at {path}"
+    )
     assert not path.exists()

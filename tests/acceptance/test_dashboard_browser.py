@@ -23,11 +23,19 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TOKEN = "browser-test-token"
 STEPS = 400
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -41,8 +49,12 @@ def server(tmp_path_factory):
     @yard.handler("numbers")
     def numbers(cursor, size):
         start = cursor or 0
-        return {"items": list(range(start, min(start + size, STEPS))),
-                "cursor": start + size, "done": start + size >= STEPS, "total": STEPS}
+        return {
+            "items": list(range(start, min(start + size, STEPS))),
+            "cursor": start + size,
+            "done": start + size >= STEPS,
+            "total": STEPS,
+        }
 
     yard.handler("slow")(lambda items, ctx: time.sleep(0.02))
 
@@ -99,17 +111,23 @@ def page(browser, server):
 
 
 def add_items(base, batch, items):
-    response = httpx.post(f"{base}/batches/{batch}/items",
-                          json={"items": items, "max_batch_size": 1000, "on_flush": "collect"},
-                          headers={"Authorization": f"Bearer {TOKEN}"})
+    response = httpx.post(
+        f"{base}/batches/{batch}/items",
+        json={"items": items, "max_batch_size": 1000, "on_flush": "collect"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     assert response.status_code == 200, response.text
 
 
 def test_every_page_opens_from_the_navigation(page):
     expect(page.locator("h1")).to_have_text("Overview")
-    for link, heading in (("Batches", "Batches"), ("Iterator jobs", "Iterator jobs"),
-                          ("Aggregators", "Aggregators"), ("Bulk jobs", "Bulk jobs"),
-                          ("Overview", "Overview")):
+    for link, heading in (
+        ("Batches", "Batches"),
+        ("Iterator jobs", "Iterator jobs"),
+        ("Aggregators", "Aggregators"),
+        ("Bulk jobs", "Bulk jobs"),
+        ("Overview", "Overview"),
+    ):
         page.click(f"header nav >> text={link}")
         expect(page.locator("h1")).to_have_text(heading)
     assert page.evaluate("typeof htmx") == "object"  # the shipped copy loaded
@@ -138,9 +156,16 @@ def test_pending_count_follows_the_api_and_flush_adds_history(page, server):
 
 def test_a_dead_batch_shows_its_items_and_is_discarded_after_asking(page, server):
     base, yard = server
-    response = httpx.post(f"{base}/batches/refused/items", json={
-        "items": [{"n": 1}, {"n": 2}], "max_batch_size": 2, "on_flush": "refuse",
-        "max_attempts": 1}, headers={"Authorization": f"Bearer {TOKEN}"})
+    response = httpx.post(
+        f"{base}/batches/refused/items",
+        json={
+            "items": [{"n": 1}, {"n": 2}],
+            "max_batch_size": 2,
+            "on_flush": "refuse",
+            "max_attempts": 1,
+        },
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     assert response.status_code == 200, response.text
     page.goto(f"{base}/ui/batches/refused")
     items = page.locator(".dead-items tbody tr")
@@ -178,8 +203,13 @@ def test_flush_works_without_javascript(browser, server):
 
 def test_pause_resume_and_cancel_an_iterator_job(page, server):
     base, yard = server
-    yard.start_iterator("backfill", batch_size=1, get_next_batch="numbers",
-                        process_batch="slow", delay_between_batches=0.02)
+    yard.start_iterator(
+        "backfill",
+        batch_size=1,
+        get_next_batch="numbers",
+        process_batch="slow",
+        delay_between_batches=0.02,
+    )
     page.goto(f"{base}/ui/iterators/backfill")
     status = page.locator("#job-status")
     expect(status).to_have_text("running")

@@ -30,10 +30,10 @@ def client(yard):
 
 def post_items(client, base, items, max_batch_size=10):
     # json.dumps writes a lone surrogate as the escape "\ud800", and big integers exactly
-    body = json.dumps({"items": items, "max_batch_size": max_batch_size,
-                       "on_flush": "collect"})
-    return client.post(f"/batches/{base}/items", content=body,
-                       headers={"content-type": "application/json"})
+    body = json.dumps({"items": items, "max_batch_size": max_batch_size, "on_flush": "collect"})
+    return client.post(
+        f"/batches/{base}/items", content=body, headers={"content-type": "application/json"}
+    )
 
 
 def delivered(client, base):
@@ -41,12 +41,18 @@ def delivered(client, base):
     return client.delivered.pop(f"{base}::0")
 
 
-@pytest.mark.parametrize(("bad", "loc", "message"), [
-    ({"user": {"ids": [1, 2**64]}}, ["user", "ids", 1],
-     "items[3].user.ids[1]: integer 18446744073709551616 is outside the 64-bit range"),
-    ({"name": "\ud800"}, ["name"], "items[3].name: string is not valid UTF-8"),
-    ({"\udfff": 1}, ["\udfff"], 'items[3]["\\udfff"]: object key is not valid UTF-8'),
-])
+@pytest.mark.parametrize(
+    ("bad", "loc", "message"),
+    [
+        (
+            {"user": {"ids": [1, 2**64]}},
+            ["user", "ids", 1],
+            "items[3].user.ids[1]: integer 18446744073709551616 is outside the 64-bit range",
+        ),
+        ({"name": "\ud800"}, ["name"], "items[3].name: string is not valid UTF-8"),
+        ({"\udfff": 1}, ["\udfff"], 'items[3]["\\udfff"]: object key is not valid UTF-8'),
+    ],
+)
 def test_an_item_that_would_not_come_back_is_a_422_leading_into_it(client, bad, loc, message):
     assert post_items(client, "ev", ["before"]).status_code == 200
     response = post_items(client, "ev", [1, 2, 3, bad])
@@ -62,8 +68,9 @@ def test_an_item_that_would_not_come_back_is_a_422_leading_into_it(client, bad, 
 
 
 def test_a_bulk_job_input_that_would_not_come_back_is_a_422(client):
-    response = client.post("/batch", json={"type": "export-things",
-                                           "input": {"ns": "p", "n": 2**64}})
+    response = client.post(
+        "/batch", json={"type": "export-things", "input": {"ns": "p", "n": 2**64}}
+    )
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == ["body", "input", "n"]
     assert client.get("/batch").json()["jobs"] == []

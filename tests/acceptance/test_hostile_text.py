@@ -51,13 +51,13 @@ def client(yard):
         yield client
 
 
-@pytest.mark.parametrize(("method", "path", "loc"), ROUTES,
-                         ids=[f"{m} {p}" for m, p, _ in ROUTES])
+@pytest.mark.parametrize(("method", "path", "loc"), ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
 def test_control_characters_are_refused_naming_the_parameter(client, method, path, loc):
     body = {"items": [1], "max_batch_size": 5, "on_flush": "collect"}
     for text in HOSTILE:
-        response = client.request(method, path.format(x=text),
-                                  json=body if method == "POST" else None)
+        response = client.request(
+            method, path.format(x=text), json=body if method == "POST" else None
+        )
         if text == "%0A" and path.startswith(PATH_IDS):
             # ids that may hold "/" match `.*`, which stops at a newline: no route at all
             assert response.status_code == 404, (text, response.text)
@@ -78,7 +78,8 @@ def test_printable_text_still_reaches_the_routes(client):
 
 @pytest.mark.parametrize("path", ["/export/ab", "/ui/export?ns=ab&format=csv"])
 def test_an_export_that_fails_before_its_first_byte_answers_with_an_error_status(
-        make_yard, store_url, path):
+    make_yard, store_url, path
+):
     yard = make_yard()
     # a store that cannot be read: the things table is gone
     with yard.store.transaction(yard.now()) as tx:

@@ -37,8 +37,13 @@ def test_health_names_the_store_and_schema(client):
 def test_add_flush_status_history_and_delete(client):
     response = add(client, "ev", [1, 2])
     assert response.status_code == 200
-    assert response.json() == {"batch_id": "ev::0", "item_count": 2, "flushed": False,
-                               "status": "accumulating", "flushed_batch_ids": []}
+    assert response.json() == {
+        "batch_id": "ev::0",
+        "item_count": 2,
+        "flushed": False,
+        "status": "accumulating",
+        "flushed_batch_ids": [],
+    }
     [status] = client.get("/batches/ev").json()
     assert status["pending_count"] == 2 and status["max_batch_size"] == 3
     assert client.post("/batches/ev/flush").json()["flushed"] is True
@@ -70,8 +75,9 @@ def test_bad_input_names_the_problem(client):
     assert response.status_code == 422 and response.json()["field"] == "on_flush"
     response = add(client, "ev", [1], max_batch_size=0)
     assert response.status_code == 422 and "max_batch_size" in response.text
-    response = client.post("/batches/ev/items", content=b"{not json",
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/batches/ev/items", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert client.get("/batches/ev").json() == []
 
@@ -86,8 +92,9 @@ def test_conflicting_states_answer_409(client):
 def test_bodies_over_the_limit_are_refused(make_yard):
     yard = make_yard()
     with TestClient(create_app(yard, worker=False, max_body_bytes=100)) as client:
-        response = client.post("/batches/ev/items", content=b"x" * 101,
-                               headers={"content-type": "application/json"})
+        response = client.post(
+            "/batches/ev/items", content=b"x" * 101, headers={"content-type": "application/json"}
+        )
     assert response.status_code == 413
 
 
@@ -95,9 +102,14 @@ def test_the_openapi_schema_lists_the_routes(client):
     schema = client.get("/openapi.json").json()
     assert schema["info"]["version"] == batchyard.__version__
     paths = schema["paths"]
-    assert {"/health", "/batches/{batch_id}/items", "/batches/{batch_id}/flush",
-            "/batches/{batch_id}", "/batches/{batch_id}/history",
-            "/batches/{batch_id}/redrive"} <= set(paths)
+    assert {
+        "/health",
+        "/batches/{batch_id}/items",
+        "/batches/{batch_id}/flush",
+        "/batches/{batch_id}",
+        "/batches/{batch_id}/history",
+        "/batches/{batch_id}/redrive",
+    } <= set(paths)
 
 
 def test_a_dead_batch_is_read_item_by_item_and_discarded(client):
@@ -105,8 +117,12 @@ def test_a_dead_batch_is_read_item_by_item_and_discarded(client):
     def down(items, ctx):
         raise ConnectionError("sink is down")
 
-    assert add(client, "ev", [{"n": 1}, {"n": 2}], on_flush="down", max_attempts=1,
-               max_batch_size=2).status_code == 200
+    assert (
+        add(
+            client, "ev", [{"n": 1}, {"n": 2}], on_flush="down", max_attempts=1, max_batch_size=2
+        ).status_code
+        == 200
+    )
     client.yard.run_worker(wait=False)
     deleted = client.delete("/batches/ev::0")
     assert deleted.status_code == 409 and "2 pending items" in deleted.json()["detail"]
@@ -115,7 +131,8 @@ def test_a_dead_batch_is_read_item_by_item_and_discarded(client):
     assert page.status_code == 200
     assert page.json() == [{"position": 0, "payload": {"n": 1}, "error": None}]
     assert client.get("/batches/ev::0/items?after=0").json() == [
-        {"position": 1, "payload": {"n": 2}, "error": None}]
+        {"position": 1, "payload": {"n": 2}, "error": None}
+    ]
     bad = client.get("/batches/ev::0/items?limit=0")
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "limit"]
     assert client.get("/batches/nothing::0/items").status_code == 404

@@ -23,8 +23,11 @@ def client_of(yard: Yard) -> TestClient:
 
 
 def test_a_full_store_answers_503_with_retry_after(tmp_path):
-    with small_disk(tmp_path / "disk", 768) as disk, \
-            Yard(f"sqlite:///{disk}/yard.db") as yard, client_of(yard) as client:
+    with (
+        small_disk(tmp_path / "disk", 768) as disk,
+        Yard(f"sqlite:///{disk}/yard.db") as yard,
+        client_of(yard) as client,
+    ):
         for _ in range(10_000):  # bounded: the disk is full long before
             response = client.post("/batches/ev/items", json=ADD)
             if response.status_code != 200:

@@ -24,8 +24,21 @@ from tests.processes import app_env
 from tests.servers import free_port, wait_for_http
 
 HERE = Path(__file__).parent
-JOB_KEYS = {"id", "type", "status", "total", "processed", "failed", "results", "errors",
-            "createdAt", "updatedAt", "completedAt", "deadLetters", "lastError"}
+JOB_KEYS = {
+    "id",
+    "type",
+    "status",
+    "total",
+    "processed",
+    "failed",
+    "results",
+    "errors",
+    "createdAt",
+    "updatedAt",
+    "completedAt",
+    "deadLetters",
+    "lastError",
+}
 
 
 @pytest.fixture
@@ -56,38 +69,82 @@ def finished(client, job_id):
 
 
 def test_every_job_type_end_to_end(client):
-    things = [{"ns": "products", "id": f"product-{n}", "type": "Product",
-               "data": {"name": "Widget", "price": 19.99}, "content": "A widget",
-               "visibility": "public"} for n in range(3)]
-    job = finished(client, submit(client, {"type": "import-things",
-                                           "items": [*things, {"ns": "products"}]}))
-    assert (job["status"], job["total"], job["processed"], job["failed"]) == \
-        ("failed", 4, 3, 1)
+    things = [
+        {
+            "ns": "products",
+            "id": f"product-{n}",
+            "type": "Product",
+            "data": {"name": "Widget", "price": 19.99},
+            "content": "A widget",
+            "visibility": "public",
+        }
+        for n in range(3)
+    ]
+    job = finished(
+        client, submit(client, {"type": "import-things", "items": [*things, {"ns": "products"}]})
+    )
+    assert (job["status"], job["total"], job["processed"], job["failed"]) == ("failed", 4, 3, 1)
     assert job["errors"] == [{"index": 3, "error": "id: is required"}]
     assert job["createdAt"].endswith("Z") and job["completedAt"] is not None
 
-    rel = {"ns": "relationships", "id": "rel-1", "type": "hasCategory", "fromNs": "products",
-           "fromId": "product-1", "toNs": "categories", "toId": "category-1", "data": {}}
+    rel = {
+        "ns": "relationships",
+        "id": "rel-1",
+        "type": "hasCategory",
+        "fromNs": "products",
+        "fromId": "product-1",
+        "toNs": "categories",
+        "toId": "category-1",
+        "data": {},
+    }
     job = finished(client, submit(client, {"type": "import-relationships", "items": [rel]}))
     assert (job["status"], job["processed"]) == ("completed", 1)
 
-    job = finished(client, submit(client, {"type": "export-things", "items": [
-        {"ns": "products", "id": "product-1"}, {"ns": "products", "id": "product-2"}]}))
+    job = finished(
+        client,
+        submit(
+            client,
+            {
+                "type": "export-things",
+                "items": [
+                    {"ns": "products", "id": "product-1"},
+                    {"ns": "products", "id": "product-2"},
+                ],
+            },
+        ),
+    )
     assert [r["id"] for r in job["results"]] == ["product-1", "product-2"]
     assert job["results"][0]["data"] == {"name": "Widget", "price": 19.99}
 
-    job = finished(client, submit(client, {"type": "transform-data",
-                                           "items": [{"text": "value"}, {"nope": 1}],
-                                           "options": {"transform": "upper"}}))
+    job = finished(
+        client,
+        submit(
+            client,
+            {
+                "type": "transform-data",
+                "items": [{"text": "value"}, {"nope": 1}],
+                "options": {"transform": "upper"},
+            },
+        ),
+    )
     assert job["results"] == [{"text": "VALUE"}]
     assert job["errors"] == [{"index": 1, "error": "KeyError: 'text'"}]
 
     listed = client.get("/batch", params={"type": "transform-data"}).json()
     assert [j["id"] for j in listed["jobs"]] == [job["id"]]
     stats = client.get("/stats").json()
-    assert stats == {"success": True, "stats": {
-        "total": 4, "pending": 0, "processing": 0, "completed": 2, "failed": 2,
-        "cancelled": 0, "successRate": "50.00%"}}
+    assert stats == {
+        "success": True,
+        "stats": {
+            "total": 4,
+            "pending": 0,
+            "processing": 0,
+            "completed": 2,
+            "failed": 2,
+            "cancelled": 0,
+            "successRate": "50.00%",
+        },
+    }
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["service"] == "batch" and health["timestamp"]
 
@@ -95,15 +152,22 @@ def test_every_job_type_end_to_end(client):
 def test_errors_and_results_are_paged_over_http(client):
     job_id = submit(client, {"type": "import-things", "items": [{"ns": "x"}] * 150})
     page = client.get(f"/batch/{job_id}/errors", params={"limit": 100}).json()["errors"]
-    rest = client.get(f"/batch/{job_id}/errors",
-                      params={"after": page[-1]["index"]}).json()["errors"]
+    rest = client.get(f"/batch/{job_id}/errors", params={"after": page[-1]["index"]}).json()[
+        "errors"
+    ]
     assert [e["index"] for e in page + rest] == list(range(150))
     assert client.get(f"/batch/{job_id}/results").json() == {"success": True, "results": []}
 
 
 def test_cancel_and_missing_jobs(client):
-    job_id = submit(client, {"type": "transform-data", "items": [{"text": "a"}] * 300,
-                             "options": {"transform": "upper"}})
+    job_id = submit(
+        client,
+        {
+            "type": "transform-data",
+            "items": [{"text": "a"}] * 300,
+            "options": {"transform": "upper"},
+        },
+    )
     cancelled = client.post(f"/batch/{job_id}/cancel").json()
     assert cancelled["job"]["status"] == "cancelled"
     assert finished(client, job_id)["processed"] == 0
@@ -122,8 +186,9 @@ def test_dead_letters_are_listed_and_redriven_over_http(client):
             raise RetryLater("downstream is down")
         return item
 
-    job_id = submit(client, {"type": "transform-data", "items": [1, 2],
-                             "options": {"transform": "flaky"}})
+    job_id = submit(
+        client, {"type": "transform-data", "items": [1, 2], "options": {"transform": "flaky"}}
+    )
     with client.yard.store.transaction() as tx:  # three retries spent already
         tx.execute("UPDATE batchyard_tasks SET attempts = 3")
     client.yard.run_worker(wait=False)
@@ -139,15 +204,27 @@ def test_dead_letters_are_listed_and_redriven_over_http(client):
 
 
 def test_export_downloads_with_type_and_file_name(client):
-    finished(client, submit(client, {"type": "import-things", "items": [
-        {"ns": "my ns", "id": "a", "data": {"formula": "=1+1"}}]}))
-    for format, content_type in [("json", "application/json"), ("ndjson",
-                                 "application/x-ndjson"), ("csv", "text/csv; charset=utf-8")]:
+    finished(
+        client,
+        submit(
+            client,
+            {
+                "type": "import-things",
+                "items": [{"ns": "my ns", "id": "a", "data": {"formula": "=1+1"}}],
+            },
+        ),
+    )
+    for format, content_type in [
+        ("json", "application/json"),
+        ("ndjson", "application/x-ndjson"),
+        ("csv", "text/csv; charset=utf-8"),
+    ]:
         response = client.get("/export/my ns", params={"format": format})
         assert response.status_code == 200
         assert response.headers["content-type"] == content_type
         assert response.headers["content-disposition"] == (
-            f'attachment; filename="my_ns.{format}"; filename*=UTF-8\'\'my%20ns.{format}')
+            f"attachment; filename=\"my_ns.{format}\"; filename*=UTF-8''my%20ns.{format}"
+        )
     rows = list(csv.DictReader(io.StringIO(client.get("/export/my ns?format=csv").text)))
     assert rows[0]["data.formula"] == "'=1+1"
     assert client.get("/export/x?format=xml").status_code == 422
@@ -162,10 +239,16 @@ def test_bad_requests_name_what_is_wrong(client):
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "type"]
     assert client.post("/batch", json={"type": "import-things", "items": []}).status_code == 422
-    submit(client, {"type": "import-things", "items": [{"ns": "a", "id": "1"}]},
-           **{"Idempotency-Key": "k"})
-    other = client.post("/batch", json={"type": "import-things", "items": [{"ns": "b",
-                        "id": "1"}]}, headers={"Idempotency-Key": "k"})
+    submit(
+        client,
+        {"type": "import-things", "items": [{"ns": "a", "id": "1"}]},
+        **{"Idempotency-Key": "k"},
+    )
+    other = client.post(
+        "/batch",
+        json={"type": "import-things", "items": [{"ns": "b", "id": "1"}]},
+        headers={"Idempotency-Key": "k"},
+    )
     assert other.status_code == 422
     assert "different request" in other.json()["detail"][0]["msg"]
 
@@ -177,8 +260,21 @@ def test_bad_requests_name_what_is_wrong(client):
 def server(store_url, tmp_path):
     port = free_port()
     env = app_env(store_url, tmp_path / "r", HERE)
-    proc = subprocess.Popen([sys.executable, "-m", "batchyard", "serve", "--app", "app:yard",
-                             "--port", str(port), "--log-level", "warning"], env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "batchyard",
+            "serve",
+            "--app",
+            "app:yard",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
     base = f"http://127.0.0.1:{port}"
     wait_for_http(f"{base}/health")
     yield base, proc
@@ -193,8 +289,9 @@ def test_twenty_concurrent_identical_submits_make_one_job(server, store_url):
 
     def post():
         barrier.wait()
-        response = httpx.post(f"{base}/batch", json=body, headers={"Idempotency-Key": "same"},
-                              timeout=60)
+        response = httpx.post(
+            f"{base}/batch", json=body, headers={"Idempotency-Key": "same"}, timeout=60
+        )
         ids.append((response.status_code, response.json().get("jobId")))
 
     threads = [threading.Thread(target=post) for _ in range(20)]
@@ -215,17 +312,37 @@ def rss(pid, field):
 
 
 @pytest.mark.slow
-def test_an_export_of_200k_things_streams_in_bounded_server_memory(store_url, tmp_path,
-                                                                   request):
+def test_an_export_of_200k_things_streams_in_bounded_server_memory(store_url, tmp_path, request):
     rows = 200_000
     yard = Yard(store_url)
     with yard.store.transaction() as tx:
-        upsert_things(tx, [{"ns": "big", "id": f"t{n:07}", "type": "Thing",
-                            "data": orjson.dumps({"n": n, "text": "x" * 100}).decode(),
-                            "content": "some content here", "visibility": None}
-                           for n in range(rows)])
-        upsert_things(tx, [{"ns": "small", "id": "a", "type": None, "data": "{}",
-                            "content": None, "visibility": None}])
+        upsert_things(
+            tx,
+            [
+                {
+                    "ns": "big",
+                    "id": f"t{n:07}",
+                    "type": "Thing",
+                    "data": orjson.dumps({"n": n, "text": "x" * 100}).decode(),
+                    "content": "some content here",
+                    "visibility": None,
+                }
+                for n in range(rows)
+            ],
+        )
+        upsert_things(
+            tx,
+            [
+                {
+                    "ns": "small",
+                    "id": "a",
+                    "type": None,
+                    "data": "{}",
+                    "content": None,
+                    "visibility": None,
+                }
+            ],
+        )
     yard.close()
     base, proc = request.getfixturevalue("server")
     for format in ("csv", "ndjson", "json"):  # warm up: imports and threads are in place
@@ -233,8 +350,9 @@ def test_an_export_of_200k_things_streams_in_bounded_server_memory(store_url, tm
     before = rss(proc.pid, "VmRSS")
     for format in ("csv", "ndjson", "json"):
         received, lines = 0, 0
-        with httpx.stream("GET", f"{base}/export/big", params={"format": format},
-                          timeout=120) as response:
+        with httpx.stream(
+            "GET", f"{base}/export/big", params={"format": format}, timeout=120
+        ) as response:
             for chunk in response.iter_bytes():
                 received += len(chunk)
                 lines += chunk.count(b"\n")

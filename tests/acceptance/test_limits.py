@@ -31,8 +31,9 @@ def yard(yard):
 
 @pytest.fixture
 def client(yard):
-    with TestClient(create_app(yard, worker=False, tokens=ApiTokens()),
-                    raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(yard, worker=False, tokens=ApiTokens()), raise_server_exceptions=False
+    ) as client:
         yield client
 
 
@@ -52,8 +53,9 @@ def nested(depth):
 
 @pytest.mark.parametrize("headers", [JSON, {"content-type": "text/plain"}])
 def test_a_declared_length_over_the_limit_is_refused_unread(yard, headers):
-    with TestClient(create_app(yard, worker=False, max_body_bytes=100,
-                               tokens=ApiTokens())) as client:
+    with TestClient(
+        create_app(yard, worker=False, max_body_bytes=100, tokens=ApiTokens())
+    ) as client:
         response = post_items(client, b"x" * 101, headers)
         assert response.status_code == 413
         assert "limit of 100 bytes" in response.json()["detail"]
@@ -65,8 +67,7 @@ def live_server(yard):
     """The app on a real uvicorn in a thread, with a 1,000-byte body limit."""
     port = free_port()
     app = create_app(yard, worker=False, max_body_bytes=1000, tokens=ApiTokens())
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started, what="uvicorn")
@@ -80,9 +81,11 @@ def test_a_chunked_body_is_cut_at_the_limit_before_it_ends(live_server, content_
     """No Content-Length: the body is counted as it comes, and the answer arrives while the
     client has not even finished sending."""
     with socket.create_connection(live_server, timeout=10) as sock:
-        sock.sendall(f"POST /batches/ev/items HTTP/1.1\r\nHost: test\r\n"
-                     f"Content-Type: {content_type}\r\n"
-                     f"Transfer-Encoding: chunked\r\n\r\n".encode())
+        sock.sendall(
+            f"POST /batches/ev/items HTTP/1.1\r\nHost: test\r\n"
+            f"Content-Type: {content_type}\r\n"
+            f"Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
         for _ in range(3):  # 1,800 bytes, and never the closing 0-length chunk
             sock.sendall(b"258\r\n" + b"[" * 600 + b"\r\n")
         answer = b""
@@ -99,21 +102,30 @@ def test_a_streamed_body_over_the_limit_is_refused_by_httpx(live_server):
         yield b"x" * 2000
         yield b'"], "max_batch_size": 5, "on_flush": "collect"}'
 
-    response = httpx.post(f"http://{host}:{port}/batches/ev/items", content=body(),
-                          headers=JSON)
+    response = httpx.post(f"http://{host}:{port}/batches/ev/items", content=body(), headers=JSON)
     assert response.status_code == 413
-    small = httpx.post(f"http://{host}:{port}/batches/ev/items", headers=JSON,
-                       content=iter([json.dumps(GOOD).encode()]))
+    small = httpx.post(
+        f"http://{host}:{port}/batches/ev/items",
+        headers=JSON,
+        content=iter([json.dumps(GOOD).encode()]),
+    )
     assert small.status_code == 200, small.text
 
 
 # content type
 
 
-@pytest.mark.parametrize("content_type", [
-    "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-    "application/jsonx", "text/json", None,
-])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonx",
+        "text/json",
+        None,
+    ],
+)
 def test_json_routes_refuse_other_content_types(client, content_type):
     headers = {} if content_type is None else {"content-type": content_type}
     response = post_items(client, GOOD, headers)
@@ -122,18 +134,24 @@ def test_json_routes_refuse_other_content_types(client, content_type):
     assert client.get("/batches/ev").json() == []
 
 
-@pytest.mark.parametrize("content_type", [
-    "application/json", "application/json; charset=utf-8", "application/vnd.batch+json",
-    "Application/JSON",
-])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/vnd.batch+json",
+        "Application/JSON",
+    ],
+)
 def test_json_and_plus_json_are_accepted(client, content_type):
     assert post_items(client, GOOD, {"content-type": content_type}).status_code == 200
 
 
 def test_routes_without_a_body_do_not_care_about_content_type(client):
     post_items(client, GOOD)
-    response = client.post("/batches/ev/flush", content=b"whatever",
-                           headers={"content-type": "text/plain"})
+    response = client.post(
+        "/batches/ev/flush", content=b"whatever", headers={"content-type": "text/plain"}
+    )
     assert response.status_code == 200
 
 
@@ -155,9 +173,8 @@ def test_a_deep_bomb_is_refused_before_parsing(client):
 
 
 def test_the_depth_limit_is_configurable_and_brackets_in_strings_do_not_count(yard):
-    with TestClient(create_app(yard, worker=False, max_json_depth=3,
-                               tokens=ApiTokens())) as client:
-        body = {"items": [["[[[[{{{{", "\\\"[[[["]], "max_batch_size": 5, "on_flush": "collect"}
+    with TestClient(create_app(yard, worker=False, max_json_depth=3, tokens=ApiTokens())) as client:
+        body = {"items": [["[[[[{{{{", '\\"[[[[']], "max_batch_size": 5, "on_flush": "collect"}
         assert post_items(client, body).status_code == 200
         assert post_items(client, nested(4)).status_code == 422
 
@@ -166,23 +183,31 @@ def test_the_depth_limit_is_configurable_and_brackets_in_strings_do_not_count(ya
 
 
 def test_invalid_fields_answer_422_with_their_path(client):
-    response = post_items(client, {"items": "x", "max_batch_size": "y", "on_flush": 3,
-                                   "max_attempts": 0})
+    response = post_items(
+        client, {"items": "x", "max_batch_size": "y", "on_flush": 3, "max_attempts": 0}
+    )
     assert response.status_code == 422
     locations = {tuple(error["loc"]) for error in response.json()["detail"]}
-    assert {("body", "items"), ("body", "max_batch_size"), ("body", "on_flush"),
-            ("body", "max_attempts")} <= locations
+    assert {
+        ("body", "items"),
+        ("body", "max_batch_size"),
+        ("body", "on_flush"),
+        ("body", "max_attempts"),
+    } <= locations
     response = client.get("/batches/ev/history?limit=0")
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["query", "limit"]
 
 
-@pytest.mark.parametrize(("body", "path", "loc"), [
-    ({**GOOD, "on_flush": "nobody"}, "ev", ["body", "on_flush"]),
-    ({**GOOD, "items": [1, {"x": 1e400}]}, "ev", ["body", "items", 1, "x"]),
-    ({**GOOD, "flush_interval": 1e300}, "ev", ["body", "flush_interval"]),
-    (GOOD, "::3", ["path", "batch_id"]),
-])
+@pytest.mark.parametrize(
+    ("body", "path", "loc"),
+    [
+        ({**GOOD, "on_flush": "nobody"}, "ev", ["body", "on_flush"]),
+        ({**GOOD, "items": [1, {"x": 1e400}]}, "ev", ["body", "items", 1, "x"]),
+        ({**GOOD, "flush_interval": 1e300}, "ev", ["body", "flush_interval"]),
+        (GOOD, "::3", ["path", "batch_id"]),
+    ],
+)
 def test_domain_errors_name_their_field_like_validation_errors_do(client, body, path, loc):
     content = json.dumps(body).replace("Infinity", "1e400").encode()
     response = post_items(client, content, base=path)
@@ -199,7 +224,14 @@ def test_domain_errors_name_their_field_like_validation_errors_do(client, body, 
 
 
 BAD_BODIES = [
-    b"", b"{", b"{not json", b"[]", b"null", b'"items"', b"1", b"\xff\xfe\xfd",
+    b"",
+    b"{",
+    b"{not json",
+    b"[]",
+    b"null",
+    b'"items"',
+    b"1",
+    b"\xff\xfe\xfd",
     b'{"items": ["\xff"], "max_batch_size": 5, "on_flush": "collect"}',
     b'{"items": ["nul \\u0000 byte"], "max_batch_size": 5, "on_flush": "collect\\u0000"}',
     b'{"items": [1], "max_batch_size": 5, "on_flush": "lone \\ud800 surrogate"}',
@@ -223,15 +255,21 @@ BAD_BODIES = [
 ]
 
 BAD_PATHS = [
-    ("GET", "/batches/%00"), ("GET", "/batches/a%00b/history"),
-    ("POST", "/batches/a%00b/flush"), ("DELETE", "/batches/a%00b::0"),
-    ("POST", "/batches/a%00::0/redrive"), ("GET", "/batches/a::%C2%B2"),
-    ("DELETE", "/batches/a::%C2%B2"), ("POST", "/batches/a::%C2%B2/redrive"),
+    ("GET", "/batches/%00"),
+    ("GET", "/batches/a%00b/history"),
+    ("POST", "/batches/a%00b/flush"),
+    ("DELETE", "/batches/a%00b::0"),
+    ("POST", "/batches/a%00::0/redrive"),
+    ("GET", "/batches/a::%C2%B2"),
+    ("DELETE", "/batches/a::%C2%B2"),
+    ("POST", "/batches/a::%C2%B2/redrive"),
     ("DELETE", "/batches/a::99999999999999999999999"),
     ("POST", "/batches/a::99999999999999999999999/flush"),
-    ("GET", "/batches/%20"), ("DELETE", "/batches/ev"),
+    ("GET", "/batches/%20"),
+    ("DELETE", "/batches/ev"),
     ("GET", "/batches/ev/history?limit=99999999999999999999"),
-    ("GET", "/batches/ev/history?limit=-1"), ("GET", "/batches/ev/history?limit=x"),
+    ("GET", "/batches/ev/history?limit=-1"),
+    ("GET", "/batches/ev/history?limit=x"),
 ]
 
 
@@ -268,13 +306,17 @@ def test_an_unexpected_error_is_a_generic_500_and_logged(yard, caplog):
 
     app.add_api_route("/fail-in-store", fail_in_store)
     app.add_api_route("/fail-in-code", fail_in_code)
-    with TestClient(app, raise_server_exceptions=False) as client, \
-            caplog.at_level(logging.ERROR, logger="batchyard.http"):
+    with (
+        TestClient(app, raise_server_exceptions=False) as client,
+        caplog.at_level(logging.ERROR, logger="batchyard.http"),
+    ):
         for path, secret in [("/fail-in-store", "SELECT"), ("/fail-in-code", "/private")]:
             response = client.get(path)
             assert response.status_code == 500
-            assert response.json() == {"detail": "internal error; the server log has the "
-                                                 "details", "error": "InternalError"}
+            assert response.json() == {
+                "detail": "internal error; the server log has the details",
+                "error": "InternalError",
+            }
             assert secret not in response.text
     logged = "\n".join(record.getMessage() + str(record.exc_info) for record in caplog.records)
     assert "GET /fail-in-store failed" in logged and "SELECT secret" in logged

@@ -47,14 +47,21 @@ def test_the_api_answers_what_its_schema_says(api_schema, mode):
 
     fuzzed = 0
     for operation in operations:
+
         @given(case=operation.as_strategy(generation_mode=mode))
         # derandomize: the same cases on every run, so a red CI names a change, not a dice
         # roll (turn it off locally to search wider)
-        @settings(max_examples=25, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=25,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
         def answers_within_the_schema(case):
-            case.call_and_validate(headers=AUTHORIZED,
-                                   checks=[not_a_server_error, response_schema_conformance])
+            case.call_and_validate(
+                headers=AUTHORIZED, checks=[not_a_server_error, response_schema_conformance]
+            )
 
         try:
             answers_within_the_schema()

@@ -24,15 +24,20 @@ def produce(url: str, index: int, calls: int, bases: int) -> None:
     yard = Yard(url)
     yard.handler("log")(lambda items, ctx: None)
     for n in range(calls):
-        yard.add_items(f"base-{n % bases}", [{"p": index, "n": n}],
-                       max_batch_size=MAX_BATCH_SIZE, on_flush="log")
+        yard.add_items(
+            f"base-{n % bases}",
+            [{"p": index, "n": n}],
+            max_batch_size=MAX_BATCH_SIZE,
+            on_flush="log",
+        )
     yard.close()
 
 
 def work(url: str, log_dir: str, lease: float, sleep: float) -> None:
     yard = Yard(url)
-    log = os.open(os.path.join(log_dir, f"worker-{os.getpid()}.jsonl"),
-                  os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    log = os.open(
+        os.path.join(log_dir, f"worker-{os.getpid()}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    )
 
     @yard.handler("log")
     def record(items: list, ctx) -> None:

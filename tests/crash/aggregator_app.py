@@ -22,8 +22,9 @@ KEYS = 20
 
 def make_yard(url: str) -> Yard:
     yard = Yard(url)
-    yard.register_aggregator("totals", stream="events", key="k", fold=folds.sum("n"),
-                             page_size=50, max_keys=7, lease=2.0)
+    yard.register_aggregator(
+        "totals", stream="events", key="k", fold=folds.sum("n"), page_size=50, max_keys=7, lease=2.0
+    )
     return yard
 
 
@@ -38,7 +39,9 @@ def write(url: str, writer: int, seconds: float) -> None:
                 conn.execute(
                     "INSERT INTO batchyard_events (stream, position, payload, created_at) "
                     "VALUES ('events', CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT), "
-                    "%s, 0)", (f'{{"k": "k{rng.randrange(KEYS)}", "n": 1}}',))
+                    "%s, 0)",
+                    (f'{{"k": "k{rng.randrange(KEYS)}", "n": 1}}',),
+                )
             if rng.random() < 0.3:
                 time.sleep(rng.uniform(0.0, 0.2))  # hold the transaction open a while
             conn.commit()

@@ -16,15 +16,18 @@ yard = Yard(os.environ["BATCHYARD_STORE"])
 def numbers(cursor, batch_size):
     start = cursor or 0
     items = list(range(start, min(ROWS, start + batch_size)))
-    return {"items": items, "cursor": start + len(items), "done": start + len(items) >= ROWS,
-            "total": ROWS}
+    return {
+        "items": items,
+        "cursor": start + len(items),
+        "done": start + len(items) >= ROWS,
+        "total": ROWS,
+    }
 
 
 @yard.handler("log")
 def log(items, ctx):
     time.sleep(float(os.environ.get("HANDLER_SLEEP", "0.02")))
-    line = json.dumps({"job": ctx.job_id, "batch": ctx.batch, "items": items,
-                       "at": time.time()})
+    line = json.dumps({"job": ctx.job_id, "batch": ctx.batch, "items": items, "at": time.time()})
     with open(os.environ["RECORD_PATH"], "a") as out:
         out.write(line + "\n")
 

@@ -25,8 +25,12 @@ MAX_BATCH_SIZE = 100
 
 
 def spawn(*args):
-    return subprocess.Popen([sys.executable, str(APP), *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(APP), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def counts(store):
@@ -81,13 +85,15 @@ def check_books(store, log_dir, expected):
     assert delivered == expected, "an item was never delivered"
 
     with store.transaction() as tx:
-        items = tx.all("SELECT b.batch_id, i.payload, b.status AS batch_status "
-                       "FROM batchyard_items i JOIN batchyard_batches b "
-                       "ON b.batch_no = i.batch_no")
-        flushes = tx.all("SELECT batch_id, item_count FROM batchyard_flushes "
-                         "WHERE outcome = 'completed'")
-        running = tx.one("SELECT count(*) AS n FROM batchyard_tasks "
-                         "WHERE state = 'running'")["n"]
+        items = tx.all(
+            "SELECT b.batch_id, i.payload, b.status AS batch_status "
+            "FROM batchyard_items i JOIN batchyard_batches b "
+            "ON b.batch_no = i.batch_no"
+        )
+        flushes = tx.all(
+            "SELECT batch_id, item_count FROM batchyard_flushes WHERE outcome = 'completed'"
+        )
+        running = tx.one("SELECT count(*) AS n FROM batchyard_tasks WHERE state = 'running'")["n"]
     recorded = [tuple(json.loads(r["payload"]).values()) for r in items]
     assert len(recorded) == len(set(recorded)), "an item is in two batches"
     assert set(recorded) == expected

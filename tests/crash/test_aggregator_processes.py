@@ -21,8 +21,12 @@ from aggregator_app import make_yard  # noqa: E402
 
 
 def spawn(*args):
-    return subprocess.Popen([sys.executable, str(APP), *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(APP), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def independent_fold(url):

@@ -23,9 +23,23 @@ STARTED: list[subprocess.Popen] = []
 
 
 def worker(env):
-    proc = subprocess.Popen([sys.executable, "-m", "batchyard", "worker", "--app",
-                             "iterator_app:yard", "--concurrency", "2", "--lease", "2"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "batchyard",
+            "worker",
+            "--app",
+            "iterator_app:yard",
+            "--concurrency",
+            "2",
+            "--lease",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     STARTED.append(proc)
     return proc
 
@@ -58,14 +72,27 @@ def yard(env):
 @pytest.mark.slow
 def test_pause_kill_resume_processes_exactly_the_rest_and_cancel_survives(yard, env):
     for job in ("a", "b"):
-        yard.start_iterator(job, batch_size=50, get_next_batch="numbers", process_batch="log",
-                            delay_between_batches=0)
+        yard.start_iterator(
+            job,
+            batch_size=50,
+            get_next_batch="numbers",
+            process_batch="log",
+            delay_between_batches=0,
+        )
     proc = worker(env)
-    wait_until(lambda: yard.get_iterator_status("a").processed >= 0.4 * ROWS, 60.0,
-               "40% of job a", interval=0.02)
+    wait_until(
+        lambda: yard.get_iterator_status("a").processed >= 0.4 * ROWS,
+        60.0,
+        "40% of job a",
+        interval=0.02,
+    )
     paused = yard.pause_iterator("a")
-    wait_until(lambda: yard.get_iterator_status("b").processed >= 0.6 * ROWS, 60.0,
-               "60% of job b", interval=0.02)
+    wait_until(
+        lambda: yard.get_iterator_status("b").processed >= 0.6 * ROWS,
+        60.0,
+        "60% of job b",
+        interval=0.02,
+    )
     yard.cancel_iterator("b")
     cancelled_at = time.time()
     proc.send_signal(signal.SIGKILL)
@@ -78,8 +105,12 @@ def test_pause_kill_resume_processes_exactly_the_rest_and_cancel_survives(yard, 
     time.sleep(1.0)
     assert yard.get_iterator_status("a").status == "paused"
     yard.resume_iterator("a")
-    wait_until(lambda: yard.get_iterator_status("a").status == "completed", 60.0,
-               "job a to complete", interval=0.02)
+    wait_until(
+        lambda: yard.get_iterator_status("a").status == "completed",
+        60.0,
+        "job a to complete",
+        interval=0.02,
+    )
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
 
@@ -117,14 +148,19 @@ def test_pause_and_resume_during_a_batch_never_make_two_runners(make_yard):
     worker_ = yard.worker(concurrency=4, poll_interval=0.05)
     thread = threading.Thread(target=worker_.run)
     thread.start()
-    yard.start_iterator("j", batch_size=10, get_next_batch="numbers", process_batch="slow",
-                        delay_between_batches=0)
+    yard.start_iterator(
+        "j", batch_size=10, get_next_batch="numbers", process_batch="slow", delay_between_batches=0
+    )
     for _ in range(15):
         time.sleep(0.03)
         yard.pause_iterator("j")
         yard.resume_iterator("j")
-    wait_until(lambda: yard.get_iterator_status("j").status == "completed", 60.0,
-               "job j to complete", interval=0.02)
+    wait_until(
+        lambda: yard.get_iterator_status("j").status == "completed",
+        60.0,
+        "job j to complete",
+        interval=0.02,
+    )
     worker_.stop()
     thread.join()
     assert peak[0] == 1, f"{peak[0]} handler calls ran at once for one job"
@@ -133,20 +169,29 @@ def test_pause_and_resume_during_a_batch_never_make_two_runners(make_yard):
 
 
 @pytest.mark.slow
-def test_sigkill_between_transactional_writes_and_commit_loses_and_duplicates_nothing(
-        yard, env):
+def test_sigkill_between_transactional_writes_and_commit_loses_and_duplicates_nothing(yard, env):
     with yard.store.transaction() as tx:
         tx.execute("CREATE TABLE iter_sink (n INTEGER NOT NULL)")  # no key: duplicates show
     yard.handler("sink")(lambda items, ctx: None)
-    yard.start_iterator("t", batch_size=50, get_next_batch="numbers", process_batch="sink",
-                        delay_between_batches=0, transactional=True)
+    yard.start_iterator(
+        "t",
+        batch_size=50,
+        get_next_batch="numbers",
+        process_batch="sink",
+        delay_between_batches=0,
+        transactional=True,
+    )
     env = {**env, "HANDLER_SLEEP": "0.3"}
     kills = 0
     for _ in range(3):  # kill inside the handler's transaction, after its writes
         proc = worker(env)
         seen = len(recorded(env["RECORD_PATH"]))
-        wait_until(lambda seen=seen: len(recorded(env["RECORD_PATH"])) > seen + 1, 60.0,
-                   "two more handler calls", interval=0.02)
+        wait_until(
+            lambda seen=seen: len(recorded(env["RECORD_PATH"])) > seen + 1,
+            60.0,
+            "two more handler calls",
+            interval=0.02,
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
@@ -154,8 +199,12 @@ def test_sigkill_between_transactional_writes_and_commit_loses_and_duplicates_no
     assert killed_batches >= kills  # each kill landed between the writes and the commit
 
     proc = worker({**env, "HANDLER_SLEEP": "0"})
-    wait_until(lambda: yard.get_iterator_status("t").status == "completed", 60.0,
-               "job t to complete", interval=0.02)
+    wait_until(
+        lambda: yard.get_iterator_status("t").status == "completed",
+        60.0,
+        "job t to complete",
+        interval=0.02,
+    )
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     with yard.store.transaction(write=False) as tx:

@@ -23,8 +23,7 @@ def test_durable_items_survive_sigkill(store_url, tmp_path):
     for run in range(3):
         offset = run * 10_000_000
         report = tmp_path / f"durable-{run}.txt"
-        child = subprocess.Popen([sys.executable, str(CHILD), store_url, str(report),
-                                  str(offset)])
+        child = subprocess.Popen([sys.executable, str(CHILD), store_url, str(report), str(offset)])
         deadline = time.monotonic() + 60
         while not report.exists() or len(report.read_text().split()) < 2:
             assert child.poll() is None, "the producer died on its own"

@@ -15,8 +15,12 @@ from batchyard.store import open_store
 
 
 def healthcheck(store_url, *args):
-    done = subprocess.run([sys.executable, "-m", "batchyard", "healthcheck", "--store",
-                           store_url, *args], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "batchyard", "healthcheck", "--store", store_url, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return done.returncode, done.stdout.splitlines()
 
 
@@ -24,8 +28,7 @@ def fall_behind(store_url):
     """Forget the latest migration, as if this store were older than this batchyard."""
     store = open_store(store_url)
     with store.transaction() as tx:
-        tx.execute("DELETE FROM batchyard_schema WHERE version = :v",
-                   {"v": store.latest_version()})
+        tx.execute("DELETE FROM batchyard_schema WHERE version = :v", {"v": store.latest_version()})
     store.close()
 
 
@@ -46,8 +49,12 @@ def test_healthcheck_reports_each_check_and_exits_by_them(store_url):
 def test_healthcheck_sees_a_live_worker_and_its_end(store_url, tmp_path):
     open_store(store_url).close()
     env = {**os.environ, "BATCHYARD_STORE": store_url}
-    worker = subprocess.Popen([sys.executable, "-m", "batchyard", "worker", "--lease", "3"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "batchyard", "worker", "--lease", "3"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while (result := healthcheck(store_url, "--max-heartbeat-age", "10"))[0] != 0:

@@ -37,8 +37,9 @@ def client(yard):
 
 
 def test_jobs_list_and_a_job_with_its_errors_paged(client, yard):
-    job_id = yard.create_batch_job("import-things", [{"ns": "a", "id": str(n)} for n in
-                                                     range(10)] + [{"ns": "a"}] * 60)
+    job_id = yard.create_batch_job(
+        "import-things", [{"ns": "a", "id": str(n)} for n in range(10)] + [{"ns": "a"}] * 60
+    )
     yard.run_worker(wait=False)
     listing = client.get("/ui/jobs")
     assert listing.status_code == 200 and job_id[:12] in listing.text
@@ -54,8 +55,7 @@ def test_jobs_list_and_a_job_with_its_errors_paged(client, yard):
 
 
 def test_cancel_asks_first_then_cancels(client, yard):
-    job_id = yard.create_batch_job("transform-data", [1, 2, 3],
-                                   options={"transform": "flaky"})
+    job_id = yard.create_batch_job("transform-data", [1, 2, 3], options={"transform": "flaky"})
     ask = client.get(f"/ui/jobs/{job_id}/cancel")
     assert "Are you sure" in ask.text
     unconfirmed = post(client, f"/ui/jobs/{job_id}/cancel", page="/ui/jobs")
@@ -94,11 +94,11 @@ def test_export_downloads_from_the_dashboard(client, yard):
 
 
 def test_with_tokens_the_job_pages_and_the_export_need_a_login(yard):
-    with TestClient(create_app(yard, worker=False, tokens=["s3cret"]),
-                    base_url="http://dash.test") as client:
+    with TestClient(
+        create_app(yard, worker=False, tokens=["s3cret"]), base_url="http://dash.test"
+    ) as client:
         for path in ("/ui/jobs", "/ui/export?ns=shop&format=csv"):
             response = client.get(path, follow_redirects=False)
             assert response.status_code == 303
             assert response.headers["location"].startswith("/ui/login")
-        assert client.get("/ui/jobs", headers={"Authorization": "Bearer s3cret"}
-                          ).status_code == 200
+        assert client.get("/ui/jobs", headers={"Authorization": "Bearer s3cret"}).status_code == 200

@@ -14,8 +14,11 @@ import orjson
 from batchyard.logs import JsonFormatter, Redactor, TextFormatter
 from tests.servers import free_port, wait_for_http
 
-SECRETS = ("postgresql://app:hunter2@db.internal/yard", "Authorization: Bearer tok-123",
-           "token tok-456")
+SECRETS = (
+    "postgresql://app:hunter2@db.internal/yard",
+    "Authorization: Bearer tok-123",
+    "token tok-456",
+)
 
 
 def log_through(formatter: logging.Formatter, **extra) -> str:
@@ -57,12 +60,28 @@ def test_text_lines_mask_secrets_too():
 
 def test_serve_logs_json_without_the_api_token(tmp_path):
     port = free_port()
-    env = {**os.environ, "BATCHYARD_STORE": f"sqlite:///{tmp_path}/yard.db",
-           "BATCHYARD_API_TOKEN": "tok-very-secret"}
+    env = {
+        **os.environ,
+        "BATCHYARD_STORE": f"sqlite:///{tmp_path}/yard.db",
+        "BATCHYARD_API_TOKEN": "tok-very-secret",
+    }
     server = subprocess.Popen(
-        [sys.executable, "-m", "batchyard", "serve", "--port", str(port), "--no-worker",
-         "--log-format", "json"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True)
+        [
+            sys.executable,
+            "-m",
+            "batchyard",
+            "serve",
+            "--port",
+            str(port),
+            "--no-worker",
+            "--log-format",
+            "json",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for_http(f"{base}/health")

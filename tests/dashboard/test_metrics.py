@@ -67,7 +67,8 @@ def test_gauges_match_the_store(yard, clock):
         expected = sum(b.pending_count for b in batches.values() if b.status == status)
         assert value(samples, "batchyard_pending_items", status=status) == expected
         assert value(samples, "batchyard_batches", status=status) == sum(
-            1 for b in batches.values() if b.status == status)
+            1 for b in batches.values() if b.status == status
+        )
     assert value(samples, "batchyard_pending_items", status="accumulating") == 3 + 1
     assert value(samples, "batchyard_pending_items", status="flushing") == 4
     assert value(samples, "batchyard_pending_items", status="dead") == 1
@@ -76,8 +77,9 @@ def test_gauges_match_the_store(yard, clock):
     assert value(samples, "batchyard_oldest_due_task_age_seconds") == pytest.approx(0)
 
     with yard.store.transaction(write=False) as tx:
-        tasks = tx.all("SELECT kind, state, COUNT(*) AS n FROM batchyard_tasks "
-                       "GROUP BY kind, state")
+        tasks = tx.all(
+            "SELECT kind, state, COUNT(*) AS n FROM batchyard_tasks GROUP BY kind, state"
+        )
     assert tasks, "the size flushes are queued"
     for row in tasks:
         assert value(samples, "batchyard_tasks", kind=row["kind"], state=row["state"]) == row["n"]
@@ -95,18 +97,22 @@ def test_gauges_match_the_store(yard, clock):
     assert status.lag_events == 7 - status.events_folded
     if yard.store.dialect == "sqlite":
         assert status.lag_events == 3
-    assert value(samples, "batchyard_aggregator_lag_events", aggregator="count") == \
-        status.lag_events
-    assert value(samples, "batchyard_aggregator_lag_seconds", aggregator="count") == \
-        pytest.approx(status.lag_seconds)
+    assert (
+        value(samples, "batchyard_aggregator_lag_events", aggregator="count") == status.lag_events
+    )
+    assert value(samples, "batchyard_aggregator_lag_seconds", aggregator="count") == pytest.approx(
+        status.lag_seconds
+    )
 
     # the gauges follow the store, scrape after scrape
     yard.run_worker(wait=False)
     yard.run_aggregator("count")
     samples = scrape(client)
     assert value(samples, "batchyard_pending_items", status="flushing") == 0
-    assert value(samples, "batchyard_aggregator_lag_events", aggregator="count") == \
-        yard.get_aggregator_status("count").lag_events
+    assert (
+        value(samples, "batchyard_aggregator_lag_events", aggregator="count")
+        == yard.get_aggregator_status("count").lag_events
+    )
     assert value(samples, "batchyard_tasks", kind="accumulator.flush", state="queued") == 0
 
 
@@ -152,16 +158,20 @@ def test_worker_heartbeats_are_gauged(make_yard):
     thread.start()
     try:
         deadline = time.monotonic() + 10
-        while not (ages := [v for (name, labels), v in scrape(client).items()
-                            if name == "batchyard_worker_heartbeat_age_seconds"]):
+        while not (
+            ages := [
+                v
+                for (name, labels), v in scrape(client).items()
+                if name == "batchyard_worker_heartbeat_age_seconds"
+            ]
+        ):
             assert time.monotonic() < deadline, "the worker never registered"
             time.sleep(0.05)
         assert len(ages) == 1 and 0 <= ages[0] < 5
     finally:
         worker.stop()
         thread.join(10)
-    assert not any(name == "batchyard_worker_heartbeat_age_seconds"
-                   for name, _ in scrape(client))
+    assert not any(name == "batchyard_worker_heartbeat_age_seconds" for name, _ in scrape(client))
 
 
 def test_metrics_need_a_token_when_the_api_has_tokens(make_yard):

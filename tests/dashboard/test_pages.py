@@ -25,8 +25,12 @@ def yard(make_yard):
     @yard.handler("numbers")
     def numbers(cursor, size):
         start = cursor or 0
-        return {"items": list(range(start, start + size)), "cursor": start + size,
-                "done": start + size >= 10, "total": 10}
+        return {
+            "items": list(range(start, start + size)),
+            "cursor": start + size,
+            "done": start + size >= 10,
+            "total": 10,
+        }
 
     return yard
 
@@ -47,8 +51,7 @@ def test_every_page_shows_the_store(client, yard):
     yard.add_items("broken", [1], max_batch_size=10, on_flush="boom")
     yard.flush("broken")
     yard.run_worker(wait=False)
-    yard.start_iterator("backfill", batch_size=3, get_next_batch="numbers",
-                        process_batch="ok")
+    yard.start_iterator("backfill", batch_size=3, get_next_batch="numbers", process_batch="ok")
     yard.register_aggregator("per-key", stream="clicks", key="k", fold=folds.count())
     yard.append_events("clicks", [{"k": "a"}] * 5)
 
@@ -140,8 +143,9 @@ def test_run_now_queues_the_aggregator_for_the_workers(client, yard, name):
     yard.register_aggregator(name, stream="clicks", key="k", fold=folds.count())
     yard.append_events("clicks", [{"k": "a"}, {"k": "b"}, {"k": "a"}])
     assert yard.get_aggregator_status(name).last_run_at is None
-    action = re.search(r'action="(/ui/aggregators/[^"]+/run)"',
-                       client.get("/ui/aggregators").text)[1]
+    action = re.search(r'action="(/ui/aggregators/[^"]+/run)"', client.get("/ui/aggregators").text)[
+        1
+    ]
     assert post(client, action).status_code == 303
     yard.run_worker(wait=False)
     assert yard.get_aggregator_status(name).last_run_at is not None
@@ -160,8 +164,7 @@ def raise_from_the_sink(items):
     raise RuntimeError(f"the sink refused {len(items)} items")
 
 
-def test_a_dead_batch_shows_its_items_and_traceback_and_is_discarded_after_asking(client,
-                                                                                    yard):
+def test_a_dead_batch_shows_its_items_and_traceback_and_is_discarded_after_asking(client, yard):
     @yard.handler("sink")
     def sink(items, ctx):
         raise_from_the_sink(items)
@@ -172,8 +175,9 @@ def test_a_dead_batch_shows_its_items_and_traceback_and_is_discarded_after_askin
     page = client.get(link).text
     assert 'data-batch="tenant/7::0"' in page and '{"n": 2}' in page
     # the flush history: the error, and the traceback down to the raising function
-    details = re.search(r"<details[^>]*><summary>traceback</summary><pre[^>]*>(.*?)</pre>",
-                        page, re.S)[1]
+    details = re.search(
+        r"<details[^>]*><summary>traceback</summary><pre[^>]*>(.*?)</pre>", page, re.S
+    )[1]
     assert "raise_from_the_sink" in details and "the sink refused 2 items" in details
 
     ask_path = re.search(r'href="(/ui/batches/tenant[^"]*/discard)"', page)[1]
@@ -196,11 +200,13 @@ def test_a_failed_iterator_shows_its_traceback(client, yard):
     def broken_source(cursor, size):
         raise_from_the_sink([cursor])
 
-    yard.start_iterator("backfill", batch_size=3, get_next_batch="broken-source",
-                        process_batch="ok", max_retries=0)
+    yard.start_iterator(
+        "backfill", batch_size=3, get_next_batch="broken-source", process_batch="ok", max_retries=0
+    )
     yard.run_worker(wait=False)
     assert yard.get_iterator_status("backfill").status == "failed"
     page = client.get("/ui/iterators/backfill").text
-    details = re.search(r"<details[^>]*><summary>traceback</summary><pre[^>]*>(.*?)</pre>",
-                        page, re.S)[1]
+    details = re.search(
+        r"<details[^>]*><summary>traceback</summary><pre[^>]*>(.*?)</pre>", page, re.S
+    )[1]
     assert "raise_from_the_sink" in details and "the sink refused 1 items" in details

@@ -20,8 +20,7 @@ def yard(yard):
 
 
 def client_for(yard, tokens=None):
-    return TestClient(create_app(yard, worker=False, tokens=tokens),
-                      base_url="http://dash.test")
+    return TestClient(create_app(yard, worker=False, tokens=tokens), base_url="http://dash.test")
 
 
 def flushed(yard):
@@ -37,11 +36,9 @@ def test_actions_need_the_csrf_token(yard):
     # a token from another browser (another nonce cookie) is no good either
     other = client_for(yard)
     stolen = csrf(other.get("/").text)
-    assert client.post("/ui/batches/events/flush",
-                       data={"csrf_token": stolen}).status_code == 403
+    assert client.post("/ui/batches/events/flush", data={"csrf_token": stolen}).status_code == 403
     assert not flushed(yard)
-    ok = client.post("/ui/batches/events/flush", data={"csrf_token": token},
-                     follow_redirects=False)
+    ok = client.post("/ui/batches/events/flush", data={"csrf_token": token}, follow_redirects=False)
     assert ok.status_code == 303 and flushed(yard)
 
 
@@ -51,22 +48,31 @@ def test_a_form_from_one_server_process_is_accepted_by_another(yard, make_yard):
     one, another = client_for(yard), client_for(make_yard())
     token = csrf(one.get("/").text)
     another.cookies = one.cookies  # the same browser
-    ok = another.post("/ui/batches/events/flush", data={"csrf_token": token},
-                      follow_redirects=False)
+    ok = another.post(
+        "/ui/batches/events/flush", data={"csrf_token": token}, follow_redirects=False
+    )
     assert ok.status_code == 303 and flushed(yard)
 
 
 def test_actions_from_another_origin_are_refused(yard):
     client = client_for(yard)
     token = csrf(client.get("/").text)
-    for header in ({"Origin": "http://evil.test"}, {"Origin": "null"},
-                   {"Referer": "http://evil.test/page"}):
-        response = client.post("/ui/batches/events/flush", data={"csrf_token": token},
-                               headers=header)
+    for header in (
+        {"Origin": "http://evil.test"},
+        {"Origin": "null"},
+        {"Referer": "http://evil.test/page"},
+    ):
+        response = client.post(
+            "/ui/batches/events/flush", data={"csrf_token": token}, headers=header
+        )
         assert response.status_code == 403 and "cross-site" in response.text
     assert not flushed(yard)
-    same = client.post("/ui/batches/events/flush", data={"csrf_token": token},
-                       headers={"Origin": "http://dash.test"}, follow_redirects=False)
+    same = client.post(
+        "/ui/batches/events/flush",
+        data={"csrf_token": token},
+        headers={"Origin": "http://dash.test"},
+        follow_redirects=False,
+    )
     assert same.status_code == 303 and flushed(yard)
 
 
@@ -85,8 +91,9 @@ def test_repeated_failed_logins_make_the_client_wait(yard):
     token = csrf(client.get("/ui/login").text)
 
     def login(candidate):
-        return client.post("/ui/login", data={"csrf_token": token, "token": candidate},
-                           follow_redirects=False)
+        return client.post(
+            "/ui/login", data={"csrf_token": token, "token": candidate}, follow_redirects=False
+        )
 
     for _ in range(10):
         assert login("guess").status_code == 401
@@ -123,15 +130,19 @@ def test_login_sets_a_session_that_is_not_the_token(yard):
     no_csrf = client.post("/ui/login", data={"token": TOKEN})
     assert no_csrf.status_code == 403
 
-    good = client.post("/ui/login", data={"csrf_token": token, "token": TOKEN,
-                                          "next": "/ui/batches"}, follow_redirects=False)
+    good = client.post(
+        "/ui/login",
+        data={"csrf_token": token, "token": TOKEN, "next": "/ui/batches"},
+        follow_redirects=False,
+    )
     assert good.status_code == 303 and good.headers["location"] == "/ui/batches"
     cookie = good.headers["set-cookie"]
     assert "HttpOnly" in cookie and TOKEN not in cookie
     page = client.get("/ui/batches")
     assert page.status_code == 200 and 'data-base="events"' in page.text
-    ok = client.post("/ui/batches/events/flush", data={"csrf_token": csrf(page.text)},
-                     follow_redirects=False)
+    ok = client.post(
+        "/ui/batches/events/flush", data={"csrf_token": csrf(page.text)}, follow_redirects=False
+    )
     assert ok.status_code == 303 and flushed(yard)
 
     # logging out ends it
@@ -161,7 +172,9 @@ def test_a_bearer_token_opens_the_dashboard_too(yard):
 def test_login_redirects_only_to_this_site(yard):
     client = client_for(yard, tokens=[TOKEN])
     token = csrf(client.get("/ui/login").text)
-    response = client.post("/ui/login", data={"csrf_token": token, "token": TOKEN,
-                                              "next": "//evil.test/x"},
-                           follow_redirects=False)
+    response = client.post(
+        "/ui/login",
+        data={"csrf_token": token, "token": TOKEN, "next": "//evil.test/x"},
+        follow_redirects=False,
+    )
     assert response.headers["location"] == "/"

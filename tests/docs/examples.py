@@ -58,7 +58,7 @@ def blocks(page: Path) -> list[Block]:
         end = i + 1
         while end < len(lines) and lines[end].strip() != "```":
             end += 1
-        body = "\n".join(line.removeprefix(indent) for line in lines[i + 1:end]) + "\n"
+        body = "\n".join(line.removeprefix(indent) for line in lines[i + 1 : end]) + "\n"
         block = Block(page, i + 1, lang, body, note)
         if lang == "text" and note == "output" and found and found[-1].lang == "python":
             found[-1].output = body

@@ -31,7 +31,8 @@ RUN = [b for b in BLOCKS if b.lang == "python" and b.not_run is None]
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHYARD_")}
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
+        [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
     return env
 
 
@@ -53,8 +54,14 @@ def test_blocks_not_run_say_why() -> None:
 @pytest.mark.parametrize("block", RUN, ids=[b.id for b in RUN])
 def test_python_example_runs(block: Block, tmp_path: Path) -> None:
     (tmp_path / "example.py").write_text(block.text, encoding="utf-8")
-    result = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=_env(),
-                            capture_output=True, text=True, timeout=280)
+    result = subprocess.run(
+        [sys.executable, "example.py"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     assert result.returncode == 0, f"{block.id} failed:\n{result.stdout}\n{result.stderr}"
     if block.output is not None:
         assert result.stdout == block.output
@@ -81,12 +88,16 @@ def _command_lines() -> list[tuple[str, list[str]]]:
                     line = command.split(" #")[0].split("|")[0]
                     commands.append((block.id, shlex.split(line)))
         elif block.lang == "ini":
-            commands += [(block.id, shlex.split(line.removeprefix("ExecStart=")))
-                         for line in block.text.splitlines() if line.startswith("ExecStart=")]
+            commands += [
+                (block.id, shlex.split(line.removeprefix("ExecStart=")))
+                for line in block.text.splitlines()
+                if line.startswith("ExecStart=")
+            ]
         elif block.lang == "yaml":
             commands += [(block.id, argv) for argv in _yaml_commands(yaml.safe_load(block.text))]
-    return [(where, argv[1:]) for where, argv in commands
-            if argv and Path(argv[0]).name == "batchyard"]
+    return [
+        (where, argv[1:]) for where, argv in commands if argv and Path(argv[0]).name == "batchyard"
+    ]
 
 
 def test_structured_blocks_parse() -> None:
@@ -104,21 +115,32 @@ def test_the_docs_show_commands() -> None:
     assert len(COMMANDS) >= 20, COMMANDS
 
 
-@pytest.mark.parametrize(("where", "argv"), COMMANDS,
-                         ids=[f"{w} {' '.join(a)}" for w, a in COMMANDS])
+@pytest.mark.parametrize(
+    ("where", "argv"), COMMANDS, ids=[f"{w} {' '.join(a)}" for w, a in COMMANDS]
+)
 def test_cli_example_is_accepted(where: str, argv: list[str]) -> None:
     # --help is eager: it answers once the command and its options are parsed, so an
     # unknown command or option fails here (exit 2) and nothing is run
-    result = subprocess.run([sys.executable, "-m", "batchyard", *argv, "--help"],
-                            env=_env(), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "batchyard", *argv, "--help"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, f"{where}: batchyard {shlex.join(argv)}\n{result.stderr}"
     assert "Usage:" in result.stdout
 
 
 def _help(argv: list[str]) -> str:
     env = {**_env(), "COLUMNS": "250", "TERM": "dumb"}
-    result = subprocess.run([sys.executable, "-m", "batchyard", *argv, "--help"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "batchyard", *argv, "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, f"batchyard {shlex.join(argv)} --help:\n{result.stderr}"
     return result.stdout
 
@@ -140,8 +162,11 @@ def _synopsis() -> list[tuple[list[list[str]], list[str]]]:
         options = re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-o)\b", entry)
         first = rest.split()[0] if rest.split() else ""
         if first and re.fullmatch(r"[a-z]+", first):  # a group: its commands, by `|`
-            commands = [[command, alt.split()[0]] for alt in rest.split("|")
-                        if alt.split() and re.fullmatch(r"[a-z]+", alt.split()[0])]
+            commands = [
+                [command, alt.split()[0]]
+                for alt in rest.split("|")
+                if alt.split() and re.fullmatch(r"[a-z]+", alt.split()[0])
+            ]
         else:
             commands = [[command]]
         found.append((commands, options))
@@ -151,8 +176,9 @@ def _synopsis() -> list[tuple[list[list[str]], list[str]]]:
 SYNOPSIS = _synopsis()
 
 
-@pytest.mark.parametrize(("commands", "options"), SYNOPSIS,
-                         ids=[" ".join(c[0]) for c, _ in SYNOPSIS])
+@pytest.mark.parametrize(
+    ("commands", "options"), SYNOPSIS, ids=[" ".join(c[0]) for c, _ in SYNOPSIS]
+)
 def test_cli_synopsis_matches_the_cli(commands: list[list[str]], options: list[str]) -> None:
     helps = "\n".join(_help(argv) for argv in commands)
     assert [o for o in options if not re.search(re.escape(o) + r"(?![\w-])", helps)] == []
@@ -163,11 +189,14 @@ def _one_line(command: str) -> str:
 
 
 def test_ci_runs_the_readme_test_command_with_the_checks() -> None:
-    readme = [b for b in BLOCKS if b.page.name == "README.md" and b.lang == "bash"
-              and "-m pytest" in b.text]
+    readme = [
+        b
+        for b in BLOCKS
+        if b.page.name == "README.md" and b.lang == "bash" and "-m pytest" in b.text
+    ]
     assert len(readme) == 1
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    ci_command = _one_line(ci[ci.index("python3 -m venv"):])
+    ci_command = _one_line(ci[ci.index("python3 -m venv") :])
     checks = " && bash scripts/check"  # lint, types, layers, the docs site
     assert checks in ci_command
     assert ci_command.replace(checks, "") == _one_line(readme[0].text)

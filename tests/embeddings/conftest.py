@@ -48,8 +48,9 @@ def embed(yard, *items, **options):
     if items:
         job_id = yard.create_batch_job("generate-embeddings", list(items), options=options)
     else:
-        job_id = yard.create_batch_job("generate-embeddings", input={"ns": options.pop("ns")},
-                                       options=options)
+        job_id = yard.create_batch_job(
+            "generate-embeddings", input={"ns": options.pop("ns")}, options=options
+        )
     yard.run_worker(wait=False)
     return yard.get_batch_job(job_id)
 
@@ -58,7 +59,17 @@ def stored_vectors(yard, ns):
     import numpy as np
 
     with yard.store.transaction(write=False) as tx:
-        rows = tx.all("SELECT id, model, text_hash, dimension, vector FROM batchyard_embeddings "
-                      "WHERE ns = :ns ORDER BY id", {"ns": ns})
-    return {row["id"]: (row["model"], row["text_hash"], row["dimension"],
-                        np.frombuffer(bytes(row["vector"]), dtype="<f4")) for row in rows}
+        rows = tx.all(
+            "SELECT id, model, text_hash, dimension, vector FROM batchyard_embeddings "
+            "WHERE ns = :ns ORDER BY id",
+            {"ns": ns},
+        )
+    return {
+        row["id"]: (
+            row["model"],
+            row["text_hash"],
+            row["dimension"],
+            np.frombuffer(bytes(row["vector"]), dtype="<f4"),
+        )
+        for row in rows
+    }

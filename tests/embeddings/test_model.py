@@ -63,32 +63,44 @@ def test_unchanged_text_is_not_encoded_again(yard, counting):
 
     put_things(yard, [{"ns": "pets", "id": "t1", "content": "bond yields rose"}])
     job = embed(yard, ns="pets")
-    assert (job.status, job.processed, counting.calls) == ("completed", 3,
-                                                           [["bond yields rose"]])
+    assert (job.status, job.processed, counting.calls) == ("completed", 3, [["bond yields rose"]])
     assert yard.search("pets", "interest rates and bonds", k=1)[0].id == "t1"
 
 
 def test_missing_things_and_empty_text_fail_with_the_reason_and_the_rest_is_embedded(yard):
-    put_things(yard, [{"ns": "n", "id": "ok", "content": "a kitten lies on a rug"},
-                      {"ns": "n", "id": "empty", "content": ""},
-                      {"ns": "n", "id": "blank", "content": "  \n "},
-                      {"ns": "n", "id": "none", "data": {"title": "no content here"}}])
-    job = embed(yard, *({"ns": "n", "id": id} for id in ("empty", "ok", "gone", "blank",
-                                                         "none")))
+    put_things(
+        yard,
+        [
+            {"ns": "n", "id": "ok", "content": "a kitten lies on a rug"},
+            {"ns": "n", "id": "empty", "content": ""},
+            {"ns": "n", "id": "blank", "content": "  \n "},
+            {"ns": "n", "id": "none", "data": {"title": "no content here"}},
+        ],
+    )
+    job = embed(yard, *({"ns": "n", "id": id} for id in ("empty", "ok", "gone", "blank", "none")))
     assert (job.status, job.processed, job.failed) == ("failed", 1, 4)
     assert [(e.index, e.error) for e in job.errors] == [
         (0, "no text to embed: content empty or missing"),
         (2, "not found: n/gone"),
         (3, "no text to embed: content empty or missing"),
-        (4, "no text to embed: content empty or missing")]
+        (4, "no text to embed: content empty or missing"),
+    ]
     assert sorted(stored_vectors(yard, "n")) == ["ok"]
 
 
 def test_fields_choose_the_text(yard, model):
-    put_things(yard, [
-        {"ns": "docs", "id": "a", "content": "stock markets fell sharply",
-         "data": {"title": "Kittens", "meta": {"lang": "en"}}},
-        {"ns": "docs", "id": "b", "content": "the recipe needs two eggs"}])
+    put_things(
+        yard,
+        [
+            {
+                "ns": "docs",
+                "id": "a",
+                "content": "stock markets fell sharply",
+                "data": {"title": "Kittens", "meta": {"lang": "en"}},
+            },
+            {"ns": "docs", "id": "b", "content": "the recipe needs two eggs"},
+        ],
+    )
     job = embed(yard, ns="docs", fields=["data.title", "content", "data.meta.lang"])
     assert (job.status, job.processed) == ("completed", 2)
     vectors = stored_vectors(yard, "docs")
@@ -99,8 +111,9 @@ def test_fields_choose_the_text(yard, model):
 
 
 def test_texts_are_encoded_in_batches_of_the_configured_size_within_chunks(yard, counting):
-    put_things(yard, [{"ns": "many", "id": f"t{n:03}", "content": f"thing number {n}"}
-                      for n in range(150)])
+    put_things(
+        yard, [{"ns": "many", "id": f"t{n:03}", "content": f"thing number {n}"} for n in range(150)]
+    )
     job = embed(yard, ns="many")
     # chunks of 100 items, each encoded 64 at a time (the chunks run side by side)
     assert (job.processed, sorted(len(call) for call in counting.calls)) == (150, [36, 50, 64])

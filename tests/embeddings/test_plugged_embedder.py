@@ -18,8 +18,10 @@ class Letters:
     dimension = 26
 
     def encode(self, texts):
-        counts = np.array([[text.lower().count(c) for c in string.ascii_lowercase]
-                           for text in texts], dtype=np.float64)
+        counts = np.array(
+            [[text.lower().count(c) for c in string.ascii_lowercase] for text in texts],
+            dtype=np.float64,
+        )
         return counts  # not unit length: batchyard normalises what it stores and compares
 
 
@@ -30,8 +32,7 @@ def yard(make_yard):
 
 def words(n):
     # thing k is k letters "a" then letters "b": its direction turns from b to a with k
-    return [{"ns": "w", "id": f"w{k:02}", "content": "a" * k + "b" * (n - k)}
-            for k in range(n + 1)]
+    return [{"ns": "w", "id": f"w{k:02}", "content": "a" * k + "b" * (n - k)} for k in range(n + 1)]
 
 
 def test_a_plugged_embedder_stores_under_its_name_and_search_finds_by_it(yard, model):
@@ -57,8 +58,9 @@ def test_search_keeps_the_top_k_across_pages(yard, page_rows):
     embed(yard, ns="w")
     hits = search(yard.store, yard.embedder, "w", "aaab", k=4, page_rows=page_rows)
     # exact answer: cos between (3, 1) and (k, 30 - k)
-    cosine = {f"w{k:02}": (3 * k + (30 - k)) / np.hypot(3, 1) / np.hypot(k, 30 - k)
-              for k in range(31)}
+    cosine = {
+        f"w{k:02}": (3 * k + (30 - k)) / np.hypot(3, 1) / np.hypot(k, 30 - k) for k in range(31)
+    }
     expected = sorted(cosine, key=lambda id: -cosine[id])[:4]
     assert [hit.id for hit in hits] == expected
     for hit in hits:
@@ -67,13 +69,15 @@ def test_search_keeps_the_top_k_across_pages(yard, page_rows):
 
 def test_bad_options_and_arguments_are_refused_before_anything_is_stored(yard):
     put_things(yard, words(2))
-    for options, field in [({"fields": []}, "options.fields"),
-                           ({"fields": "content"}, "options.fields"),
-                           ({"fields": ["data."]}, "options.fields"),
-                           ({"fields": ["colour"]}, "options.fields"),
-                           ({"batchSize": 0}, "options.batchSize"),
-                           ({"batchSize": True}, "options.batchSize"),
-                           ({"batchSize": 5000}, "options.batchSize")]:
+    for options, field in [
+        ({"fields": []}, "options.fields"),
+        ({"fields": "content"}, "options.fields"),
+        ({"fields": ["data."]}, "options.fields"),
+        ({"fields": ["colour"]}, "options.fields"),
+        ({"batchSize": 0}, "options.batchSize"),
+        ({"batchSize": True}, "options.batchSize"),
+        ({"batchSize": 5000}, "options.batchSize"),
+    ]:
         with pytest.raises(InvalidInput) as caught:
             yard.create_batch_job("generate-embeddings", input={"ns": "w"}, options=options)
         assert caught.value.field == field

@@ -19,12 +19,16 @@ def client(make_yard, counting):
 
 
 def test_search_route_returns_the_nearest_things_with_scores(client):
-    things = [{"ns": "pets", "id": f"t{n}", "content": text} for n, text in
-              enumerate(["a kitten lies on a rug", "stock markets fell sharply",
-                         "the recipe needs two eggs"])]
-    for body in ({"type": "import-things", "items": things},
-                 {"type": "generate-embeddings", "input": {"ns": "pets"},
-                  "options": {"batchSize": 2}}):
+    things = [
+        {"ns": "pets", "id": f"t{n}", "content": text}
+        for n, text in enumerate(
+            ["a kitten lies on a rug", "stock markets fell sharply", "the recipe needs two eggs"]
+        )
+    ]
+    for body in (
+        {"type": "import-things", "items": things},
+        {"type": "generate-embeddings", "input": {"ns": "pets"}, "options": {"batchSize": 2}},
+    ):
         created = client.post("/batch", json=body)
         assert created.status_code == 200, created.text
         client.yard.run_worker(wait=False)

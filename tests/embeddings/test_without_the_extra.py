@@ -35,8 +35,9 @@ print(json.dumps(out))
 
 def test_creating_a_job_without_the_extra_fails_at_once_naming_it(store_url):
     Yard(store_url).close()  # migrated, so that the child's refusal is the only thing seen
-    done = subprocess.run([sys.executable, "-c", CHILD, store_url], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, store_url], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -34,14 +34,17 @@ APPLICATION = "batchyard-under-test"  # how the connections through the proxy ar
 
 def start(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "batchyard", *args], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "batchyard", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 @pytest.fixture
 def env(proxy: FaultyProxy, tmp_path: Path) -> dict[str, str]:
-    return app_env(f"{proxy.url}?application_name={APPLICATION}", tmp_path / "calls.jsonl",
-                   HERE)
+    return app_env(f"{proxy.url}?application_name={APPLICATION}", tmp_path / "calls.jsonl", HERE)
 
 
 def flushed(env: dict[str, str]) -> set[str]:
@@ -53,9 +56,11 @@ def terminate_backends(database_url: str) -> int:
     (those of the process under test): what an administrator does."""
     database = database_url.rsplit("/", 1)[1]
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE datname = %s AND application_name = %s",
-                            (database, APPLICATION)).fetchall()
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND application_name = %s",
+            (database, APPLICATION),
+        ).fetchall()
     return len(rows)
 
 
@@ -102,8 +107,11 @@ def test_a_worker_process_rides_through_a_postgres_outage(proxy, pg_database, en
 
         assert terminate_backends(pg_database) >= 1
         add(direct, "after-terminate")
-        wait_until(lambda: "after-terminate::0" in flushed(env), RECOVERY_SECONDS,
-                   "a flush after the backends were killed")
+        wait_until(
+            lambda: "after-terminate::0" in flushed(env),
+            RECOVERY_SECONDS,
+            "a flush after the backends were killed",
+        )
 
         proxy.outage()
         add(direct, "during")  # accepted by the server; the worker cannot see it yet
@@ -114,8 +122,11 @@ def test_a_worker_process_rides_through_a_postgres_outage(proxy, pg_database, en
         proxy.heal()
         add_when_back(through, "after")
 
-        wait_until(lambda: {"during::0", "after::0"} <= flushed(env), RECOVERY_SECONDS,
-                   "the flushes after the outage")
+        wait_until(
+            lambda: {"during::0", "after::0"} <= flushed(env),
+            RECOVERY_SECONDS,
+            "the flushes after the outage",
+        )
         assert "refused::0" not in flushed(env)
         assert worker.poll() is None, log.read_text()
     finally:
@@ -134,8 +145,11 @@ def test_serve_rides_through_a_postgres_outage_and_says_so(proxy, pg_database, e
     server = start("serve", "--app", "app:yard", "--port", str(port), env=env, log=log)
 
     def post(name: str) -> httpx.Response:
-        return httpx.post(f"{base}/batches/{name}/items", timeout=30,
-                          json={"items": [1], "max_batch_size": 1, "on_flush": "record"})
+        return httpx.post(
+            f"{base}/batches/{name}/items",
+            timeout=30,
+            json={"items": [1], "max_batch_size": 1, "on_flush": "record"},
+        )
 
     def readyz() -> int:
         return httpx.get(f"{base}/readyz", timeout=30).status_code

@@ -15,14 +15,15 @@ from batchyard import Backpressure, Yard
 def stored(url: str) -> list[int]:
     yard = Yard(url)
     with yard.store.transaction(write=False) as tx:
-        rows = tx.all("SELECT i.payload FROM batchyard_items i JOIN batchyard_batches b "
-                      "ON b.batch_no = i.batch_no ORDER BY b.sequence, i.position")
+        rows = tx.all(
+            "SELECT i.payload FROM batchyard_items i JOIN batchyard_batches b "
+            "ON b.batch_no = i.batch_no ORDER BY b.sequence, i.position"
+        )
     yard.close()
     return [int(r["payload"]) for r in rows]
 
 
-def test_the_producer_writer_waits_out_an_outage_and_loses_nothing(proxy, pg_database,
-                                                                  caplog):
+def test_the_producer_writer_waits_out_an_outage_and_loses_nothing(proxy, pg_database, caplog):
     yard = Yard(proxy.url)
     yard.handler("h")(lambda items, ctx: None)
     producer = yard.producer(max_pending_items=50, add_timeout=0.5)
@@ -45,8 +46,11 @@ def test_the_producer_writer_waits_out_an_outage_and_loses_nothing(proxy, pg_dat
             producer.add("ev", [60], max_batch_size=100, on_flush="h")
             producer.flush(timeout=60)
         assert stored(pg_database) == list(range(61))
-        warnings = [r for r in caplog.records if r.name == "batchyard.producer"
-                    and r.levelno == logging.WARNING]
+        warnings = [
+            r
+            for r in caplog.records
+            if r.name == "batchyard.producer" and r.levelno == logging.WARNING
+        ]
         assert len(warnings) == 1 and "unavailable" in warnings[0].getMessage()
         assert any("working again" in r.getMessage() for r in caplog.records)
     finally:

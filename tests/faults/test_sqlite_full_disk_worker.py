@@ -32,8 +32,13 @@ def fill(yard: Yard) -> None:
     for size, count in ((4000, 20), (4000, 1), (10, 1)):
         with pytest.raises(StoreFull):
             for _ in range(10_000):
-                yard.add_items("ballast", ["x" * size] * count, max_batch_size=1_000_000,
-                               on_flush="record", flush_interval=3600)
+                yard.add_items(
+                    "ballast",
+                    ["x" * size] * count,
+                    max_batch_size=1_000_000,
+                    on_flush="record",
+                    flush_interval=3600,
+                )
 
 
 def test_a_worker_process_rides_through_a_full_disk(tmp_path):
@@ -45,8 +50,20 @@ def test_a_worker_process_rides_through_a_full_disk(tmp_path):
         env = app_env(url, record, HERE)
         with log.open("wb") as out:
             worker = subprocess.Popen(
-                [sys.executable, "-m", "batchyard", "worker", "--app", "app:yard",
-                 "--concurrency", "2"], env=env, stdout=out, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "batchyard",
+                    "worker",
+                    "--app",
+                    "app:yard",
+                    "--concurrency",
+                    "2",
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
             yard.add_items("before", [1], max_batch_size=1, on_flush="record")
             wait_until(lambda: "before::0" in flushed(record), 60, "the first flush")
@@ -54,8 +71,7 @@ def test_a_worker_process_rides_through_a_full_disk(tmp_path):
             # room for one more add, due in a second: the worker's claim of it meets the
             # disk full again
             grow(disk, DISK_KB + 128)
-            yard.add_items("timed", [2], max_batch_size=10, flush_interval=1,
-                           on_flush="record")
+            yard.add_items("timed", [2], max_batch_size=10, flush_interval=1, on_flush="record")
             fill(yard)
             time.sleep(FULL_SECONDS)
             assert worker.poll() is None, log.read_text()
@@ -63,8 +79,11 @@ def test_a_worker_process_rides_through_a_full_disk(tmp_path):
 
             grow(disk, DISK_KB * 8)  # an operator frees space
             yard.add_items("after", [3], max_batch_size=1, on_flush="record")
-            wait_until(lambda: {"timed::0", "after::0"} <= set(flushed(record)), 30,
-                       "the flushes once space was freed")
+            wait_until(
+                lambda: {"timed::0", "after::0"} <= set(flushed(record)),
+                30,
+                "the flushes once space was freed",
+            )
             assert worker.poll() is None, log.read_text()
         finally:
             worker.send_signal(signal.SIGTERM)

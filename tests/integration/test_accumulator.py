@@ -69,6 +69,7 @@ def pending_items(yard):
 
 # -- triggers -----------------------------------------------------------------------------
 
+
 def test_n_minus_one_adds_flush_nothing_and_the_nth_flushes_exactly_n(yard, calls):
     for i in range(4):
         result = add(yard, "ev", [i])
@@ -146,8 +147,9 @@ def _add_behind_a_lock_holder(pg_database, adder, holder_sql):
         with psycopg.connect(pg_database, autocommit=True) as watcher:
             deadline = time.monotonic() + 30
             while not watcher.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock'").fetchone()[0]:
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            ).fetchone()[0]:
                 assert time.monotonic() < deadline, "the add never waited for the lock"
                 time.sleep(0.01)
         holder.commit()
@@ -158,9 +160,11 @@ def _add_behind_a_lock_holder(pg_database, adder, holder_sql):
 
 def _items(yard):
     with yard.store.transaction() as tx:
-        rows = tx.all("SELECT b.batch_id, i.position, i.payload FROM batchyard_items i "
-                      "JOIN batchyard_batches b ON b.batch_no = i.batch_no "
-                      "ORDER BY b.batch_id, i.position")
+        rows = tx.all(
+            "SELECT b.batch_id, i.position, i.payload FROM batchyard_items i "
+            "JOIN batchyard_batches b ON b.batch_no = i.batch_no "
+            "ORDER BY b.batch_id, i.position"
+        )
     return [(r["batch_id"], r["position"], r["payload"]) for r in rows]
 
 
@@ -179,30 +183,41 @@ def _yards(pg_database, adder):
 
 @ADDERS
 def test_an_add_that_waited_for_the_open_batch_takes_the_next_position_on_postgres(
-        pg_database, adder):
+    pg_database, adder
+):
     # A single-item add reads (or remembers) its position before it waits for the batch's
     # row lock; it must neither collide with what the lock holder committed nor lose its
     # item. (On SQLite a writer takes the write lock before reading anything.)
     yard, other = _yards(pg_database, adder)
     add(yard, "ev", ["first"])
-    result = _add_behind_a_lock_holder(pg_database, other, (
-        "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
-        "SELECT batch_no, 1, '\"held\"', 0 FROM batchyard_batches WHERE batch_id = 'ev::0'"))
+    result = _add_behind_a_lock_holder(
+        pg_database,
+        other,
+        (
+            "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
+            "SELECT batch_no, 1, '\"held\"', 0 FROM batchyard_batches WHERE batch_id = 'ev::0'"
+        ),
+    )
     assert result.batch_id == "ev::0"
-    assert _items(yard) == [("ev::0", 0, '"first"'), ("ev::0", 1, '"held"'),
-                            ("ev::0", 2, '"waited"')]
+    assert _items(yard) == [
+        ("ev::0", 0, '"first"'),
+        ("ev::0", 1, '"held"'),
+        ("ev::0", 2, '"waited"'),
+    ]
     yard.close(), other.close()
 
 
 @ADDERS
-def test_an_add_that_waited_for_a_closing_batch_goes_to_the_next_on_postgres(
-        pg_database, adder):
+def test_an_add_that_waited_for_a_closing_batch_goes_to_the_next_on_postgres(pg_database, adder):
     # The lock holder closes the batch: an add that waited for it must see the close, not
     # the open batch of its snapshot, or its item would join a flush already under way.
     yard, other = _yards(pg_database, adder)
     add(yard, "ev", ["first"])
-    result = _add_behind_a_lock_holder(pg_database, other, (
-        "UPDATE batchyard_batches SET status = 'flushing' WHERE batch_id = 'ev::0'"))
+    result = _add_behind_a_lock_holder(
+        pg_database,
+        other,
+        ("UPDATE batchyard_batches SET status = 'flushing' WHERE batch_id = 'ev::0'"),
+    )
     assert result.batch_id == "ev::1"
     assert _items(yard) == [("ev::0", 0, '"first"'), ("ev::1", 0, '"waited"')]
     yard.close(), other.close()
@@ -217,8 +232,7 @@ def elsewhere(make_yard, clock):
     return other
 
 
-def test_a_remembered_position_that_another_process_took_is_counted_again(
-        yard, calls, elsewhere):
+def test_a_remembered_position_that_another_process_took_is_counted_again(yard, calls, elsewhere):
     add(yard, "ev", [0])
     add(yard, "ev", [1])  # remembers position 2
     add(elsewhere, "ev", [2, 3])
@@ -228,8 +242,7 @@ def test_a_remembered_position_that_another_process_took_is_counted_again(
     assert [items for _, _, items, _ in calls] == [[0, 1, 2, 3, 4]]
 
 
-def test_a_remembered_batch_that_another_process_closed_takes_no_more_items(
-        yard, calls, elsewhere):
+def test_a_remembered_batch_that_another_process_closed_takes_no_more_items(yard, calls, elsewhere):
     add(yard, "ev", [0])
     add(yard, "ev", [1])  # remembers ev::0, position 2
     elsewhere.flush("ev")
@@ -254,8 +267,7 @@ def test_threads_adding_to_one_base_through_one_yard_keep_exact_books(yard, call
     assert pending_items(yard) == 0
 
 
-def test_concurrent_adds_spanning_batches_stay_whole_and_in_order(yard, calls, make_yard,
-                                                                 clock):
+def test_concurrent_adds_spanning_batches_stay_whole_and_in_order(yard, calls, make_yard, clock):
     """Processes' worth of yards (a connection each) add runs of 1..20 items to two bases
     at once, each add spanning up to four batches of 7: every item lands once, batches
     closed for their size hold 7, and each add's items stay together and in order. On
@@ -279,15 +291,17 @@ def test_concurrent_adds_spanning_batches_stay_whole_and_in_order(yard, calls, m
     yard.flush("b")
     yard.run_worker(wait=False)
     for base in "ab":
-        batches = sorted((int(b.split("::")[1]), items) for b, _, items, _ in calls
-                         if b.startswith(f"{base}::"))
+        batches = sorted(
+            (int(b.split("::")[1]), items) for b, _, items, _ in calls if b.startswith(f"{base}::")
+        )
         assert [len(items) for _, items in batches[:-1]] == [7] * (len(batches) - 1)
         stream = [item for _, items in batches for item in items]
         assert sorted(stream) == sorted(item for run in added[base] for item in run)
         where = {item: index for index, item in enumerate(stream)}
         for run in added[base]:  # whole and in order
-            assert [where[item] for item in run] == list(range(where[run[0]],
-                                                               where[run[0]] + len(run)))
+            assert [where[item] for item in run] == list(
+                range(where[run[0]], where[run[0]] + len(run))
+            )
 
 
 def test_a_large_add_is_split_and_no_call_exceeds_the_limit(yard, calls):
@@ -312,7 +326,8 @@ def _fill_many_batches_in_one_add(yard, calls, clock):
     assert result.batch_id == "ev::5" and result.status == BatchStatus.ACCUMULATING
     yard.run_worker(wait=False)
     assert sorted((b, items) for b, _, items, _ in calls) == [
-        (f"ev::{n}", list(range(5 * n, 5 * n + 5))) for n in range(5)]
+        (f"ev::{n}", list(range(5 * n, 5 * n + 5))) for n in range(5)
+    ]
     assert len({key for _, _, _, key in calls}) == 5  # an idempotency key each
     assert [h.reason for h in yard.get_flush_history("ev::3")] == ["size"]
     [open_batch] = yard.get_batch_status("ev")
@@ -328,12 +343,16 @@ def test_one_add_fills_many_batches_in_order(yard, calls, clock):
 
 
 def test_batches_closed_by_one_add_keep_their_own_max_attempts(yard, calls):
-    add(yard, "ev", [0, 1, 2], max_attempts=2)   # ev::0 is made with 2 attempts
-    add(yard, "ev", list(range(3, 14)), max_attempts=4)   # fills it and ev::1, opens ev::2
+    add(yard, "ev", [0, 1, 2], max_attempts=2)  # ev::0 is made with 2 attempts
+    add(yard, "ev", list(range(3, 14)), max_attempts=4)  # fills it and ev::1, opens ev::2
     with yard.store.transaction(write=False) as tx:
-        tasks = {row["key"]: row["max_attempts"] for row in tx.all(
-            "SELECT key, max_attempts FROM batchyard_tasks WHERE kind = :kind",
-            {"kind": "accumulator.flush"})}
+        tasks = {
+            row["key"]: row["max_attempts"]
+            for row in tx.all(
+                "SELECT key, max_attempts FROM batchyard_tasks WHERE kind = :kind",
+                {"kind": "accumulator.flush"},
+            )
+        }
     assert tasks == {"flush:ev::0": 2, "flush:ev::1": 4}
 
 
@@ -343,11 +362,15 @@ def test_batch_numbers_with_gaps_still_place_every_item(pg_database, clock):
     by batch. Here the gaps are forced."""
     yard = Yard(pg_database, clock=clock)
     try:
-        yard.store.execute("ALTER TABLE batchyard_batches ALTER COLUMN batch_no "
-                           "SET INCREMENT BY 7", {})
+        yard.store.execute(
+            "ALTER TABLE batchyard_batches ALTER COLUMN batch_no SET INCREMENT BY 7", {}
+        )
         calls: list = []
-        yard.handler("collect")(lambda items, ctx: calls.append(
-            (ctx.batch_id, ctx.attempt, list(items), ctx.idempotency_key)))
+        yard.handler("collect")(
+            lambda items, ctx: calls.append(
+                (ctx.batch_id, ctx.attempt, list(items), ctx.idempotency_key)
+            )
+        )
         _fill_many_batches_in_one_add(yard, calls, clock)
     finally:
         yard.close()
@@ -393,6 +416,7 @@ def test_async_handlers_are_awaited(yard):
 
 
 # -- failures -------------------------------------------------------------------------------
+
 
 def test_a_failing_handler_keeps_items_backs_off_dead_letters_and_redrives(yard, clock):
     calls = []
@@ -464,8 +488,10 @@ def test_per_item_failures_retry_only_the_failed_items(yard, clock):
     clock.advance(1)
     yard.run_worker(wait=False)
     assert calls == [[1, 2, 3, 4], [1, 3]]
-    assert [(r.outcome, r.item_count, r.failed_count) for r in yard.get_flush_history("ev")] \
-        == [("completed", 2, 0), ("partial", 4, 2)]
+    assert [(r.outcome, r.item_count, r.failed_count) for r in yard.get_flush_history("ev")] == [
+        ("completed", 2, 0),
+        ("partial", 4, 2),
+    ]
     assert pending_items(yard) == 0
 
 
@@ -486,8 +512,9 @@ def test_a_flush_whose_runner_fails_goes_dead_with_its_batch_never_stranded(yard
     the error in its history, listed, and can be redriven."""
     yard.add_items("ev", [1, 2], max_batch_size=2, on_flush="collect", max_attempts=2)
     with yard.store.transaction() as tx:  # what a lone surrogate used to become
-        tx.execute("UPDATE batchyard_items SET payload = :bad WHERE position = 1",
-                   {"bad": '"\\ud800"'})
+        tx.execute(
+            "UPDATE batchyard_items SET payload = :bad WHERE position = 1", {"bad": '"\\ud800"'}
+        )
     yard.run_worker(wait=False)
     clock.advance(1)
     yard.run_worker(wait=False)
@@ -505,6 +532,7 @@ def test_a_flush_whose_runner_fails_goes_dead_with_its_batch_never_stranded(yard
 
 
 # -- bad input ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("batch_id", "items", "config", "error", "message"),
@@ -542,6 +570,7 @@ def test_an_empty_add_stores_nothing(yard, calls):
 
 
 # -- status, history, delete, prune -----------------------------------------------------------
+
 
 def test_status_reports_counts_ages_and_config(yard, calls, clock):
     add(yard, "ev", [1, 2], flush_interval=60, max_batch_size=10)

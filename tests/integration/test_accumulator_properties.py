@@ -40,8 +40,9 @@ class AccumulatorMachine(RuleBasedStateMachine):
         self.open_yard()
 
     def open_yard(self) -> None:
-        self.yard = Yard(self.db, clock=self.clock,
-                         retry=RetryPolicy(max_attempts=50, base_delay=1, max_delay=4))
+        self.yard = Yard(
+            self.db, clock=self.clock, retry=RetryPolicy(max_attempts=50, base_delay=1, max_delay=4)
+        )
 
         @self.yard.handler("h")
         def handle(items, ctx):
@@ -50,12 +51,19 @@ class AccumulatorMachine(RuleBasedStateMachine):
             if self.failing:
                 raise RuntimeError("sink down")
 
-    @rule(base=st.sampled_from(BASES), count=st.integers(1, 9),
-          interval=st.sampled_from([None, 5.0]))
+    @rule(
+        base=st.sampled_from(BASES), count=st.integers(1, 9), interval=st.sampled_from([None, 5.0])
+    )
     def add(self, base, count, interval):
         items = [next(self.counter) for _ in range(count)]
-        self.yard.add_items(base, items, max_batch_size=MAX, on_flush="h",
-                            flush_interval=interval, max_attempts=ATTEMPTS)
+        self.yard.add_items(
+            base,
+            items,
+            max_batch_size=MAX,
+            on_flush="h",
+            flush_interval=interval,
+            max_attempts=ATTEMPTS,
+        )
         self.accepted.update(items)
 
     @rule(base=st.sampled_from(BASES))
@@ -83,8 +91,10 @@ class AccumulatorMachine(RuleBasedStateMachine):
             from batchyard.accumulator.sql import PENDING_ITEMS as _PENDING_ITEMS
 
             with self.yard.store.transaction() as tx:
-                [batch] = tx.all("SELECT batch_no FROM batchyard_batches "
-                                 "WHERE batch_id = :batch_id", {"batch_id": batch_id})
+                [batch] = tx.all(
+                    "SELECT batch_no FROM batchyard_batches WHERE batch_id = :batch_id",
+                    {"batch_id": batch_id},
+                )
                 rows = tx.all(_PENDING_ITEMS, {"batch_no": batch["batch_no"]})
             if rows:
                 self.calls.append((batch_id, -1, [item_of(r["payload"]) for r in rows]))
@@ -93,17 +103,24 @@ class AccumulatorMachine(RuleBasedStateMachine):
     def poison(self, base):
         """One stored item of the base's open batch becomes undecodable."""
         with self.yard.store.transaction() as tx:
-            row = tx.one("SELECT b.batch_id, i.batch_no, i.position, i.payload "
-                         "FROM batchyard_items i JOIN batchyard_batches b "
-                         "ON b.batch_no = i.batch_no WHERE b.base_id = :base "
-                         "AND b.status = 'accumulating' ORDER BY i.position LIMIT 1",
-                         {"base": base})
+            row = tx.one(
+                "SELECT b.batch_id, i.batch_no, i.position, i.payload "
+                "FROM batchyard_items i JOIN batchyard_batches b "
+                "ON b.batch_no = i.batch_no WHERE b.base_id = :base "
+                "AND b.status = 'accumulating' ORDER BY i.position LIMIT 1",
+                {"base": base},
+            )
             if row is None or row["payload"].startswith('"'):
                 return
-            tx.execute("UPDATE batchyard_items SET payload = :payload "
-                       "WHERE batch_no = :batch_no AND position = :position",
-                       {"payload": POISON.format(row["payload"]),
-                        "batch_no": row["batch_no"], "position": row["position"]})
+            tx.execute(
+                "UPDATE batchyard_items SET payload = :payload "
+                "WHERE batch_no = :batch_no AND position = :position",
+                {
+                    "payload": POISON.format(row["payload"]),
+                    "batch_no": row["batch_no"],
+                    "position": row["position"],
+                },
+            )
         self.poisoned.add(row["batch_id"])
 
     @rule()
@@ -114,10 +131,15 @@ class AccumulatorMachine(RuleBasedStateMachine):
     @invariant()
     def books_are_exact(self):
         with self.yard.store.transaction() as tx:
-            rows = tx.all("SELECT b.batch_id, i.payload, b.status FROM batchyard_items i "
-                          "JOIN batchyard_batches b ON b.batch_no = i.batch_no")
-            over = tx.one("SELECT count(*) AS n FROM batchyard_flushes WHERE item_count > :m "
-                          "OR item_count = 0", {"m": MAX})["n"]
+            rows = tx.all(
+                "SELECT b.batch_id, i.payload, b.status FROM batchyard_items i "
+                "JOIN batchyard_batches b ON b.batch_no = i.batch_no"
+            )
+            over = tx.one(
+                "SELECT count(*) AS n FROM batchyard_flushes WHERE item_count > :m "
+                "OR item_count = 0",
+                {"m": MAX},
+            )["n"]
         stored = [item_of(r["payload"]) for r in rows]
         assert len(stored) == len(set(stored)), "an item is in two batches"
         assert set(stored) == self.accepted, "an accepted item was lost"
@@ -132,23 +154,29 @@ class AccumulatorMachine(RuleBasedStateMachine):
             stranded = tx.all(
                 "SELECT b.batch_id FROM batchyard_batches b WHERE b.status = 'flushing' "
                 "AND NOT EXISTS (SELECT 1 FROM batchyard_tasks t "
-                "WHERE t.key = 'flush:' || b.batch_id)")
+                "WHERE t.key = 'flush:' || b.batch_id)"
+            )
             undead = tx.all(
                 "SELECT d.key FROM batchyard_dead_tasks d JOIN batchyard_batches b "
-                "ON d.key = 'flush:' || b.batch_id WHERE b.status <> 'dead'")
+                "ON d.key = 'flush:' || b.batch_id WHERE b.status <> 'dead'"
+            )
             dead_without_history = tx.all(
                 "SELECT b.batch_id FROM batchyard_batches b WHERE b.status = 'dead' "
                 "AND NOT EXISTS (SELECT 1 FROM batchyard_flushes f "
                 "WHERE f.batch_id = b.batch_id AND f.outcome = 'failed' "
-                "AND f.error = b.last_error)")
+                "AND f.error = b.last_error)"
+            )
         assert not stranded, f"flushing with no flush task: {stranded}"
         assert not undead, f"a dead flush task whose batch is not dead: {undead}"
-        assert not dead_without_history, f"dead without its error in the history: " \
-            f"{dead_without_history}"
+        assert not dead_without_history, (
+            f"dead without its error in the history: {dead_without_history}"
+        )
         listed = {b.batch_id for b in self.yard.list_dead_batches(limit=1000)}
         with self.yard.store.transaction() as tx:
-            dead = {r["batch_id"] for r in tx.all(
-                "SELECT batch_id FROM batchyard_batches WHERE status = 'dead'")}
+            dead = {
+                r["batch_id"]
+                for r in tx.all("SELECT batch_id FROM batchyard_batches WHERE status = 'dead'")
+            }
         assert listed == dead
 
     def teardown(self):
@@ -163,16 +191,20 @@ class AccumulatorMachine(RuleBasedStateMachine):
                     self.yard.redrive_batch(dead.batch_id)
             self.yard.run_worker(concurrency=1, wait=False)
         with self.yard.store.transaction() as tx:
-            left = tx.all("SELECT batch_id, status FROM batchyard_batches "
-                          "WHERE status <> 'completed'")
-            completed = tx.all("SELECT b.batch_id, f.item_count FROM batchyard_batches b "
-                               "JOIN batchyard_flushes f ON f.batch_id = b.batch_id "
-                               "AND f.outcome = 'completed' WHERE b.status = 'completed'")
+            left = tx.all(
+                "SELECT batch_id, status FROM batchyard_batches WHERE status <> 'completed'"
+            )
+            completed = tx.all(
+                "SELECT b.batch_id, f.item_count FROM batchyard_batches b "
+                "JOIN batchyard_flushes f ON f.batch_id = b.batch_id "
+                "AND f.outcome = 'completed' WHERE b.status = 'completed'"
+            )
         self.yard.close()
         shutil.rmtree(self.db.removeprefix("sqlite:///").rsplit("/", 1)[0])
         # only the batches holding a poisoned item are left, each dead
         assert {(r["batch_id"], r["status"]) for r in left} == {
-            (batch_id, "dead") for batch_id in self.poisoned}
+            (batch_id, "dead") for batch_id in self.poisoned
+        }
         assert len(completed) == len({b for b, _ in completed}), "two completed flushes"
 
 
@@ -183,7 +215,9 @@ def _tmp_db() -> str:
 
 
 AccumulatorMachine.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=30, deadline=None,
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestAccumulatorProperties = AccumulatorMachine.TestCase

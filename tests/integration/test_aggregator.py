@@ -19,8 +19,9 @@ def yard(make_yard, clock):
 
 
 def test_events_sharing_one_time_across_page_boundaries_are_each_counted_once(yard):
-    yard.register_aggregator("per-skill", stream="stats", key="skill", fold=folds.count(),
-                             page_size=100, max_keys=7)
+    yard.register_aggregator(
+        "per-skill", stream="stats", key="skill", fold=folds.count(), page_size=100, max_keys=7
+    )
     events = [{"skill": f"s{n % 13}"} for n in range(2000)]  # all at the same clock time
     for start in range(0, 2000, 250):
         yard.append_events("stats", events[start : start + 250])
@@ -38,10 +39,10 @@ def test_sum_min_max_last_and_custom_folds(yard):
     yard.register_aggregator("sum", stream="s", key="k", fold=folds.sum("n", "t"))
     yard.register_aggregator("min", stream="s", key="k", fold=folds.min("n"))
     yard.register_aggregator("max", stream="s", key="k", fold=folds.max("n"))
-    yard.register_aggregator("last", stream="s", key=lambda e: e["k"].upper(),
-                             fold=folds.last("t"))
-    distinct = folds.Fold(step=lambda d, e: sorted({*(d or []), e["n"]}),
-                          merge=lambda t, d: sorted({*(t or []), *d}))
+    yard.register_aggregator("last", stream="s", key=lambda e: e["k"].upper(), fold=folds.last("t"))
+    distinct = folds.Fold(
+        step=lambda d, e: sorted({*(d or []), e["n"]}), merge=lambda t, d: sorted({*(t or []), *d})
+    )
     yard.register_aggregator("distinct", stream="s", key="k", fold=distinct, page_size=1)
     for name in ("sum", "min", "max", "last", "distinct"):
         yard.run_aggregator(name)
@@ -65,8 +66,9 @@ def test_totals_accumulate_across_runs(yard):
 
 def test_poison_events_are_parked_and_the_rest_goes_on(yard):
     yard.register_aggregator("s", stream="s", key="k", fold=folds.sum("n"))
-    yard.append_events("s", [{"k": "a", "n": 1}, {"k": "a", "n": "oops"}, {"n": 4},
-                             {"k": "a", "n": 2}])
+    yard.append_events(
+        "s", [{"k": "a", "n": 1}, {"k": "a", "n": "oops"}, {"n": 4}, {"k": "a", "n": 2}]
+    )
     run = yard.run_aggregator("s")
     assert run.parked == 2 and run.events == 4
     assert yard.get_totals("s") == {"a": {"n": 3}}
@@ -75,8 +77,7 @@ def test_poison_events_are_parked_and_the_rest_goes_on(yard):
     assert "not a number" in parked[0].error and "KeyError" in parked[1].error
     assert yard.get_aggregator_status("s").parked == 2
     # fix the key (a new registration) and retry: one goes in, one is still poison
-    yard.register_aggregator("s", stream="s", key=lambda e: e.get("k", "none"),
-                             fold=folds.sum("n"))
+    yard.register_aggregator("s", stream="s", key=lambda e: e.get("k", "none"), fold=folds.sum("n"))
     assert yard.retry_parked_events("s") == 1
     assert [p.event for p in yard.list_parked_events("s")] == [{"k": "a", "n": "oops"}]
     assert yard.get_totals("s") == {"a": {"n": 3}, "none": {"n": 4}}
@@ -102,8 +103,9 @@ def test_an_overlapping_run_skips_and_a_dead_runners_lease_expires(yard, clock):
     yard.append_events("s", [{"k": "a"}] * 5)
     with yard.store.transaction(clock.time()) as tx:  # a runner that then died
         yard._aggregators._ensure_row(tx, yard._aggregators.config("c"))
-        tx.execute("UPDATE batchyard_aggregators SET lease_until = {now} + 30, "
-                   "runner = 'dead-runner'")
+        tx.execute(
+            "UPDATE batchyard_aggregators SET lease_until = {now} + 30, runner = 'dead-runner'"
+        )
     assert yard.run_aggregator("c").skipped
     assert yard.get_totals("c") == {}
     clock.advance(31)
@@ -195,8 +197,11 @@ def catch_up(yard, name):
     """Run until the aggregator has read every event: on PostgreSQL a run stops below the
     oldest transaction still open anywhere it cannot place (other tests' meanwhile), so one
     run may read nothing - late, never wrong."""
-    wait_until(lambda: yard.run_aggregator(name) and
-               yard.get_aggregator_status(name).lag_events == 0, 30, f"{name} to catch up")
+    wait_until(
+        lambda: yard.run_aggregator(name) and yard.get_aggregator_status(name).lag_events == 0,
+        30,
+        f"{name} to catch up",
+    )
 
 
 def test_passed_events_can_be_pruned(yard, clock):
@@ -229,16 +234,22 @@ def test_a_custom_apply_writes_in_the_same_transaction(yard):
     @yard.handler("apply")
     def apply(deltas, tx):
         seen.append(dict(deltas))
-        tx.execute("INSERT INTO batchyard_batch_bases (base_id, next_sequence) "
-                   "VALUES ('applied', :n)", {"n": sum(deltas.values())})
+        tx.execute(
+            "INSERT INTO batchyard_batch_bases (base_id, next_sequence) VALUES ('applied', :n)",
+            {"n": sum(deltas.values())},
+        )
 
     yard.register_aggregator("c", stream="s", key="k", fold=folds.count(), apply="apply")
     yard.append_events("s", [{"k": "a"}, {"k": "a"}, {"k": "b"}])
     yard.run_aggregator("c")
     assert seen == [{"a": 2, "b": 1}]
     with yard.store.transaction() as tx:
-        assert tx.one("SELECT next_sequence FROM batchyard_batch_bases "
-                      "WHERE base_id = 'applied'")["next_sequence"] == 3
+        assert (
+            tx.one("SELECT next_sequence FROM batchyard_batch_bases WHERE base_id = 'applied'")[
+                "next_sequence"
+            ]
+            == 3
+        )
 
 
 def test_bad_input_is_refused(yard):
@@ -272,9 +283,11 @@ def test_postgres_commit_order_gap_is_never_skipped(pg_database):
     yard = Yard(store_url)
     yard.register_aggregator("c", stream="s", key="k", fold=folds.count())
     with psycopg.connect(store_url) as slow:  # inserts first, commits last
-        slow.execute("INSERT INTO batchyard_events (stream, position, payload, created_at) "
-                     "VALUES ('s', CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT), "
-                     "'{\"k\": \"early\"}', 0)")
+        slow.execute(
+            "INSERT INTO batchyard_events (stream, position, payload, created_at) "
+            "VALUES ('s', CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT), "
+            '\'{"k": "early"}\', 0)'
+        )
         yard.append_events("s", [{"k": "late"}])  # a later event, committed at once
         run = yard.run_aggregator("c")
         assert run.events == 0  # the open transaction holds the safe mark back

@@ -29,11 +29,15 @@ class AggregatorMachine(RuleBasedStateMachine):
 
     def open_yard(self) -> None:
         self.yard = Yard(f"sqlite:///{self.folder}/yard.db", clock=self.clock)
-        self.yard.register_aggregator("c", stream="s", key="k", fold=folds.sum("n"),
-                                      page_size=3, max_keys=2, lease=10)
+        self.yard.register_aggregator(
+            "c", stream="s", key="k", fold=folds.sum("n"), page_size=3, max_keys=2, lease=10
+        )
 
-    @rule(events=st.lists(st.tuples(st.sampled_from("abcd"), st.integers(-5, 5)),
-                          min_size=1, max_size=12))
+    @rule(
+        events=st.lists(
+            st.tuples(st.sampled_from("abcd"), st.integers(-5, 5)), min_size=1, max_size=12
+        )
+    )
     def append(self, events):
         batch = [{"k": k, "n": n} for k, n in events]
         self.yard.append_events("s", batch)
@@ -54,8 +58,10 @@ class AggregatorMachine(RuleBasedStateMachine):
     @rule()
     def runner_dies_holding_the_lease(self):
         with self.yard.store.transaction(self.clock.time()) as tx:
-            tx.execute("UPDATE batchyard_aggregators SET lease_until = {now} + 10, "
-                       "runner = 'dead' WHERE lease_until IS NULL")
+            tx.execute(
+                "UPDATE batchyard_aggregators SET lease_until = {now} + 10, "
+                "runner = 'dead' WHERE lease_until IS NULL"
+            )
         self.clock.advance(11)
 
     @rule()
@@ -86,7 +92,9 @@ class AggregatorMachine(RuleBasedStateMachine):
 
 
 AggregatorMachine.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=25, deadline=None,
+    max_examples=40,
+    stateful_step_count=25,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestAggregatorProperties = AggregatorMachine.TestCase

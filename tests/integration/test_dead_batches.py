@@ -23,8 +23,7 @@ def yard(make_yard, clock):
     @yard.handler("picky")
     def picky(items, ctx):
         # the items at odd positions always fail, with their reason
-        raise ItemFailures({i: f"no {item['n']}" for i, item in enumerate(items)
-                            if item["n"] % 2})
+        raise ItemFailures({i: f"no {item['n']}" for i, item in enumerate(items) if item["n"] % 2})
 
     @yard.handler("down")
     def down(items, ctx):
@@ -49,7 +48,10 @@ def test_items_come_back_exactly_with_their_failure_reasons_page_by_page(yard, c
     batch_id = kill(yard, clock, "ev", items, "picky")
     page = yard.get_batch_items(batch_id, limit=3)
     assert [(i.position, i.payload, i.error) for i in page] == [
-        (0, items[0], None), (1, items[1], "no 1"), (2, items[2], None)]
+        (0, items[0], None),
+        (1, items[1], "no 1"),
+        (2, items[2], None),
+    ]
     assert page[0].payload["big"] == BIG and isinstance(page[0].payload["big"], int)
     rest = yard.get_batch_items(batch_id, after=page[-1].position, limit=3)
     assert [(i.position, i.error) for i in rest] == [(3, "no 3"), (4, None)]
@@ -61,9 +63,14 @@ def test_items_of_a_batch_in_any_status(yard, clock):
     assert [i.payload for i in yard.get_batch_items("open::0")] == [{"n": 1}]
 
 
-@pytest.mark.parametrize(("args", "field"), [
-    (("ev",), "batch_id"), (("ev::0",), None), (("",), "batch_id"),
-])
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (("ev",), "batch_id"),
+        (("ev::0",), None),
+        (("",), "batch_id"),
+    ],
+)
 def test_reading_items_refuses_bad_ids_and_names_no_batch(yard, args, field):
     if field is None:
         with pytest.raises(NotFound):
@@ -74,10 +81,17 @@ def test_reading_items_refuses_bad_ids_and_names_no_batch(yard, args, field):
     assert raised.value.field == field
 
 
-@pytest.mark.parametrize(("options", "field"), [
-    ({"after": -1}, "after"), ({"after": True}, "after"), ({"after": "3"}, "after"),
-    ({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"limit": 2.5}, "limit"),
-])
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"after": -1}, "after"),
+        ({"after": True}, "after"),
+        ({"after": "3"}, "after"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"limit": 2.5}, "limit"),
+    ],
+)
 def test_reading_items_refuses_bad_paging_naming_the_field(yard, options, field):
     with pytest.raises(InvalidInput) as raised:
         yard.get_batch_items("ev::0", **options)
@@ -98,14 +112,17 @@ def test_a_dead_batch_is_discarded_into_the_books_and_pruned_like_a_completed_on
     assert yard.list_dead_batches() == []
     [record, *attempts] = yard.get_flush_history("ev")
     assert (record.outcome, record.reason, record.item_count, record.attempt) == (
-        "discarded", "discard", 3, 3)
+        "discarded",
+        "discard",
+        3,
+        3,
+    )
     assert "ConnectionError: sink is down" in record.error
     assert [a.outcome for a in attempts] == ["failed", "failed"]
     with yard.store.transaction() as tx:
         assert tx.one("SELECT COUNT(*) AS n FROM batchyard_dead_tasks")["n"] == 0
     # the items stay readable until the retention prunes the batch
-    assert [i.payload for i in yard.get_batch_items(batch_id)] == [{"n": 0}, {"n": 1},
-                                                                    {"n": 2}]
+    assert [i.payload for i in yard.get_batch_items(batch_id)] == [{"n": 0}, {"n": 1}, {"n": 2}]
     with pytest.raises(Conflict):
         yard.redrive_batch(batch_id)
     clock.advance(3601)

@@ -14,11 +14,17 @@ from batchyard import InvalidInput
 from tests.exact_values import json_like, points_at_a_problem, same, storable
 
 BAD = [
-    ([{"user": {"ids": [1, 2, 2**64]}}], "items[0].user.ids[2]: integer 18446744073709551616 "
-                                         "is outside the 64-bit range", ("user", "ids", 2)),
+    (
+        [{"user": {"ids": [1, 2, 2**64]}}],
+        "items[0].user.ids[2]: integer 18446744073709551616 is outside the 64-bit range",
+        ("user", "ids", 2),
+    ),
     ([1, {"v": "\ud800"}], "items[1].v: string is not valid UTF-8", ("v",)),
-    ([{"a": [{"\udfff": 1}]}], 'items[0].a[0]["\\udfff"]: object key is not valid UTF-8',
-     ("a", 0, "\udfff")),
+    (
+        [{"a": [{"\udfff": 1}]}],
+        'items[0].a[0]["\\udfff"]: object key is not valid UTF-8',
+        ("a", 0, "\udfff"),
+    ),
     ([1, 2, 3, -(2**63) - 1], "items[3]: integer -9223372036854775809", ()),
     ([10**100], "items[0]: integer 1" + "0" * 100, ()),
     ([{"x": [float("inf")]}], "items[0].x[0]: float inf is not JSON", ("x", 0)),
@@ -45,7 +51,8 @@ def delivered(yard, base):
 
 @pytest.mark.parametrize(("items", "message", "path"), BAD)
 def test_add_items_refuses_what_would_not_come_back_naming_index_and_path(
-        yard, items, message, path):
+    yard, items, message, path
+):
     add = {"max_batch_size": 10, "on_flush": "collect"}
     yard.add_items("ev", ["before"], **add)
     with pytest.raises(InvalidInput) as refused:
@@ -59,8 +66,7 @@ def test_add_items_refuses_what_would_not_come_back_naming_index_and_path(
 
 
 @pytest.mark.parametrize(("items", "message", "path"), BAD)
-def test_the_producer_refuses_them_at_add_and_keeps_what_it_accepted(
-        yard, items, message, path):
+def test_the_producer_refuses_them_at_add_and_keeps_what_it_accepted(yard, items, message, path):
     add = {"max_batch_size": 10, "on_flush": "collect"}
     with yard.producer() as producer:
         producer.add("ev", ["before"], **add)
@@ -80,12 +86,15 @@ def test_the_64_bit_edges_are_delivered_as_integers(yard):
 
 def test_events_are_held_to_the_same_rule(yard):
     yard.append_events("s", [{"n": 1}])
-    for event, message in [({"n": 2**64}, "events[1].n: integer"),
-                           ({"n": "\ud800"}, "events[1].n: string is not valid UTF-8")]:
+    for event, message in [
+        ({"n": 2**64}, "events[1].n: integer"),
+        ({"n": "\ud800"}, "events[1].n: string is not valid UTF-8"),
+    ]:
         with pytest.raises(InvalidInput, match=message.replace("[", r"\[")) as refused:
             yard.append_events("s", [{"n": 2}, event])
         assert refused.value.field == "events" and refused.value.index == 1
     from batchyard import folds
+
     yard.register_aggregator("total", stream="s", key=lambda e: "all", fold=folds.sum("n"))
     yard.run_aggregator("total")
     assert yard.get_totals("total", "all") == {"n": 1}
@@ -98,16 +107,15 @@ def test_a_bulk_job_item_that_would_not_come_back_fails_alone(yard):
     yard.run_worker(wait=False)
     job = yard.get_batch_job(job_id)
     assert (job.processed, job.failed) == (2, 2)
-    assert [(e.index, e.error.split(":")[0]) for e in job.errors] == [
-        (1, "text"), (2, "text")]
+    assert [(e.index, e.error.split(":")[0]) for e in job.errors] == [(1, "text"), (2, "text")]
     assert job.results == [{"text": "ok"}, {"text": "fine"}]
 
 
-@pytest.mark.parametrize(("field", "value", "path"), [
-    ("input", {"ns": "\ud800"}, ("ns",)), ("options", {"transform": "same", "x": 2**64},
-                                            ("x",))])
-def test_a_bulk_job_whose_input_or_options_would_not_come_back_is_refused(
-        yard, field, value, path):
+@pytest.mark.parametrize(
+    ("field", "value", "path"),
+    [("input", {"ns": "\ud800"}, ("ns",)), ("options", {"transform": "same", "x": 2**64}, ("x",))],
+)
+def test_a_bulk_job_whose_input_or_options_would_not_come_back_is_refused(yard, field, value, path):
     yard.transform("same")(lambda item: item)
     arguments = {"options": {"transform": "same"}, field: value}
     with pytest.raises(InvalidInput, match=f"{field}.{path[0]}: ") as refused:
@@ -117,6 +125,7 @@ def test_a_bulk_job_whose_input_or_options_would_not_come_back_is_refused(
 
 
 # -- any value: refused exactly when the rule says, else delivered equal ------------------
+
 
 def check_round_trips(yard, add, flush, examples=60):
     bases = (f"b{n}" for n in itertools.count())
@@ -139,11 +148,17 @@ def check_round_trips(yard, add, flush, examples=60):
 
 
 def test_any_value_through_add_items_is_refused_or_delivered_equal(yard):
-    check_round_trips(yard, lambda base, items: yard.add_items(
-        base, items, max_batch_size=1, on_flush="collect"), lambda: None)
+    check_round_trips(
+        yard,
+        lambda base, items: yard.add_items(base, items, max_batch_size=1, on_flush="collect"),
+        lambda: None,
+    )
 
 
 def test_any_value_through_the_producer_is_refused_or_delivered_equal(yard):
     with yard.producer() as producer:
-        check_round_trips(yard, lambda base, items: producer.add(
-            base, items, max_batch_size=1, on_flush="collect"), producer.flush)
+        check_round_trips(
+            yard,
+            lambda base, items: producer.add(base, items, max_batch_size=1, on_flush="collect"),
+            producer.flush,
+        )

@@ -22,16 +22,37 @@ def export(yard, ns, format):
     return b"".join(yard.export_to_format(ns, format))
 
 
-HOSTILE = ["=HYPERLINK(\"http://evil\")", "+1+2", "-2+3", "@SUM(A1)", "\tindent", "\rret"]
+HOSTILE = ['=HYPERLINK("http://evil")', "+1+2", "-2+3", "@SUM(A1)", "\tindent", "\rret"]
 
 
 def test_csv_neutralises_formula_cells_and_flattens_data(yard):
-    put(yard, [{"ns": "h", "id": f"t{n}", "type": cell, "content": cell,
-                "data": {"cell": cell, "n": -n, "nested": {"a": [1, 2]}, "flag": True}}
-               for n, cell in enumerate(HOSTILE)])
+    put(
+        yard,
+        [
+            {
+                "ns": "h",
+                "id": f"t{n}",
+                "type": cell,
+                "content": cell,
+                "data": {"cell": cell, "n": -n, "nested": {"a": [1, 2]}, "flag": True},
+            }
+            for n, cell in enumerate(HOSTILE)
+        ],
+    )
     rows = list(csv.DictReader(io.StringIO(export(yard, "h", "csv").decode())))
-    assert list(rows[0]) == ["ns", "id", "type", "content", "visibility", "createdAt",
-                             "updatedAt", "data.cell", "data.flag", "data.n", "data.nested"]
+    assert list(rows[0]) == [
+        "ns",
+        "id",
+        "type",
+        "content",
+        "visibility",
+        "createdAt",
+        "updatedAt",
+        "data.cell",
+        "data.flag",
+        "data.n",
+        "data.nested",
+    ]
     for row, cell in zip(rows, HOSTILE, strict=True):
         assert row["type"] == row["content"] == row["data.cell"] == "'" + cell
         assert row["data.nested"] == '{"a":[1,2]}' and row["data.flag"] == "true"
@@ -39,36 +60,53 @@ def test_csv_neutralises_formula_cells_and_flattens_data(yard):
 
 
 def test_json_and_ndjson_hold_every_thing_in_id_order(yard):
-    put(yard, [{"ns": "n", "id": f"t{n:03}", "data": {"n": n, "s": "é\"\n"}}
-               for n in range(250)])
+    put(yard, [{"ns": "n", "id": f"t{n:03}", "data": {"n": n, "s": 'é"\n'}} for n in range(250)])
     as_json = orjson.loads(export(yard, "n", "json"))
     lines = export(yard, "n", "ndjson").decode().splitlines()
     as_ndjson = [orjson.loads(line) for line in lines]
     assert as_json == as_ndjson
     assert [t["id"] for t in as_json] == [f"t{n:03}" for n in range(250)]
-    assert as_json[7]["data"] == {"n": 7, "s": "é\"\n"}
-    assert set(as_json[0]) == {"ns", "id", "type", "data", "content", "visibility",
-                               "createdAt", "updatedAt"}
+    assert as_json[7]["data"] == {"n": 7, "s": 'é"\n'}
+    assert set(as_json[0]) == {
+        "ns",
+        "id",
+        "type",
+        "data",
+        "content",
+        "visibility",
+        "createdAt",
+        "updatedAt",
+    }
 
 
 def test_an_empty_namespace_is_valid_in_every_format(yard):
     assert orjson.loads(export(yard, "none", "json")) == []
     assert export(yard, "none", "ndjson") == b""
     assert export(yard, "none", "csv").decode().splitlines() == [
-        "ns,id,type,content,visibility,createdAt,updatedAt"]
+        "ns,id,type,content,visibility,createdAt,updatedAt"
+    ]
 
 
 def test_an_export_reads_one_snapshot_while_writes_go_on(yard):
-    rows = [{"ns": "s", "id": f"t{n:05}", "type": None, "content": "x" * 200,
-             "visibility": None, "data": orjson.dumps({"v": 1}).decode()}
-            for n in range(2_000)]
+    rows = [
+        {
+            "ns": "s",
+            "id": f"t{n:05}",
+            "type": None,
+            "content": "x" * 200,
+            "visibility": None,
+            "data": orjson.dumps({"v": 1}).decode(),
+        }
+        for n in range(2_000)
+    ]
     with yard.store.transaction() as tx:
         upsert_things(tx, rows)
     stream = yard.export_to_format("s", "ndjson")
     first = next(stream)  # the snapshot is taken: now change the namespace under it
     with yard.store.transaction() as tx:
-        upsert_things(tx, [{**rows[-1], "data": '{"v": 2}'},
-                           {**rows[0], "id": "zzzzz", "data": '{"v": 3}'}])
+        upsert_things(
+            tx, [{**rows[-1], "data": '{"v": 2}'}, {**rows[0], "id": "zzzzz", "data": '{"v": 3}'}]
+        )
         tx.execute("DELETE FROM batchyard_things WHERE ns = 's' AND id = 't01000'")
     things = [orjson.loads(line) for line in (first + b"".join(stream)).splitlines()]
     assert len(things) == 2_000 and things[1000]["id"] == "t01000"

@@ -34,8 +34,7 @@ def run_until_done(yard, clock, rounds=6):
         clock.advance(600)
 
 
-def test_each_failed_flush_attempt_is_one_warning_and_the_dead_one_an_error(yard, clock,
-                                                                             caplog):
+def test_each_failed_flush_attempt_is_one_warning_and_the_dead_one_an_error(yard, clock, caplog):
     @yard.handler("sink")
     def sink(items, ctx):
         call_the_broken_sink(f"{len(items)} items")
@@ -46,7 +45,10 @@ def test_each_failed_flush_attempt_is_one_warning_and_the_dead_one_an_error(yard
 
     records = failures(caplog)
     assert [(r.levelname, r.attempt) for r in records] == [
-        ("WARNING", 1), ("WARNING", 2), ("ERROR", 3)]
+        ("WARNING", 1),
+        ("WARNING", 2),
+        ("ERROR", 3),
+    ]
     for record in records:
         assert record.name == "batchyard.accumulator" and record.batch_id == "ev::0"
         assert record.handler == "sink" and record.duration_seconds >= 0
@@ -55,7 +57,11 @@ def test_each_failed_flush_attempt_is_one_warning_and_the_dead_one_an_error(yard
     # with --log-format json the ids are fields and the traceback is there
     entry = orjson.loads(JsonFormatter(Redactor()).format(records[-1]))
     assert (entry["level"], entry["batch_id"], entry["attempt"], entry["final"]) == (
-        "error", "ev::0", 3, True)
+        "error",
+        "ev::0",
+        3,
+        True,
+    )
     assert "call_the_broken_sink" in entry["exception"]
 
     history = yard.get_flush_history("ev")
@@ -86,8 +92,9 @@ def test_a_failed_iterator_step_is_logged_and_its_traceback_kept(yard, clock, ca
     def process(items, ctx):
         call_the_broken_sink("the page")
 
-    yard.start_iterator("backfill", batch_size=5, get_next_batch="one-page",
-                        process_batch="process", max_retries=1)
+    yard.start_iterator(
+        "backfill", batch_size=5, get_next_batch="one-page", process_batch="process", max_retries=1
+    )
     with caplog.at_level(logging.INFO):
         run_until_done(yard, clock)
 
@@ -95,7 +102,10 @@ def test_a_failed_iterator_step_is_logged_and_its_traceback_kept(yard, clock, ca
     assert [(r.levelname, r.attempt) for r in records] == [("WARNING", 1), ("ERROR", 2)]
     for record in records:
         assert (record.name, record.job_id, record.handler) == (
-            "batchyard.iterator", "backfill", "process")
+            "batchyard.iterator",
+            "backfill",
+            "process",
+        )
         assert record.exc_info is not None
     status = yard.get_iterator_status("backfill")
     assert status.status == "failed" and "call_the_broken_sink" in status.last_traceback
@@ -107,8 +117,9 @@ def test_a_failed_scheduled_aggregator_run_is_logged_once(yard, clock, caplog):
     def bad_apply(deltas, tx):
         call_the_broken_sink("the deltas")
 
-    yard.register_aggregator("per-key", stream="clicks", key="k", fold=folds.count(),
-                             apply="bad-apply", every=10)
+    yard.register_aggregator(
+        "per-key", stream="clicks", key="k", fold=folds.count(), apply="bad-apply", every=10
+    )
     yard.runtime.kinds.worker_started()  # what a worker does on start: schedules the runs
     yard.append_events("clicks", [{"k": "a"}])
     clock.advance(10)
@@ -116,8 +127,7 @@ def test_a_failed_scheduled_aggregator_run_is_logged_once(yard, clock, caplog):
         yard.run_worker(wait=False)
     [record] = failures(caplog)
     assert (record.levelname, record.aggregator) == ("WARNING", "per-key")
-    assert "call_the_broken_sink" in "".join(logging.Formatter().formatException(
-        record.exc_info))
+    assert "call_the_broken_sink" in "".join(logging.Formatter().formatException(record.exc_info))
     assert "sink refused the deltas" in yard.get_aggregator_status("per-key").last_error
 
 
@@ -126,8 +136,9 @@ def test_a_failed_bulk_job_chunk_is_logged_per_attempt(yard, clock, caplog):
     def flaky(item):
         raise RetryLater("the model server is busy")
 
-    job_id = yard.create_batch_job("transform-data", [{"text": "a"}],
-                                   options={"transform": "flaky"})
+    job_id = yard.create_batch_job(
+        "transform-data", [{"text": "a"}], options={"transform": "flaky"}
+    )
     with caplog.at_level(logging.INFO):
         run_until_done(yard, clock)
     records = failures(caplog)

@@ -20,8 +20,12 @@ def yard(make_yard, clock):
     def source(cursor, batch_size):
         start = 0 if cursor is None else cursor
         items = ROWS[start : start + batch_size]
-        return {"items": items, "cursor": start + len(items),
-                "done": start + len(items) >= len(ROWS), "total": len(ROWS)}
+        return {
+            "items": items,
+            "cursor": start + len(items),
+            "done": start + len(items) >= len(ROWS),
+            "total": len(ROWS),
+        }
 
     @yard.handler("process")
     def process(items, ctx):
@@ -39,8 +43,14 @@ def yard(make_yard, clock):
 
 def start(yard, job="job", **options):
     options = {"delay_between_batches": 0, **options}
-    return yard.start_iterator(job, batch_size=10, get_next_batch="source",
-                               process_batch="process", on_complete="done", **options)
+    return yard.start_iterator(
+        job,
+        batch_size=10,
+        get_next_batch="source",
+        process_batch="process",
+        on_complete="done",
+        **options,
+    )
 
 
 def processed_items(yard):
@@ -67,8 +77,7 @@ def test_starting_an_existing_id_is_a_clear_error(yard):
 
 def test_bad_arguments(yard):
     with pytest.raises(InvalidInput, match="batch_size"):
-        yard.start_iterator("j", batch_size=0, get_next_batch="source",
-                            process_batch="process")
+        yard.start_iterator("j", batch_size=0, get_next_batch="source", process_batch="process")
     with pytest.raises(HandlerNotFound, match="get_next_batch"):
         yard.start_iterator("j", batch_size=5, get_next_batch="nope", process_batch="process")
     with pytest.raises(NotFound):
@@ -150,8 +159,14 @@ def test_on_complete_is_retried_until_it_succeeds(yard, clock):
         if len(calls) < 3:
             raise RuntimeError("not yet")
 
-    yard.start_iterator("j", batch_size=50, get_next_batch="source", process_batch="process",
-                        on_complete="flaky-done", delay_between_batches=0)
+    yard.start_iterator(
+        "j",
+        batch_size=50,
+        get_next_batch="source",
+        process_batch="process",
+        on_complete="flaky-done",
+        delay_between_batches=0,
+    )
     for _ in range(6):
         yard.run_worker(wait=False)
         clock.advance(10)
@@ -163,8 +178,9 @@ def test_a_page_object_and_an_empty_source(yard):
     def empty(cursor, batch_size):
         return Page(items=[], cursor=None, done=True)
 
-    yard.start_iterator("e", batch_size=5, get_next_batch="empty", process_batch="process",
-                        delay_between_batches=0)
+    yard.start_iterator(
+        "e", batch_size=5, get_next_batch="empty", process_batch="process", delay_between_batches=0
+    )
     yard.run_worker(wait=False)
     assert yard.get_iterator_status("e").status == "completed" and yard.seen == []
 
@@ -173,13 +189,20 @@ def test_transactional_mode_commits_the_handlers_writes_with_the_cursor(yard):
     @yard.handler("write")
     def write(items, ctx):
         for item in items:
-            ctx.tx.execute("INSERT INTO batchyard_batch_bases (base_id) VALUES (:id)",
-                           {"id": f"row-{item}"})
+            ctx.tx.execute(
+                "INSERT INTO batchyard_batch_bases (base_id) VALUES (:id)", {"id": f"row-{item}"}
+            )
         if ctx.batch == 3 and ctx.attempt == 1:
             raise RuntimeError("after the writes, before the commit")
 
-    yard.start_iterator("t", batch_size=10, get_next_batch="source", process_batch="write",
-                        delay_between_batches=0, transactional=True)
+    yard.start_iterator(
+        "t",
+        batch_size=10,
+        get_next_batch="source",
+        process_batch="write",
+        delay_between_batches=0,
+        transactional=True,
+    )
     yard.run_worker(wait=False)
     yard.clock.advance(5)
     yard.run_worker(wait=False)

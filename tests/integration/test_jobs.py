@@ -14,22 +14,30 @@ from batchyard.signals import RetryLater
 
 
 def thing(n, **extra):
-    return {"ns": "products", "id": f"p{n}", "type": "Product",
-            "data": {"name": f"widget {n}", "price": n}, "content": f"widget number {n}",
-            "visibility": "public", **extra}
+    return {
+        "ns": "products",
+        "id": f"p{n}",
+        "type": "Product",
+        "data": {"name": f"widget {n}", "price": n},
+        "content": f"widget number {n}",
+        "visibility": "public",
+        **extra,
+    }
 
 
 def stored(yard, ns="products"):
     with yard.store.transaction(write=False) as tx:
-        return {row["id"]: row for row in tx.all(
-            "SELECT * FROM batchyard_things WHERE ns = :ns", {"ns": ns})}
+        return {
+            row["id"]: row
+            for row in tx.all("SELECT * FROM batchyard_things WHERE ns = :ns", {"ns": ns})
+        }
 
 
 def test_import_things_stores_valid_items_and_names_each_invalid_one(yard):
     items = [thing(n) for n in range(250)]
-    items[7] = {"ns": "products", "type": "Product"}                      # no id
+    items[7] = {"ns": "products", "type": "Product"}  # no id
     items[42] = {**thing(42), "data": ["not", "an", "object"]}
-    items[99] = {**thing(99), "colour": "red"}                            # unknown field
+    items[99] = {**thing(99), "colour": "red"}  # unknown field
     items[120] = "a string"
     job_id = yard.create_batch_job("import-things", items)
 
@@ -39,9 +47,11 @@ def test_import_things_stores_valid_items_and_names_each_invalid_one(yard):
     job = yard.get_batch_job(job_id)
     assert (job.status, job.processed, job.failed) == ("failed", 246, 4)  # any failed item
     assert [(e.index, e.error) for e in job.errors] == [
-        (7, "id: is required"), (42, "data: must be an object, not an array"),
+        (7, "id: is required"),
+        (42, "data: must be an object, not an array"),
         (99, "colour: unknown field (expected content, data, id, ns, type, visibility)"),
-        (120, "item: must be an object, not a string")]
+        (120, "item: must be an object, not a string"),
+    ]
     rows = stored(yard)
     assert len(rows) == 246 and "p7" not in rows
     assert rows["p3"]["content"] == "widget number 3" and rows["p3"]["visibility"] == "public"
@@ -61,9 +71,19 @@ def test_a_replayed_import_updates_in_place_and_never_duplicates(yard):
 
 
 def test_import_relationships(yard):
-    items = [{"ns": "rels", "id": f"r{n}", "type": "hasCategory", "fromNs": "products",
-              "fromId": f"p{n}", "toNs": "categories", "toId": "c1", "data": {"w": n}}
-             for n in range(3)] + [{"ns": "rels", "id": "bad", "type": "x", "fromNs": "a"}]
+    items = [
+        {
+            "ns": "rels",
+            "id": f"r{n}",
+            "type": "hasCategory",
+            "fromNs": "products",
+            "fromId": f"p{n}",
+            "toNs": "categories",
+            "toId": "c1",
+            "data": {"w": n},
+        }
+        for n in range(3)
+    ] + [{"ns": "rels", "id": "bad", "type": "x", "fromNs": "a"}]
     job_id = yard.create_batch_job("import-relationships", items)
     yard.run_worker(wait=False)
     job = yard.get_batch_job(job_id)
@@ -72,14 +92,18 @@ def test_import_relationships(yard):
     with yard.store.transaction(write=False) as tx:
         rows = tx.all("SELECT * FROM batchyard_relationships ORDER BY id")
     assert [(r["id"], r["from_id"], r["to_id"]) for r in rows] == [
-        ("r0", "p0", "c1"), ("r1", "p1", "c1"), ("r2", "p2", "c1")]
+        ("r0", "p0", "c1"),
+        ("r1", "p1", "c1"),
+        ("r2", "p2", "c1"),
+    ]
 
 
 def test_export_things_by_reference_and_by_namespace(yard):
     yard.create_batch_job("import-things", [thing(n) for n in range(5)])
     yard.run_worker(wait=False)
-    by_ref = yard.create_batch_job("export-things", [{"ns": "products", "id": "p2"},
-                                                     {"ns": "products", "id": "nope"}])
+    by_ref = yard.create_batch_job(
+        "export-things", [{"ns": "products", "id": "p2"}, {"ns": "products", "id": "nope"}]
+    )
     by_ns = yard.create_batch_job("export-things", input={"ns": "products"})
     yard.run_worker(wait=False)
     job = yard.get_batch_job(by_ref)
@@ -95,18 +119,23 @@ def test_transform_data_keeps_outputs_or_writes_them_to_a_namespace(yard):
     def shout(item):
         if item["data"].get("boom"):
             raise ValueError("cannot shout this")
-        return {"id": item["data"]["original"], "data": {"loud": item["data"]["original"]
-                                                         .upper()}}
+        return {"id": item["data"]["original"], "data": {"loud": item["data"]["original"].upper()}}
 
-    items = [{"data": {"original": "value"}}, {"data": {"boom": True}},
-             {"data": {"original": "other"}}]
+    items = [
+        {"data": {"original": "value"}},
+        {"data": {"boom": True}},
+        {"data": {"original": "other"}},
+    ]
     kept = yard.create_batch_job("transform-data", items, options={"transform": "shout"})
-    written = yard.create_batch_job("transform-data", items,
-                                    options={"transform": "shout", "outputNs": "loud"})
+    written = yard.create_batch_job(
+        "transform-data", items, options={"transform": "shout", "outputNs": "loud"}
+    )
     yard.run_worker(wait=False)
     job = yard.get_batch_job(kept)
-    assert job.results == [{"id": "value", "data": {"loud": "VALUE"}},
-                           {"id": "other", "data": {"loud": "OTHER"}}]
+    assert job.results == [
+        {"id": "value", "data": {"loud": "VALUE"}},
+        {"id": "other", "data": {"loud": "OTHER"}},
+    ]
     assert [(e.index, e.error) for e in job.errors] == [(1, "ValueError: cannot shout this")]
     assert yard.get_batch_job(written).results == []
     assert sorted(stored(yard, "loud")) == ["other", "value"]
@@ -134,7 +163,8 @@ def test_errors_and_results_are_paged(yard):
 
 
 def test_a_chunk_that_keeps_failing_is_dead_after_three_retries_and_redrive_completes_it(
-        make_yard, clock):
+    make_yard, clock
+):
     yard = make_yard(clock=clock, retry=RetryPolicy(jitter=0.0))
     broken = [True]
     calls = []
@@ -146,8 +176,9 @@ def test_a_chunk_that_keeps_failing_is_dead_after_three_retries_and_redrive_comp
             raise RetryLater("the downstream service is down")
         return item["n"]
 
-    job_id = yard.create_batch_job("transform-data", [{"n": n} for n in range(200)],
-                                   options={"transform": "flaky"})
+    job_id = yard.create_batch_job(
+        "transform-data", [{"n": n} for n in range(200)], options={"transform": "flaky"}
+    )
     for _ in range(4):  # the first try and three retries, each after its backoff
         yard.run_worker(wait=False)
         clock.advance(600)
@@ -162,8 +193,9 @@ def test_a_chunk_that_keeps_failing_is_dead_after_three_retries_and_redrive_comp
     yard.run_worker(wait=False)
     job = yard.get_batch_job(job_id)
     assert (job.status, job.processed, job.failed, job.dead_letters) == ("completed", 200, 0, 0)
-    assert sorted(r.result for r in yard.get_batch_job_results(job_id, limit=1000)) == \
-        list(range(200))
+    assert sorted(r.result for r in yard.get_batch_job_results(job_id, limit=1000)) == list(
+        range(200)
+    )
     assert calls.count(120) == 1 and calls.count(149) == 1  # committed items never redone
 
 
@@ -179,8 +211,7 @@ def test_a_chunk_past_its_time_limit_goes_on_from_its_last_commit(make_yard, mon
         time.sleep(0.05)
         return item
 
-    job_id = yard.create_batch_job("transform-data", list(range(40)),
-                                   options={"transform": "slow"})
+    job_id = yard.create_batch_job("transform-data", list(range(40)), options={"transform": "slow"})
     deadline = time.monotonic() + 30
     while yard.get_batch_job(job_id).status != "completed":
         assert time.monotonic() < deadline
@@ -200,8 +231,9 @@ def test_cancel_stops_new_chunks_and_is_kept(yard):
         ran.append(item)
         return item
 
-    job_id = yard.create_batch_job("transform-data", list(range(500)),
-                                   options={"transform": "record"})
+    job_id = yard.create_batch_job(
+        "transform-data", list(range(500)), options={"transform": "record"}
+    )
     assert yard.cancel_batch_job(job_id).status == "cancelled"
     assert yard.cancel_batch_job(job_id).status == "cancelled"  # twice is not an error
     yard.run_worker(wait=False)
@@ -223,8 +255,9 @@ def test_cancel_while_a_chunk_runs_stops_it_at_its_next_commit(yard, monkeypatch
         time.sleep(0.02)
         return item
 
-    job_id = yard.create_batch_job("transform-data", list(range(100)),
-                                   options={"transform": "slow"})
+    job_id = yard.create_batch_job(
+        "transform-data", list(range(100)), options={"transform": "slow"}
+    )
     runner = threading.Thread(target=lambda: yard.run_worker(wait=False))
     runner.start()
     started.wait(10)
@@ -292,18 +325,21 @@ def refuse_thing(yard, thing_id):
         if yard.store.dialect == "sqlite":
             tx.connection.execute(
                 "CREATE TRIGGER refuse BEFORE INSERT ON batchyard_things "
-                f"WHEN NEW.id = '{thing_id}' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+                f"WHEN NEW.id = '{thing_id}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
         else:
             tx.connection.execute(
                 "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
                 f"IF NEW.id = '{thing_id}' THEN RAISE EXCEPTION 'refused'; END IF; "
-                "RETURN NEW; END $$ LANGUAGE plpgsql")
-            tx.connection.execute("CREATE TRIGGER refuse BEFORE INSERT ON batchyard_things "
-                                  "FOR EACH ROW EXECUTE FUNCTION refuse()")
+                "RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+            tx.connection.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON batchyard_things "
+                "FOR EACH ROW EXECUTE FUNCTION refuse()"
+            )
 
 
-def test_a_chunk_that_fails_in_a_group_dies_alone_and_the_others_commit(make_yard, clock,
-                                                                         caplog):
+def test_a_chunk_that_fails_in_a_group_dies_alone_and_the_others_commit(make_yard, clock, caplog):
     yard = make_yard(clock=clock, retry=RetryPolicy(jitter=0.0))
     refuse_thing(yard, "p250")
     job_id = yard.create_batch_job("import-things", [thing(n) for n in range(500)])
@@ -342,8 +378,11 @@ def test_a_stale_token_in_a_group_refuses_the_whole_groups_writes(make_yard, clo
 
 def chunk_items_left(yard, job_id):
     with yard.store.transaction(write=False) as tx:
-        return tx.one("SELECT COUNT(*) AS n FROM batchyard_job_chunks WHERE job_id = :id "
-                      "AND items IS NOT NULL", {"id": job_id})["n"]
+        return tx.one(
+            "SELECT COUNT(*) AS n FROM batchyard_job_chunks WHERE job_id = :id "
+            "AND items IS NOT NULL",
+            {"id": job_id},
+        )["n"]
 
 
 def test_a_chunks_items_are_kept_until_it_is_done_or_its_job_cancelled(yard):
@@ -360,17 +399,24 @@ def test_a_chunk_queued_with_its_items_in_the_payload_still_runs(yard):
     # how chunks were queued before their items moved to the chunks' rows
     job_id = yard.create_batch_job("import-things", [thing(n) for n in range(150)])
     with yard.store.transaction() as tx:
-        for row in tx.all("SELECT chunk, items FROM batchyard_job_chunks WHERE job_id = :id",
-                          {"id": job_id}):
+        for row in tx.all(
+            "SELECT chunk, items FROM batchyard_job_chunks WHERE job_id = :id", {"id": job_id}
+        ):
             key = f"job:{job_id}:{row['chunk']}"
-            payload = orjson.loads(tx.one("SELECT payload FROM batchyard_tasks WHERE key = :key",
-                                          {"key": key})["payload"])
+            payload = orjson.loads(
+                tx.one("SELECT payload FROM batchyard_tasks WHERE key = :key", {"key": key})[
+                    "payload"
+                ]
+            )
             payload = {**payload, "items": orjson.loads(row["items"])}
             del payload["size"]
-            tx.execute("UPDATE batchyard_tasks SET payload = :payload WHERE key = :key",
-                       {"payload": orjson.dumps(payload).decode(), "key": key})
-        tx.execute("UPDATE batchyard_job_chunks SET items = NULL WHERE job_id = :id",
-                   {"id": job_id})
+            tx.execute(
+                "UPDATE batchyard_tasks SET payload = :payload WHERE key = :key",
+                {"payload": orjson.dumps(payload).decode(), "key": key},
+            )
+        tx.execute(
+            "UPDATE batchyard_job_chunks SET items = NULL WHERE job_id = :id", {"id": job_id}
+        )
     yard.run_worker(wait=False)
     job = yard.get_batch_job(job_id)
     assert (job.status, job.processed) == ("completed", 150) and len(stored(yard)) == 150

@@ -78,9 +78,11 @@ def test_writes_are_coalesced_and_ordered(yard):
         producer.flush()
         assert producer.stats().writes == 1
     with yard.store.transaction() as tx:
-        rows = tx.all("SELECT b.batch_id, i.position, i.payload FROM batchyard_items i "
-                      "JOIN batchyard_batches b ON b.batch_no = i.batch_no "
-                      "ORDER BY b.batch_id, i.position")
+        rows = tx.all(
+            "SELECT b.batch_id, i.position, i.payload FROM batchyard_items i "
+            "JOIN batchyard_batches b ON b.batch_no = i.batch_no "
+            "ORDER BY b.batch_id, i.position"
+        )
     for base in ("a::0", "b::0"):
         values = [int(r["payload"]) for r in rows if r["batch_id"] == base]
         assert values == sorted(values) and len(values) == 15
@@ -133,8 +135,9 @@ def test_failures_then_recovery_land_everything_exactly_once(yard):
 def test_persistent_failure_reaches_the_caller_and_items_stay_buffered(yard):
     from batchyard import RetryPolicy
 
-    producer = yard.producer(write_interval=0.0,
-                             retry=RetryPolicy(max_attempts=2, base_delay=0.01, jitter=0))
+    producer = yard.producer(
+        write_interval=0.0, retry=RetryPolicy(max_attempts=2, base_delay=0.01, jitter=0)
+    )
     with store_faults(yard, fail_times=-1):
         producer.add("ev", [1, 2], **CONFIG)
         with pytest.raises(ProducerError, match="injected failure") as raised:

@@ -22,29 +22,44 @@ def yard(yard):
         yard.batches.append([row["id"] for row in items])
 
     with yard.store.transaction() as tx:
-        tx.execute("CREATE TABLE events_src (id INTEGER PRIMARY KEY, at REAL NOT NULL, "
-                   "body TEXT)")
+        tx.execute("CREATE TABLE events_src (id INTEGER PRIMARY KEY, at REAL NOT NULL, body TEXT)")
         tx.execute("CREATE INDEX events_src_at ON events_src (at, id)")
     return yard
 
 
 def fill(yard, at_of):
     with yard.store.transaction() as tx:
-        tx.executemany("INSERT INTO events_src (id, at, body) VALUES (:id, :at, 'x')",
-                       [{"id": n, "at": at_of(n)} for n in range(1, 10_001)])
+        tx.executemany(
+            "INSERT INTO events_src (id, at, body) VALUES (:id, :at, 'x')",
+            [{"id": n, "at": at_of(n)} for n in range(1, 10_001)],
+        )
 
 
 def run_job(yard, job):
-    sql_keyset(yard, f"src-{job}", table="events_src", order_by="at", tie_breaker="id",
-               columns=["id", "body"])
-    yard.start_iterator(job, batch_size=100, get_next_batch=f"src-{job}",
-                        process_batch="collect", delay_between_batches=0)
+    sql_keyset(
+        yard,
+        f"src-{job}",
+        table="events_src",
+        order_by="at",
+        tie_breaker="id",
+        columns=["id", "body"],
+    )
+    yard.start_iterator(
+        job,
+        batch_size=100,
+        get_next_batch=f"src-{job}",
+        process_batch="collect",
+        delay_between_batches=0,
+    )
     yard.run_worker(wait=False)
     return yard.get_iterator_status(job)
 
 
-@pytest.mark.parametrize("at_of", [lambda n: 1000.0, lambda n: float(n // 1000)],
-                         ids=["one-timestamp", "1000-per-second"])
+@pytest.mark.parametrize(
+    "at_of",
+    [lambda n: 1000.0, lambda n: float(n // 1000)],
+    ids=["one-timestamp", "1000-per-second"],
+)
 def test_every_row_once_with_shared_order_values(yard, at_of):
     fill(yard, at_of)
     status = run_job(yard, "j")
@@ -62,12 +77,18 @@ def test_the_bound_stops_at_rows_present_at_start(yard):
     def collect_and_insert(items, ctx):
         yard.batches.append([row["id"] for row in items])
         with yard.store.transaction() as tx:  # rows keep arriving while the job runs
-            tx.execute("INSERT INTO events_src (id, at) VALUES (:id, :id)",
-                       {"id": 20_000 + ctx.batch})
+            tx.execute(
+                "INSERT INTO events_src (id, at) VALUES (:id, :id)", {"id": 20_000 + ctx.batch}
+            )
 
     sql_keyset(yard, "src", table="events_src", order_by="at", tie_breaker="id")
-    yard.start_iterator("b", batch_size=1000, get_next_batch="src",
-                        process_batch="collect-and-insert", delay_between_batches=0)
+    yard.start_iterator(
+        "b",
+        batch_size=1000,
+        get_next_batch="src",
+        process_batch="collect-and-insert",
+        delay_between_batches=0,
+    )
     yard.run_worker(wait=False)
     assert max(i for b in yard.batches for i in b) == 10_000
 
@@ -81,8 +102,14 @@ def test_identifiers_are_checked(yard):
 
 
 def run_file_job(yard, source, job="f", batch_size=100, **options):
-    yard.start_iterator(job, batch_size=batch_size, get_next_batch=source,
-                        process_batch="collect-items", delay_between_batches=0, **options)
+    yard.start_iterator(
+        job,
+        batch_size=batch_size,
+        get_next_batch=source,
+        process_batch="collect-items",
+        delay_between_batches=0,
+        **options,
+    )
     yard.run_worker(wait=False)
     return yard.get_iterator_status(job)
 
@@ -101,8 +128,9 @@ def file_yard(make_yard):
 
 def test_ndjson_file_every_record_once_in_order_with_a_total(file_yard, tmp_path):
     path = tmp_path / "in.ndjson"
-    lines = [orjson.dumps({"n": n}).decode() + ("\n\n" if n % 97 == 0 else "\n")
-             for n in range(1_050)]
+    lines = [
+        orjson.dumps({"n": n}).decode() + ("\n\n" if n % 97 == 0 else "\n") for n in range(1_050)
+    ]
     path.write_text("".join(lines))
     status = run_file_job(file_yard, ndjson_file(file_yard, "nd", path))
     assert status.status == "completed" and status.processed == 1_050 and status.total == 1_050
@@ -128,8 +156,13 @@ def test_csv_file_quoted_fields_bom_and_resume_from_the_offset(file_yard, tmp_pa
             file_yard.pause_iterator(ctx.job_id)  # fences this batch: it is redone
 
     source = csv_file(file_yard, "csv", path)
-    file_yard.start_iterator("c", batch_size=64, get_next_batch=source,
-                             process_batch="pause-at-third", delay_between_batches=0)
+    file_yard.start_iterator(
+        "c",
+        batch_size=64,
+        get_next_batch=source,
+        process_batch="pause-at-third",
+        delay_between_batches=0,
+    )
     file_yard.run_worker(wait=False)
     paused = file_yard.get_iterator_status("c")
     assert paused.status == "paused" and paused.processed == 128  # the third batch is fenced
@@ -169,8 +202,13 @@ def test_lines_appended_after_the_start_are_not_chased(file_yard, tmp_path):
         with path.open("a") as out:
             out.write('{"n": -1}\n')
 
-    file_yard.start_iterator("g", batch_size=100, get_next_batch=ndjson_file(file_yard, "g",
-                             path), process_batch="append", delay_between_batches=0)
+    file_yard.start_iterator(
+        "g",
+        batch_size=100,
+        get_next_batch=ndjson_file(file_yard, "g", path),
+        process_batch="append",
+        delay_between_batches=0,
+    )
     file_yard.run_worker(wait=False)
     seen = [item["n"] for batch in file_yard.batches for item in batch]
     assert seen == list(range(250))

@@ -40,8 +40,9 @@ def test_sqlite_claim_searches_the_due_index(tmp_path):
     fill_and_half_drain(store)
     with store.transaction(NOW) as tx:
         tx.execute("ANALYZE")
-        plan = tx.all("EXPLAIN QUERY PLAN " + CLAIM_SQL,
-                      {"limit": 100, "worker_id": "w", "lease": 30})
+        plan = tx.all(
+            "EXPLAIN QUERY PLAN " + CLAIM_SQL, {"limit": 100, "worker_id": "w", "lease": 30}
+        )
     store.close()
     details = [row["detail"] for row in plan]
     assert any("batchyard_tasks_due" in d and "SEARCH" in d for d in details), details
@@ -54,19 +55,29 @@ def test_postgres_claim_reads_a_bounded_number_of_rows(pg_database):
     with store.transaction(NOW) as tx:
         tx.execute("ANALYZE batchyard_tasks")
     with store.transaction(NOW) as tx:
-        [row] = tx.all("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + CLAIM_SQL,
-                       {"limit": 100, "worker_id": "w", "lease": 30})
+        [row] = tx.all(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + CLAIM_SQL,
+            {"limit": 100, "worker_id": "w", "lease": 30},
+        )
         tx.execute("ROLLBACK")  # EXPLAIN ANALYZE ran the claim: undo it
     store.close()
     plan = row["QUERY PLAN"]
     plan = plan if isinstance(plan, list) else json.loads(plan)
     scans = list(_nodes(plan[0]["Plan"]))
-    task_scans = [n for n in scans if n.get("Relation Name") == "batchyard_tasks"
-                  and "Scan" in n["Node Type"] and n.get("Parent Relationship") != "Member"]
+    task_scans = [
+        n
+        for n in scans
+        if n.get("Relation Name") == "batchyard_tasks"
+        and "Scan" in n["Node Type"]
+        and n.get("Parent Relationship") != "Member"
+    ]
     picked = [n for n in task_scans if n.get("Index Name") == "batchyard_tasks_due"]
     assert picked, [(n["Node Type"], n.get("Index Name")) for n in scans]
-    assert not [n for n in scans if n["Node Type"] == "Seq Scan"
-                and n.get("Relation Name") == "batchyard_tasks"]
+    assert not [
+        n
+        for n in scans
+        if n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "batchyard_tasks"
+    ]
     for node in picked:
         assert node["Actual Rows"] <= 100
         assert node["Shared Hit Blocks"] + node["Shared Read Blocks"] < 500, node

@@ -44,11 +44,15 @@ def test_an_older_schema_is_upgraded_in_order(store_url):
     if store.schema_version() == 0:  # SQLite: a new file; PostgreSQL clones are migrated
         first = store.migrations()[0]
         with store.transaction() as tx:
-            tx.execute("CREATE TABLE batchyard_schema (version INTEGER PRIMARY KEY, "
-                       "name TEXT NOT NULL, applied_at REAL NOT NULL)")
+            tx.execute(
+                "CREATE TABLE batchyard_schema (version INTEGER PRIMARY KEY, "
+                "name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
             store._run_script(tx, first.sql)
-            tx.execute("INSERT INTO batchyard_schema VALUES (:v, :n, 0)",
-                       {"v": first.version, "n": first.name})
+            tx.execute(
+                "INSERT INTO batchyard_schema VALUES (:v, :n, 0)",
+                {"v": first.version, "n": first.name},
+            )
         assert store.schema_version() == first.version
     assert store.migrate() == store.latest_version()
     with store.transaction() as tx:
@@ -57,18 +61,24 @@ def test_an_older_schema_is_upgraded_in_order(store_url):
 
 
 def test_a_statement_alone_is_its_own_transaction(store_url, store, clock):
-    insert = ("INSERT INTO batchyard_batch_bases (base_id) VALUES (:base) "
-              "ON CONFLICT DO NOTHING")
+    insert = "INSERT INTO batchyard_batch_bases (base_id) VALUES (:base) ON CONFLICT DO NOTHING"
     assert store.execute(insert, {"base": "a"}, clock.time()) == 1
     assert store.execute(insert, {"base": "a"}, clock.time()) == 0  # nothing changed
-    row = store.one("UPDATE batchyard_batch_bases SET next_sequence = 7 WHERE base_id = :base "
-                    "RETURNING base_id, next_sequence", {"base": "a"}, clock.time())
+    row = store.one(
+        "UPDATE batchyard_batch_bases SET next_sequence = 7 WHERE base_id = :base "
+        "RETURNING base_id, next_sequence",
+        {"base": "a"},
+        clock.time(),
+    )
     assert (row["base_id"], row["next_sequence"]) == ("a", 7)
-    assert store.one("DELETE FROM batchyard_batch_bases WHERE base_id = 'none' "
-                     "RETURNING base_id", {}) is None
+    assert (
+        store.one("DELETE FROM batchyard_batch_bases WHERE base_id = 'none' RETURNING base_id", {})
+        is None
+    )
     with pytest.raises(StoreError):  # a failing statement leaves nothing behind
-        store.execute("INSERT INTO batchyard_batch_bases (base_id) VALUES (:base), (:base)",
-                      {"base": "b"})
+        store.execute(
+            "INSERT INTO batchyard_batch_bases (base_id) VALUES (:base), (:base)", {"base": "b"}
+        )
     other = open_store(store_url)  # committed on return: another connection sees it
     with other.transaction(write=False) as tx:
         rows = tx.all("SELECT base_id, next_sequence FROM batchyard_batch_bases")
@@ -174,11 +184,11 @@ def test_claim_group_takes_only_its_kind_and_key_prefix_in_due_order(store, cloc
     group = queue.claim_group("w", KIND, "job:a:", 3, lease=30, now=clock.time())
     assert [t.key for t in group] == ["job:a:0", "job:a:4", "job:a:5"]
     assert all(t.attempts == 1 and t.token == 1 for t in group)
-    assert [t.key for t in queue.claim_group("w", KIND, "job:a:", 3, lease=30,
-                                             now=clock.time())] == ["job:a:6"]
+    assert [
+        t.key for t in queue.claim_group("w", KIND, "job:a:", 3, lease=30, now=clock.time())
+    ] == ["job:a:6"]
     rest = queue.claim("w", 10, lease=30, now=clock.time())
-    assert sorted(t.key for t in rest) == ["job:A:1", "job:a:other", "job:ab:2", "jobXa:3",
-                                           "other"]
+    assert sorted(t.key for t in rest) == ["job:A:1", "job:a:other", "job:ab:2", "jobXa:3", "other"]
 
 
 def test_complete_many_is_refused_whole_when_one_token_is_stale(store, clock, queue):

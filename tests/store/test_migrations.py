@@ -29,13 +29,17 @@ def blank_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]
 def migrate_to(url: str, version: int) -> None:
     store = open_store(url, migrate=False)
     with store.transaction() as tx:
-        tx.execute("CREATE TABLE batchyard_schema (version INTEGER PRIMARY KEY, "
-                   "name TEXT NOT NULL, applied_at REAL NOT NULL)")
+        tx.execute(
+            "CREATE TABLE batchyard_schema (version INTEGER PRIMARY KEY, "
+            "name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
         for migration in store.migrations():
             if migration.version <= version:
                 store._run_script(tx, migration.sql)
-                tx.execute("INSERT INTO batchyard_schema VALUES (:v, :n, 0)",
-                           {"v": migration.version, "n": migration.name})
+                tx.execute(
+                    "INSERT INTO batchyard_schema VALUES (:v, :n, 0)",
+                    {"v": migration.version, "n": migration.name},
+                )
     store.close()
 
 
@@ -50,24 +54,32 @@ def test_batches_items_and_failures_keep_their_books_across_batch_numbers(blank_
                 "INSERT INTO batchyard_batches (batch_id, base_id, sequence, status, handler, "
                 "max_batch_size, max_attempts, attempts, idempotency_key, created_at, "
                 "updated_at) VALUES (:id, 'ev', :seq, :status, 'collect', 4, 1, 1, :id, "
-                ":seq, :seq)", {"id": f"ev::{sequence}", "seq": sequence, "status": status})
+                ":seq, :seq)",
+                {"id": f"ev::{sequence}", "seq": sequence, "status": status},
+            )
         for batch, values in (("ev::0", [10, 11, 12, 13]), ("ev::1", [20, 21, 22])):
             for position, value in enumerate(values):
-                tx.execute("INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
-                           "VALUES (:b, :p, :v, 0)", {"b": batch, "p": position, "v": str(value)})
+                tx.execute(
+                    "INSERT INTO batchyard_items (batch_id, position, payload, added_at) "
+                    "VALUES (:b, :p, :v, 0)",
+                    {"b": batch, "p": position, "v": str(value)},
+                )
         for position in (1, 3):  # a partial flush left two items of ev::0 to retry
-            tx.execute("INSERT INTO batchyard_item_failures (batch_id, position, error) "
-                       "VALUES ('ev::0', :p, 'boom')", {"p": position})
-        TaskQueue(old).enqueue(tx, "accumulator.flush", {"batch_id": "ev::0"},
-                               key="flush:ev::0")
+            tx.execute(
+                "INSERT INTO batchyard_item_failures (batch_id, position, error) "
+                "VALUES ('ev::0', :p, 'boom')",
+                {"p": position},
+            )
+        TaskQueue(old).enqueue(tx, "accumulator.flush", {"batch_id": "ev::0"}, key="flush:ev::0")
     old.close()
 
     yard = Yard(blank_url)  # migrates on open
     assert yard.store.schema_version() == yard.store.latest_version()
     delivered = []
     yard.handler("collect")(lambda items, ctx: delivered.append((ctx.batch_id, items)))
-    status = {b.batch_id: (b.status, b.item_count, b.pending_count)
-              for b in yard.get_batch_status("ev")}
+    status = {
+        b.batch_id: (b.status, b.item_count, b.pending_count) for b in yard.get_batch_status("ev")
+    }
     assert status == {"ev::0": ("flushing", 4, 2), "ev::1": ("accumulating", 3, 3)}
     yard.add_items("ev", [23], max_batch_size=4, on_flush="collect")  # fills ev::1
     yard.add_items("ev", [30], max_batch_size=4, on_flush="collect")  # opens ev::2
@@ -88,12 +100,17 @@ def test_batches_and_flush_history_survive_the_discard_and_traceback_schema(blan
                 "INSERT INTO batchyard_batches (batch_id, base_id, sequence, status, handler, "
                 "max_batch_size, max_attempts, attempts, idempotency_key, created_at, "
                 "updated_at) VALUES (:id, 'ev', :seq, 'dead', 'collect', 4, 1, 1, :id, 0, 0)",
-                {"id": f"ev::{sequence}", "seq": sequence})
-        tx.execute("INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
-                   "SELECT batch_no, 0, '[1]', 0 FROM batchyard_batches WHERE sequence = 0")
-        tx.execute("INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, "
-                   "reason, outcome, item_count, failed_count, error, started_at, duration) "
-                   "VALUES ('ev::0', 'ev', 0, 1, 'size', 'failed', 1, 1, 'boom', 0, 0.5)")
+                {"id": f"ev::{sequence}", "seq": sequence},
+            )
+        tx.execute(
+            "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
+            "SELECT batch_no, 0, '[1]', 0 FROM batchyard_batches WHERE sequence = 0"
+        )
+        tx.execute(
+            "INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, "
+            "reason, outcome, item_count, failed_count, error, started_at, duration) "
+            "VALUES ('ev::0', 'ev', 0, 1, 'size', 'failed', 1, 1, 'boom', 0, 0.5)"
+        )
         highest = tx.one("SELECT MAX(batch_no) AS n FROM batchyard_batches")["n"]
         tx.execute("DELETE FROM batchyard_batches WHERE sequence = 2")  # pruned, say
     store.close()
@@ -107,6 +124,8 @@ def test_batches_and_flush_history_survive_the_discard_and_traceback_schema(blan
     yard.add_items("fresh", [1], max_batch_size=4, on_flush="collect")
     with yard.store.transaction() as tx:
         # a pruned batch's number is never given again: a process may still remember it
-        assert tx.one("SELECT batch_no FROM batchyard_batches WHERE base_id = 'fresh'")[
-            "batch_no"] > highest
+        assert (
+            tx.one("SELECT batch_no FROM batchyard_batches WHERE base_id = 'fresh'")["batch_no"]
+            > highest
+        )
     yard.close()

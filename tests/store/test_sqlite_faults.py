@@ -43,8 +43,9 @@ def test_a_full_disk_refuses_adds_as_store_full_and_keeps_what_was_accepted(tmp_
         # SQLite undid the failed transaction itself: the next add meets the same full disk,
         # not a connection left in a broken transaction
         with pytest.raises(StoreFull):
-            yard.add_items("ev", items(len(accepted), 20), max_batch_size=100_000,
-                           on_flush="record")
+            yard.add_items(
+                "ev", items(len(accepted), 20), max_batch_size=100_000, on_flush="record"
+            )
 
         grow(disk, DISK_KB * 4)  # an operator frees space
         more = items(len(accepted), 20)
@@ -112,6 +113,5 @@ def test_a_failing_statement_in_a_transaction_is_a_store_error_and_rolls_back(tm
     assert isinstance(raised.value.__cause__, sqlite3.IntegrityError)
     store.execute(insert, {"base": "b"})  # the connection is free again
     with store.transaction(write=False) as tx:
-        assert [r["base_id"] for r in tx.all("SELECT base_id FROM batchyard_batch_bases")] \
-            == ["b"]
+        assert [r["base_id"] for r in tx.all("SELECT base_id FROM batchyard_batch_bases")] == ["b"]
     store.close()

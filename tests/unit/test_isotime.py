@@ -14,8 +14,20 @@ def reference(epoch: float) -> str:
 
 
 # a millisecond's ends, where the rounding to the microsecond carries
-EDGES = [0.0, 0.0005, 0.0009995, 0.0009996, 0.9999994, 0.9999995, 0.9999996, -0.0000004,
-         -0.0000005, -1e-9, 1e-9, 0.1629994]
+EDGES = [
+    0.0,
+    0.0005,
+    0.0009995,
+    0.0009996,
+    0.9999994,
+    0.9999995,
+    0.9999996,
+    -0.0000004,
+    -0.0000005,
+    -1e-9,
+    1e-9,
+    0.1629994,
+]
 EPOCHS = st.floats(min_value=-6e10, max_value=2.5e11, allow_nan=False)
 
 
@@ -34,8 +46,11 @@ def test_iso_of_none_is_none_and_years_keep_four_digits():
     assert iso(0.0) == "1970-01-01T00:00:00.000Z"
 
 
-@given(st.lists(EPOCHS, max_size=50),
-       st.floats(min_value=1e-7, max_value=3e-3), st.integers(min_value=1, max_value=400))
+@given(
+    st.lists(EPOCHS, max_size=50),
+    st.floats(min_value=1e-7, max_value=3e-3),
+    st.integers(min_value=1, max_value=400),
+)
 def test_the_memo_answers_as_iso_for_runs_of_near_times(starts, step, count):
     """Runs of close, rising times (as an import stamps them) with jumps between runs."""
     convert = iso_memo()

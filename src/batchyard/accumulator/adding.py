@@ -31,8 +31,9 @@ MAX_FLUSH_INTERVAL_SECONDS = 365 * 24 * 3600.0
 
 def _appended(batch_id: str) -> AddResult:
     """The result of a single-item add that left room in its batch."""
-    return AddResult(batch_id=batch_id, item_count=1, flushed=False,
-                     status=BatchStatus.ACCUMULATING)
+    return AddResult(
+        batch_id=batch_id, item_count=1, flushed=False, status=BatchStatus.ACCUMULATING
+    )
 
 
 @dataclass(slots=True)
@@ -105,16 +106,20 @@ class Adder:
                 self._open.pop(base, None)  # (another thread may have dropped it already)
                 return None
             position = seen.position
-            if self.store.execute(sql.APPEND_AT, {"batch_no": seen.batch_no, "position": position,
-                                               "payload": payload}, now):
+            if self.store.execute(
+                sql.APPEND_AT,
+                {"batch_no": seen.batch_no, "position": position, "payload": payload},
+                now,
+            ):
                 seen.position = position + 1
                 return seen.result
         row = self.store.one(sql.APPEND_ITEM, {"base": base, "payload": payload}, now)
         if row is None:
             self._open.pop(base, None)
             return None
-        seen = _OpenBatch(row["batch_no"], row["position"] + 1, row["max_batch_size"],
-                          _appended(row["batch_id"]))
+        seen = _OpenBatch(
+            row["batch_no"], row["position"] + 1, row["max_batch_size"], _appended(row["batch_id"])
+        )
         self._remember(base, seen)
         return seen.result
 
@@ -136,8 +141,16 @@ class Adder:
         only handler names: a callable's name can change when a name is registered again."""
         if not isinstance(on_flush, str):
             return self._validate(max_batch_size, on_flush, flush_interval, max_attempts)
-        key = (type(max_batch_size), max_batch_size, on_flush, type(flush_interval),
-               flush_interval, type(max_attempts), max_attempts, self.runtime.retry.max_attempts)
+        key = (
+            type(max_batch_size),
+            max_batch_size,
+            on_flush,
+            type(flush_interval),
+            flush_interval,
+            type(max_attempts),
+            max_attempts,
+            self.runtime.retry.max_attempts,
+        )
         config = self._configs.get(key)
         if config is None:
             config = self._validate(max_batch_size, on_flush, flush_interval, max_attempts)
@@ -152,26 +165,35 @@ class Adder:
         flush_interval: float | timedelta | None,
         max_attempts: int | None,
     ) -> dict[str, Any]:
-        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) \
-                or max_batch_size <= 0:
-            raise InvalidInput(f"max_batch_size must be a positive integer, not "
-                               f"{max_batch_size!r}", field="max_batch_size")
+        if (
+            isinstance(max_batch_size, bool)
+            or not isinstance(max_batch_size, int)
+            or max_batch_size <= 0
+        ):
+            raise InvalidInput(
+                f"max_batch_size must be a positive integer, not {max_batch_size!r}",
+                field="max_batch_size",
+            )
         interval = None
         if flush_interval is not None:
             if isinstance(flush_interval, bool) or not isinstance(
                 flush_interval, (int, float, timedelta)
             ):
-                raise InvalidInput("flush_interval must be seconds or a timedelta",
-                                   field="flush_interval")
+                raise InvalidInput(
+                    "flush_interval must be seconds or a timedelta", field="flush_interval"
+                )
             interval = seconds(flush_interval)
             if not 0 < interval <= MAX_FLUSH_INTERVAL_SECONDS:
-                raise InvalidInput(f"flush_interval must be positive and at most "
-                                   f"{MAX_FLUSH_INTERVAL_SECONDS:.0f} s, not {flush_interval!r}",
-                                   field="flush_interval")
+                raise InvalidInput(
+                    f"flush_interval must be positive and at most "
+                    f"{MAX_FLUSH_INTERVAL_SECONDS:.0f} s, not {flush_interval!r}",
+                    field="flush_interval",
+                )
         attempts = self.runtime.retry.max_attempts if max_attempts is None else max_attempts
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-            raise InvalidInput(f"max_attempts must be a positive integer, not {attempts!r}",
-                               field="max_attempts")
+            raise InvalidInput(
+                f"max_attempts must be a positive integer, not {attempts!r}", field="max_attempts"
+            )
         return {
             "handler": self.runtime.handlers.name_of(on_flush),
             "max_batch_size": max_batch_size,
@@ -241,8 +263,13 @@ class Adder:
         last_full = last.position == last.max_batch_size
         if config["flush_interval"] is not None and new and not last_full:
             # the interval timer is set once, at creation, on the batch left open
-            schedule_flush(self.tasks, tx, last.result.batch_id, config["max_attempts"],
-                                 delay=config["flush_interval"])
+            schedule_flush(
+                self.tasks,
+                tx,
+                last.result.batch_id,
+                config["max_attempts"],
+                delay=config["flush_interval"],
+            )
         # the next single-item add of this base goes straight to its position - or, when
         # the last batch is full, straight to the transaction that opens the next one
         tx.after_commit.append(lambda: self._remember(base, last))
@@ -255,44 +282,74 @@ class Adder:
         )
 
     @staticmethod
-    def _insert_items(tx: Tx, encoded: list[str], room: int, open_no: int, count: int,
-                      first_no: int = 0, size: int = 1) -> None:
+    def _insert_items(
+        tx: Tx,
+        encoded: list[str],
+        room: int,
+        open_no: int,
+        count: int,
+        first_no: int = 0,
+        size: int = 1,
+    ) -> None:
         if encoded:
-            tx.execute(sql.INSERT_ITEMS, {"room": room, "open_no": open_no, "count": count,
-                                       "first_no": first_no, "size": size,
-                                       "values": orjson.dumps(encoded).decode()})
+            tx.execute(
+                sql.INSERT_ITEMS,
+                {
+                    "room": room,
+                    "open_no": open_no,
+                    "count": count,
+                    "first_no": first_no,
+                    "size": size,
+                    "values": orjson.dumps(encoded).decode(),
+                },
+            )
 
-    def _create_batches(self, tx: Tx, base: str, config: dict[str, Any],
-                        items: int) -> list[tuple[str, int]]:
+    def _create_batches(
+        self, tx: Tx, base: str, config: dict[str, Any], items: int
+    ) -> list[tuple[str, int]]:
         """Make the base's next batches for `items` items, as (id, number) in sequence
         order: those they fill closed for their size, the last open if they leave it room.
         The caller holds the base's lock (see `sql.LOCK_BASE`) and has filled its open batch."""
         if items <= 0:
             return []
         count = -(-items // config["max_batch_size"])
-        first = int(tx.one(
-            "UPDATE batchyard_batch_bases SET next_sequence = next_sequence + :count "
-            "WHERE base_id = :base RETURNING next_sequence - :count AS first",
-            {"base": base, "count": count},
-        )["first"])
+        first = int(
+            tx.one(
+                "UPDATE batchyard_batch_bases SET next_sequence = next_sequence + :count "
+                "WHERE base_id = :base RETURNING next_sequence - :count AS first",
+                {"base": base, "count": count},
+            )["first"]
+        )
         keys = orjson.dumps([uuid.uuid4().hex for _ in range(count)]).decode()
         params = {"base": base, "first": first}
-        tx.execute(sql.INSERT_BATCHES, {**params, "values": keys,
-                                     "full": items // config["max_batch_size"], **config})
+        tx.execute(
+            sql.INSERT_BATCHES,
+            {**params, "values": keys, "full": items // config["max_batch_size"], **config},
+        )
         numbers = tx.one(sql.NEW_BATCH_NUMBERS, params)
         if numbers["hi"] - numbers["lo"] == count - 1:  # consecutive, in sequence order
             return [(f"{base}::{first + i}", numbers["lo"] + i) for i in range(count)]
-        return [(f"{base}::{row['sequence']}", row["batch_no"]) for row in tx.all(
-            "SELECT sequence, batch_no FROM batchyard_batches WHERE base_id = :base "
-            "AND sequence >= :first ORDER BY sequence", params)]
+        return [
+            (f"{base}::{row['sequence']}", row["batch_no"])
+            for row in tx.all(
+                "SELECT sequence, batch_no FROM batchyard_batches WHERE base_id = :base "
+                "AND sequence >= :first ORDER BY sequence",
+                params,
+            )
+        ]
 
     def _schedule_size_flushes(self, tx: Tx, full: list[tuple[str, int]]) -> None:
         """Schedule the flushes (due now) of batches closed for their size."""
         for attempts in {attempts for _, attempts in full}:  # one value, nearly always
-            self.tasks.enqueue_many(tx, FLUSH_TASK, [
-                (f"flush:{batch_id}", {"batch_id": batch_id})
-                for batch_id, max_attempts in full if max_attempts == attempts
-            ], max_attempts=attempts)
-
+            self.tasks.enqueue_many(
+                tx,
+                FLUSH_TASK,
+                [
+                    (f"flush:{batch_id}", {"batch_id": batch_id})
+                    for batch_id, max_attempts in full
+                    if max_attempts == attempts
+                ],
+                max_attempts=attempts,
+            )
 
     # -- flushing by hand ----------------------------------------------------------------

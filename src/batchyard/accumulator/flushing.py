@@ -35,11 +35,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("batchyard.accumulator")
 
 
-def schedule_flush(tasks: TaskQueue, tx: Tx, batch_id: str, max_attempts: int,
-                   delay: float = 0.0) -> None:
+def schedule_flush(
+    tasks: TaskQueue, tx: Tx, batch_id: str, max_attempts: int, delay: float = 0.0
+) -> None:
     """Queue a batch's flush task (one per batch: its key is the batch id)."""
-    tasks.enqueue(tx, FLUSH_TASK, {"batch_id": batch_id}, delay=delay,
-                  key=f"flush:{batch_id}", max_attempts=max_attempts)
+    tasks.enqueue(
+        tx,
+        FLUSH_TASK,
+        {"batch_id": batch_id},
+        delay=delay,
+        key=f"flush:{batch_id}",
+        max_attempts=max_attempts,
+    )
 
 
 def _open_batch(tx: Tx, base: str) -> dict[str, Any] | None:
@@ -64,19 +71,33 @@ class Flusher:
             if sequence is None:
                 row = _open_batch(tx, base)
                 if row is None:
-                    return FlushResult(batch_id=None, item_count=0, flushed=False, status=None,
-                                       reason="no accumulating batch")
+                    return FlushResult(
+                        batch_id=None,
+                        item_count=0,
+                        flushed=False,
+                        status=None,
+                        reason="no accumulating batch",
+                    )
                 batch_id = row["batch_id"]
             batch = self._close(tx, batch_id, reason)
             if batch is None:
                 raise NotFound(f"no batch {batch_id!r}", batch_id=batch_id)
             if batch["status"] != BatchStatus.FLUSHING:
-                return FlushResult(batch_id=batch_id, item_count=batch["item_count"],
-                                   flushed=False, status=batch["status"],
-                                   reason=f"batch is {batch['status']}")
+                return FlushResult(
+                    batch_id=batch_id,
+                    item_count=batch["item_count"],
+                    flushed=False,
+                    status=batch["status"],
+                    reason=f"batch is {batch['status']}",
+                )
             schedule_flush(self.tasks, tx, batch_id, batch["max_attempts"])
-            return FlushResult(batch_id=batch_id, item_count=batch["item_count"], flushed=True,
-                               status=BatchStatus.FLUSHING, reason=batch["flush_reason"])
+            return FlushResult(
+                batch_id=batch_id,
+                item_count=batch["item_count"],
+                flushed=True,
+                status=BatchStatus.FLUSHING,
+                reason=batch["flush_reason"],
+            )
 
     def trigger_interval_flushes(self) -> list[str]:
         """Close and schedule every batch whose interval has passed (for cron-driven use);
@@ -99,8 +120,10 @@ class Flusher:
             "WHERE batch_id = :batch_id AND status = 'accumulating'",
             {"batch_id": batch_id, "reason": str(reason)},
         )
-        return tx.one(f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
-                      "WHERE b.batch_id = :batch_id", {"batch_id": batch_id})
+        return tx.one(
+            f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b WHERE b.batch_id = :batch_id",
+            {"batch_id": batch_id},
+        )
 
     # -- the flush task -------------------------------------------------------------------
 
@@ -109,8 +132,11 @@ class Flusher:
         batch_id = task.payload["batch_id"]
         if task.attempts > task.max_attempts:
             # every attempt so far died with its worker: stop, or a poison batch loops forever
-            self._give_up(task, f"gave up after {task.max_attempts} attempts whose worker "
-                                f"was lost (last error: {task.last_error})")
+            self._give_up(
+                task,
+                f"gave up after {task.max_attempts} attempts whose worker "
+                f"was lost (last error: {task.last_error})",
+            )
             return
         with self.store.transaction(self.runtime.now()) as tx:
             # a timer that fires on an open batch closes it: that is the interval flush
@@ -118,8 +144,10 @@ class Flusher:
             if batch is None or batch["status"] != BatchStatus.FLUSHING:
                 self.tasks.complete(tx, task)  # deleted, completed or dead: nothing to do
                 return
-            tx.execute("UPDATE batchyard_batches SET attempts = attempts + 1 "
-                       "WHERE batch_id = :batch_id", {"batch_id": batch_id})
+            tx.execute(
+                "UPDATE batchyard_batches SET attempts = attempts + 1 WHERE batch_id = :batch_id",
+                {"batch_id": batch_id},
+            )
             rows = tx.all(sql.PENDING_ITEMS, {"batch_no": batch["batch_no"]})
         if not rows:  # every item already delivered (a partial flush's last retry raced)
             with self.store.transaction(self.runtime.now()) as tx:
@@ -154,22 +182,43 @@ class Flusher:
             error = error_text(exc)
         duration = time.perf_counter() - started
         traceback = None if raised is None else traceback_text(raised)
-        dead = self._record(task, batch, context, rows, failures, error, traceback,
-                            started_wall, duration)
+        dead = self._record(
+            task, batch, context, rows, failures, error, traceback, started_wall, duration
+        )
         if raised is not None:
             # after the commit: the line says what the books say (retried, or dead)
-            log_failure(log, f"flush of {batch_id}", raised, final=dead, batch_id=batch_id,
-                        attempt=context.attempt, max_attempts=task.max_attempts,
-                        handler=batch["handler"], duration_seconds=round(duration, 6))
+            log_failure(
+                log,
+                f"flush of {batch_id}",
+                raised,
+                final=dead,
+                batch_id=batch_id,
+                attempt=context.attempt,
+                max_attempts=task.max_attempts,
+                handler=batch["handler"],
+                duration_seconds=round(duration, 6),
+            )
 
-    def _record(self, task: Task, batch: Any, context: FlushContext, rows: list[Any],
-                failures: dict[int, str], error: str | None, traceback: str | None,
-                started: float, duration: float) -> bool:
+    def _record(
+        self,
+        task: Task,
+        batch: Any,
+        context: FlushContext,
+        rows: list[Any],
+        failures: dict[int, str],
+        error: str | None,
+        traceback: str | None,
+        started: float,
+        duration: float,
+    ) -> bool:
         """Write the attempt's outcome; whether the batch is dead now."""
         whole_failure = error is not None and not failures
         outcome = "failed" if whole_failure else ("partial" if failures else "completed")
-        delay = None if outcome == "completed" else self.runtime.retry.next_delay(
-            task.attempts, max_attempts=task.max_attempts)
+        delay = (
+            None
+            if outcome == "completed"
+            else self.runtime.retry.next_delay(task.attempts, max_attempts=task.max_attempts)
+        )
         dead = outcome != "completed" and delay is None
         with self.store.transaction(self.runtime.now()) as tx:
             batch_id = context.batch_id
@@ -181,14 +230,22 @@ class Flusher:
                 self.tasks.retry(tx, task, error or "", delay or 0.0)
             if not whole_failure:
                 # what is still pending is exactly what this attempt reported failed
-                tx.execute("DELETE FROM batchyard_item_failures WHERE batch_no = :batch_no",
-                           {"batch_no": batch["batch_no"]})
+                tx.execute(
+                    "DELETE FROM batchyard_item_failures WHERE batch_no = :batch_no",
+                    {"batch_no": batch["batch_no"]},
+                )
                 if failures:
                     tx.executemany(
                         "INSERT INTO batchyard_item_failures (batch_no, position, error) "
                         "VALUES (:batch_no, :position, :error)",
-                        [{"batch_no": batch["batch_no"], "position": rows[i]["position"],
-                          "error": msg} for i, msg in sorted(failures.items())],
+                        [
+                            {
+                                "batch_no": batch["batch_no"],
+                                "position": rows[i]["position"],
+                                "error": msg,
+                            }
+                            for i, msg in sorted(failures.items())
+                        ],
                     )
             tx.execute(
                 "INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, reason, "
@@ -196,19 +253,29 @@ class Flusher:
                 "traceback) VALUES (:batch_id, :base_id, :sequence, :attempt, :reason, "
                 ":outcome, :item_count, :failed_count, :error, :worker_id, :started, "
                 ":duration, :traceback)",
-                {"batch_id": batch_id, "base_id": context.base_id,
-                 "sequence": context.sequence, "attempt": context.attempt,
-                 "reason": context.reason, "outcome": outcome, "item_count": len(rows),
-                 "failed_count": len(rows) if whole_failure else len(failures),
-                 "error": error, "worker_id": self.runtime.worker_id, "started": started,
-                 "duration": duration, "traceback": traceback},
+                {
+                    "batch_id": batch_id,
+                    "base_id": context.base_id,
+                    "sequence": context.sequence,
+                    "attempt": context.attempt,
+                    "reason": context.reason,
+                    "outcome": outcome,
+                    "item_count": len(rows),
+                    "failed_count": len(rows) if whole_failure else len(failures),
+                    "error": error,
+                    "worker_id": self.runtime.worker_id,
+                    "started": started,
+                    "duration": duration,
+                    "traceback": traceback,
+                },
             )
             if outcome == "completed":
                 self._finish(tx, batch_id)
             else:
                 tx.execute(
                     "UPDATE batchyard_batches SET last_error = :error, updated_at = {now}"
-                    + (", status = 'dead'" if dead else "") + " WHERE batch_id = :batch_id",
+                    + (", status = 'dead'" if dead else "")
+                    + " WHERE batch_id = :batch_id",
                     {"batch_id": batch_id, "error": error},
                 )
         delivered = 0 if whole_failure else len(rows) - len(failures)
@@ -216,9 +283,17 @@ class Flusher:
         return dead
 
     def _give_up(self, task: Task, error: str) -> None:
-        log.error("flush of %s is dead: %s", task.payload["batch_id"], error,
-                  extra={"batch_id": task.payload["batch_id"], "attempt": task.attempts,
-                         "max_attempts": task.max_attempts, "final": True})
+        log.error(
+            "flush of %s is dead: %s",
+            task.payload["batch_id"],
+            error,
+            extra={
+                "batch_id": task.payload["batch_id"],
+                "attempt": task.attempts,
+                "max_attempts": task.max_attempts,
+                "final": True,
+            },
+        )
         with self.store.transaction(self.runtime.now()) as tx:
             self.tasks.dead_letter(tx, task, error)
             self.on_dead_flush(tx, task, error)
@@ -228,11 +303,17 @@ class Flusher:
         recording (the worker's failure path: an exception in the runner, an undecodable
         item; or workers lost on every attempt): its batch is dead, listed among the dead
         batches, with the error in its history - never left `flushing` with no task."""
-        params = {"batch_id": task.payload["batch_id"], "error": error,
-                  "worker_id": self.runtime.worker_id}
-        moved = tx.execute("UPDATE batchyard_batches SET status = 'dead', last_error = :error, "
-                           "updated_at = {now} WHERE batch_id = :batch_id "
-                           "AND status = 'flushing'", params).rowcount
+        params = {
+            "batch_id": task.payload["batch_id"],
+            "error": error,
+            "worker_id": self.runtime.worker_id,
+        }
+        moved = tx.execute(
+            "UPDATE batchyard_batches SET status = 'dead', last_error = :error, "
+            "updated_at = {now} WHERE batch_id = :batch_id "
+            "AND status = 'flushing'",
+            params,
+        ).rowcount
         if moved:
             tx.execute(
                 "INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, reason, "
@@ -242,7 +323,8 @@ class Flusher:
                 f"{sql.PENDING_COUNT}, :error, :worker_id, {{now}}, 0 FROM batchyard_batches b "
                 # an attempt whose outcome was recorded keeps it
                 "WHERE b.batch_id = :batch_id ON CONFLICT (batch_id, attempt) DO NOTHING",
-                params)
+                params,
+            )
 
     def _finish(self, tx: Tx, batch_id: str) -> None:
         tx.execute(
@@ -258,18 +340,29 @@ class Flusher:
         """Flush a dead batch again, with a fresh set of attempts."""
         split_base(batch_id)
         with self.store.transaction(self.runtime.now()) as tx:
-            batch = tx.one(f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
-                           "WHERE b.batch_id = :batch_id", {"batch_id": batch_id})
+            batch = tx.one(
+                f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b WHERE b.batch_id = :batch_id",
+                {"batch_id": batch_id},
+            )
             if batch is None:
                 raise NotFound(f"no batch {batch_id!r}", batch_id=batch_id)
             if batch["status"] != BatchStatus.DEAD:
-                raise Conflict(f"batch {batch_id!r} is {batch['status']}, not dead",
-                               batch_id=batch_id)
-            tx.execute("UPDATE batchyard_batches SET status = 'flushing', "
-                       "flush_reason = 'redrive', updated_at = {now} "
-                       "WHERE batch_id = :batch_id", {"batch_id": batch_id})
+                raise Conflict(
+                    f"batch {batch_id!r} is {batch['status']}, not dead", batch_id=batch_id
+                )
+            tx.execute(
+                "UPDATE batchyard_batches SET status = 'flushing', "
+                "flush_reason = 'redrive', updated_at = {now} "
+                "WHERE batch_id = :batch_id",
+                {"batch_id": batch_id},
+            )
             self.tasks.redrive(tx, key=f"flush:{batch_id}")
-        return FlushResult(batch_id=batch_id, item_count=batch["pending_count"], flushed=True,
-                           status=BatchStatus.FLUSHING, reason=FlushReason.REDRIVE)
+        return FlushResult(
+            batch_id=batch_id,
+            item_count=batch["pending_count"],
+            flushed=True,
+            status=BatchStatus.FLUSHING,
+            reason=FlushReason.REDRIVE,
+        )
 
     # -- reading --------------------------------------------------------------------------

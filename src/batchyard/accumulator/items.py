@@ -56,19 +56,21 @@ class BatchItems:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    def get(self, batch_id: str, *, after: int | None = None,
-            limit: int = 100) -> list[BatchItem]:
+    def get(self, batch_id: str, *, after: int | None = None, limit: int = 100) -> list[BatchItem]:
         """Items of one batch (any status) with a position above `after`, in order, at most
         `limit` (1..1000). Raises NotFound for no such batch, InvalidInput for bad arguments."""
         _full_id(batch_id, "get_batch_items")
-        if after is not None and (isinstance(after, bool) or not isinstance(after, int)
-                                  or after < 0):
+        if after is not None and (
+            isinstance(after, bool) or not isinstance(after, int) or after < 0
+        ):
             raise InvalidInput("after must be a position (an integer >= 0) or None", field="after")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be an integer from 1 to {MAX_PAGE}", field="limit")
         with self.runtime.store.transaction(write=False) as tx:
-            batch = tx.one("SELECT batch_no FROM batchyard_batches WHERE batch_id = :batch_id",
-                           {"batch_id": batch_id})
+            batch = tx.one(
+                "SELECT batch_no FROM batchyard_batches WHERE batch_id = :batch_id",
+                {"batch_id": batch_id},
+            )
             if batch is None:
                 raise NotFound(f"no batch {batch_id!r}", batch_id=batch_id)
             rows = tx.all(
@@ -77,12 +79,19 @@ class BatchItems:
                 "ON f.batch_no = i.batch_no AND f.position = i.position "
                 "WHERE i.batch_no = :batch_no AND i.position > :after "
                 "ORDER BY i.position LIMIT :limit",
-                {"batch_no": batch["batch_no"], "after": -1 if after is None else after,
-                 "limit": limit},
+                {
+                    "batch_no": batch["batch_no"],
+                    "after": -1 if after is None else after,
+                    "limit": limit,
+                },
             )
         # read as the handler reads them (items are accepted only if this gives them back equal)
-        return [BatchItem(position=int(r["position"]), payload=orjson.loads(r["payload"]),
-                          error=r["error"]) for r in rows]
+        return [
+            BatchItem(
+                position=int(r["position"]), payload=orjson.loads(r["payload"]), error=r["error"]
+            )
+            for r in rows
+        ]
 
     def discard(self, batch_id: str) -> DiscardResult:
         """Give up a dead batch: it becomes ``discarded`` with its pending items undelivered,
@@ -90,16 +99,25 @@ class BatchItems:
         dead."""
         _full_id(batch_id, "discard_batch")
         with self.runtime.store.transaction(self.runtime.now()) as tx:
-            batch = tx.one(f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
-                           "WHERE b.batch_id = :batch_id {for_update}", {"batch_id": batch_id})
+            batch = tx.one(
+                f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
+                "WHERE b.batch_id = :batch_id {for_update}",
+                {"batch_id": batch_id},
+            )
             if batch is None:
                 raise NotFound(f"no batch {batch_id!r}", batch_id=batch_id)
             if batch["status"] != BatchStatus.DEAD:
-                raise Conflict(f"batch {batch_id!r} is {batch['status']}: only a dead batch can "
-                               "be discarded", batch_id=batch_id, reason=batch["status"])
+                raise Conflict(
+                    f"batch {batch_id!r} is {batch['status']}: only a dead batch can be discarded",
+                    batch_id=batch_id,
+                    reason=batch["status"],
+                )
             dropped = int(batch["pending_count"])
-            tx.execute("UPDATE batchyard_batches SET status = 'discarded', completed_at = {now}, "
-                       "updated_at = {now} WHERE batch_id = :batch_id", {"batch_id": batch_id})
+            tx.execute(
+                "UPDATE batchyard_batches SET status = 'discarded', completed_at = {now}, "
+                "updated_at = {now} WHERE batch_id = :batch_id",
+                {"batch_id": batch_id},
+            )
             # the next attempt number keeps (batch_id, attempt) unique; failed_count = item_count:
             # none of them was delivered
             tx.execute(
@@ -108,10 +126,14 @@ class BatchItems:
                 "SELECT :batch_id, :base_id, :sequence, COALESCE(MAX(attempt), 0) + 1, :reason, "
                 "'discarded', :n, :n, :error, NULL, {now}, 0 FROM batchyard_flushes "
                 "WHERE batch_id = :batch_id",
-                {"batch_id": batch_id, "base_id": batch["base_id"], "sequence": batch["sequence"],
-                 "reason": DISCARD_REASON, "n": dropped,
-                 "error": f"discarded by hand; last error: {batch['last_error'] or '-'}"},
+                {
+                    "batch_id": batch_id,
+                    "base_id": batch["base_id"],
+                    "sequence": batch["sequence"],
+                    "reason": DISCARD_REASON,
+                    "n": dropped,
+                    "error": f"discarded by hand; last error: {batch['last_error'] or '-'}",
+                },
             )
             self.runtime.tasks.discard_dead(tx, f"flush:{batch_id}")
-        return DiscardResult(batch_id=batch_id, item_count=dropped,
-                             status=BatchStatus.DISCARDED)
+        return DiscardResult(batch_id=batch_id, item_count=dropped, status=BatchStatus.DISCARDED)

@@ -33,21 +33,29 @@ class Reader:
         with self.store.transaction(self.runtime.now()) as tx:
             now = tx.clock()
             if sequence is None:
-                rows = tx.all(f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
-                              f"WHERE b.base_id = :base AND b.status NOT IN {FINISHED_SQL} "
-                              "ORDER BY b.sequence", {"base": base})
+                rows = tx.all(
+                    f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
+                    f"WHERE b.base_id = :base AND b.status NOT IN {FINISHED_SQL} "
+                    "ORDER BY b.sequence",
+                    {"base": base},
+                )
             else:
-                rows = tx.all(f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
-                              "WHERE b.batch_id = :batch_id", {"batch_id": batch_id})
+                rows = tx.all(
+                    f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
+                    "WHERE b.batch_id = :batch_id",
+                    {"batch_id": batch_id},
+                )
         return [batch_info(row, now) for row in rows]
 
     def list_batches(self, status: str | None = None, limit: int = 100) -> list[BatchInfo]:
         with self.store.transaction(self.runtime.now()) as tx:
             now = tx.clock()
-            rows = tx.all(f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
-                          "WHERE (CAST(:status AS TEXT) IS NULL OR b.status = :status) "
-                          "ORDER BY b.updated_at DESC LIMIT :limit",
-                          {"status": status, "limit": limit})
+            rows = tx.all(
+                f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
+                "WHERE (CAST(:status AS TEXT) IS NULL OR b.status = :status) "
+                "ORDER BY b.updated_at DESC LIMIT :limit",
+                {"status": status, "limit": limit},
+            )
         return [batch_info(row, now) for row in rows]
 
     def get_flush_history(self, batch_id: str, limit: int = 20) -> list[FlushRecord]:
@@ -68,25 +76,31 @@ class Reader:
         """Delete a completed batch and its items; refused while it flushes or holds items."""
         base, sequence = split_base(batch_id)
         if sequence is None:
-            raise InvalidInput(f"delete_batch needs a full batch id like '{base}::0'",
-                               field="batch_id")
+            raise InvalidInput(
+                f"delete_batch needs a full batch id like '{base}::0'", field="batch_id"
+            )
         with self.store.transaction(self.runtime.now()) as tx:
-            row = tx.one(f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
-                         "WHERE b.batch_id = :batch_id", {"batch_id": batch_id})
+            row = tx.one(
+                f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b WHERE b.batch_id = :batch_id",
+                {"batch_id": batch_id},
+            )
             if row is None:
                 raise NotFound(f"no batch {batch_id!r}", batch_id=batch_id)
             if row["status"] == BatchStatus.FLUSHING:
-                raise Conflict(f"batch {batch_id!r} is flushing", batch_id=batch_id,
-                               reason="flushing")
+                raise Conflict(
+                    f"batch {batch_id!r} is flushing", batch_id=batch_id, reason="flushing"
+                )
             if row["pending_count"]:
                 raise Conflict(
                     f"batch {batch_id!r} has {row['pending_count']} pending items "
                     f"(status {row['status']}); flush or redrive it first",
-                    batch_id=batch_id, reason="pending items",
+                    batch_id=batch_id,
+                    reason="pending items",
                 )
             for table in ("batchyard_items", "batchyard_item_failures", "batchyard_batches"):
-                tx.execute(f"DELETE FROM {table} WHERE batch_no = :batch_no",
-                           {"batch_no": row["batch_no"]})
+                tx.execute(
+                    f"DELETE FROM {table} WHERE batch_no = :batch_no", {"batch_no": row["batch_no"]}
+                )
 
     def prune(self, older_than: float) -> int:
         """Delete completed (and discarded) batches, their items and flush history older
@@ -95,9 +109,13 @@ class Reader:
         with self.store.transaction(self.runtime.now()) as tx:
             params = {"age": older_than}
             for table in ("batchyard_items", "batchyard_item_failures"):
-                tx.execute(f"DELETE FROM {table} WHERE batch_no IN (SELECT batch_no FROM "
-                           f"batchyard_batches WHERE {finished})", params)
-            gone = int(tx.execute(f"DELETE FROM batchyard_batches WHERE {finished}",
-                                  params).rowcount)
+                tx.execute(
+                    f"DELETE FROM {table} WHERE batch_no IN (SELECT batch_no FROM "
+                    f"batchyard_batches WHERE {finished})",
+                    params,
+                )
+            gone = int(
+                tx.execute(f"DELETE FROM batchyard_batches WHERE {finished}", params).rowcount
+            )
             tx.execute("DELETE FROM batchyard_flushes WHERE started_at < {now} - :age", params)
         return gone

@@ -116,18 +116,27 @@ def split_base(batch_id: str, field: str = "batch_id") -> tuple[str, int | None]
     if not sep:
         return base, None
     if not (sequence.isascii() and sequence.isdigit()):  # "²".isdigit(), yet int() refuses it
-        raise InvalidInput(f"{field} {batch_id!r}: the part after '::' must be a number",
-                           field=field)
+        raise InvalidInput(
+            f"{field} {batch_id!r}: the part after '::' must be a number", field=field
+        )
     return base, int(sequence)
 
 
 def batch_info(row: Any, now: float) -> BatchInfo:
     return BatchInfo(
-        batch_id=row["batch_id"], base_id=row["base_id"], sequence=row["sequence"],
-        status=row["status"], item_count=row["item_count"], pending_count=row["pending_count"],
-        max_batch_size=row["max_batch_size"], flush_interval=row["flush_interval"],
-        handler=row["handler"], attempts=row["attempts"], max_attempts=row["max_attempts"],
-        flush_reason=row["flush_reason"], last_error=row["last_error"],
+        batch_id=row["batch_id"],
+        base_id=row["base_id"],
+        sequence=row["sequence"],
+        status=row["status"],
+        item_count=row["item_count"],
+        pending_count=row["pending_count"],
+        max_batch_size=row["max_batch_size"],
+        flush_interval=row["flush_interval"],
+        handler=row["handler"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        flush_reason=row["flush_reason"],
+        last_error=row["last_error"],
         created_at=to_datetime(row["created_at"]),
         updated_at=to_datetime(row["updated_at"]),
         completed_at=to_datetime(row["completed_at"]),
@@ -138,9 +147,16 @@ def batch_info(row: Any, now: float) -> BatchInfo:
 def flush_record(r: Any) -> FlushRecord:
     """A row of batchyard_flushes as a `FlushRecord`."""
     return FlushRecord(
-        batch_id=r["batch_id"], sequence=int(r["sequence"]), attempt=int(r["attempt"]),
-        reason=r["reason"], outcome=r["outcome"], item_count=int(r["item_count"]),
-        failed_count=int(r["failed_count"]), error=r["error"], worker_id=r["worker_id"],
+        batch_id=r["batch_id"],
+        sequence=int(r["sequence"]),
+        attempt=int(r["attempt"]),
+        reason=r["reason"],
+        outcome=r["outcome"],
+        item_count=int(r["item_count"]),
+        failed_count=int(r["failed_count"]),
+        error=r["error"],
+        worker_id=r["worker_id"],
         started_at=to_datetime(r["started_at"]),
-        duration_seconds=float(r["duration"]), traceback=r["traceback"],
+        duration_seconds=float(r["duration"]),
+        traceback=r["traceback"],
     )

@@ -53,9 +53,7 @@ CLOSE_FULL = (
 INSERT_BASE = (
     "INSERT INTO batchyard_batch_bases (base_id) VALUES (:base) ON CONFLICT (base_id) DO NOTHING"
 )
-LOCK_BASE = (
-    "SELECT next_sequence FROM batchyard_batch_bases WHERE base_id = :base {for_update}"
-)
+LOCK_BASE = "SELECT next_sequence FROM batchyard_batch_bases WHERE base_id = :base {for_update}"
 LOCK_OPEN_BATCH = (
     "SELECT batch_id, batch_no, max_batch_size, max_attempts FROM batchyard_batches "
     "WHERE base_id = :base AND status = 'accumulating' {for_update}"
@@ -100,12 +98,13 @@ APPEND_AT = (
     "ON CONFLICT DO NOTHING"
 )
 ITEM_COUNT = "(SELECT COUNT(*) FROM batchyard_items i WHERE i.batch_no = b.batch_no)"
-FAILED_COUNT = ("(SELECT COUNT(*) FROM batchyard_item_failures f "
-                 "WHERE f.batch_no = b.batch_no)")
+FAILED_COUNT = "(SELECT COUNT(*) FROM batchyard_item_failures f WHERE f.batch_no = b.batch_no)"
 # Counts are derived, never kept in the batch row: an add then writes its items and nothing
 # else (a second page per commit halved the add rate), and the counts cannot drift.
-PENDING_COUNT = (f"CASE WHEN b.status IN {FINISHED_SQL} THEN 0 "
-                  f"WHEN {FAILED_COUNT} > 0 THEN {FAILED_COUNT} ELSE {ITEM_COUNT} END")
+PENDING_COUNT = (
+    f"CASE WHEN b.status IN {FINISHED_SQL} THEN 0 "
+    f"WHEN {FAILED_COUNT} > 0 THEN {FAILED_COUNT} ELSE {ITEM_COUNT} END"
+)
 BATCH_COLUMNS = (
     "b.batch_id, b.batch_no, b.base_id, b.sequence, b.status, b.handler, b.max_batch_size, "
     "b.flush_interval, b.max_attempts, b.attempts, b.idempotency_key, b.flush_reason, "

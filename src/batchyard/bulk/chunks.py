@@ -41,9 +41,14 @@ class ChunkRunner:
         self.tasks = runtime.tasks
         self.types = types
         self.time_limit = CHUNK_TIME_LIMIT
-        runtime.kinds.add(TaskKind(
-            CHUNK_TASK, self.run_chunk, on_dead=self.on_dead_chunk,
-            grouping=Grouping(self.chunk_group, self.run_chunks, CHUNK_GROUP)))
+        runtime.kinds.add(
+            TaskKind(
+                CHUNK_TASK,
+                self.run_chunk,
+                on_dead=self.on_dead_chunk,
+                grouping=Grouping(self.chunk_group, self.run_chunks, CHUNK_GROUP),
+            )
+        )
 
     def run_chunk(self, task: Task) -> None:
         kind, options = self.types[task.payload["type"]], task.payload["options"]
@@ -53,8 +58,11 @@ class ChunkRunner:
         job_id, number = task.payload["job_id"], task.payload["chunk"]
         with self.store.transaction(write=False) as tx:
             job = tx.one("SELECT status FROM batchyard_jobs WHERE id = :id", {"id": job_id})
-            chunk = tx.one("SELECT done, items FROM batchyard_job_chunks WHERE job_id = :id "
-                           "AND chunk = :chunk", {"id": job_id, "chunk": number})
+            chunk = tx.one(
+                "SELECT done, items FROM batchyard_job_chunks WHERE job_id = :id "
+                "AND chunk = :chunk",
+                {"id": job_id, "chunk": number},
+            )
         items = _chunk_items(task, chunk)
         if job is None or items is None or job["status"] == JobStatus.CANCELLED:
             with self.store.transaction(self.runtime.now()) as tx:
@@ -64,8 +72,9 @@ class ChunkRunner:
         position = int(chunk["done"])
         while position < len(items):
             segment, computed = self._compute(kind, options, items[position:], deadline)
-            if not self._commit(kind, options,
-                                [_Part(task, segment, position, len(items), computed)]):
+            if not self._commit(
+                kind, options, [_Part(task, segment, position, len(items), computed)]
+            ):
                 return
             position += len(segment)
             if position < len(items) and time.monotonic() > deadline:
@@ -89,15 +98,16 @@ class ChunkRunner:
         kind, options = self.types[tasks[0].payload["type"]], tasks[0].payload["options"]
         self._commit(kind, options, [_Part(task) for task in tasks])
 
-    def _compute(self, kind: JobType, options: dict[str, Any], segment: list[list[Any]],
-                 deadline: float) -> tuple[list[list[Any]], list[tuple[Any, str | None]]]:
+    def _compute(
+        self, kind: JobType, options: dict[str, Any], segment: list[list[Any]], deadline: float
+    ) -> tuple[list[list[Any]], list[tuple[Any, str | None]]]:
         """Run user code a batch at a time (one item, unless the kind takes batches) until
         a second has passed (or the time limit)."""
         until = min(time.monotonic() + PROGRESS_EVERY, deadline)
         size = max(1, kind.batch_size(options))
         outcomes: list[tuple[Any, str | None]] = []
         while len(outcomes) < len(segment):
-            batch = [item for _, item in segment[len(outcomes):len(outcomes) + size]]
+            batch = [item for _, item in segment[len(outcomes) : len(outcomes) + size]]
             try:
                 outcomes.extend(kind.run_compute(self.runtime, options, batch))
             except RetryLater:
@@ -106,7 +116,7 @@ class ChunkRunner:
                 raise
             if time.monotonic() >= until:
                 break
-        return segment[:len(outcomes)], outcomes
+        return segment[: len(outcomes)], outcomes
 
     def _commit(self, kind: JobType, options: dict[str, Any], parts: list[_Part]) -> bool:
         """Commit the parts' effects (chunks of one job) and the job's progress in one
@@ -129,37 +139,62 @@ class ChunkRunner:
                     if error is not None:
                         errors.append({"job_id": job_id, "idx": index, "error": error})
                     elif result is not None:
-                        results.append({"job_id": job_id, "idx": index,
-                                        "result": orjson.dumps(result).decode()})
+                        results.append(
+                            {
+                                "job_id": job_id,
+                                "idx": index,
+                                "result": orjson.dumps(result).decode(),
+                            }
+                        )
                 if errors:
-                    tx.executemany("INSERT INTO batchyard_job_errors (job_id, idx, error) "
-                                   "VALUES (:job_id, :idx, :error)", errors)
+                    tx.executemany(
+                        "INSERT INTO batchyard_job_errors (job_id, idx, error) "
+                        "VALUES (:job_id, :idx, :error)",
+                        errors,
+                    )
                 if results:
-                    tx.executemany("INSERT INTO batchyard_job_results (job_id, idx, result) "
-                                   "VALUES (:job_id, :idx, :result)", results)
+                    tx.executemany(
+                        "INSERT INTO batchyard_job_results (job_id, idx, result) "
+                        "VALUES (:job_id, :idx, :result)",
+                        results,
+                    )
                 # where a retry goes on from; a chunk that is done lets its items go
                 tx.executemany(
                     "UPDATE batchyard_job_chunks SET done = :done, items = CASE "
                     "WHEN :last = 1 THEN NULL ELSE items END "
                     "WHERE job_id = :id AND chunk = :chunk",
-                    [{"done": part.position + len(part_segment), "last": int(part.last),
-                      "id": job_id, "chunk": part.task.payload["chunk"]}
-                     for part, part_segment in zip(parts, segments, strict=True)])
+                    [
+                        {
+                            "done": part.position + len(part_segment),
+                            "last": int(part.last),
+                            "id": job_id,
+                            "chunk": part.task.payload["chunk"],
+                        }
+                        for part, part_segment in zip(parts, segments, strict=True)
+                    ],
+                )
                 # the job's row last: on PostgreSQL its lock serialises the commits of one
                 # job, so it is held from here to the commit only (and not while the items
                 # are written); a cancelled job's row is left alone, and the whole
                 # transaction with it
-                if tx.execute(
-                    "UPDATE batchyard_jobs SET processed = processed + :ok, "
-                    "failed = failed + :bad, chunks_left = chunks_left - :last, status = CASE "
-                    "WHEN chunks_left - :last > dead_chunks THEN 'processing' "
-                    "WHEN failed + :bad > 0 OR dead_chunks > 0 THEN 'failed' "
-                    "ELSE 'completed' END, completed_at = CASE "
-                    "WHEN chunks_left - :last > dead_chunks THEN NULL ELSE {now} END, "
-                    "updated_at = {now} WHERE id = :id AND status <> 'cancelled'",
-                    {"ok": len(segment) - len(errors), "bad": len(errors),
-                     "last": len(finished), "id": job_id},
-                ).rowcount != 1:
+                if (
+                    tx.execute(
+                        "UPDATE batchyard_jobs SET processed = processed + :ok, "
+                        "failed = failed + :bad, chunks_left = chunks_left - :last, status = CASE "
+                        "WHEN chunks_left - :last > dead_chunks THEN 'processing' "
+                        "WHEN failed + :bad > 0 OR dead_chunks > 0 THEN 'failed' "
+                        "ELSE 'completed' END, completed_at = CASE "
+                        "WHEN chunks_left - :last > dead_chunks THEN NULL ELSE {now} END, "
+                        "updated_at = {now} WHERE id = :id AND status <> 'cancelled'",
+                        {
+                            "ok": len(segment) - len(errors),
+                            "bad": len(errors),
+                            "last": len(finished),
+                            "id": job_id,
+                        },
+                    ).rowcount
+                    != 1
+                ):
                     raise _Cancelled()
         except _Cancelled:
             with self.store.transaction(self.runtime.now()) as tx:
@@ -171,18 +206,38 @@ class ChunkRunner:
     def _segments(tx: Tx, job_id: str, parts: list[_Part]) -> list[list[list[Any]]]:
         """Each part's items: those it came with, or its whole chunk's, read from the
         chunks' rows in one query (missing ones - a cancelled job's - are empty)."""
-        wanted = [part.task.payload["chunk"] for part in parts
-                  if part.segment is None and "items" not in part.task.payload]
-        stored = {row["chunk"]: row for row in tx.all(
-            "SELECT chunk, items FROM batchyard_job_chunks WHERE job_id = :id "
-            "AND chunk IN {json_int_values}",
-            {"id": job_id, "values": orjson.dumps(wanted).decode()})} if wanted else {}
-        return [part.segment if part.segment is not None else
-                _chunk_items(part.task, stored.get(part.task.payload["chunk"])) or []
-                for part in parts]
+        wanted = [
+            part.task.payload["chunk"]
+            for part in parts
+            if part.segment is None and "items" not in part.task.payload
+        ]
+        stored = (
+            {
+                row["chunk"]: row
+                for row in tx.all(
+                    "SELECT chunk, items FROM batchyard_job_chunks WHERE job_id = :id "
+                    "AND chunk IN {json_int_values}",
+                    {"id": job_id, "values": orjson.dumps(wanted).decode()},
+                )
+            }
+            if wanted
+            else {}
+        )
+        return [
+            part.segment
+            if part.segment is not None
+            else _chunk_items(part.task, stored.get(part.task.payload["chunk"])) or []
+            for part in parts
+        ]
 
-    def _apply(self, tx: Tx, kind: JobType, options: dict[str, Any], parts: list[_Part],
-               segment: list[list[Any]]) -> list[tuple[Any, str | None]]:
+    def _apply(
+        self,
+        tx: Tx,
+        kind: JobType,
+        options: dict[str, Any],
+        parts: list[_Part],
+        segment: list[list[Any]],
+    ) -> list[tuple[Any, str | None]]:
         """Each item's (result, error): the kind's `apply` over the items - or, when user
         code ran, over the values it computed without an error."""
         if parts[0].computed is None:
@@ -203,7 +258,8 @@ class ChunkRunner:
             "WHEN chunks_left > dead_chunks + 1 THEN 'processing' ELSE 'failed' END, "
             "completed_at = CASE WHEN chunks_left > dead_chunks + 1 THEN NULL "
             "ELSE {now} END, updated_at = {now} WHERE id = :id",
-            {"id": task.payload["job_id"], "error": error})
+            {"id": task.payload["job_id"], "error": error},
+        )
 
     # -- steering -----------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ from batchyard.errors import InvalidInput
 from batchyard.store import Tx
 
 if TYPE_CHECKING:
-
     from batchyard.runtime import Runtime
 
 DEFAULT_BATCH_SIZE = 64
@@ -37,16 +36,23 @@ _THING_TEXT_FIELDS = frozenset({"ns", "id", "type", "content", "visibility"})
 def check_options(runtime: Runtime, options: dict[str, Any]) -> None:
     """Refuse bad options, and a job that no model could run, before anything is stored."""
     fields = options.get("fields", list(DEFAULT_FIELDS))
-    if (not isinstance(fields, list) or not fields or len(fields) > MAX_FIELDS
-            or not all(isinstance(f, str) and _valid_field(f) for f in fields)):
+    if (
+        not isinstance(fields, list)
+        or not fields
+        or len(fields) > MAX_FIELDS
+        or not all(isinstance(f, str) and _valid_field(f) for f in fields)
+    ):
         raise InvalidInput(
             f"options.fields must be a list of 1 to {MAX_FIELDS} fields of a thing: "
             f"{', '.join(sorted(_THING_TEXT_FIELDS))} or data.<key>[.<key>...]",
-            field="options.fields")
+            field="options.fields",
+        )
     size = options.get("batchSize", DEFAULT_BATCH_SIZE)
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_BATCH_SIZE:
-        raise InvalidInput(f"options.batchSize must be an integer from 1 to {MAX_BATCH_SIZE}",
-                           field="options.batchSize")
+        raise InvalidInput(
+            f"options.batchSize must be an integer from 1 to {MAX_BATCH_SIZE}",
+            field="options.batchSize",
+        )
     runtime.embedder  # noqa: B018 - the default model raises MissingExtra without the extra
 
 
@@ -54,8 +60,9 @@ def batch_size(options: dict[str, Any]) -> int:
     return int(options.get("batchSize", DEFAULT_BATCH_SIZE))
 
 
-def embed_batch(runtime: Runtime, options: dict[str, Any],
-                refs: list[dict[str, Any]]) -> list[tuple[Any, str | None]]:
+def embed_batch(
+    runtime: Runtime, options: dict[str, Any], refs: list[dict[str, Any]]
+) -> list[tuple[Any, str | None]]:
     """Read the things of one batch, encode the texts that changed in one call, and return
     per item the row to store (None when unchanged) or the item's error."""
     embedder = runtime.embedder
@@ -81,8 +88,9 @@ def embed_batch(runtime: Runtime, options: dict[str, Any],
             outcomes.append((None, None))  # embedded before, from the same text
             continue
         texts.append(text)
-        outcomes.append(({"ns": ref["ns"], "id": ref["id"], "model": embedder.name,
-                          "text_hash": digest}, None))
+        outcomes.append(
+            ({"ns": ref["ns"], "id": ref["id"], "model": embedder.name, "text_hash": digest}, None)
+        )
     if texts:
         vectors = unit_rows(embedder.encode(texts), len(texts), embedder.dimension)
         rows = (row for row, _ in outcomes if row is not None)
@@ -101,8 +109,9 @@ UPSERT_EMBEDDINGS = (
 )
 
 
-def store_vectors(runtime: Runtime, tx: Tx, options: dict[str, Any],
-                  rows: list[dict[str, Any] | None]) -> list[tuple[Any, str | None]]:
+def store_vectors(
+    runtime: Runtime, tx: Tx, options: dict[str, Any], rows: list[dict[str, Any] | None]
+) -> list[tuple[Any, str | None]]:
     tx.executemany(UPSERT_EMBEDDINGS, [row for row in rows if row is not None])
     return [(None, None)] * len(rows)
 
@@ -147,9 +156,11 @@ def _valid_field(field: str) -> bool:
 def _stored_hashes(tx: Tx, model: str, refs: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
     found = {}
     for ref in refs:  # one primary-key lookup each: a batch is a few dozen items
-        row = tx.one("SELECT text_hash FROM batchyard_embeddings "
-                     "WHERE ns = :ns AND model = :model AND id = :id",
-                     {"ns": ref["ns"], "model": model, "id": ref["id"]})
+        row = tx.one(
+            "SELECT text_hash FROM batchyard_embeddings "
+            "WHERE ns = :ns AND model = :model AND id = :id",
+            {"ns": ref["ns"], "model": model, "id": ref["id"]},
+        )
         if row is not None:
             found[(ref["ns"], ref["id"])] = row["text_hash"]
     return found
@@ -158,6 +169,11 @@ def _stored_hashes(tx: Tx, model: str, refs: list[dict[str, Any]]) -> dict[tuple
 def job_type() -> JobType:
     """generate-embeddings: embed each thing's text, store the vector (skipping unchanged
     texts); input `{"ns": ...}` stands for every thing of the namespace."""
-    return JobType(validate=reference, apply=store_vectors, compute_batch=embed_batch,
-                   batch_size=batch_size, check_options=check_options,
-                   expands_namespace=True)
+    return JobType(
+        validate=reference,
+        apply=store_vectors,
+        compute_batch=embed_batch,
+        batch_size=batch_size,
+        check_options=check_options,
+        expands_namespace=True,
+    )

@@ -33,15 +33,17 @@ _FIELDS = ["ns", "id", "type", "content", "visibility", "createdAt", "updatedAt"
 _FORMULA_STARTS = frozenset("=+-@\t\r")
 
 
-def export_to_format(store: Store, ns: str, format: str,
-                     on_rows: Callable[[int], None] | None = None) -> Iterator[bytes]:
+def export_to_format(
+    store: Store, ns: str, format: str, on_rows: Callable[[int], None] | None = None
+) -> Iterator[bytes]:
     """The things of `ns` in `format`, ordered by id. Checks its arguments at once; reading
     starts with the first chunk. `on_rows(n)` is told how many rows each chunk carried."""
     if not isinstance(ns, str) or not ns:
         raise InvalidInput("ns must be a non-empty string", field="ns")
     if format not in FORMATS:
-        raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, not {format!r}",
-                           field="format")
+        raise InvalidInput(
+            f"format must be one of {', '.join(FORMATS)}, not {format!r}", field="format"
+        )
     writer = {"json": _json, "csv": _csv, "ndjson": _ndjson}[format]
     return _chunked(_snapshot_rows(store, ns, writer), on_rows)
 
@@ -62,10 +64,19 @@ def _json_blocks(tx: Tx, ns: str) -> Iterator[list[bytes]]:
     dumps, fragment, when = orjson.dumps, orjson.Fragment, iso_memo()
     rows = tx.stream(_SELECT, {"ns": ns})
     while block := [
-        dumps({"ns": ns_, "id": id, "type": type, "data": fragment(data), "content": content,
-               "visibility": visibility, "createdAt": when(created), "updatedAt": when(updated)})
-        for ns_, id, type, data, content, visibility, created, updated
-        in islice(rows, _BLOCK_ROWS)
+        dumps(
+            {
+                "ns": ns_,
+                "id": id,
+                "type": type,
+                "data": fragment(data),
+                "content": content,
+                "visibility": visibility,
+                "createdAt": when(created),
+                "updatedAt": when(updated),
+            }
+        )
+        for ns_, id, type, data, content, visibility, created, updated in islice(rows, _BLOCK_ROWS)
     ]:
         yield block
 
@@ -96,12 +107,22 @@ def _csv(tx: Tx, ns: str) -> Iterator[tuple[bytes, int]]:
     rows = tx.stream(_SELECT, {"ns": ns})
     # the hot loop, written for speed: a call per cell only for the rare cell that needs care
     while block := [
-        [cell if (cell.__class__ is str and cell[:1] not in starts) or cell.__class__ in plain
-         else _cell(cell)
-         for cell in (ns_, id, type, content, visibility, when(created), when(updated),
-                      *map(loads(data).get, keys))]
-        for ns_, id, type, data, content, visibility, created, updated
-        in islice(rows, _BLOCK_ROWS)
+        [
+            cell
+            if (cell.__class__ is str and cell[:1] not in starts) or cell.__class__ in plain
+            else _cell(cell)
+            for cell in (
+                ns_,
+                id,
+                type,
+                content,
+                visibility,
+                when(created),
+                when(updated),
+                *map(loads(data).get, keys),
+            )
+        ]
+        for ns_, id, type, data, content, visibility, created, updated in islice(rows, _BLOCK_ROWS)
     ]:
         out.writerows(block)
         yield "".join(lines).encode(), len(block)
@@ -121,8 +142,9 @@ def _cell(value: Any) -> str:
 _PLAIN = frozenset({int, float, type(None)})
 
 
-def _chunked(parts: Iterator[tuple[bytes, int]],
-             on_rows: Callable[[int], None] | None) -> Iterator[bytes]:
+def _chunked(
+    parts: Iterator[tuple[bytes, int]], on_rows: Callable[[int], None] | None
+) -> Iterator[bytes]:
     """Gather small pieces into chunks of about `CHUNK_BYTES`."""
     pending: list[bytes] = []
     size = rows = 0

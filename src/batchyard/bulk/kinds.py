@@ -43,8 +43,9 @@ class JobType:
     validate: Callable[[Any], Any]
     apply: Callable[[Runtime, Tx, dict[str, Any], list[Any]], list[tuple[Any, str | None]]]
     compute: Callable[[Runtime, dict[str, Any], Any], Any] | None = None
-    compute_batch: Callable[[Runtime, dict[str, Any], list[Any]],
-                            list[tuple[Any, str | None]]] | None = None
+    compute_batch: (
+        Callable[[Runtime, dict[str, Any], list[Any]], list[tuple[Any, str | None]]] | None
+    ) = None
     batch_size: Callable[[dict[str, Any]], int] = lambda options: 1
     check_options: Callable[[Runtime, dict[str, Any]], None] = lambda runtime, options: None
     expands_namespace: bool = False  # `input={"ns": ...}` stands for every thing in ns
@@ -53,13 +54,15 @@ class JobType:
     def computes(self) -> bool:
         return self.compute is not None or self.compute_batch is not None
 
-    def run_compute(self, runtime: Runtime, options: dict[str, Any],
-                    items: list[Any]) -> list[tuple[Any, str | None]]:
+    def run_compute(
+        self, runtime: Runtime, options: dict[str, Any], items: list[Any]
+    ) -> list[tuple[Any, str | None]]:
         if self.compute_batch is not None:
             outcomes = self.compute_batch(runtime, options, items)
             if len(outcomes) != len(items):  # the chunk fails rather than loses items
-                raise RuntimeError(f"compute_batch returned {len(outcomes)} outcomes for "
-                                   f"{len(items)} items")
+                raise RuntimeError(
+                    f"compute_batch returned {len(outcomes)} outcomes for {len(items)} items"
+                )
             return outcomes
         assert self.compute is not None
         outcomes = []
@@ -78,30 +81,36 @@ def _import_things(runtime: Runtime, tx: Tx, options: dict[str, Any], rows: list
     return [(None, None)] * len(rows)
 
 
-def _import_relationships(runtime: Runtime, tx: Tx, options: dict[str, Any],
-                          rows: list[Any]) -> list[Any]:
+def _import_relationships(
+    runtime: Runtime, tx: Tx, options: dict[str, Any], rows: list[Any]
+) -> list[Any]:
     tx.executemany(UPSERT_RELATIONSHIPS, rows)
     return [(None, None)] * len(rows)
 
 
 def _export_things(runtime: Runtime, tx: Tx, options: dict[str, Any], refs: list[Any]) -> list[Any]:
     found = get_things(tx, refs)
-    return [(found[key], None) if (key := (ref["ns"], ref["id"])) in found
-            else (None, f"not found: {ref['ns']}/{ref['id']}") for ref in refs]
+    return [
+        (found[key], None)
+        if (key := (ref["ns"], ref["id"])) in found
+        else (None, f"not found: {ref['ns']}/{ref['id']}")
+        for ref in refs
+    ]
 
 
 def _transform_options(runtime: Runtime, options: dict[str, Any]) -> None:
     name = options.get("transform")
     if not isinstance(name, str) or not name:
-        raise InvalidInput("options.transform must name a registered transform",
-                           field="options.transform")
+        raise InvalidInput(
+            "options.transform must name a registered transform", field="options.transform"
+        )
     if _transform_handler(name) not in runtime.handlers:
-        raise InvalidInput(f"options.transform: no transform registered as {name!r}",
-                           field="options.transform")
+        raise InvalidInput(
+            f"options.transform: no transform registered as {name!r}", field="options.transform"
+        )
     target = options.get("outputNs")
     if target is not None and (not isinstance(target, str) or not target):
-        raise InvalidInput("options.outputNs must be a non-empty string",
-                           field="options.outputNs")
+        raise InvalidInput("options.outputNs must be a non-empty string", field="options.outputNs")
 
 
 def _transform(runtime: Runtime, options: dict[str, Any], item: Any) -> Any:
@@ -114,8 +123,9 @@ def _transform(runtime: Runtime, options: dict[str, Any], item: Any) -> Any:
     return output
 
 
-def _store_outputs(runtime: Runtime, tx: Tx, options: dict[str, Any],
-                   outputs: list[Any]) -> list[Any]:
+def _store_outputs(
+    runtime: Runtime, tx: Tx, options: dict[str, Any], outputs: list[Any]
+) -> list[Any]:
     if options.get("outputNs") is None:
         return [(output, None) for output in outputs]
     tx.executemany(UPSERT_THINGS, outputs)
@@ -138,12 +148,14 @@ def builtin_types() -> dict[str, JobType]:
     """The job types every yard has; generate-embeddings is the embeddings module's."""
     return {
         "import-things": JobType(validate=thing_row, apply=_import_things),
-        "import-relationships": JobType(validate=relationship_row,
-                                        apply=_import_relationships),
-        "export-things": JobType(validate=reference, apply=_export_things,
-                                 expands_namespace=True),
-        "transform-data": JobType(validate=_json_item, apply=_store_outputs,
-                                  compute=_transform, check_options=_transform_options),
+        "import-relationships": JobType(validate=relationship_row, apply=_import_relationships),
+        "export-things": JobType(validate=reference, apply=_export_things, expands_namespace=True),
+        "transform-data": JobType(
+            validate=_json_item,
+            apply=_store_outputs,
+            compute=_transform,
+            check_options=_transform_options,
+        ),
     }
 
 

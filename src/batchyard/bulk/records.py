@@ -77,8 +77,17 @@ class DeadChunk(_Model):
 
 def job_record(row: Any, errors: list[JobError], results: list[Any]) -> BatchJobRecord:
     return BatchJobRecord(
-        id=row["id"], type=row["type"], status=row["status"], total=row["total"],
-        processed=row["processed"], failed=row["failed"], results=results, errors=errors,
-        created_at=to_datetime(row["created_at"]), updated_at=to_datetime(row["updated_at"]),
-        completed_at=to_datetime(row["completed_at"]), dead_letters=row["dead_chunks"],
-        last_error=row["last_error"])
+        id=row["id"],
+        type=row["type"],
+        status=row["status"],
+        total=row["total"],
+        processed=row["processed"],
+        failed=row["failed"],
+        results=results,
+        errors=errors,
+        created_at=to_datetime(row["created_at"]),
+        updated_at=to_datetime(row["updated_at"]),
+        completed_at=to_datetime(row["completed_at"]),
+        dead_letters=row["dead_chunks"],
+        last_error=row["last_error"],
+    )

@@ -37,8 +37,15 @@ class SearchHit(BaseModel):
     thing: dict[str, Any] | None
 
 
-def search(store: Store, embedder: Embedder, ns: str, query: str, k: int = 10,
-           *, page_rows: int = PAGE_ROWS) -> list[SearchHit]:
+def search(
+    store: Store,
+    embedder: Embedder,
+    ns: str,
+    query: str,
+    k: int = 10,
+    *,
+    page_rows: int = PAGE_ROWS,
+) -> list[SearchHit]:
     """The `k` things of `ns` whose stored vectors are nearest to `query`, best first."""
     import numpy as np
 
@@ -53,10 +60,13 @@ def search(store: Store, embedder: Embedder, ns: str, query: str, k: int = 10,
     best_ids: list[str] = []
     best_scores = np.empty(0, dtype=np.float32)
     with store.snapshot() as tx:
-        rows = tx.stream("SELECT id, vector FROM batchyard_embeddings "
-                         "WHERE ns = :ns AND model = :model AND dimension = :dimension "
-                         "ORDER BY id", {"ns": ns, "model": embedder.name,
-                                         "dimension": dimension}, size=page_rows)
+        rows = tx.stream(
+            "SELECT id, vector FROM batchyard_embeddings "
+            "WHERE ns = :ns AND model = :model AND dimension = :dimension "
+            "ORDER BY id",
+            {"ns": ns, "model": embedder.name, "dimension": dimension},
+            size=page_rows,
+        )
         while page := _take(rows, page_rows):
             ids = best_ids + [row[0] for row in page]
             vectors = np.frombuffer(b"".join(bytes(row[1]) for row in page), dtype="<f4")
@@ -64,8 +74,10 @@ def search(store: Store, embedder: Embedder, ns: str, query: str, k: int = 10,
             keep = _top(scores, k)
             best_ids, best_scores = [ids[i] for i in keep], scores[keep]
         found = get_things(tx, [{"ns": ns, "id": id} for id in best_ids])
-    return [SearchHit(ns=ns, id=id, score=float(score), thing=found.get((ns, id)))
-            for id, score in zip(best_ids, best_scores, strict=True)]
+    return [
+        SearchHit(ns=ns, id=id, score=float(score), thing=found.get((ns, id)))
+        for id, score in zip(best_ids, best_scores, strict=True)
+    ]
 
 
 def _take(rows: Any, count: int) -> list[Any]:

@@ -67,20 +67,30 @@ class BulkJobs:
 
     # -- creating -----------------------------------------------------------------------
 
-    def create(self, type: str, items: Sequence[Any] | None = None, *, input: Any = None,
-               options: dict[str, Any] | None = None, request_id: str | None = None) -> str:
+    def create(
+        self,
+        type: str,
+        items: Sequence[Any] | None = None,
+        *,
+        input: Any = None,
+        options: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> str:
         kind = self.types.get(type) if isinstance(type, str) else None
         if kind is None:
-            raise InvalidInput(f"type must be one of {', '.join(sorted(self.types))}, "
-                               f"not {type!r}", field="type")
+            raise InvalidInput(
+                f"type must be one of {', '.join(sorted(self.types))}, not {type!r}", field="type"
+            )
         if options is not None and not isinstance(options, dict):
             raise InvalidInput("options must be an object", field="options")
         options = options or {}
         kind.check_options(self.runtime, options)
-        if request_id is not None and (not isinstance(request_id, str) or not request_id
-                                       or len(request_id) > 256):
-            raise InvalidInput("request_id must be a string of 1 to 256 characters",
-                               field="request_id")
+        if request_id is not None and (
+            not isinstance(request_id, str) or not request_id or len(request_id) > 256
+        ):
+            raise InvalidInput(
+                "request_id must be a string of 1 to 256 characters", field="request_id"
+            )
         # before the namespace is read: PostgreSQL cannot take a lone surrogate in a query
         for field, value in (("input", input), ("options", options)):
             try:
@@ -92,8 +102,9 @@ class BulkJobs:
         if not isinstance(items, list | tuple) or not items:
             raise InvalidInput("items must be a non-empty list", field="items")
         if len(items) > self.max_items:
-            raise InvalidInput(f"items: {len(items)} is over the limit of {self.max_items} "
-                               "per job", field="items")
+            raise InvalidInput(
+                f"items: {len(items)} is over the limit of {self.max_items} per job", field="items"
+            )
         fingerprint = None
         if request_id is not None:  # only a request that may come again needs its print
             request = [type, items, input, options]
@@ -114,18 +125,18 @@ class BulkJobs:
             problem = unstorable.get(index)
             if problem is not None:
                 # named like the other item errors: "data.big: ...", or "item: ..."
-                errors.append({"idx": index,
-                               "error": problem.at("" if problem.path else "item")})
+                errors.append({"idx": index, "error": problem.at("" if problem.path else "item")})
                 continue
             try:
                 valid.append([index, kind.validate(item)])
             except ItemError as exc:
                 errors.append({"idx": index, "error": str(exc)})
-        chunks = [valid[i:i + CHUNK_SIZE] for i in range(0, len(valid), CHUNK_SIZE)]
+        chunks = [valid[i : i + CHUNK_SIZE] for i in range(0, len(valid), CHUNK_SIZE)]
         job_id = uuid.uuid4().hex
         try:
-            self._insert(job_id, type, items, input, options, request_id, fingerprint,
-                         errors, chunks)
+            self._insert(
+                job_id, type, items, input, options, request_id, fingerprint, errors, chunks
+            )
         except _SameRequest:  # the same request_id committed meanwhile: that job it is
             assert fingerprint is not None
             existing = self._by_request(str(request_id), fingerprint)
@@ -133,9 +144,18 @@ class BulkJobs:
             return existing
         return job_id
 
-    def _insert(self, job_id: str, type: str, items: Sequence[Any], input: Any,
-                options: dict[str, Any], request_id: str | None, fingerprint: str | None,
-                errors: list[dict[str, Any]], chunks: list[list[list[Any]]]) -> None:
+    def _insert(
+        self,
+        job_id: str,
+        type: str,
+        items: Sequence[Any],
+        input: Any,
+        options: dict[str, Any],
+        request_id: str | None,
+        fingerprint: str | None,
+        errors: list[dict[str, Any]],
+        chunks: list[list[list[Any]]],
+    ) -> None:
         with self.store.transaction(self.runtime.now()) as tx:
             inserted = tx.execute(
                 "INSERT INTO batchyard_jobs (id, type, status, total, failed, chunks, "
@@ -143,49 +163,81 @@ class BulkJobs:
                 "updated_at, completed_at) VALUES (:id, :type, :status, :total, :failed, "
                 ":chunks, :chunks, :input, :options, :request_id, :hash, {now}, {now}, "
                 "CASE WHEN :chunks = 0 THEN {now} END) ON CONFLICT (request_id) DO NOTHING",
-                {"id": job_id, "type": type, "total": len(items), "failed": len(errors),
-                 "chunks": len(chunks), "input": orjson.dumps(input, default=repr).decode(),
-                 "options": orjson.dumps(options).decode(), "request_id": request_id,
-                 "hash": fingerprint,
-                 "status": JobStatus.PENDING if chunks else JobStatus.FAILED},
+                {
+                    "id": job_id,
+                    "type": type,
+                    "total": len(items),
+                    "failed": len(errors),
+                    "chunks": len(chunks),
+                    "input": orjson.dumps(input, default=repr).decode(),
+                    "options": orjson.dumps(options).decode(),
+                    "request_id": request_id,
+                    "hash": fingerprint,
+                    "status": JobStatus.PENDING if chunks else JobStatus.FAILED,
+                },
             ).rowcount
             if inserted != 1:
                 raise _SameRequest()  # rolls this transaction back
             for error in errors:
                 error["job_id"] = job_id
-            tx.executemany("INSERT INTO batchyard_job_errors (job_id, idx, error) "
-                           "VALUES (:job_id, :idx, :error)", errors)
+            tx.executemany(
+                "INSERT INTO batchyard_job_errors (job_id, idx, error) "
+                "VALUES (:job_id, :idx, :error)",
+                errors,
+            )
             # the items once, in their chunks' rows; the tasks say where to find them
-            tx.executemany("INSERT INTO batchyard_job_chunks (job_id, chunk, items) "
-                           "VALUES (:job_id, :chunk, :items)",
-                           [{"job_id": job_id, "chunk": n,
-                             "items": orjson.dumps(chunk).decode()}
-                            for n, chunk in enumerate(chunks)])
+            tx.executemany(
+                "INSERT INTO batchyard_job_chunks (job_id, chunk, items) "
+                "VALUES (:job_id, :chunk, :items)",
+                [
+                    {"job_id": job_id, "chunk": n, "items": orjson.dumps(chunk).decode()}
+                    for n, chunk in enumerate(chunks)
+                ],
+            )
             self.tasks.enqueue_many(
-                tx, CHUNK_TASK,
-                [(f"job:{job_id}:{n}", {"job_id": job_id, "chunk": n, "type": type,
-                                        "options": options, "size": len(chunk)})
-                 for n, chunk in enumerate(chunks)],
-                max_attempts=CHUNK_ATTEMPTS)
+                tx,
+                CHUNK_TASK,
+                [
+                    (
+                        f"job:{job_id}:{n}",
+                        {
+                            "job_id": job_id,
+                            "chunk": n,
+                            "type": type,
+                            "options": options,
+                            "size": len(chunk),
+                        },
+                    )
+                    for n, chunk in enumerate(chunks)
+                ],
+                max_attempts=CHUNK_ATTEMPTS,
+            )
 
     def _by_request(self, request_id: str, fingerprint: str) -> str | None:
         with self.store.transaction(write=False) as tx:
-            row = tx.one("SELECT id, request_hash FROM batchyard_jobs "
-                         "WHERE request_id = :request_id", {"request_id": request_id})
+            row = tx.one(
+                "SELECT id, request_hash FROM batchyard_jobs WHERE request_id = :request_id",
+                {"request_id": request_id},
+            )
         if row is None:
             return None
         if row["request_hash"] != fingerprint:
-            raise InvalidInput(f"request_id {request_id!r} was used for a different request",
-                               field="request_id")
+            raise InvalidInput(
+                f"request_id {request_id!r} was used for a different request", field="request_id"
+            )
         return str(row["id"])
 
     def _namespace_refs(self, ns: Any) -> list[dict[str, Any]]:
         if not isinstance(ns, str) or not ns:
             raise InvalidInput("input.ns must be a non-empty string", field="input.ns")
         with self.store.transaction(write=False) as tx:
-            return [{"ns": ns, "id": row["id"]} for row in tx.all(
-                "SELECT id FROM batchyard_things WHERE ns = :ns ORDER BY id LIMIT :limit",
-                {"ns": ns, "limit": self.max_items + 1})]
+            return [
+                {"ns": ns, "id": row["id"]}
+                for row in tx.all(
+                    "SELECT id FROM batchyard_things WHERE ns = :ns ORDER BY id LIMIT :limit",
+                    {"ns": ns, "limit": self.max_items + 1},
+                )
+            ]
 
     # -- the rest of a job's life ---------------------------------------------------------
 
@@ -193,29 +245,41 @@ class BulkJobs:
         with self.store.transaction(self.runtime.now()) as tx:
             row = self._row(tx, job_id, lock=True)
             if row["status"] in (JobStatus.COMPLETED, JobStatus.FAILED):
-                raise Conflict(f"job {job_id} is already {row['status']}", job_id=job_id,
-                               status=row["status"])
+                raise Conflict(
+                    f"job {job_id} is already {row['status']}", job_id=job_id, status=row["status"]
+                )
             if row["status"] != JobStatus.CANCELLED:
-                tx.execute("UPDATE batchyard_jobs SET status = 'cancelled', "
-                           "completed_at = {now}, updated_at = {now} WHERE id = :id",
-                           {"id": job_id})
+                tx.execute(
+                    "UPDATE batchyard_jobs SET status = 'cancelled', "
+                    "completed_at = {now}, updated_at = {now} WHERE id = :id",
+                    {"id": job_id},
+                )
                 self.tasks.cancel_queued(tx, CHUNK_TASK, f"job:{job_id}:")
                 # no chunk of it runs again: its items can go (a running one has them)
-                tx.execute("UPDATE batchyard_job_chunks SET items = NULL WHERE job_id = :id",
-                           {"id": job_id})
+                tx.execute(
+                    "UPDATE batchyard_job_chunks SET items = NULL WHERE job_id = :id",
+                    {"id": job_id},
+                )
         return self.get(job_id)
 
     def dead_chunks(self, job_id: str | None = None, limit: int = 100) -> list[DeadChunk]:
-        rows = self.tasks.dead_tasks(CHUNK_TASK, _limit(limit),
-                                     prefix="job:" if job_id is None else f"job:{job_id}:")
+        rows = self.tasks.dead_tasks(
+            CHUNK_TASK, _limit(limit), prefix="job:" if job_id is None else f"job:{job_id}:"
+        )
         chunks = []
         for row in rows:
             payload = orjson.loads(row["payload"])
-            chunks.append(DeadChunk(
-                task_id=row["id"], job_id=payload["job_id"], chunk=payload["chunk"],
-                items=payload.get("size", len(payload.get("items", ()))),
-                attempts=row["attempts"],
-                error=row["last_error"], died_at=to_datetime(row["died_at"])))
+            chunks.append(
+                DeadChunk(
+                    task_id=row["id"],
+                    job_id=payload["job_id"],
+                    chunk=payload["chunk"],
+                    items=payload.get("size", len(payload.get("items", ()))),
+                    attempts=row["attempts"],
+                    error=row["last_error"],
+                    died_at=to_datetime(row["died_at"]),
+                )
+            )
         return chunks
 
     def redrive(self, task_id: int) -> BatchJobRecord:
@@ -226,11 +290,13 @@ class BulkJobs:
                 raise NotFound(f"no dead chunk with task id {task_id}", task_id=task_id)
             job_id = orjson.loads(row["payload"])["job_id"]
             self.tasks.redrive(tx, task_id=task_id)
-            tx.execute("UPDATE batchyard_jobs SET dead_chunks = dead_chunks - 1, "
-                       "status = CASE WHEN status = 'cancelled' THEN status "
-                       "ELSE 'processing' END, completed_at = CASE WHEN status = 'cancelled' "
-                       "THEN completed_at END, updated_at = {now} WHERE id = :id",
-                       {"id": job_id})
+            tx.execute(
+                "UPDATE batchyard_jobs SET dead_chunks = dead_chunks - 1, "
+                "status = CASE WHEN status = 'cancelled' THEN status "
+                "ELSE 'processing' END, completed_at = CASE WHEN status = 'cancelled' "
+                "THEN completed_at END, updated_at = {now} WHERE id = :id",
+                {"id": job_id},
+            )
         return self.get(job_id)
 
     # -- reading ------------------------------------------------------------------------
@@ -242,16 +308,22 @@ class BulkJobs:
             results = self._results(tx, job_id, -1, 100)
         return job_record(row, errors, [r.result for r in results])
 
-    def list_jobs(self, status: str | None = None, type: str | None = None, limit: int = 100,
-             offset: int = 0) -> list[BatchJobRecord]:
+    def list_jobs(
+        self, status: str | None = None, type: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[BatchJobRecord]:
         with self.store.transaction(write=False) as tx:
             rows = tx.all(
                 "SELECT * FROM batchyard_jobs WHERE "
                 "(CAST(:status AS TEXT) IS NULL OR status = :status) AND "
                 "(CAST(:type AS TEXT) IS NULL OR type = :type) "
                 "ORDER BY created_at DESC, id LIMIT :limit OFFSET :offset",
-                {"status": status, "type": type, "limit": _limit(limit),
-                 "offset": max(0, int(offset))})
+                {
+                    "status": status,
+                    "type": type,
+                    "limit": _limit(limit),
+                    "offset": max(0, int(offset)),
+                },
+            )
         return [job_record(row, [], []) for row in rows]
 
     def errors(self, job_id: str, after: int = -1, limit: int = 100) -> list[JobError]:
@@ -266,38 +338,59 @@ class BulkJobs:
 
     def count_things(self, ns: str) -> int:
         with self.store.transaction(write=False) as tx:
-            return int(tx.one("SELECT COUNT(*) AS n FROM batchyard_things WHERE ns = :ns",
-                              {"ns": ns})["n"])
+            return int(
+                tx.one("SELECT COUNT(*) AS n FROM batchyard_things WHERE ns = :ns", {"ns": ns})["n"]
+            )
 
     def stats(self) -> BatchStats:
         with self.store.transaction(write=False) as tx:
-            counts = {row["status"]: int(row["n"]) for row in tx.all(
-                "SELECT status, COUNT(*) AS n FROM batchyard_jobs GROUP BY status")}
+            counts = {
+                row["status"]: int(row["n"])
+                for row in tx.all(
+                    "SELECT status, COUNT(*) AS n FROM batchyard_jobs GROUP BY status"
+                )
+            }
         completed, failed = counts.get("completed", 0), counts.get("failed", 0)
         finished = completed + failed
         rate = 100.0 * completed / finished if finished else 0.0
-        return BatchStats(total=sum(counts.values()), pending=counts.get("pending", 0),
-                          processing=counts.get("processing", 0), completed=completed,
-                          failed=failed, cancelled=counts.get("cancelled", 0),
-                          success_rate=f"{rate:.2f}%")
+        return BatchStats(
+            total=sum(counts.values()),
+            pending=counts.get("pending", 0),
+            processing=counts.get("processing", 0),
+            completed=completed,
+            failed=failed,
+            cancelled=counts.get("cancelled", 0),
+            success_rate=f"{rate:.2f}%",
+        )
 
     @staticmethod
     def _errors(tx: Tx, job_id: str, after: int, limit: int) -> list[JobError]:
-        return [JobError(index=row["idx"], error=row["error"]) for row in tx.all(
-            "SELECT idx, error FROM batchyard_job_errors WHERE job_id = :id AND idx > :after "
-            "ORDER BY idx LIMIT :limit", {"id": job_id, "after": after, "limit": _limit(limit)})]
+        return [
+            JobError(index=row["idx"], error=row["error"])
+            for row in tx.all(
+                "SELECT idx, error FROM batchyard_job_errors WHERE job_id = :id AND idx > :after "
+                "ORDER BY idx LIMIT :limit",
+                {"id": job_id, "after": after, "limit": _limit(limit)},
+            )
+        ]
 
     @staticmethod
     def _results(tx: Tx, job_id: str, after: int, limit: int) -> list[JobResult]:
-        return [JobResult(index=row["idx"], result=orjson.loads(row["result"])) for row in
-                tx.all("SELECT idx, result FROM batchyard_job_results WHERE job_id = :id "
-                       "AND idx > :after ORDER BY idx LIMIT :limit",
-                       {"id": job_id, "after": after, "limit": _limit(limit)})]
+        return [
+            JobResult(index=row["idx"], result=orjson.loads(row["result"]))
+            for row in tx.all(
+                "SELECT idx, result FROM batchyard_job_results WHERE job_id = :id "
+                "AND idx > :after ORDER BY idx LIMIT :limit",
+                {"id": job_id, "after": after, "limit": _limit(limit)},
+            )
+        ]
 
     @staticmethod
     def _row(tx: Tx, job_id: str, lock: bool = False) -> Any:
-        row = tx.one("SELECT * FROM batchyard_jobs WHERE id = :id"
-                     + (" {for_update}" if lock else ""), {"id": job_id})
+        row = tx.one(
+            "SELECT * FROM batchyard_jobs WHERE id = :id" + (" {for_update}" if lock else ""),
+            {"id": job_id},
+        )
         if row is None:
             raise NotFound(f"no batch job {job_id!r}", job_id=job_id)
         return row

@@ -22,11 +22,15 @@ class ItemError(ValueError):
     """One item of a bulk job is invalid or failed; the message names the field."""
 
 
-def _text(item: dict[str, Any], field: str, *, required: bool,
-          max_length: int | None = MAX_KEY_LENGTH) -> str | None:
+def _text(
+    item: dict[str, Any], field: str, *, required: bool, max_length: int | None = MAX_KEY_LENGTH
+) -> str | None:
     value = item.get(field)
-    if value.__class__ is str and (value or not required) and (
-            max_length is None or len(value) <= max_length):
+    if (
+        value.__class__ is str
+        and (value or not required)
+        and (max_length is None or len(value) <= max_length)
+    ):
         return value  # the common case, checked first: imports validate millions of these
     if value is None:
         if required:
@@ -65,8 +69,7 @@ def _object(item: Any, fields: frozenset[str]) -> dict[str, Any]:
 
 
 THING_FIELDS = frozenset({"ns", "id", "type", "data", "content", "visibility"})
-RELATIONSHIP_FIELDS = frozenset({"ns", "id", "type", "fromNs", "fromId", "toNs", "toId",
-                                 "data"})
+RELATIONSHIP_FIELDS = frozenset({"ns", "id", "type", "fromNs", "fromId", "toNs", "toId", "data"})
 REFERENCE_FIELDS = frozenset({"ns", "id"})
 
 
@@ -74,7 +77,8 @@ def thing_row(item: Any) -> dict[str, Any]:
     """Validate an import-things item into a row, or raise `ItemError` naming the field."""
     item = _object(item, THING_FIELDS)
     return {
-        "ns": _text(item, "ns", required=True), "id": _text(item, "id", required=True),
+        "ns": _text(item, "ns", required=True),
+        "id": _text(item, "id", required=True),
         "type": _text(item, "type", required=False),
         "data": _data(item),
         "content": _text(item, "content", required=False, max_length=None),
@@ -85,11 +89,13 @@ def thing_row(item: Any) -> dict[str, Any]:
 def relationship_row(item: Any) -> dict[str, Any]:
     item = _object(item, RELATIONSHIP_FIELDS)
     return {
-        "ns": _text(item, "ns", required=True), "id": _text(item, "id", required=True),
+        "ns": _text(item, "ns", required=True),
+        "id": _text(item, "id", required=True),
         "type": _text(item, "type", required=True),
         "from_ns": _text(item, "fromNs", required=True),
         "from_id": _text(item, "fromId", required=True),
-        "to_ns": _text(item, "toNs", required=True), "to_id": _text(item, "toId", required=True),
+        "to_ns": _text(item, "toNs", required=True),
+        "to_id": _text(item, "toId", required=True),
         "data": _data(item),
     }
 
@@ -131,9 +137,11 @@ def get_things(tx: Tx, refs: list[dict[str, Any]]) -> dict[tuple[str, str], dict
         ids_by_ns.setdefault(ref["ns"], []).append(ref["id"])
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for ns, ids in ids_by_ns.items():
-        for row in tx.all(f"SELECT {THING_COLUMNS} FROM batchyard_things WHERE ns = :ns "
-                          "AND id IN {json_text_values}",
-                          {"ns": ns, "values": orjson.dumps(ids).decode()}):
+        for row in tx.all(
+            f"SELECT {THING_COLUMNS} FROM batchyard_things WHERE ns = :ns "
+            "AND id IN {json_text_values}",
+            {"ns": ns, "values": orjson.dumps(ids).decode()},
+        ):
             found[(row["ns"], row["id"])] = record(row)
     return found
 
@@ -141,13 +149,24 @@ def get_things(tx: Tx, refs: list[dict[str, Any]]) -> dict[tuple[str, str], dict
 def record(row: Any) -> dict[str, Any]:
     """A thing as JSON: the import's field names, ISO-8601 times."""
     return {
-        "ns": row["ns"], "id": row["id"], "type": row["type"], "data": orjson.loads(row["data"]),
-        "content": row["content"], "visibility": row["visibility"],
-        "createdAt": iso(row["created_at"]), "updatedAt": iso(row["updated_at"]),
+        "ns": row["ns"],
+        "id": row["id"],
+        "type": row["type"],
+        "data": orjson.loads(row["data"]),
+        "content": row["content"],
+        "visibility": row["visibility"],
+        "createdAt": iso(row["created_at"]),
+        "updatedAt": iso(row["updated_at"]),
     }
 
 
 def _kind(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-            type(None): "null", int: "a number", float: "a number"}.get(type(value),
-                                                                         type(value).__name__)
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)

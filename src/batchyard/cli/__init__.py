@@ -18,8 +18,11 @@ from batchyard.cli import batches, bulk, db, iterators, serve, worker
 from batchyard.cli._common import one_line
 from batchyard.errors import BatchyardError, ConfigError
 
-app = typer.Typer(help="Durable batch processing on SQLite or PostgreSQL.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Durable batch processing on SQLite or PostgreSQL.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 app.command()(serve.serve)
 app.command()(worker.worker)
 app.command()(worker.healthcheck)

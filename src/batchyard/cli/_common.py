@@ -27,11 +27,15 @@ AppOption = Annotated[
 ]
 StoreOption = Annotated[
     str | None,
-    typer.Option("--store", envvar="BATCHYARD_STORE",
-                 help=f"store URL when no --app is given [default: {DEFAULT_URL}]"),
+    typer.Option(
+        "--store",
+        envvar="BATCHYARD_STORE",
+        help=f"store URL when no --app is given [default: {DEFAULT_URL}]",
+    ),
 ]
 LogFormatOption = Annotated[
-    str, typer.Option("--log-format", help=f"log lines as {' or '.join(FORMATS)}"),
+    str,
+    typer.Option("--log-format", help=f"log lines as {' or '.join(FORMATS)}"),
 ]
 
 
@@ -69,9 +73,14 @@ def register_builtin_handlers(yard: Yard) -> None:
         text = json.dumps(items, ensure_ascii=False)
         if len(text) > LOGGED_ITEMS_CHARS:
             text = text[:LOGGED_ITEMS_CHARS] + f"... ({len(text)} characters in all)"
-        flush_log.info("flushed %s (%d items, attempt %d): %s", ctx.batch_id, len(items),
-                       ctx.attempt, text, extra={"batch_id": ctx.batch_id,
-                                                 "item_count": len(items)})
+        flush_log.info(
+            "flushed %s (%d items, attempt %d): %s",
+            ctx.batch_id,
+            len(items),
+            ctx.attempt,
+            text,
+            extra={"batch_id": ctx.batch_id, "item_count": len(items)},
+        )
 
 
 def api_tokens() -> list[str]:

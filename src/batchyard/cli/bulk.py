@@ -46,8 +46,16 @@ class RateColumn(ProgressColumn):
         return Text("" if task.speed is None else f"{task.speed:,.0f}/s")
 
 
-_JOB_COLUMNS = ["id", "type", "status", "total", "processed", "failed", "created_at",
-                "completed_at"]
+_JOB_COLUMNS = [
+    "id",
+    "type",
+    "status",
+    "total",
+    "processed",
+    "failed",
+    "created_at",
+    "completed_at",
+]
 
 
 def read_items(path: Path, format: str) -> list[Any]:
@@ -61,8 +69,7 @@ def read_items(path: Path, format: str) -> list[Any]:
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"{path}: not valid JSON ({exc})", field="file") from None
         if not isinstance(items, list):
-            raise InvalidInput(f"{path}: a JSON file must hold an array of items",
-                               field="file")
+            raise InvalidInput(f"{path}: a JSON file must hold an array of items", field="file")
         return items
     if format == "csv":
         return _csv_items(path)
@@ -73,13 +80,13 @@ def read_items(path: Path, format: str) -> list[Any]:
                 try:
                     items.append(orjson.loads(line))
                 except orjson.JSONDecodeError as exc:
-                    raise InvalidInput(f"{path}, line {number}: not valid JSON ({exc})",
-                                       line=number) from None
+                    raise InvalidInput(
+                        f"{path}, line {number}: not valid JSON ({exc})", line=number
+                    ) from None
     return items
 
 
-_THING_COLUMNS = {"ns", "id", "type", "content", "visibility", "fromNs", "fromId", "toNs",
-                  "toId"}
+_THING_COLUMNS = {"ns", "id", "type", "content", "visibility", "fromNs", "fromId", "toNs", "toId"}
 
 
 def _csv_items(path: Path) -> list[Any]:
@@ -88,8 +95,10 @@ def _csv_items(path: Path) -> list[Any]:
         reader = csv.DictReader(file)
         for row in reader:
             if None in row:
-                raise InvalidInput(f"{path}, line {reader.line_num}: more fields than the "
-                                   "header", line=reader.line_num)
+                raise InvalidInput(
+                    f"{path}, line {reader.line_num}: more fields than the header",
+                    line=reader.line_num,
+                )
             item: dict[str, Any] = {"data": {}}
             for column, value in row.items():
                 if column in _THING_COLUMNS:
@@ -114,11 +123,13 @@ def import_file(
     """Import things (or relationships) from a file as one bulk job."""
     if format not in ("auto", "ndjson", "csv", "json"):
         raise InvalidInput(f"--format must be auto, ndjson, csv or json, not {format!r}")
-    items = [{"ns": ns, **item} if isinstance(item, dict) else item
-             for item in read_items(file, format)]
+    items = [
+        {"ns": ns, **item} if isinstance(item, dict) else item for item in read_items(file, format)
+    ]
     yard = load_yard(app_path, store, create=True)
-    job_id = yard.create_batch_job("import-relationships" if relationships
-                                   else "import-things", items)
+    job_id = yard.create_batch_job(
+        "import-relationships" if relationships else "import-things", items
+    )
     console.print(f"job {job_id}: {len(items)} item(s)")
     if wait:
         _follow(yard, job_id, worker)
@@ -129,9 +140,15 @@ def _follow(yard: Yard, job_id: str, worker: bool) -> None:
     if runner is not None:
         threading.Thread(target=runner.run, name="batchyard-worker", daemon=True).start()
     try:
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                      MofNCompleteColumn(), TaskProgressColumn(), RateColumn(),
-                      TimeRemainingColumn(), console=console) as progress:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            RateColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
             job = yard.get_batch_job(job_id)
             bar = progress.add_task("importing", total=job.total)
             while job.completed_at is None:
@@ -142,8 +159,7 @@ def _follow(yard: Yard, job_id: str, worker: bool) -> None:
     finally:
         if runner is not None:
             runner.stop()
-    console.print(f"job {job_id}: {job.status} - {job.processed} processed, "
-                  f"{job.failed} failed")
+    console.print(f"job {job_id}: {job.status} - {job.processed} processed, {job.failed} failed")
     for error in yard.get_batch_job_errors(job_id, limit=10):
         console.print(f"  item {error.index}: {error.error}", highlight=False)
     if job.failed > 10:
@@ -166,24 +182,34 @@ def export_ns(
         for chunk in yard.export_to_format(ns, format):
             sys.stdout.buffer.write(chunk)
         return
-    with Progress(TextColumn("[bold]exporting"), BarColumn(), MofNCompleteColumn(),
-                  RateColumn(), TimeRemainingColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("[bold]exporting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
         bar = progress.add_task("export", total=total)
         tmp = output.with_name(output.name + ".part")
         with tmp.open("wb") as out:  # a complete file appears, or none
             for chunk in yard.export_to_format(
-                    ns, format, on_rows=lambda n: progress.advance(bar, n)):
+                ns, format, on_rows=lambda n: progress.advance(bar, n)
+            ):
                 out.write(chunk)
         tmp.replace(output)
     console.print(f"{total} thing(s) of {ns!r} written to {output}")
 
 
 @jobs_app.command("list")
-def jobs_list(app_path: AppOption = None, store: StoreOption = None,
-              status: Annotated[str | None, typer.Option(help="only this status")] = None,
-              type: Annotated[str | None, typer.Option(help="only this type")] = None,
-              limit: int = 50,
-              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def jobs_list(
+    app_path: AppOption = None,
+    store: StoreOption = None,
+    status: Annotated[str | None, typer.Option(help="only this status")] = None,
+    type: Annotated[str | None, typer.Option(help="only this type")] = None,
+    limit: int = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Bulk jobs, newest first."""
     jobs = load_yard(app_path, store).list_batch_jobs(status=status, type=type, limit=limit)
     show([job.model_dump() for job in jobs], as_json, _JOB_COLUMNS)
@@ -204,8 +230,12 @@ def jobs_cancel(job_id: str, app_path: AppOption = None, store: StoreOption = No
 
 
 @jobs_app.command("errors")
-def jobs_errors(job_id: str, app_path: AppOption = None, store: StoreOption = None,
-                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def jobs_errors(
+    job_id: str,
+    app_path: AppOption = None,
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Every per-item error of a job, by index."""
     yard = load_yard(app_path, store)
     after, rows = -1, []

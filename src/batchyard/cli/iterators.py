@@ -11,22 +11,37 @@ from batchyard.cli._common import AppOption, StoreOption, console, load_yard, sh
 
 app = typer.Typer(help="Inspect and steer iterator jobs.", no_args_is_help=True)
 
-COLUMNS = ["job_id", "status", "processed", "batches", "total", "rate_per_second",
-           "eta_seconds", "last_error"]
+COLUMNS = [
+    "job_id",
+    "status",
+    "processed",
+    "batches",
+    "total",
+    "rate_per_second",
+    "eta_seconds",
+    "last_error",
+]
 
 
 @app.command("list")
-def list_jobs(app_path: AppOption = None, store: StoreOption = None,
-              status: Annotated[str | None, typer.Option(help="only this state")] = None,
-              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_jobs(
+    app_path: AppOption = None,
+    store: StoreOption = None,
+    status: Annotated[str | None, typer.Option(help="only this state")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Iterator jobs, most recently changed first."""
     rows = load_yard(app_path, store).list_iterator_jobs(status)
     show([asdict(r) for r in rows], as_json, COLUMNS)
 
 
 @app.command("status")
-def status(job_id: str, app_path: AppOption = None, store: StoreOption = None,
-           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(
+    job_id: str,
+    app_path: AppOption = None,
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """One job's status and progress."""
     show([asdict(load_yard(app_path, store).get_iterator_status(job_id))], as_json, COLUMNS)
 
@@ -34,6 +49,7 @@ def status(job_id: str, app_path: AppOption = None, store: StoreOption = None,
 def _add_action(verb: str) -> None:
     """`iterators <verb> ID`, calling the yard's `<verb>_iterator`: the three differ in
     nothing else."""
+
     def command(job_id: str, app_path: AppOption = None, store: StoreOption = None) -> None:
         yard = load_yard(app_path, store)
         status = getattr(yard, f"{verb}_iterator")(job_id)

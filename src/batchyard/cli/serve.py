@@ -28,8 +28,10 @@ def serve(
     log_level: Annotated[str, typer.Option(help="logging level")] = "info",
     token_file: Annotated[
         str | None,
-        typer.Option(envvar="BATCHYARD_API_TOKEN_FILE",
-                     help="API tokens, one per line (adds to $BATCHYARD_API_TOKEN)"),
+        typer.Option(
+            envvar="BATCHYARD_API_TOKEN_FILE",
+            help="API tokens, one per line (adds to $BATCHYARD_API_TOKEN)",
+        ),
     ] = None,
     log_format: LogFormatOption = "text",
 ) -> None:
@@ -45,15 +47,21 @@ def serve(
 
     tokens = ApiTokens.from_environment(token_file=token_file)
     if not tokens.configured and not is_loopback(host):
-        errors.print(f"error: refusing to serve on {host} without an API token: anyone who "
-                     f"can reach it could use the API. Set ${TOKEN_ENV} or --token-file, or "
-                     f"bind to 127.0.0.1.", highlight=False, soft_wrap=True)
+        errors.print(
+            f"error: refusing to serve on {host} without an API token: anyone who "
+            f"can reach it could use the API. Set ${TOKEN_ENV} or --token-file, or "
+            f"bind to 127.0.0.1.",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(2)
     configure_logging(log_level, log_format)
     yard = load_yard(app_path, store, create=True)
-    console.print(f"batchyard on {yard.store.dialect} - http://{host}:{port} "
-                  f"({'token required' if tokens.configured else 'open, loopback only'})",
-                  highlight=False)
+    console.print(
+        f"batchyard on {yard.store.dialect} - http://{host}:{port} "
+        f"({'token required' if tokens.configured else 'open, loopback only'})",
+        highlight=False,
+    )
     app = create_app(yard, worker=worker, concurrency=concurrency, tokens=tokens)
     # log_config=None: uvicorn's records go through our handler (format, masking)
     uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), log_config=None)

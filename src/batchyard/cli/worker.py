@@ -34,17 +34,20 @@ def worker(
     """Run a worker until SIGTERM/SIGINT (a second signal exits at once)."""
     configure_logging(log_level, log_format)
     yard = load_yard(app_path, store, create=True)
-    ran = yard.run_worker(concurrency=concurrency, wait=not once, lease=lease,
-                          shutdown_timeout=shutdown_timeout)
+    ran = yard.run_worker(
+        concurrency=concurrency, wait=not once, lease=lease, shutdown_timeout=shutdown_timeout
+    )
     console.print(f"ran {ran} task(s)")
 
 
 def healthcheck(
     store: StoreOption = None,
-    max_heartbeat_age: Annotated[float, typer.Option(
-        help="a worker must have beaten within this many seconds")] = DEFAULT_MAX_HEARTBEAT_AGE,
-    workers: Annotated[bool, typer.Option(
-        help="check worker heartbeats (--no-workers: the store alone)")] = True,
+    max_heartbeat_age: Annotated[
+        float, typer.Option(help="a worker must have beaten within this many seconds")
+    ] = DEFAULT_MAX_HEARTBEAT_AGE,
+    workers: Annotated[
+        bool, typer.Option(help="check worker heartbeats (--no-workers: the store alone)")
+    ] = True,
 ) -> None:
     """Check the store, its schema and the workers' heartbeats; exit 1 if any check fails.
     Changes nothing (a schema that is behind is reported, not upgraded)."""

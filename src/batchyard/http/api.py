@@ -35,7 +35,8 @@ class Health(BaseModel):
     timestamp: datetime
     store: str
     schema_version: int | None = Field(
-        description="the store's schema version; null while the store does not answer")
+        description="the store's schema version; null while the store does not answer"
+    )
 
 
 def _yard(request: Request) -> Yard:
@@ -52,8 +53,13 @@ def health(request: Request) -> Health:
         version: int | None = store.schema_version()
     except StoreError:
         version = None
-    return Health(status="ok", service="batch", timestamp=datetime.now(UTC),
-                  store=store.dialect, schema_version=version)
+    return Health(
+        status="ok",
+        service="batch",
+        timestamp=datetime.now(UTC),
+        store=store.dialect,
+        schema_version=version,
+    )
 
 
 @router.post("/batches/{batch_id:path}/items", tags=["batches"])
@@ -85,7 +91,8 @@ def flush_history(
 
 @router.get("/batches/{batch_id:path}/items", tags=["batches"])
 def batch_items(
-    batch_id: str, request: Request,
+    batch_id: str,
+    request: Request,
     after: Annotated[int | None, Query(ge=0, description="the last position seen")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> list[BatchItem]:

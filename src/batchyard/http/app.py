@@ -86,8 +86,7 @@ def create_app(
     app.include_router(probes.router)
     install_dashboard(app, yard, app.state.access)
     # the last added runs first: strangers are turned away before their body is read
-    app.add_middleware(RequestLimits, max_body_bytes=max_body_bytes,
-                       max_json_depth=max_json_depth)
+    app.add_middleware(RequestLimits, max_body_bytes=max_body_bytes, max_json_depth=max_json_depth)
     # the dashboard's pages check their own access (a bearer token or a login session)
     app.add_middleware(BearerAuth, tokens=tokens, self_guarded=DASHBOARD_PREFIX)
     install_error_handlers(app)

@@ -51,13 +51,13 @@ class ApiTokens:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the token file {str(path)!r}: {exc}",
-                              field="token_file") from exc
+            raise ConfigError(
+                f"cannot read the token file {str(path)!r}: {exc}", field="token_file"
+            ) from exc
         lines = (line.strip() for line in text.splitlines())
         tokens = cls(line for line in lines if not line.startswith("#"))
         if not tokens.configured:
-            raise ConfigError(f"the token file {str(path)!r} holds no token",
-                              field="token_file")
+            raise ConfigError(f"the token file {str(path)!r} holds no token", field="token_file")
         return tokens
 
     @classmethod
@@ -129,9 +129,13 @@ class BearerAuth:
     docs are covered, including routers added later, and a 404 reveals no route to a
     stranger."""
 
-    def __init__(self, app: ASGIApp, tokens: ApiTokens,
-                 public_paths: frozenset[str] = PUBLIC_PATHS,
-                 self_guarded: str | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        tokens: ApiTokens,
+        public_paths: frozenset[str] = PUBLIC_PATHS,
+        self_guarded: str | None = None,
+    ) -> None:
         self.app = app
         self.tokens = tokens
         self.public_paths = public_paths
@@ -149,14 +153,23 @@ class BearerAuth:
         challenge = b"Bearer"
         if dict(scope["headers"]).get(b"authorization"):
             challenge = b'Bearer error="invalid_token"'
-        body = orjson.dumps({"detail": "a valid API token is required "
-                                       "(Authorization: Bearer <token>)",
-                             "error": "Unauthorized"})
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", challenge),
-        ]})
+        body = orjson.dumps(
+            {
+                "detail": "a valid API token is required (Authorization: Bearer <token>)",
+                "error": "Unauthorized",
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", challenge),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     def _allowed(self, scope: Scope) -> bool:
@@ -165,12 +178,12 @@ class BearerAuth:
         path: str = scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
-            path = path[len(root):]
+            path = path[len(root) :]
         if path in self.public_paths:
             return True
         if self.self_guarded is not None and (
-                path == "/" or path == self.self_guarded
-                or path.startswith(self.self_guarded + "/")):
+            path == "/" or path == self.self_guarded or path.startswith(self.self_guarded + "/")
+        ):
             return True
         token = bearer_token(dict(scope["headers"]).get(b"authorization"))
         return token is not None and self.tokens.valid(token)

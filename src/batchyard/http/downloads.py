@@ -24,8 +24,11 @@ def export_download(yard: Yard, ns: str, format: str) -> StreamingResponse:
     rather than a 200 whose body then breaks off. Called from a plain (threadpool) route:
     waiting for that first chunk blocks no event loop."""
     chunks = yard.export_to_format(ns, format)  # checks its arguments before any byte
-    return StreamingResponse(_in_one_thread(chunks), media_type=FORMATS[format],
-                             headers={"Content-Disposition": _attachment(f"{ns}.{format}")})
+    return StreamingResponse(
+        _in_one_thread(chunks),
+        media_type=FORMATS[format],
+        headers={"Content-Disposition": _attachment(f"{ns}.{format}")},
+    )
 
 
 def _attachment(name: str) -> str:

@@ -53,15 +53,18 @@ class ErrorResponse(JSONResponse):
     """A JSON error body, ASCII-escaped so that any string can be rendered."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False,
-                          separators=(",", ":")).encode("ascii")
+        return json.dumps(
+            content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+        ).encode("ascii")
 
 
 async def unexpected_error(request: Request, exc: Exception) -> ErrorResponse:
     """500 with a fixed body; the exception and its trace go to the log only."""
     logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return ErrorResponse({"detail": "internal error; the server log has the details",
-                          "error": "InternalError"}, status_code=500)
+    return ErrorResponse(
+        {"detail": "internal error; the server log has the details", "error": "InternalError"},
+        status_code=500,
+    )
 
 
 async def domain_error(request: Request, exc: Exception) -> ErrorResponse:
@@ -77,8 +80,13 @@ async def domain_error(request: Request, exc: Exception) -> ErrorResponse:
     body.update({k: v for k, v in exc.fields.items() if isinstance(v, (str, int))})
     if status == 422:
         # the same shape as every other 422, so clients parse one kind
-        body["detail"] = [{"type": _snake_case(type(exc).__name__),
-                           "loc": _location(request, exc), "msg": str(exc)}]
+        body["detail"] = [
+            {
+                "type": _snake_case(type(exc).__name__),
+                "loc": _location(request, exc),
+                "msg": str(exc),
+            }
+        ]
     headers = {"Retry-After": "1"} if status == 503 else None
     return ErrorResponse(body, status_code=status, headers=headers)
 
@@ -94,8 +102,9 @@ def _store_failure(request: Request, exc: StoreError) -> ErrorResponse:
         return ErrorResponse(body, status_code=500)
     # an outage is expected and may last: one line per request, no traceback
     logger.warning("%s %s: %s", request.method, request.url.path, exc)
-    return ErrorResponse(body, status_code=503,
-                         headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)})
+    return ErrorResponse(
+        body, status_code=503, headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)}
+    )
 
 
 def _location(request: Request, exc: BatchyardError) -> list[str | int]:
@@ -119,8 +128,9 @@ def _snake_case(name: str) -> str:
 async def invalid_request(request: Request, exc: Exception) -> ErrorResponse:
     """422 listing each problem with its location (``["body", "max_batch_size"]``)."""
     assert isinstance(exc, RequestValidationError)
-    problems = [{key: error[key] for key in _VALIDATION_KEYS if key in error}
-                for error in exc.errors()]
+    problems = [
+        {key: error[key] for key in _VALIDATION_KEYS if key in error} for error in exc.errors()
+    ]
     return ErrorResponse({"detail": jsonable_encoder(problems)}, status_code=422)
 
 

@@ -21,8 +21,7 @@ JobType = Literal[tuple(job_types())]  # type: ignore[valid-type]
 JobId = Annotated[str, Path(min_length=1, max_length=64)]
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]  # a 64-bit id: larger ones reach no store
 # bounded: the stores keep 64-bit integers, and a larger number must be a 422, not a 500
-After = Annotated[int, Query(ge=-1, le=2**62,
-                             description="the last index of the previous page")]
+After = Annotated[int, Query(ge=-1, le=2**62, description="the last index of the previous page")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
@@ -75,20 +74,27 @@ def _yard(request: Request) -> Yard:
 
 
 @router.post("/batch", tags=["jobs"])
-def create_job(body: CreateJob, request: Request,
-               idempotency_key: Annotated[str | None, Header(max_length=256)] = None
-               ) -> Created:
+def create_job(
+    body: CreateJob,
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
+) -> Created:
     """Create a bulk job. The same `Idempotency-Key` returns the first job; the same key
     with a different body is refused with 422."""
-    job_id = _yard(request).create_batch_job(body.type, body.items, input=body.input,
-                                             options=body.options, request_id=idempotency_key)
+    job_id = _yard(request).create_batch_job(
+        body.type, body.items, input=body.input, options=body.options, request_id=idempotency_key
+    )
     return Created(success=True, jobId=job_id, message="Batch job created and queued")
 
 
 @router.get("/batch", tags=["jobs"])
-def list_jobs(request: Request, status: str | None = None, type: str | None = None,
-              limit: Limit = 100,
-              offset: Annotated[int, Query(ge=0, le=2**62)] = 0) -> JobsEnvelope:
+def list_jobs(
+    request: Request,
+    status: str | None = None,
+    type: str | None = None,
+    limit: Limit = 100,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+) -> JobsEnvelope:
     """Jobs, newest first (without their errors and results)."""
     jobs = _yard(request).list_batch_jobs(status=status, type=type, limit=limit, offset=offset)
     return JobsEnvelope(success=True, jobs=jobs)
@@ -119,19 +125,23 @@ def cancel_job(job_id: JobId, request: Request) -> JobEnvelope:
 
 
 @router.get("/batch/{job_id}/errors", tags=["jobs"])
-def job_errors(job_id: JobId, request: Request, after: After = -1,
-               limit: Limit = 100) -> ErrorsPage:
+def job_errors(
+    job_id: JobId, request: Request, after: After = -1, limit: Limit = 100
+) -> ErrorsPage:
     """Per-item errors by index, a page at a time."""
-    return ErrorsPage(success=True, errors=_yard(request).get_batch_job_errors(
-        job_id, after=after, limit=limit))
+    return ErrorsPage(
+        success=True, errors=_yard(request).get_batch_job_errors(job_id, after=after, limit=limit)
+    )
 
 
 @router.get("/batch/{job_id}/results", tags=["jobs"])
-def job_results(job_id: JobId, request: Request, after: After = -1,
-                limit: Limit = 100) -> ResultsPage:
+def job_results(
+    job_id: JobId, request: Request, after: After = -1, limit: Limit = 100
+) -> ResultsPage:
     """Per-item results by index, a page at a time."""
-    return ResultsPage(success=True, results=_yard(request).get_batch_job_results(
-        job_id, after=after, limit=limit))
+    return ResultsPage(
+        success=True, results=_yard(request).get_batch_job_results(job_id, after=after, limit=limit)
+    )
 
 
 @router.get("/stats", tags=["jobs"])
@@ -140,9 +150,16 @@ def stats(request: Request) -> StatsEnvelope:
     return StatsEnvelope(success=True, stats=_yard(request).get_stats())
 
 
-@router.get("/export/{ns}", tags=["jobs"], response_class=StreamingResponse,
-            responses={200: {"content": {t: {} for t in FORMATS.values()}}})
-def export(ns: Annotated[str, Path(min_length=1, max_length=512)], request: Request,
-           format: Literal["json", "csv", "ndjson"] = "json") -> StreamingResponse:
+@router.get(
+    "/export/{ns}",
+    tags=["jobs"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {t: {} for t in FORMATS.values()}}},
+)
+def export(
+    ns: Annotated[str, Path(min_length=1, max_length=512)],
+    request: Request,
+    format: Literal["json", "csv", "ndjson"] = "json",
+) -> StreamingResponse:
     """Download the namespace's things, streamed from one snapshot."""
     return export_download(_yard(request), ns, format)

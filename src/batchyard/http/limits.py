@@ -62,8 +62,13 @@ class _BodyTooLarge(HTTPException):
 class RequestLimits:
     """ASGI middleware bounding the body's size and, for JSON bodies, its nesting depth."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int = MAX_BODY_BYTES,
-                 max_json_depth: int = MAX_JSON_DEPTH) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_json_depth: int = MAX_JSON_DEPTH,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_json_depth = max_json_depth
@@ -97,12 +102,18 @@ class RequestLimits:
             await _answer(send, 413, exc.detail, close=True)
             return
         if json_depth(body) > self.max_json_depth:
-            await _answer(send, 422, [{
-                "type": "json_too_deep",
-                "loc": ["body"],
-                "msg": f"JSON nested deeper than the limit of {self.max_json_depth} levels",
-                "ctx": {"max_depth": self.max_json_depth},
-            }])
+            await _answer(
+                send,
+                422,
+                [
+                    {
+                        "type": "json_too_deep",
+                        "loc": ["body"],
+                        "msg": f"JSON nested deeper than the limit of {self.max_json_depth} levels",
+                        "ctx": {"max_depth": self.max_json_depth},
+                    }
+                ],
+            )
             return
         await self.app(scope, _replay(body, receive), send)
 
@@ -148,8 +159,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 async def _answer(send: Send, status: int, detail: Any, *, close: bool = False) -> None:
     body = orjson.dumps({"detail": detail})
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if close:
         # the body was not read to its end, so the connection cannot carry another request
         headers.append((b"connection", b"close"))
@@ -167,5 +177,6 @@ def require_json_body(request: Request) -> None:
         return
     content_type = request.headers.get("content-type")
     if not is_json(content_type):
-        raise HTTPException(415, f"send the body as application/json "
-                                 f"(got {content_type or 'no content type'})")
+        raise HTTPException(
+            415, f"send the body as application/json (got {content_type or 'no content type'})"
+        )

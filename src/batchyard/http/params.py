@@ -21,12 +21,16 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 def refuse_control_characters(request: Request) -> None:
     """App dependency: a 422 (``loc`` ``["path", name]`` or ``["query", name]``) for each
     path or query parameter holding a control character."""
-    problems = [_problem("path", name, value)
-                for name, value in request.path_params.items()
-                if isinstance(value, str) and _CONTROL.search(value)]
-    problems += [_problem("query", name, value)
-                 for name, value in request.query_params.multi_items()
-                 if _CONTROL.search(value) or _CONTROL.search(name)]
+    problems = [
+        _problem("path", name, value)
+        for name, value in request.path_params.items()
+        if isinstance(value, str) and _CONTROL.search(value)
+    ]
+    problems += [
+        _problem("query", name, value)
+        for name, value in request.query_params.multi_items()
+        if _CONTROL.search(value) or _CONTROL.search(name)
+    ]
     if problems:
         raise RequestValidationError(problems)
 
@@ -34,5 +38,8 @@ def refuse_control_characters(request: Request) -> None:
 def _problem(where: str, name: str, value: str) -> dict[str, object]:
     found = _CONTROL.search(value) or _CONTROL.search(name)
     assert found is not None
-    return {"type": "control_character", "loc": [where, name],
-            "msg": f"must not contain control characters (found U+{ord(found[0]):04X})"}
+    return {
+        "type": "control_character",
+        "loc": [where, name],
+        "msg": f"must not contain control characters (found U+{ord(found[0]):04X})",
+    }

@@ -20,17 +20,26 @@ WORKER_LOOP_BOUND = 30.0
 router = APIRouter()
 
 
-@router.get("/metrics", tags=["service"], response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@router.get(
+    "/metrics",
+    tags=["service"],
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+)
 def metrics(request: Request) -> Response:
     """Prometheus metrics: this process's counters and the store's gauges, read now. Needs
     a bearer token when the service has API tokens."""
     access: Access = request.app.state.access
     if not access.authenticated(request):
-        return Response("a bearer token is required\n", status_code=401,
-                        headers={"WWW-Authenticate": "Bearer"}, media_type="text/plain")
-    return Response(generate_latest(request.app.state.metrics_registry),
-                    media_type=CONTENT_TYPE_LATEST)
+        return Response(
+            "a bearer token is required\n",
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+            media_type="text/plain",
+        )
+    return Response(
+        generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST
+    )
 
 
 @router.get("/readyz", tags=["service"])

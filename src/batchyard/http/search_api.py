@@ -20,11 +20,13 @@ class SearchResults(BaseModel):
 
 
 @router.get("/search/{ns}", tags=["search"])
-def search(ns: Annotated[str, Path(min_length=1, max_length=512)], request: Request,
-           q: Annotated[str, Query(min_length=1, max_length=10_000)],
-           k: Annotated[int, Query(ge=1, le=MAX_K)] = 10) -> SearchResults:
+def search(
+    ns: Annotated[str, Path(min_length=1, max_length=512)],
+    request: Request,
+    q: Annotated[str, Query(min_length=1, max_length=10_000)],
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+) -> SearchResults:
     """The `k` things of `ns` nearest to `q` by cosine similarity, best first. Only things
     embedded by a generate-embeddings job with the server's model are found."""
     yard: Yard = request.app.state.yard
-    return SearchResults(success=True, model=yard.embedder.name,
-                         results=yard.search(ns, q, k))
+    return SearchResults(success=True, model=yard.embedder.name, results=yard.search(ns, q, k))

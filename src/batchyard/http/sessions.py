@@ -45,9 +45,14 @@ class Access:
     passes its store's, shared by every process; by default a random one per `Access`.
     """
 
-    def __init__(self, tokens: ApiTokens | None = None, *, secret: bytes | None = None,
-                 session_seconds: float = SESSION_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        tokens: ApiTokens | None = None,
+        *,
+        secret: bytes | None = None,
+        session_seconds: float = SESSION_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.tokens = tokens or ApiTokens()
         self.secret = secret or secrets.token_bytes(32)
         self.session_seconds = session_seconds
@@ -89,9 +94,15 @@ class Access:
         return session is not None and self.session_valid(session)
 
     def start_session(self, request: HTTPConnection, response: Response, token: str) -> None:
-        response.set_cookie(SESSION_COOKIE, self.session_value(token),
-                            max_age=int(self.session_seconds), httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https", path="/")
+        response.set_cookie(
+            SESSION_COOKIE,
+            self.session_value(token),
+            max_age=int(self.session_seconds),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
 
     @staticmethod
     def end_session(response: Response) -> None:
@@ -126,8 +137,14 @@ class Access:
 
     @staticmethod
     def keep_nonce(request: HTTPConnection, response: Response, nonce: str) -> None:
-        response.set_cookie(CSRF_COOKIE, nonce, httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https", path="/")
+        response.set_cookie(
+            CSRF_COOKIE,
+            nonce,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
 
     def csrf_refusal(self, request: HTTPConnection, submitted: str | None) -> str | None:
         """Why this POST must be refused as possibly cross-site, or None when it is fine."""

@@ -39,8 +39,9 @@ class StoreCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("batchyard_store_up",
-                               "1 when the store answered this scrape, else 0.")
+        up = GaugeMetricFamily(
+            "batchyard_store_up", "1 when the store answered this scrape, else 0."
+        )
         try:
             snap = self.overview.snapshot()
         except BatchyardError as exc:
@@ -55,21 +56,31 @@ class StoreCollector(Collector):
         for status, n in sorted(snap.batches.items()):
             batches.add_metric([status], n)
         yield batches
-        pending = _gauge("batchyard_pending_items",
-                         "Items not yet delivered, by the status of their batch.", ["status"])
+        pending = _gauge(
+            "batchyard_pending_items",
+            "Items not yet delivered, by the status of their batch.",
+            ["status"],
+        )
         for status in ("accumulating", "flushing", "dead"):
             pending.add_metric([status], snap.pending_items.get(status, 0))
         yield pending
-        yield _single("batchyard_oldest_pending_age_seconds",
-                      "Age of the oldest batch not yet delivered (0 when none).",
-                      snap.oldest_pending_age_seconds or 0.0)
-        yield _single("batchyard_oldest_due_task_age_seconds",
-                      "How long the longest-waiting due task has waited for a worker.",
-                      snap.oldest_due_task_age_seconds or 0.0)
+        yield _single(
+            "batchyard_oldest_pending_age_seconds",
+            "Age of the oldest batch not yet delivered (0 when none).",
+            snap.oldest_pending_age_seconds or 0.0,
+        )
+        yield _single(
+            "batchyard_oldest_due_task_age_seconds",
+            "How long the longest-waiting due task has waited for a worker.",
+            snap.oldest_due_task_age_seconds or 0.0,
+        )
 
         tasks = _gauge("batchyard_tasks", "Live tasks by kind and state.", ["kind", "state"])
-        stuck = _gauge("batchyard_tasks_stuck",
-                       "Running tasks whose lease expired (their worker is gone).", ["kind"])
+        stuck = _gauge(
+            "batchyard_tasks_stuck",
+            "Running tasks whose lease expired (their worker is gone).",
+            ["kind"],
+        )
         stuck_by_kind: dict[str, int] = {}
         for count in snap.tasks:
             tasks.add_metric([count.kind, count.state], count.count)
@@ -91,16 +102,27 @@ class StoreCollector(Collector):
         for status, n in sorted(snap.bulk_jobs.items()):
             bulk.add_metric([status], n)
         yield bulk
-        yield _single("batchyard_bulk_items_left",
-                      "Items of pending and processing bulk jobs not yet done.",
-                      snap.bulk_items_left)
+        yield _single(
+            "batchyard_bulk_items_left",
+            "Items of pending and processing bulk jobs not yet done.",
+            snap.bulk_items_left,
+        )
 
-        lag_events = _gauge("batchyard_aggregator_lag_events",
-                            "Events of the stream not yet folded.", ["aggregator"])
-        lag_seconds = _gauge("batchyard_aggregator_lag_seconds",
-                             "Age of the oldest event not yet folded.", ["aggregator"])
-        parked = _gauge("batchyard_aggregator_parked_events",
-                        "Events whose fold raised, waiting for a retry.", ["aggregator"])
+        lag_events = _gauge(
+            "batchyard_aggregator_lag_events",
+            "Events of the stream not yet folded.",
+            ["aggregator"],
+        )
+        lag_seconds = _gauge(
+            "batchyard_aggregator_lag_seconds",
+            "Age of the oldest event not yet folded.",
+            ["aggregator"],
+        )
+        parked = _gauge(
+            "batchyard_aggregator_parked_events",
+            "Events whose fold raised, waiting for a retry.",
+            ["aggregator"],
+        )
         for agg in snap.aggregators:
             lag_events.add_metric([agg.name], agg.lag_events)
             lag_seconds.add_metric([agg.name], agg.lag_seconds)
@@ -109,8 +131,11 @@ class StoreCollector(Collector):
         yield lag_seconds
         yield parked
 
-        workers = _gauge("batchyard_worker_heartbeat_age_seconds",
-                         "Seconds since each registered worker's last heartbeat.", ["worker"])
+        workers = _gauge(
+            "batchyard_worker_heartbeat_age_seconds",
+            "Seconds since each registered worker's last heartbeat.",
+            ["worker"],
+        )
         for worker in snap.workers:
             workers.add_metric([worker.id], worker.heartbeat_age_seconds)
         yield workers

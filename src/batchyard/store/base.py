@@ -50,8 +50,11 @@ class Tx:
         self.after_commit: list[Callable[[], None]] = []
 
     def execute(self, sql: str, params: Params | None = None) -> Cursor:
-        bound = {**params, "now": self.store.now_value(self.now)} if params else {
-            "now": self.store.now_value(self.now)}
+        bound = (
+            {**params, "now": self.store.now_value(self.now)}
+            if params
+            else {"now": self.store.now_value(self.now)}
+        )
         cursor: Cursor = self.connection.cursor()
         try:
             cursor.execute(self.store.prepare(sql), bound)  # type: ignore[attr-defined]
@@ -108,8 +111,9 @@ class Store:
 
     # -- what each backend provides -------------------------------------------------------
 
-    def transaction(self, now: float | None = None, *, write: bool = True,
-                    pipeline: bool = False) -> Any:
+    def transaction(
+        self, now: float | None = None, *, write: bool = True, pipeline: bool = False
+    ) -> Any:
         """Context manager yielding a `Tx` that commits on success, rolls back on error.
         ``write=False`` is a read snapshot that takes no write lock. ``pipeline=True`` lets
         PostgreSQL send statements without waiting for each result (read a cursor's rows to
@@ -193,12 +197,13 @@ class Store:
     def secret(self, name: str) -> bytes:
         """A random 32-byte secret, made on first use and the same for every process that
         uses this store."""
-        self.execute("INSERT INTO batchyard_secrets (name, value) VALUES (:name, :value) "
-                     "ON CONFLICT (name) DO NOTHING",
-                     {"name": name, "value": secrets.token_hex(32)})
+        self.execute(
+            "INSERT INTO batchyard_secrets (name, value) VALUES (:name, :value) "
+            "ON CONFLICT (name) DO NOTHING",
+            {"name": name, "value": secrets.token_hex(32)},
+        )
         with self.transaction(write=False) as tx:
-            row = tx.one("SELECT value FROM batchyard_secrets WHERE name = :name",
-                         {"name": name})
+            row = tx.one("SELECT value FROM batchyard_secrets WHERE name = :name", {"name": name})
         return bytes.fromhex(row["value"])
 
     def migrations(self) -> list[Migration]:
@@ -255,6 +260,7 @@ class Store:
 
     def _table_exists_sql(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
+
 
 def _out_of_range(exc: OverflowError) -> InvalidInput:
     # SQLite's driver refuses integers past 64 bits: the caller's number, not a store failure

@@ -160,8 +160,11 @@ class PostgresStore(Store):
             self.url,
             min_size=min_size,
             max_size=max_size,
-            kwargs={"autocommit": True, "row_factory": dict_row,
-                    "connect_timeout": _CONNECT_TIMEOUT_SECONDS},
+            kwargs={
+                "autocommit": True,
+                "row_factory": dict_row,
+                "connect_timeout": _CONNECT_TIMEOUT_SECONDS,
+            },
             open=False,
             name="batchyard",
             check=self._check_connection,
@@ -172,8 +175,9 @@ class PostgresStore(Store):
             pool.open(wait=True, timeout=10)
         except Exception as exc:
             pool.close()
-            raise StoreUnavailable(f"cannot connect to PostgreSQL at {self.name}: "
-                                   f"{_first_line(exc)}", store=self.name) from exc
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {self.name}: {_first_line(exc)}", store=self.name
+            ) from exc
         return pool
 
     def _check_connection(self, conn: psycopg.Connection[Any]) -> None:
@@ -233,11 +237,13 @@ class PostgresStore(Store):
         return self._alone(sql, params, now, returning=False)
 
     @overload
-    def _alone(self, sql: str, params: Params, now: float | None,
-               returning: Literal[True]) -> Any: ...
+    def _alone(
+        self, sql: str, params: Params, now: float | None, returning: Literal[True]
+    ) -> Any: ...
     @overload
-    def _alone(self, sql: str, params: Params, now: float | None,
-               returning: Literal[False]) -> int: ...
+    def _alone(
+        self, sql: str, params: Params, now: float | None, returning: Literal[False]
+    ) -> int: ...
     def _alone(self, sql: str, params: Params, now: float | None, returning: bool) -> Any:
         # pooled connections are in autocommit: the statement is its own transaction, and
         # costs one round trip
@@ -246,8 +252,9 @@ class PostgresStore(Store):
             return cursor.fetchone() if returning else cursor.rowcount
 
     @contextmanager
-    def transaction(self, now: float | None = None, *, write: bool = True,
-                    pipeline: bool = False) -> Iterator[Tx]:
+    def transaction(
+        self, now: float | None = None, *, write: bool = True, pipeline: bool = False
+    ) -> Iterator[Tx]:
         with self._connection() as conn:
             if pipeline:
                 with _pipelined_transaction(conn) as connection:
@@ -268,8 +275,7 @@ class PostgresStore(Store):
 
     @staticmethod
     def _streaming_cursor(connection: Any) -> Any:
-        return connection.cursor(name=f"batchyard_stream_{next(_STREAMS)}",
-                                 row_factory=tuple_row)
+        return connection.cursor(name=f"batchyard_stream_{next(_STREAMS)}", row_factory=tuple_row)
 
     def now_value(self, now: float | None) -> float | None:
         return now  # None: the SQL falls back to the database's clock
@@ -299,7 +305,8 @@ class PostgresStore(Store):
             try:
                 if self._listener is None or self._listener.closed:
                     self._listener = psycopg.connect(
-                        self.url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_SECONDS)
+                        self.url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_SECONDS
+                    )
                     self._listener.execute(f"LISTEN {_CHANNEL}")
                 for _ in self._listener.notifies(timeout=timeout, stop_after=1):
                     pass

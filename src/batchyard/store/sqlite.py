@@ -122,9 +122,14 @@ class SQLiteStore(Store):
         # mode=rw fails on a missing file where a plain connect would make an empty one
         uri = f"file:{quote(self.path)}?mode={'rwc' if self.create else 'rw'}"
         try:
-            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout,
-                                   isolation_level=None, check_same_thread=False,
-                                   cached_statements=256)
+            conn = sqlite3.connect(
+                uri,
+                uri=True,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=256,
+            )
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
         conn.row_factory = sqlite3.Row
@@ -155,8 +160,9 @@ class SQLiteStore(Store):
         conn.close()
 
     @contextmanager
-    def transaction(self, now: float | None = None, *, write: bool = True,
-                    pipeline: bool = False) -> Iterator[Tx]:
+    def transaction(
+        self, now: float | None = None, *, write: bool = True, pipeline: bool = False
+    ) -> Iterator[Tx]:
         with self._write_turn() if write else nullcontext():
             tx = self._transaction(write, now)
             with self._finished(tx.connection):
@@ -171,11 +177,13 @@ class SQLiteStore(Store):
         return self._alone(sql, params, now, returning=False)
 
     @overload
-    def _alone(self, sql: str, params: Params, now: float | None,
-               returning: Literal[True]) -> Any: ...
+    def _alone(
+        self, sql: str, params: Params, now: float | None, returning: Literal[True]
+    ) -> Any: ...
     @overload
-    def _alone(self, sql: str, params: Params, now: float | None,
-               returning: Literal[False]) -> int: ...
+    def _alone(
+        self, sql: str, params: Params, now: float | None, returning: Literal[False]
+    ) -> int: ...
     def _alone(self, sql: str, params: Params, now: float | None, returning: bool) -> Any:
         # The write connection is in autocommit: a write statement takes the write lock at
         # its start (waiting for it as BEGIN IMMEDIATE does) and commits once stepped to its
@@ -186,8 +194,10 @@ class SQLiteStore(Store):
             if conn.in_transaction:
                 # this thread holds a transaction open (the turn is reentrant): the statement
                 # would join it and commit only with it, as `transaction()` would refuse to
-                raise StoreError(f"a statement of its own cannot run on {self.path} inside "
-                                 f"a transaction this thread holds open")
+                raise StoreError(
+                    f"a statement of its own cannot run on {self.path} inside "
+                    f"a transaction this thread holds open"
+                )
             cursor = conn.execute(self.prepare(sql), {**params, "now": self.now_value(now)})
             if not returning:
                 return cursor.rowcount
@@ -213,8 +223,10 @@ class SQLiteStore(Store):
             self._writer, self._writer_pid = threading.RLock(), os.getpid()
             self._write_conn = None
         if not self._writer.acquire(timeout=self.busy_timeout):
-            raise StoreUnavailable(f"cannot begin a transaction on {self.path}: another "
-                                   f"thread kept the write lock for {self.busy_timeout:g} s")
+            raise StoreUnavailable(
+                f"cannot begin a transaction on {self.path}: another "
+                f"thread kept the write lock for {self.busy_timeout:g} s"
+            )
 
     def _transaction(self, write: bool, now: float | None) -> Tx:
         conn = self._write_connection() if write else self._connection()
@@ -242,8 +254,10 @@ class SQLiteStore(Store):
         # SQLite's index use for a row-value range stops at its first column, which would
         # rescan every shared order value; two ranges joined by OR are each an index range
         strict = {">": ">", ">=": ">", "<": "<", "<=": "<"}[op]
-        return (f"({order} {strict} :{order_param} OR ({order} = :{order_param} "
-                f"AND {tie} {op} :{tie_param}))")
+        return (
+            f"({order} {strict} :{order_param} OR ({order} = :{order_param} "
+            f"AND {tie} {op} :{tie_param}))"
+        )
 
     @contextmanager
     def snapshot(self) -> Iterator[Tx]:
@@ -329,8 +343,7 @@ def translate(exc: sqlite3.Error, path: str, *, create: bool = True) -> StoreErr
     if primary == sqlite3.SQLITE_IOERR:
         # the disk or the file system below failed to read or write: a removed disk or a
         # network file system may come back, and SQLite undid the transaction
-        return StoreUnavailable(f"the SQLite database {path} cannot be read or written "
-                                f"({exc})")
+        return StoreUnavailable(f"the SQLite database {path} cannot be read or written ({exc})")
     # the statement itself (a constraint, a bug in SQL): retrying it would fail the same way
     return StoreError(f"the SQLite database {path} refused a statement ({exc})")
 
@@ -344,9 +357,9 @@ def _cannot_open(exc: sqlite3.Error, path: str, create: bool) -> StoreError:
         return StoreError(f"no SQLite database at {path}")
     # a WAL database needs to write its -shm file beside it even to be read; access()
     # tells a read-only file system even to root, whom file modes do not stop
-    if not os.access(folder, os.W_OK) or (os.path.exists(path)
-                                          and not os.access(path, os.W_OK)):
-        return StoreReadOnly(f"the SQLite database {path} is on a read-only file system "
-                             f"or not writable ({exc})")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        return StoreReadOnly(
+            f"the SQLite database {path} is on a read-only file system or not writable ({exc})"
+        )
     # out of file descriptors, say: it may pass
     return StoreUnavailable(f"the SQLite database {path} cannot be opened ({exc})")

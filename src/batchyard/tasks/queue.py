@@ -44,7 +44,6 @@ CLAIM_SQL = _claim_sql("")
 CLAIM_GROUP_SQL = _claim_sql(f" AND kind = :kind AND {_UNDER_PREFIX}")
 
 
-
 @dataclass(frozen=True)
 class Task:
     """A claimed task: its fencing ``token`` must accompany every write about it."""
@@ -57,7 +56,6 @@ class Task:
     max_attempts: int
     token: int
     last_error: str | None = None
-
 
 
 class TaskQueue:
@@ -80,9 +78,15 @@ class TaskQueue:
         queued is brought forward to the earlier of the two times instead of duplicated."""
         self.enqueue_many(tx, kind, [(key, payload)], delay=delay, max_attempts=max_attempts)
 
-    def enqueue_many(self, tx: Tx, kind: str,
-                     tasks: Sequence[tuple[str | None, Mapping[str, Any]]], *,
-                     delay: float = 0.0, max_attempts: int = 5) -> None:
+    def enqueue_many(
+        self,
+        tx: Tx,
+        kind: str,
+        tasks: Sequence[tuple[str | None, Mapping[str, Any]]],
+        *,
+        delay: float = 0.0,
+        max_attempts: int = 5,
+    ) -> None:
         """Schedule tasks given as (key, payload), keys distinct, as `enqueue` does each - in
         one statement, however many (a statement per task costs a round trip each, and on
         SQLite a wait for the GIL each while other threads run)."""
@@ -99,8 +103,9 @@ class TaskQueue:
             "WHERE batchyard_tasks.state = 'queued'",
             {
                 "kind": kind,
-                "pairs": orjson.dumps([(key, orjson.dumps(payload).decode())
-                                       for key, payload in tasks]).decode(),
+                "pairs": orjson.dumps(
+                    [(key, orjson.dumps(payload).decode()) for key, payload in tasks]
+                ).decode(),
                 "delay": float(delay),
                 "max_attempts": max_attempts,
             },
@@ -133,14 +138,27 @@ class TaskQueue:
         return sorted((_task(row) for row in rows), key=lambda t: t.id)
 
     def claim_group(
-        self, worker_id: str, kind: str, prefix: str, limit: int, lease: float,
+        self,
+        worker_id: str,
+        kind: str,
+        prefix: str,
+        limit: int,
+        lease: float,
         now: float | None = None,
     ) -> list[Task]:
         """Like `claim`, but only tasks of `kind` whose key starts with `prefix`: the rest of
         a group that one worker does at once (the chunks of one job)."""
         with self.store.transaction(now) as tx:
-            rows = tx.all(CLAIM_GROUP_SQL, {"limit": limit, "worker_id": worker_id,
-                                            "lease": lease, "kind": kind, "prefix": prefix})
+            rows = tx.all(
+                CLAIM_GROUP_SQL,
+                {
+                    "limit": limit,
+                    "worker_id": worker_id,
+                    "lease": lease,
+                    "kind": kind,
+                    "prefix": prefix,
+                },
+            )
         return sorted((_task(row) for row in rows), key=lambda t: t.id)
 
     def heartbeat(
@@ -174,11 +192,16 @@ class TaskQueue:
     def complete_many(self, tx: Tx, tasks: Sequence[Task]) -> None:
         """Remove finished tasks in one statement, all or none: one stale token among them
         refuses them all (the caller's writes roll back). Not in a pipelined transaction."""
-        done = tx.executemany("DELETE FROM batchyard_tasks WHERE id = :id AND token = :token",
-                              [{"id": task.id, "token": task.token} for task in tasks])
+        done = tx.executemany(
+            "DELETE FROM batchyard_tasks WHERE id = :id AND token = :token",
+            [{"id": task.id, "token": task.token} for task in tasks],
+        )
         if done != len(tasks):
-            raise LeaseLost(f"{len(tasks) - done} of tasks {[t.id for t in tasks]} are no "
-                            "longer held with their tokens", task_id=tasks[0].id)
+            raise LeaseLost(
+                f"{len(tasks) - done} of tasks {[t.id for t in tasks]} are no "
+                "longer held with their tokens",
+                task_id=tasks[0].id,
+            )
 
     def retry(self, tx: Tx, task: Task, error: str, delay: float) -> None:
         """Queue the task again after `delay` seconds, keeping its error."""
@@ -235,8 +258,10 @@ class TaskQueue:
         params = {"task_id": task_id, "key": key}
         row = tx.one(f"SELECT id FROM batchyard_dead_tasks WHERE {where}", params)
         if row is None:
-            raise NotFound(f"no dead task with {'id' if task_id is not None else 'key'} "
-                           f"{task_id if task_id is not None else key!r}")
+            raise NotFound(
+                f"no dead task with {'id' if task_id is not None else 'key'} "
+                f"{task_id if task_id is not None else key!r}"
+            )
         tx.execute(
             "INSERT INTO batchyard_tasks (id, kind, key, payload, state, due_at, attempts, "
             "max_attempts, last_error, created_at, updated_at) "
@@ -248,8 +273,9 @@ class TaskQueue:
         self.store.notify_work(tx)
         return int(row["id"])
 
-    def dead_tasks(self, kind: str | None = None, limit: int = 100, *,
-                   prefix: str = "") -> list[Row]:
+    def dead_tasks(
+        self, kind: str | None = None, limit: int = 100, *, prefix: str = ""
+    ) -> list[Row]:
         """Dead tasks (of `kind`, with keys under `prefix`), oldest first."""
         with self.store.transaction(write=False) as tx:
             rows: list[Row] = tx.all(
@@ -265,7 +291,8 @@ class TaskQueue:
         row: Row | None = tx.one(
             "SELECT id, kind, key, payload, attempts, last_error, created_at, died_at "
             "FROM batchyard_dead_tasks WHERE id = :id AND kind = :kind",
-            {"id": task_id, "kind": kind})
+            {"id": task_id, "kind": kind},
+        )
         return row
 
     def discard_dead(self, tx: Tx, key: str) -> None:
@@ -275,18 +302,25 @@ class TaskQueue:
     def cancel_queued(self, tx: Tx, kind: str, prefix: str) -> int:
         """Drop the queued tasks of `kind` whose key starts with `prefix` (a running one
         finishes; its writes are the capability's to refuse); return how many went."""
-        return int(tx.execute(f"DELETE FROM batchyard_tasks WHERE kind = :kind "
-                              f"AND state = 'queued' AND {_UNDER_PREFIX}",
-                              {"kind": kind, "prefix": prefix}).rowcount)
+        return int(
+            tx.execute(
+                f"DELETE FROM batchyard_tasks WHERE kind = :kind "
+                f"AND state = 'queued' AND {_UNDER_PREFIX}",
+                {"kind": kind, "prefix": prefix},
+            ).rowcount
+        )
 
     def running(self, tx: Tx, kind: str, prefix: str, *, besides: int | None = None) -> bool:
         """Whether a task of `kind` under `prefix`, other than task `besides`, holds a live
         lease (an expired one is a dead runner's)."""
-        return tx.one(
-            "SELECT 1 FROM batchyard_tasks WHERE kind = :kind AND state = 'running' "
-            f"AND {_UNDER_PREFIX} AND id <> :besides AND due_at > {{now}} LIMIT 1",
-            {"kind": kind, "prefix": prefix, "besides": -1 if besides is None else besides},
-        ) is not None
+        return (
+            tx.one(
+                "SELECT 1 FROM batchyard_tasks WHERE kind = :kind AND state = 'running' "
+                f"AND {_UNDER_PREFIX} AND id <> :besides AND due_at > {{now}} LIMIT 1",
+                {"kind": kind, "prefix": prefix, "besides": -1 if besides is None else besides},
+            )
+            is not None
+        )
 
     def next_due(self, now: float | None = None) -> float | None:
         """Seconds until the next task falls due (0 when one is due now), None when idle."""

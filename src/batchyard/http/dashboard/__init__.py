@@ -24,8 +24,13 @@ __all__ = ["PREFIX", "Dashboard", "install_dashboard", "router"]
 
 NAV = [overview.NAV, batches.NAV, iterators.NAV, aggregators.NAV, bulk_jobs.NAV]
 # what an action did, by the code in its redirect (never free text from the URL)
-NOTICES = {**batches.NOTICES, **iterators.NOTICES, **aggregators.NOTICES, **login.NOTICES,
-           **bulk_jobs.NOTICES}
+NOTICES = {
+    **batches.NOTICES,
+    **iterators.NOTICES,
+    **aggregators.NOTICES,
+    **login.NOTICES,
+    **bulk_jobs.NOTICES,
+}
 
 router = APIRouter(include_in_schema=False)
 router.include_router(overview.router)

@@ -55,16 +55,22 @@ class Dashboard:
     """The pages of one yard, behind one `Access`: `nav` lists (title, path) of the pages in
     the navigation, `notices` what an action did by the code in its redirect."""
 
-    def __init__(self, yard: Yard, access: Access, nav: list[tuple[str, str]],
-                 notices: dict[str, str]) -> None:
+    def __init__(
+        self, yard: Yard, access: Access, nav: list[tuple[str, str]], notices: dict[str, str]
+    ) -> None:
         self.yard = yard
         self.access = access
         self.overview = Overview.of(yard)
-        self.env = Environment(loader=FileSystemLoader(TEMPLATES),
-                               autoescape=select_autoescape(default=True),
-                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-        self.env.filters.update(duration=duration, when=when, url=lambda s: quote(str(s), ""),
-                                ago=self._ago)
+        self.env = Environment(
+            loader=FileSystemLoader(TEMPLATES),
+            autoescape=select_autoescape(default=True),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters.update(
+            duration=duration, when=when, url=lambda s: quote(str(s), ""), ago=self._ago
+        )
         self.nav = nav
         self.notices = notices
 
@@ -73,15 +79,21 @@ class Dashboard:
             return "never"
         return f"{duration(max(0.0, self.yard.clock.time() - value.timestamp()))} ago"
 
-    def render(self, request: Request, template: str, status_code: int = 200,
-               **context: Any) -> HTMLResponse:
+    def render(
+        self, request: Request, template: str, status_code: int = 200, **context: Any
+    ) -> HTMLResponse:
         """A page, or only its ``live`` block for htmx's poll."""
         nonce, new = self.access.csrf_nonce(request)
         notice = request.query_params.get("notice")
         context = {
-            "request": request, "nav": self.nav, "prefix": PREFIX, "poll": POLL_SECONDS,
-            "csrf_field": CSRF_FIELD, "csrf_token": self.access.csrf_token(nonce),
-            "notice": self.notices.get(notice or ""), "now": self.yard.clock.time(),
+            "request": request,
+            "nav": self.nav,
+            "prefix": PREFIX,
+            "poll": POLL_SECONDS,
+            "csrf_field": CSRF_FIELD,
+            "csrf_token": self.access.csrf_token(nonce),
+            "notice": self.notices.get(notice or ""),
+            "now": self.yard.clock.time(),
             "logged_in": self.access.required and self.access.authenticated(request),
             **context,
         }
@@ -116,8 +128,7 @@ class Dashboard:
             raise HTTPException(403, refusal)
         return form
 
-    def act(self, request: Request, action: Callable[[], Any], notice: str,
-            back: str) -> Response:
+    def act(self, request: Request, action: Callable[[], Any], notice: str, back: str) -> Response:
         """Run an action; back to `back` with a notice, or an error page saying why not."""
         try:
             result = action()
@@ -152,9 +163,15 @@ ActionForm = Annotated[FormData, Depends(_action_form)]
 PAGE: dict[str, Any] = {"response_class": HTMLResponse, "dependencies": [Depends(viewer)]}
 
 
-def confirmed_action(router: APIRouter, path: str, name: str,
-                     method: Callable[[Yard, str], Any], notice: str, question: str,
-                     back: Callable[[str], str]) -> None:
+def confirmed_action(
+    router: APIRouter,
+    path: str,
+    name: str,
+    method: Callable[[Yard, str], Any],
+    notice: str,
+    question: str,
+    back: Callable[[str], str],
+) -> None:
     """A destructive action on the object whose id is the path's one parameter: its GET
     asks `question` first, and only the confirmation page's form (confirm=yes) runs
     `method(yard, id)`."""
@@ -163,19 +180,24 @@ def confirmed_action(router: APIRouter, path: str, name: str,
     def ask(request: Request) -> Response:
         ident = _path_id(request)
         return dashboard_of(request).render(
-            request, "confirm.html", question=question.format(ident), button=f"Yes, {verb}",
-            action=request.url.path, back=back(ident))
+            request,
+            "confirm.html",
+            question=question.format(ident),
+            button=f"Yes, {verb}",
+            action=request.url.path,
+            back=back(ident),
+        )
 
     def act(request: Request, form: ActionForm) -> Response:
         if form.get("confirm") != "yes":
             return ask(request)
         ident = _path_id(request)
         dashboard = dashboard_of(request)
-        return dashboard.act(request, lambda: method(dashboard.yard, ident), notice,
-                             back(ident))
+        return dashboard.act(request, lambda: method(dashboard.yard, ident), notice, back(ident))
 
-    router.get(path, response_class=HTMLResponse, name=f"{name}_ask",
-               dependencies=[Depends(viewer)])(ask)
+    router.get(
+        path, response_class=HTMLResponse, name=f"{name}_ask", dependencies=[Depends(viewer)]
+    )(ask)
     router.post(path, name=name)(act)
 
 
@@ -187,8 +209,12 @@ def _path_id(request: Request) -> str:
 
 def local_path(path: object, default: str) -> str:
     """`path` if it is a path on this site (never another host), else `default`."""
-    if isinstance(path, str) and path.startswith("/") and not path.startswith("//") \
-            and "\\" not in path:
+    if (
+        isinstance(path, str)
+        and path.startswith("/")
+        and not path.startswith("//")
+        and "\\" not in path
+    ):
         return path
     return default
 

@@ -17,12 +17,14 @@ router = APIRouter(include_in_schema=False)
 @router.get(AGGREGATORS, **PAGE)
 def aggregators(request: Request) -> Response:
     dashboard = dashboard_of(request)
-    return dashboard.render(request, "aggregators.html",
-                            aggregators=dashboard.overview.aggregators())
+    return dashboard.render(
+        request, "aggregators.html", aggregators=dashboard.overview.aggregators()
+    )
 
 
 @router.post(f"{AGGREGATORS}/{{name:path}}/run")
 def run_aggregator(request: Request, name: str, form: ActionForm) -> Response:
     dashboard = dashboard_of(request)
-    return dashboard.act(request, lambda: dashboard.yard.request_aggregator_run(name), "run",
-                         AGGREGATORS)
+    return dashboard.act(
+        request, lambda: dashboard.yard.request_aggregator_run(name), "run", AGGREGATORS
+    )

@@ -33,8 +33,12 @@ router = APIRouter(include_in_schema=False)
 @router.get(BATCHES, **PAGE)
 def batches(request: Request) -> Response:
     dashboard = dashboard_of(request)
-    return dashboard.render(request, "batches.html", bases=dashboard.overview.bases(),
-                            dead=dashboard.yard.list_dead_batches())
+    return dashboard.render(
+        request,
+        "batches.html",
+        bases=dashboard.overview.bases(),
+        dead=dashboard.yard.list_dead_batches(),
+    )
 
 
 def _base_page(batch_id: str) -> str:
@@ -44,10 +48,15 @@ def _base_page(batch_id: str) -> str:
 
 # before the base's page: ids may hold "/", and ".../discard" is discard's page
 confirmed_action(
-    router, f"{BATCHES}/{{batch_id:path}}/discard", "batch_discard",
-    lambda yard, batch_id: yard.discard_batch(batch_id), "discarded",
+    router,
+    f"{BATCHES}/{{batch_id:path}}/discard",
+    "batch_discard",
+    lambda yard, batch_id: yard.discard_batch(batch_id),
+    "discarded",
     "Discard dead batch {}? Its pending items are never delivered; the flush history "
-    "records them as dropped.", _base_page)
+    "records them as dropped.",
+    _base_page,
+)
 
 
 @router.get(f"{BATCHES}/{{base_id:path}}", **PAGE)
@@ -55,11 +64,20 @@ def batch_base(request: Request, base_id: str) -> Response:
     dashboard = dashboard_of(request)
     yard = dashboard.yard
     batches = yard.get_batch_status(base_id)
-    dead_items = {b.batch_id: yard.get_batch_items(b.batch_id, limit=DEAD_ITEMS_SHOWN)
-                  for b in batches if b.status == "dead"}
-    return dashboard.render(request, "batch.html", base_id=base_id, batches=batches,
-                            dead_items=dead_items, shown=DEAD_ITEMS_SHOWN,
-                            history=yard.get_flush_history(base_id, 50))
+    dead_items = {
+        b.batch_id: yard.get_batch_items(b.batch_id, limit=DEAD_ITEMS_SHOWN)
+        for b in batches
+        if b.status == "dead"
+    }
+    return dashboard.render(
+        request,
+        "batch.html",
+        base_id=base_id,
+        batches=batches,
+        dead_items=dead_items,
+        shown=DEAD_ITEMS_SHOWN,
+        history=yard.get_flush_history(base_id, 50),
+    )
 
 
 @router.post(f"{BATCHES}/{{batch_id:path}}/flush")
@@ -75,5 +93,6 @@ def flush(request: Request, batch_id: str, form: ActionForm) -> Response:
 @router.post(f"{BATCHES}/{{batch_id:path}}/redrive")
 def redrive(request: Request, batch_id: str, form: ActionForm) -> Response:
     dashboard = dashboard_of(request)
-    return dashboard.act(request, lambda: dashboard.yard.redrive_batch(batch_id), "redriven",
-                         back_to(form, BATCHES))
+    return dashboard.act(
+        request, lambda: dashboard.yard.redrive_batch(batch_id), "redriven", back_to(form, BATCHES)
+    )

@@ -37,31 +37,42 @@ def jobs(request: Request, status: str | None = None) -> Response:
     dashboard = dashboard_of(request)
     yard = dashboard.yard
     dead = sorted(yard.list_dead_chunks(limit=1000), key=lambda d: d.error or "")
-    groups = [(error, list(chunks)) for error, chunks in
-              groupby(dead, key=lambda d: d.error or "")]
-    return dashboard.render(request, "jobs.html", jobs=yard.list_batch_jobs(status=status),
-                            stats=yard.get_stats(), dead_groups=groups,
-                            formats=list(FORMATS), status=status)
+    groups = [(error, list(chunks)) for error, chunks in groupby(dead, key=lambda d: d.error or "")]
+    return dashboard.render(
+        request,
+        "jobs.html",
+        jobs=yard.list_batch_jobs(status=status),
+        stats=yard.get_stats(),
+        dead_groups=groups,
+        formats=list(FORMATS),
+        status=status,
+    )
 
 
 @router.get(f"{JOBS}/{{job_id}}", **PAGE)
-def job(request: Request, job_id: str,
-        after: Annotated[int, Query(ge=-1, le=2**62)] = -1) -> Response:
+def job(
+    request: Request, job_id: str, after: Annotated[int, Query(ge=-1, le=2**62)] = -1
+) -> Response:
     dashboard = dashboard_of(request)
     try:
         record = dashboard.yard.get_batch_job(job_id)
     except BatchyardError as exc:
         return dashboard.render(request, "error.html", 404, message=str(exc), back=JOBS)
     errors = dashboard.yard.get_batch_job_errors(job_id, after=after, limit=ERRORS_PAGE)
-    return dashboard.render(request, "job.html", job=record, errors=errors, after=after,
-                            more=len(errors) == ERRORS_PAGE)
+    return dashboard.render(
+        request, "job.html", job=record, errors=errors, after=after, more=len(errors) == ERRORS_PAGE
+    )
 
 
 confirmed_action(
-    router, f"{JOBS}/{{job_id}}/cancel", "job_cancel",
-    lambda yard, job_id: yard.cancel_batch_job(job_id), "job-cancelled",
+    router,
+    f"{JOBS}/{{job_id}}/cancel",
+    "job_cancel",
+    lambda yard, job_id: yard.cancel_batch_job(job_id),
+    "job-cancelled",
     "Cancel bulk job {}? No new chunk of it starts; items not yet done stay undone.",
-    lambda job_id: f"{JOBS}/{job_id}")
+    lambda job_id: f"{JOBS}/{job_id}",
+)
 
 
 @router.post(f"{JOBS}/dead/redrive")
@@ -79,7 +90,8 @@ def redrive(request: Request, form: ActionForm) -> Response:
 
 
 @router.get(f"{PREFIX}/export", dependencies=[Depends(viewer)])
-def export(request: Request, ns: Annotated[str, Query(min_length=1, max_length=512)],
-           format: str = "json") -> Response:
+def export(
+    request: Request, ns: Annotated[str, Query(min_length=1, max_length=512)], format: str = "json"
+) -> Response:
     yard = dashboard_of(request).yard
     return export_download(yard, ns, format if format in FORMATS else "json")

@@ -39,11 +39,16 @@ def iterators(request: Request) -> Response:
 def _add_action(verb: str, notice: str) -> None:
     """POST `.../<verb>`, calling the yard's `<verb>_iterator`: pause and resume differ in
     nothing else."""
+
     def action(request: Request, job_id: str, form: ActionForm) -> Response:
         dashboard = dashboard_of(request)
         method = getattr(dashboard.yard, f"{verb}_iterator")
-        return dashboard.act(request, lambda: method(job_id), notice,
-                             back_to(form, f"{ITERATORS}/{quote(job_id, '')}"))
+        return dashboard.act(
+            request,
+            lambda: method(job_id),
+            notice,
+            back_to(form, f"{ITERATORS}/{quote(job_id, '')}"),
+        )
 
     router.post(f"{ITERATORS}/{{job_id:path}}/{verb}", name=f"iterator_{verb}")(action)
 
@@ -52,14 +57,29 @@ for _verb, _notice in (("pause", "paused"), ("resume", "resumed")):
     _add_action(_verb, _notice)
 
 for _verb, _method, _notice, _question in (
-    ("cancel", lambda yard, job_id: yard.cancel_iterator(job_id), "cancelled",
-     "Cancel iterator job {}? It stops for good "
-     "(its checkpoint is kept, but it cannot be resumed)."),
-    ("delete", lambda yard, job_id: yard.delete_iterator_job(job_id), "deleted",
-     "Delete iterator job {} and its checkpoint?"),
+    (
+        "cancel",
+        lambda yard, job_id: yard.cancel_iterator(job_id),
+        "cancelled",
+        "Cancel iterator job {}? It stops for good "
+        "(its checkpoint is kept, but it cannot be resumed).",
+    ),
+    (
+        "delete",
+        lambda yard, job_id: yard.delete_iterator_job(job_id),
+        "deleted",
+        "Delete iterator job {} and its checkpoint?",
+    ),
 ):
-    confirmed_action(router, f"{ITERATORS}/{{job_id:path}}/{_verb}", f"iterator_{_verb}",
-                     _method, _notice, _question, lambda job_id: ITERATORS)
+    confirmed_action(
+        router,
+        f"{ITERATORS}/{{job_id:path}}/{_verb}",
+        f"iterator_{_verb}",
+        _method,
+        _notice,
+        _question,
+        lambda job_id: ITERATORS,
+    )
 
 
 # after the actions' pages: ids may hold "/", and ".../cancel" is cancel's page

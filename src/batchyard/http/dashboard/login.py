@@ -27,8 +27,9 @@ def login_form(request: Request) -> Response:
     dashboard = dashboard_of(request)
     if not dashboard.access.required:
         return RedirectResponse("/", status_code=303)
-    return dashboard.render(request, "login.html", next=local_path(
-        request.query_params.get("next"), "/"), error=None)
+    return dashboard.render(
+        request, "login.html", next=local_path(request.query_params.get("next"), "/"), error=None
+    )
 
 
 @router.post(LOGIN)
@@ -43,16 +44,21 @@ async def login(request: Request) -> Response:
     client = request.client.host if request.client else ""
     wait = math.ceil(access.login_wait(client))
     if wait:
-        response = dashboard.render(request, "login.html", 429, next=target,
-                                    error=f"Too many failed logins from your address: "
-                                          f"try again in {wait} s.")
+        response = dashboard.render(
+            request,
+            "login.html",
+            429,
+            next=target,
+            error=f"Too many failed logins from your address: try again in {wait} s.",
+        )
         response.headers["Retry-After"] = str(wait)
         return response
     candidate = form.get("token")
     if not isinstance(candidate, str) or not access.token_valid(candidate):
         access.login_failed(client)
-        return dashboard.render(request, "login.html", 401, next=target,
-                                error="That is not a valid API token.")
+        return dashboard.render(
+            request, "login.html", 401, next=target, error="That is not a valid API token."
+        )
     redirect = RedirectResponse(target, status_code=303)
     access.start_session(request, redirect, candidate)
     return redirect
