@@ -10,7 +10,7 @@ from batchyard.tasks import Task, TaskKind
 
 if TYPE_CHECKING:
     from batchyard.accumulator import Accumulator
-    from batchyard.aggregator import Aggregators
+    from batchyard.aggregator import Aggregators, Streams
     from batchyard.runtime import Runtime
 
 PRUNE_TASK = "maintenance.prune"
@@ -23,6 +23,7 @@ class Maintenance:
         runtime: Runtime,
         accumulator: Accumulator,
         aggregators: Aggregators,
+        streams: Streams,
         *,
         retention: float,
         event_retention: float | None,
@@ -30,6 +31,7 @@ class Maintenance:
         self.runtime = runtime
         self.accumulator = accumulator
         self.aggregators = aggregators
+        self.streams = streams
         self.retention = retention
         self.event_retention = event_retention
         runtime.kinds.add(TaskKind(PRUNE_TASK, self.run_prune))
@@ -50,7 +52,7 @@ class Maintenance:
         self.accumulator.reader.prune(self.retention)
         if self.event_retention is not None:
             for stream in {c.stream for c in self.aggregators.configs.values()}:
-                self.aggregators.prune_events(stream, self.event_retention)
+                self.streams.prune(stream, self.event_retention)
         with self.runtime.store.transaction(self.runtime.now()) as tx:
             self.runtime.tasks.complete(tx, task)
         self.schedule()

@@ -21,6 +21,7 @@ from batchyard.aggregator import (
     Aggregators,
     AggregatorStatus,
     ParkedEvent,
+    Streams,
 )
 from batchyard.bulk.export import export_to_format
 from batchyard.bulk.records import BatchJobRecord, BatchStats, DeadChunk, JobError, JobResult
@@ -78,12 +79,14 @@ class Yard:
         # each capability declares its task kinds in the runtime as it is made
         self._accumulator = Accumulator(self.runtime)
         self._aggregators = Aggregators(self.runtime)
+        self._streams = Streams(self.runtime)
         self._iterators = Iterators(self.runtime)
         self._jobs = BulkJobs(self.runtime)
         self._maintenance = Maintenance(
             self.runtime,
             self._accumulator,
             self._aggregators,
+            self._streams,
             retention=self.retention,
             event_retention=self.event_retention,
         )
@@ -240,7 +243,7 @@ class Yard:
 
     def append_events(self, stream: str, events: Sequence[dict[str, Any]]) -> list[int]:
         """Append JSON-object events to `stream` in one transaction; return their ids."""
-        return self._aggregators.append_events(stream, events)
+        return self._streams.append(stream, events)
 
     def register_aggregator(
         self,
@@ -302,7 +305,7 @@ class Yard:
 
     def prune_events(self, stream: str, older_than: float | timedelta = 0.0) -> int:
         """Delete events every aggregator of `stream` has passed, older than `older_than`."""
-        return self._aggregators.prune_events(stream, seconds(older_than))
+        return self._streams.prune(stream, seconds(older_than))
 
     # -- running --------------------------------------------------------------------------
 

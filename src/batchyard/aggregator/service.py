@@ -1,100 +1,37 @@
-"""Cursor aggregation: fold event streams into per-key totals, exactly once.
-
-Events are appended to a stream in one transaction each call. An aggregator reads them after
-its cursor - a compound ``(position, id)`` compared as a tuple, never a timestamp - folds them
-into per-key deltas, and in ONE transaction applies the deltas and moves the cursor with a
-compare-and-set on the old value. A crash before the commit loses nothing and counts nothing;
-a second runner (it cannot get the lease, but suppose it did) fails the compare-and-set.
-
-On PostgreSQL an event's position is its transaction's id and reads stop below the oldest
-transaction still running in the database (the safe high-water mark), so an event whose
-transaction commits late is never left behind the cursor. A long-open write transaction in
-the same database therefore holds aggregation back (visible as lag) but never makes it
-wrong; transactions in the server's other databases do not.
-"""
+"""Aggregators on one runtime: register, run (fold, apply, move the cursor), read, reset."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from batchyard.aggregator.records import (
+    RUN_TASK,
+    AggregatorConfig,
+    AggregatorRun,
+    AggregatorStatus,
+    ParkedEvent,
+    key_text,
+)
 from batchyard.clock import to_datetime
 from batchyard.errors import Conflict, InvalidInput, NotFound
 from batchyard.failures import error_text, log_failure
 from batchyard.folds import Fold
-from batchyard.payloads import encode_items
 from batchyard.store import Tx
 from batchyard.tasks import Task, TaskKind
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
 
-RUN_TASK = "aggregator.run"
 log = logging.getLogger("batchyard.aggregator")
 _PAGES_PER_APPLY = 20  # the page budget of one transaction
-
-
-@dataclass(frozen=True)
-class AggregatorConfig:
-    name: str
-    stream: str
-    key: Callable[[dict[str, Any]], Any]
-    fold: Fold
-    apply: str | None
-    page_size: int
-    max_keys: int
-    every: float | None
-    lease: float
-
-
-@dataclass(frozen=True)
-class AggregatorRun:
-    """What one `run_aggregator` call did."""
-
-    name: str
-    events: int
-    keys: int
-    applies: int
-    parked: int
-    caught_up: bool
-    skipped: bool = False  # another runner held the aggregator
-
-
-@dataclass(frozen=True)
-class AggregatorStatus:
-    name: str
-    stream: str
-    cursor: tuple[int, int]
-    lag_events: int
-    lag_seconds: float
-    events_folded: int
-    last_run_at: datetime | None
-    last_error: str | None
-    parked: int
-    running: bool
-
-
-@dataclass(frozen=True)
-class ParkedEvent:
-    event_id: int
-    position: int
-    error: str
-    event: dict[str, Any]
-    parked_at: datetime
-
-
-def _key_text(key: Any) -> str:
-    return key if isinstance(key, str) else json.dumps(key, separators=(",", ":"))
 
 
 class Aggregators:
@@ -107,32 +44,6 @@ class Aggregators:
         runtime.kinds.add(TaskKind(RUN_TASK, self.run_task))
         runtime.kinds.on_worker_start(self.schedule_all)
         self.configs: dict[str, AggregatorConfig] = {}
-
-    # -- streams --------------------------------------------------------------------------
-
-    def append_events(self, stream: str, events: Sequence[dict[str, Any]]) -> list[int]:
-        """Append events (JSON objects) in one transaction; return their ids."""
-        if not isinstance(stream, str) or not stream:
-            raise InvalidInput("stream must be a non-empty string", field="stream")
-        if isinstance(events, dict) or not isinstance(events, Sequence):
-            raise InvalidInput("events must be a list of JSON objects", field="events")
-        for index, event in enumerate(events):
-            if not isinstance(event, dict):
-                raise InvalidInput(
-                    f"events[{index}] is not a JSON object", field="events", index=index
-                )
-        payloads = encode_items(events, field="events")
-        ids = []
-        with self.store.transaction(self.runtime.now()) as tx:
-            for payload in payloads:
-                row = tx.one(
-                    "INSERT INTO batchyard_events (stream, position, payload, "
-                    "created_at) VALUES (:stream, {event_position}, :payload, {now}) "
-                    "RETURNING id",
-                    {"stream": stream, "payload": payload},
-                )
-                ids.append(int(row["id"]))
-        return ids
 
     # -- registration ---------------------------------------------------------------------
 
@@ -288,7 +199,7 @@ class Aggregators:
                 for event_row in page:
                     event = orjson.loads(event_row["payload"])
                     try:
-                        key = _key_text(config.key(event))
+                        key = key_text(config.key(event))
                         if key not in deltas and len(deltas) >= config.max_keys:
                             full_stop = True  # this event waits for the next transaction
                             break
@@ -416,7 +327,7 @@ class Aggregators:
             if key is not None:
                 row = tx.one(
                     "SELECT total FROM batchyard_totals WHERE aggregator = :name AND key = :key",
-                    {"name": name, "key": _key_text(key)},
+                    {"name": name, "key": key_text(key)},
                 )
                 return None if row is None else orjson.loads(row["total"])
             rows = tx.all(
@@ -493,7 +404,7 @@ class Aggregators:
             for row in rows:
                 event = orjson.loads(row["payload"])
                 try:
-                    key = _key_text(config.key(event))
+                    key = key_text(config.key(event))
                     deltas[key] = config.fold.step(deltas.get(key), event)
                 except Exception as exc:
                     tx.execute(
@@ -561,20 +472,3 @@ class Aggregators:
                 )
                 for table in ("batchyard_totals", "batchyard_parked_events"):
                     tx.execute(f"DELETE FROM {table} WHERE aggregator = :name", {"name": name})
-
-    def prune_events(self, stream: str, older_than: float = 0.0) -> int:
-        """Delete events of `stream` that every aggregator on it has passed and that are
-        older than `older_than` seconds; parked events are kept."""
-        with self.store.transaction(self.runtime.now()) as tx:
-            return int(
-                tx.execute(
-                    "DELETE FROM batchyard_events WHERE stream = :stream "
-                    "AND created_at < {now} - :age "
-                    "AND EXISTS (SELECT 1 FROM batchyard_aggregators a WHERE a.stream = :stream) "
-                    "AND NOT EXISTS (SELECT 1 FROM batchyard_aggregators a "
-                    "WHERE a.stream = :stream AND (a.cursor_position, a.cursor_id) "
-                    "< (batchyard_events.position, batchyard_events.id)) "
-                    "AND id NOT IN (SELECT event_id FROM batchyard_parked_events)",
-                    {"stream": stream, "age": older_than},
-                ).rowcount
-            )
