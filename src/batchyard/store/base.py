@@ -125,10 +125,14 @@ class Store:
 
     def one(self, sql: str, params: Params, now: float | None = None) -> Any:
         """Run one write statement as a transaction of its own; return its first row."""
-        raise NotImplementedError
+        return self._alone(sql, params, now, returning=True)
 
     def execute(self, sql: str, params: Params, now: float | None = None) -> int:
         """Run one write statement as a transaction of its own; return the rows it changed."""
+        return int(self._alone(sql, params, now, returning=False))
+
+    def _alone(self, sql: str, params: Params, now: float | None, returning: bool) -> Any:
+        """The backend's statement alone: its first row (`returning`), or its row count."""
         raise NotImplementedError
 
     def snapshot(self) -> Any:

@@ -15,7 +15,7 @@ import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any, ClassVar, Literal, overload
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -230,20 +230,6 @@ class PostgresStore(Store):
             self._pool = self._open_pool()
         return self._pool
 
-    def one(self, sql: str, params: Params, now: float | None = None) -> Any:
-        return self._alone(sql, params, now, returning=True)
-
-    def execute(self, sql: str, params: Params, now: float | None = None) -> int:
-        return self._alone(sql, params, now, returning=False)
-
-    @overload
-    def _alone(
-        self, sql: str, params: Params, now: float | None, returning: Literal[True]
-    ) -> Any: ...
-    @overload
-    def _alone(
-        self, sql: str, params: Params, now: float | None, returning: Literal[False]
-    ) -> int: ...
     def _alone(self, sql: str, params: Params, now: float | None, returning: bool) -> Any:
         # pooled connections are in autocommit: the statement is its own transaction, and
         # costs one round trip

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any, ClassVar, Literal, overload
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 from batchyard.errors import (
@@ -170,20 +170,6 @@ class SQLiteStore(Store):
         for callback in tx.after_commit:
             callback()
 
-    def one(self, sql: str, params: Params, now: float | None = None) -> Any:
-        return self._alone(sql, params, now, returning=True)
-
-    def execute(self, sql: str, params: Params, now: float | None = None) -> int:
-        return self._alone(sql, params, now, returning=False)
-
-    @overload
-    def _alone(
-        self, sql: str, params: Params, now: float | None, returning: Literal[True]
-    ) -> Any: ...
-    @overload
-    def _alone(
-        self, sql: str, params: Params, now: float | None, returning: Literal[False]
-    ) -> int: ...
     def _alone(self, sql: str, params: Params, now: float | None, returning: bool) -> Any:
         # The write connection is in autocommit: a write statement takes the write lock at
         # its start (waiting for it as BEGIN IMMEDIATE does) and commits once stepped to its
