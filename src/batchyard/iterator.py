@@ -160,7 +160,7 @@ class Iterators:
             STEP_TASK,
             {"job_id": job_id, "generation": generation},
             delay=delay,
-            key=f"iterator:{job_id}:{generation}",
+            key=f"{_step_keys(job_id)}{generation}",
             max_attempts=1_000_000,
         )  # the job counts its own retries
 
@@ -457,8 +457,9 @@ class Iterators:
 
 
 def _step_keys(job_id: str) -> str:
-    """The prefix of every step key of this job (and of no other job's)."""
-    return f"iterator:{job_id}:"
+    """The prefix of every step key of this job and of no other job's: the id's length
+    comes first, so that job "a"'s prefix is not also job "a:1"'s."""
+    return f"iterator:{len(job_id)}:{job_id}:"
 
 
 def _page(value: Any) -> Page:

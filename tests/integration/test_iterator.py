@@ -234,3 +234,17 @@ def test_job_ids_with_like_wildcards_do_not_touch_other_jobs(yard, clock):
     yard.run_worker(wait=False)
     assert yard.get_iterator_status("aXb").batches == 2
     assert yard.get_iterator_status("a_b").batches == 1
+
+
+def test_pausing_a_job_leaves_a_job_whose_id_extends_it_alone(yard):
+    """Step keys are matched by prefix: job "a"'s prefix must not also be job "a:1"'s, or
+    pausing "a" would drop "a:1"'s queued step and strand it running with no task."""
+    start(yard, "a", delay_between_batches=5)
+    start(yard, "a:1", delay_between_batches=5)
+    yard.pause_iterator("a")
+    yard.clock.advance(600)
+    for _ in range(20):  # a page per step, 5 s apart
+        yard.run_worker(wait=False)
+        yard.clock.advance(5)
+    assert yard.get_iterator_status("a:1").status == "completed"
+    assert yard.get_iterator_status("a").status == "paused"
