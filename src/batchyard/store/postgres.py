@@ -16,7 +16,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -30,6 +29,7 @@ from batchyard.errors import (
     StoreReadOnly,
     StoreUnavailable,
 )
+from batchyard.logs import Redactor
 from batchyard.store.base import Params, Store, Tx
 
 _CHANNEL = "batchyard_tasks"
@@ -110,15 +110,6 @@ def _pipelined_transaction(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Co
         raise
 
 
-def masked_url(url: str) -> str:
-    """The URL with its password replaced by ``***``: fit for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    return urlunsplit(parts._replace(netloc=f"{netloc[0].split(':', 1)[0]}:***@{netloc[1]}"))
-
-
 class PostgresStore(Store):
     dialect = "postgres"
     fragments: ClassVar[dict[str, str]] = {
@@ -196,7 +187,7 @@ class PostgresStore(Store):
 
     @property
     def name(self) -> str:
-        return masked_url(self.url)
+        return Redactor()(self.url)  # the password masked, as in the logs
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:

@@ -7,7 +7,7 @@ when a worker starts; the worker reads nothing else of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from batchyard.store import Tx
@@ -61,9 +61,3 @@ class TaskKinds:
     def worker_started(self) -> None:
         for schedule in self._on_start:
             schedule()
-
-    def __iter__(self) -> Iterator[TaskKind]:
-        return iter(self._kinds.values())
-
-    def names(self) -> Iterable[str]:
-        return self._kinds.keys()
