@@ -1,6 +1,12 @@
-"""batchyard: durable batch processing on SQLite or PostgreSQL."""
+"""batchyard: durable batch processing on SQLite or PostgreSQL.
 
+Words mean one thing: a *batch* is the accumulator's, a *bulk job* the bulk job service's,
+an *iterator* walks a source a *page* at a time.
+"""
+
+import warnings
 from importlib.metadata import version as _version
+from typing import Any
 
 from batchyard import folds
 from batchyard.accumulator import (
@@ -16,12 +22,12 @@ from batchyard.accumulator import (
 )
 from batchyard.aggregator import AggregatorRun, AggregatorStatus, ParkedEvent
 from batchyard.bulk.records import (
-    BatchJobRecord,
-    BatchStats,
+    BulkItemError,
+    BulkItemResult,
+    BulkJob,
+    BulkJobStats,
+    BulkJobStatus,
     DeadChunk,
-    JobError,
-    JobResult,
-    JobStatus,
 )
 from batchyard.bulk.search import SearchHit
 from batchyard.clock import Clock, ManualClock, SystemClock
@@ -44,7 +50,7 @@ from batchyard.errors import (
     StoreUnavailable,
 )
 from batchyard.folds import Fold
-from batchyard.iterator import BatchContext, IteratorStatus, Page
+from batchyard.iterator import IteratorStatus, Page, PageContext
 from batchyard.producer import Producer, ProducerStats
 from batchyard.retry import RetryPolicy
 from batchyard.signals import ItemFailures, RetryLater
@@ -60,13 +66,15 @@ __all__ = [
     "AggregatorRun",
     "AggregatorStatus",
     "Backpressure",
-    "BatchContext",
     "BatchInfo",
     "BatchItem",
-    "BatchJobRecord",
-    "BatchStats",
     "BatchStatus",
     "BatchyardError",
+    "BulkItemError",
+    "BulkItemResult",
+    "BulkJob",
+    "BulkJobStats",
+    "BulkJobStatus",
     "Clock",
     "ConfigError",
     "Conflict",
@@ -82,14 +90,12 @@ __all__ = [
     "InvalidInput",
     "ItemFailures",
     "IteratorStatus",
-    "JobError",
-    "JobResult",
-    "JobStatus",
     "LeaseLost",
     "ManualClock",
     "MissingExtra",
     "NotFound",
     "Page",
+    "PageContext",
     "ParkedEvent",
     "Producer",
     "ProducerError",
@@ -110,3 +116,24 @@ __all__ = [
     "folds",
     "open_store",
 ]
+
+# the names of 0.1, before one word meant one thing; importing one warns
+_RENAMED = {
+    "BatchContext": "PageContext",
+    "BatchJobRecord": "BulkJob",
+    "BatchStats": "BulkJobStats",
+    "JobError": "BulkItemError",
+    "JobResult": "BulkItemResult",
+    "JobStatus": "BulkJobStatus",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        warnings.warn(
+            f"batchyard.{name} is now batchyard.{_RENAMED[name]}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module 'batchyard' has no attribute {name!r}")

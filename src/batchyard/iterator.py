@@ -70,12 +70,19 @@ class Page:
 
 
 @dataclass(frozen=True)
-class BatchContext:
+class PageContext:
+    """What an iterator's handler gets beside a page's items."""
+
     job_id: str
-    batch: int  # 0-based number of this batch in the job
+    page: int  # 0-based number of this page in the job
     attempt: int
     idempotency_key: str
     tx: Tx | None = field(default=None, repr=False)  # transactional jobs only
+
+    @property
+    def batch(self) -> int:
+        """The page's number, by its name before 0.2 (`page` is the name now)."""
+        return self.page
 
 
 @dataclass(frozen=True)
@@ -261,9 +268,9 @@ class Iterators:
         # a time budget: no claim, no new task per page - only the fenced checkpoint
         budget = time.monotonic() + STEP_BUDGET
         while True:
-            context = BatchContext(
+            context = PageContext(
                 job_id=job_id,
-                batch=batch,
+                page=batch,
                 attempt=task.attempts,
                 idempotency_key=f"{job_id}:{batch}",
             )
@@ -300,7 +307,7 @@ class Iterators:
                         handlers.call(
                             row["process_batch"],
                             page.items,
-                            BatchContext(**{**context.__dict__, "tx": tx}),
+                            PageContext(**{**context.__dict__, "tx": tx}),
                         )
                     self._checkpoint(tx, row, page)
                     if finished:

@@ -24,7 +24,7 @@ from batchyard.aggregator import (
     Streams,
 )
 from batchyard.bulk.export import export_to_format
-from batchyard.bulk.records import BatchJobRecord, BatchStats, DeadChunk, JobError, JobResult
+from batchyard.bulk.records import BulkItemError, BulkItemResult, BulkJob, BulkJobStats, DeadChunk
 from batchyard.bulk.search import SearchHit, search
 from batchyard.bulk.service import BulkJobs
 from batchyard.clock import Clock, SystemClock, seconds
@@ -333,36 +333,36 @@ class Yard:
         same `request_id` returns the first job instead of creating a second."""
         return self._jobs.create(type, items, input=input, options=options, request_id=request_id)
 
-    def get_batch_job(self, job_id: str) -> BatchJobRecord:
+    def get_batch_job(self, job_id: str) -> BulkJob:
         return self._jobs.get(job_id)
 
     def list_batch_jobs(
         self, status: str | None = None, type: str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[BatchJobRecord]:
+    ) -> list[BulkJob]:
         return self._jobs.list_jobs(status=status, type=type, limit=limit, offset=offset)
 
-    def cancel_batch_job(self, job_id: str) -> BatchJobRecord:
+    def cancel_batch_job(self, job_id: str) -> BulkJob:
         """No new chunk of the job starts; running ones stop at their next commit."""
         return self._jobs.cancel(job_id)
 
     def get_batch_job_errors(
         self, job_id: str, after: int = -1, limit: int = 100
-    ) -> list[JobError]:
+    ) -> list[BulkItemError]:
         """Per-item errors by index, a page at a time (`after` the last index seen)."""
         return self._jobs.errors(job_id, after=after, limit=limit)
 
     def get_batch_job_results(
         self, job_id: str, after: int = -1, limit: int = 100
-    ) -> list[JobResult]:
+    ) -> list[BulkItemResult]:
         return self._jobs.results(job_id, after=after, limit=limit)
 
     def list_dead_chunks(self, job_id: str | None = None, limit: int = 100) -> list[DeadChunk]:
         return self._jobs.dead_chunks(job_id, limit=limit)
 
-    def redrive_chunk(self, task_id: int) -> BatchJobRecord:
+    def redrive_chunk(self, task_id: int) -> BulkJob:
         return self._jobs.redrive(task_id)
 
-    def get_stats(self) -> BatchStats:
+    def get_stats(self) -> BulkJobStats:
         return self._jobs.stats()
 
     def export_to_format(

@@ -27,7 +27,7 @@ def numbers(cursor, batch_size):
 @yard.handler("log")
 def log(items, ctx):
     time.sleep(float(os.environ.get("HANDLER_SLEEP", "0.02")))
-    line = json.dumps({"job": ctx.job_id, "batch": ctx.batch, "items": items, "at": time.time()})
+    line = json.dumps({"job": ctx.job_id, "batch": ctx.page, "items": items, "at": time.time()})
     with open(os.environ["RECORD_PATH"], "a") as out:
         out.write(line + "\n")
 
@@ -38,5 +38,5 @@ def sink(items, ctx):
     its writes and the commit - the window the crash test kills in."""
     ctx.tx.executemany("INSERT INTO iter_sink (n) VALUES (:n)", [{"n": n} for n in items])
     with open(os.environ["RECORD_PATH"], "a") as out:
-        out.write(json.dumps({"job": ctx.job_id, "batch": ctx.batch, "items": items}) + "\n")
+        out.write(json.dumps({"job": ctx.job_id, "batch": ctx.page, "items": items}) + "\n")
     time.sleep(float(os.environ.get("HANDLER_SLEEP", "0.02")))

@@ -32,7 +32,7 @@ def yard(make_yard, clock):
         if yard.fail_times["n"]:
             yard.fail_times["n"] -= 1
             raise ConnectionError("sink down")
-        yard.seen.append((ctx.batch, ctx.attempt, ctx.idempotency_key, list(items)))
+        yard.seen.append((ctx.page, ctx.attempt, ctx.idempotency_key, list(items)))
 
     @yard.handler("done")
     def done(job_id, processed):
@@ -192,7 +192,7 @@ def test_transactional_mode_commits_the_handlers_writes_with_the_cursor(yard):
             ctx.tx.execute(
                 "INSERT INTO batchyard_batch_bases (base_id) VALUES (:id)", {"id": f"row-{item}"}
             )
-        if ctx.batch == 3 and ctx.attempt == 1:
+        if ctx.page == 3 and ctx.attempt == 1:
             raise RuntimeError("after the writes, before the commit")
 
     yard.start_iterator(

@@ -78,7 +78,7 @@ def test_the_bound_stops_at_rows_present_at_start(yard):
         yard.batches.append([row["id"] for row in items])
         with yard.store.transaction() as tx:  # rows keep arriving while the job runs
             tx.execute(
-                "INSERT INTO events_src (id, at) VALUES (:id, :id)", {"id": 20_000 + ctx.batch}
+                "INSERT INTO events_src (id, at) VALUES (:id, :id)", {"id": 20_000 + ctx.page}
             )
 
     sql_keyset(yard, "src", table="events_src", order_by="at", tie_breaker="id")
@@ -151,7 +151,7 @@ def test_csv_file_quoted_fields_bom_and_resume_from_the_offset(file_yard, tmp_pa
     @file_yard.handler("pause-at-third")
     def pause_at_third(items, ctx):
         file_yard.batches.append(items)
-        if ctx.batch == 2 and not paused_once:
+        if ctx.page == 2 and not paused_once:
             paused_once.append(True)
             file_yard.pause_iterator(ctx.job_id)  # fences this batch: it is redone
 

@@ -5,19 +5,20 @@ import tomllib
 import typing
 from pathlib import Path
 
+import pytest
+
 import batchyard
 from batchyard import errors, signals
 from batchyard.yard import Yard
 
 PUBLIC = """
-AddResult AggregatorRun AggregatorStatus Backpressure BatchContext BatchInfo BatchItem
-BatchJobRecord BatchStats BatchStatus BatchyardError Clock ConfigError Conflict DeadChunk
-DiscardResult Embedder FlushContext FlushReason FlushRecord FlushResult Fold HandlerNotFound
-InvalidInput ItemFailures IteratorStatus JobError JobResult JobStatus LeaseLost ManualClock
-MissingExtra NotFound Page ParkedEvent Producer ProducerError ProducerStats RetryLater
-RetryPolicy SearchHit Store StoreCorrupt StoreError StoreFull StoreReadOnly StoreUnavailable
-SystemClock Worker Yard
-__version__ folds open_store
+AddResult AggregatorRun AggregatorStatus Backpressure BatchInfo BatchItem BatchStatus
+BatchyardError BulkItemError BulkItemResult BulkJob BulkJobStats BulkJobStatus Clock
+ConfigError Conflict DeadChunk DiscardResult Embedder FlushContext FlushReason FlushRecord
+FlushResult Fold HandlerNotFound InvalidInput ItemFailures IteratorStatus LeaseLost
+ManualClock MissingExtra NotFound Page PageContext ParkedEvent Producer ProducerError
+ProducerStats RetryLater RetryPolicy SearchHit Store StoreCorrupt StoreError StoreFull
+StoreReadOnly StoreUnavailable SystemClock Worker Yard __version__ folds open_store
 """.split()  # noqa: SIM905 - one name per word reads better here
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
@@ -61,10 +62,32 @@ def _yard_signature_classes() -> dict[type, str]:
     return found
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("BatchContext", "PageContext"),
+        ("BatchJobRecord", "BulkJob"),
+        ("BatchStats", "BulkJobStats"),
+        ("JobError", "BulkItemError"),
+        ("JobResult", "BulkItemResult"),
+        ("JobStatus", "BulkJobStatus"),
+    ],
+)
+def test_names_of_the_first_release_still_import_with_a_warning(old, new):
+    with pytest.warns(DeprecationWarning, match=f"batchyard.{old} is now batchyard.{new}"):
+        assert getattr(batchyard, old) is getattr(batchyard, new)
+    assert old not in batchyard.__all__
+
+
+def test_an_unknown_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        batchyard.Nope  # noqa: B018
+
+
 def test_every_class_of_a_yard_signature_is_exported():
     classes = _yard_signature_classes()
     # the walk reaches returns, constructor arguments and record fields
-    assert {"FlushResult", "Store", "JobStatus"} <= {cls.__name__ for cls in classes}
+    assert {"FlushResult", "Store", "BulkJobStatus"} <= {cls.__name__ for cls in classes}
     missing = {
         cls.__name__: where
         for cls, where in classes.items()

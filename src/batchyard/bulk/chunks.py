@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from batchyard.bulk.kinds import JobType
-from batchyard.bulk.records import JobStatus
+from batchyard.bulk.records import BulkJobStatus
 from batchyard.signals import RetryLater
 from batchyard.store import Tx
 from batchyard.tasks import Grouping, Task, TaskKind
@@ -64,7 +64,7 @@ class ChunkRunner:
                 {"id": job_id, "chunk": number},
             )
         items = _chunk_items(task, chunk)
-        if job is None or items is None or job["status"] == JobStatus.CANCELLED:
+        if job is None or items is None or job["status"] == BulkJobStatus.CANCELLED:
             with self.store.transaction(self.runtime.now()) as tx:
                 self.tasks.complete(tx, task)  # deleted or cancelled: nothing more to do
             return

@@ -13,7 +13,7 @@ from pydantic.alias_generators import to_camel
 from batchyard.clock import to_datetime
 
 
-class JobStatus(StrEnum):
+class BulkJobStatus(StrEnum):
     PENDING = "pending"
     PROCESSING = "processing"
     COMPLETED = "completed"
@@ -26,28 +26,28 @@ class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
-class JobError(_Model):
+class BulkItemError(_Model):
     index: int
     error: str
 
 
-class JobResult(_Model):
+class BulkItemResult(_Model):
     index: int
     result: Any
 
 
-class BatchJobRecord(_Model):
+class BulkJob(_Model):
     """A bulk job as the batch service shows it. `errors` and `results` hold the first
     page only (100); `get_batch_job_errors` / `get_batch_job_results` page the rest."""
 
     id: str
     type: str
-    status: JobStatus
+    status: BulkJobStatus
     total: int
     processed: int
     failed: int
     results: list[Any]
-    errors: list[JobError]
+    errors: list[BulkItemError]
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None = None
@@ -55,7 +55,7 @@ class BatchJobRecord(_Model):
     last_error: str | None = None
 
 
-class BatchStats(_Model):
+class BulkJobStats(_Model):
     total: int
     pending: int
     processing: int
@@ -75,8 +75,8 @@ class DeadChunk(_Model):
     died_at: datetime
 
 
-def job_record(row: Any, errors: list[JobError], results: list[Any]) -> BatchJobRecord:
-    return BatchJobRecord(
+def job_record(row: Any, errors: list[BulkItemError], results: list[Any]) -> BulkJob:
+    return BulkJob(
         id=row["id"],
         type=row["type"],
         status=row["status"],

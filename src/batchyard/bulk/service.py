@@ -25,12 +25,12 @@ from batchyard.bulk import embeddings
 from batchyard.bulk.chunks import CHUNK_TASK, ChunkRunner
 from batchyard.bulk.kinds import JobType, builtin_types
 from batchyard.bulk.records import (
-    BatchJobRecord,
-    BatchStats,
+    BulkItemError,
+    BulkItemResult,
+    BulkJob,
+    BulkJobStats,
+    BulkJobStatus,
     DeadChunk,
-    JobError,
-    JobResult,
-    JobStatus,
     job_record,
 )
 from batchyard.bulk.things import (
@@ -173,7 +173,7 @@ class BulkJobs:
                     "options": orjson.dumps(options).decode(),
                     "request_id": request_id,
                     "hash": fingerprint,
-                    "status": JobStatus.PENDING if chunks else JobStatus.FAILED,
+                    "status": BulkJobStatus.PENDING if chunks else BulkJobStatus.FAILED,
                 },
             ).rowcount
             if inserted != 1:
@@ -241,14 +241,14 @@ class BulkJobs:
 
     # -- the rest of a job's life ---------------------------------------------------------
 
-    def cancel(self, job_id: str) -> BatchJobRecord:
+    def cancel(self, job_id: str) -> BulkJob:
         with self.store.transaction(self.runtime.now()) as tx:
             row = self._row(tx, job_id, lock=True)
-            if row["status"] in (JobStatus.COMPLETED, JobStatus.FAILED):
+            if row["status"] in (BulkJobStatus.COMPLETED, BulkJobStatus.FAILED):
                 raise Conflict(
                     f"job {job_id} is already {row['status']}", job_id=job_id, status=row["status"]
                 )
-            if row["status"] != JobStatus.CANCELLED:
+            if row["status"] != BulkJobStatus.CANCELLED:
                 tx.execute(
                     "UPDATE batchyard_jobs SET status = 'cancelled', "
                     "completed_at = {now}, updated_at = {now} WHERE id = :id",
@@ -282,7 +282,7 @@ class BulkJobs:
             )
         return chunks
 
-    def redrive(self, task_id: int) -> BatchJobRecord:
+    def redrive(self, task_id: int) -> BulkJob:
         """Put a dead chunk back in the queue; its job is processing again."""
         with self.store.transaction(self.runtime.now()) as tx:
             row = self.tasks.dead_task(tx, task_id, CHUNK_TASK)
@@ -301,7 +301,7 @@ class BulkJobs:
 
     # -- reading ------------------------------------------------------------------------
 
-    def get(self, job_id: str) -> BatchJobRecord:
+    def get(self, job_id: str) -> BulkJob:
         with self.store.transaction(write=False) as tx:
             row = self._row(tx, job_id)
             errors = self._errors(tx, job_id, -1, 100)
@@ -310,7 +310,7 @@ class BulkJobs:
 
     def list_jobs(
         self, status: str | None = None, type: str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[BatchJobRecord]:
+    ) -> list[BulkJob]:
         with self.store.transaction(write=False) as tx:
             rows = tx.all(
                 "SELECT * FROM batchyard_jobs WHERE "
@@ -326,12 +326,12 @@ class BulkJobs:
             )
         return [job_record(row, [], []) for row in rows]
 
-    def errors(self, job_id: str, after: int = -1, limit: int = 100) -> list[JobError]:
+    def errors(self, job_id: str, after: int = -1, limit: int = 100) -> list[BulkItemError]:
         with self.store.transaction(write=False) as tx:
             self._row(tx, job_id)
             return self._errors(tx, job_id, after, limit)
 
-    def results(self, job_id: str, after: int = -1, limit: int = 100) -> list[JobResult]:
+    def results(self, job_id: str, after: int = -1, limit: int = 100) -> list[BulkItemResult]:
         with self.store.transaction(write=False) as tx:
             self._row(tx, job_id)
             return self._results(tx, job_id, after, limit)
@@ -342,7 +342,7 @@ class BulkJobs:
                 tx.one("SELECT COUNT(*) AS n FROM batchyard_things WHERE ns = :ns", {"ns": ns})["n"]
             )
 
-    def stats(self) -> BatchStats:
+    def stats(self) -> BulkJobStats:
         with self.store.transaction(write=False) as tx:
             counts = {
                 row["status"]: int(row["n"])
@@ -353,7 +353,7 @@ class BulkJobs:
         completed, failed = counts.get("completed", 0), counts.get("failed", 0)
         finished = completed + failed
         rate = 100.0 * completed / finished if finished else 0.0
-        return BatchStats(
+        return BulkJobStats(
             total=sum(counts.values()),
             pending=counts.get("pending", 0),
             processing=counts.get("processing", 0),
@@ -364,9 +364,9 @@ class BulkJobs:
         )
 
     @staticmethod
-    def _errors(tx: Tx, job_id: str, after: int, limit: int) -> list[JobError]:
+    def _errors(tx: Tx, job_id: str, after: int, limit: int) -> list[BulkItemError]:
         return [
-            JobError(index=row["idx"], error=row["error"])
+            BulkItemError(index=row["idx"], error=row["error"])
             for row in tx.all(
                 "SELECT idx, error FROM batchyard_job_errors WHERE job_id = :id AND idx > :after "
                 "ORDER BY idx LIMIT :limit",
@@ -375,9 +375,9 @@ class BulkJobs:
         ]
 
     @staticmethod
-    def _results(tx: Tx, job_id: str, after: int, limit: int) -> list[JobResult]:
+    def _results(tx: Tx, job_id: str, after: int, limit: int) -> list[BulkItemResult]:
         return [
-            JobResult(index=row["idx"], result=orjson.loads(row["result"]))
+            BulkItemResult(index=row["idx"], result=orjson.loads(row["result"]))
             for row in tx.all(
                 "SELECT idx, result FROM batchyard_job_results WHERE job_id = :id "
                 "AND idx > :after ORDER BY idx LIMIT :limit",
@@ -392,7 +392,7 @@ class BulkJobs:
             {"id": job_id},
         )
         if row is None:
-            raise NotFound(f"no batch job {job_id!r}", job_id=job_id)
+            raise NotFound(f"no bulk job {job_id!r}", job_id=job_id)
         return row
 
 

@@ -41,6 +41,14 @@ _STATUS: list[tuple[type[BatchyardError], int]] = [
     # this server cannot do it until the extra is installed (its message names the extra)
     (MissingExtra, 501),
 ]
+
+
+def status_of(exc: BatchyardError) -> int:
+    """The HTTP status a domain error answers with (500 for what is not the caller's doing);
+    the API and the dashboard's actions share it."""
+    return next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+
+
 # how long a client waits before trying again while the store is out: long enough not to
 # hammer a store that is restarting, short enough to notice it is back
 STORE_RETRY_AFTER_SECONDS = 5
@@ -72,7 +80,7 @@ async def domain_error(request: Request, exc: Exception) -> ErrorResponse:
     assert isinstance(exc, BatchyardError)
     if isinstance(exc, StoreError) and (exc.transient or isinstance(exc, StoreCorrupt)):
         return _store_failure(request, exc)
-    status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+    status = status_of(exc)
     if status == 500:
         # a store or internal failure: its text may hold SQL or paths
         return await unexpected_error(request, exc)

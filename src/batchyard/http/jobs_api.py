@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from batchyard.bulk.export import FORMATS
-from batchyard.bulk.records import BatchJobRecord, BatchStats, DeadChunk, JobError, JobResult
+from batchyard.bulk.records import BulkItemError, BulkItemResult, BulkJob, BulkJobStats, DeadChunk
 from batchyard.bulk.service import MAX_ITEMS_PER_JOB, job_types
 from batchyard.http.downloads import export_download
 from batchyard.yard import Yard
@@ -40,27 +40,27 @@ class Created(BaseModel):
 
 class JobEnvelope(BaseModel):
     success: bool
-    job: BatchJobRecord
+    job: BulkJob
 
 
 class JobsEnvelope(BaseModel):
     success: bool
-    jobs: list[BatchJobRecord]
+    jobs: list[BulkJob]
 
 
 class ErrorsPage(BaseModel):
     success: bool
-    errors: list[JobError]
+    errors: list[BulkItemError]
 
 
 class ResultsPage(BaseModel):
     success: bool
-    results: list[JobResult]
+    results: list[BulkItemResult]
 
 
 class StatsEnvelope(BaseModel):
     success: bool
-    stats: BatchStats
+    stats: BulkJobStats
 
 
 class DeadChunks(BaseModel):

@@ -29,6 +29,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from starlette.datastructures import FormData
 
 from batchyard.errors import BatchyardError
+from batchyard.http.error_handlers import status_of
 from batchyard.http.sessions import CSRF_FIELD, Access
 from batchyard.overview import Overview
 from batchyard.yard import Yard
@@ -133,10 +134,7 @@ class Dashboard:
         try:
             result = action()
         except BatchyardError as exc:
-            from batchyard.http.error_handlers import _STATUS  # the API's mapping
-
-            status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
-            return self.render(request, "error.html", status, message=str(exc), back=back)
+            return self.render(request, "error.html", status_of(exc), message=str(exc), back=back)
         if isinstance(result, str):
             notice = result
         return RedirectResponse(f"{back}?notice={notice}", status_code=303)
