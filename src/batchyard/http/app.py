@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 
 from batchyard import __version__
 from batchyard.http import probes
+from batchyard.http.api_docs import install_api_docs
 from batchyard.http.api import router
 from batchyard.http.auth import ApiTokens, BearerAuth
 from batchyard.http.dashboard import PREFIX as DASHBOARD_PREFIX
@@ -71,6 +72,9 @@ def create_app(
         summary="Durable batch processing: batches, flushes and their books.",
         version=__version__,
         lifespan=lifespan,
+        # /docs is ours, served from the package (no CDN); one page of docs, not two
+        docs_url=None,
+        redoc_url=None,
         # on the app, so every router included later gets it too
         dependencies=[Depends(require_json_body), Depends(refuse_control_characters)],
     )
@@ -85,6 +89,7 @@ def create_app(
     app.include_router(search_router)
     app.include_router(probes.router)
     install_dashboard(app, yard, app.state.access)
+    install_api_docs(app)
     # the last added runs first: strangers are turned away before their body is read
     app.add_middleware(RequestLimits, max_body_bytes=max_body_bytes, max_json_depth=max_json_depth)
     # the dashboard's pages check their own access (a bearer token or a login session)
