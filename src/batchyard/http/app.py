@@ -11,8 +11,8 @@ from fastapi import Depends, FastAPI
 
 from batchyard import __version__
 from batchyard.http import probes
-from batchyard.http.api_docs import install_api_docs
 from batchyard.http.api import router
+from batchyard.http.api_docs import install_api_docs
 from batchyard.http.auth import ApiTokens, BearerAuth
 from batchyard.http.dashboard import PREFIX as DASHBOARD_PREFIX
 from batchyard.http.dashboard import install_dashboard
