@@ -15,7 +15,6 @@ delivery is at least once, with ``ctx.idempotency_key`` stable across retries of
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from batchyard import payloads
 from batchyard.clock import seconds, to_datetime
 from batchyard.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from batchyard.failures import error_text, log_failure, traceback_text
@@ -277,6 +277,7 @@ class Iterators:
             step_started = time.perf_counter()
             try:
                 page = _page(handlers.call(row["get_next_batch"], cursor, row["batch_size"]))
+                cursor_text = _cursor_text(page.cursor, row["get_next_batch"])
                 if page.items and not row["transactional"]:
                     handlers.call(row["process_batch"], page.items, context)
             except Exception as exc:
@@ -309,7 +310,7 @@ class Iterators:
                             page.items,
                             PageContext(**{**context.__dict__, "tx": tx}),
                         )
-                    self._checkpoint(tx, row, page)
+                    self._checkpoint(tx, row, page, cursor_text)
                     if finished:
                         self._finish(tx, row)
                     elif not more:
@@ -327,7 +328,7 @@ class Iterators:
         """Another step of this job holds a live lease (an expired one is a dead runner)."""
         return self.tasks.running(tx, STEP_TASK, _step_keys(job_id), besides=task.id)
 
-    def _checkpoint(self, tx: Tx, row: Any, page: Page) -> None:
+    def _checkpoint(self, tx: Tx, row: Any, page: Page, cursor_text: str) -> None:
         tx.execute(
             "UPDATE batchyard_iterators SET cursor = :cursor, processed = processed + :n, "
             "batches = batches + 1, total = COALESCE(:total, total), last_error = NULL, "
@@ -335,7 +336,7 @@ class Iterators:
             "updated_at = {now} WHERE job_id = :job_id",
             {
                 "job_id": row["job_id"],
-                "cursor": json.dumps(page.cursor),
+                "cursor": cursor_text,
                 "n": len(page.items),
                 "total": page.total,
             },
@@ -467,6 +468,20 @@ def _step_keys(job_id: str) -> str:
     """The prefix of every step key of this job and of no other job's: the id's length
     comes first, so that job "a"'s prefix is not also job "a:1"'s."""
     return f"iterator:{len(job_id)}:{job_id}:"
+
+
+def _cursor_text(cursor: Any, source: str) -> str:
+    """The cursor as the JSON it is kept as - checked before its page is handed over, so a
+    cursor that would not read back equal (an integer past 64 bits, NaN, a datetime) fails
+    that step with the reason, instead of every later step failing to read it."""
+    try:
+        return payloads.encode(cursor)
+    except payloads.NotStorable as exc:
+        raise InvalidInput(
+            f"get_next_batch handler {source!r} returned a cursor that cannot be stored "
+            f"exactly: {exc.at('cursor')}",
+            field="cursor",
+        ) from None
 
 
 def _page(value: Any) -> Page:

@@ -248,3 +248,38 @@ def test_pausing_a_job_leaves_a_job_whose_id_extends_it_alone(yard):
         yard.clock.advance(5)
     assert yard.get_iterator_status("a:1").status == "completed"
     assert yard.get_iterator_status("a").status == "paused"
+
+
+@pytest.mark.parametrize(
+    ("cursor", "problem"),
+    [
+        (2**70, "cursor: integer 1180591620717411303424 is outside"),
+        ({"at": float("nan")}, "cursor.at: float nan is not JSON"),
+    ],
+)
+def test_a_cursor_that_cannot_be_stored_exactly_fails_the_step_before_its_page_runs(
+    yard, clock, cursor, problem
+):
+    @yard.handler("odd-source")
+    def odd_source(previous, batch_size):
+        if previous is not None:
+            return Page([], done=True)
+        return Page([1, 2, 3], cursor=cursor)
+
+    yard.start_iterator(
+        "odd",
+        batch_size=10,
+        get_next_batch="odd-source",
+        process_batch="process",
+        delay_between_batches=0,
+        max_retries=1,
+    )
+    yard.run_worker(wait=False)
+    clock.advance(1)
+    yard.run_worker(wait=False)
+    status = yard.get_iterator_status("odd")
+    # the page was never handed over, the job says why, and resuming does not strand it
+    assert yard.seen == []
+    assert status.status == "failed"
+    assert problem in status.last_error and "get_next_batch" in status.last_error
+    assert status.cursor is None and status.processed == 0
