@@ -1,26 +1,10 @@
-"""The table iterator: process a large source in batches from a durable cursor.
-
-A job is a chain of step tasks. Each step asks `get_next_batch(cursor, batch_size)` for a
-page, hands its items to `process_batch(items, ctx)`, and then - in one transaction fenced by
-the task's token and the job's generation - moves the cursor and schedules the next step.
-Pause, resume and cancel bump the generation, so a step that was in flight can never move
-the cursor or fork a second chain: one runner per job, always. A failing step is retried
-after 1 s, 2 s, 4 s ... (at most 30 s); after `max_retries` the job is `failed` with its
-error, and `resume_iterator` goes on from the last checkpoint.
-
-With ``transactional=True`` the handler runs inside that same transaction (``ctx.tx``), so
-writes to the same database commit together with the cursor: exactly once. Otherwise
-delivery is at least once, with ``ctx.idempotency_key`` stable across retries of a batch.
-"""
+"""Iterators: start, steer and run iterator jobs (the steps), and read their status."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -29,6 +13,14 @@ from batchyard import payloads
 from batchyard.clock import seconds, to_datetime
 from batchyard.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from batchyard.failures import error_text, log_failure, traceback_text
+from batchyard.iterator.records import (
+    ACTIVE,
+    IteratorState,
+    IteratorStatus,
+    Page,
+    PageContext,
+    as_page,
+)
 from batchyard.retry import RetryPolicy
 from batchyard.store import Tx
 from batchyard.supervision import is_transient
@@ -44,62 +36,6 @@ COMPLETE_TASK = "iterator.complete"
 STEP_RETRY = RetryPolicy(base_delay=1.0, max_delay=30.0, jitter=0.0)
 _WAIT_FOR_OLDER_STEP = 0.2
 STEP_BUDGET = 1.0  # seconds of back-to-back pages in one task before it yields its slot
-
-
-class IteratorState(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-ACTIVE = frozenset({IteratorState.PENDING, IteratorState.RUNNING})
-TERMINAL = frozenset({IteratorState.COMPLETED, IteratorState.FAILED, IteratorState.CANCELLED})
-
-
-@dataclass(frozen=True)
-class Page:
-    """What `get_next_batch` returns (a dict with these keys works too)."""
-
-    items: list[Any]
-    cursor: Any = None
-    done: bool = False
-    total: int | None = None
-
-
-@dataclass(frozen=True)
-class PageContext:
-    """What an iterator's handler gets beside a page's items."""
-
-    job_id: str
-    page: int  # 0-based number of this page in the job
-    attempt: int
-    idempotency_key: str
-    tx: Tx | None = field(default=None, repr=False)  # transactional jobs only
-
-    @property
-    def batch(self) -> int:
-        """The page's number, by its name before 0.2 (`page` is the name now)."""
-        return self.page
-
-
-@dataclass(frozen=True)
-class IteratorStatus:
-    job_id: str
-    status: str
-    processed: int
-    batches: int
-    cursor: Any
-    total: int | None
-    rate_per_second: float | None
-    eta_seconds: float | None
-    last_error: str | None
-    started_at: datetime
-    updated_at: datetime
-    completed_at: datetime | None
-    last_traceback: str | None = None  # of the last failed step: its end, at most 8 KB
 
 
 class Iterators:
@@ -276,7 +212,7 @@ class Iterators:
             )
             step_started = time.perf_counter()
             try:
-                page = _page(handlers.call(row["get_next_batch"], cursor, row["batch_size"]))
+                page = as_page(handlers.call(row["get_next_batch"], cursor, row["batch_size"]))
                 cursor_text = _cursor_text(page.cursor, row["get_next_batch"])
                 if page.items and not row["transactional"]:
                     handlers.call(row["process_batch"], page.items, context)
@@ -482,21 +418,3 @@ def _cursor_text(cursor: Any, source: str) -> str:
             f"exactly: {exc.at('cursor')}",
             field="cursor",
         ) from None
-
-
-def _page(value: Any) -> Page:
-    if isinstance(value, Page):
-        return value
-    if isinstance(value, dict) and "items" in value:
-        items = value["items"]
-        if not isinstance(items, list):
-            raise TypeError("get_next_batch returned items that are not a list")
-        return Page(
-            items=items,
-            cursor=value.get("cursor"),
-            done=bool(value.get("done")),
-            total=value.get("total"),
-        )
-    raise TypeError(
-        "get_next_batch must return a batchyard.Page or a dict with 'items', 'cursor' and 'done'"
-    )
