@@ -196,13 +196,23 @@ class Yard:
         delay_between_batches: float | timedelta = 0.1,
         max_retries: int = 5,
         transactional: bool = False,
+        throttle: str | Callable[..., Any] | None = None,
+        target_batch_seconds: float | timedelta | None = None,
+        min_batch_size: int | None = None,
+        max_batch_size: int | None = None,
     ) -> IteratorStatus:
         """Start a job that pages through a source from a durable cursor.
 
         `get_next_batch(cursor, batch_size)` returns a `Page` (or a dict with ``items``,
         ``cursor``, ``done``); `process_batch(items, ctx)` handles each page; `on_complete(
         job_id, processed)` runs once, durably, at the end. All three are handler names (or
-        registered callables). Starting an existing id raises `Conflict`."""
+        registered callables). Starting an existing id raises `Conflict`.
+
+        `throttle(job_id)`, a handler too, is asked before each page: it returns None to go
+        on, or seconds to wait first (replica lag, a sink's rate limit). With
+        `target_batch_seconds` the page size adapts so that a page (reading and handling it)
+        takes about that long, between `min_batch_size` and `max_batch_size` (by default a
+        tenth of and ten times `batch_size`)."""
         return self._iterators.start(
             job_id,
             batch_size=batch_size,
@@ -212,6 +222,12 @@ class Yard:
             delay_between_batches=seconds(delay_between_batches),
             max_retries=max_retries,
             transactional=transactional,
+            throttle=throttle,
+            target_batch_seconds=None
+            if target_batch_seconds is None
+            else seconds(target_batch_seconds),
+            min_batch_size=min_batch_size,
+            max_batch_size=max_batch_size,
         )
 
     def pause_iterator(self, job_id: str) -> IteratorStatus:

@@ -65,6 +65,8 @@ class IteratorStatus:
     updated_at: datetime
     completed_at: datetime | None
     last_traceback: str | None = None  # of the last failed step: its end, at most 8 KB
+    batch_size: int | None = None  # what the next page asks for (adaptive sizes move it)
+    throttled_seconds: float = 0.0  # waited so far because the throttle asked
 
 
 def as_page(value: Any) -> Page:

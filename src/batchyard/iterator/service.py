@@ -13,6 +13,7 @@ from batchyard import payloads
 from batchyard.clock import seconds, to_datetime
 from batchyard.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from batchyard.failures import error_text, log_failure, traceback_text
+from batchyard.iterator.pacing import Pacing
 from batchyard.iterator.records import (
     ACTIVE,
     IteratorState,
@@ -60,6 +61,10 @@ class Iterators:
         delay_between_batches: float = 0.1,
         max_retries: int = 5,
         transactional: bool = False,
+        throttle: str | Callable[..., Any] | None = None,
+        target_batch_seconds: float | None = None,
+        min_batch_size: int | None = None,
+        max_batch_size: int | None = None,
     ) -> IteratorStatus:
         if not isinstance(job_id, str) or not job_id:
             raise InvalidInput("job_id must be a non-empty string", field="job_id")
@@ -70,6 +75,7 @@ class Iterators:
         delay = seconds(delay_between_batches)
         if delay < 0:
             raise InvalidInput("delay_between_batches must be >= 0", field="delay_between_batches")
+        pacing = Pacing.checked(batch_size, target_batch_seconds, min_batch_size, max_batch_size)
         names = self.runtime.handlers
         params = {
             "job_id": job_id,
@@ -82,14 +88,20 @@ class Iterators:
             "on_complete": None
             if on_complete is None
             else names.name_of(on_complete, "on_complete"),
+            "throttle": None if throttle is None else names.name_of(throttle, "throttle"),
+            "target": pacing.target_seconds,
+            "min_size": pacing.min_size,
+            "max_size": pacing.max_size,
         }
         with self.store.transaction(self.runtime.now()) as tx:
             inserted = tx.execute(
                 "INSERT INTO batchyard_iterators (job_id, status, batch_size, get_next_batch, "
-                "process_batch, on_complete, delay, max_retries, transactional, started_at, "
+                "process_batch, on_complete, delay, max_retries, transactional, throttle, "
+                "target_batch_seconds, min_batch_size, max_batch_size, started_at, "
                 "updated_at) VALUES (:job_id, 'pending', :batch_size, :get_next_batch, "
-                ":process_batch, :on_complete, :delay, :max_retries, :transactional, {now}, "
-                "{now}) ON CONFLICT (job_id) DO NOTHING",
+                ":process_batch, :on_complete, :delay, :max_retries, :transactional, "
+                ":throttle, :target, :min_size, :max_size, {now}, {now}) "
+                "ON CONFLICT (job_id) DO NOTHING",
                 params,
             ).rowcount
             if inserted != 1:
@@ -203,6 +215,8 @@ class Iterators:
         # pages follow one another in this task while there is no delay between them, up to
         # a time budget: no claim, no new task per page - only the fenced checkpoint
         budget = time.monotonic() + STEP_BUDGET
+        pacing = Pacing.of(row)
+        size = int(row["page_size"] or row["batch_size"])
         while True:
             context = PageContext(
                 job_id=job_id,
@@ -211,8 +225,14 @@ class Iterators:
                 idempotency_key=f"{job_id}:{batch}",
             )
             step_started = time.perf_counter()
+            page_started = self.runtime.clock.time()  # the clock tests move, for page sizes
             try:
-                page = as_page(handlers.call(row["get_next_batch"], cursor, row["batch_size"]))
+                if row["throttle"] is not None:
+                    wait = _throttle_wait(handlers.call(row["throttle"], job_id), row["throttle"])
+                    if wait:
+                        self._throttled(task, job_id, generation, wait)
+                        return
+                page = as_page(handlers.call(row["get_next_batch"], cursor, size))
                 cursor_text = _cursor_text(page.cursor, row["get_next_batch"])
                 if page.items and not row["transactional"]:
                     handlers.call(row["process_batch"], page.items, context)
@@ -246,7 +266,9 @@ class Iterators:
                             page.items,
                             PageContext(**{**context.__dict__, "tx": tx}),
                         )
-                    self._checkpoint(tx, row, page, cursor_text)
+                    if not finished:  # (a last page is short: it says nothing of the next)
+                        size = pacing.next_size(size, self.runtime.clock.time() - page_started)
+                    self._checkpoint(tx, row, page, cursor_text, size)
                     if finished:
                         self._finish(tx, row)
                     elif not more:
@@ -260,19 +282,34 @@ class Iterators:
                 return
             cursor, batch = page.cursor, batch + 1
 
+    def _throttled(self, task: Task, job_id: str, generation: int, wait: float) -> None:
+        """The throttle asked for a wait: the next page is a step `wait` seconds from now."""
+        with self.store.transaction(self.runtime.now()) as tx:
+            self.tasks.complete(tx, task)
+            if self._current(tx, job_id, generation, lock=True) is None:
+                return  # paused or cancelled meanwhile
+            tx.execute(
+                "UPDATE batchyard_iterators SET throttled_seconds = throttled_seconds + :wait, "
+                "updated_at = {now} WHERE job_id = :job_id",
+                {"job_id": job_id, "wait": wait},
+            )
+            self._schedule(tx, job_id, generation, delay=wait)
+
     def _older_step_running(self, tx: Tx, job_id: str, task: Task) -> bool:
         """Another step of this job holds a live lease (an expired one is a dead runner)."""
         return self.tasks.running(tx, STEP_TASK, _step_keys(job_id), besides=task.id)
 
-    def _checkpoint(self, tx: Tx, row: Any, page: Page, cursor_text: str) -> None:
+    def _checkpoint(self, tx: Tx, row: Any, page: Page, cursor_text: str, next_size: int) -> None:
         tx.execute(
             "UPDATE batchyard_iterators SET cursor = :cursor, processed = processed + :n, "
+            "page_size = :size, "
             "batches = batches + 1, total = COALESCE(:total, total), last_error = NULL, "
             "last_traceback = NULL, "
             "updated_at = {now} WHERE job_id = :job_id",
             {
                 "job_id": row["job_id"],
                 "cursor": cursor_text,
+                "size": next_size,
                 "n": len(page.items),
                 "total": page.total,
             },
@@ -397,6 +434,8 @@ class Iterators:
             updated_at=to_datetime(row["updated_at"]),
             completed_at=to_datetime(row["completed_at"]),
             last_traceback=row["last_traceback"],
+            batch_size=int(row["page_size"] or row["batch_size"]),
+            throttled_seconds=float(row["throttled_seconds"]),
         )
 
 
@@ -404,6 +443,17 @@ def _step_keys(job_id: str) -> str:
     """The prefix of every step key of this job and of no other job's: the id's length
     comes first, so that job "a"'s prefix is not also job "a:1"'s."""
     return f"iterator:{len(job_id)}:{job_id}:"
+
+
+def _throttle_wait(value: Any, name: str) -> float:
+    """What a throttle returned, as seconds to wait (0: go on)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e9:
+        raise TypeError(
+            f"throttle handler {name!r} must return None or seconds to wait, not {value!r}"
+        )
+    return float(value)
 
 
 def _cursor_text(cursor: Any, source: str) -> str:
