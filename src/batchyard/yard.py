@@ -349,6 +349,14 @@ class Yard:
         same `request_id` returns the first job instead of creating a second."""
         return self._jobs.create(type, items, input=input, options=options, request_id=request_id)
 
+    def retry_failed_items(self, job_id: str) -> str:
+        """Create a job of the same type and options from the items of an ended job that
+        failed while processing (and those of its dead chunks), each as it was accepted;
+        return its id. Once per job: a second call returns the same one. Items refused by
+        validation are not taken (they would be refused again). Raises `Conflict` while the
+        job runs or when none of its items failed."""
+        return self._jobs.retry_failed(job_id)
+
     def get_batch_job(self, job_id: str) -> BulkJob:
         return self._jobs.get(job_id)
 

@@ -135,9 +135,17 @@ class ChunkRunner:
                 segment = [entry for part in segments for entry in part]
                 outcomes = self._apply(tx, kind, options, parts, segment)
                 errors, results = [], []
-                for (index, _), (result, error) in zip(segment, outcomes, strict=True):
+                for (index, item), (result, error) in zip(segment, outcomes, strict=True):
                     if error is not None:
-                        errors.append({"job_id": job_id, "idx": index, "error": error})
+                        # the item kept with its error: `retry_failed_items` takes it again
+                        errors.append(
+                            {
+                                "job_id": job_id,
+                                "idx": index,
+                                "error": error,
+                                "item": orjson.dumps(item).decode(),
+                            }
+                        )
                     elif result is not None:
                         results.append(
                             {
@@ -148,8 +156,8 @@ class ChunkRunner:
                         )
                 if errors:
                     tx.executemany(
-                        "INSERT INTO batchyard_job_errors (job_id, idx, error) "
-                        "VALUES (:job_id, :idx, :error)",
+                        "INSERT INTO batchyard_job_errors (job_id, idx, error, item) "
+                        "VALUES (:job_id, :idx, :error, :item)",
                         errors,
                     )
                 if results:

@@ -53,6 +53,12 @@ class BulkJob(_Model):
     completed_at: datetime | None = None
     dead_letters: int = Field(0, description="chunks in the dead letters")
     last_error: str | None = None
+    parent_job_id: str | None = Field(
+        None, description="the job whose failed items this job retries"
+    )
+    retry_job_ids: list[str] = Field(
+        default_factory=list, description="the job retrying this one's failed items"
+    )
 
 
 class BulkJobStats(_Model):
@@ -75,7 +81,9 @@ class DeadChunk(_Model):
     died_at: datetime
 
 
-def job_record(row: Any, errors: list[BulkItemError], results: list[Any]) -> BulkJob:
+def job_record(
+    row: Any, errors: list[BulkItemError], results: list[Any], retries: list[str] | None = None
+) -> BulkJob:
     return BulkJob(
         id=row["id"],
         type=row["type"],
@@ -90,4 +98,6 @@ def job_record(row: Any, errors: list[BulkItemError], results: list[Any]) -> Bul
         completed_at=to_datetime(row["completed_at"]),
         dead_letters=row["dead_chunks"],
         last_error=row["last_error"],
+        parent_job_id=row["parent_id"],
+        retry_job_ids=retries or [],
     )

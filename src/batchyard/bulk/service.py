@@ -155,14 +155,16 @@ class BulkJobs:
         fingerprint: str | None,
         errors: list[dict[str, Any]],
         chunks: list[list[list[Any]]],
+        parent_id: str | None = None,
     ) -> None:
         with self.store.transaction(self.runtime.now()) as tx:
             inserted = tx.execute(
                 "INSERT INTO batchyard_jobs (id, type, status, total, failed, chunks, "
-                "chunks_left, input, options, request_id, request_hash, created_at, "
-                "updated_at, completed_at) VALUES (:id, :type, :status, :total, :failed, "
-                ":chunks, :chunks, :input, :options, :request_id, :hash, {now}, {now}, "
-                "CASE WHEN :chunks = 0 THEN {now} END) ON CONFLICT (request_id) DO NOTHING",
+                "chunks_left, input, options, request_id, request_hash, parent_id, "
+                "created_at, updated_at, completed_at) VALUES (:id, :type, :status, :total, "
+                ":failed, :chunks, :chunks, :input, :options, :request_id, :hash, :parent, "
+                "{now}, {now}, CASE WHEN :chunks = 0 THEN {now} END) "
+                "ON CONFLICT (request_id) DO NOTHING",
                 {
                     "id": job_id,
                     "type": type,
@@ -173,11 +175,24 @@ class BulkJobs:
                     "options": orjson.dumps(options).decode(),
                     "request_id": request_id,
                     "hash": fingerprint,
+                    "parent": parent_id,
                     "status": BulkJobStatus.PENDING if chunks else BulkJobStatus.FAILED,
                 },
             ).rowcount
             if inserted != 1:
                 raise _SameRequest()  # rolls this transaction back
+            if parent_id is not None:
+                # the retry takes the items of the parent's dead chunks: redriving one of
+                # them now would deliver its items twice
+                every = MAX_ITEMS_PER_JOB // CHUNK_SIZE  # chunks a job can have
+                for dead in self.tasks.dead_tasks(
+                    CHUNK_TASK, every, prefix=f"job:{parent_id}:", tx=tx
+                ):
+                    self.tasks.discard_dead(tx, dead["key"])
+                tx.execute(
+                    "UPDATE batchyard_job_chunks SET items = NULL WHERE job_id = :id",
+                    {"id": parent_id},
+                )
             for error in errors:
                 error["job_id"] = job_id
             tx.executemany(
@@ -238,6 +253,65 @@ class BulkJobs:
                     {"ns": ns, "limit": self.max_items + 1},
                 )
             ]
+
+    def retry_failed(self, job_id: str) -> str:
+        """A new job of the same type, input and options from the items of `job_id` that
+        failed while processing - each as it was accepted - and the items of its dead
+        chunks; once per parent (a second call returns the same job)."""
+        request_id = f"retry-of:{job_id}"
+        fingerprint = hashlib.sha256(request_id.encode()).hexdigest()
+        existing = self._by_request(request_id, fingerprint)
+        if existing is not None:
+            return existing
+        with self.store.transaction(write=False) as tx:
+            row = self._row(tx, job_id)
+            if row["status"] in (BulkJobStatus.PENDING, BulkJobStatus.PROCESSING):
+                raise Conflict(
+                    f"job {job_id} is {row['status']}: retry its failed items once it ends",
+                    job_id=job_id,
+                    status=row["status"],
+                )
+            failed = [
+                (int(error["idx"]), orjson.loads(error["item"]))
+                for error in tx.all(
+                    "SELECT idx, item FROM batchyard_job_errors WHERE job_id = :id "
+                    "AND item IS NOT NULL",
+                    {"id": job_id},
+                )
+            ]
+            # a dead chunk keeps the items it did not get to (a done or cancelled one none)
+            for chunk in tx.all(
+                "SELECT done, items FROM batchyard_job_chunks WHERE job_id = :id "
+                "AND items IS NOT NULL",
+                {"id": job_id},
+            ):
+                failed += [
+                    (int(i), item) for i, item in orjson.loads(chunk["items"])[chunk["done"] :]
+                ]
+        if not failed:
+            raise Conflict(f"job {job_id} has no failed items to retry", job_id=job_id)
+        # in the parent's order, numbered afresh; already validated, so not validated again
+        valid = [[n, item] for n, (_, item) in enumerate(sorted(failed, key=lambda f: f[0]))]
+        chunks = [valid[i : i + CHUNK_SIZE] for i in range(0, len(valid), CHUNK_SIZE)]
+        retry_id = uuid.uuid4().hex
+        try:
+            self._insert(
+                retry_id,
+                row["type"],
+                valid,
+                orjson.loads(row["input"]),
+                orjson.loads(row["options"]),
+                request_id,
+                fingerprint,
+                [],
+                chunks,
+                parent_id=job_id,
+            )
+        except _SameRequest:  # a concurrent call made it first
+            existing = self._by_request(request_id, fingerprint)
+            assert existing is not None
+            return existing
+        return retry_id
 
     # -- the rest of a job's life ---------------------------------------------------------
 
@@ -306,7 +380,14 @@ class BulkJobs:
             row = self._row(tx, job_id)
             errors = self._errors(tx, job_id, -1, 100)
             results = self._results(tx, job_id, -1, 100)
-        return job_record(row, errors, [r.result for r in results])
+            retries = [
+                r["id"]
+                for r in tx.all(
+                    "SELECT id FROM batchyard_jobs WHERE parent_id = :id ORDER BY created_at, id",
+                    {"id": job_id},
+                )
+            ]
+        return job_record(row, errors, [r.result for r in results], retries)
 
     def list_jobs(
         self, status: str | None = None, type: str | None = None, limit: int = 100, offset: int = 0
