@@ -447,6 +447,8 @@ def test_retry_failed_items_makes_one_job_of_exactly_the_items_that_failed(yard)
     # only be refused again)
     assert child.total == 3 and child.parent_job_id == parent
     assert yard.get_batch_job(parent).retry_job_ids == [retry]
+    listed = {job.id: job for job in yard.list_batch_jobs()}
+    assert listed[parent].retry_job_ids == [retry] and listed[retry].parent_job_id == parent
     yard.run_worker(wait=False)
     child = yard.get_batch_job(retry)
     assert child.status == "completed" and sorted(child.results) == [14, 260, 398]

@@ -392,20 +392,28 @@ class BulkJobs:
     def list_jobs(
         self, status: str | None = None, type: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[BulkJob]:
+        page = (
+            "SELECT * FROM batchyard_jobs WHERE "
+            "(CAST(:status AS TEXT) IS NULL OR status = :status) AND "
+            "(CAST(:type AS TEXT) IS NULL OR type = :type) "
+            "ORDER BY created_at DESC, id LIMIT :limit OFFSET :offset"
+        )
+        params = {
+            "status": status,
+            "type": type,
+            "limit": _limit(limit),
+            "offset": max(0, int(offset)),
+        }
+        retries: dict[str, list[str]] = {}
         with self.store.transaction(write=False) as tx:
-            rows = tx.all(
-                "SELECT * FROM batchyard_jobs WHERE "
-                "(CAST(:status AS TEXT) IS NULL OR status = :status) AND "
-                "(CAST(:type AS TEXT) IS NULL OR type = :type) "
-                "ORDER BY created_at DESC, id LIMIT :limit OFFSET :offset",
-                {
-                    "status": status,
-                    "type": type,
-                    "limit": _limit(limit),
-                    "offset": max(0, int(offset)),
-                },
-            )
-        return [job_record(row, [], []) for row in rows]
+            rows = tx.all(page, params)
+            for retry in tx.all(
+                f"SELECT parent_id, id FROM batchyard_jobs WHERE parent_id IN "
+                f"(SELECT id FROM ({page}) listed) ORDER BY created_at, id",
+                params,
+            ):
+                retries.setdefault(retry["parent_id"], []).append(retry["id"])
+        return [job_record(row, [], [], retries.get(row["id"])) for row in rows]
 
     def errors(self, job_id: str, after: int = -1, limit: int = 100) -> list[BulkItemError]:
         with self.store.transaction(write=False) as tx:
