@@ -24,7 +24,13 @@ from batchyard.aggregator import (
     Streams,
 )
 from batchyard.bulk.export import export_to_format
-from batchyard.bulk.records import BulkItemError, BulkItemResult, BulkJob, BulkJobStats, DeadChunk
+from batchyard.bulk.records import (
+    BulkItemError,
+    BulkItemResult,
+    BulkJob,
+    BulkJobStats,
+    DeadChunk,
+)
 from batchyard.bulk.search import SearchHit, search
 from batchyard.bulk.service import BulkJobs
 from batchyard.clock import Clock, SystemClock, seconds
@@ -341,13 +347,34 @@ class Yard:
         input: Any = None,
         options: dict[str, Any] | None = None,
         request_id: str | None = None,
+        on_complete: str | Callable[..., Any] | None = None,
+        callback_url: str | None = None,
     ) -> str:
         """Create a bulk job and return its id. Types: import-things, import-relationships,
         export-things, transform-data, generate-embeddings. Invalid items are recorded
         failed (index and field) without stopping the rest; a request wrong as a whole
         raises `InvalidInput` (or `MissingExtra` for embeddings without their extra). The
-        same `request_id` returns the first job instead of creating a second."""
-        return self._jobs.create(type, items, input=input, options=options, request_id=request_id)
+        same `request_id` returns the first job instead of creating a second.
+
+        When the job ends (completed, failed or cancelled), `on_complete(job)` - a handler -
+        is called with its final `BulkJob`, and `callback_url` receives it as a signed POST
+        (see `webhook_secret`); each durably, retried with backoff."""
+        return self._jobs.create(
+            type,
+            items,
+            input=input,
+            options=options,
+            request_id=request_id,
+            on_complete=None
+            if on_complete is None
+            else self.runtime.handlers.name_of(on_complete, "on_complete"),
+            callback_url=callback_url,
+        )
+
+    def webhook_secret(self) -> bytes:
+        """The key bulk-job webhooks are signed with (HMAC-SHA256 over the timestamp, a dot
+        and the body): ``BATCHYARD_WEBHOOK_SECRET`` if set, else one made once per store."""
+        return self._jobs.webhook_secret()
 
     def retry_failed_items(self, job_id: str) -> str:
         """Create a job of the same type and options from the items of an ended job that

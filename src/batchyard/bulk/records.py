@@ -36,6 +36,16 @@ class BulkItemResult(_Model):
     result: Any
 
 
+class WebhookDelivery(_Model):
+    """One attempt to deliver a job's webhook: the receiver's status, or why it failed."""
+
+    attempt: int
+    status_code: int | None
+    error: str | None
+    duration: float = Field(description="seconds")
+    delivered_at: datetime
+
+
 class BulkJob(_Model):
     """A bulk job as the batch service shows it. `errors` and `results` hold the first
     page only (100); `get_batch_job_errors` / `get_batch_job_results` page the rest."""
@@ -58,6 +68,10 @@ class BulkJob(_Model):
     )
     retry_job_ids: list[str] = Field(
         default_factory=list, description="the job retrying this one's failed items"
+    )
+    callback_url: str | None = Field(None, description="the webhook told when the job ends")
+    deliveries: list[WebhookDelivery] = Field(
+        default_factory=list, description="the webhook's delivery attempts, the last 20"
     )
 
 
@@ -82,7 +96,11 @@ class DeadChunk(_Model):
 
 
 def job_record(
-    row: Any, errors: list[BulkItemError], results: list[Any], retries: list[str] | None = None
+    row: Any,
+    errors: list[BulkItemError],
+    results: list[Any],
+    retries: list[str] | None = None,
+    deliveries: list[WebhookDelivery] | None = None,
 ) -> BulkJob:
     return BulkJob(
         id=row["id"],
@@ -100,4 +118,16 @@ def job_record(
         last_error=row["last_error"],
         parent_job_id=row["parent_id"],
         retry_job_ids=retries or [],
+        callback_url=row["callback_url"],
+        deliveries=deliveries or [],
+    )
+
+
+def delivery_record(row: Any) -> WebhookDelivery:
+    return WebhookDelivery(
+        attempt=row["attempt"],
+        status_code=row["status_code"],
+        error=row["error"],
+        duration=row["duration"],
+        delivered_at=to_datetime(row["delivered_at"]),
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ import orjson
 from batchyard import payloads
 from batchyard.bulk import embeddings
 from batchyard.bulk.chunks import CHUNK_TASK, ChunkRunner
+from batchyard.bulk.completion import Completions, check_callback_url
 from batchyard.bulk.kinds import JobType, builtin_types
 from batchyard.bulk.records import (
     BulkItemError,
@@ -31,6 +33,7 @@ from batchyard.bulk.records import (
     BulkJobStats,
     BulkJobStatus,
     DeadChunk,
+    delivery_record,
     job_record,
 )
 from batchyard.bulk.things import (
@@ -62,7 +65,8 @@ class BulkJobs:
         self.store = runtime.store
         self.types = job_types()
         self.tasks = runtime.tasks
-        self.chunks = ChunkRunner(runtime, self.types)
+        self.completions = Completions(runtime, self.get, self.webhook_secret)
+        self.chunks = ChunkRunner(runtime, self.types, self.completions)
         self.max_items = MAX_ITEMS_PER_JOB
 
     # -- creating -----------------------------------------------------------------------
@@ -75,6 +79,8 @@ class BulkJobs:
         input: Any = None,
         options: dict[str, Any] | None = None,
         request_id: str | None = None,
+        on_complete: str | None = None,
+        callback_url: str | None = None,
     ) -> str:
         kind = self.types.get(type) if isinstance(type, str) else None
         if kind is None:
@@ -85,6 +91,10 @@ class BulkJobs:
             raise InvalidInput("options must be an object", field="options")
         options = options or {}
         kind.check_options(self.runtime, options)
+        if on_complete is not None:
+            self.runtime.handlers.name_of(on_complete, "on_complete")  # registered, or refused
+        if callback_url is not None:
+            check_callback_url(callback_url)
         if request_id is not None and (
             not isinstance(request_id, str) or not request_id or len(request_id) > 256
         ):
@@ -107,7 +117,7 @@ class BulkJobs:
             )
         fingerprint = None
         if request_id is not None:  # only a request that may come again needs its print
-            request = [type, items, input, options]
+            request = [type, items, input, options, on_complete, callback_url]
             try:
                 text = orjson.dumps(request, default=repr, option=orjson.OPT_SORT_KEYS)
             except TypeError:  # an integer past 64 bits: the slower encoder takes anything
@@ -135,7 +145,16 @@ class BulkJobs:
         job_id = uuid.uuid4().hex
         try:
             self._insert(
-                job_id, type, items, input, options, request_id, fingerprint, errors, chunks
+                job_id,
+                type,
+                items,
+                input,
+                options,
+                request_id,
+                fingerprint,
+                errors,
+                chunks,
+                tell=(on_complete, callback_url),
             )
         except _SameRequest:  # the same request_id committed meanwhile: that job it is
             assert fingerprint is not None
@@ -156,14 +175,16 @@ class BulkJobs:
         errors: list[dict[str, Any]],
         chunks: list[list[list[Any]]],
         parent_id: str | None = None,
+        tell: tuple[str | None, str | None] = (None, None),
     ) -> None:
         with self.store.transaction(self.runtime.now()) as tx:
             inserted = tx.execute(
                 "INSERT INTO batchyard_jobs (id, type, status, total, failed, chunks, "
                 "chunks_left, input, options, request_id, request_hash, parent_id, "
-                "created_at, updated_at, completed_at) VALUES (:id, :type, :status, :total, "
-                ":failed, :chunks, :chunks, :input, :options, :request_id, :hash, :parent, "
-                "{now}, {now}, CASE WHEN :chunks = 0 THEN {now} END) "
+                "on_complete, callback_url, created_at, updated_at, completed_at) VALUES "
+                "(:id, :type, :status, :total, :failed, :chunks, :chunks, :input, :options, "
+                ":request_id, :hash, :parent, :on_complete, :callback_url, {now}, {now}, "
+                "CASE WHEN :chunks = 0 THEN {now} END) "
                 "ON CONFLICT (request_id) DO NOTHING",
                 {
                     "id": job_id,
@@ -176,11 +197,15 @@ class BulkJobs:
                     "request_id": request_id,
                     "hash": fingerprint,
                     "parent": parent_id,
+                    "on_complete": tell[0],
+                    "callback_url": tell[1],
                     "status": BulkJobStatus.PENDING if chunks else BulkJobStatus.FAILED,
                 },
             ).rowcount
             if inserted != 1:
                 raise _SameRequest()  # rolls this transaction back
+            if not chunks:  # no valid item: the job ends as it begins
+                self.completions.job_ended(tx, job_id)
             if parent_id is not None:
                 # the retry takes the items of the parent's dead chunks: redriving one of
                 # them now would deliver its items twice
@@ -306,6 +331,7 @@ class BulkJobs:
                 [],
                 chunks,
                 parent_id=job_id,
+                tell=(row["on_complete"], row["callback_url"]),
             )
         except _SameRequest:  # a concurrent call made it first
             existing = self._by_request(request_id, fingerprint)
@@ -329,6 +355,7 @@ class BulkJobs:
                     {"id": job_id},
                 )
                 self.tasks.cancel_queued(tx, CHUNK_TASK, f"job:{job_id}:")
+                self.completions.job_ended(tx, job_id)
                 # no chunk of it runs again: its items can go (a running one has them)
                 tx.execute(
                     "UPDATE batchyard_job_chunks SET items = NULL WHERE job_id = :id",
@@ -387,7 +414,25 @@ class BulkJobs:
                     {"id": job_id},
                 )
             ]
-        return job_record(row, errors, [r.result for r in results], retries)
+            deliveries = [
+                delivery_record(r)
+                for r in reversed(
+                    tx.all(
+                        "SELECT * FROM batchyard_job_deliveries WHERE job_id = :id "
+                        "ORDER BY id DESC LIMIT 20",
+                        {"id": job_id},
+                    )
+                )
+            ]
+        return job_record(row, errors, [r.result for r in results], retries, deliveries)
+
+    def webhook_secret(self) -> bytes:
+        """The key webhooks are signed with: ``BATCHYARD_WEBHOOK_SECRET``, else one made once
+        for this store (the same in every process on it)."""
+        configured = os.environ.get("BATCHYARD_WEBHOOK_SECRET")
+        if configured:
+            return configured.encode()
+        return self.store.secret("webhook-signing")
 
     def list_jobs(
         self, status: str | None = None, type: str | None = None, limit: int = 100, offset: int = 0
