@@ -31,7 +31,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import psycopg
 
@@ -51,12 +51,19 @@ class Meter:
     """The proxy plus what the runs counted: round trips and CPU per operation, by label."""
 
     proxy: DelayProxy
+    settings: dict[str, str]  # connection parameters of every measured connection
     turns: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     cpu: dict[str, list[tuple[float, float]]] = field(default_factory=lambda: defaultdict(list))
     _start: float = 0.0
 
     def at(self, delay_ms: float) -> None:
         self.proxy.delay_ms = delay_ms / 2  # a round trip's delay, half each way
+
+    def through(self, url: str, **params: str) -> str:
+        """`url` through the proxy, with the settings and `params` as URL parameters."""
+        url = self.proxy.via(url)
+        query = urlencode({**self.settings, **params}, quote_via=quote)
+        return f"{url}{'&' if urlsplit(url).query else '?'}{query}" if query else url
 
     def start(self) -> None:
         self.proxy.reset()
@@ -116,7 +123,7 @@ def raw_inserts(meter: Meter, label: str, threads: int, calls: int) -> tuple[int
         conns: list[psycopg.Connection] = []
 
         def prepare(t: int) -> Callable[[], int]:
-            conn = psycopg.connect(meter.proxy.via(url), autocommit=True)
+            conn = psycopg.connect(meter.through(url), autocommit=True)
             conns.append(conn)
             postgres_insert_calls(conn, 1, 1, first=-1 - t)  # warm-up
 
@@ -150,7 +157,7 @@ def pgqueuer_enqueues(meter: Meter, label: str, threads: int, calls: int) -> tup
         conns: list[psycopg.Connection] = []
 
         def prepare(t: int) -> Callable[[], int]:
-            conn = psycopg.connect(meter.proxy.via(url), autocommit=True)
+            conn = psycopg.connect(meter.through(url), autocommit=True)
             conns.append(conn)
             queries = SyncQueries(SyncPsycopgDriver(conn))
             queries.enqueue("noop", b"warm-up")
@@ -175,7 +182,7 @@ def batchyard_adds(
     """add_items of one item per call; one Yard (and its pool) shared by the threads."""
     with fresh_postgres() as url:
         Yard(url).close()  # migrations, direct: set-up
-        yard = noop_yard(meter.proxy.via(url))
+        yard = noop_yard(meter.through(url))
 
         def add(base: str, n: int) -> None:
             yard.add_items(base, [{"i": n, **ITEM}], max_batch_size=100, on_flush="noop")
@@ -202,8 +209,7 @@ def drain(meter: Meter, label: str, items: int, processes: int) -> tuple[int, fl
     commit to the last batch flushed. Round trips and CPU per batch of 100."""
     with fresh_postgres() as url:
         yard = noop_yard(url)  # direct: the adds and the polling are not measured
-        through = meter.proxy.via(url)
-        through += ("&" if urlsplit(through).query else "?") + f"application_name={WORKER_APP}"
+        through = meter.through(url, application_name=WORKER_APP)
         try:
             with worker_processes(through, processes, yard) as workers:
                 batch = [{"i": n, **ITEM} for n in range(items)]
@@ -310,6 +316,11 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000, help="items drained")
     parser.add_argument("--samples", type=int, default=100, help="latency samples per run")
     parser.add_argument("--only", default="adds,threads,drain,latency")
+    parser.add_argument(
+        "--synchronous-commit",
+        help="set on every measured connection (all sides alike), e.g. off: on a machine "
+        "whose disk is shared, to see round trips rather than the wait for WAL flushes",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run of 1-2 minutes")
     args = parser.parse_args()
     if args.quick:
@@ -319,7 +330,10 @@ def main() -> None:
     parts, r = set(args.only.split(",")), args.repeat
 
     with DelayProxy() as proxy:
-        meter = Meter(proxy)
+        settings = {}
+        if args.synchronous_commit:
+            settings["options"] = f"-c synchronous_commit={args.synchronous_commit}"
+        meter = Meter(proxy, settings)
         print("\n## The network: SELECT 1 through the proxy, p50 / p99 ms\n")
         t = select1_ms(PG_ADMIN_URL, 1000)
         print(f"- without the proxy: {t['p50']:.2f} / {t['p99']:.2f}")
@@ -432,7 +446,7 @@ def main() -> None:
                     meter.at(d)
                     with fresh_postgres() as url:
                         Yard(url).close()
-                        p50, p99 = latency(proxy.via(url), args.samples, ready=proxy.reset)
+                        p50, p99 = latency(meter.through(url), args.samples, ready=proxy.reset)
                         found[d].append((p50, p99, proxy.round_trips / args.samples))
             for d in delays:
                 p50 = statistics.median(x[0] for x in found[d]) * 1000
