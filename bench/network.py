@@ -3,10 +3,11 @@ raw psycopg and pgqueuer in the same run, with the round trips of each operation
 
     python bench/network.py [--repeat 3] [--delays 0,0.5,1] [--items 100000]
                             [--only adds,threads,drain,latency] [--quick]
+                            [--synchronous-commit off]
 
 `--delays` are added round trips in milliseconds (half of each is added to each direction);
 0 still goes through the proxy, which counts the turns and costs ~0.2 ms a round trip
-itself (the SELECT 1 line printed first shows what each setting really is). Every run on
+itself (SELECT 1 is timed before and after the runs: what each setting really was). Every run on
 every delay takes its turn with the others (`median_rates`), so a drift of the shared
 machine weighs on each side and each delay alike.
 
@@ -258,7 +259,7 @@ def proc_cpu(pid: int) -> float:
 
 
 def label_of(delay: float) -> str:
-    return "direct" if delay == 0 else f"{delay:g} ms"
+    return f"{delay:g} ms"
 
 
 def grid(
@@ -334,13 +335,7 @@ def main() -> None:
         if args.synchronous_commit:
             settings["options"] = f"-c synchronous_commit={args.synchronous_commit}"
         meter = Meter(proxy, settings)
-        print("\n## The network: SELECT 1 through the proxy, p50 / p99 ms\n")
-        t = select1_ms(PG_ADMIN_URL, 1000)
-        print(f"- without the proxy: {t['p50']:.2f} / {t['p99']:.2f}")
-        for d in delays:
-            meter.at(d)
-            t = select1_ms(proxy.url(), 1000)
-            print(f"- {label_of(d)} (+{d:g} ms): {t['p50']:.2f} / {t['p99']:.2f}")
+        network(meter, delays, "before")
 
         if "adds" in parts:
             c = args.calls
@@ -456,7 +451,19 @@ def main() -> None:
                     f"- {label_of(d)}: {p50:.1f} / {p99:.1f} ms; {turns:.1f} round trips a "
                     "sample (the add, the flush, and the idle worker's polls over 20 ms)"
                 )
+        network(meter, delays, "after")
     print("\nThe machine is shared: compare ratios within this run, not rates across runs.")
+
+
+def network(meter: Meter, delays: Sequence[float], when: str) -> None:
+    """What each setting really is (a loaded machine wakes the proxy late)."""
+    print(f"\n## The network {when} the runs: SELECT 1, p50 / p99 ms\n")
+    t = select1_ms(PG_ADMIN_URL, 1000)
+    print(f"- without the proxy: {t['p50']:.2f} / {t['p99']:.2f}")
+    for d in delays:
+        meter.at(d)
+        t = select1_ms(meter.through(meter.proxy.url()), 1000)
+        print(f"- {label_of(d)} (+{d:g} ms): {t['p50']:.2f} / {t['p99']:.2f}")
 
 
 if __name__ == "__main__":
