@@ -39,6 +39,7 @@ import time
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from types import TracebackType
+from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from _harness import PG_ADMIN_URL
@@ -53,7 +54,14 @@ MAX_BACKLOG = 8 * 1024 * 1024
 class DelayProxy:
     """A delaying, round-trip-counting proxy to `target`, in a child process."""
 
-    def __init__(self, delay_ms: float = 0.0, target: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        delay_ms: float = 0.0,
+        target: tuple[str, int] | None = None,
+        trace: str | None = None,
+    ) -> None:
+        """`trace`: a file to write a line per round trip to - the connection's number and
+        what the client sent in that turn (message types, the start of each statement)."""
         admin = urlsplit(PG_ADMIN_URL)
         self.target = target or (admin.hostname or "127.0.0.1", admin.port or 5432)
         ctx = multiprocessing.get_context("spawn")
@@ -63,7 +71,7 @@ class DelayProxy:
         ours, theirs = ctx.Pipe()
         self._process = ctx.Process(
             target=_serve,
-            args=(self.target, self._delay, self._turns, self._connections, theirs),
+            args=(self.target, self._delay, self._turns, self._connections, theirs, trace),
             daemon=True,
         )
         self._process.start()
@@ -135,6 +143,7 @@ def _serve(
     turns: Synchronized[int],
     connections: Synchronized[int],
     ready: Connection,
+    trace_path: str | None,
 ) -> None:
     """One thread, one select() loop: no hand-over between threads on the path of a chunk
     (threads cost ~0.2 ms a round trip here), and select() takes microsecond timeouts
@@ -144,6 +153,7 @@ def _serve(
     ready.send(listener.getsockname()[1])
     ready.close()
     directions: dict[socket.socket, _Direction] = {}
+    trace = open(trace_path, "a", buffering=1) if trace_path else None  # noqa: SIM115
     while True:
         now = time.perf_counter()
         next_due = math.inf
@@ -166,7 +176,7 @@ def _serve(
                 way.write()
         for sock in readable:
             if sock is listener:
-                _accept(listener, target, directions, delay, turns, connections)
+                _accept(listener, target, directions, _Link(delay, turns, trace), connections)
             elif sock in directions:
                 directions[sock].read()
         for sock in [s for s, w in directions.items() if w.done()]:
@@ -177,8 +187,7 @@ def _accept(
     listener: socket.socket,
     target: tuple[str, int],
     directions: dict[socket.socket, _Direction],
-    delay: Synchronized[float],
-    turns: Synchronized[int],
+    link: _Link,
     connections: Synchronized[int],
 ) -> None:
     try:
@@ -188,7 +197,7 @@ def _accept(
         return
     with connections.get_lock():
         connections.value += 1
-    link = _Link(delay, turns)
+        link.number = connections.value
     for sock in (client, server):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
@@ -200,16 +209,46 @@ def _accept(
 class _Link:
     """What the two directions of one connection share: the turn detector."""
 
-    def __init__(self, delay: Synchronized[float], turns: Synchronized[int]) -> None:
-        self.delay, self.turns = delay, turns
+    def __init__(
+        self, delay: Synchronized[float], turns: Synchronized[int], trace: TextIO | None
+    ) -> None:
+        self.delay, self.turns, self.trace = delay, turns, trace
         self.last_upstream = False  # did the last chunk travel client -> server?
         self.ways: list[_Direction] = []
+        self.number = 0
+        self.sent: list[str] = []  # traced: what the client sent since the last turn
 
-    def arrived(self, upstream: bool) -> None:
+    def arrived(self, upstream: bool, data: bytes) -> None:
         if self.last_upstream and not upstream:
             with self.turns.get_lock():
                 self.turns.value += 1
+            if self.trace:
+                self.trace.write(f"{self.number}\t{' '.join(self.sent)}\n")
+                self.sent.clear()
+        elif upstream and self.trace:
+            self.sent.extend(messages(data))
         self.last_upstream = upstream
+
+
+def messages(data: bytes) -> list[str]:
+    """The frontend messages that start in `data`, for a trace: a type letter, with the
+    start of the statement for Query and Parse (a chunk may end inside a message)."""
+    found, at = [], 0
+    while at + 5 <= len(data):
+        kind = chr(data[at])
+        length = int.from_bytes(data[at + 1 : at + 5], "big")
+        if not kind.isalpha() or length < 4:
+            found.append("<startup>")
+            break
+        body = data[at + 5 : at + 1 + length]
+        if kind == "Q":
+            kind += ":" + body.split(b"\0")[0][:40].decode(errors="replace")
+        elif kind == "P":
+            parts = body.split(b"\0")  # statement name, query, ...
+            kind += ":" + (parts[1] if len(parts) > 1 else b"")[:40].decode(errors="replace")
+        found.append(kind.replace(" ", "_").replace("\n", "_"))
+        at += 1 + length
+    return found
 
 
 class _Direction:
@@ -239,7 +278,7 @@ class _Direction:
             for way in self.link.ways:  # the peer is gone: what is left goes now
                 way.open = False
             return
-        self.link.arrived(self.upstream)
+        self.link.arrived(self.upstream, data)
         due = arrival + self.link.delay.value
         if self.pending and due < self.pending[-1][0]:
             due = self.pending[-1][0]  # the delay was lowered: no overtaking

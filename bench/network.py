@@ -3,7 +3,7 @@ raw psycopg and pgqueuer in the same run, with the round trips of each operation
 
     python bench/network.py [--repeat 3] [--delays 0,0.5,1] [--items 100000]
                             [--only adds,threads,drain,latency] [--quick]
-                            [--synchronous-commit off]
+                            [--synchronous-commit off] [--trace FILE]
 
 `--delays` are added round trips in milliseconds (half of each is added to each direction);
 0 still goes through the proxy, which counts the turns and costs ~0.2 ms a round trip
@@ -322,6 +322,9 @@ def main() -> None:
         help="set on every measured connection (all sides alike), e.g. off: on a machine "
         "whose disk is shared, to see round trips rather than the wait for WAL flushes",
     )
+    parser.add_argument(
+        "--trace", help="a file to write each round trip to: connection, what was sent"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run of 1-2 minutes")
     args = parser.parse_args()
     if args.quick:
@@ -330,7 +333,7 @@ def main() -> None:
     delays = [float(d) for d in args.delays.split(",")]
     parts, r = set(args.only.split(",")), args.repeat
 
-    with DelayProxy() as proxy:
+    with DelayProxy(trace=args.trace) as proxy:
         settings = {}
         if args.synchronous_commit:
             settings["options"] = f"-c synchronous_commit={args.synchronous_commit}"
