@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import itertools
 import math
 import multiprocessing
 import select
@@ -197,13 +198,16 @@ def _accept(
         return
     with connections.get_lock():
         connections.value += 1
-        link.number = connections.value
+    link.number = next(_NUMBERS)
     for sock in (client, server):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
     directions[client] = _Direction(link, client, server, upstream=True)
     directions[server] = _Direction(link, server, client, upstream=False)
     link.ways = [directions[client], directions[server]]
+
+
+_NUMBERS = itertools.count(1)  # connections in the trace, never reset
 
 
 class _Link:
