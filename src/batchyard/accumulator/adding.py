@@ -16,6 +16,7 @@ import orjson
 
 from batchyard.accumulator import sql
 from batchyard.accumulator.flushing import schedule_flush
+from batchyard.accumulator.lanes import Lanes
 from batchyard.accumulator.records import FLUSH_TASK, AddResult, BatchStatus, split_base
 from batchyard.clock import seconds
 from batchyard.errors import InvalidInput
@@ -34,6 +35,41 @@ def _appended(batch_id: str) -> AddResult:
     return AddResult(
         batch_id=batch_id, item_count=1, flushed=False, status=BatchStatus.ACCUMULATING
     )
+
+
+def _results(
+    calls: list[list[str]], filled: list[tuple[str, int, int, int, int]]
+) -> list[AddResult]:
+    """What each call returns, as if the calls had run one by one: `filled` holds, in
+    order, the batches their items went to, with how many each took and where its next
+    item goes. A call names the batch its last item went to, and the batches it filled."""
+    results = []
+    batches = iter(filled)
+    batch_id, left, position, limit, _ = next(batches)
+    for call in calls:
+        needed = len(call)
+        flushed: list[str] = []
+        while True:
+            taken = min(needed, left)
+            needed, left = needed - taken, left - taken
+            closed = left == 0 and position == limit
+            if closed:
+                flushed.append(batch_id)
+            if needed == 0:
+                break
+            batch_id, left, position, limit, _ = next(batches)
+        results.append(
+            AddResult(
+                batch_id=batch_id,
+                item_count=len(call),
+                flushed=bool(flushed),
+                status=BatchStatus.FLUSHING if closed else BatchStatus.ACCUMULATING,
+                flushed_batch_ids=tuple(flushed),
+            )
+        )
+        if left == 0 and needed == 0:
+            batch_id, left, position, limit, _ = next(batches, (batch_id, 0, 0, 0, 0))
+    return results
 
 
 @dataclass(slots=True)
@@ -58,6 +94,7 @@ class Adder:
         self._configs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._open: dict[str, _OpenBatch] = {}  # a hint per base id, checked by each use
         self._bases: set[str] = set()  # base ids whose row is known to exist (never deleted)
+        self._lanes = Lanes()  # one add in flight per base; those that wait go together
 
     # -- adding ---------------------------------------------------------------------------
 
@@ -76,14 +113,19 @@ class Adder:
         encoded = encode_items(items)
         if not encoded:
             return AddResult(batch_id=base, item_count=0, flushed=False, status="unchanged")
+        lane = self._lanes((base, *config.values()))
+        return lane.add(encoded, lambda calls: self._add(base, calls, config))
+
+    def _add(self, base: str, calls: list[list[str]], config: dict[str, Any]) -> list[AddResult]:
+        """Add the items of one or more calls, laid end to end (see `lanes`)."""
         now = self.runtime.now()
-        if len(encoded) == 1:
-            appended = self._append(base, encoded[0], now)
+        if len(calls) == 1 and len(calls[0]) == 1:
+            appended = self._append(base, calls[0][0], now)
             if appended is not None:
-                return appended
+                return [appended]
         self.ensure_bases([base])
         with self.store.transaction(now, pipeline=True) as tx:
-            return self._fill(tx, base, encoded, config)
+            return self._fill(tx, base, calls, config)
 
     def ensure_bases(self, bases: Iterable[str]) -> None:
         """Make the row of each base - the lock its adders queue on, see `sql.LOCK_BASE` -
@@ -216,9 +258,13 @@ class Adder:
             appended = tx.one(sql.APPEND_ITEM, {"base": base, "payload": encoded[0]})
             if appended is not None:
                 return _appended(appended["batch_id"])
-        return self._fill(tx, base, encoded, config)
+        return self._fill(tx, base, [encoded], config)[0]
 
-    def _fill(self, tx: Tx, base: str, encoded: list[str], config: dict[str, Any]) -> AddResult:
+    def _fill(
+        self, tx: Tx, base: str, calls: list[list[str]], config: dict[str, Any]
+    ) -> list[AddResult]:
+        """Add the items of `calls`, end to end, in a transaction; each call's result."""
+        encoded = calls[0] if len(calls) == 1 else [item for call in calls for item in call]
         # sent together (one round trip when pipelined), each statement after the lock
         # before it is held, so that each sees what the previous holder committed
         params = {"base": base}
@@ -235,23 +281,24 @@ class Adder:
         open_batch = locked.fetchone()
         count = counted.fetchone()["n"]
         total = len(encoded)
-        full: list[tuple[str, int]] = []  # (id, max attempts) of batches closed by size
+        # the batches the items go to, in order: (id, items of ours, where the next goes,
+        # its size limit, max attempts)
+        filled: list[tuple[str, int, int, int, int]] = []
         room, open_no = 0, 0
         if open_batch is not None:
             open_no, limit = open_batch["batch_no"], open_batch["max_batch_size"]
             room = min(total, limit - count)
-            last = _OpenBatch(open_no, count + room, limit, _appended(open_batch["batch_id"]))
+            filled.append(
+                (open_batch["batch_id"], room, count + room, limit, open_batch["max_attempts"])
+            )
             if count + room == limit:
                 # closed before the next batch opens: a base has one open batch at most
                 tx.execute(sql.CLOSE_FULL, {"batch_no": open_no})
-                full.append((open_batch["batch_id"], open_batch["max_attempts"]))
         size = config["max_batch_size"]
         new = self._create_batches(tx, base, config, total - room)
-        for index, (batch_id, batch_no) in enumerate(new):
-            filled = min(size, total - room - index * size)
-            last = _OpenBatch(batch_no, filled, size, _appended(batch_id))
-            if filled == size:
-                full.append((batch_id, config["max_attempts"]))
+        for index, (batch_id, _) in enumerate(new):
+            taken = min(size, total - room - index * size)
+            filled.append((batch_id, taken, taken, size, config["max_attempts"]))
         if all(no == new[0][1] + i for i, (_, no) in enumerate(new)):
             self._insert_items(tx, encoded, room, open_no, count, new[0][1] if new else 0, size)
         else:  # numbers not consecutive: batch by batch
@@ -259,27 +306,28 @@ class Adder:
             for index, (_, batch_no) in enumerate(new):
                 chunk = encoded[room + index * size : room + (index + 1) * size]
                 self._insert_items(tx, chunk, len(chunk), batch_no, 0)
+        full = [(b, attempts) for b, _, position, limit, attempts in filled if position == limit]
         self._schedule_size_flushes(tx, full)
-        last_full = last.position == last.max_batch_size
-        if config["flush_interval"] is not None and new and not last_full:
+        last_id, _, last_position, last_limit, _ = filled[-1]
+        if config["flush_interval"] is not None and new and last_position < last_limit:
             # the interval timer is set once, at creation, on the batch left open
             schedule_flush(
                 self.tasks,
                 tx,
-                last.result.batch_id,
+                last_id,
                 config["max_attempts"],
                 delay=config["flush_interval"],
             )
         # the next single-item add of this base goes straight to its position - or, when
         # the last batch is full, straight to the transaction that opens the next one
-        tx.after_commit.append(lambda: self._remember(base, last))
-        return AddResult(
-            batch_id=last.result.batch_id,
-            item_count=total,
-            flushed=bool(full),
-            status=BatchStatus.FLUSHING if last_full else BatchStatus.ACCUMULATING,
-            flushed_batch_ids=tuple(batch_id for batch_id, _ in full),
+        last = _OpenBatch(
+            open_no if len(new) == 0 else new[-1][1],
+            last_position,
+            last_limit,
+            _appended(last_id),
         )
+        tx.after_commit.append(lambda: self._remember(base, last))
+        return _results(calls, filled)
 
     @staticmethod
     def _insert_items(
