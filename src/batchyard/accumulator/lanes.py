@@ -18,8 +18,10 @@ that fails fails every call it carried; none of their items was stored.
 from __future__ import annotations
 
 import copy
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from batchyard.accumulator.records import AddResult
@@ -77,25 +79,30 @@ class Lane:
             self._waiting.append(call)
             if len(self._waiting) == self._carried:
                 self._changed.notify_all()  # a sender gathering calls has them all
-            while self._busy and not call.done:
-                self._changed.wait()
+            try:
+                while self._busy and not call.done:
+                    self._changed.wait()
+            except BaseException:  # interrupted (KeyboardInterrupt): not sent, or in flight
+                if call in self._waiting:
+                    self._waiting.remove(call)
+                raise
             if call.done:  # carried by another thread's add
                 return call.outcome(carried=True)
             self._busy = True
-            if len(self._waiting) < self._carried:
-                deadline = time.monotonic() + GATHER_SECONDS
-                while len(self._waiting) < self._carried:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._changed.wait(left)
-            calls, self._waiting = self._waiting, []
-            self._carried = len(calls)
+        calls: list[_Call] = []
         try:
+            with self._changed:
+                self._gather()
+                calls, self._waiting = self._waiting, []
+                self._carried = len(calls)
             results = send([c.encoded for c in calls])
             for each, result in zip(calls, results, strict=True):
                 each.result = result
         except BaseException as exc:  # every call carried has this outcome, then raises it
+            if not calls:  # interrupted while gathering: nothing sent, ours withdrawn
+                with self._changed:
+                    self._waiting.remove(call)
+                raise
             for each in calls:
                 each.error = exc
         finally:
@@ -106,6 +113,15 @@ class Lane:
                 self._changed.notify_all()
         return call.outcome(carried=False)
 
+    def _gather(self) -> None:
+        """Wait, briefly, for as many calls as the last add carried (the lock held)."""
+        deadline = time.monotonic() + GATHER_SECONDS
+        while len(self._waiting) < self._carried:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._changed.wait(left)
+
 
 class Lanes:
     """A lane per key, made on first use."""
@@ -114,6 +130,14 @@ class Lanes:
         self._lanes: dict[tuple[object, ...], Lane] = {}
         self._lock = threading.Lock()
         self._bound = bound
+        # a forked child starts with no lanes: one the parent had busy, or whose lock a
+        # parent's thread held, would be busy or locked for ever in the child
+        forget = weakref.WeakMethod(self._forget)
+        os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
+
+    def _forget(self) -> None:
+        self._lanes = {}
+        self._lock = threading.Lock()
 
     def __call__(self, key: tuple[object, ...]) -> Lane:
         lane = self._lanes.get(key)
