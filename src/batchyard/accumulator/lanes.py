@@ -63,13 +63,15 @@ class _Call:
 class Lane:
     """The adds of one base (and one batch configuration) from this process."""
 
-    __slots__ = ("_busy", "_carried", "_changed", "_waiting")
+    __slots__ = ("_busy", "_carried", "_changed", "_gathering", "_sleepers", "_waiting")
 
     def __init__(self) -> None:
         self._changed = threading.Condition(threading.Lock())
         self._waiting: list[_Call] = []
         self._busy = False  # an add is in flight, or about to be sent
+        self._gathering = False  # its sender waits for calls to carry
         self._carried = 1  # calls the last add carried
+        self._sleepers = 0  # threads waiting on `_changed` (none: nobody to wake)
 
     def add(self, encoded: list[str], send: Send) -> AddResult:
         """Add one call's items: sent now with those waiting, or carried by the add in
@@ -77,32 +79,22 @@ class Lane:
         call = _Call(encoded)
         with self._changed:
             self._waiting.append(call)
-            if len(self._waiting) == self._carried:
-                self._changed.notify_all()  # a sender gathering calls has them all
-            try:
-                while self._busy and not call.done:
-                    self._changed.wait()
-            except BaseException:  # interrupted (KeyboardInterrupt): not sent, or in flight
-                if call in self._waiting:
-                    self._waiting.remove(call)
-                raise
-            if call.done:  # carried by another thread's add
-                return call.outcome(carried=True)
+            if self._busy:
+                if self._gathering and len(self._waiting) >= self._carried:
+                    self._changed.notify_all()  # the sender has all it waits for
+                self._wait(call)
+                if call.done:  # carried by another thread's add
+                    return call.outcome(carried=True)
             self._busy = True
-        calls: list[_Call] = []
+            if len(self._waiting) < self._carried:
+                self._gather(call)
+            calls, self._waiting = self._waiting, []
+            self._carried = len(calls)
         try:
-            with self._changed:
-                self._gather()
-                calls, self._waiting = self._waiting, []
-                self._carried = len(calls)
             results = send([c.encoded for c in calls])
             for each, result in zip(calls, results, strict=True):
                 each.result = result
         except BaseException as exc:  # every call carried has this outcome, then raises it
-            if not calls:  # interrupted while gathering: nothing sent, ours withdrawn
-                with self._changed:
-                    self._waiting.remove(call)
-                raise
             for each in calls:
                 each.error = exc
         finally:
@@ -110,17 +102,42 @@ class Lane:
                 for each in calls:
                     each.done = True
                 self._busy = False
-                self._changed.notify_all()
+                if self._sleepers:
+                    self._changed.notify_all()
         return call.outcome(carried=False)
 
-    def _gather(self) -> None:
+    def _wait(self, call: _Call) -> None:
+        """Wait until `call` is carried, or no add is in flight (the lock held)."""
+        self._sleepers += 1
+        try:
+            while self._busy and not call.done:
+                self._changed.wait()
+        except BaseException:  # interrupted (KeyboardInterrupt): not sent, or in flight
+            if call in self._waiting:
+                self._waiting.remove(call)
+            raise
+        finally:
+            self._sleepers -= 1
+
+    def _gather(self, call: _Call) -> None:
         """Wait, briefly, for as many calls as the last add carried (the lock held)."""
         deadline = time.monotonic() + GATHER_SECONDS
-        while len(self._waiting) < self._carried:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self._changed.wait(left)
+        self._gathering = True
+        self._sleepers += 1
+        try:
+            while len(self._waiting) < self._carried:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._changed.wait(left)
+        except BaseException:  # interrupted: nothing sent, ours withdrawn, the lane free
+            self._waiting.remove(call)
+            self._busy = False
+            self._changed.notify_all()
+            raise
+        finally:
+            self._gathering = False
+            self._sleepers -= 1
 
 
 class Lanes:
