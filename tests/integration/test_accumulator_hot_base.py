@@ -69,3 +69,91 @@ def test_sixteen_threads_adding_to_one_base_make_exact_batches(make_yard, clock)
         assert result.flushed == bool(closes)
         closed_by_it = (where[last] + 1) % SIZE == 0
         assert result.status == (BatchStatus.FLUSHING if closed_by_it else BatchStatus.ACCUMULATING)
+
+
+# -- several items at the remembered position -------------------------------------------
+
+
+def _items(yard):
+    with yard.store.transaction() as tx:
+        rows = tx.all(
+            "SELECT b.batch_id, i.position, i.payload FROM batchyard_items i "
+            "JOIN batchyard_batches b ON b.batch_no = i.batch_no "
+            "ORDER BY b.batch_id, i.position"
+        )
+    return [(r["batch_id"], r["position"], r["payload"]) for r in rows]
+
+
+def _add(yard, items):
+    return yard.add_items("ev", items, max_batch_size=SIZE, on_flush="collect")
+
+
+def _two_yards(make_yard, clock):
+    yards = [make_yard(clock=clock), make_yard(clock=clock)]  # as two processes
+    for yard in yards:
+        yard.handler("collect")(lambda items, ctx: None)
+    return yards
+
+
+def test_items_at_a_remembered_position_another_process_took_go_after_its_items(make_yard, clock):
+    yard, elsewhere = _two_yards(make_yard, clock)
+    _add(yard, [0])  # remembers position 1
+    _add(elsewhere, [1, 2])
+    assert _add(yard, [3, 4]).batch_id == "ev::0"
+    assert _items(yard) == [("ev::0", n, str(n)) for n in range(5)]
+
+
+def test_items_for_a_remembered_batch_another_process_closed_go_to_the_next(make_yard, clock):
+    yard, elsewhere = _two_yards(make_yard, clock)
+    _add(yard, [0])
+    elsewhere.flush("ev")
+    assert _add(yard, [1, 2]).batch_id == "ev::1"
+    assert _items(yard) == [("ev::0", 0, "0"), ("ev::1", 0, "1"), ("ev::1", 1, "2")]
+
+
+def test_items_added_behind_a_lock_holder_go_after_what_it_committed_on_postgres(pg_database):
+    # the add remembers position 1; the holder, holding the batch's row lock, puts an item
+    # there and commits while the add waits: the add must read afresh once it has the lock
+    import time
+
+    import psycopg
+
+    from batchyard import Yard
+
+    yard = Yard(pg_database)
+    yard.handler("collect")(lambda items, ctx: None)
+    _add(yard, ["first"])
+    errors: list[BaseException] = []
+    with psycopg.connect(pg_database) as holder:
+        holder.execute("SELECT 1 FROM batchyard_batches WHERE batch_id = 'ev::0' FOR UPDATE")
+        holder.execute(
+            "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
+            "SELECT batch_no, 1, '\"held\"', 0 FROM batchyard_batches WHERE batch_id = 'ev::0'"
+        )
+
+        def waiting_add() -> None:
+            try:
+                _add(yard, ["w1", "w2"])
+            except BaseException as exc:  # reported below, with the thread joined
+                errors.append(exc)
+
+        thread = threading.Thread(target=waiting_add)
+        thread.start()
+        with psycopg.connect(pg_database, autocommit=True) as watcher:
+            deadline = time.monotonic() + 30
+            while not watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            ).fetchone()[0]:
+                assert time.monotonic() < deadline, "the add never waited for the lock"
+                time.sleep(0.01)
+        holder.commit()
+    thread.join(30)
+    assert errors == []
+    assert _items(yard) == [
+        ("ev::0", 0, '"first"'),
+        ("ev::0", 1, '"held"'),
+        ("ev::0", 2, '"w1"'),
+        ("ev::0", 3, '"w2"'),
+    ]
+    yard.close()

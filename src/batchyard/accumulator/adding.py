@@ -123,6 +123,18 @@ class Adder:
             appended = self._append(base, calls[0][0], now)
             if appended is not None:
                 return [appended]
+        else:
+            batch_id = self._append_many(base, calls, now)
+            if batch_id is not None:
+                return [
+                    AddResult(
+                        batch_id=batch_id,
+                        item_count=len(call),
+                        flushed=False,
+                        status=BatchStatus.ACCUMULATING,
+                    )
+                    for call in calls
+                ]
         self.ensure_bases([base])
         with self.store.transaction(now, pipeline=True) as tx:
             return self._fill(tx, base, calls, config)
@@ -164,6 +176,27 @@ class Adder:
         )
         self._remember(base, seen)
         return seen.result
+
+    def _append_many(self, base: str, calls: list[list[str]], now: float | None) -> str | None:
+        """Add the items of `calls` at the remembered position, when they leave room in its
+        batch, in one round trip (see `sql.APPEND_MANY_AT`); the batch's id, or None when
+        that does not apply."""
+        seen = self._open.get(base)
+        total = sum(len(call) for call in calls)
+        if seen is None or seen.position + total >= seen.max_batch_size:
+            return None
+        position = seen.position
+        params = {"batch_no": seen.batch_no, "position": position}
+        encoded = [item for call in calls for item in call]
+        with self.store.transaction(now, pipeline=True) as tx:
+            tx.execute(sql.LOCK_FOR_APPEND, params)
+            inserted = tx.execute(
+                sql.APPEND_MANY_AT, {**params, "values": orjson.dumps(encoded).decode()}
+            )
+        if inserted.rowcount == 0:
+            return None
+        seen.position = position + total
+        return seen.result.batch_id
 
     def _remember(self, base: str, seen: _OpenBatch) -> None:
         """Note where the next item of `base` goes (only once what told us is committed)."""
