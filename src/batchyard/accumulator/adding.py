@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -114,7 +115,7 @@ class Adder:
         if not encoded:
             return AddResult(batch_id=base, item_count=0, flushed=False, status="unchanged")
         lane = self._lanes((base, *config.values()))
-        return lane.add(encoded, lambda calls: self._add(base, calls, config))
+        return lane.add(encoded, partial(self._add, base, config=config))
 
     def _add(self, base: str, calls: list[list[str]], config: dict[str, Any]) -> list[AddResult]:
         """Add the items of one or more calls, laid end to end (see `lanes`)."""

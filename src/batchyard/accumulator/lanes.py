@@ -63,10 +63,11 @@ class _Call:
 class Lane:
     """The adds of one base (and one batch configuration) from this process."""
 
-    __slots__ = ("_busy", "_carried", "_changed", "_gathering", "_sleepers", "_waiting")
+    __slots__ = ("_busy", "_carried", "_changed", "_gathering", "_lock", "_sleepers", "_waiting")
 
     def __init__(self) -> None:
-        self._changed = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # taken as itself where nobody waits: cheaper
+        self._changed = threading.Condition(self._lock)
         self._waiting: list[_Call] = []
         self._busy = False  # an add is in flight, or about to be sent
         self._gathering = False  # its sender waits for calls to carry
@@ -76,8 +77,20 @@ class Lane:
     def add(self, encoded: list[str], send: Send) -> AddResult:
         """Add one call's items: sent now with those waiting, or carried by the add in
         flight's successor, whichever thread sends it."""
+        with self._lock:
+            alone = not self._busy and not self._waiting and self._carried == 1
+            if alone:
+                self._busy = True
+        if alone:  # the lone caller's way: nothing to gather, nobody to hand an outcome to
+            try:
+                return send([encoded])[0]
+            finally:
+                with self._lock:
+                    self._busy = False
+                    if self._sleepers:
+                        self._changed.notify_all()
         call = _Call(encoded)
-        with self._changed:
+        with self._lock:
             self._waiting.append(call)
             if self._busy:
                 if self._gathering and len(self._waiting) >= self._carried:
@@ -98,7 +111,7 @@ class Lane:
             for each in calls:
                 each.error = exc
         finally:
-            with self._changed:
+            with self._lock:
                 for each in calls:
                     each.done = True
                 self._busy = False
