@@ -1,7 +1,9 @@
 """Adding items: into the open batch of a base, opening and closing batches as they fill.
 
-An add of one item that leaves room is one statement; an add that fills or opens batches,
-or brings many items, is one short transaction of a fixed number of statements.
+An add of one item that leaves room is one statement; of many items that leave room, one
+pipelined transaction (one round trip); an add that fills or opens batches is one short
+transaction of a fixed number of statements. The calls of threads adding to one base meet
+in its lane (`lanes`): one add in flight per base, carrying every call that arrived meanwhile.
 """
 
 from __future__ import annotations
