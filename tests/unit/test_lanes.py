@@ -86,3 +86,23 @@ def test_a_lone_caller_sends_at_once_and_gets_its_own_error():
     with pytest.raises(ValueError, match="bad"):
         lane.add(["x"], failing)
     assert lane.add(["y"], lambda calls: [_result(c) for c in calls]).item_count == 1
+
+
+def test_a_forked_child_starts_with_free_lanes():
+    # a lane busy in the parent (another thread's add in flight at fork()) would never be
+    # freed in the child, where that thread does not exist: the child's adds would hang
+    import os
+    import signal
+
+    from batchyard.accumulator.lanes import Lanes
+
+    lanes = Lanes()
+    lanes(("base",))._busy = True
+    pid = os.fork()
+    if pid == 0:  # the child: exits 0 once its add went through, 3 if it hung
+        signal.signal(signal.SIGALRM, lambda *_: os._exit(3))
+        signal.alarm(5)
+        lanes(("base",)).add(["x"], lambda calls: [_result(c) for c in calls])
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
