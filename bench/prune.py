@@ -1,0 +1,116 @@
+"""How long a single add waits while maintenance prunes, on SQLite.
+
+    python bench/prune.py [--repeat 3] [--batches 12120] [--items 140]
+
+A store holds `--batches` completed batches of `--items` items each (1.7M item rows by
+default; inserted directly, see `_history.py`), finished an hour ago. A yard with a retention
+of one second starts a worker in a thread (as `batchyard serve` does), whose maintenance
+task prunes them one second later, while another thread adds one item per call to a live
+base as fast as it can. Printed per run: the prune's wall time (from its task being claimed
+to the last old batch gone), the adds made meanwhile, and their p50, p99 and longest wait.
+Goal: the longest wait at most 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import statistics
+import threading
+import time
+
+from _harness import fresh_sqlite
+from _history import drained_history
+from batchyard import Yard
+
+
+def one_run(batches: int, items: int) -> dict[str, float]:
+    path = fresh_sqlite()
+    yard = Yard(f"sqlite:///{path}", retention=1.0)
+    yard.handler("noop")(lambda items, ctx: None)
+    drained_history(yard.store, "old", batches, items, completed_at=time.time() - 3600)
+    watch = sqlite3.connect(path)
+
+    def scalar(sql: str) -> int:
+        return int(watch.execute(sql).fetchone()[0])
+
+    waits: list[tuple[float, float]] = []  # (start, seconds)
+    stop = threading.Event()
+
+    def adder() -> None:
+        n = 0
+        while not stop.is_set():
+            start = time.perf_counter()
+            yard.add_items("live", [{"n": n}], max_batch_size=10_000_000, on_flush="noop")
+            waits.append((start, time.perf_counter() - start))
+            n += 1
+
+    adding = threading.Thread(target=adder)
+    adding.start()
+    worker = yard.worker(concurrency=1, poll_interval=0.05)
+    working = threading.Thread(target=worker.run)
+    working.start()
+    began = None
+    while True:
+        if began is None and scalar(
+            "SELECT COUNT(*) FROM batchyard_tasks "
+            "WHERE kind = 'maintenance.prune' AND state = 'running'"
+        ):
+            began = time.perf_counter()
+        if not scalar("SELECT EXISTS (SELECT 1 FROM batchyard_batches WHERE base_id = 'old')"):
+            break
+        time.sleep(0.005)
+    ended = time.perf_counter()
+    # the old batches were numbered first: 1..batches
+    left = scalar(f"SELECT COUNT(*) FROM batchyard_items WHERE batch_no <= {batches}")
+    stop.set()
+    adding.join()
+    worker.stop()
+    working.join()
+    watch.close()
+    yard.close()
+    # a prune of one transaction may begin and end between two looks: then its start is
+    # the end of the longest add, which waited for it
+    if began is None:
+        began = ended
+    window = [s for start, s in waits if start >= began - 1.0 and start <= ended]
+    window.sort()
+    assert left == 0
+    return {
+        "prune_s": ended - began,
+        "adds": len(window),
+        "p50_ms": statistics.median(window) * 1000,
+        "p99_ms": window[int(len(window) * 0.99) - 1] * 1000,
+        "max_ms": window[-1] * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=12_120)
+    parser.add_argument("--items", type=int, default=140)
+    args = parser.parse_args()
+    print(
+        f"\n## prune of {args.batches:,} batches ({args.batches * args.items:,} item rows) "
+        "on SQLite, a thread adding single items meanwhile\n"
+    )
+    print("| run | prune wall s | adds meanwhile | p50 ms | p99 ms | longest ms |")
+    print("|---|---|---|---|---|---|")
+    runs = []
+    for r in range(args.repeat):
+        run = one_run(args.batches, args.items)
+        runs.append(run)
+        print(
+            f"| {r + 1} | {run['prune_s']:.2f} | {run['adds']:,} | {run['p50_ms']:.2f} | "
+            f"{run['p99_ms']:.2f} | {run['max_ms']:.1f} |"
+        )
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    print(
+        f"| median | {med['prune_s']:.2f} | {med['adds']:,.0f} | {med['p50_ms']:.2f} | "
+        f"{med['p99_ms']:.2f} | {med['max_ms']:.1f} |"
+    )
+
+
+if __name__ == "__main__":
+    main()
