@@ -4,10 +4,12 @@
                           [--stores sqlite,postgres]
 
 Two stores per dialect hold the same live state - a base "hot" with two batches closed for
-their size and an open one of 50 items, a base "cold" with an open batch - and one of them
-also holds the history of 1M items drained through "hot" (10,000 completed batches of 100
-items, their flush records; see `_history.py`), finished two hours ago, so a retention of a
-day keeps all of it. Each read is timed on both in turns (`--calls` calls a turn, `--repeat`
+their size and an open one of 50 items, a base "cold" with an open batch - and a history
+drained through "hot", finished two hours ago (so a retention of a day keeps all of it):
+10,000 items (100 completed batches of 100 and their flush records) on the fresh store,
+1M items (10,000 batches) on the other; see `_history.py`. The fresh store's history is
+just long enough that every limited read (a page of 100 batches, 20 flushes) returns as
+many rows on both. Each read is timed on both in turns (`--calls` calls a turn, `--repeat`
 turns); the ratio after/fresh is the figure (goal: at most 2). `--plans` prints the query
 plans of every statement of each read on the store with history (EXPLAIN ANALYZE on
 PostgreSQL, EXPLAIN QUERY PLAN on SQLite).
@@ -28,6 +30,7 @@ from batchyard import Yard
 from batchyard.overview import Overview
 from batchyard.store.base import Tx
 
+FRESH_BATCHES = 100
 Read = Callable[[Yard], object]
 READS: dict[str, Read] = {
     "get_batch_status(base)": lambda y: y.get_batch_status("hot"),
@@ -49,9 +52,7 @@ def live_state(yard: Yard) -> None:
 def open_yard(url: str, history_batches: int) -> Yard:
     yard = Yard(url)
     yard.handler("noop")(lambda items, ctx: None)
-    if history_batches:
-        now = time.time()
-        drained_history(yard.store, "hot", history_batches, 100, completed_at=now - 7200)
+    drained_history(yard.store, "hot", history_batches, 100, completed_at=time.time() - 7200)
     live_state(yard)
     return yard
 
@@ -103,7 +104,7 @@ def print_plans(yard: Yard, dialect: str) -> None:
 
 
 def measure(dialect: str, url_fresh: str, url_old: str, args: argparse.Namespace) -> None:
-    fresh = open_yard(url_fresh, 0)
+    fresh = open_yard(url_fresh, FRESH_BATCHES)
     old = open_yard(url_old, args.batches)
     for yard in (fresh, old):  # warm caches and prepared texts alike
         for read in READS.values():
@@ -113,8 +114,12 @@ def measure(dialect: str, url_fresh: str, url_old: str, args: argparse.Namespace
         for label, read in READS.items():
             times[label][0].append(per_call_ms(fresh, read, args.calls))
             times[label][1].append(per_call_ms(old, read, args.calls))
-    print(f"\n## {dialect}: per call, ms (median of {args.repeat} turns of {args.calls} calls)\n")
-    print(f"| {'read':<42} | {'fresh':>8} | {'after 1M':>9} | {'ratio':>6} |")
+    items = args.batches * 100
+    print(
+        f"\n## {dialect}: 10k items drained (fresh) vs {items:,} (after); ms per call, "
+        f"median of {args.repeat} turns of {args.calls} calls\n"
+    )
+    print(f"| {'read':<42} | {'fresh':>8} | {'after':>9} | {'ratio':>6} |")
     print(f"|{'-' * 44}|{'-' * 10}|{'-' * 11}|{'-' * 8}|")
     for label, (a, b) in times.items():
         fa, fb = statistics.median(a), statistics.median(b)
