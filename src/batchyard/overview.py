@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from batchyard.accumulator.records import FINISHED_SQL, FlushRecord, flush_record
+import orjson
+
+from batchyard.accumulator.records import ACTIVE_SQL, FINISHED_SQL, FlushRecord, flush_record
 from batchyard.accumulator.sql import BATCH_COLUMNS
 from batchyard.aggregator import AggregatorStatus
 from batchyard.clock import Clock, to_datetime
@@ -24,9 +26,7 @@ if TYPE_CHECKING:
 LAST_HOUR = 3600.0
 # Batches still to deliver, with their derived counts. Completed batches stay out: they are
 # kept for a day and may be many, and each would cost a count of its items.
-_ACTIVE_BATCHES = (
-    f"SELECT {BATCH_COLUMNS} FROM batchyard_batches b WHERE b.status NOT IN {FINISHED_SQL}"
-)
+_ACTIVE_BATCHES = f"SELECT {BATCH_COLUMNS} FROM batchyard_batches b WHERE b.status IN {ACTIVE_SQL}"
 
 
 @dataclass(frozen=True)
@@ -109,9 +109,14 @@ class Overview:
             now = tx.clock()
             batches: dict[str, int] = {}
             oldest_pending = None
+            # live batches through the index of live batches; finished ones are counted
+            # apart, from the status index alone (no batch row read)
             for row in tx.all(
                 "SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest "
-                "FROM batchyard_batches GROUP BY status"
+                f"FROM batchyard_batches b WHERE b.status IN {ACTIVE_SQL} GROUP BY status"
+            ) + tx.all(
+                "SELECT status, COUNT(*) AS n, NULL AS oldest FROM batchyard_batches "
+                f"WHERE status IN {FINISHED_SQL} GROUP BY status"
             ):
                 batches[row["status"]] = int(row["n"])
                 if row["status"] in ("accumulating", "flushing"):
@@ -207,13 +212,18 @@ class Overview:
                 "ORDER BY COALESCE(s.pending, 0) DESC, bb.base_id LIMIT :limit",
                 {"limit": limit},
             )
+            # the last flush of each base listed: one step down the index (base_id, id) per
+            # base, where a MAX(id) grouped by base walked every flush kept
             last = {
                 r["base_id"]: flush_record(r)
                 for r in tx.all(
                     "SELECT base_id, batch_id, sequence, attempt, reason, outcome, item_count, "
                     "failed_count, error, worker_id, started_at, duration, "
                     "NULL AS traceback FROM batchyard_flushes WHERE id IN "
-                    "(SELECT MAX(id) FROM batchyard_flushes GROUP BY base_id)"
+                    "(SELECT (SELECT MAX(f.id) FROM batchyard_flushes f "
+                    "WHERE f.base_id = bb.base_id) FROM batchyard_batch_bases bb "
+                    "WHERE bb.base_id IN {json_text_values})",
+                    {"values": orjson.dumps([r["base_id"] for r in rows]).decode()},
                 )
             }
         return [
