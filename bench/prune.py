@@ -7,8 +7,10 @@ default; inserted directly, see `_history.py`), finished an hour ago. A yard wit
 of one second starts a worker in a thread (as `batchyard serve` does), whose maintenance
 task prunes them one second later, while another thread adds one item per call to a live
 base as fast as it can. Printed per run: the prune's wall time (from its task being claimed
-to the last old batch gone), the adds made meanwhile, and their p50, p99 and longest wait.
-Goal: the longest wait at most 50 ms.
+to the last old batch gone), the adds made meanwhile, and their p50, p99 and longest wait;
+then the same adder for as long with nothing pruning (the machine's own noise: on a shared
+machine a thread can wait for a core as long as for the writer), and, where the code prunes
+in steps (`Pruner.step`), how long the steps took. Goal: the longest wait at most 50 ms.
 """
 
 from __future__ import annotations
@@ -24,7 +26,49 @@ from _history import drained_history
 from batchyard import Yard
 
 
-def one_run(batches: int, items: int) -> dict[str, float]:
+def step_timer() -> list[float]:
+    """Durations of `Pruner.step` calls from now on (none where the prune is one call)."""
+    seconds: list[float] = []
+    try:
+        from batchyard.accumulator.pruning import Pruner
+    except ImportError:
+        return seconds
+    original = Pruner.step
+
+    def step(self: Pruner, older_than: float) -> object:
+        start = time.perf_counter()
+        try:
+            return original(self, older_than)
+        finally:
+            seconds.append(time.perf_counter() - start)
+
+    Pruner.step = step  # type: ignore[assignment,method-assign]
+    return seconds
+
+
+def summary(waits: list[float]) -> dict[str, float]:
+    waits = sorted(waits)
+    return {
+        "adds": len(waits),
+        "p50_ms": statistics.median(waits) * 1000,
+        "p99_ms": waits[int(len(waits) * 0.99) - 1] * 1000,
+        "max_ms": waits[-1] * 1000,
+    }
+
+
+def adding_alone(yard: Yard, seconds: float) -> dict[str, float]:
+    waits = []
+    end = time.perf_counter() + seconds
+    n = 0
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        yard.add_items("alone", [{"n": n}], max_batch_size=10_000_000, on_flush="noop")
+        waits.append(time.perf_counter() - start)
+        n += 1
+    return summary(waits)
+
+
+def one_run(batches: int, items: int, steps: list[float]) -> dict[str, float]:
     path = fresh_sqlite()
     yard = Yard(f"sqlite:///{path}", retention=1.0)
     yard.handler("noop")(lambda items, ctx: None)
@@ -68,21 +112,24 @@ def one_run(batches: int, items: int) -> dict[str, float]:
     worker.stop()
     working.join()
     watch.close()
-    yard.close()
     # a prune of one transaction may begin and end between two looks: then its start is
     # the end of the longest add, which waited for it
     if began is None:
         began = ended
     window = [s for start, s in waits if start >= began - 1.0 and start <= ended]
-    window.sort()
     assert left == 0
-    return {
-        "prune_s": ended - began,
-        "adds": len(window),
-        "p50_ms": statistics.median(window) * 1000,
-        "p99_ms": window[int(len(window) * 0.99) - 1] * 1000,
-        "max_ms": window[-1] * 1000,
-    }
+    alone = adding_alone(yard, ended - began + 1.0)
+    yard.close()
+    run = {"prune_s": ended - began, **summary(window)}
+    run.update({f"alone_{k}": v for k, v in alone.items()})
+    if steps:
+        run.update(
+            steps=len(steps),
+            step_p50_ms=statistics.median(steps) * 1000,
+            step_max_ms=max(steps) * 1000,
+        )
+    steps.clear()
+    return run
 
 
 def main() -> None:
@@ -95,21 +142,25 @@ def main() -> None:
         f"\n## prune of {args.batches:,} batches ({args.batches * args.items:,} item rows) "
         "on SQLite, a thread adding single items meanwhile\n"
     )
-    print("| run | prune wall s | adds meanwhile | p50 ms | p99 ms | longest ms |")
-    print("|---|---|---|---|---|---|")
-    runs = []
-    for r in range(args.repeat):
-        run = one_run(args.batches, args.items)
-        runs.append(run)
-        print(
-            f"| {r + 1} | {run['prune_s']:.2f} | {run['adds']:,} | {run['p50_ms']:.2f} | "
-            f"{run['p99_ms']:.2f} | {run['max_ms']:.1f} |"
-        )
-    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(
-        f"| median | {med['prune_s']:.2f} | {med['adds']:,.0f} | {med['p50_ms']:.2f} | "
-        f"{med['p99_ms']:.2f} | {med['max_ms']:.1f} |"
+        "| run | prune wall s | adds meanwhile | p50 ms | p99 ms | **longest ms** "
+        "| nothing pruning: p99 / longest ms | steps: count, p50 / longest ms |"
     )
+    print("|---|---|---|---|---|---|---|---|")
+    steps = step_timer()
+    runs = [one_run(args.batches, args.items, steps) for _ in range(args.repeat)]
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    for label, run in [*((str(n + 1), run) for n, run in enumerate(runs)), ("median", med)]:
+        stepped = (
+            f"{run['steps']:,.0f}, {run['step_p50_ms']:.1f} / {run['step_max_ms']:.1f}"
+            if "steps" in run
+            else "one call"
+        )
+        print(
+            f"| {label} | {run['prune_s']:.2f} | {run['adds']:,.0f} | {run['p50_ms']:.2f} | "
+            f"{run['p99_ms']:.2f} | **{run['max_ms']:.1f}** | {run['alone_p99_ms']:.2f} / "
+            f"{run['alone_max_ms']:.1f} | {stepped} |"
+        )
 
 
 if __name__ == "__main__":
