@@ -1,6 +1,6 @@
 """Reads on a fresh store against the same reads after a million items were drained.
 
-    python bench/reads.py [--repeat 5] [--calls 50] [--batches 10000] [--plans]
+    python bench/reads.py [--repeat 5] [--calls 50] [--batches 10000] [--plans] [--analyze]
                           [--stores sqlite,postgres]
 
 Two stores per dialect hold the same live state - a base "hot" with two batches closed for
@@ -12,7 +12,9 @@ just long enough that every limited read (a page of 100 batches, 20 flushes) ret
 many rows on both. Each read is timed on both in turns (`--calls` calls a turn, `--repeat`
 turns); the ratio after/fresh is the figure (goal: at most 2). `--plans` prints the query
 plans of every statement of each read on the store with history (EXPLAIN ANALYZE on
-PostgreSQL, EXPLAIN QUERY PLAN on SQLite).
+PostgreSQL, EXPLAIN QUERY PLAN on SQLite). The stores are measured as the inserts leave them,
+as a drain leaves them: PostgreSQL's statistics are whatever autovacuum has gathered by then
+(often none yet), SQLite has none; `--analyze` runs ANALYZE on both stores first.
 """
 
 from __future__ import annotations
@@ -106,6 +108,10 @@ def print_plans(yard: Yard, dialect: str) -> None:
 def measure(dialect: str, url_fresh: str, url_old: str, args: argparse.Namespace) -> None:
     fresh = open_yard(url_fresh, FRESH_BATCHES)
     old = open_yard(url_old, args.batches)
+    if args.analyze:
+        for yard in (fresh, old):
+            with yard.store.transaction() as tx:
+                tx.execute("ANALYZE")
     for yard in (fresh, old):  # warm caches and prepared texts alike
         for read in READS.values():
             read(yard)
@@ -117,7 +123,8 @@ def measure(dialect: str, url_fresh: str, url_old: str, args: argparse.Namespace
     items = args.batches * 100
     print(
         f"\n## {dialect}: 10k items drained (fresh) vs {items:,} (after); ms per call, "
-        f"median of {args.repeat} turns of {args.calls} calls\n"
+        f"median of {args.repeat} turns of {args.calls} calls"
+        f"{', after ANALYZE' if args.analyze else ''}\n"
     )
     print(f"| {'read':<42} | {'fresh':>8} | {'after':>9} | {'ratio':>6} |")
     print(f"|{'-' * 44}|{'-' * 10}|{'-' * 11}|{'-' * 8}|")
@@ -137,6 +144,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=10_000, help="of 100 items")
     parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument("--plans", action="store_true")
+    parser.add_argument("--analyze", action="store_true", help="ANALYZE the stores first")
     args = parser.parse_args()
     stores = args.stores.split(",")
     if "sqlite" in stores:
