@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batchyard.accumulator.records import ACTIVE_SQL, FINISHED_SQL, FlushRecord, flush_record
+from batchyard.accumulator.records import ACTIVE_SQL, FlushRecord, flush_record
 from batchyard.accumulator.sql import BATCH_COLUMNS
 from batchyard.aggregator import AggregatorStatus
 from batchyard.clock import Clock, to_datetime
@@ -73,7 +73,7 @@ class Snapshot:
     """The whole yard at one instant (one read transaction)."""
 
     now: datetime
-    batches: dict[str, int]  # status -> batches
+    batches: dict[str, int]  # active status (accumulating, flushing, dead) -> batches
     pending_items: dict[str, int]  # status -> items still to deliver
     tasks: list[TaskCount]
     dead_tasks: dict[str, int]  # kind -> dead-lettered tasks
@@ -109,14 +109,11 @@ class Overview:
             now = tx.clock()
             batches: dict[str, int] = {}
             oldest_pending = None
-            # live batches through the index of live batches; finished ones are counted
-            # apart, from the status index alone (no batch row read)
+            # live batches only: finished ones are kept for the whole retention and a count
+            # of them would grow with it (the last hour's are counted below)
             for row in tx.all(
                 "SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest "
                 f"FROM batchyard_batches b WHERE b.status IN {ACTIVE_SQL} GROUP BY status"
-            ) + tx.all(
-                "SELECT status, COUNT(*) AS n, NULL AS oldest FROM batchyard_batches "
-                f"WHERE status IN {FINISHED_SQL} GROUP BY status"
             ):
                 batches[row["status"]] = int(row["n"])
                 if row["status"] in ("accumulating", "flushing"):
