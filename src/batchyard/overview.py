@@ -209,20 +209,7 @@ class Overview:
                 "ORDER BY COALESCE(s.pending, 0) DESC, bb.base_id LIMIT :limit",
                 {"limit": limit},
             )
-            # the last flush of each base listed: one step down the index (base_id, id) per
-            # base, where a MAX(id) grouped by base walked every flush kept
-            last = {
-                r["base_id"]: flush_record(r)
-                for r in tx.all(
-                    "SELECT base_id, batch_id, sequence, attempt, reason, outcome, item_count, "
-                    "failed_count, error, worker_id, started_at, duration, "
-                    "NULL AS traceback FROM batchyard_flushes WHERE id IN "
-                    "(SELECT (SELECT MAX(f.id) FROM batchyard_flushes f "
-                    "WHERE f.base_id = bb.base_id) FROM batchyard_batch_bases bb "
-                    "WHERE bb.base_id IN {json_text_values})",
-                    {"values": orjson.dumps([r["base_id"] for r in rows]).decode()},
-                )
-            }
+            last = {r["base_id"]: flush_record(r) for r in self._last_flushes(tx, rows)}
         return [
             BaseSummary(
                 base_id=r["base_id"],
@@ -238,6 +225,31 @@ class Overview:
             )
             for r in rows
         ]
+
+    @staticmethod
+    def _last_flushes(tx: Tx, bases: list[Any]) -> list[Any]:
+        """The last flush of each base listed: one step down the index (base_id, id) per base
+        (a MAX(id) grouped by base walked every flush kept), then the rows by their ids,
+        named one by one - as a list the planner could not count, PostgreSQL read the table
+        through to find them."""
+        ids = [
+            r["id"]
+            for r in tx.all(
+                "SELECT (SELECT MAX(f.id) FROM batchyard_flushes f "
+                "WHERE f.base_id = bb.base_id) AS id FROM batchyard_batch_bases bb "
+                "WHERE bb.base_id IN {json_text_values}",
+                {"values": orjson.dumps([b["base_id"] for b in bases]).decode()},
+            )
+            if r["id"] is not None
+        ]
+        if not ids:
+            return []
+        return tx.all(
+            "SELECT base_id, batch_id, sequence, attempt, reason, outcome, item_count, "
+            "failed_count, error, worker_id, started_at, duration, NULL AS traceback "
+            f"FROM batchyard_flushes WHERE id IN ({', '.join(f':id{n}' for n in range(len(ids)))})",
+            {f"id{n}": i for n, i in enumerate(ids)},
+        )
 
     def workers(self) -> list[WorkerInfo]:
         with self.store.transaction(self._now(), write=False) as tx:
