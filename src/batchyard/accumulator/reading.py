@@ -1,4 +1,4 @@
-"""Reading and removing batches: status, lists, flush history; delete and prune."""
+"""Reading and removing batches: status, lists, flush history; delete (prune: `pruning`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from batchyard.accumulator import sql
 from batchyard.accumulator.records import (
-    FINISHED_SQL,
+    ACTIVE_SQL,
     BatchInfo,
     BatchStatus,
     FlushRecord,
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 class Reader:
-    """The accumulator's books, read - and the removals that keep them tidy."""
+    """The accumulator's books, read - and a finished batch deleted by hand."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -35,7 +35,7 @@ class Reader:
             if sequence is None:
                 rows = tx.all(
                     f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
-                    f"WHERE b.base_id = :base AND b.status NOT IN {FINISHED_SQL} "
+                    f"WHERE b.base_id = :base AND b.status IN {ACTIVE_SQL} "
                     "ORDER BY b.sequence",
                     {"base": base},
                 )
@@ -48,11 +48,14 @@ class Reader:
         return [batch_info(row, now) for row in rows]
 
     def list_batches(self, status: str | None = None, limit: int = 100) -> list[BatchInfo]:
+        # two texts, not one with "(:status IS NULL OR ...)": each walks its own index
+        # (updated_at, or status then updated_at) backwards and stops at the limit, where
+        # the one text could use neither and sorted every batch kept
+        where = "" if status is None else "WHERE b.status = :status "
         with self.store.transaction(self.runtime.now()) as tx:
             now = tx.clock()
             rows = tx.all(
-                f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
-                "WHERE (CAST(:status AS TEXT) IS NULL OR b.status = :status) "
+                f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b {where}"
                 "ORDER BY b.updated_at DESC LIMIT :limit",
                 {"status": status, "limit": limit},
             )
@@ -101,21 +104,3 @@ class Reader:
                 tx.execute(
                     f"DELETE FROM {table} WHERE batch_no = :batch_no", {"batch_no": row["batch_no"]}
                 )
-
-    def prune(self, older_than: float) -> int:
-        """Delete completed (and discarded) batches, their items and flush history older
-        than `older_than` seconds; return how many batches went."""
-        finished = f"status IN {FINISHED_SQL} AND completed_at < {{now}} - :age"
-        with self.store.transaction(self.runtime.now()) as tx:
-            params = {"age": older_than}
-            for table in ("batchyard_items", "batchyard_item_failures"):
-                tx.execute(
-                    f"DELETE FROM {table} WHERE batch_no IN (SELECT batch_no FROM "
-                    f"batchyard_batches WHERE {finished})",
-                    params,
-                )
-            gone = int(
-                tx.execute(f"DELETE FROM batchyard_batches WHERE {finished}", params).rowcount
-            )
-            tx.execute("DELETE FROM batchyard_flushes WHERE started_at < {now} - :age", params)
-        return gone
