@@ -18,12 +18,14 @@ SECONDS_FIELDS = frozenset({"flush_interval", "lease", "every"})
 
 
 def duration(seconds: float) -> str:
-    """`seconds` rounded to what matters at its size: `850 ms`, `1.2 s`, `42 s`,
+    """`seconds` rounded to what matters at its size: `< 0.1 ms`, `850 ms`, `1.2 s`, `42 s`,
     `3 min 20 s`, `2 h 5 min`, `3 d 4 h`."""
     if seconds < 0:
         return "-" + duration(-seconds)
     if seconds < 1:
         ms = seconds * 1000
+        if 0 < ms < 0.1:
+            return "< 0.1 ms"
         return f"{ms:.1f} ms" if round(ms, 1) < 10 else f"{ms:.0f} ms"
     if round(seconds, 1) < 10:
         return f"{seconds:.1f} s"
