@@ -74,7 +74,7 @@ def to_json(value: Any) -> Any:
 
 
 def print_json(value: Any) -> None:
-    print(json.dumps(to_json(value), ensure_ascii=False))
+    print(json.dumps(to_json(value), ensure_ascii=False, default=str))
 
 
 def show_list(records: Iterable[Any], as_json: bool, columns: Sequence[Column]) -> None:
