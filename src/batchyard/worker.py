@@ -63,7 +63,7 @@ class Worker:
         self,
         runtime: Runtime,
         *,
-        concurrency: int = 4,
+        concurrency: int = 8,
         lease: float = 30.0,
         shutdown_timeout: float = 30.0,
         poll_interval: float = 1.0,
@@ -118,6 +118,8 @@ class Worker:
         aside: no amount of waiting mends that)."""
         # handlers first: a worker others can see registered stops gracefully on a signal
         restore = self._install_signal_handlers()
+        # the threads, the claim loop and the heartbeat may each use a connection at once
+        self.store.reserve_connections(self.concurrency + 2)
         beat = threading.Thread(
             target=self._heartbeat_loop, name="batchyard-heartbeat", daemon=True
         )
@@ -149,6 +151,7 @@ class Worker:
             self._stopping.set()  # the heartbeat ends with the loop, never outlives it
             self._stopping_done.set()
             pool.shutdown()
+            self.store.reserve_connections(-(self.concurrency + 2))
             restore()
             if registered:
                 self._unregister()

@@ -143,7 +143,7 @@ class Flusher:
             started_rows = tx.later(
                 sql.START_FLUSH, {"batch_id": batch_id, "reason": str(FlushReason.INTERVAL)}
             )
-            pending = tx.later(sql.PENDING_ITEMS, {"batch_id": batch_id})
+            pending = tx.later(sql.PENDING_ITEMS_OF_FLUSHING, {"batch_id": batch_id})
         [batch] = started_rows.all() or [None]
         if batch is None:
             # deleted, completed or dead: nothing to do

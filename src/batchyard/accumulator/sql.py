@@ -123,14 +123,23 @@ START_FLUSH = (
     "WHERE batch_id = :batch_id AND status IN ('accumulating', 'flushing') "
     "RETURNING batch_no, base_id, sequence, handler, attempts, idempotency_key, flush_reason"
 )
-# The pending items of a flushing batch, found by its id (so that the query can be sent
-# with START_FLUSH, before its row is back): those a partial flush recorded as failed, or
-# all of them when none did.
-PENDING_ITEMS = (
-    "WITH b AS (SELECT batch_no FROM batchyard_batches "
-    "WHERE batch_id = :batch_id AND status = 'flushing') "
-    "SELECT i.position, i.payload FROM b JOIN batchyard_items i ON i.batch_no = b.batch_no "
-    "WHERE NOT EXISTS (SELECT 1 FROM batchyard_item_failures f WHERE f.batch_no = b.batch_no) "
-    "OR EXISTS (SELECT 1 FROM batchyard_item_failures f WHERE f.batch_no = i.batch_no "
-    "AND f.position = i.position) ORDER BY i.position"
+
+
+def _pending_items(batch_no: str) -> str:
+    """Pending items: those a partial flush recorded as failed, or all of them when none
+    did; `batch_no` is the SQL that gives the batch's number."""
+    return (
+        f"SELECT i.position, i.payload FROM batchyard_items i WHERE i.batch_no = {batch_no} "
+        "AND (NOT EXISTS (SELECT 1 FROM batchyard_item_failures f "
+        f"WHERE f.batch_no = {batch_no}) OR "
+        "EXISTS (SELECT 1 FROM batchyard_item_failures f WHERE f.batch_no = i.batch_no "
+        "AND f.position = i.position)) ORDER BY i.position"
+    )
+
+
+PENDING_ITEMS = _pending_items(":batch_no")
+# The same of a flushing batch found by its id, so that the query can be sent with
+# START_FLUSH, before that statement's row is back.
+PENDING_ITEMS_OF_FLUSHING = _pending_items(
+    "(SELECT batch_no FROM batchyard_batches WHERE batch_id = :batch_id AND status = 'flushing')"
 )

@@ -24,7 +24,7 @@ from batchyard.store import DEFAULT_URL, open_store
 def worker(
     app_path: AppOption = None,
     store: StoreOption = None,
-    concurrency: Annotated[int, typer.Option(help="tasks run at once")] = 4,
+    concurrency: Annotated[int, typer.Option(help="tasks run at once")] = 8,
     lease: Annotated[float, typer.Option(help="lease of a claimed task, seconds")] = 30.0,
     shutdown_timeout: Annotated[float, typer.Option(help="seconds to finish at stop")] = 30.0,
     once: Annotated[bool, typer.Option(help="run what is due now, then exit")] = False,

@@ -99,7 +99,7 @@ class Tx:
         if self.pipelined:
             self.required.append(lost)
             self.execute(self.store.required_sql(sql, len(self.required) - 1), params)
-        elif self.execute(sql, params).fetchone() is None:
+        elif not self.execute(sql, params).fetchall():  # stepped to its end: done with
             raise lost
 
     def stream(self, sql: str, params: Params | None = None, size: int = 1000) -> Iterator[Any]:
@@ -157,7 +157,8 @@ class Store:
         """Context manager yielding a `Tx` that commits on success, rolls back on error.
         ``write=False`` is a read snapshot that takes no write lock. ``pipeline=True`` lets
         PostgreSQL send statements without waiting for each result (read a cursor's rows to
-        wait); `rowcount` is not known until then, so fenced writes do not use it."""
+        wait; `Tx.later` reads them after the commit instead); `rowcount` is not known
+        until then, so fenced writes use `Tx.require`."""
         raise NotImplementedError
 
     # One write statement as a transaction of its own: no BEGIN or COMMIT to send. Only for
@@ -220,6 +221,11 @@ class Store:
     def watch_for_work(self) -> None:
         """Remember what this thread has seen, so that a commit landing between now and its
         next `wait_for_work` still wakes that wait (a claim calls it before it looks)."""
+
+    def reserve_connections(self, count: int) -> None:
+        """Make room for `count` more threads that use the store at once (a worker's; a
+        negative count gives the room back), where the store keeps a bounded pool of
+        connections; nothing where it does not."""
 
     def close(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -312,6 +312,13 @@ class PostgresStore(Store):
                 self._wakeup.wait(timeout)
         self._wakeup.clear()
 
+    def reserve_connections(self, count: int) -> None:
+        # a worker's threads each hold a connection for their transaction: without room of
+        # their own they would wait for the connections of the application's threads
+        min_size, max_size = self._pool_size
+        self._pool_size = (min_size, max_size + count)
+        self._pool_here().resize(min_size, max_size + count)
+
     def close(self) -> None:
         with self._listener_lock:
             if self._listener is not None:
