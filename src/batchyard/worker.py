@@ -81,8 +81,9 @@ class Worker:
         self.shutdown_timeout = shutdown_timeout
         self.poll_interval = poll_interval
         # units held beyond the threads: half the concurrency, so that one claim serves a
-        # few tasks, while tasks that run long are not hoarded away from other workers
-        self.prefetch = (concurrency + 1) // 2 if prefetch is None else prefetch
+        # few tasks, while tasks that run long are not hoarded away from other workers (and
+        # a worker of one thread holds one task, as asked)
+        self.prefetch = concurrency // 2 if prefetch is None else prefetch
         self.id = new_worker_id()
         self._inflight: dict[int, Task] = {}  # every claimed task, for the heartbeat
         self._held = 0  # units claimed and not finished (a task, or a group of tasks)
