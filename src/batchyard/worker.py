@@ -1,14 +1,18 @@
 """The worker: claim due tasks, run them, record the outcome; heartbeat; stop gracefully.
 
-One claim loop per worker takes as many due tasks as it has free slots, in one statement, and
-hands them to a thread pool. Expired leases are rescued by that same claim (a running task
-whose lease ran out is simply due), so there is no separate reaper to forget. A kind may run
-its tasks in groups (`Grouping`): a claimed task of such a kind takes one slot together with
-its siblings, claimed with it up to the group's size, and the group is done at once - if
-that fails, each of its tasks runs alone, so one bad task retries and dies by itself. A
-heartbeat thread extends the leases of the tasks in flight. On SIGTERM/SIGINT the worker
-stops claiming, lets in-flight work finish up to `shutdown_timeout`, and gives the remaining
-leases back; a second signal exits at once.
+One claim loop per worker takes due tasks in one statement and hands them to a thread pool,
+which starts each as soon as a thread is free. The loop claims ahead: it holds up to
+`prefetch` units beyond its `concurrency` (claimed, their leases kept, waiting for a
+thread), and claims again once that many are taken up - so a thread that finishes finds its
+next task waiting instead of waiting for a claim, and one claim serves several tasks.
+Expired leases are rescued by that same claim (a running task whose lease ran out is simply
+due), so there is no separate reaper to forget. A kind may run its tasks in groups
+(`Grouping`): a claimed task of such a kind takes one slot together with its siblings,
+claimed with it up to the group's size, and the group is done at once - if that fails, each
+of its tasks runs alone, so one bad task retries and dies by itself. A heartbeat thread
+extends the leases of the tasks in flight. On SIGTERM/SIGINT the worker stops claiming,
+lets in-flight work finish up to `shutdown_timeout`, and gives the remaining leases back; a
+second signal exits at once.
 
 Nothing else ends a worker. An error anywhere in the loop (the store restarting, a full disk,
 a bug) is met with backoff, one warning when it starts and one line when it ends (`Outage`);
@@ -19,7 +23,7 @@ flight meanwhile, so its lease is kept). `liveness` says whether the loop still 
 
 from __future__ import annotations
 
-import functools
+import collections
 import logging
 import os
 import queue
@@ -59,13 +63,16 @@ class Worker:
         self,
         runtime: Runtime,
         *,
-        concurrency: int = 4,
+        concurrency: int = 8,
         lease: float = 30.0,
         shutdown_timeout: float = 30.0,
         poll_interval: float = 1.0,
+        prefetch: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if prefetch is not None and prefetch < 0:
+            raise ValueError("prefetch must not be negative")
         self.runtime = runtime
         self.store = runtime.store
         self.tasks = runtime.tasks
@@ -73,9 +80,15 @@ class Worker:
         self.lease = lease
         self.shutdown_timeout = shutdown_timeout
         self.poll_interval = poll_interval
+        # units held beyond the threads: half the concurrency, so that one claim serves a
+        # few tasks, while tasks that run long are not hoarded away from other workers (and
+        # a worker of one thread holds one task, as asked)
+        self.prefetch = concurrency // 2 if prefetch is None else prefetch
         self.id = new_worker_id()
         self._inflight: dict[int, Task] = {}  # every claimed task, for the heartbeat
-        self._busy = 0  # slots taken: a task, or a group of tasks
+        self._held = 0  # units claimed and not finished (a task, or a group of tasks)
+        self._waiting: collections.deque[list[Task]] = collections.deque()  # not started
+        self._look = True  # whether a claim looks first (not when the last came back full)
         self._lock = threading.Lock()
         self._slot_freed = threading.Event()
         self._stopping = threading.Event()
@@ -106,6 +119,8 @@ class Worker:
         aside: no amount of waiting mends that)."""
         # handlers first: a worker others can see registered stops gracefully on a signal
         restore = self._install_signal_handlers()
+        # the threads, the claim loop and the heartbeat may each use a connection at once
+        self.store.reserve_connections(self.concurrency + 2)
         beat = threading.Thread(
             target=self._heartbeat_loop, name="batchyard-heartbeat", daemon=True
         )
@@ -137,6 +152,7 @@ class Worker:
             self._stopping.set()  # the heartbeat ends with the loop, never outlives it
             self._stopping_done.set()
             pool.shutdown()
+            self.store.reserve_connections(-(self.concurrency + 2))
             restore()
             if registered:
                 self._unregister()
@@ -166,13 +182,18 @@ class Worker:
     # -- the loop -------------------------------------------------------------------------
 
     def _claim(self, slots: int) -> list[list[Task]]:
-        """Claim work for up to `slots` slots: each a task, or a group of tasks."""
+        """Claim work for up to `slots` slots: each a task, or a group of tasks. A claim that
+        comes back short means nothing more is due: no second claim to learn that."""
         units: list[list[Task]] = []
         while len(units) < slots:
-            tasks = self.tasks.claim(self.id, slots - len(units), self.lease, self.runtime.now())
-            if not tasks:
-                break
+            wanted = slots - len(units)
+            tasks = self.tasks.claim(
+                self.id, wanted, self.lease, self.runtime.now(), look=self._look
+            )
+            self._look = len(tasks) < wanted
             units.extend(self._group(tasks))
+            if len(tasks) < wanted:
+                break
         return units
 
     def _group(self, tasks: list[Task]) -> list[list[Task]]:
@@ -204,23 +225,39 @@ class Worker:
             units.extend(group[i : i + size] for i in range(0, len(group), size))
         return units
 
-    def _claim_into(self, pool: _DaemonPool) -> bool:
+    def _room(self) -> int:
+        """Units the loop may claim now: none until `prefetch` of those it holds are taken
+        up (or a thread is free), then enough to fill every thread and the read-ahead."""
         with self._lock:
-            free = self.concurrency - self._busy
-        if free <= 0:
+            room = self.concurrency + self.prefetch - self._held
+        return room if room >= max(1, self.prefetch) else 0
+
+    def _claim_into(self, pool: _DaemonPool) -> bool:
+        room = self._room()
+        if not room:
             return False
-        units = self._claim(free)
+        units = self._claim(room)
         for unit in units:
             with self._lock:
                 self._inflight.update((task.id, task) for task in unit)
-                self._busy += 1
-            pool.submit(functools.partial(self._execute_and_free, unit))
-        return bool(units)
+                self._held += 1
+                self._waiting.append(unit)
+            pool.submit(self._run_next)
+        # a claim that came back short found all that is due: wait for more (`_idle`)
+        # rather than claim again at once
+        return bool(units) and not self._look
+
+    def _run_next(self) -> None:
+        """A thread's turn: the unit that has waited longest, if the worker has not given
+        it back meanwhile (see `_give_back_waiting`)."""
+        with self._lock:
+            if not self._waiting:
+                return
+            unit = self._waiting.popleft()
+        self._execute_and_free(unit)
 
     def _idle(self) -> None:
-        with self._lock:
-            busy = self._busy >= self.concurrency
-        if busy:
+        if not self._room():
             self._slot_freed.wait(self.poll_interval)
             self._slot_freed.clear()
             return
@@ -238,7 +275,7 @@ class Worker:
             with self._lock:
                 for task in unit:
                     self._inflight.pop(task.id, None)
-                self._busy -= 1
+                self._held -= 1
             self._slot_freed.set()
             self.store._wakeup.set()  # a free slot: look for more work at once
 
@@ -370,7 +407,27 @@ class Worker:
         for task_id in lost:
             log.warning("lease of task %s was lost; its result will be refused", task_id)
 
+    def _give_back_waiting(self) -> None:
+        """At a stop: give back at once the units claimed ahead that no thread has started
+        (their attempts not counted), instead of running them or holding them until the
+        shutdown timeout."""
+        with self._lock:
+            units = list(self._waiting)
+            self._waiting.clear()
+            for unit in units:
+                for task in unit:
+                    self._inflight.pop(task.id, None)
+                self._held -= 1
+        tasks = [task for unit in units for task in unit]
+        if tasks:
+            try:
+                self.tasks.release(tasks, self.runtime.now())
+            except Exception as exc:  # they run again once their leases expire
+                log.warning("could not give back %d task(s): %s", len(tasks), exc)
+        self._slot_freed.set()
+
     def _drain_inflight(self) -> None:
+        self._give_back_waiting()
         deadline = time.monotonic() + self.shutdown_timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -380,6 +437,7 @@ class Worker:
             self._slot_freed.clear()
         with self._lock:
             left = list(self._inflight.values())
+            self._waiting.clear()  # a thread freed now starts nothing
         self._stopping_done.set()
         if left:
             log.warning("giving back %d unfinished task(s)", len(left))

@@ -444,7 +444,7 @@ class Yard:
 
     def run_worker(
         self,
-        concurrency: int = 4,
+        concurrency: int = 8,
         *,
         wait: bool = True,
         lease: float = 30.0,

@@ -16,6 +16,7 @@ from batchyard import (
     HandlerNotFound,
     InvalidInput,
     ItemFailures,
+    LeaseLost,
     NotFound,
     RetryPolicy,
     Yard,
@@ -613,3 +614,30 @@ def test_completed_batches_and_history_are_pruned_after_the_retention(make_yard,
         assert tx.one("SELECT count(*) AS n FROM batchyard_items")["n"] == 1
         assert tx.one("SELECT count(*) AS n FROM batchyard_flushes")["n"] == 0
     assert [b.batch_id for b in yard.get_batch_status("ev")] == ["ev::3"]
+
+
+def test_a_stale_flush_outcome_is_refused_and_writes_none_of_its_books(yard, clock):
+    # The outcome is written in one pipelined round trip: the fenced write of the task must
+    # fail that transaction whole, the item failures and history written with it included.
+    calls = []
+
+    @yard.handler("picky")
+    def picky(items, ctx):
+        calls.append((ctx.attempt, list(items)))
+        if ctx.attempt == 1:
+            raise ItemFailures({0: "no"})
+
+    yard.add_items("ev", [1, 2, 3], max_batch_size=3, on_flush="picky")
+    [stale] = yard.runtime.tasks.claim("lost-worker", 1, lease=5, now=clock.time())
+    clock.advance(6)  # its lease runs out, and another worker takes the flush over
+    [fresh] = yard.runtime.tasks.claim("other-worker", 1, lease=30, now=clock.time())
+    with pytest.raises(LeaseLost):
+        yard._accumulator.flusher.run_flush(stale)
+    assert calls == [(1, [1, 2, 3])]
+    assert yard.get_flush_history("ev") == []
+    [batch] = yard.get_batch_status("ev")
+    assert (batch.status, batch.pending_count, batch.last_error) == (BatchStatus.FLUSHING, 3, None)
+    yard._accumulator.flusher.run_flush(fresh)
+    assert calls[-1] == (2, [1, 2, 3])
+    assert [(r.attempt, r.outcome) for r in yard.get_flush_history("ev")] == [(2, "completed")]
+    assert pending_items(yard) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import orjson
 import pytest
 
 from batchyard import LeaseLost, NotFound, StoreError
@@ -321,3 +322,49 @@ def test_an_idle_worker_wakes_when_another_process_makes_work_due(store_url):
         thread.join()
         waiter.close()
         writer.close()
+
+
+FENCED_WRITES = {
+    "complete": lambda queue, tx, task: queue.complete(tx, task),
+    "retry": lambda queue, tx, task: queue.retry(tx, task, "boom", 1.0),
+    "dead_letter": lambda queue, tx, task: queue.dead_letter(tx, task, "boom"),
+    "postpone": lambda queue, tx, task: queue.postpone(tx, task, 1.0),
+    "fence": lambda queue, tx, task: queue.fence(tx, task),
+}
+
+
+@pytest.mark.parametrize("write", list(FENCED_WRITES))
+def test_a_stale_token_fails_a_pipelined_transaction_whole(store, clock, queue, write):
+    # In a pipelined transaction no statement's result is known before the commit is sent:
+    # the fenced write must fail by itself, and take the writes around it down with it.
+    enqueue(queue, clock.time())
+    [stale] = queue.claim("w1", 1, lease=5, now=clock.time())
+    clock.advance(6)
+    [fresh] = queue.claim("w2", 1, lease=5, now=clock.time())  # takes it over
+    with pytest.raises(LeaseLost), store.transaction(clock.time(), pipeline=True) as tx:
+        tx.execute("INSERT INTO batchyard_batch_bases (base_id) VALUES ('before')")
+        FENCED_WRITES[write](queue, tx, stale)
+        tx.execute("INSERT INTO batchyard_batch_bases (base_id) VALUES ('after')")
+    with store.transaction() as tx:
+        assert tx.all("SELECT base_id FROM batchyard_batch_bases") == []
+        assert tx.all("SELECT id FROM batchyard_dead_tasks") == []
+        row = tx.one("SELECT state, token, worker_id, attempts FROM batchyard_tasks")
+    assert dict(row) == {"state": "running", "token": fresh.token, "worker_id": "w2", "attempts": 2}
+    # the same transaction with the live token commits whole
+    with store.transaction(clock.time(), pipeline=True) as tx:
+        tx.execute("INSERT INTO batchyard_batch_bases (base_id) VALUES ('before')")
+        FENCED_WRITES[write](queue, tx, fresh)
+        tx.execute("INSERT INTO batchyard_batch_bases (base_id) VALUES ('after')")
+    with store.transaction() as tx:
+        assert len(tx.all("SELECT base_id FROM batchyard_batch_bases")) == 2
+
+
+def test_rows_asked_for_later_are_read_after_a_pipelined_commit(store, clock, queue):
+    for n in range(3):
+        enqueue(queue, clock.time(), payload={"n": n})
+    with store.transaction(clock.time(), pipeline=True) as tx:
+        rows = tx.later("SELECT payload FROM batchyard_tasks ORDER BY id")
+        count = tx.later("SELECT count(*) AS n FROM batchyard_tasks")
+        tx.execute("DELETE FROM batchyard_tasks")
+    assert [orjson.loads(r["payload"])["n"] for r in rows.all()] == [0, 1, 2]
+    assert count.all()[0]["n"] == 3

@@ -138,19 +138,21 @@ class Flusher:
                 f"was lost (last error: {task.last_error})",
             )
             return
-        with self.store.transaction(self.runtime.now()) as tx:
-            # a timer that fires on an open batch closes it: that is the interval flush
-            batch = self._close(tx, batch_id, FlushReason.INTERVAL)
-            if batch is None or batch["status"] != BatchStatus.FLUSHING:
-                self.tasks.complete(tx, task)  # deleted, completed or dead: nothing to do
-                return
-            tx.execute(
-                "UPDATE batchyard_batches SET attempts = attempts + 1 WHERE batch_id = :batch_id",
-                {"batch_id": batch_id},
+        # one round trip: both statements sent at once, their rows read after the commit
+        with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
+            started_rows = tx.later(
+                sql.START_FLUSH, {"batch_id": batch_id, "reason": str(FlushReason.INTERVAL)}
             )
-            rows = tx.all(sql.PENDING_ITEMS, {"batch_no": batch["batch_no"]})
+            pending = tx.later(sql.PENDING_ITEMS_OF_FLUSHING, {"batch_id": batch_id})
+        [batch] = started_rows.all() or [None]
+        if batch is None:
+            # deleted, completed or dead: nothing to do
+            with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
+                self.tasks.complete(tx, task)
+            return
+        rows = pending.all()
         if not rows:  # every item already delivered (a partial flush's last retry raced)
-            with self.store.transaction(self.runtime.now()) as tx:
+            with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
                 self.tasks.complete(tx, task)
                 self._finish(tx, batch_id)
             return
@@ -158,7 +160,7 @@ class Flusher:
             batch_id=batch_id,
             base_id=batch["base_id"],
             sequence=int(batch["sequence"]),
-            attempt=int(batch["attempts"]) + 1,
+            attempt=int(batch["attempts"]),
             idempotency_key=batch["idempotency_key"],
             reason=batch["flush_reason"],
         )
@@ -220,7 +222,9 @@ class Flusher:
             else self.runtime.retry.next_delay(task.attempts, max_attempts=task.max_attempts)
         )
         dead = outcome != "completed" and delay is None
-        with self.store.transaction(self.runtime.now()) as tx:
+        # one round trip: the task's write is fenced by its token with `Tx.require`, which
+        # fails the whole pipelined transaction (rolled back) when the token is stale
+        with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
             batch_id = context.batch_id
             if outcome == "completed":
                 self.tasks.complete(tx, task)

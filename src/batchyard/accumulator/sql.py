@@ -131,10 +131,35 @@ BATCH_COLUMNS = (
     "b.last_error, b.created_at, b.updated_at, b.completed_at, "
     f"{ITEM_COUNT} AS item_count, {PENDING_COUNT} AS pending_count"
 )
-# Pending items: those a partial flush recorded as failed, or all of them when none did.
-PENDING_ITEMS = (
-    "SELECT i.position, i.payload FROM batchyard_items i WHERE i.batch_no = :batch_no AND ("
-    "NOT EXISTS (SELECT 1 FROM batchyard_item_failures f WHERE f.batch_no = :batch_no) OR "
-    "EXISTS (SELECT 1 FROM batchyard_item_failures f WHERE f.batch_no = i.batch_no "
-    "AND f.position = i.position)) ORDER BY i.position"
+# The start of a flush attempt, in one statement: a batch still open is closed (a timer
+# that fires on an open batch is the interval flush) and the attempt is counted, durably
+# before the handler runs. No row: the batch is deleted, completed or dead.
+START_FLUSH = (
+    "UPDATE batchyard_batches SET status = 'flushing', attempts = attempts + 1, "
+    "flush_reason = CASE WHEN status = 'accumulating' THEN :reason ELSE flush_reason END, "
+    "flush_requested_at = CASE WHEN status = 'accumulating' THEN {now} "
+    "ELSE flush_requested_at END, "
+    "updated_at = CASE WHEN status = 'accumulating' THEN {now} ELSE updated_at END "
+    "WHERE batch_id = :batch_id AND status IN ('accumulating', 'flushing') "
+    "RETURNING batch_no, base_id, sequence, handler, attempts, idempotency_key, flush_reason"
+)
+
+
+def _pending_items(batch_no: str) -> str:
+    """Pending items: those a partial flush recorded as failed, or all of them when none
+    did; `batch_no` is the SQL that gives the batch's number."""
+    return (
+        f"SELECT i.position, i.payload FROM batchyard_items i WHERE i.batch_no = {batch_no} "
+        "AND (NOT EXISTS (SELECT 1 FROM batchyard_item_failures f "
+        f"WHERE f.batch_no = {batch_no}) OR "
+        "EXISTS (SELECT 1 FROM batchyard_item_failures f WHERE f.batch_no = i.batch_no "
+        "AND f.position = i.position)) ORDER BY i.position"
+    )
+
+
+PENDING_ITEMS = _pending_items(":batch_no")
+# The same of a flushing batch found by its id, so that the query can be sent with
+# START_FLUSH, before that statement's row is back.
+PENDING_ITEMS_OF_FLUSHING = _pending_items(
+    "(SELECT batch_no FROM batchyard_batches WHERE batch_id = :batch_id AND status = 'flushing')"
 )

@@ -26,7 +26,7 @@ from batchyard.store import DEFAULT_URL, open_store
 def worker(
     app_path: AppOption = None,
     store: StoreOption = None,
-    concurrency: ConcurrencyOption = 4,
+    concurrency: ConcurrencyOption = 8,
     lease: Annotated[
         float,
         typer.Option(

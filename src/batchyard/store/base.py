@@ -43,11 +43,17 @@ class Tx:
     statements can be sent before any result is read.
     """
 
-    def __init__(self, store: Store, connection: Any, now: float | None) -> None:
+    def __init__(
+        self, store: Store, connection: Any, now: float | None, *, pipelined: bool = False
+    ) -> None:
         self.store = store
         self.connection = connection
         self.now = now
+        self.pipelined = pipelined
         self.after_commit: list[Callable[[], None]] = []
+        # what each `require` raises when its statement wrote nothing, by the statement's
+        # number (a pipelined transaction learns it only when the pipeline syncs)
+        self.required: list[Exception] = []
 
     def execute(self, sql: str, params: Params | None = None) -> Cursor:
         bound = (
@@ -78,6 +84,24 @@ class Tx:
     def one(self, sql: str, params: Params | None = None) -> Any:
         return self.execute(sql, params).fetchone()
 
+    def later(self, sql: str, params: Params | None = None) -> Rows:
+        """Run a query whose rows are read once the transaction has ended (`Rows.all`): in a
+        pipelined transaction, reading them inside it would wait for them - a round trip of
+        its own - where after it they came with the commit."""
+        cursor = self.execute(sql, params)
+        return Rows(cursor if self.pipelined else cursor.fetchall())
+
+    def require(self, sql: str, params: Params, lost: Exception) -> None:
+        """Run a write statement that must change a row (a fenced write: ``... RETURNING``
+        something), and fail the whole transaction with `lost` when it changed none - at
+        once, or in a pipelined transaction when the pipeline syncs: the statement is then
+        wrapped by the store so that it fails by itself, and the transaction rolls back."""
+        if self.pipelined:
+            self.required.append(lost)
+            self.execute(self.store.required_sql(sql, len(self.required) - 1), params)
+        elif not self.execute(sql, params).fetchall():  # stepped to its end: done with
+            raise lost
+
     def stream(self, sql: str, params: Params | None = None, size: int = 1000) -> Iterator[Any]:
         """Yield the rows of a query as plain tuples in column order, a few at a time, never
         holding the whole result (on PostgreSQL through a server-side cursor)."""
@@ -98,10 +122,26 @@ class Tx:
         return float(self.one("SELECT {now} AS now")["now"])
 
 
+class Rows:
+    """A query's rows, read when asked (see `Tx.later`)."""
+
+    def __init__(self, source: Cursor | list[Any]) -> None:
+        self._source = source
+
+    def all(self) -> list[Any]:
+        if isinstance(self._source, list):
+            return self._source
+        return self._source.fetchall()
+
+
 class Store:
     """Base of both backends: transactions, migrations and the durable task engine."""
 
     dialect: ClassVar[str]
+    # Every write transaction queues for the store's one writer (SQLite): an idle poller
+    # then looks without the write lock before it claims. Where writers do not queue
+    # (PostgreSQL, claims with SKIP LOCKED), the claim itself is the cheapest look.
+    single_writer: ClassVar[bool] = False
     fragments: ClassVar[dict[str, str]]
     _prepared: ClassVar[dict[str, str]] = {}
 
@@ -117,7 +157,8 @@ class Store:
         """Context manager yielding a `Tx` that commits on success, rolls back on error.
         ``write=False`` is a read snapshot that takes no write lock. ``pipeline=True`` lets
         PostgreSQL send statements without waiting for each result (read a cursor's rows to
-        wait); `rowcount` is not known until then, so fenced writes do not use it."""
+        wait; `Tx.later` reads them after the commit instead); `rowcount` is not known
+        until then, so fenced writes use `Tx.require`."""
         raise NotImplementedError
 
     # One write statement as a transaction of its own: no BEGIN or COMMIT to send. Only for
@@ -125,14 +166,26 @@ class Store:
 
     def one(self, sql: str, params: Params, now: float | None = None) -> Any:
         """Run one write statement as a transaction of its own; return its first row."""
-        return self._alone(sql, params, now, returning=True)
+        rows = self._alone(sql, params, now, returning=True)
+        return rows[0] if rows else None
+
+    def all(self, sql: str, params: Params, now: float | None = None) -> list[Any]:
+        """Run one write statement as a transaction of its own; return all its rows."""
+        rows: list[Any] = self._alone(sql, params, now, returning=True)
+        return rows
 
     def execute(self, sql: str, params: Params, now: float | None = None) -> int:
         """Run one write statement as a transaction of its own; return the rows it changed."""
         return int(self._alone(sql, params, now, returning=False))
 
     def _alone(self, sql: str, params: Params, now: float | None, returning: bool) -> Any:
-        """The backend's statement alone: its first row (`returning`), or its row count."""
+        """The backend's statement alone: all its rows (`returning`), or its row count."""
+        raise NotImplementedError
+
+    def required_sql(self, sql: str, number: int) -> str:
+        """`sql`, a write with ``RETURNING``, made to fail when it returns no row, in a way
+        that `transaction()` knows as the `number`th `Tx.require` of a pipelined
+        transaction (only backends that pipeline need it)."""
         raise NotImplementedError
 
     def snapshot(self) -> Any:
@@ -168,6 +221,11 @@ class Store:
     def watch_for_work(self) -> None:
         """Remember what this thread has seen, so that a commit landing between now and its
         next `wait_for_work` still wakes that wait (a claim calls it before it looks)."""
+
+    def reserve_connections(self, count: int) -> None:
+        """Make room for `count` more threads that use the store at once (a worker's; a
+        negative count gives the room back), where the store keeps a bounded pool of
+        connections; nothing where it does not."""
 
     def close(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

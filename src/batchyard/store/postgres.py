@@ -57,6 +57,7 @@ _TRANSIENT = (
     pg_errors.QueryCanceled,
 )
 _STREAMS = itertools.count()
+_REQUIRED = "batchyard-required-"  # marks a failed `Tx.require` (see `required_sql`)
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
@@ -227,7 +228,7 @@ class PostgresStore(Store):
         # costs one round trip
         with self._connection() as conn:
             cursor = conn.execute(self.prepare(sql), {**params, "now": self.now_value(now)})
-            return cursor.fetchone() if returning else cursor.rowcount
+            return cursor.fetchall() if returning else cursor.rowcount
 
     @contextmanager
     def transaction(
@@ -235,9 +236,15 @@ class PostgresStore(Store):
     ) -> Iterator[Tx]:
         with self._connection() as conn:
             if pipeline:
-                with _pipelined_transaction(conn) as connection:
-                    tx = Tx(self, connection, now)
-                    yield tx
+                tx = Tx(self, conn, now, pipelined=True)
+                try:
+                    with _pipelined_transaction(conn):
+                        yield tx
+                except pg_errors.InvalidTextRepresentation as exc:
+                    lost = _required_failed(tx, exc)
+                    if lost is None:
+                        raise
+                    raise lost from None
             else:
                 with conn.transaction():
                     tx = Tx(self, conn, now)
@@ -262,6 +269,16 @@ class PostgresStore(Store):
     def _convert(sql: str) -> str:
         # psycopg's placeholders are %(name)s: a % of the SQL itself (modulo) is doubled
         return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+    def required_sql(self, sql: str, number: int) -> str:
+        # No statement of plain SQL raises an error of our choosing, but a cast does fail on
+        # the text it is given: one that names the statement, built from the count of rows
+        # written (so the planner cannot fold it into a failure before the write has run)
+        return (
+            f"WITH required AS ({sql}) SELECT CASE WHEN COUNT(*) = 0 THEN "
+            f"CAST('{_REQUIRED}{number}:' || CAST(COUNT(*) AS TEXT) AS INTEGER) END "
+            "FROM required"
+        )
 
     def _notify_sql(self) -> str:
         return f"SELECT pg_notify('{_CHANNEL}', '')"
@@ -296,12 +313,28 @@ class PostgresStore(Store):
                 self._wakeup.wait(timeout)
         self._wakeup.clear()
 
+    def reserve_connections(self, count: int) -> None:
+        # a worker's threads each hold a connection for their transaction: without room of
+        # their own they would wait for the connections of the application's threads
+        min_size, max_size = self._pool_size
+        self._pool_size = (min_size, max_size + count)
+        self._pool_here().resize(min_size, max_size + count)
+
     def close(self) -> None:
         with self._listener_lock:
             if self._listener is not None:
                 self._listener.close()
                 self._listener = None
         self._pool.close()
+
+
+def _required_failed(tx: Tx, exc: psycopg.Error) -> Exception | None:
+    """The error of the `Tx.require` whose statement failed the pipeline (see
+    `PostgresStore.required_sql`), or None when `exc` is not one of ours."""
+    match = re.search(rf"{_REQUIRED}(\d+):", str(exc))
+    if match is None or int(match[1]) >= len(tx.required):
+        return None
+    return tx.required[int(match[1])]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -37,6 +37,7 @@ _POLL_SECONDS = 0.01  # how often an idle worker looks at PRAGMA data_version
 
 class SQLiteStore(Store):
     dialect = "sqlite"
+    single_writer = True
     fragments: ClassVar[dict[str, str]] = {
         "now": ":now",
         "skip_locked": "",
@@ -187,8 +188,7 @@ class SQLiteStore(Store):
             cursor = conn.execute(self.prepare(sql), {**params, "now": self.now_value(now)})
             if not returning:
                 return cursor.rowcount
-            rows = cursor.fetchall()
-            return rows[0] if rows else None
+            return cursor.fetchall()
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
         finally:

@@ -19,7 +19,7 @@ import orjson
 from batchyard import metrics
 from batchyard.errors import LeaseLost, NotFound
 from batchyard.store import Store, Tx
-from batchyard.store.base import Cursor, Row
+from batchyard.store.base import Row
 
 
 # The claim, in one statement: pick due tasks in due order, bump their fencing token and
@@ -116,25 +116,37 @@ class TaskQueue:
     def fence(self, tx: Tx, task: Task) -> None:
         """Make this transaction commit only while `task` is still held with its token (a
         partial result of a long task is fenced like its completion)."""
-        cursor = tx.execute(
-            "UPDATE batchyard_tasks SET updated_at = {now} WHERE id = :id AND token = :token",
+        tx.require(
+            "UPDATE batchyard_tasks SET updated_at = {now} WHERE id = :id AND token = :token "
+            "RETURNING id",
             {"id": task.id, "token": task.token},
+            _lost(task),
         )
-        self._fenced(cursor, task)
 
     def claim(
-        self, worker_id: str, limit: int, lease: float, now: float | None = None
+        self,
+        worker_id: str,
+        limit: int,
+        lease: float,
+        now: float | None = None,
+        *,
+        look: bool = True,
     ) -> list[Task]:
         """Take up to `limit` due tasks - queued ones whose time has come and running ones
-        whose lease expired - with a new fencing token and a lease of `lease` seconds."""
+        whose lease expired - with a new fencing token and a lease of `lease` seconds.
+
+        The claim is one statement, a transaction of its own (no BEGIN or COMMIT to wait
+        for). On a store with one writer an idle poller first looks without the write lock,
+        so that it does not queue behind producers for SQLite's writer; ``look=False`` skips
+        that look when work is known to be waiting (the last claim came back full)."""
         self.store.watch_for_work()
-        # look first without the write lock: idle workers polling must not queue up
-        # behind producers for SQLite's single writer slot
-        with self.store.transaction(now, write=False) as tx:
-            if tx.one("SELECT id FROM batchyard_tasks WHERE due_at <= {now} LIMIT 1") is None:
-                return []
-        with self.store.transaction(now) as tx:
-            rows = tx.all(CLAIM_SQL, {"limit": limit, "worker_id": worker_id, "lease": lease})
+        if look and self.store.single_writer:
+            with self.store.transaction(now, write=False) as tx:
+                if tx.one("SELECT id FROM batchyard_tasks WHERE due_at <= {now} LIMIT 1") is None:
+                    return []
+        rows = self.store.all(
+            CLAIM_SQL, {"limit": limit, "worker_id": worker_id, "lease": lease}, now
+        )
         return sorted((_task(row) for row in rows), key=lambda t: t.id)
 
     def claim_group(
@@ -148,17 +160,17 @@ class TaskQueue:
     ) -> list[Task]:
         """Like `claim`, but only tasks of `kind` whose key starts with `prefix`: the rest of
         a group that one worker does at once (the chunks of one job)."""
-        with self.store.transaction(now) as tx:
-            rows = tx.all(
-                CLAIM_GROUP_SQL,
-                {
-                    "limit": limit,
-                    "worker_id": worker_id,
-                    "lease": lease,
-                    "kind": kind,
-                    "prefix": prefix,
-                },
-            )
+        rows = self.store.all(
+            CLAIM_GROUP_SQL,
+            {
+                "limit": limit,
+                "worker_id": worker_id,
+                "lease": lease,
+                "kind": kind,
+                "prefix": prefix,
+            },
+            now,
+        )
         return sorted((_task(row) for row in rows), key=lambda t: t.id)
 
     def heartbeat(
@@ -182,12 +194,13 @@ class TaskQueue:
         return lost
 
     def complete(self, tx: Tx, task: Task) -> None:
-        """Remove a finished task, refusing a stale token (the caller's writes roll back)."""
-        cursor = tx.execute(
-            "DELETE FROM batchyard_tasks WHERE id = :id AND token = :token",
+        """Remove a finished task, refusing a stale token (the caller's writes roll back).
+        Fenced by `Tx.require`, so it may be written in a pipelined transaction."""
+        tx.require(
+            "DELETE FROM batchyard_tasks WHERE id = :id AND token = :token RETURNING id",
             {"id": task.id, "token": task.token},
+            _lost(task),
         )
-        self._fenced(cursor, task)
 
     def complete_many(self, tx: Tx, tasks: Sequence[Task]) -> None:
         """Remove finished tasks in one statement, all or none: one stale token among them
@@ -205,25 +218,25 @@ class TaskQueue:
 
     def retry(self, tx: Tx, task: Task, error: str, delay: float) -> None:
         """Queue the task again after `delay` seconds, keeping its error."""
-        cursor = tx.execute(
+        tx.require(
             "UPDATE batchyard_tasks SET state = 'queued', due_at = {now} + :delay, "
             "last_error = :error, worker_id = NULL, updated_at = {now} "
-            "WHERE id = :id AND token = :token",
+            "WHERE id = :id AND token = :token RETURNING id",
             {"id": task.id, "token": task.token, "error": error, "delay": float(delay)},
+            _lost(task),
         )
-        self._fenced(cursor, task)
         tx.after_commit.append(metrics.TASK_RETRIES.labels(task.kind).inc)
 
     def postpone(self, tx: Tx, task: Task, delay: float) -> None:
         """Queue the task again after `delay` seconds without counting this attempt (it was
         not tried: something it must wait for is still busy)."""
-        cursor = tx.execute(
+        tx.require(
             "UPDATE batchyard_tasks SET state = 'queued', due_at = {now} + :delay, "
             "attempts = attempts - 1, worker_id = NULL, updated_at = {now} "
-            "WHERE id = :id AND token = :token",
+            "WHERE id = :id AND token = :token RETURNING id",
             {"id": task.id, "token": task.token, "delay": float(delay)},
+            _lost(task),
         )
-        self._fenced(cursor, task)
 
     def release(self, tasks: Sequence[Task], now: float | None = None) -> None:
         """Give leases back at shutdown: due at once, and the attempt does not count."""
@@ -241,14 +254,14 @@ class TaskQueue:
     def dead_letter(self, tx: Tx, task: Task, error: str) -> None:
         """Move the task to the dead letters with its last error."""
         params = {"id": task.id, "token": task.token, "error": error}
-        cursor = tx.execute(
+        tx.require(
             "INSERT INTO batchyard_dead_tasks "
             "(id, kind, key, payload, attempts, max_attempts, last_error, created_at, died_at) "
             "SELECT id, kind, key, payload, attempts, max_attempts, :error, created_at, {now} "
-            "FROM batchyard_tasks WHERE id = :id AND token = :token",
+            "FROM batchyard_tasks WHERE id = :id AND token = :token RETURNING id",
             params,
+            _lost(task),
         )
-        self._fenced(cursor, task)
         tx.execute("DELETE FROM batchyard_tasks WHERE id = :id", params)
         tx.after_commit.append(metrics.TASK_DEAD_LETTERS.labels(task.kind).inc)
 
@@ -335,13 +348,12 @@ class TaskQueue:
             row = tx.one("SELECT MIN(due_at) - {now} AS wait FROM batchyard_tasks")
         return None if row["wait"] is None else max(0.0, float(row["wait"]))
 
-    @staticmethod
-    def _fenced(cursor: Cursor, task: Task) -> None:
-        if cursor.rowcount != 1:
-            raise LeaseLost(
-                f"task {task.id} ({task.kind}) is no longer held with token {task.token}",
-                task_id=task.id,
-            )
+
+def _lost(task: Task) -> LeaseLost:
+    return LeaseLost(
+        f"task {task.id} ({task.kind}) is no longer held with token {task.token}",
+        task_id=task.id,
+    )
 
 
 def _task(row: Row) -> Task:

@@ -1,0 +1,68 @@
+"""The worker's claim loop: how much it holds, and what it gives back at a stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from batchyard import Yard
+from batchyard.accumulator.records import FLUSH_TASK
+
+
+def tasks_by_state(yard: Yard) -> dict[str, int]:
+    with yard.store.transaction(write=False) as tx:
+        rows = tx.all(
+            "SELECT state, count(*) AS n FROM batchyard_tasks WHERE kind = :kind GROUP BY state",
+            {"kind": FLUSH_TASK},
+        )
+    return {row["state"]: int(row["n"]) for row in rows}
+
+
+def wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.01)
+
+
+def test_a_worker_claims_ahead_no_more_than_its_prefetch_and_gives_back_what_it_did_not_start(
+    make_yard, clock
+):
+    yard = make_yard(clock=clock)
+    gate = threading.Event()
+    started: list[int] = []
+
+    @yard.handler("slow")
+    def slow(items, ctx):
+        started.append(items[0])
+        gate.wait(60)
+
+    for n in range(6):  # six flushes due
+        yard.add_items("ev", [n], max_batch_size=1, on_flush="slow")
+    worker = yard.worker(concurrency=2, prefetch=1, poll_interval=0.01)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        wait_until(lambda: len(started) == 2, "both threads ran a flush")
+        wait_until(lambda: tasks_by_state(yard).get("running") == 3, "one claimed ahead")
+        turns = set()
+        wait_until(lambda: len(turns.add(worker.last_cycle) or turns) > 3, "the loop turned")
+        # both threads busy and one task waiting for them: the loop claims nothing more,
+        # and the waiting task's lease is kept by the heartbeat like the running ones'
+        assert tasks_by_state(yard) == {"running": 3, "queued": 3}
+        assert len(started) == 2 and len(worker._inflight) == 3
+        worker.stop()
+        # the task claimed ahead goes back at once, its attempt not counted, while the two
+        # that started still run
+        wait_until(lambda: tasks_by_state(yard).get("queued") == 4, "the waiting one given back")
+        assert len(started) == 2
+    finally:
+        gate.set()
+        thread.join(60)
+    assert not thread.is_alive()
+    assert sorted(started) == sorted(set(started)) and len(started) == 2
+    with yard.store.transaction(write=False) as tx:
+        rows = tx.all(
+            "SELECT state, attempts FROM batchyard_tasks WHERE kind = :kind", {"kind": FLUSH_TASK}
+        )
+    assert [(row["state"], row["attempts"]) for row in rows] == [("queued", 0)] * 4
