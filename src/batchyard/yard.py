@@ -12,6 +12,7 @@ from batchyard.accumulator import (
     AddResult,
     BatchInfo,
     BatchItem,
+    BatchPage,
     DiscardResult,
     FlushRecord,
     FlushResult,
@@ -24,7 +25,14 @@ from batchyard.aggregator import (
     Streams,
 )
 from batchyard.bulk.export import export_to_format
-from batchyard.bulk.records import BulkItemError, BulkItemResult, BulkJob, BulkJobStats, DeadChunk
+from batchyard.bulk.records import (
+    BulkItemError,
+    BulkItemResult,
+    BulkJob,
+    BulkJobStats,
+    DeadChunk,
+    Submission,
+)
 from batchyard.bulk.search import SearchHit, search
 from batchyard.bulk.service import BulkJobs
 from batchyard.clock import Clock, SystemClock, seconds
@@ -146,9 +154,18 @@ class Yard:
         """Batches across all base ids, most recently changed first."""
         return self._accumulator.reader.list_batches(status, limit)
 
-    def get_flush_history(self, batch_id: str, limit: int = 20) -> list[FlushRecord]:
-        """Flush attempts of a base id or batch, newest first."""
-        return self._accumulator.reader.get_flush_history(batch_id, limit)
+    def page_batches(
+        self, status: str | None = None, *, limit: int = 100, cursor: int | None = None
+    ) -> BatchPage:
+        """Batches across all base ids, newest first, a page at a time: pass a page's
+        `next_cursor` as `cursor` for the next one."""
+        return self._accumulator.reader.page_batches(status, limit, cursor)
+
+    def get_flush_history(
+        self, batch_id: str, limit: int = 20, offset: int = 0
+    ) -> list[FlushRecord]:
+        """Flush attempts of a base id or batch, newest first (skipping `offset`)."""
+        return self._accumulator.reader.get_flush_history(batch_id, limit, offset)
 
     def delete_batch(self, batch_id: str) -> None:
         """Delete a batch that is neither flushing nor holding pending items."""
@@ -231,9 +248,10 @@ class Yard:
         return self._iterators.status(job_id)
 
     def list_iterator_jobs(
-        self, status: str | None = None, limit: int = 100
+        self, status: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[IteratorStatus]:
-        return self._iterators.list(status, limit)
+        """Jobs, most recently changed first (skipping `offset`)."""
+        return self._iterators.list(status, limit, offset)
 
     def delete_iterator_job(self, job_id: str) -> None:
         """Delete a job that is no longer running."""
@@ -332,6 +350,18 @@ class Yard:
         raises `InvalidInput` (or `MissingExtra` for embeddings without their extra). The
         same `request_id` returns the first job instead of creating a second."""
         return self._jobs.create(type, items, input=input, options=options, request_id=request_id)
+
+    def submit_batch_job(
+        self,
+        type: str,
+        items: Sequence[Any] | None = None,
+        *,
+        input: Any = None,
+        options: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> Submission:
+        """`create_batch_job`, also saying whether `request_id` replayed an earlier job."""
+        return self._jobs.submit(type, items, input=input, options=options, request_id=request_id)
 
     def get_batch_job(self, job_id: str) -> BulkJob:
         return self._jobs.get(job_id)

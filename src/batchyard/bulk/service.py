@@ -31,6 +31,7 @@ from batchyard.bulk.records import (
     BulkJobStats,
     BulkJobStatus,
     DeadChunk,
+    Submission,
     job_record,
 )
 from batchyard.bulk.things import (
@@ -47,6 +48,7 @@ CHUNK_SIZE = 100
 CHUNK_ATTEMPTS = 4  # the first try and 3 retries, then the dead letters
 MAX_ITEMS_PER_JOB = 1_000_000
 PAGE_LIMIT = 1000
+LISTED_ERRORS = 10  # the first errors of each failed job a list shows (`get` shows 100)
 
 
 def job_types() -> dict[str, JobType]:
@@ -76,6 +78,19 @@ class BulkJobs:
         options: dict[str, Any] | None = None,
         request_id: str | None = None,
     ) -> str:
+        return self.submit(type, items, input=input, options=options, request_id=request_id).job_id
+
+    def submit(
+        self,
+        type: str,
+        items: Sequence[Any] | None = None,
+        *,
+        input: Any = None,
+        options: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> Submission:
+        """`create`, saying whether the job was made now or an earlier request with the
+        same `request_id` had made it (a replay, which an API reports as such)."""
         kind = self.types.get(type) if isinstance(type, str) else None
         if kind is None:
             raise InvalidInput(
@@ -115,7 +130,7 @@ class BulkJobs:
             fingerprint = hashlib.sha256(text).hexdigest()
             existing = self._by_request(request_id, fingerprint)
             if existing is not None:
-                return existing
+                return Submission(existing, replayed=True)
 
         valid: list[list[Any]] = []
         errors: list[dict[str, Any]] = []
@@ -141,8 +156,8 @@ class BulkJobs:
             assert fingerprint is not None
             existing = self._by_request(str(request_id), fingerprint)
             assert existing is not None
-            return existing
-        return job_id
+            return Submission(existing, replayed=True)
+        return Submission(job_id, replayed=False)
 
     def _insert(
         self,
@@ -324,7 +339,14 @@ class BulkJobs:
                     "offset": max(0, int(offset)),
                 },
             )
-        return [job_record(row, [], []) for row in rows]
+            # a failed job's first errors say why at a glance; one read per failed job,
+            # in the same snapshot as the list
+            errors = {
+                row["id"]: self._errors(tx, row["id"], -1, LISTED_ERRORS)
+                for row in rows
+                if row["failed"]
+            }
+        return [job_record(row, errors.get(row["id"], []), []) for row in rows]
 
     def errors(self, job_id: str, after: int = -1, limit: int = 100) -> list[BulkItemError]:
         with self.store.transaction(write=False) as tx:
@@ -352,7 +374,7 @@ class BulkJobs:
             }
         completed, failed = counts.get("completed", 0), counts.get("failed", 0)
         finished = completed + failed
-        rate = 100.0 * completed / finished if finished else 0.0
+        rate = completed / finished if finished else 0.0
         return BulkJobStats(
             total=sum(counts.values()),
             pending=counts.get("pending", 0),
@@ -360,7 +382,8 @@ class BulkJobs:
             completed=completed,
             failed=failed,
             cancelled=counts.get("cancelled", 0),
-            success_rate=f"{rate:.2f}%",
+            success_rate=f"{100.0 * rate:.2f}%",
+            success_rate_value=rate,
         )
 
     @staticmethod
