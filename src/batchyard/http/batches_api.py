@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from batchyard.accumulator import AddResult, BatchInfo, BatchStatus, FlushRecord, FlushResult
 from batchyard.accumulator.items import MAX_PAGE, BatchItem, DiscardResult
+from batchyard.http.limits import MAX_ITEMS_PER_REQUEST
 from batchyard.http.paging import (
     Cursor,
     Limit,
@@ -24,7 +25,6 @@ from batchyard.http.paging import (
 from batchyard.yard import Yard
 
 router = APIRouter(tags=["batches"])
-MAX_ITEMS_PER_REQUEST = 10_000
 
 
 class AddItems(BaseModel):

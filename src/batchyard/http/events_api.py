@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
-from batchyard.http.batches_api import MAX_ITEMS_PER_REQUEST
+from batchyard.http.limits import MAX_ITEMS_PER_REQUEST
 from batchyard.yard import Yard
 
 router = APIRouter(tags=["events"])

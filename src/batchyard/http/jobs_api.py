@@ -77,7 +77,20 @@ def _yard(request: Request) -> Yard:
     return yard
 
 
-@router.post("/batch", tags=["jobs"])
+@router.post(
+    "/batch",
+    tags=["jobs"],
+    responses={
+        200: {
+            "headers": {
+                REPLAYED_HEADER: {
+                    "description": "`true` when the Idempotency-Key replayed an earlier job",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            }
+        }
+    },
+)
 def create_job(
     body: CreateJob,
     request: Request,
