@@ -77,6 +77,19 @@ def test_get_batches_answers_itself_and_pages_with_a_cursor(client):
     assert flushing["data"][0]["item_count"] == 3  # numbers are numbers
 
 
+def test_a_batch_changed_between_pages_is_listed_once(client):
+    for n in range(4):
+        add(client, f"base-{n}", [n])
+    first = client.get("/batches", params={"limit": 2}).json()
+    assert [b["batch_id"] for b in first["data"]] == ["base-3::0", "base-2::0"]
+    add(client, "base-0", [10])  # the oldest batch changes; a new base starts
+    add(client, "base-9", [9])
+    rest = client.get("/batches", params={"limit": 10, "cursor": first["next_cursor"]}).json()
+    # pages follow the batches' numbers, not their last change: nothing repeats or jumps
+    assert [b["batch_id"] for b in rest["data"]] == ["base-1::0", "base-0::0"]
+    assert rest["data"][1]["item_count"] == 2 and rest["total"] == 5
+
+
 def test_unknown_filters_and_bad_cursors_are_422_naming_the_parameter(client):
     for path in ("/batches", "/iterators"):
         response = client.get(path, params={"status": "bogus"})
