@@ -16,9 +16,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from _harness import fresh_postgres, fresh_sqlite, median_rate, median_rates, print_table, timed
+from _harness import fresh_postgres, fresh_sqlite, median_rates, print_table, timed
 from batchyard import Yard
 from raw import raw_postgres_inserts, raw_sqlite_inserts
 
@@ -78,48 +80,56 @@ def end_to_end(url: str, items: int) -> int:
 
 def drain(url: str, items: int, processes: int) -> tuple[int, float]:
     """Flush `items` already-added items with `processes` worker processes."""
+    yard = noop_yard(url)
+    try:
+        with worker_processes(url, processes, yard, concurrency=4):
+            start = time.perf_counter()
+            yard.add_items(
+                "bench",
+                [{"i": n, **ITEM} for n in range(items)],
+                max_batch_size=100,
+                on_flush="noop",
+            )
+            while _count(
+                yard, "SELECT count(*) AS n FROM batchyard_tasks WHERE kind = 'accumulator.flush'"
+            ):
+                time.sleep(0.01)
+            return items, time.perf_counter() - start
+    finally:
+        yard.close()
+
+
+@contextmanager
+def worker_processes(
+    url: str, processes: int, yard: Yard, concurrency: int | None = None
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`batchyard worker` processes with a no-op handler on `url`, registered (as `yard`, on
+    the same database, sees) when this yields; terminated on leaving."""
     env = {**os.environ, "BATCHYARD_STORE": url, "PYTHONPATH": str(HERE)}
+    command = [sys.executable, "-m", "batchyard", "worker", "--app", "_noop_app:yard"]
+    if concurrency is not None:
+        command += ["--concurrency", str(concurrency)]
     workers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "batchyard",
-                "worker",
-                "--app",
-                "_noop_app:yard",
-                "--concurrency",
-                "4",
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-        )
+        # stdout only says how many tasks each ran; warnings and errors go to stderr
+        subprocess.Popen([*command, "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL)
         for _ in range(processes)
     ]
-    yard = noop_yard(url)
     try:
         while _count(yard, "SELECT count(*) AS n FROM batchyard_workers") < processes:
             time.sleep(0.05)
-        start = time.perf_counter()
-        yard.add_items(
-            "bench", [{"i": n, **ITEM} for n in range(items)], max_batch_size=100, on_flush="noop"
-        )
-        while _count(
-            yard, "SELECT count(*) AS n FROM batchyard_tasks WHERE kind = 'accumulator.flush'"
-        ):
-            time.sleep(0.01)
-        return items, time.perf_counter() - start
+        yield workers
     finally:
         for proc in workers:
             proc.terminate()
         for proc in workers:
             proc.wait()
-        yard.close()
 
 
-def latency(url: str, samples: int) -> tuple[float, float]:
-    """From the add that fills a batch to the handler call, with an idle worker."""
+def latency(
+    url: str, samples: int, ready: Callable[[], None] = lambda: None
+) -> tuple[float, float]:
+    """From the add that fills a batch to the handler call, with an idle worker; `ready`
+    is called when the worker is up, before the first sample."""
     yard = Yard(url)
     lags: list[float] = []
     started = [0.0]
@@ -133,15 +143,18 @@ def latency(url: str, samples: int) -> tuple[float, float]:
     worker = yard.worker(concurrency=1)
     thread = threading.Thread(target=worker.run)
     thread.start()
-    time.sleep(0.5)
-    for n in range(samples):
-        got.clear()
-        started[0] = time.perf_counter()
-        yard.add_items("lat", [n], max_batch_size=1, on_flush="mark")
-        got.wait(10)
-        time.sleep(0.02)
-    worker.stop()
-    thread.join()
+    try:
+        time.sleep(0.5)
+        ready()
+        for n in range(samples):
+            got.clear()
+            started[0] = time.perf_counter()
+            yard.add_items("lat", [n], max_batch_size=1, on_flush="mark")
+            got.wait(10)
+            time.sleep(0.02)
+    finally:
+        worker.stop()
+        thread.join()
     yard.close()
     lags.sort()
     return statistics.median(lags), lags[int(len(lags) * 0.99) - 1]
@@ -227,43 +240,34 @@ def durable_adds(r, calls, sqlite_url, on_pg) -> None:
 
 
 def flow(r, items, sqlite_url, on_pg) -> None:
+    """End to end, drain and latency; the sides of each take turns run by run."""
+    lite, pg = median_rates(
+        [
+            lambda: timed(lambda: end_to_end(sqlite_url(), items)),
+            on_pg(lambda u: timed(lambda: end_to_end(u, items))),
+        ],
+        r,
+    )
     print_table(
         "End to end: single-item adds -> no-op handler (items/s)",
-        [
-            (
-                "SQLite, in-process worker",
-                median_rate(lambda: timed(lambda: end_to_end(sqlite_url(), items)), r),
-                "",
-            ),
-            (
-                "PostgreSQL, in-process worker",
-                median_rate(on_pg(lambda u: timed(lambda: end_to_end(u, items))), r),
-                "",
-            ),
-        ],
+        [("SQLite, in-process worker", lite, ""), ("PostgreSQL, in-process worker", pg, "")],
+    )
+    one, two = median_rates(
+        [on_pg(lambda u: drain(u, items * 5, 1)), on_pg(lambda u: drain(u, items * 5, 2))], r
     )
     print_table(
         "Drain: flushing already-added items, PostgreSQL (items/s)",
-        [
-            ("1 worker process", median_rate(on_pg(lambda u: drain(u, items * 5, 1)), r), ""),
-            (
-                "2 worker processes",
-                median_rate(on_pg(lambda u: drain(u, items * 5, 2)), r),
-                "scale-out",
-            ),
-        ],
+        [("1 worker process", one, ""), ("2 worker processes", two, "scale-out")],
     )
     print("\n## Flush latency: add that fills a batch -> handler, idle in-process worker\n")
-    for name, url_of in (("SQLite", lambda: sqlite_url()), ("PostgreSQL", None)):
-        results = []
-        for _ in range(r):
-            if url_of is None:
-                with fresh_postgres() as url:
-                    results.append(latency(url, 100))
-            else:
-                results.append(latency(url_of(), 100))
-        p50 = statistics.median(x[0] for x in results) * 1000
-        p99 = statistics.median(x[1] for x in results) * 1000
+    results: dict[str, list[tuple[float, float]]] = {"SQLite": [], "PostgreSQL": []}
+    for _ in range(r):
+        results["SQLite"].append(latency(sqlite_url(), 100))
+        with fresh_postgres() as url:
+            results["PostgreSQL"].append(latency(url, 100))
+    for name, found in results.items():
+        p50 = statistics.median(x[0] for x in found) * 1000
+        p99 = statistics.median(x[1] for x in found) * 1000
         print(f"- {name}: p50 {p50:.1f} ms, p99 {p99:.1f} ms (medians of {r} runs of 100)")
 
 

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from _harness import fresh_postgres, fresh_sqlite, median_rate, print_table, timed
+from _harness import fresh_postgres, fresh_sqlite, median_rates, print_table, timed
 from batchyard import Yard
 from batchyard.bulk.embeddings import UPSERT_EMBEDDINGS
 from batchyard.bulk.things import UPSERT_THINGS, thing_row
@@ -120,19 +120,15 @@ def measure_jobs(
         put_things(yard, ns, corpus)  # not timed: the job's own work starts at its creation
         return timed(lambda: job_embed(yard, ns, n, batch_size, concurrency))
 
+    # the two take turns run by run (see median_rates)
+    bare, ours = median_rates(
+        [lambda: timed(lambda: bare_encode(model, corpus, batch_size)), one_job], repeat
+    )
     print_table(
         f"{label}: embeddings of {n:,} things, batch size {batch_size} (items/s)",
         [
-            (
-                f"bare model.encode(texts, batch_size={batch_size})",
-                median_rate(lambda: timed(lambda: bare_encode(model, corpus, batch_size)), repeat),
-                "the baseline",
-            ),
-            (
-                f"generate-embeddings job, concurrency {concurrency}",
-                median_rate(one_job, repeat),
-                "goal >= 0.85",
-            ),
+            (f"bare model.encode(texts, batch_size={batch_size})", bare, "the baseline"),
+            (f"generate-embeddings job, concurrency {concurrency}", ours, "goal >= 0.85"),
         ],
     )
     yard.close()
@@ -176,8 +172,7 @@ def measure_search(
         return 1
 
     # a query takes seconds: rates are printed per 1,000 queries to keep their digits
-    floor = median_rate(lambda: timed(in_memory), repeat)
-    searched = median_rate(lambda: timed(ours), repeat)
+    floor, searched = median_rates([lambda: timed(in_memory), lambda: timed(ours)], repeat)
     print_table(
         f"{label}: search over {n:,} vectors of {model.dimension} (queries per 1,000 s)",
         [

@@ -26,8 +26,9 @@ KEYED_TABLE = (
 )
 
 
-def rows(calls: int, per_call: int, keyed: bool = False) -> list[list[tuple]]:
+def rows(calls: int, per_call: int, keyed: bool = False, first: int = 0) -> list[list[tuple]]:
     def row(n: int) -> tuple:
+        n += first
         payload = json.dumps({"i": n, "payload": "x" * 40})
         # keyed: batches of 100 positions, like max_batch_size=100 in the benchmarks
         return (n // 100, n % 100, payload, 0.0) if keyed else ("bench", payload)
@@ -59,16 +60,24 @@ def raw_sqlite_inserts(
 def raw_postgres_inserts(
     url: str, calls: int, per_call: int, keyed: bool = False
 ) -> tuple[int, float]:
-    insert = f"INSERT INTO raw_items VALUES ({', '.join(['%s'] * (4 if keyed else 2))})"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(KEYED_TABLE if keyed else TABLE)
         start = time.perf_counter()
-        with conn.cursor() as cur:
-            for call in rows(calls, per_call, keyed):
-                with conn.transaction():
-                    if len(call) == 1:
-                        cur.execute(insert, call[0])
-                    else:
-                        cur.executemany(insert, call)
+        postgres_insert_calls(conn, calls, per_call, keyed)
         elapsed = time.perf_counter() - start
     return calls * per_call, elapsed
+
+
+def postgres_insert_calls(
+    conn: psycopg.Connection, calls: int, per_call: int, keyed: bool = False, first: int = 0
+) -> None:
+    """`calls` transactions of `per_call` rows each into an existing raw_items table, rows
+    numbered from `first` (so that threads sharing a keyed table do not collide)."""
+    insert = f"INSERT INTO raw_items VALUES ({', '.join(['%s'] * (4 if keyed else 2))})"
+    with conn.cursor() as cur:
+        for call in rows(calls, per_call, keyed, first):
+            with conn.transaction():
+                if len(call) == 1:
+                    cur.execute(insert, call[0])
+                else:
+                    cur.executemany(insert, call)

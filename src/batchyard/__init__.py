@@ -28,6 +28,7 @@ from batchyard.bulk.records import (
     BulkJobStats,
     BulkJobStatus,
     DeadChunk,
+    WebhookDelivery,
 )
 from batchyard.bulk.search import SearchHit
 from batchyard.clock import Clock, ManualClock, SystemClock
@@ -110,6 +111,7 @@ __all__ = [
     "StoreReadOnly",
     "StoreUnavailable",
     "SystemClock",
+    "WebhookDelivery",
     "Worker",
     "Yard",
     "__version__",

@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from batchyard.errors import InvalidInput
-from batchyard.iterator import Page
+from batchyard.iterator.records import Page
 
 if TYPE_CHECKING:
     from batchyard.yard import Yard

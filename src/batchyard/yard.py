@@ -213,13 +213,23 @@ class Yard:
         delay_between_batches: float | timedelta = 0.1,
         max_retries: int = 5,
         transactional: bool = False,
+        throttle: str | Callable[..., Any] | None = None,
+        target_batch_seconds: float | timedelta | None = None,
+        min_batch_size: int | None = None,
+        max_batch_size: int | None = None,
     ) -> IteratorStatus:
         """Start a job that pages through a source from a durable cursor.
 
         `get_next_batch(cursor, batch_size)` returns a `Page` (or a dict with ``items``,
         ``cursor``, ``done``); `process_batch(items, ctx)` handles each page; `on_complete(
         job_id, processed)` runs once, durably, at the end. All three are handler names (or
-        registered callables). Starting an existing id raises `Conflict`."""
+        registered callables). Starting an existing id raises `Conflict`.
+
+        `throttle(job_id)`, a handler too, is asked before each page: it returns None to go
+        on, or seconds to wait first (replica lag, a sink's rate limit). With
+        `target_batch_seconds` the page size adapts so that a page (reading and handling it)
+        takes about that long, between `min_batch_size` and `max_batch_size` (by default a
+        tenth of and ten times `batch_size`)."""
         return self._iterators.start(
             job_id,
             batch_size=batch_size,
@@ -229,6 +239,12 @@ class Yard:
             delay_between_batches=seconds(delay_between_batches),
             max_retries=max_retries,
             transactional=transactional,
+            throttle=throttle,
+            target_batch_seconds=None
+            if target_batch_seconds is None
+            else seconds(target_batch_seconds),
+            min_batch_size=min_batch_size,
+            max_batch_size=max_batch_size,
         )
 
     def pause_iterator(self, job_id: str) -> IteratorStatus:
@@ -343,13 +359,40 @@ class Yard:
         input: Any = None,
         options: dict[str, Any] | None = None,
         request_id: str | None = None,
+        on_complete: str | Callable[..., Any] | None = None,
+        callback_url: str | None = None,
     ) -> str:
         """Create a bulk job and return its id. Types: import-things, import-relationships,
         export-things, transform-data, generate-embeddings. Invalid items are recorded
         failed (index and field) without stopping the rest; a request wrong as a whole
         raises `InvalidInput` (or `MissingExtra` for embeddings without their extra). The
-        same `request_id` returns the first job instead of creating a second."""
-        return self._jobs.create(type, items, input=input, options=options, request_id=request_id)
+        same `request_id` returns the first job instead of creating a second.
+
+        When the job ends (completed, failed or cancelled), `on_complete(job)` - a handler -
+        is called with its final `BulkJob`, and `callback_url` receives it as a signed POST
+        (see `webhook_secret`); each durably, retried with backoff."""
+        return self.submit_batch_job(
+            type,
+            items,
+            input=input,
+            options=options,
+            request_id=request_id,
+            on_complete=on_complete,
+            callback_url=callback_url,
+        ).job_id
+
+    def webhook_secret(self) -> bytes:
+        """The key bulk-job webhooks are signed with (HMAC-SHA256 over the timestamp, a dot
+        and the body): ``BATCHYARD_WEBHOOK_SECRET`` if set, else one made once per store."""
+        return self._jobs.webhook_secret()
+
+    def retry_failed_items(self, job_id: str) -> str:
+        """Create a job of the same type and options from the items of an ended job that
+        failed while processing (and those of its dead chunks), each as it was accepted;
+        return its id. Once per job: a second call returns the same one. Items refused by
+        validation are not taken (they would be refused again). Raises `Conflict` while the
+        job runs or when none of its items failed."""
+        return self._jobs.retry_failed(job_id)
 
     def submit_batch_job(
         self,
@@ -359,9 +402,21 @@ class Yard:
         input: Any = None,
         options: dict[str, Any] | None = None,
         request_id: str | None = None,
+        on_complete: str | Callable[..., Any] | None = None,
+        callback_url: str | None = None,
     ) -> Submission:
         """`create_batch_job`, also saying whether `request_id` replayed an earlier job."""
-        return self._jobs.submit(type, items, input=input, options=options, request_id=request_id)
+        return self._jobs.submit(
+            type,
+            items,
+            input=input,
+            options=options,
+            request_id=request_id,
+            on_complete=None
+            if on_complete is None
+            else self.runtime.handlers.name_of(on_complete, "on_complete"),
+            callback_url=callback_url,
+        )
 
     def get_batch_job(self, job_id: str) -> BulkJob:
         return self._jobs.get(job_id)

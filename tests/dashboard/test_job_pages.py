@@ -102,3 +102,19 @@ def test_with_tokens_the_job_pages_and_the_export_need_a_login(yard):
             assert response.status_code == 303
             assert response.headers["location"].startswith("/ui/login")
         assert client.get("/ui/jobs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_a_job_page_shows_its_webhook_deliveries_and_its_retry(client, yard, monkeypatch):
+    monkeypatch.setenv("BATCHYARD_WEBHOOK_ALLOW_PRIVATE", "1")
+    # nothing listens on port 9 of this machine: every delivery fails and is kept
+    job_id = yard.create_batch_job(
+        "transform-data",
+        [1, 2],
+        options={"transform": "flaky"},
+        callback_url="http://127.0.0.1:9/hook",
+    )
+    yard.broken = False
+    yard.run_worker(wait=False)
+    page = client.get(f"/ui/jobs/{job_id}").text
+    section = re.search(r'<section id="deliveries">(.*?)</section>', page, re.S)[1]
+    assert "ConnectError" in section and "http://127.0.0.1:9/hook" in page

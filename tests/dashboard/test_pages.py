@@ -210,3 +210,19 @@ def test_a_failed_iterator_shows_its_traceback(client, yard):
         r"<details[^>]*><summary>traceback</summary><pre[^>]*>(.*?)</pre>", page, re.S
     )[1]
     assert "raise_from_the_sink" in details and "the sink refused 1 items" in details
+
+
+def test_an_iterator_page_shows_its_page_size_and_time_throttled(client, yard):
+    yard.handler("wait-a-minute")(lambda job_id: 60.0)
+    yard.start_iterator(
+        "paced",
+        batch_size=3,
+        get_next_batch="numbers",
+        process_batch="ok",
+        throttle="wait-a-minute",
+        target_batch_seconds=1.0,
+    )
+    yard.run_worker(wait=False)
+    page = client.get("/ui/iterators/paced").text
+    assert re.search(r'id="page-size">3<', page)
+    assert re.search(r'id="throttled">[^<]*1 min', page), page

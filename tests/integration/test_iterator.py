@@ -248,3 +248,99 @@ def test_pausing_a_job_leaves_a_job_whose_id_extends_it_alone(yard):
         yard.clock.advance(5)
     assert yard.get_iterator_status("a:1").status == "completed"
     assert yard.get_iterator_status("a").status == "paused"
+
+
+@pytest.mark.parametrize(
+    ("cursor", "problem"),
+    [
+        (2**70, "cursor: integer 1180591620717411303424 is outside"),
+        ({"at": float("nan")}, "cursor.at: float nan is not JSON"),
+    ],
+)
+def test_a_cursor_that_cannot_be_stored_exactly_fails_the_step_before_its_page_runs(
+    yard, clock, cursor, problem
+):
+    @yard.handler("odd-source")
+    def odd_source(previous, batch_size):
+        if previous is not None:
+            return Page([], done=True)
+        return Page([1, 2, 3], cursor=cursor)
+
+    yard.start_iterator(
+        "odd",
+        batch_size=10,
+        get_next_batch="odd-source",
+        process_batch="process",
+        delay_between_batches=0,
+        max_retries=1,
+    )
+    yard.run_worker(wait=False)
+    clock.advance(1)
+    yard.run_worker(wait=False)
+    status = yard.get_iterator_status("odd")
+    # the page was never handed over, the job says why, and resuming does not strand it
+    assert yard.seen == []
+    assert status.status == "failed"
+    assert problem in status.last_error and "get_next_batch" in status.last_error
+    assert status.cursor is None and status.processed == 0
+
+
+def test_a_throttle_holds_the_job_for_as_long_as_it_asks(yard, clock):
+    asked = []
+
+    @yard.handler("lagging")
+    def lagging(job_id):
+        asked.append(job_id)
+        return 5.0 if len(asked) == 1 else None
+
+    start(yard, throttle="lagging")
+    yard.run_worker(wait=False)
+    status = yard.get_iterator_status("job")
+    assert yard.seen == [] and status.processed == 0 and status.throttled_seconds == 5.0
+    clock.advance(4.9)
+    yard.run_worker(wait=False)
+    assert yard.seen == []
+    clock.advance(0.1)
+    yard.run_worker(wait=False)
+    assert processed_items(yard) == ROWS
+    # asked again before every page: the first answer, then one per page of ten
+    assert len(asked) == 1 + 10
+    assert yard.get_iterator_status("job").status == "completed"
+
+
+def test_a_throttle_that_answers_nonsense_fails_the_step_naming_it(yard):
+    yard.handler("confused")(lambda job_id: "later")
+    start(yard, throttle="confused", max_retries=0)
+    yard.run_worker(wait=False)
+    status = yard.get_iterator_status("job")
+    assert status.status == "failed" and "throttle handler 'confused'" in status.last_error
+
+
+def test_page_sizes_adapt_to_the_target_duration(yard, clock):
+    sizes = []
+
+    @yard.handler("big-source")
+    def big_source(cursor, batch_size):
+        sizes.append(batch_size)
+        start_at = cursor or 0
+        end = min(start_at + batch_size, 3000)
+        return Page(list(range(start_at, end)), cursor=end, done=end >= 3000)
+
+    @yard.handler("ten-ms-an-item")
+    def ten_ms_an_item(items, ctx):
+        clock.advance(0.01 * len(items))
+
+    yard.start_iterator(
+        "adaptive",
+        batch_size=10,
+        get_next_batch="big-source",
+        process_batch="ten-ms-an-item",
+        delay_between_batches=0,
+        target_batch_seconds=0.5,
+        max_batch_size=400,
+    )
+    yard.run_worker(wait=False)
+    status = yard.get_iterator_status("adaptive")
+    assert status.status == "completed" and status.processed == 3000
+    assert sizes[:4] == [10, 20, 40, 50]  # doubling at most, then the size that takes 0.5 s
+    assert set(sizes[3:]) == {50} and status.batch_size == 50

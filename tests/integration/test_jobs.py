@@ -420,3 +420,65 @@ def test_a_chunk_queued_with_its_items_in_the_payload_still_runs(yard):
     yard.run_worker(wait=False)
     job = yard.get_batch_job(job_id)
     assert (job.status, job.processed) == ("completed", 150) and len(stored(yard)) == 150
+
+
+def test_retry_failed_items_makes_one_job_of_exactly_the_items_that_failed(yard):
+    broken = {7, 130, 199}
+    fixed = [False]
+
+    @yard.transform("picky")
+    def picky(item):
+        if item["n"] in broken and not fixed[0]:
+            raise ValueError(f"the sink refused {item['n']}")
+        return item["n"] * 2
+
+    items = [{"n": n} for n in range(200)] + [float("nan")]  # refused: NaN is not JSON
+    parent = yard.create_batch_job("transform-data", items, options={"transform": "picky"})
+    with pytest.raises(Conflict, match="is pending"):
+        yard.retry_failed_items(parent)  # not before the job has ended
+    yard.run_worker(wait=False)
+    assert yard.get_batch_job(parent).failed == 4  # three refused, one invalid
+
+    fixed[0] = True
+    retry = yard.retry_failed_items(parent)
+    assert yard.retry_failed_items(parent) == retry  # once per parent
+    child = yard.get_batch_job(retry)
+    # the items that failed while processing, as they were accepted (the refused one would
+    # only be refused again)
+    assert child.total == 3 and child.parent_job_id == parent
+    assert yard.get_batch_job(parent).retry_job_ids == [retry]
+    listed = {job.id: job for job in yard.list_batch_jobs()}
+    assert listed[parent].retry_job_ids == [retry] and listed[retry].parent_job_id == parent
+    yard.run_worker(wait=False)
+    child = yard.get_batch_job(retry)
+    assert child.status == "completed" and sorted(child.results) == [14, 260, 398]
+    with pytest.raises(Conflict, match="no failed items"):
+        yard.retry_failed_items(retry)
+
+
+def test_retry_failed_items_takes_the_items_of_dead_chunks(make_yard, clock):
+    yard = make_yard(clock=clock)
+    down = [True]
+
+    @yard.transform("sink")
+    def sink(item):
+        if down[0]:
+            raise RetryLater("the sink is down")
+        return item
+
+    parent = yard.create_batch_job(
+        "transform-data", list(range(150)), options={"transform": "sink"}
+    )
+    for _ in range(6):  # every attempt of both chunks: then they are dead
+        yard.run_worker(wait=False)
+        clock.advance(120)
+    job = yard.get_batch_job(parent)
+    assert job.status == "failed" and job.dead_letters == 2
+    down[0] = False
+    retry = yard.retry_failed_items(parent)
+    # the retry took the dead chunks' items: they cannot be redriven into a second delivery
+    assert yard.list_dead_chunks(parent) == []
+    yard.run_worker(wait=False)
+    assert yard.get_batch_job(retry).status == "completed"
+    results = yard.get_batch_job_results(retry, limit=1000)
+    assert sorted(r.result for r in results) == list(range(150))

@@ -18,7 +18,7 @@ ConfigError Conflict DeadChunk DiscardResult Embedder FlushContext FlushReason F
 FlushResult Fold HandlerNotFound InvalidInput ItemFailures IteratorStatus LeaseLost
 ManualClock MissingExtra NotFound Page PageContext ParkedEvent Producer ProducerError
 ProducerStats RetryLater RetryPolicy SearchHit Store StoreCorrupt StoreError StoreFull
-StoreReadOnly StoreUnavailable SystemClock Worker Yard __version__ folds open_store
+StoreReadOnly StoreUnavailable SystemClock WebhookDelivery Worker Yard __version__ folds open_store
 """.split()  # noqa: SIM905 - one name per word reads better here
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"

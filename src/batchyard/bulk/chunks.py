@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from batchyard.bulk.completion import Completions
 from batchyard.bulk.kinds import JobType
 from batchyard.bulk.records import BulkJobStatus
 from batchyard.signals import RetryLater
@@ -35,8 +36,11 @@ PROGRESS_EVERY = 1.0  # seconds between progress commits while user code runs
 class ChunkRunner:
     """Runs the chunks of bulk jobs of the given types (declares the chunk task kind)."""
 
-    def __init__(self, runtime: Runtime, types: dict[str, JobType]) -> None:
+    def __init__(
+        self, runtime: Runtime, types: dict[str, JobType], completions: Completions
+    ) -> None:
         self.runtime = runtime
+        self.completions = completions
         self.store = runtime.store
         self.tasks = runtime.tasks
         self.types = types
@@ -135,9 +139,17 @@ class ChunkRunner:
                 segment = [entry for part in segments for entry in part]
                 outcomes = self._apply(tx, kind, options, parts, segment)
                 errors, results = [], []
-                for (index, _), (result, error) in zip(segment, outcomes, strict=True):
+                for (index, item), (result, error) in zip(segment, outcomes, strict=True):
                     if error is not None:
-                        errors.append({"job_id": job_id, "idx": index, "error": error})
+                        # the item kept with its error: `retry_failed_items` takes it again
+                        errors.append(
+                            {
+                                "job_id": job_id,
+                                "idx": index,
+                                "error": error,
+                                "item": orjson.dumps(item).decode(),
+                            }
+                        )
                     elif result is not None:
                         results.append(
                             {
@@ -148,8 +160,8 @@ class ChunkRunner:
                         )
                 if errors:
                     tx.executemany(
-                        "INSERT INTO batchyard_job_errors (job_id, idx, error) "
-                        "VALUES (:job_id, :idx, :error)",
+                        "INSERT INTO batchyard_job_errors (job_id, idx, error, item) "
+                        "VALUES (:job_id, :idx, :error, :item)",
                         errors,
                     )
                 if results:
@@ -177,25 +189,26 @@ class ChunkRunner:
                 # job, so it is held from here to the commit only (and not while the items
                 # are written); a cancelled job's row is left alone, and the whole
                 # transaction with it
-                if (
-                    tx.execute(
-                        "UPDATE batchyard_jobs SET processed = processed + :ok, "
-                        "failed = failed + :bad, chunks_left = chunks_left - :last, status = CASE "
-                        "WHEN chunks_left - :last > dead_chunks THEN 'processing' "
-                        "WHEN failed + :bad > 0 OR dead_chunks > 0 THEN 'failed' "
-                        "ELSE 'completed' END, completed_at = CASE "
-                        "WHEN chunks_left - :last > dead_chunks THEN NULL ELSE {now} END, "
-                        "updated_at = {now} WHERE id = :id AND status <> 'cancelled'",
-                        {
-                            "ok": len(segment) - len(errors),
-                            "bad": len(errors),
-                            "last": len(finished),
-                            "id": job_id,
-                        },
-                    ).rowcount
-                    != 1
-                ):
+                progress = tx.one(
+                    "UPDATE batchyard_jobs SET processed = processed + :ok, "
+                    "failed = failed + :bad, chunks_left = chunks_left - :last, status = CASE "
+                    "WHEN chunks_left - :last > dead_chunks THEN 'processing' "
+                    "WHEN failed + :bad > 0 OR dead_chunks > 0 THEN 'failed' "
+                    "ELSE 'completed' END, completed_at = CASE "
+                    "WHEN chunks_left - :last > dead_chunks THEN NULL ELSE {now} END, "
+                    "updated_at = {now} WHERE id = :id AND status <> 'cancelled' "
+                    "RETURNING completed_at",
+                    {
+                        "ok": len(segment) - len(errors),
+                        "bad": len(errors),
+                        "last": len(finished),
+                        "id": job_id,
+                    },
+                )
+                if progress is None:
                     raise _Cancelled()
+                if progress["completed_at"] is not None:  # this commit ended the job
+                    self.completions.job_ended(tx, job_id)
         except _Cancelled:
             with self.store.transaction(self.runtime.now()) as tx:
                 self.tasks.complete_many(tx, [part.task for part in parts])
@@ -252,14 +265,16 @@ class ChunkRunner:
 
     def on_dead_chunk(self, tx: Tx, task: Task, error: str) -> None:
         """A chunk used up its retries: the job is failed once nothing else is left."""
-        tx.execute(
+        job = tx.one(
             "UPDATE batchyard_jobs SET dead_chunks = dead_chunks + 1, last_error = :error, "
             "status = CASE WHEN status = 'cancelled' THEN status "
             "WHEN chunks_left > dead_chunks + 1 THEN 'processing' ELSE 'failed' END, "
             "completed_at = CASE WHEN chunks_left > dead_chunks + 1 THEN NULL "
-            "ELSE {now} END, updated_at = {now} WHERE id = :id",
+            "ELSE {now} END, updated_at = {now} WHERE id = :id RETURNING status",
             {"id": task.payload["job_id"], "error": error},
         )
+        if job is not None and job["status"] == "failed":  # its last chunk: the job ended
+            self.completions.job_ended(tx, task.payload["job_id"])
 
     # -- steering -----------------------------------------------------------------------
 

@@ -37,6 +37,16 @@ class BulkItemResult(_Model):
     result: Any
 
 
+class WebhookDelivery(_Model):
+    """One attempt to deliver a job's webhook: the receiver's status, or why it failed."""
+
+    attempt: int
+    status_code: int | None
+    error: str | None
+    duration: float = Field(description="seconds")
+    delivered_at: datetime
+
+
 class BulkJob(_Model):
     """A bulk job as the batch service shows it. `errors` and `results` hold the first
     page only (100); `get_batch_job_errors` / `get_batch_job_results` page the rest."""
@@ -54,6 +64,16 @@ class BulkJob(_Model):
     completed_at: datetime | None = None
     dead_letters: int = Field(0, description="chunks in the dead letters")
     last_error: str | None = None
+    parent_job_id: str | None = Field(
+        None, description="the job whose failed items this job retries"
+    )
+    retry_job_ids: list[str] = Field(
+        default_factory=list, description="the job retrying this one's failed items"
+    )
+    callback_url: str | None = Field(None, description="the webhook told when the job ends")
+    deliveries: list[WebhookDelivery] = Field(
+        default_factory=list, description="the webhook's delivery attempts, the last 20"
+    )
 
 
 class BulkJobStats(_Model):
@@ -91,7 +111,13 @@ class DeadChunk(_Model):
     died_at: datetime
 
 
-def job_record(row: Any, errors: list[BulkItemError], results: list[Any]) -> BulkJob:
+def job_record(
+    row: Any,
+    errors: list[BulkItemError],
+    results: list[Any],
+    retries: list[str] | None = None,
+    deliveries: list[WebhookDelivery] | None = None,
+) -> BulkJob:
     return BulkJob(
         id=row["id"],
         type=row["type"],
@@ -106,4 +132,18 @@ def job_record(row: Any, errors: list[BulkItemError], results: list[Any]) -> Bul
         completed_at=to_datetime(row["completed_at"]),
         dead_letters=row["dead_chunks"],
         last_error=row["last_error"],
+        parent_job_id=row["parent_id"],
+        retry_job_ids=retries or [],
+        callback_url=row["callback_url"],
+        deliveries=deliveries or [],
+    )
+
+
+def delivery_record(row: Any) -> WebhookDelivery:
+    return WebhookDelivery(
+        attempt=row["attempt"],
+        status_code=row["status_code"],
+        error=row["error"],
+        duration=row["duration"],
+        delivered_at=to_datetime(row["delivered_at"]),
     )

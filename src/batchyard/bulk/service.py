@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ import orjson
 from batchyard import payloads
 from batchyard.bulk import embeddings
 from batchyard.bulk.chunks import CHUNK_TASK, ChunkRunner
+from batchyard.bulk.completion import Completions, check_callback_url
 from batchyard.bulk.kinds import JobType, builtin_types
 from batchyard.bulk.records import (
     BulkItemError,
@@ -32,6 +34,7 @@ from batchyard.bulk.records import (
     BulkJobStatus,
     DeadChunk,
     Submission,
+    delivery_record,
     job_record,
 )
 from batchyard.bulk.things import (
@@ -64,7 +67,8 @@ class BulkJobs:
         self.store = runtime.store
         self.types = job_types()
         self.tasks = runtime.tasks
-        self.chunks = ChunkRunner(runtime, self.types)
+        self.completions = Completions(runtime, self.get, self.webhook_secret)
+        self.chunks = ChunkRunner(runtime, self.types, self.completions)
         self.max_items = MAX_ITEMS_PER_JOB
 
     # -- creating -----------------------------------------------------------------------
@@ -77,8 +81,18 @@ class BulkJobs:
         input: Any = None,
         options: dict[str, Any] | None = None,
         request_id: str | None = None,
+        on_complete: str | None = None,
+        callback_url: str | None = None,
     ) -> str:
-        return self.submit(type, items, input=input, options=options, request_id=request_id).job_id
+        return self.submit(
+            type,
+            items,
+            input=input,
+            options=options,
+            request_id=request_id,
+            on_complete=on_complete,
+            callback_url=callback_url,
+        ).job_id
 
     def submit(
         self,
@@ -88,6 +102,8 @@ class BulkJobs:
         input: Any = None,
         options: dict[str, Any] | None = None,
         request_id: str | None = None,
+        on_complete: str | None = None,
+        callback_url: str | None = None,
     ) -> Submission:
         """`create`, saying whether the job was made now or an earlier request with the
         same `request_id` had made it (a replay, which an API reports as such)."""
@@ -100,6 +116,10 @@ class BulkJobs:
             raise InvalidInput("options must be an object", field="options")
         options = options or {}
         kind.check_options(self.runtime, options)
+        if on_complete is not None:
+            self.runtime.handlers.name_of(on_complete, "on_complete")  # registered, or refused
+        if callback_url is not None:
+            check_callback_url(callback_url)
         if request_id is not None and (
             not isinstance(request_id, str) or not request_id or len(request_id) > 256
         ):
@@ -122,7 +142,7 @@ class BulkJobs:
             )
         fingerprint = None
         if request_id is not None:  # only a request that may come again needs its print
-            request = [type, items, input, options]
+            request = [type, items, input, options, on_complete, callback_url]
             try:
                 text = orjson.dumps(request, default=repr, option=orjson.OPT_SORT_KEYS)
             except TypeError:  # an integer past 64 bits: the slower encoder takes anything
@@ -150,7 +170,16 @@ class BulkJobs:
         job_id = uuid.uuid4().hex
         try:
             self._insert(
-                job_id, type, items, input, options, request_id, fingerprint, errors, chunks
+                job_id,
+                type,
+                items,
+                input,
+                options,
+                request_id,
+                fingerprint,
+                errors,
+                chunks,
+                tell=(on_complete, callback_url),
             )
         except _SameRequest:  # the same request_id committed meanwhile: that job it is
             assert fingerprint is not None
@@ -170,14 +199,18 @@ class BulkJobs:
         fingerprint: str | None,
         errors: list[dict[str, Any]],
         chunks: list[list[list[Any]]],
+        parent_id: str | None = None,
+        tell: tuple[str | None, str | None] = (None, None),
     ) -> None:
         with self.store.transaction(self.runtime.now()) as tx:
             inserted = tx.execute(
                 "INSERT INTO batchyard_jobs (id, type, status, total, failed, chunks, "
-                "chunks_left, input, options, request_id, request_hash, created_at, "
-                "updated_at, completed_at) VALUES (:id, :type, :status, :total, :failed, "
-                ":chunks, :chunks, :input, :options, :request_id, :hash, {now}, {now}, "
-                "CASE WHEN :chunks = 0 THEN {now} END) ON CONFLICT (request_id) DO NOTHING",
+                "chunks_left, input, options, request_id, request_hash, parent_id, "
+                "on_complete, callback_url, created_at, updated_at, completed_at) VALUES "
+                "(:id, :type, :status, :total, :failed, :chunks, :chunks, :input, :options, "
+                ":request_id, :hash, :parent, :on_complete, :callback_url, {now}, {now}, "
+                "CASE WHEN :chunks = 0 THEN {now} END) "
+                "ON CONFLICT (request_id) DO NOTHING",
                 {
                     "id": job_id,
                     "type": type,
@@ -188,11 +221,28 @@ class BulkJobs:
                     "options": orjson.dumps(options).decode(),
                     "request_id": request_id,
                     "hash": fingerprint,
+                    "parent": parent_id,
+                    "on_complete": tell[0],
+                    "callback_url": tell[1],
                     "status": BulkJobStatus.PENDING if chunks else BulkJobStatus.FAILED,
                 },
             ).rowcount
             if inserted != 1:
                 raise _SameRequest()  # rolls this transaction back
+            if not chunks:  # no valid item: the job ends as it begins
+                self.completions.job_ended(tx, job_id)
+            if parent_id is not None:
+                # the retry takes the items of the parent's dead chunks: redriving one of
+                # them now would deliver its items twice
+                every = MAX_ITEMS_PER_JOB // CHUNK_SIZE  # chunks a job can have
+                for dead in self.tasks.dead_tasks(
+                    CHUNK_TASK, every, prefix=f"job:{parent_id}:", tx=tx
+                ):
+                    self.tasks.discard_dead(tx, dead["key"])
+                tx.execute(
+                    "UPDATE batchyard_job_chunks SET items = NULL WHERE job_id = :id",
+                    {"id": parent_id},
+                )
             for error in errors:
                 error["job_id"] = job_id
             tx.executemany(
@@ -254,6 +304,66 @@ class BulkJobs:
                 )
             ]
 
+    def retry_failed(self, job_id: str) -> str:
+        """A new job of the same type, input and options from the items of `job_id` that
+        failed while processing - each as it was accepted - and the items of its dead
+        chunks; once per parent (a second call returns the same job)."""
+        request_id = f"retry-of:{job_id}"
+        fingerprint = hashlib.sha256(request_id.encode()).hexdigest()
+        existing = self._by_request(request_id, fingerprint)
+        if existing is not None:
+            return existing
+        with self.store.transaction(write=False) as tx:
+            row = self._row(tx, job_id)
+            if row["status"] in (BulkJobStatus.PENDING, BulkJobStatus.PROCESSING):
+                raise Conflict(
+                    f"job {job_id} is {row['status']}: retry its failed items once it ends",
+                    job_id=job_id,
+                    status=row["status"],
+                )
+            failed = [
+                (int(error["idx"]), orjson.loads(error["item"]))
+                for error in tx.all(
+                    "SELECT idx, item FROM batchyard_job_errors WHERE job_id = :id "
+                    "AND item IS NOT NULL",
+                    {"id": job_id},
+                )
+            ]
+            # a dead chunk keeps the items it did not get to (a done or cancelled one none)
+            for chunk in tx.all(
+                "SELECT done, items FROM batchyard_job_chunks WHERE job_id = :id "
+                "AND items IS NOT NULL",
+                {"id": job_id},
+            ):
+                failed += [
+                    (int(i), item) for i, item in orjson.loads(chunk["items"])[chunk["done"] :]
+                ]
+        if not failed:
+            raise Conflict(f"job {job_id} has no failed items to retry", job_id=job_id)
+        # in the parent's order, numbered afresh; already validated, so not validated again
+        valid = [[n, item] for n, (_, item) in enumerate(sorted(failed, key=lambda f: f[0]))]
+        chunks = [valid[i : i + CHUNK_SIZE] for i in range(0, len(valid), CHUNK_SIZE)]
+        retry_id = uuid.uuid4().hex
+        try:
+            self._insert(
+                retry_id,
+                row["type"],
+                valid,
+                orjson.loads(row["input"]),
+                orjson.loads(row["options"]),
+                request_id,
+                fingerprint,
+                [],
+                chunks,
+                parent_id=job_id,
+                tell=(row["on_complete"], row["callback_url"]),
+            )
+        except _SameRequest:  # a concurrent call made it first
+            existing = self._by_request(request_id, fingerprint)
+            assert existing is not None
+            return existing
+        return retry_id
+
     # -- the rest of a job's life ---------------------------------------------------------
 
     def cancel(self, job_id: str) -> BulkJob:
@@ -270,6 +380,7 @@ class BulkJobs:
                     {"id": job_id},
                 )
                 self.tasks.cancel_queued(tx, CHUNK_TASK, f"job:{job_id}:")
+                self.completions.job_ended(tx, job_id)
                 # no chunk of it runs again: its items can go (a running one has them)
                 tx.execute(
                     "UPDATE batchyard_job_chunks SET items = NULL WHERE job_id = :id",
@@ -321,24 +432,57 @@ class BulkJobs:
             row = self._row(tx, job_id)
             errors = self._errors(tx, job_id, -1, 100)
             results = self._results(tx, job_id, -1, 100)
-        return job_record(row, errors, [r.result for r in results])
+            retries = [
+                r["id"]
+                for r in tx.all(
+                    "SELECT id FROM batchyard_jobs WHERE parent_id = :id ORDER BY created_at, id",
+                    {"id": job_id},
+                )
+            ]
+            deliveries = [
+                delivery_record(r)
+                for r in reversed(
+                    tx.all(
+                        "SELECT * FROM batchyard_job_deliveries WHERE job_id = :id "
+                        "ORDER BY id DESC LIMIT 20",
+                        {"id": job_id},
+                    )
+                )
+            ]
+        return job_record(row, errors, [r.result for r in results], retries, deliveries)
+
+    def webhook_secret(self) -> bytes:
+        """The key webhooks are signed with: ``BATCHYARD_WEBHOOK_SECRET``, else one made once
+        for this store (the same in every process on it)."""
+        configured = os.environ.get("BATCHYARD_WEBHOOK_SECRET")
+        if configured:
+            return configured.encode()
+        return self.store.secret("webhook-signing")
 
     def list_jobs(
         self, status: str | None = None, type: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[BulkJob]:
+        page = (
+            "SELECT * FROM batchyard_jobs WHERE "
+            "(CAST(:status AS TEXT) IS NULL OR status = :status) AND "
+            "(CAST(:type AS TEXT) IS NULL OR type = :type) "
+            "ORDER BY created_at DESC, id LIMIT :limit OFFSET :offset"
+        )
+        params = {
+            "status": status,
+            "type": type,
+            "limit": _limit(limit),
+            "offset": max(0, int(offset)),
+        }
+        retries: dict[str, list[str]] = {}
         with self.store.transaction(write=False) as tx:
-            rows = tx.all(
-                "SELECT * FROM batchyard_jobs WHERE "
-                "(CAST(:status AS TEXT) IS NULL OR status = :status) AND "
-                "(CAST(:type AS TEXT) IS NULL OR type = :type) "
-                "ORDER BY created_at DESC, id LIMIT :limit OFFSET :offset",
-                {
-                    "status": status,
-                    "type": type,
-                    "limit": _limit(limit),
-                    "offset": max(0, int(offset)),
-                },
-            )
+            rows = tx.all(page, params)
+            for retry in tx.all(
+                f"SELECT parent_id, id FROM batchyard_jobs WHERE parent_id IN "
+                f"(SELECT id FROM ({page}) listed) ORDER BY created_at, id",
+                params,
+            ):
+                retries.setdefault(retry["parent_id"], []).append(retry["id"])
             # a failed job's first errors say why at a glance; one read per failed job,
             # in the same snapshot as the list
             errors = {
@@ -346,7 +490,9 @@ class BulkJobs:
                 for row in rows
                 if row["failed"]
             }
-        return [job_record(row, errors.get(row["id"], []), []) for row in rows]
+        return [
+            job_record(row, errors.get(row["id"], []), [], retries.get(row["id"])) for row in rows
+        ]
 
     def errors(self, job_id: str, after: int = -1, limit: int = 100) -> list[BulkItemError]:
         with self.store.transaction(write=False) as tx:

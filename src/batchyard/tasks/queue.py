@@ -274,16 +274,23 @@ class TaskQueue:
         return int(row["id"])
 
     def dead_tasks(
-        self, kind: str | None = None, limit: int = 100, *, prefix: str = ""
+        self,
+        kind: str | None = None,
+        limit: int = 100,
+        *,
+        prefix: str = "",
+        tx: Tx | None = None,
     ) -> list[Row]:
-        """Dead tasks (of `kind`, with keys under `prefix`), oldest first."""
-        with self.store.transaction(write=False) as tx:
-            rows: list[Row] = tx.all(
-                "SELECT id, kind, key, payload, attempts, last_error, created_at, died_at "
-                "FROM batchyard_dead_tasks WHERE (CAST(:kind AS TEXT) IS NULL OR kind = :kind) "
-                f"AND {_UNDER_PREFIX} ORDER BY id LIMIT :limit",
-                {"kind": kind, "limit": limit, "prefix": prefix},
-            )
+        """Dead tasks (of `kind`, with keys under `prefix`), oldest first; in `tx` if given."""
+        if tx is None:
+            with self.store.transaction(write=False) as read:
+                return self.dead_tasks(kind, limit, prefix=prefix, tx=read)
+        rows: list[Row] = tx.all(
+            "SELECT id, kind, key, payload, attempts, last_error, created_at, died_at "
+            "FROM batchyard_dead_tasks WHERE (CAST(:kind AS TEXT) IS NULL OR kind = :kind) "
+            f"AND {_UNDER_PREFIX} ORDER BY id LIMIT :limit",
+            {"kind": kind, "limit": limit, "prefix": prefix},
+        )
         return rows
 
     def dead_task(self, tx: Tx, task_id: int, kind: str) -> Row | None:

@@ -1,34 +1,27 @@
-"""The table iterator: process a large source in batches from a durable cursor.
-
-A job is a chain of step tasks. Each step asks `get_next_batch(cursor, batch_size)` for a
-page, hands its items to `process_batch(items, ctx)`, and then - in one transaction fenced by
-the task's token and the job's generation - moves the cursor and schedules the next step.
-Pause, resume and cancel bump the generation, so a step that was in flight can never move
-the cursor or fork a second chain: one runner per job, always. A failing step is retried
-after 1 s, 2 s, 4 s ... (at most 30 s); after `max_retries` the job is `failed` with its
-error, and `resume_iterator` goes on from the last checkpoint.
-
-With ``transactional=True`` the handler runs inside that same transaction (``ctx.tx``), so
-writes to the same database commit together with the cursor: exactly once. Otherwise
-delivery is at least once, with ``ctx.idempotency_key`` stable across retries of a batch.
-"""
+"""Iterators: start, steer and run iterator jobs (the steps), and read their status."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from batchyard import payloads
 from batchyard.clock import seconds, to_datetime
 from batchyard.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from batchyard.failures import error_text, log_failure, traceback_text
+from batchyard.iterator.pacing import Pacing
+from batchyard.iterator.records import (
+    ACTIVE,
+    IteratorState,
+    IteratorStatus,
+    Page,
+    PageContext,
+    as_page,
+)
 from batchyard.retry import RetryPolicy
 from batchyard.store import Tx
 from batchyard.supervision import is_transient
@@ -44,62 +37,6 @@ COMPLETE_TASK = "iterator.complete"
 STEP_RETRY = RetryPolicy(base_delay=1.0, max_delay=30.0, jitter=0.0)
 _WAIT_FOR_OLDER_STEP = 0.2
 STEP_BUDGET = 1.0  # seconds of back-to-back pages in one task before it yields its slot
-
-
-class IteratorState(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-ACTIVE = frozenset({IteratorState.PENDING, IteratorState.RUNNING})
-TERMINAL = frozenset({IteratorState.COMPLETED, IteratorState.FAILED, IteratorState.CANCELLED})
-
-
-@dataclass(frozen=True)
-class Page:
-    """What `get_next_batch` returns (a dict with these keys works too)."""
-
-    items: list[Any]
-    cursor: Any = None
-    done: bool = False
-    total: int | None = None
-
-
-@dataclass(frozen=True)
-class PageContext:
-    """What an iterator's handler gets beside a page's items."""
-
-    job_id: str
-    page: int  # 0-based number of this page in the job
-    attempt: int
-    idempotency_key: str
-    tx: Tx | None = field(default=None, repr=False)  # transactional jobs only
-
-    @property
-    def batch(self) -> int:
-        """The page's number, by its name before 0.2 (`page` is the name now)."""
-        return self.page
-
-
-@dataclass(frozen=True)
-class IteratorStatus:
-    job_id: str
-    status: str
-    processed: int
-    batches: int
-    cursor: Any
-    total: int | None
-    rate_per_second: float | None
-    eta_seconds: float | None
-    last_error: str | None
-    started_at: datetime
-    updated_at: datetime
-    completed_at: datetime | None
-    last_traceback: str | None = None  # of the last failed step: its end, at most 8 KB
 
 
 class Iterators:
@@ -124,6 +61,10 @@ class Iterators:
         delay_between_batches: float = 0.1,
         max_retries: int = 5,
         transactional: bool = False,
+        throttle: str | Callable[..., Any] | None = None,
+        target_batch_seconds: float | None = None,
+        min_batch_size: int | None = None,
+        max_batch_size: int | None = None,
     ) -> IteratorStatus:
         if not isinstance(job_id, str) or not job_id:
             raise InvalidInput("job_id must be a non-empty string", field="job_id")
@@ -134,6 +75,7 @@ class Iterators:
         delay = seconds(delay_between_batches)
         if delay < 0:
             raise InvalidInput("delay_between_batches must be >= 0", field="delay_between_batches")
+        pacing = Pacing.checked(batch_size, target_batch_seconds, min_batch_size, max_batch_size)
         names = self.runtime.handlers
         params = {
             "job_id": job_id,
@@ -146,14 +88,20 @@ class Iterators:
             "on_complete": None
             if on_complete is None
             else names.name_of(on_complete, "on_complete"),
+            "throttle": None if throttle is None else names.name_of(throttle, "throttle"),
+            "target": pacing.target_seconds,
+            "min_size": pacing.min_size,
+            "max_size": pacing.max_size,
         }
         with self.store.transaction(self.runtime.now()) as tx:
             inserted = tx.execute(
                 "INSERT INTO batchyard_iterators (job_id, status, batch_size, get_next_batch, "
-                "process_batch, on_complete, delay, max_retries, transactional, started_at, "
+                "process_batch, on_complete, delay, max_retries, transactional, throttle, "
+                "target_batch_seconds, min_batch_size, max_batch_size, started_at, "
                 "updated_at) VALUES (:job_id, 'pending', :batch_size, :get_next_batch, "
-                ":process_batch, :on_complete, :delay, :max_retries, :transactional, {now}, "
-                "{now}) ON CONFLICT (job_id) DO NOTHING",
+                ":process_batch, :on_complete, :delay, :max_retries, :transactional, "
+                ":throttle, :target, :min_size, :max_size, {now}, {now}) "
+                "ON CONFLICT (job_id) DO NOTHING",
                 params,
             ).rowcount
             if inserted != 1:
@@ -267,6 +215,8 @@ class Iterators:
         # pages follow one another in this task while there is no delay between them, up to
         # a time budget: no claim, no new task per page - only the fenced checkpoint
         budget = time.monotonic() + STEP_BUDGET
+        pacing = Pacing.of(row)
+        size = int(row["page_size"] or row["batch_size"])
         while True:
             context = PageContext(
                 job_id=job_id,
@@ -275,8 +225,15 @@ class Iterators:
                 idempotency_key=f"{job_id}:{batch}",
             )
             step_started = time.perf_counter()
+            page_started = self.runtime.clock.time()  # the clock tests move, for page sizes
             try:
-                page = _page(handlers.call(row["get_next_batch"], cursor, row["batch_size"]))
+                if row["throttle"] is not None:
+                    wait = _throttle_wait(handlers.call(row["throttle"], job_id), row["throttle"])
+                    if wait:
+                        self._throttled(task, job_id, generation, wait)
+                        return
+                page = as_page(handlers.call(row["get_next_batch"], cursor, size))
+                cursor_text = _cursor_text(page.cursor, row["get_next_batch"])
                 if page.items and not row["transactional"]:
                     handlers.call(row["process_batch"], page.items, context)
             except Exception as exc:
@@ -309,7 +266,9 @@ class Iterators:
                             page.items,
                             PageContext(**{**context.__dict__, "tx": tx}),
                         )
-                    self._checkpoint(tx, row, page)
+                    if not finished:  # (a last page is short: it says nothing of the next)
+                        size = pacing.next_size(size, self.runtime.clock.time() - page_started)
+                    self._checkpoint(tx, row, page, cursor_text, size)
                     if finished:
                         self._finish(tx, row)
                     elif not more:
@@ -323,19 +282,34 @@ class Iterators:
                 return
             cursor, batch = page.cursor, batch + 1
 
+    def _throttled(self, task: Task, job_id: str, generation: int, wait: float) -> None:
+        """The throttle asked for a wait: the next page is a step `wait` seconds from now."""
+        with self.store.transaction(self.runtime.now()) as tx:
+            self.tasks.complete(tx, task)
+            if self._current(tx, job_id, generation, lock=True) is None:
+                return  # paused or cancelled meanwhile
+            tx.execute(
+                "UPDATE batchyard_iterators SET throttled_seconds = throttled_seconds + :wait, "
+                "updated_at = {now} WHERE job_id = :job_id",
+                {"job_id": job_id, "wait": wait},
+            )
+            self._schedule(tx, job_id, generation, delay=wait)
+
     def _older_step_running(self, tx: Tx, job_id: str, task: Task) -> bool:
         """Another step of this job holds a live lease (an expired one is a dead runner)."""
         return self.tasks.running(tx, STEP_TASK, _step_keys(job_id), besides=task.id)
 
-    def _checkpoint(self, tx: Tx, row: Any, page: Page) -> None:
+    def _checkpoint(self, tx: Tx, row: Any, page: Page, cursor_text: str, next_size: int) -> None:
         tx.execute(
             "UPDATE batchyard_iterators SET cursor = :cursor, processed = processed + :n, "
+            "page_size = :size, "
             "batches = batches + 1, total = COALESCE(:total, total), last_error = NULL, "
             "last_traceback = NULL, "
             "updated_at = {now} WHERE job_id = :job_id",
             {
                 "job_id": row["job_id"],
-                "cursor": json.dumps(page.cursor),
+                "cursor": cursor_text,
+                "size": next_size,
                 "n": len(page.items),
                 "total": page.total,
             },
@@ -462,6 +436,8 @@ class Iterators:
             updated_at=to_datetime(row["updated_at"]),
             completed_at=to_datetime(row["completed_at"]),
             last_traceback=row["last_traceback"],
+            batch_size=int(row["page_size"] or row["batch_size"]),
+            throttled_seconds=float(row["throttled_seconds"]),
         )
 
 
@@ -471,19 +447,26 @@ def _step_keys(job_id: str) -> str:
     return f"iterator:{len(job_id)}:{job_id}:"
 
 
-def _page(value: Any) -> Page:
-    if isinstance(value, Page):
-        return value
-    if isinstance(value, dict) and "items" in value:
-        items = value["items"]
-        if not isinstance(items, list):
-            raise TypeError("get_next_batch returned items that are not a list")
-        return Page(
-            items=items,
-            cursor=value.get("cursor"),
-            done=bool(value.get("done")),
-            total=value.get("total"),
+def _throttle_wait(value: Any, name: str) -> float:
+    """What a throttle returned, as seconds to wait (0: go on)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e9:
+        raise TypeError(
+            f"throttle handler {name!r} must return None or seconds to wait, not {value!r}"
         )
-    raise TypeError(
-        "get_next_batch must return a batchyard.Page or a dict with 'items', 'cursor' and 'done'"
-    )
+    return float(value)
+
+
+def _cursor_text(cursor: Any, source: str) -> str:
+    """The cursor as the JSON it is kept as - checked before its page is handed over, so a
+    cursor that would not read back equal (an integer past 64 bits, NaN, a datetime) fails
+    that step with the reason, instead of every later step failing to read it."""
+    try:
+        return payloads.encode(cursor)
+    except payloads.NotStorable as exc:
+        raise InvalidInput(
+            f"get_next_batch handler {source!r} returned a cursor that cannot be stored "
+            f"exactly: {exc.at('cursor')}",
+            field="cursor",
+        ) from None

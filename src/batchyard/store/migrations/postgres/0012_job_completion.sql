@@ -1,0 +1,16 @@
+-- A bulk job may name an on_complete handler and a webhook (callback_url), told once it ends;
+-- every delivery attempt of its webhook is kept, for its record and the dashboard.
+
+ALTER TABLE batchyard_jobs ADD COLUMN on_complete TEXT;
+ALTER TABLE batchyard_jobs ADD COLUMN callback_url TEXT;
+
+CREATE TABLE batchyard_job_deliveries (
+    id            BIGSERIAL PRIMARY KEY,
+    job_id        TEXT    NOT NULL,
+    attempt       INTEGER NOT NULL,
+    status_code   INTEGER,
+    error         TEXT,
+    duration      DOUBLE PRECISION NOT NULL,
+    delivered_at  DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX batchyard_job_deliveries_job ON batchyard_job_deliveries (job_id, id);
