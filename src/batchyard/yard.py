@@ -30,8 +30,8 @@ from batchyard.bulk.records import (
     BulkItemResult,
     BulkJob,
     BulkJobStats,
+    BulkJobSubmission,
     DeadChunk,
-    Submission,
 )
 from batchyard.bulk.search import SearchHit, search
 from batchyard.bulk.service import BulkJobs
@@ -404,7 +404,7 @@ class Yard:
         request_id: str | None = None,
         on_complete: str | Callable[..., Any] | None = None,
         callback_url: str | None = None,
-    ) -> Submission:
+    ) -> BulkJobSubmission:
         """`create_batch_job`, also saying whether `request_id` replayed an earlier job."""
         return self._jobs.submit(
             type,

@@ -38,6 +38,10 @@ JOB_KEYS = {
     "completedAt",
     "deadLetters",
     "lastError",
+    "parentJobId",
+    "retryJobIds",
+    "callbackUrl",
+    "deliveries",
 }
 
 

@@ -93,7 +93,7 @@ class BulkJobStats(_Model):
 
 
 @dataclass(frozen=True)
-class Submission:
+class BulkJobSubmission:
     """What `BulkJobs.submit` did: the job's id, and whether an earlier request with the
     same request id had already created it (a replay: nothing new was made)."""
 

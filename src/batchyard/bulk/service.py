@@ -32,8 +32,8 @@ from batchyard.bulk.records import (
     BulkJob,
     BulkJobStats,
     BulkJobStatus,
+    BulkJobSubmission,
     DeadChunk,
-    Submission,
     delivery_record,
     job_record,
 )
@@ -104,7 +104,7 @@ class BulkJobs:
         request_id: str | None = None,
         on_complete: str | None = None,
         callback_url: str | None = None,
-    ) -> Submission:
+    ) -> BulkJobSubmission:
         """`create`, saying whether the job was made now or an earlier request with the
         same `request_id` had made it (a replay, which an API reports as such)."""
         kind = self.types.get(type) if isinstance(type, str) else None
@@ -150,7 +150,7 @@ class BulkJobs:
             fingerprint = hashlib.sha256(text).hexdigest()
             existing = self._by_request(request_id, fingerprint)
             if existing is not None:
-                return Submission(existing, replayed=True)
+                return BulkJobSubmission(existing, replayed=True)
 
         valid: list[list[Any]] = []
         errors: list[dict[str, Any]] = []
@@ -185,8 +185,8 @@ class BulkJobs:
             assert fingerprint is not None
             existing = self._by_request(str(request_id), fingerprint)
             assert existing is not None
-            return Submission(existing, replayed=True)
-        return Submission(job_id, replayed=False)
+            return BulkJobSubmission(existing, replayed=True)
+        return BulkJobSubmission(job_id, replayed=False)
 
     def _insert(
         self,
