@@ -1,15 +1,18 @@
 """Embeddings against the bare model, in one run.
 
     python bench/embeddings.py [--repeat 3] [--things 5000] [--batch-size 64]
-                               [--concurrency 4] [--search-vectors 1000000]
+                               [--concurrency 4,1] [--search-vectors 1000000]
                                [--stores sqlite,postgres]      (--things 0: search only)
 
 Jobs: items/s of a generate-embeddings job over N things (chunk tasks, reading the things,
 hashes, encoding, fenced commits with progress, run by the in-process worker until the job
 is done) against a bare `model.encode` of the same texts with the same batch size. Each
-run embeds a fresh namespace, so nothing is skipped. The model is loaded before any
-timing. Search: one `yard.search` over N stored vectors (random unit vectors written
-directly, not embedded), queries/s, against a single numpy matrix product over the same
+run embeds a fresh namespace, so nothing is skipped. The bare encode and the job at each
+concurrency take turns run by run, so a drift of the shared machine weighs on each alike.
+The model is loaded before any timing.
+
+Search: one `yard.search` over N stored vectors (random unit vectors written directly, not
+embedded), queries/s, against a single numpy matrix product over the same
 vectors already in memory.
 """
 
@@ -18,7 +21,9 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -108,29 +113,54 @@ def measure_jobs(
     model: SentenceTransformerEmbedder,
     n: int,
     batch_size: int,
-    concurrency: int,
+    concurrencies: list[int],
     repeat: int,
 ) -> None:
     yard = Yard(url, embedder=model)
     corpus = texts(n)
-    namespaces = iter(range(100))
+    namespaces = iter(range(10_000))
+    # items per CPU second of this process too: on a crowded machine a side with more
+    # threads than the bare encode's also takes a larger share of the cores, which the
+    # wall clock counts as its own speed
+    cpu: list[list[float]] = [[] for _ in range(1 + len(concurrencies))]
 
-    def one_job() -> tuple[int, float]:
-        ns = f"run{next(namespaces)}"
-        put_things(yard, ns, corpus)  # not timed: the job's own work starts at its creation
-        return timed(lambda: job_embed(yard, ns, n, batch_size, concurrency))
+    def clocked(side: int, fn: Callable[[], int]) -> tuple[int, float]:
+        started = time.process_time()
+        items, seconds = timed(fn)
+        cpu[side].append(items / (time.process_time() - started))
+        return items, seconds
 
-    # the two take turns run by run (see median_rates)
-    bare, ours = median_rates(
-        [lambda: timed(lambda: bare_encode(model, corpus, batch_size)), one_job], repeat
-    )
-    print_table(
-        f"{label}: embeddings of {n:,} things, batch size {batch_size} (items/s)",
-        [
-            (f"bare model.encode(texts, batch_size={batch_size})", bare, "the baseline"),
-            (f"generate-embeddings job, concurrency {concurrency}", ours, "goal >= 0.85"),
-        ],
-    )
+    def bare() -> tuple[int, float]:
+        return clocked(0, lambda: bare_encode(model, corpus, batch_size))
+
+    def job_at(side: int, concurrency: int) -> Callable[[], tuple[int, float]]:
+        def one_job() -> tuple[int, float]:
+            ns = f"run{next(namespaces)}"
+            put_things(yard, ns, corpus)  # not timed: the job's own work starts at its creation
+            return clocked(side, lambda: job_embed(yard, ns, n, batch_size, concurrency))
+
+        return one_job
+
+    runs = [bare, *(job_at(side, c) for side, c in enumerate(concurrencies, start=1))]
+    rates = median_rates(runs, repeat)
+    per_cpu = [
+        {"median": statistics.median(done), "min": min(done), "max": max(done)} for done in cpu
+    ]
+    for unit, figures in (("items/s", rates), ("items per CPU second", per_cpu)):
+        print_table(
+            f"{label}: embeddings of {n:,} things, batch size {batch_size} ({unit})",
+            [
+                (f"bare model.encode(texts, batch_size={batch_size})", figures[0], "the baseline"),
+                *(
+                    (
+                        f"generate-embeddings job, concurrency {concurrency}",
+                        rate,
+                        "goal >= 0.8" if concurrency == 1 else "goal >= 0.9",
+                    )
+                    for concurrency, rate in zip(concurrencies, figures[1:], strict=True)
+                ),
+            ],
+        )
     yard.close()
 
 
@@ -196,7 +226,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--things", type=int, default=5000)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, default=4)  # run_worker's default
+    # run_worker's default, and one worker thread
+    parser.add_argument("--concurrency", default="4,1")
     parser.add_argument("--search-vectors", type=int, default=1_000_000)
     parser.add_argument("--stores", default="sqlite,postgres")
     args = parser.parse_args()
@@ -204,6 +235,7 @@ def main() -> None:
     model = SentenceTransformerEmbedder()
     model.encode(["warm up"])  # load the model before any timing
     stores = args.stores.split(",")
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
     if args.things and "sqlite" in stores:
         measure_jobs(
             f"sqlite:///{fresh_sqlite()}",
@@ -211,7 +243,7 @@ def main() -> None:
             model,
             args.things,
             args.batch_size,
-            args.concurrency,
+            concurrencies,
             args.repeat,
         )
     if args.things and "postgres" in stores:
@@ -222,7 +254,7 @@ def main() -> None:
                 model,
                 args.things,
                 args.batch_size,
-                args.concurrency,
+                concurrencies,
                 args.repeat,
             )
     if args.search_vectors:

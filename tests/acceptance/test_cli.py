@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -159,7 +160,7 @@ def test_iterators_commands(env):
     assert row["job_id"] == "job-1" and row["status"] == "paused"
     assert "job-1: running" in run("resume", "job-1").stdout
     assert "job-1: cancelled" in run("cancel", "job-1").stdout
-    assert json.loads(run("status", "job-1", "--json").stdout)[0]["status"] == "cancelled"
+    assert json.loads(run("status", "job-1", "--json").stdout)["status"] == "cancelled"
     missing = run("status", "nope")
     assert missing.returncode == 1 and "no iterator job 'nope'" in missing.stderr
 
@@ -191,7 +192,7 @@ def test_batches_items_and_discard_commands(env):
     assert "refused by the sink" in table and '"n": 2' in table and '"n": 1' not in table
     bad = run("items", "ev::0", "--limit", "0")
     assert bad.returncode == 1 and "limit" in bad.stderr
-    discarded = run("discard", "ev::0")
+    discarded = run("discard", "ev::0", "--json")
     assert discarded.returncode == 0, discarded.stdout + discarded.stderr
     assert json.loads(discarded.stdout) == {
         "batch_id": "ev::0",
@@ -277,3 +278,78 @@ def test_the_builtin_log_handler_logs_the_items_it_received(tmp_path, caplog):
     assert line.startswith('flushed ev::0 (2 items, attempt 1): [{"n": 1}, {"text": "xxx')
     assert line.endswith("... (3024 characters in all)") and len(line) < 2200
     assert record.item_count == 2
+
+
+def test_serve_on_a_busy_port_says_so_before_starting_anything(tmp_path):
+    store = tmp_path / "new.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "batchyard", "serve", "--port", str(port)],
+            env={**os.environ, "BATCHYARD_STORE": f"sqlite:///{store}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2  # configuration, as an unknown store scheme
+    assert result.stderr == f"error: port {port} on 127.0.0.1 is in use\n"
+    assert result.stdout == ""  # no banner, no worker's lines
+    assert not store.exists()  # the store was not opened
+
+
+def test_serve_and_worker_take_their_options_from_the_environment(env, tmp_path):
+    port = free_port()
+    tokens = tmp_path / "tokens"
+    tokens.write_text("s3cret\n")
+    settings = {
+        "BATCHYARD_APP": "app:yard",
+        "BATCHYARD_HOST": "127.0.0.1",
+        "BATCHYARD_PORT": str(port),
+        "BATCHYARD_CONCURRENCY": "2",
+        "BATCHYARD_IN_PROCESS_WORKER": "false",
+        "BATCHYARD_LOG_LEVEL": "info",
+        "BATCHYARD_LOG_FORMAT": "json",
+        "BATCHYARD_API_TOKEN_FILE": str(tokens),
+    }
+    server = cli("serve", env={**env, **settings})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{base}/health")
+        headers = {"Authorization": "Bearer s3cret"}
+        assert httpx.get(f"{base}/batches/ev", headers=headers).status_code == 200
+        assert httpx.get(f"{base}/batches/ev").status_code == 401
+        added = httpx.post(
+            f"{base}/batches/ev/items",
+            json={"items": [1], "max_batch_size": 1, "on_flush": "record"},
+            headers=headers,
+        )
+        assert added.json()["flushed"] is True
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port} (token required)" in output
+    logged = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert any(line["message"] == "Application shutdown complete." for line in logged)
+    # no in-process worker (it would log its stop): the batch waits for one
+    assert not any(line["logger"] == "batchyard.worker" for line in logged), logged
+    assert recorded(env["RECORD_PATH"]) == []
+
+    worker = subprocess.run(
+        [sys.executable, "-m", "batchyard", "worker", "--once"],
+        env={**env, **settings, "BATCHYARD_SHUTDOWN_TIMEOUT": "5", "BATCHYARD_LEASE": "10"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    assert recorded(env["RECORD_PATH"]) == [{"batch_id": "ev::0", "items": [1]}]  # app:yard's
+    bad = subprocess.run(
+        [sys.executable, "-m", "batchyard", "worker", "--once"],
+        env={**env, "BATCHYARD_CONCURRENCY": "none"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "BATCHYARD_CONCURRENCY" in bad.stderr, bad.stderr

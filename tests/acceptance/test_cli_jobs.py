@@ -59,9 +59,12 @@ def test_import_each_format_then_export_and_inspect(cli, tmp_path):
     failed = next(job for job in jobs if job["status"] == "failed")
     errors = json.loads(cli("jobs", "errors", failed["id"], "--json").stdout)
     assert errors == [{"index": 300, "error": "id: must be a string, not a number"}]
-    shown = json.loads(cli("jobs", "show", failed["id"]).stdout)
+    shown = json.loads(cli("jobs", "show", failed["id"], "--json").stdout)
     assert shown["processed"] == 300 and shown["errors"][0]["index"] == 300
-    assert json.loads(cli("stats").stdout)["successRate"] == "66.67%"
+    assert json.loads(cli("stats", "--json").stdout)["success_rate"] == "66.67%"
+    table = cli("jobs", "show", failed["id"]).stdout  # its fields, then its first errors
+    assert failed["id"] in table and "300" in table and "id: must be a string" in table
+    assert "success_rate │ 66.67%" in cli("stats").stdout
 
 
 def test_a_bad_line_stops_the_import_before_anything_is_submitted(cli, store_url, tmp_path):

@@ -24,7 +24,7 @@ import yaml
 from tests.docs.examples import ROOT, Block, all_blocks
 
 BLOCKS = all_blocks()
-LANGUAGES = {"python", "bash", "text", "yaml", "ini", "mermaid", "json"}
+LANGUAGES = {"python", "bash", "text", "yaml", "ini", "mermaid", "json", "dockerfile"}
 RUN = [b for b in BLOCKS if b.lang == "python" and b.not_run is None]
 
 

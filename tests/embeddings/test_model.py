@@ -110,13 +110,15 @@ def test_fields_choose_the_text(yard, model):
     assert vectors["b"][1] == hashlib.sha256(b"the recipe needs two eggs").hexdigest()
 
 
-def test_texts_are_encoded_in_batches_of_the_configured_size_within_chunks(yard, counting):
+def test_texts_are_encoded_in_batches_of_the_configured_size_longest_first(yard, counting):
     put_things(
         yard, [{"ns": "many", "id": f"t{n:03}", "content": f"thing number {n}"} for n in range(150)]
     )
     job = embed(yard, ns="many")
-    # chunks of 100 items, each encoded 64 at a time (the chunks run side by side)
-    assert (job.processed, sorted(len(call) for call in counting.calls)) == (150, [36, 50, 64])
+    # both chunks of 100 items in one group, their texts encoded 64 at a time longest first
+    assert (job.processed, [len(call) for call in counting.calls]) == (150, [64, 64, 22])
+    lengths = [len(text) for call in counting.calls for text in call]
+    assert lengths == sorted(lengths, reverse=True)
 
     put_things(yard, [{"ns": "few", "id": f"t{n}", "content": f"item {n}"} for n in range(10)])
     counting.calls.clear()

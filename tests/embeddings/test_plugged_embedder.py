@@ -8,7 +8,7 @@ import string
 import numpy as np
 import pytest
 
-from batchyard import InvalidInput
+from batchyard import InvalidInput, RetryPolicy
 from batchyard.bulk.search import search
 from tests.embeddings.conftest import embed, put_things, stored_vectors
 
@@ -87,3 +87,75 @@ def test_bad_options_and_arguments_are_refused_before_anything_is_stored(yard):
             yard.search("w", "a", k=k)
     with pytest.raises(InvalidInput, match="query"):
         yard.search("w", "  ")
+
+
+class CountingLetters(Letters):
+    """Letters, remembering the texts of every call; a text with "poison" in it fails its
+    call, as a model that cannot take an input does."""
+
+    def __init__(self):
+        self.calls = []
+
+    def encode(self, texts):
+        self.calls.append(list(texts))
+        if any("poison" in text for text in texts):
+            raise ValueError("the model cannot take this text")
+        return super().encode(texts)
+
+
+def mixed(n):
+    # texts of 1 to 60 letters, each of its own make-up, in no order of length
+    return "".join(string.ascii_lowercase[(n * 7 + k * k) % 26] for k in range((n * 37) % 60 + 1))
+
+
+def test_a_group_of_chunks_is_encoded_longest_first_and_each_vector_stays_with_its_item(
+    make_yard,
+):
+    letters = CountingLetters()
+    yard = make_yard(embedder=letters)
+    put_things(yard, [{"ns": "m", "id": f"m{n:03}", "content": mixed(n)} for n in range(320)])
+    put_things(yard, [{"ns": "m", "id": "blank", "content": " "}])
+    refs = [{"ns": "m", "id": f"m{n:03}"} for n in range(320)]
+    refs[5:5] = [{"ns": "m", "id": "gone"}]
+    refs[250:250] = [{"ns": "m", "id": "blank"}]
+    job_id = yard.create_batch_job("generate-embeddings", refs, options={"batchSize": 50})
+    yard.run_worker(wait=False)
+
+    job = yard.get_batch_job(job_id)
+    assert (job.status, job.processed, job.failed) == ("failed", 320, 2)
+    assert [(e.index, e.error) for e in job.errors] == [
+        (5, "not found: m/gone"),
+        (250, "no text to embed: content empty or missing"),
+    ]
+    # the four chunks were one group: its texts sorted across chunks, 50 to a call
+    assert [len(call) for call in letters.calls] == [50] * 6 + [20]
+    lengths = [len(text) for call in letters.calls for text in call]
+    assert lengths == sorted(lengths, reverse=True)
+    vectors = stored_vectors(yard, "m")
+    assert len(vectors) == 320
+    for n in range(320):
+        expected = Letters().encode([mixed(n)])[0]
+        expected = expected / np.linalg.norm(expected)
+        np.testing.assert_allclose(vectors[f"m{n:03}"][3], expected, atol=1e-6)
+
+
+def test_a_chunk_the_model_fails_in_a_group_dies_alone_and_the_others_are_stored(
+    make_yard, clock, caplog
+):
+    letters = CountingLetters()
+    yard = make_yard(embedder=letters, clock=clock, retry=RetryPolicy(jitter=0.0))
+    things = [{"ns": "p", "id": f"p{n:03}", "content": mixed(n)} for n in range(300)]
+    things[150]["content"] = "poison"
+    put_things(yard, things)
+    job_id = yard.create_batch_job("generate-embeddings", input={"ns": "p"})
+    for _ in range(4):  # the first try and three retries, each after its backoff
+        yard.run_worker(wait=False)
+        clock.advance(600)
+    assert "a group of 3 job.chunk tasks failed" in caplog.text  # they were tried together
+    dead = yard.list_dead_chunks(job_id)
+    assert [(d.chunk, d.attempts, d.items) for d in dead] == [(1, 4, 100)]
+    assert "the model cannot take this text" in dead[0].error
+    job = yard.get_batch_job(job_id)
+    assert (job.status, job.processed, job.failed, job.dead_letters) == ("failed", 200, 0, 1)
+    kept = [f"p{n:03}" for n in (*range(100), *range(200, 300))]
+    assert sorted(stored_vectors(yard, "p")) == kept

@@ -608,7 +608,7 @@ def test_completed_batches_and_history_are_pruned_after_the_retention(make_yard,
     yard.run_worker(wait=False)
     clock.advance(3601)
     yard.add_items("ev", [99], max_batch_size=2, on_flush="noop")  # stays
-    assert yard._accumulator.reader.prune(yard.retention) == 3
+    assert yard._accumulator.pruner.prune(yard.retention) == 3
     with yard.store.transaction() as tx:
         assert tx.one("SELECT count(*) AS n FROM batchyard_items")["n"] == 1
         assert tx.one("SELECT count(*) AS n FROM batchyard_flushes")["n"] == 0

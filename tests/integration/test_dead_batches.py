@@ -126,7 +126,7 @@ def test_a_dead_batch_is_discarded_into_the_books_and_pruned_like_a_completed_on
     with pytest.raises(Conflict):
         yard.redrive_batch(batch_id)
     clock.advance(3601)
-    assert yard._accumulator.reader.prune(yard.retention) == 1
+    assert yard._accumulator.pruner.prune(yard.retention) == 1
     with pytest.raises(NotFound):
         yard.get_batch_items(batch_id)
 

@@ -9,6 +9,7 @@ the limit.
     records.py   states, results, batch ids        sql.py       the SQL, once for both stores
     adding.py    Adder: items into batches          flushing.py  Flusher: close, flush, books
     reading.py   Reader: status, history, delete    items.py     a batch's items; discard
+    pruning.py   Pruner: the retention, in steps
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 from batchyard.accumulator.adding import Adder
 from batchyard.accumulator.flushing import Flusher
 from batchyard.accumulator.items import BatchItem, BatchItems, DiscardResult
+from batchyard.accumulator.pruning import Pruner
 from batchyard.accumulator.reading import Reader
 from batchyard.accumulator.records import (
     FLUSH_TASK,
@@ -57,4 +59,5 @@ class Accumulator:
         self.adder = Adder(runtime)
         self.flusher = Flusher(runtime)
         self.reader = Reader(runtime)
+        self.pruner = Pruner(runtime)
         self.items = BatchItems(runtime)

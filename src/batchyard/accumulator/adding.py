@@ -1,7 +1,9 @@
 """Adding items: into the open batch of a base, opening and closing batches as they fill.
 
-An add of one item that leaves room is one statement; an add that fills or opens batches,
-or brings many items, is one short transaction of a fixed number of statements.
+An add of one item that leaves room is one statement; of many items that leave room, one
+pipelined transaction (one round trip); an add that fills or opens batches is one short
+transaction of a fixed number of statements. The calls of threads adding to one base meet
+in its lane (`lanes`): one add in flight per base, carrying every call that arrived meanwhile.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from batchyard.accumulator import sql
 from batchyard.accumulator.flushing import schedule_flush
+from batchyard.accumulator.lanes import Lanes
 from batchyard.accumulator.records import FLUSH_TASK, AddResult, BatchStatus, split_base
 from batchyard.clock import seconds
 from batchyard.errors import InvalidInput
@@ -34,6 +38,41 @@ def _appended(batch_id: str) -> AddResult:
     return AddResult(
         batch_id=batch_id, item_count=1, flushed=False, status=BatchStatus.ACCUMULATING
     )
+
+
+def _results(
+    calls: list[list[str]], filled: list[tuple[str, int, int, int, int]]
+) -> list[AddResult]:
+    """What each call returns, as if the calls had run one by one: `filled` holds, in
+    order, the batches their items went to, with how many each took and where its next
+    item goes. A call names the batch its last item went to, and the batches it filled."""
+    results = []
+    batches = iter(filled)
+    batch_id, left, position, limit, _ = next(batches)
+    for call in calls:
+        needed = len(call)
+        flushed: list[str] = []
+        while True:
+            taken = min(needed, left)
+            needed, left = needed - taken, left - taken
+            closed = left == 0 and position == limit
+            if closed:
+                flushed.append(batch_id)
+            if needed == 0:
+                break
+            batch_id, left, position, limit, _ = next(batches)
+        results.append(
+            AddResult(
+                batch_id=batch_id,
+                item_count=len(call),
+                flushed=bool(flushed),
+                status=BatchStatus.FLUSHING if closed else BatchStatus.ACCUMULATING,
+                flushed_batch_ids=tuple(flushed),
+            )
+        )
+        if left == 0 and needed == 0:
+            batch_id, left, position, limit, _ = next(batches, (batch_id, 0, 0, 0, 0))
+    return results
 
 
 @dataclass(slots=True)
@@ -58,6 +97,7 @@ class Adder:
         self._configs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._open: dict[str, _OpenBatch] = {}  # a hint per base id, checked by each use
         self._bases: set[str] = set()  # base ids whose row is known to exist (never deleted)
+        self._lanes = Lanes()  # one add in flight per base; those that wait go together
 
     # -- adding ---------------------------------------------------------------------------
 
@@ -76,14 +116,31 @@ class Adder:
         encoded = encode_items(items)
         if not encoded:
             return AddResult(batch_id=base, item_count=0, flushed=False, status="unchanged")
+        lane = self._lanes((base, *config.values()))
+        return lane.add(encoded, partial(self._add, base, config=config))
+
+    def _add(self, base: str, calls: list[list[str]], config: dict[str, Any]) -> list[AddResult]:
+        """Add the items of one or more calls, laid end to end (see `lanes`)."""
         now = self.runtime.now()
-        if len(encoded) == 1:
-            appended = self._append(base, encoded[0], now)
+        if len(calls) == 1 and len(calls[0]) == 1:
+            appended = self._append(base, calls[0][0], now)
             if appended is not None:
-                return appended
+                return [appended]
+        else:
+            batch_id = self._append_many(base, calls, now)
+            if batch_id is not None:
+                return [
+                    AddResult(
+                        batch_id=batch_id,
+                        item_count=len(call),
+                        flushed=False,
+                        status=BatchStatus.ACCUMULATING,
+                    )
+                    for call in calls
+                ]
         self.ensure_bases([base])
         with self.store.transaction(now, pipeline=True) as tx:
-            return self._fill(tx, base, encoded, config)
+            return self._fill(tx, base, calls, config)
 
     def ensure_bases(self, bases: Iterable[str]) -> None:
         """Make the row of each base - the lock its adders queue on, see `sql.LOCK_BASE` -
@@ -122,6 +179,27 @@ class Adder:
         )
         self._remember(base, seen)
         return seen.result
+
+    def _append_many(self, base: str, calls: list[list[str]], now: float | None) -> str | None:
+        """Add the items of `calls` at the remembered position, when they leave room in its
+        batch, in one round trip (see `sql.APPEND_MANY_AT`); the batch's id, or None when
+        that does not apply."""
+        seen = self._open.get(base)
+        total = sum(len(call) for call in calls)
+        if seen is None or seen.position + total >= seen.max_batch_size:
+            return None
+        position = seen.position
+        params = {"batch_no": seen.batch_no, "position": position}
+        encoded = [item for call in calls for item in call]
+        with self.store.transaction(now, pipeline=True) as tx:
+            tx.execute(sql.LOCK_FOR_APPEND, params)
+            inserted = tx.execute(
+                sql.APPEND_MANY_AT, {**params, "values": orjson.dumps(encoded).decode()}
+            )
+        if inserted.rowcount == 0:
+            return None
+        seen.position = position + total
+        return seen.result.batch_id
 
     def _remember(self, base: str, seen: _OpenBatch) -> None:
         """Note where the next item of `base` goes (only once what told us is committed)."""
@@ -216,9 +294,13 @@ class Adder:
             appended = tx.one(sql.APPEND_ITEM, {"base": base, "payload": encoded[0]})
             if appended is not None:
                 return _appended(appended["batch_id"])
-        return self._fill(tx, base, encoded, config)
+        return self._fill(tx, base, [encoded], config)[0]
 
-    def _fill(self, tx: Tx, base: str, encoded: list[str], config: dict[str, Any]) -> AddResult:
+    def _fill(
+        self, tx: Tx, base: str, calls: list[list[str]], config: dict[str, Any]
+    ) -> list[AddResult]:
+        """Add the items of `calls`, end to end, in a transaction; each call's result."""
+        encoded = calls[0] if len(calls) == 1 else [item for call in calls for item in call]
         # sent together (one round trip when pipelined), each statement after the lock
         # before it is held, so that each sees what the previous holder committed
         params = {"base": base}
@@ -235,23 +317,24 @@ class Adder:
         open_batch = locked.fetchone()
         count = counted.fetchone()["n"]
         total = len(encoded)
-        full: list[tuple[str, int]] = []  # (id, max attempts) of batches closed by size
+        # the batches the items go to, in order: (id, items of ours, where the next goes,
+        # its size limit, max attempts)
+        filled: list[tuple[str, int, int, int, int]] = []
         room, open_no = 0, 0
         if open_batch is not None:
             open_no, limit = open_batch["batch_no"], open_batch["max_batch_size"]
             room = min(total, limit - count)
-            last = _OpenBatch(open_no, count + room, limit, _appended(open_batch["batch_id"]))
+            filled.append(
+                (open_batch["batch_id"], room, count + room, limit, open_batch["max_attempts"])
+            )
             if count + room == limit:
                 # closed before the next batch opens: a base has one open batch at most
                 tx.execute(sql.CLOSE_FULL, {"batch_no": open_no})
-                full.append((open_batch["batch_id"], open_batch["max_attempts"]))
         size = config["max_batch_size"]
         new = self._create_batches(tx, base, config, total - room)
-        for index, (batch_id, batch_no) in enumerate(new):
-            filled = min(size, total - room - index * size)
-            last = _OpenBatch(batch_no, filled, size, _appended(batch_id))
-            if filled == size:
-                full.append((batch_id, config["max_attempts"]))
+        for index, (batch_id, _) in enumerate(new):
+            taken = min(size, total - room - index * size)
+            filled.append((batch_id, taken, taken, size, config["max_attempts"]))
         if all(no == new[0][1] + i for i, (_, no) in enumerate(new)):
             self._insert_items(tx, encoded, room, open_no, count, new[0][1] if new else 0, size)
         else:  # numbers not consecutive: batch by batch
@@ -259,27 +342,28 @@ class Adder:
             for index, (_, batch_no) in enumerate(new):
                 chunk = encoded[room + index * size : room + (index + 1) * size]
                 self._insert_items(tx, chunk, len(chunk), batch_no, 0)
+        full = [(b, attempts) for b, _, position, limit, attempts in filled if position == limit]
         self._schedule_size_flushes(tx, full)
-        last_full = last.position == last.max_batch_size
-        if config["flush_interval"] is not None and new and not last_full:
+        last_id, _, last_position, last_limit, _ = filled[-1]
+        if config["flush_interval"] is not None and new and last_position < last_limit:
             # the interval timer is set once, at creation, on the batch left open
             schedule_flush(
                 self.tasks,
                 tx,
-                last.result.batch_id,
+                last_id,
                 config["max_attempts"],
                 delay=config["flush_interval"],
             )
         # the next single-item add of this base goes straight to its position - or, when
         # the last batch is full, straight to the transaction that opens the next one
-        tx.after_commit.append(lambda: self._remember(base, last))
-        return AddResult(
-            batch_id=last.result.batch_id,
-            item_count=total,
-            flushed=bool(full),
-            status=BatchStatus.FLUSHING if last_full else BatchStatus.ACCUMULATING,
-            flushed_batch_ids=tuple(batch_id for batch_id, _ in full),
+        last = _OpenBatch(
+            open_no if len(new) == 0 else new[-1][1],
+            last_position,
+            last_limit,
+            _appended(last_id),
         )
+        tx.after_commit.append(lambda: self._remember(base, last))
+        return _results(calls, filled)
 
     @staticmethod
     def _insert_items(

@@ -1,4 +1,4 @@
-"""Reading and removing batches: status, lists, flush history; delete and prune."""
+"""Reading and removing batches: status, lists, flush history; delete (prune: `pruning`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from batchyard.accumulator import sql
 from batchyard.accumulator.records import (
-    FINISHED_SQL,
+    ACTIVE_SQL,
     BatchInfo,
     BatchPage,
     BatchStatus,
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 class Reader:
-    """The accumulator's books, read - and the removals that keep them tidy."""
+    """The accumulator's books, read - and a finished batch deleted by hand."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -36,7 +36,7 @@ class Reader:
             if sequence is None:
                 rows = tx.all(
                     f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
-                    f"WHERE b.base_id = :base AND b.status NOT IN {FINISHED_SQL} "
+                    f"WHERE b.base_id = :base AND b.status IN {ACTIVE_SQL} "
                     "ORDER BY b.sequence",
                     {"base": base},
                 )
@@ -49,11 +49,14 @@ class Reader:
         return [batch_info(row, now) for row in rows]
 
     def list_batches(self, status: str | None = None, limit: int = 100) -> list[BatchInfo]:
+        # two texts, not one with "(:status IS NULL OR ...)": each walks its own index
+        # (updated_at, or status then updated_at) backwards and stops at the limit, where
+        # the one text could use neither and sorted every batch kept
+        where = "" if status is None else "WHERE b.status = :status "
         with self.store.transaction(self.runtime.now()) as tx:
             now = tx.clock()
             rows = tx.all(
-                f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
-                "WHERE (CAST(:status AS TEXT) IS NULL OR b.status = :status) "
+                f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b {where}"
                 "ORDER BY b.updated_at DESC LIMIT :limit",
                 {"status": status, "limit": limit},
             )
@@ -65,19 +68,23 @@ class Reader:
         """Batches newest first, keyed by their number (which never changes, unlike
         `updated_at`): a page starts below the last number of the previous one, so a batch
         made or changed meanwhile neither repeats nor shifts a later page."""
+        # conditions only where given, as in `list_batches`: the planner then walks the
+        # primary key (or the status index) instead of weighing an OR it cannot resolve
+        where = [
+            *([] if status is None else ["b.status = :status"]),
+            *([] if cursor is None else ["b.batch_no < :cursor"]),
+        ]
+        condition = f"WHERE {' AND '.join(where)} " if where else ""
+        counted = "" if status is None else "WHERE status = :status"
         with self.store.transaction(self.runtime.now(), write=False) as tx:
             now = tx.clock()
             rows = tx.all(
-                f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
-                "WHERE (CAST(:status AS TEXT) IS NULL OR b.status = :status) "
-                "AND (CAST(:cursor AS BIGINT) IS NULL OR b.batch_no < :cursor) "
+                f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b {condition}"
                 "ORDER BY b.batch_no DESC LIMIT :limit",
                 {"status": status, "cursor": cursor, "limit": limit + 1},
             )
             total = tx.one(
-                "SELECT COUNT(*) AS n FROM batchyard_batches "
-                "WHERE (CAST(:status AS TEXT) IS NULL OR status = :status)",
-                {"status": status},
+                f"SELECT COUNT(*) AS n FROM batchyard_batches {counted}", {"status": status}
             )["n"]
         more = len(rows) > limit
         rows = rows[:limit]
@@ -133,21 +140,3 @@ class Reader:
                 tx.execute(
                     f"DELETE FROM {table} WHERE batch_no = :batch_no", {"batch_no": row["batch_no"]}
                 )
-
-    def prune(self, older_than: float) -> int:
-        """Delete completed (and discarded) batches, their items and flush history older
-        than `older_than` seconds; return how many batches went."""
-        finished = f"status IN {FINISHED_SQL} AND completed_at < {{now}} - :age"
-        with self.store.transaction(self.runtime.now()) as tx:
-            params = {"age": older_than}
-            for table in ("batchyard_items", "batchyard_item_failures"):
-                tx.execute(
-                    f"DELETE FROM {table} WHERE batch_no IN (SELECT batch_no FROM "
-                    f"batchyard_batches WHERE {finished})",
-                    params,
-                )
-            gone = int(
-                tx.execute(f"DELETE FROM batchyard_batches WHERE {finished}", params).rowcount
-            )
-            tx.execute("DELETE FROM batchyard_flushes WHERE started_at < {now} - :age", params)
-        return gone

@@ -97,6 +97,26 @@ APPEND_AT = (
     "WHERE batch_no = :batch_no AND status = 'accumulating' {for_update}) "
     "ON CONFLICT DO NOTHING"
 )
+# Many items at a remembered position (the adds of several calls, see `lanes`), in one
+# pipelined transaction - one round trip on PostgreSQL, where one statement cannot do it: a
+# statement that waited for the batch's row lock would still read with the snapshot it took
+# before the wait, and see neither the items nor the close that the lock holder committed.
+# So the lock is taken by a statement of its own (an UPDATE that changes nothing: unlike a
+# SELECT, it leaves no rows to read before COMMIT - a statement in progress, on SQLite), and
+# the insert that follows reads afresh: it writes all its items, or none when the batch was
+# closed or any item is already at or past the position (another process's add).
+LOCK_FOR_APPEND = (
+    "UPDATE batchyard_batches SET status = status "
+    "WHERE batch_no = :batch_no AND status = 'accumulating'"
+)
+APPEND_MANY_AT = (
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
+    "SELECT :batch_no, :position + j.idx, j.value, {now} FROM {json_text_rows} j "
+    "WHERE EXISTS (SELECT 1 FROM batchyard_batches "
+    "WHERE batch_no = :batch_no AND status = 'accumulating') "
+    "AND NOT EXISTS (SELECT 1 FROM batchyard_items "
+    "WHERE batch_no = :batch_no AND position >= :position)"
+)
 ITEM_COUNT = "(SELECT COUNT(*) FROM batchyard_items i WHERE i.batch_no = b.batch_no)"
 FAILED_COUNT = "(SELECT COUNT(*) FROM batchyard_item_failures f WHERE f.batch_no = b.batch_no)"
 # Counts are derived, never kept in the batch row: an add then writes its items and nothing

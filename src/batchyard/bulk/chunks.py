@@ -6,13 +6,16 @@ last commit and nothing is counted twice. Work that runs user code (transforms, 
 models) commits at least once a second, so progress moves while a slow chunk runs; a chunk
 past its time limit (30 s) gives its worker slot back after its next commit and is queued
 again to go on from there. Chunks that run no user code are claimed and committed up to
-`CHUNK_GROUP` of one job at a time, in one transaction.
+`CHUNK_GROUP` of one job at a time, in one transaction. A kind that computes in batches may
+ask for its chunks in groups (`JobType.group_chunks`: an embedding model sorts a group's
+texts by length and pads less): a worker slot then computes a group's items in one call and
+commits them in one transaction; if that fails, each chunk runs alone as above.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -50,7 +53,7 @@ class ChunkRunner:
                 CHUNK_TASK,
                 self.run_chunk,
                 on_dead=self.on_dead_chunk,
-                grouping=Grouping(self.chunk_group, self.run_chunks, CHUNK_GROUP),
+                grouping=Grouping(self.chunk_group, self.run_chunks, self.group_size),
             )
         )
 
@@ -59,48 +62,88 @@ class ChunkRunner:
         if not kind.computes:  # all in the database: one transaction does the chunk
             self._commit(kind, options, [_Part(task)])
             return
-        job_id, number = task.payload["job_id"], task.payload["chunk"]
-        with self.store.transaction(write=False) as tx:
-            job = tx.one("SELECT status FROM batchyard_jobs WHERE id = :id", {"id": job_id})
-            chunk = tx.one(
-                "SELECT done, items FROM batchyard_job_chunks WHERE job_id = :id "
-                "AND chunk = :chunk",
-                {"id": job_id, "chunk": number},
-            )
-        items = _chunk_items(task, chunk)
-        if job is None or items is None or job["status"] == BulkJobStatus.CANCELLED:
-            with self.store.transaction(self.runtime.now()) as tx:
-                self.tasks.complete(tx, task)  # deleted or cancelled: nothing more to do
-            return
-        deadline = time.monotonic() + self.time_limit
-        position = int(chunk["done"])
-        while position < len(items):
-            segment, computed = self._compute(kind, options, items[position:], deadline)
-            if not self._commit(
-                kind, options, [_Part(task, segment, position, len(items), computed)]
-            ):
-                return
-            position += len(segment)
-            if position < len(items) and time.monotonic() > deadline:
-                # past the time limit: hand the slot back and go on from this commit later
-                # (not a failed attempt - the chunk is making progress)
-                with self.store.transaction(self.runtime.now()) as tx:
-                    self.tasks.postpone(tx, task, 0.0)
-                return
+        for part in self._unfinished([task]):
+            deadline = time.monotonic() + self.time_limit
+            remaining, position = part.segment or [], part.position
+            while remaining:
+                segment, computed = self._compute(kind, options, remaining, deadline)
+                if not self._commit(
+                    kind, options, [_Part(task, segment, position, part.size, computed)]
+                ):
+                    return
+                position += len(segment)
+                remaining = remaining[len(segment) :]
+                if remaining and time.monotonic() > deadline:
+                    # past the time limit: hand the slot back and go on from this commit
+                    # later (not a failed attempt - the chunk is making progress)
+                    with self.store.transaction(self.runtime.now()) as tx:
+                        self.tasks.postpone(tx, task, 0.0)
+                    return
 
     def chunk_group(self, task: Task) -> str | None:
-        """The key prefix of the chunks this one may commit with (its job's), or None when
-        it runs user code and goes alone."""
-        if self.types[task.payload["type"]].computes:
+        """The key prefix of the chunks this one may run with (its job's), or None when it
+        runs user code a batch at a time and goes alone."""
+        kind = self.types[task.payload["type"]]
+        if kind.computes and kind.group_chunks <= 1:
             return None
         return f"job:{task.payload['job_id']}:"
 
+    def group_size(self, task: Task) -> int:
+        """How many chunks of this one's job a worker slot does at once."""
+        kind = self.types[task.payload["type"]]
+        return kind.group_chunks if kind.computes else CHUNK_GROUP
+
     def run_chunks(self, tasks: list[Task]) -> None:
-        """Do several whole chunks of one job (of a kind that runs no user code) in one
-        transaction: one fenced completion, one write of all their items, one progress
-        update. It commits all of them or none."""
+        """Do several chunks of one job in one transaction: one fenced completion, one write
+        of all their items, one progress update. It commits all of them or none. A kind
+        that computes gets the items still to do of every chunk in one call first."""
         kind, options = self.types[tasks[0].payload["type"]], tasks[0].payload["options"]
-        self._commit(kind, options, [_Part(task) for task in tasks])
+        if not kind.computes:
+            self._commit(kind, options, [_Part(task) for task in tasks])
+            return
+        parts = self._unfinished(tasks)
+        if not parts:
+            return
+        items = [item for part in parts for _, item in part.segment or ()]
+        outcomes = kind.run_compute(self.runtime, options, items)
+        computed, start = [], 0
+        for part in parts:
+            end = start + len(part.segment or ())
+            computed.append(replace(part, computed=outcomes[start:end]))
+            start = end
+        self._commit(kind, options, computed)
+
+    def _unfinished(self, tasks: list[Task]) -> list[_Part]:
+        """Each task's items still to do, from its chunk's last commit on (`_Part`s with no
+        outcomes yet); the tasks of a deleted or cancelled job, or of a chunk that is done,
+        are completed here instead."""
+        job_id = tasks[0].payload["job_id"]
+        with self.store.transaction(write=False) as tx:
+            job = tx.one("SELECT status FROM batchyard_jobs WHERE id = :id", {"id": job_id})
+            rows = {
+                row["chunk"]: row
+                for row in tx.all(
+                    "SELECT chunk, done, items FROM batchyard_job_chunks WHERE job_id = :id "
+                    "AND chunk IN {json_int_values}",
+                    {
+                        "id": job_id,
+                        "values": orjson.dumps([t.payload["chunk"] for t in tasks]).decode(),
+                    },
+                )
+            }
+        parts, gone = [], []
+        for task in tasks:
+            row = rows.get(task.payload["chunk"])
+            items = _chunk_items(task, row)
+            if job is None or items is None or job["status"] == BulkJobStatus.CANCELLED:
+                gone.append(task)
+                continue
+            position = 0 if row is None else int(row["done"])
+            parts.append(_Part(task, items[position:], position, len(items)))
+        if gone:
+            with self.store.transaction(self.runtime.now()) as tx:
+                self.tasks.complete_many(tx, gone)  # nothing more to do
+        return parts
 
     def _compute(
         self, kind: JobType, options: dict[str, Any], segment: list[list[Any]], deadline: float

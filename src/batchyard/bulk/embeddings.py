@@ -4,6 +4,11 @@ A generate-embeddings job embeds things' text - their `content`, or the fields n
 ``options={"fields": ["data.title", "content"]}`` - in batches of ``options["batchSize"]``
 (64) texts, and stores each vector with the model's name and a hash of the text: a thing
 whose text did not change since its last embedding with that model is skipped.
+
+A model pads each batch to its longest text, so a worker slot takes `GROUP_CHUNKS` chunks
+of a job at once and encodes their texts sorted by length: texts of like length share a
+batch (as a bare ``encode`` of a whole corpus sorts them), and each vector goes back to its
+own item.
 """
 
 from __future__ import annotations
@@ -16,14 +21,17 @@ import orjson
 
 from batchyard.bulk.kinds import JobType
 from batchyard.bulk.things import ItemError, get_things, reference
-from batchyard.embedder import unit_rows
+from batchyard.embedder import Embedder, unit_rows
 from batchyard.errors import InvalidInput
 from batchyard.store import Tx
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from batchyard.runtime import Runtime
 
 DEFAULT_BATCH_SIZE = 64
+GROUP_CHUNKS = 5  # chunks one worker slot encodes together: 500 texts to sort by length
 MAX_BATCH_SIZE = 1024
 DEFAULT_FIELDS = ("content",)
 MAX_FIELDS = 32
@@ -63,8 +71,9 @@ def batch_size(options: dict[str, Any]) -> int:
 def embed_batch(
     runtime: Runtime, options: dict[str, Any], refs: list[dict[str, Any]]
 ) -> list[tuple[Any, str | None]]:
-    """Read the things of one batch, encode the texts that changed in one call, and return
-    per item the row to store (None when unchanged) or the item's error."""
+    """Read the things of `refs` (a batch, or a group of chunks), encode the texts that
+    changed, and return per item the row to store (None when unchanged) or the item's
+    error."""
     embedder = runtime.embedder
     fields = options.get("fields", list(DEFAULT_FIELDS))
     with runtime.store.transaction(write=False) as tx:
@@ -92,12 +101,26 @@ def embed_batch(
             ({"ns": ref["ns"], "id": ref["id"], "model": embedder.name, "text_hash": digest}, None)
         )
     if texts:
-        vectors = unit_rows(embedder.encode(texts), len(texts), embedder.dimension)
+        vectors = encode_by_length(embedder, texts, batch_size(options))
         rows = (row for row, _ in outcomes if row is not None)
         for row, vector in zip(rows, vectors, strict=True):
             row["dimension"] = embedder.dimension
             row["vector"] = vector.astype("<f4").tobytes()
     return outcomes
+
+
+def encode_by_length(embedder: Embedder, texts: list[str], size: int) -> np.ndarray:
+    """The unit vectors of `texts`, in their order, encoded `size` at a time longest first:
+    a batch is padded to its longest text, so texts of like length together pad least."""
+    import numpy as np
+
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    vectors = np.empty((len(texts), embedder.dimension), dtype=np.float32)
+    for start in range(0, len(order), size):
+        batch = order[start : start + size]
+        encoded = embedder.encode([texts[i] for i in batch])
+        vectors[batch] = unit_rows(encoded, len(batch), embedder.dimension)
+    return vectors
 
 
 UPSERT_EMBEDDINGS = (
@@ -176,4 +199,5 @@ def job_type() -> JobType:
         batch_size=batch_size,
         check_options=check_options,
         expands_namespace=True,
+        group_chunks=GROUP_CHUNKS,
     )

@@ -36,7 +36,10 @@ class JobType:
 
     `compute` runs user code outside the transaction, item by item (an exception is that
     item's error); `compute_batch` does the same for `batch_size(options)` items at once
-    (a model that works on batches) and returns, for each, (value, error or None). `apply`
+    (a model that works on batches) and returns, for each, (value, error or None). A kind
+    with `group_chunks` above 1 is handed up to that many chunks of one job at once, and
+    its `compute_batch` then gets all their items in one call and batches them itself (a
+    model that sorts its texts by length to pad less wins with more texts to sort). `apply`
     runs inside the chunk's transaction and returns, for each item, (result or None, error
     or None)."""
 
@@ -49,6 +52,7 @@ class JobType:
     batch_size: Callable[[dict[str, Any]], int] = lambda options: 1
     check_options: Callable[[Runtime, dict[str, Any]], None] = lambda runtime, options: None
     expands_namespace: bool = False  # `input={"ns": ...}` stands for every thing in ns
+    group_chunks: int = 1
 
     @property
     def computes(self) -> bool:

@@ -1,5 +1,6 @@
 """What every command of `batchyard` shares: the --app and --store options and the yard they
-load, logging setup, the API tokens, and output (tables, JSON, one-line errors)."""
+load, the options of the long-running commands (with their BATCHYARD_* variables), logging
+setup, the API tokens, and one-line errors. Output (tables, JSON) is `_output`'s."""
 
 from __future__ import annotations
 
@@ -12,30 +13,48 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from batchyard.logs import FORMATS, Redactor, setup_logging
 from batchyard.store import DEFAULT_URL, open_store
 from batchyard.yard import Yard
 
-console = Console()
 errors = Console(stderr=True)
 
+# Each option people set in a container reads a BATCHYARD_* variable when it is not given on
+# the command line (docs/cli.md lists them in one table, checked against these by a test).
 AppOption = Annotated[
     str | None,
-    typer.Option("--app", help="module:attribute of your Yard (or a function returning one)"),
+    typer.Option(
+        "--app",
+        envvar="BATCHYARD_APP",
+        metavar="MODULE:ATTR",
+        help="module:attribute of your Yard (or a function returning one)",
+    ),
 ]
 StoreOption = Annotated[
     str | None,
     typer.Option(
         "--store",
         envvar="BATCHYARD_STORE",
+        metavar="URL",
         help=f"store URL when no --app is given [default: {DEFAULT_URL}]",
     ),
 ]
+ConcurrencyOption = Annotated[
+    int,
+    typer.Option(envvar="BATCHYARD_CONCURRENCY", min=1, metavar="N", help="tasks run at once"),
+]
+LogLevelOption = Annotated[
+    str, typer.Option(envvar="BATCHYARD_LOG_LEVEL", metavar="LEVEL", help="logging level")
+]
 LogFormatOption = Annotated[
     str,
-    typer.Option("--log-format", help=f"log lines as {' or '.join(FORMATS)}"),
+    typer.Option(
+        "--log-format",
+        envvar="BATCHYARD_LOG_FORMAT",
+        metavar="FORMAT",
+        help=f"log lines as {' or '.join(FORMATS)}",
+    ),
 ]
 
 
@@ -93,17 +112,6 @@ def configure_logging(level: str, log_format: str) -> None:
     if log_format not in FORMATS:
         raise typer.BadParameter(f"use {' or '.join(FORMATS)}", param_hint="--log-format")
     setup_logging(level, log_format, secrets=api_tokens())
-
-
-def show(rows: list[dict[str, Any]], as_json: bool, columns: list[str]) -> None:
-    """`rows` as a JSON array (every field), or as a table of `columns`."""
-    if as_json:
-        print(json.dumps(rows, default=str))
-        return
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
-    console.print(table)
 
 
 def one_line(exc: BaseException) -> str:

@@ -1,17 +1,40 @@
-"""`batchyard batches`: the accumulator's batches - status, history, items, and the dead
-ones to flush again or give up."""
+"""`batchyard batches`: the accumulator's batches - list, status, history, items, and the
+dead ones to flush again or give up."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from typing import Annotated
 
 import typer
 
-from batchyard.cli._common import AppOption, StoreOption, console, load_yard, show
+from batchyard.accumulator.records import BatchStatus
+from batchyard.cli._common import AppOption, StoreOption, load_yard
+from batchyard.cli._output import Column, Id, JsonOption, show_list, show_one
 
 app = typer.Typer(help="Inspect and steer batches.", no_args_is_help=True)
+
+BATCH_COLUMNS = [
+    Id("batch_id"),
+    Column("status"),
+    Column("item_count", "items"),
+    Column("pending_count", "pending"),
+    Column("attempts"),
+    Column("age_seconds", "age"),
+    Column("last_error"),
+]
+
+
+@app.command("list")
+def list_batches(
+    app_path: AppOption = None,
+    store: StoreOption = None,
+    status: Annotated[BatchStatus | None, typer.Option(help="only this status")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many")] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """Batches of every base id, most recently changed first."""
+    rows = load_yard(app_path, store).list_batches(status, limit)
+    show_list(rows, as_json, BATCH_COLUMNS)
 
 
 @app.command("status")
@@ -19,15 +42,10 @@ def status(
     base_id: str,
     app_path: AppOption = None,
     store: StoreOption = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Active batches of a base id."""
-    rows = load_yard(app_path, store).get_batch_status(base_id)
-    show(
-        [asdict(r) for r in rows],
-        as_json,
-        ["batch_id", "status", "item_count", "pending_count", "attempts", "last_error"],
-    )
+    show_list(load_yard(app_path, store).get_batch_status(base_id), as_json, BATCH_COLUMNS)
 
 
 @app.command("history")
@@ -35,43 +53,64 @@ def history(
     base_id: str,
     app_path: AppOption = None,
     store: StoreOption = None,
-    limit: int = 20,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many")] = 20,
+    as_json: JsonOption = False,
 ) -> None:
     """Flush attempts of a base id, newest first."""
-    rows = load_yard(app_path, store).get_flush_history(base_id, limit)
-    show(
-        [asdict(r) for r in rows],
+    show_list(
+        load_yard(app_path, store).get_flush_history(base_id, limit),
         as_json,
-        ["batch_id", "attempt", "reason", "outcome", "item_count", "duration_seconds", "error"],
+        [
+            Id("batch_id"),
+            Column("attempt"),
+            Column("reason"),
+            Column("outcome"),
+            Column("item_count", "items"),
+            Column("failed_count", "failed"),
+            Column("started_at", "started"),
+            Column("duration_seconds", "took"),
+            Column("error"),
+        ],
     )
 
 
 @app.command("dead")
 def dead(
-    app_path: AppOption = None,
-    store: StoreOption = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    app_path: AppOption = None, store: StoreOption = None, as_json: JsonOption = False
 ) -> None:
     """Dead-lettered batches."""
-    rows = load_yard(app_path, store).list_dead_batches()
-    show(
-        [asdict(r) for r in rows], as_json, ["batch_id", "pending_count", "attempts", "last_error"]
+    show_list(
+        load_yard(app_path, store).list_dead_batches(),
+        as_json,
+        [
+            Id("batch_id"),
+            Column("pending_count", "pending"),
+            Column("attempts"),
+            Column("last_error"),
+        ],
     )
 
 
 @app.command("flush")
-def flush(batch_id: str, app_path: AppOption = None, store: StoreOption = None) -> None:
+def flush(
+    batch_id: str,
+    app_path: AppOption = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Close a batch and schedule its flush now."""
-    result = load_yard(app_path, store).flush(batch_id)
-    console.print(json.dumps(asdict(result)))
+    show_one(load_yard(app_path, store).flush(batch_id), as_json)
 
 
 @app.command("redrive")
-def redrive(batch_id: str, app_path: AppOption = None, store: StoreOption = None) -> None:
+def redrive(
+    batch_id: str,
+    app_path: AppOption = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Flush a dead-lettered batch again."""
-    result = load_yard(app_path, store).redrive_batch(batch_id)
-    console.print(json.dumps(asdict(result)))
+    show_one(load_yard(app_path, store).redrive_batch(batch_id), as_json)
 
 
 @app.command("items")
@@ -83,22 +122,22 @@ def items(
         int | None, typer.Option(help="the last position seen (the next page starts after it)")
     ] = None,
     limit: Annotated[int, typer.Option(help="items per page, 1-1000")] = 100,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Items of one batch (a dead one, say), with the reason each failed, if it did."""
-    rows = load_yard(app_path, store).get_batch_items(batch_id, after=after, limit=limit)
-    show(
-        [
-            {**asdict(r), "payload": json.dumps(r.payload)} if not as_json else asdict(r)
-            for r in rows
-        ],
+    show_list(
+        load_yard(app_path, store).get_batch_items(batch_id, after=after, limit=limit),
         as_json,
-        ["position", "payload", "error"],
+        [Column("position"), Column("payload"), Column("error")],
     )
 
 
 @app.command("discard")
-def discard(batch_id: str, app_path: AppOption = None, store: StoreOption = None) -> None:
+def discard(
+    batch_id: str,
+    app_path: AppOption = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Give up a dead batch: it is marked discarded, its items recorded as dropped."""
-    result = load_yard(app_path, store).discard_batch(batch_id)
-    console.print(json.dumps(asdict(result)))
+    show_one(load_yard(app_path, store).discard_batch(batch_id), as_json)

@@ -11,7 +11,6 @@ stops the command before anything is submitted, naming the line.
 from __future__ import annotations
 
 import csv
-import json
 import sys
 import threading
 import time
@@ -32,7 +31,10 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from batchyard.cli._common import AppOption, StoreOption, console, load_yard, show
+from batchyard.bulk.records import BulkJobStatus
+from batchyard.cli._common import AppOption, StoreOption, load_yard
+from batchyard.cli._output import Column, Id, JsonOption, console, say, show_list, show_one
+from batchyard.cli._units import rate
 from batchyard.errors import InvalidInput
 from batchyard.yard import Yard
 
@@ -43,19 +45,21 @@ class RateColumn(ProgressColumn):
     """Items per second."""
 
     def render(self, task: Task) -> Text:
-        return Text("" if task.speed is None else f"{task.speed:,.0f}/s")
+        return Text("" if task.speed is None else rate(task.speed))
 
 
-_JOB_COLUMNS = [
-    "id",
-    "type",
-    "status",
-    "total",
-    "processed",
-    "failed",
-    "created_at",
-    "completed_at",
+JOB_COLUMNS = [
+    Id("id"),
+    Column("type"),
+    Column("status"),
+    Column("total"),
+    Column("processed"),
+    Column("failed"),
+    Column("created_at", "created"),
+    Column("completed_at", "completed"),
 ]
+ERROR_COLUMNS = [Column("index"), Column("error")]
+FIRST_ERRORS = 10  # shown after an import and by `jobs show`; `jobs errors` lists them all
 
 
 def read_items(path: Path, format: str) -> list[Any]:
@@ -130,7 +134,7 @@ def import_file(
     job_id = yard.create_batch_job(
         "import-relationships" if relationships else "import-things", items
     )
-    console.print(f"job {job_id}: {len(items)} item(s)")
+    say(f"job {job_id}: {len(items)} item(s)")
     if wait:
         _follow(yard, job_id, worker)
 
@@ -159,11 +163,11 @@ def _follow(yard: Yard, job_id: str, worker: bool) -> None:
     finally:
         if runner is not None:
             runner.stop()
-    console.print(f"job {job_id}: {job.status} - {job.processed} processed, {job.failed} failed")
-    for error in yard.get_batch_job_errors(job_id, limit=10):
-        console.print(f"  item {error.index}: {error.error}", highlight=False)
-    if job.failed > 10:
-        console.print(f"  ... `batchyard jobs errors {job_id}` lists all {job.failed}")
+    say(f"job {job_id}: {job.status} - {job.processed} processed, {job.failed} failed")
+    for error in yard.get_batch_job_errors(job_id, limit=FIRST_ERRORS):
+        say(f"  item {error.index}: {error.error}")
+    if job.failed > FIRST_ERRORS:
+        say(f"  ... `batchyard jobs errors {job_id}` lists all {job.failed}")
     if job.status != "completed":
         raise typer.Exit(1)
 
@@ -198,35 +202,49 @@ def export_ns(
             ):
                 out.write(chunk)
         tmp.replace(output)
-    console.print(f"{total} thing(s) of {ns!r} written to {output}")
+    say(f"{total} thing(s) of {ns!r} written to {output}")
 
 
 @jobs_app.command("list")
 def jobs_list(
     app_path: AppOption = None,
     store: StoreOption = None,
-    status: Annotated[str | None, typer.Option(help="only this status")] = None,
+    status: Annotated[BulkJobStatus | None, typer.Option(help="only this status")] = None,
     type: Annotated[str | None, typer.Option(help="only this type")] = None,
-    limit: int = 50,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many")] = 50,
+    as_json: JsonOption = False,
 ) -> None:
     """Bulk jobs, newest first."""
     jobs = load_yard(app_path, store).list_batch_jobs(status=status, type=type, limit=limit)
-    show([job.model_dump() for job in jobs], as_json, _JOB_COLUMNS)
+    show_list(jobs, as_json, JOB_COLUMNS)
 
 
 @jobs_app.command("show")
-def jobs_show(job_id: str, app_path: AppOption = None, store: StoreOption = None) -> None:
-    """One job as JSON, with its first errors and results."""
+def jobs_show(
+    job_id: str, app_path: AppOption = None, store: StoreOption = None, as_json: JsonOption = False
+) -> None:
+    """One job, with its first errors (`--json`: its first 100 errors and results)."""
     job = load_yard(app_path, store).get_batch_job(job_id)
-    print(job.model_dump_json(by_alias=True, indent=2))
+    if as_json:
+        show_one(job, as_json)
+        return
+    show_one(job, as_json, omit=("errors", "results"))
+    if job.errors:
+        show_list(job.errors[:FIRST_ERRORS], as_json, ERROR_COLUMNS)
+    if job.failed > FIRST_ERRORS:
+        say(f"... `batchyard jobs errors {job_id}` lists all {job.failed}")
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(job_id: str, app_path: AppOption = None, store: StoreOption = None) -> None:
+def jobs_cancel(
+    job_id: str, app_path: AppOption = None, store: StoreOption = None, as_json: JsonOption = False
+) -> None:
     """Start no more of a job's chunks."""
     job = load_yard(app_path, store).cancel_batch_job(job_id)
-    console.print(f"{job_id}: {job.status}")
+    if as_json:
+        show_one(job, as_json)
+    else:
+        say(f"{job_id}: {job.status}")
 
 
 @jobs_app.command("errors")
@@ -234,17 +252,19 @@ def jobs_errors(
     job_id: str,
     app_path: AppOption = None,
     store: StoreOption = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Every per-item error of a job, by index."""
     yard = load_yard(app_path, store)
     after, rows = -1, []
     while page := yard.get_batch_job_errors(job_id, after=after, limit=1000):
-        rows += [error.model_dump() for error in page]
+        rows += page
         after = page[-1].index
-    show(rows, as_json, ["index", "error"])
+    show_list(rows, as_json, ERROR_COLUMNS)
 
 
-def stats(app_path: AppOption = None, store: StoreOption = None) -> None:
+def stats(
+    app_path: AppOption = None, store: StoreOption = None, as_json: JsonOption = False
+) -> None:
     """Bulk jobs by status and the success rate."""
-    print(json.dumps(load_yard(app_path, store).get_stats().model_dump(by_alias=True)))
+    show_one(load_yard(app_path, store).get_stats(), as_json)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from batchyard.cli._common import StoreOption, console
+from batchyard.cli._common import StoreOption
+from batchyard.cli._output import JsonOption, say, show_one
 from batchyard.store import DEFAULT_URL, open_store
 
 app = typer.Typer(help="The store's schema.", no_args_is_help=True)
@@ -17,12 +18,18 @@ def upgrade(store: StoreOption = None) -> None:
     before = opened.schema_version()
     after = opened.migrate()
     opened.close()
-    console.print(f"schema version {before} -> {after}")
+    say(f"schema version {before} -> {after}")
 
 
 @app.command("version")
-def version(store: StoreOption = None) -> None:
+def version(store: StoreOption = None, as_json: JsonOption = False) -> None:
     """Print the schema version and the latest one this batchyard knows."""
     opened = open_store(store or DEFAULT_URL, migrate=False, create=False)
-    console.print(f"schema version {opened.schema_version()} (latest {opened.latest_version()})")
-    opened.close()
+    try:
+        current, latest = opened.schema_version(), opened.latest_version()
+    finally:
+        opened.close()
+    if as_json:
+        show_one({"schema_version": current, "latest_version": latest}, as_json)
+    else:
+        say(f"schema version {current} (latest {latest})")

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated
 
 import typer
 
-from batchyard.cli._common import AppOption, StoreOption, console, load_yard, show
+from batchyard.cli._common import AppOption, StoreOption, load_yard
+from batchyard.cli._output import Column, Id, JsonOption, say, show_list, show_one
+from batchyard.iterator import IteratorState
 
 app = typer.Typer(help="Inspect and steer iterator jobs.", no_args_is_help=True)
 
 COLUMNS = [
-    "job_id",
-    "status",
-    "processed",
-    "batches",
-    "total",
-    "rate_per_second",
-    "eta_seconds",
-    "last_error",
+    Id("job_id"),
+    Column("status"),
+    Column("processed"),
+    Column("batches"),
+    Column("total"),
+    Column("rate_per_second", "rate"),
+    Column("eta_seconds", "eta"),
+    Column("last_error"),
 ]
 
 
@@ -27,12 +28,12 @@ COLUMNS = [
 def list_jobs(
     app_path: AppOption = None,
     store: StoreOption = None,
-    status: Annotated[str | None, typer.Option(help="only this state")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    status: Annotated[IteratorState | None, typer.Option(help="only this state")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many")] = 100,
+    as_json: JsonOption = False,
 ) -> None:
     """Iterator jobs, most recently changed first."""
-    rows = load_yard(app_path, store).list_iterator_jobs(status)
-    show([asdict(r) for r in rows], as_json, COLUMNS)
+    show_list(load_yard(app_path, store).list_iterator_jobs(status, limit), as_json, COLUMNS)
 
 
 @app.command("status")
@@ -40,20 +41,27 @@ def status(
     job_id: str,
     app_path: AppOption = None,
     store: StoreOption = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """One job's status and progress."""
-    show([asdict(load_yard(app_path, store).get_iterator_status(job_id))], as_json, COLUMNS)
+    show_one(load_yard(app_path, store).get_iterator_status(job_id), as_json)
 
 
 def _add_action(verb: str) -> None:
     """`iterators <verb> ID`, calling the yard's `<verb>_iterator`: the three differ in
     nothing else."""
 
-    def command(job_id: str, app_path: AppOption = None, store: StoreOption = None) -> None:
-        yard = load_yard(app_path, store)
-        status = getattr(yard, f"{verb}_iterator")(job_id)
-        console.print(f"{job_id}: {status.status}")
+    def command(
+        job_id: str,
+        app_path: AppOption = None,
+        store: StoreOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        status = getattr(load_yard(app_path, store), f"{verb}_iterator")(job_id)
+        if as_json:
+            show_one(status, as_json)
+        else:
+            say(f"{job_id}: {status.status}")
 
     command.__doc__ = f"{verb.capitalize()} an iterator job."
     app.command(verb)(command)

@@ -8,13 +8,15 @@ import typer
 
 from batchyard.cli._common import (
     AppOption,
+    ConcurrencyOption,
     LogFormatOption,
+    LogLevelOption,
     StoreOption,
     api_tokens,
     configure_logging,
-    console,
     load_yard,
 )
+from batchyard.cli._output import say
 from batchyard.errors import BatchyardError
 from batchyard.health import DEFAULT_MAX_HEARTBEAT_AGE, run_checks
 from batchyard.logs import Redactor
@@ -24,11 +26,25 @@ from batchyard.store import DEFAULT_URL, open_store
 def worker(
     app_path: AppOption = None,
     store: StoreOption = None,
-    concurrency: Annotated[int, typer.Option(help="tasks run at once")] = 4,
-    lease: Annotated[float, typer.Option(help="lease of a claimed task, seconds")] = 30.0,
-    shutdown_timeout: Annotated[float, typer.Option(help="seconds to finish at stop")] = 30.0,
+    concurrency: ConcurrencyOption = 4,
+    lease: Annotated[
+        float,
+        typer.Option(
+            envvar="BATCHYARD_LEASE", min=0.1, metavar="SECONDS", help="lease of a claimed task"
+        ),
+    ] = 30.0,
+    shutdown_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="BATCHYARD_SHUTDOWN_TIMEOUT",
+            min=0,
+            metavar="SECONDS",
+            help="time to finish the work in flight at a stop",
+        ),
+    ] = 30.0,
+    # not from the environment: a mode of the command, not a setting of the container
     once: Annotated[bool, typer.Option(help="run what is due now, then exit")] = False,
-    log_level: Annotated[str, typer.Option(help="logging level")] = "info",
+    log_level: LogLevelOption = "info",
     log_format: LogFormatOption = "text",
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (a second signal exits at once)."""
@@ -37,7 +53,7 @@ def worker(
     ran = yard.run_worker(
         concurrency=concurrency, wait=not once, lease=lease, shutdown_timeout=shutdown_timeout
     )
-    console.print(f"ran {ran} task(s)")
+    say(f"ran {ran} task(s)")
 
 
 def healthcheck(

@@ -52,7 +52,11 @@ class StoreCollector(Collector):
         up.add_metric([], 1)
         yield up
 
-        batches = _gauge("batchyard_batches", "Batches by status.", ["status"])
+        batches = _gauge(
+            "batchyard_batches",
+            "Active batches (accumulating, flushing, dead) by status.",
+            ["status"],
+        )
         for status, n in sorted(snap.batches.items()):
             batches.add_metric([status], n)
         yield batches

@@ -158,6 +158,7 @@ class PostgresStore(Store):
             },
             open=False,
             name="batchyard",
+            configure=_configure,
             check=self._check_connection,
             timeout=_POOL_WAIT_SECONDS,
             reconnect_timeout=_RECONNECT_SECONDS,
@@ -306,3 +307,13 @@ class PostgresStore(Store):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Each new pooled connection: no JIT compilation. Every statement here is short and
+    reads through an index, but before the planner has statistics of a table that just grew
+    (a million items drained, before autovacuum's next ANALYZE) it estimates such a statement
+    costly enough to compile it - a read of a few rows took 1.5-2.5 s, nearly all compiling.
+    A session setting, sent once per connection (not a startup option, which a pooler such
+    as PgBouncer may refuse)."""
+    conn.execute("SET jit = off")

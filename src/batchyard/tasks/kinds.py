@@ -18,11 +18,11 @@ from batchyard.tasks.queue import Task
 class Grouping:
     """How one kind's tasks run several at a time. `group(task)` names the group a task may
     share (the key prefix of its siblings), or None when it runs alone; `run(tasks)` does up
-    to `size` tasks of one group at once, all or nothing."""
+    to `size(task)` tasks of that task's group at once, all or nothing."""
 
     group: Callable[[Task], str | None]
     run: Callable[[list[Task]], None]
-    size: int
+    size: Callable[[Task], int]
 
 
 @dataclass(frozen=True)
