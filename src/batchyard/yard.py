@@ -12,6 +12,7 @@ from batchyard.accumulator import (
     AddResult,
     BatchInfo,
     BatchItem,
+    BatchPage,
     DiscardResult,
     FlushRecord,
     FlushResult,
@@ -29,6 +30,7 @@ from batchyard.bulk.records import (
     BulkItemResult,
     BulkJob,
     BulkJobStats,
+    BulkJobSubmission,
     DeadChunk,
 )
 from batchyard.bulk.search import SearchHit, search
@@ -152,9 +154,18 @@ class Yard:
         """Batches across all base ids, most recently changed first."""
         return self._accumulator.reader.list_batches(status, limit)
 
-    def get_flush_history(self, batch_id: str, limit: int = 20) -> list[FlushRecord]:
-        """Flush attempts of a base id or batch, newest first."""
-        return self._accumulator.reader.get_flush_history(batch_id, limit)
+    def page_batches(
+        self, status: str | None = None, *, limit: int = 100, cursor: int | None = None
+    ) -> BatchPage:
+        """Batches across all base ids, newest first, a page at a time: pass a page's
+        `next_cursor` as `cursor` for the next one."""
+        return self._accumulator.reader.page_batches(status, limit, cursor)
+
+    def get_flush_history(
+        self, batch_id: str, limit: int = 20, offset: int = 0
+    ) -> list[FlushRecord]:
+        """Flush attempts of a base id or batch, newest first (skipping `offset`)."""
+        return self._accumulator.reader.get_flush_history(batch_id, limit, offset)
 
     def delete_batch(self, batch_id: str) -> None:
         """Delete a batch that is neither flushing nor holding pending items."""
@@ -253,9 +264,10 @@ class Yard:
         return self._iterators.status(job_id)
 
     def list_iterator_jobs(
-        self, status: str | None = None, limit: int = 100
+        self, status: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[IteratorStatus]:
-        return self._iterators.list(status, limit)
+        """Jobs, most recently changed first (skipping `offset`)."""
+        return self._iterators.list(status, limit, offset)
 
     def delete_iterator_job(self, job_id: str) -> None:
         """Delete a job that is no longer running."""
@@ -359,17 +371,15 @@ class Yard:
         When the job ends (completed, failed or cancelled), `on_complete(job)` - a handler -
         is called with its final `BulkJob`, and `callback_url` receives it as a signed POST
         (see `webhook_secret`); each durably, retried with backoff."""
-        return self._jobs.create(
+        return self.submit_batch_job(
             type,
             items,
             input=input,
             options=options,
             request_id=request_id,
-            on_complete=None
-            if on_complete is None
-            else self.runtime.handlers.name_of(on_complete, "on_complete"),
+            on_complete=on_complete,
             callback_url=callback_url,
-        )
+        ).job_id
 
     def webhook_secret(self) -> bytes:
         """The key bulk-job webhooks are signed with (HMAC-SHA256 over the timestamp, a dot
@@ -383,6 +393,30 @@ class Yard:
         validation are not taken (they would be refused again). Raises `Conflict` while the
         job runs or when none of its items failed."""
         return self._jobs.retry_failed(job_id)
+
+    def submit_batch_job(
+        self,
+        type: str,
+        items: Sequence[Any] | None = None,
+        *,
+        input: Any = None,
+        options: dict[str, Any] | None = None,
+        request_id: str | None = None,
+        on_complete: str | Callable[..., Any] | None = None,
+        callback_url: str | None = None,
+    ) -> BulkJobSubmission:
+        """`create_batch_job`, also saying whether `request_id` replayed an earlier job."""
+        return self._jobs.submit(
+            type,
+            items,
+            input=input,
+            options=options,
+            request_id=request_id,
+            on_complete=None
+            if on_complete is None
+            else self.runtime.handlers.name_of(on_complete, "on_complete"),
+            callback_url=callback_url,
+        )
 
     def get_batch_job(self, job_id: str) -> BulkJob:
         return self._jobs.get(job_id)

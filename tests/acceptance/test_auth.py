@@ -218,7 +218,7 @@ def test_serve_beyond_loopback_with_a_token_starts_and_requires_it(store_url, tm
         response = httpx.get(
             f"{base}/batches/ev", headers={"Authorization": "Bearer serve-token-0123456789"}
         )
-        assert response.status_code == 200 and response.json() == []
+        assert response.status_code == 200 and response.json()["data"] == []
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=30)

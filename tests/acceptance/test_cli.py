@@ -215,7 +215,9 @@ def test_serve_logs_a_failed_flush_with_its_traceback_and_shows_it(env):
             f"{base}/batches/ev/items",
             json={"items": [1, 2], "max_batch_size": 2, "on_flush": "explode", "max_attempts": 1},
         )
-        wait_until(lambda: httpx.get(f"{base}/batches/ev/history").json(), what="the failed flush")
+        wait_until(
+            lambda: httpx.get(f"{base}/batches/ev/history").json()["data"], what="the failed flush"
+        )
         page = httpx.get(f"{base}/ui/batches/ev").text
         assert "<summary>traceback</summary>" in page and "fail_in_the_sink" in page
     finally:

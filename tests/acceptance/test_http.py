@@ -44,12 +44,12 @@ def test_add_flush_status_history_and_delete(client):
         "status": "accumulating",
         "flushed_batch_ids": [],
     }
-    [status] = client.get("/batches/ev").json()
+    [status] = client.get("/batches/ev").json()["data"]
     assert status["pending_count"] == 2 and status["max_batch_size"] == 3
     assert client.post("/batches/ev/flush").json()["flushed"] is True
     client.yard.run_worker(wait=False)
     assert client.seen == [[1, 2]]
-    [record] = client.get("/batches/ev/history?limit=5").json()
+    [record] = client.get("/batches/ev/history?limit=5").json()["data"]
     assert record["outcome"] == "completed" and record["reason"] == "manual"
     assert client.delete("/batches/ev::0").status_code == 204
     assert client.delete("/batches/ev::0").status_code == 404
@@ -60,12 +60,12 @@ def test_ids_holding_slashes_are_addressed_like_any_other(client, base):
     # as written, or percent-encoded as a careful client sends them
     for path in (base, base.replace("/", "%2F")):
         assert add(client, path, [1]).json()["batch_id"] == f"{base}::0"
-    [status] = client.get(f"/batches/{base}").json()
+    [status] = client.get(f"/batches/{base}").json()["data"]
     assert status["batch_id"] == f"{base}::0" and status["item_count"] == 2
     assert client.post(f"/batches/{base}/flush").json()["batch_id"] == f"{base}::0"
     client.yard.run_worker(wait=False)
     assert client.seen == [[1, 1]]
-    [record] = client.get(f"/batches/{base}/history").json()
+    [record] = client.get(f"/batches/{base}/history").json()["data"]
     assert record["batch_id"] == f"{base}::0" and record["outcome"] == "completed"
     assert client.delete(f"/batches/{base}::0").status_code == 204
 
@@ -79,7 +79,7 @@ def test_bad_input_names_the_problem(client):
         "/batches/ev/items", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert response.status_code == 422
-    assert client.get("/batches/ev").json() == []
+    assert client.get("/batches/ev").json()["data"] == []
 
 
 def test_conflicting_states_answer_409(client):
@@ -129,10 +129,13 @@ def test_a_dead_batch_is_read_item_by_item_and_discarded(client):
 
     page = client.get("/batches/ev::0/items?limit=1")
     assert page.status_code == 200
-    assert page.json() == [{"position": 0, "payload": {"n": 1}, "error": None}]
-    assert client.get("/batches/ev::0/items?after=0").json() == [
-        {"position": 1, "payload": {"n": 2}, "error": None}
-    ]
+    assert page.json()["data"] == [{"position": 0, "payload": {"n": 1}, "error": None}]
+    rest = client.get("/batches/ev::0/items", params={"cursor": page.json()["next_cursor"]})
+    assert rest.json() == {
+        "data": [{"position": 1, "payload": {"n": 2}, "error": None}],
+        "total": None,
+        "next_cursor": None,
+    }
     bad = client.get("/batches/ev::0/items?limit=0")
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "limit"]
     assert client.get("/batches/nothing::0/items").status_code == 404
@@ -142,6 +145,6 @@ def test_a_dead_batch_is_read_item_by_item_and_discarded(client):
     assert discarded.json() == {"batch_id": "ev::0", "item_count": 2, "status": "discarded"}
     assert client.post("/batches/ev::0/discard").status_code == 409
     assert client.post("/batches/nothing::0/discard").status_code == 404
-    [record, _] = client.get("/batches/ev/history").json()
+    [record, _] = client.get("/batches/ev/history").json()["data"]
     assert (record["outcome"], record["item_count"]) == ("discarded", 2)
     assert client.delete("/batches/ev::0").status_code == 204

@@ -38,6 +38,10 @@ JOB_KEYS = {
     "completedAt",
     "deadLetters",
     "lastError",
+    "parentJobId",
+    "retryJobIds",
+    "callbackUrl",
+    "deliveries",
 }
 
 
@@ -143,6 +147,7 @@ def test_every_job_type_end_to_end(client):
             "failed": 2,
             "cancelled": 0,
             "successRate": "50.00%",
+            "successRateValue": 0.5,
         },
     }
     health = client.get("/health").json()
@@ -292,15 +297,18 @@ def test_twenty_concurrent_identical_submits_make_one_job(server, store_url):
         response = httpx.post(
             f"{base}/batch", json=body, headers={"Idempotency-Key": "same"}, timeout=60
         )
-        ids.append((response.status_code, response.json().get("jobId")))
+        replayed = response.headers.get("Idempotency-Replayed") == "true"
+        assert response.json().get("replayed") is replayed
+        ids.append((response.status_code, response.json().get("jobId"), replayed))
 
     threads = [threading.Thread(target=post) for _ in range(20)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(ids) == 20 and {code for code, _ in ids} == {200}
-    assert len({job for _, job in ids}) == 1
+    assert len(ids) == 20 and {code for code, _, _ in ids} == {200}
+    assert len({job for _, job, _ in ids}) == 1
+    assert sorted(replayed for _, _, replayed in ids) == [False] + [True] * 19
     assert len(httpx.get(f"{base}/batch").json()["jobs"]) == 1
 
 

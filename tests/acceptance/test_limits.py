@@ -131,7 +131,7 @@ def test_json_routes_refuse_other_content_types(client, content_type):
     response = post_items(client, GOOD, headers)
     assert response.status_code == 415, response.text
     assert "application/json" in response.json()["detail"]
-    assert client.get("/batches/ev").json() == []
+    assert client.get("/batches/ev").json()["data"] == []
 
 
 @pytest.mark.parametrize(
@@ -282,7 +282,7 @@ def assert_client_error(response):
 def test_bad_bodies_never_get_a_5xx(client):
     for body in BAD_BODIES:
         assert_client_error(post_items(client, body))
-    assert client.get("/batches/ev").json() == []
+    assert client.get("/batches/ev").json()["data"] == []
 
 
 def test_bad_ids_and_queries_never_get_a_5xx(client):

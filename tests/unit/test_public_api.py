@@ -12,8 +12,9 @@ from batchyard import errors, signals
 from batchyard.yard import Yard
 
 PUBLIC = """
-AddResult AggregatorRun AggregatorStatus Backpressure BatchInfo BatchItem BatchStatus
-BatchyardError BulkItemError BulkItemResult BulkJob BulkJobStats BulkJobStatus Clock
+AddResult AggregatorRun AggregatorStatus Backpressure BatchInfo BatchItem BatchPage
+BatchStatus BatchyardError BulkItemError BulkItemResult BulkJob BulkJobStats BulkJobStatus
+BulkJobSubmission Clock
 ConfigError Conflict DeadChunk DiscardResult Embedder FlushContext FlushReason FlushRecord
 FlushResult Fold HandlerNotFound InvalidInput ItemFailures IteratorStatus LeaseLost
 ManualClock MissingExtra NotFound Page PageContext ParkedEvent Producer ProducerError

@@ -8,6 +8,7 @@ from batchyard.accumulator import sql
 from batchyard.accumulator.records import (
     ACTIVE_SQL,
     BatchInfo,
+    BatchPage,
     BatchStatus,
     FlushRecord,
     batch_info,
@@ -61,8 +62,43 @@ class Reader:
             )
         return [batch_info(row, now) for row in rows]
 
-    def get_flush_history(self, batch_id: str, limit: int = 20) -> list[FlushRecord]:
-        """Flush attempts of a base id (or of one batch), newest first."""
+    def page_batches(
+        self, status: str | None = None, limit: int = 100, cursor: int | None = None
+    ) -> BatchPage:
+        """Batches newest first, keyed by their number (which never changes, unlike
+        `updated_at`): a page starts below the last number of the previous one, so a batch
+        made or changed meanwhile neither repeats nor shifts a later page."""
+        # conditions only where given, as in `list_batches`: the planner then walks the
+        # primary key (or the status index) instead of weighing an OR it cannot resolve
+        where = [
+            *([] if status is None else ["b.status = :status"]),
+            *([] if cursor is None else ["b.batch_no < :cursor"]),
+        ]
+        condition = f"WHERE {' AND '.join(where)} " if where else ""
+        counted = "" if status is None else "WHERE status = :status"
+        with self.store.transaction(self.runtime.now(), write=False) as tx:
+            now = tx.clock()
+            rows = tx.all(
+                f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b {condition}"
+                "ORDER BY b.batch_no DESC LIMIT :limit",
+                {"status": status, "cursor": cursor, "limit": limit + 1},
+            )
+            total = tx.one(
+                f"SELECT COUNT(*) AS n FROM batchyard_batches {counted}", {"status": status}
+            )["n"]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return BatchPage(
+            batches=[batch_info(row, now) for row in rows],
+            next_cursor=int(rows[-1]["batch_no"]) if more else None,
+            total=int(total),
+        )
+
+    def get_flush_history(
+        self, batch_id: str, limit: int = 20, offset: int = 0
+    ) -> list[FlushRecord]:
+        """Flush attempts of a base id (or of one batch), newest first, after skipping
+        `offset` of them."""
         base, sequence = split_base(batch_id)
         where = "base_id = :base" if sequence is None else "batch_id = :batch_id"
         with self.store.transaction() as tx:
@@ -70,8 +106,8 @@ class Reader:
                 "SELECT batch_id, sequence, attempt, reason, outcome, item_count, failed_count, "
                 "error, worker_id, started_at, duration, traceback "
                 f"FROM batchyard_flushes WHERE {where} "
-                "ORDER BY id DESC LIMIT :limit",
-                {"base": base, "batch_id": batch_id, "limit": limit},
+                "ORDER BY id DESC LIMIT :limit OFFSET :offset",
+                {"base": base, "batch_id": batch_id, "limit": limit, "offset": offset},
             )
         return [flush_record(r) for r in rows]
 

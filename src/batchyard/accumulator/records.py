@@ -91,6 +91,16 @@ class BatchInfo:
 
 
 @dataclass(frozen=True)
+class BatchPage:
+    """One page of `Yard.page_batches`: pass `next_cursor` back for the next page (None on
+    the last). `total` counts every batch the filter matches."""
+
+    batches: list[BatchInfo]
+    next_cursor: int | None
+    total: int
+
+
+@dataclass(frozen=True)
 class FlushRecord:
     batch_id: str
     sequence: int

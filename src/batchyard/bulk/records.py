@@ -3,6 +3,7 @@ stats (JSON in camelCase over HTTP, snake_case in Python)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -83,6 +84,21 @@ class BulkJobStats(_Model):
     failed: int
     cancelled: int
     success_rate: str = Field(description="completed / (completed + failed), e.g. '85.71%'")
+    success_rate_value: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="the same share as a number from 0 to 1, unrounded (0.857142...); "
+        "0 while no job has finished",
+    )
+
+
+@dataclass(frozen=True)
+class BulkJobSubmission:
+    """What `BulkJobs.submit` did: the job's id, and whether an earlier request with the
+    same request id had already created it (a replay: nothing new was made)."""
+
+    job_id: str
+    replayed: bool
 
 
 class DeadChunk(_Model):

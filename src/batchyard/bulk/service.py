@@ -32,6 +32,7 @@ from batchyard.bulk.records import (
     BulkJob,
     BulkJobStats,
     BulkJobStatus,
+    BulkJobSubmission,
     DeadChunk,
     delivery_record,
     job_record,
@@ -50,6 +51,7 @@ CHUNK_SIZE = 100
 CHUNK_ATTEMPTS = 4  # the first try and 3 retries, then the dead letters
 MAX_ITEMS_PER_JOB = 1_000_000
 PAGE_LIMIT = 1000
+LISTED_ERRORS = 10  # the first errors of each failed job a list shows (`get` shows 100)
 
 
 def job_types() -> dict[str, JobType]:
@@ -82,6 +84,29 @@ class BulkJobs:
         on_complete: str | None = None,
         callback_url: str | None = None,
     ) -> str:
+        return self.submit(
+            type,
+            items,
+            input=input,
+            options=options,
+            request_id=request_id,
+            on_complete=on_complete,
+            callback_url=callback_url,
+        ).job_id
+
+    def submit(
+        self,
+        type: str,
+        items: Sequence[Any] | None = None,
+        *,
+        input: Any = None,
+        options: dict[str, Any] | None = None,
+        request_id: str | None = None,
+        on_complete: str | None = None,
+        callback_url: str | None = None,
+    ) -> BulkJobSubmission:
+        """`create`, saying whether the job was made now or an earlier request with the
+        same `request_id` had made it (a replay, which an API reports as such)."""
         kind = self.types.get(type) if isinstance(type, str) else None
         if kind is None:
             raise InvalidInput(
@@ -125,7 +150,7 @@ class BulkJobs:
             fingerprint = hashlib.sha256(text).hexdigest()
             existing = self._by_request(request_id, fingerprint)
             if existing is not None:
-                return existing
+                return BulkJobSubmission(existing, replayed=True)
 
         valid: list[list[Any]] = []
         errors: list[dict[str, Any]] = []
@@ -160,8 +185,8 @@ class BulkJobs:
             assert fingerprint is not None
             existing = self._by_request(str(request_id), fingerprint)
             assert existing is not None
-            return existing
-        return job_id
+            return BulkJobSubmission(existing, replayed=True)
+        return BulkJobSubmission(job_id, replayed=False)
 
     def _insert(
         self,
@@ -458,7 +483,16 @@ class BulkJobs:
                 params,
             ):
                 retries.setdefault(retry["parent_id"], []).append(retry["id"])
-        return [job_record(row, [], [], retries.get(row["id"])) for row in rows]
+            # a failed job's first errors say why at a glance; one read per failed job,
+            # in the same snapshot as the list
+            errors = {
+                row["id"]: self._errors(tx, row["id"], -1, LISTED_ERRORS)
+                for row in rows
+                if row["failed"]
+            }
+        return [
+            job_record(row, errors.get(row["id"], []), [], retries.get(row["id"])) for row in rows
+        ]
 
     def errors(self, job_id: str, after: int = -1, limit: int = 100) -> list[BulkItemError]:
         with self.store.transaction(write=False) as tx:
@@ -486,7 +520,7 @@ class BulkJobs:
             }
         completed, failed = counts.get("completed", 0), counts.get("failed", 0)
         finished = completed + failed
-        rate = 100.0 * completed / finished if finished else 0.0
+        rate = completed / finished if finished else 0.0
         return BulkJobStats(
             total=sum(counts.values()),
             pending=counts.get("pending", 0),
@@ -494,7 +528,8 @@ class BulkJobs:
             completed=completed,
             failed=failed,
             cancelled=counts.get("cancelled", 0),
-            success_rate=f"{rate:.2f}%",
+            success_rate=f"{100.0 * rate:.2f}%",
+            success_rate_value=rate,
         )
 
     @staticmethod

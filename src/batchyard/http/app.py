@@ -10,8 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from batchyard import __version__
-from batchyard.http import probes
-from batchyard.http.api import router
+from batchyard.http import aggregators_api, batches_api, events_api, iterators_api, probes
 from batchyard.http.api_docs import install_api_docs
 from batchyard.http.auth import ApiTokens, BearerAuth
 from batchyard.http.dashboard import PREFIX as DASHBOARD_PREFIX
@@ -84,10 +83,16 @@ def create_app(
     # is accepted by the others, and after a restart
     app.state.access = Access(tokens, secret=yard.store.secret("dashboard-csrf"))
     app.state.metrics_registry = registry_for(yard)
-    app.include_router(router)
-    app.include_router(jobs_router)
-    app.include_router(search_router)
-    app.include_router(probes.router)
+    for router in (
+        probes.router,
+        batches_api.router,
+        iterators_api.router,
+        aggregators_api.router,
+        events_api.router,
+        jobs_router,
+        search_router,
+    ):
+        app.include_router(router)
     install_dashboard(app, yard, app.state.access)
     install_api_docs(app)
     # the last added runs first: strangers are turned away before their body is read

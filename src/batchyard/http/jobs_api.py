@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -17,6 +17,7 @@ from batchyard.http.downloads import export_download
 from batchyard.yard import Yard
 
 router = APIRouter()
+REPLAYED_HEADER = "Idempotency-Replayed"
 JobType = Literal[tuple(job_types())]  # type: ignore[valid-type]
 JobId = Annotated[str, Path(min_length=1, max_length=64)]
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]  # a 64-bit id: larger ones reach no store
@@ -36,6 +37,9 @@ class Created(BaseModel):
     success: bool
     jobId: str
     message: str
+    replayed: bool = Field(
+        description="true when an earlier request with the same Idempotency-Key made the job"
+    )
 
 
 class JobEnvelope(BaseModel):
@@ -73,18 +77,38 @@ def _yard(request: Request) -> Yard:
     return yard
 
 
-@router.post("/batch", tags=["jobs"])
+@router.post(
+    "/batch",
+    tags=["jobs"],
+    responses={
+        200: {
+            "headers": {
+                REPLAYED_HEADER: {
+                    "description": "`true` when the Idempotency-Key replayed an earlier job",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            }
+        }
+    },
+)
 def create_job(
     body: CreateJob,
     request: Request,
+    response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> Created:
-    """Create a bulk job. The same `Idempotency-Key` returns the first job; the same key
+    """Create a bulk job. The same `Idempotency-Key` returns the first job, marked as a
+    replay (`replayed: true` and the header `Idempotency-Replayed: true`); the same key
     with a different body is refused with 422."""
-    job_id = _yard(request).create_batch_job(
+    made = _yard(request).submit_batch_job(
         body.type, body.items, input=body.input, options=body.options, request_id=idempotency_key
     )
-    return Created(success=True, jobId=job_id, message="Batch job created and queued")
+    if made.replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+        message = "Batch job already created for this Idempotency-Key; no new job was queued"
+    else:
+        message = "Batch job created and queued"
+    return Created(success=True, jobId=made.job_id, message=message, replayed=made.replayed)
 
 
 @router.get("/batch", tags=["jobs"])
@@ -95,7 +119,7 @@ def list_jobs(
     limit: Limit = 100,
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> JobsEnvelope:
-    """Jobs, newest first (without their errors and results)."""
+    """Jobs, newest first, each failed one with its first 10 errors (no results)."""
     jobs = _yard(request).list_batch_jobs(status=status, type=type, limit=limit, offset=offset)
     return JobsEnvelope(success=True, jobs=jobs)
 

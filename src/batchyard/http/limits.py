@@ -23,6 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_JSON_DEPTH = 32
+# items of one add, events of one append: a bound on the work one request can ask for
+MAX_ITEMS_PER_REQUEST = 10_000
 
 # a JSON string, escapes included (the unrolled form: no backtracking on long strings)
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)

@@ -1,13 +1,17 @@
-"""What machines read: ``/metrics`` for Prometheus and ``/readyz`` for orchestrators."""
+"""What machines read: ``/health`` (the seed's liveness shape), ``/metrics`` for Prometheus
+and ``/readyz`` for orchestrators."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
+from batchyard.errors import StoreError
 from batchyard.health import Check, run_checks
 from batchyard.http.sessions import Access
 from batchyard.worker import Worker
@@ -18,6 +22,34 @@ from batchyard.yard import Yard
 WORKER_LOOP_BOUND = 30.0
 
 router = APIRouter()
+
+
+class Health(BaseModel):
+    status: str
+    service: str
+    timestamp: datetime
+    store: str
+    schema_version: int | None = Field(
+        description="the store's schema version; null while the store does not answer"
+    )
+
+
+@router.get("/health", tags=["service"])
+def health(request: Request) -> Health:
+    """Liveness: the process answers (200 even while the store does not; `/readyz` says
+    whether it can do its work)."""
+    store = request.app.state.yard.store
+    try:
+        version: int | None = store.schema_version()
+    except StoreError:
+        version = None
+    return Health(
+        status="ok",
+        service="batch",
+        timestamp=datetime.now(UTC),
+        store=store.dialect,
+        schema_version=version,
+    )
 
 
 @router.get(

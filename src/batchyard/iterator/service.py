@@ -380,14 +380,16 @@ class Iterators:
         with self.store.transaction(self.runtime.now(), write=False) as tx:
             return self._status_of(self._row(tx, job_id), tx.clock())
 
-    def list(self, status: str | None = None, limit: int = 100) -> list[IteratorStatus]:
+    def list(
+        self, status: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[IteratorStatus]:
         with self.store.transaction(self.runtime.now(), write=False) as tx:
             now = tx.clock()
             rows = tx.all(
                 "SELECT * FROM batchyard_iterators WHERE "
                 "(CAST(:status AS TEXT) IS NULL OR status = :status) "
-                "ORDER BY updated_at DESC LIMIT :limit",
-                {"status": status, "limit": limit},
+                "ORDER BY updated_at DESC, job_id LIMIT :limit OFFSET :offset",
+                {"status": status, "limit": limit, "offset": offset},
             )
         return [self._status_of(row, now) for row in rows]
 
