@@ -419,12 +419,12 @@ class Yard:
         )
 
     def get_batch_job(self, job_id: str) -> BulkJob:
-        return self._jobs.get(job_id)
+        return self._jobs.read.get(job_id)
 
     def list_batch_jobs(
         self, status: str | None = None, type: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[BulkJob]:
-        return self._jobs.list_jobs(status=status, type=type, limit=limit, offset=offset)
+        return self._jobs.read.list_jobs(status=status, type=type, limit=limit, offset=offset)
 
     def cancel_batch_job(self, job_id: str) -> BulkJob:
         """No new chunk of the job starts; running ones stop at their next commit."""
@@ -434,21 +434,21 @@ class Yard:
         self, job_id: str, after: int = -1, limit: int = 100
     ) -> list[BulkItemError]:
         """Per-item errors by index, a page at a time (`after` the last index seen)."""
-        return self._jobs.errors(job_id, after=after, limit=limit)
+        return self._jobs.read.errors(job_id, after=after, limit=limit)
 
     def get_batch_job_results(
         self, job_id: str, after: int = -1, limit: int = 100
     ) -> list[BulkItemResult]:
-        return self._jobs.results(job_id, after=after, limit=limit)
+        return self._jobs.read.results(job_id, after=after, limit=limit)
 
     def list_dead_chunks(self, job_id: str | None = None, limit: int = 100) -> list[DeadChunk]:
-        return self._jobs.dead_chunks(job_id, limit=limit)
+        return self._jobs.read.dead_chunks(job_id, limit=limit)
 
     def redrive_chunk(self, task_id: int) -> BulkJob:
         return self._jobs.redrive(task_id)
 
     def get_stats(self) -> BulkJobStats:
-        return self._jobs.stats()
+        return self._jobs.read.stats()
 
     def export_to_format(
         self, ns: str, format: str = "json", on_rows: Callable[[int], None] | None = None
@@ -474,7 +474,7 @@ class Yard:
 
     def count_things(self, ns: str) -> int:
         """How many things the namespace holds."""
-        return self._jobs.count_things(ns)
+        return self._jobs.read.count_things(ns)
 
     def run_worker(
         self,

@@ -26,23 +26,16 @@ from batchyard.bulk import embeddings
 from batchyard.bulk.chunks import CHUNK_TASK, ChunkRunner
 from batchyard.bulk.completion import Completions, check_callback_url
 from batchyard.bulk.kinds import JobType, builtin_types
+from batchyard.bulk.reading import JobReader
 from batchyard.bulk.records import (
-    BulkItemError,
-    BulkItemResult,
     BulkJob,
-    BulkJobStats,
     BulkJobStatus,
     BulkJobSubmission,
-    DeadChunk,
-    delivery_record,
-    job_record,
 )
 from batchyard.bulk.things import (
     ItemError,
 )
-from batchyard.clock import to_datetime
 from batchyard.errors import Conflict, InvalidInput, NotFound
-from batchyard.store import Tx
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
@@ -50,8 +43,6 @@ if TYPE_CHECKING:
 CHUNK_SIZE = 100
 CHUNK_ATTEMPTS = 4  # the first try and 3 retries, then the dead letters
 MAX_ITEMS_PER_JOB = 1_000_000
-PAGE_LIMIT = 1000
-LISTED_ERRORS = 10  # the first errors of each failed job a list shows (`get` shows 100)
 
 
 def job_types() -> dict[str, JobType]:
@@ -67,7 +58,8 @@ class BulkJobs:
         self.store = runtime.store
         self.types = job_types()
         self.tasks = runtime.tasks
-        self.completions = Completions(runtime, self.get, self.webhook_secret)
+        self.read = JobReader(runtime)
+        self.completions = Completions(runtime, self.read.get, self.webhook_secret)
         self.chunks = ChunkRunner(runtime, self.types, self.completions)
         self.max_items = MAX_ITEMS_PER_JOB
 
@@ -314,7 +306,7 @@ class BulkJobs:
         if existing is not None:
             return existing
         with self.store.transaction(write=False) as tx:
-            row = self._row(tx, job_id)
+            row = JobReader.row(tx, job_id)
             if row["status"] in (BulkJobStatus.PENDING, BulkJobStatus.PROCESSING):
                 raise Conflict(
                     f"job {job_id} is {row['status']}: retry its failed items once it ends",
@@ -368,7 +360,7 @@ class BulkJobs:
 
     def cancel(self, job_id: str) -> BulkJob:
         with self.store.transaction(self.runtime.now()) as tx:
-            row = self._row(tx, job_id, lock=True)
+            row = JobReader.row(tx, job_id, lock=True)
             if row["status"] in (BulkJobStatus.COMPLETED, BulkJobStatus.FAILED):
                 raise Conflict(
                     f"job {job_id} is already {row['status']}", job_id=job_id, status=row["status"]
@@ -386,27 +378,7 @@ class BulkJobs:
                     "UPDATE batchyard_job_chunks SET items = NULL WHERE job_id = :id",
                     {"id": job_id},
                 )
-        return self.get(job_id)
-
-    def dead_chunks(self, job_id: str | None = None, limit: int = 100) -> list[DeadChunk]:
-        rows = self.tasks.dead_tasks(
-            CHUNK_TASK, _limit(limit), prefix="job:" if job_id is None else f"job:{job_id}:"
-        )
-        chunks = []
-        for row in rows:
-            payload = orjson.loads(row["payload"])
-            chunks.append(
-                DeadChunk(
-                    task_id=row["id"],
-                    job_id=payload["job_id"],
-                    chunk=payload["chunk"],
-                    items=payload.get("size", len(payload.get("items", ()))),
-                    attempts=row["attempts"],
-                    error=row["last_error"],
-                    died_at=to_datetime(row["died_at"]),
-                )
-            )
-        return chunks
+        return self.read.get(job_id)
 
     def redrive(self, task_id: int) -> BulkJob:
         """Put a dead chunk back in the queue; its job is processing again."""
@@ -423,33 +395,9 @@ class BulkJobs:
                 "THEN completed_at END, updated_at = {now} WHERE id = :id",
                 {"id": job_id},
             )
-        return self.get(job_id)
+        return self.read.get(job_id)
 
     # -- reading ------------------------------------------------------------------------
-
-    def get(self, job_id: str) -> BulkJob:
-        with self.store.transaction(write=False) as tx:
-            row = self._row(tx, job_id)
-            errors = self._errors(tx, job_id, -1, 100)
-            results = self._results(tx, job_id, -1, 100)
-            retries = [
-                r["id"]
-                for r in tx.all(
-                    "SELECT id FROM batchyard_jobs WHERE parent_id = :id ORDER BY created_at, id",
-                    {"id": job_id},
-                )
-            ]
-            deliveries = [
-                delivery_record(r)
-                for r in reversed(
-                    tx.all(
-                        "SELECT * FROM batchyard_job_deliveries WHERE job_id = :id "
-                        "ORDER BY id DESC LIMIT 20",
-                        {"id": job_id},
-                    )
-                )
-            ]
-        return job_record(row, errors, [r.result for r in results], retries, deliveries)
 
     def webhook_secret(self) -> bytes:
         """The key webhooks are signed with: ``BATCHYARD_WEBHOOK_SECRET``, else one made once
@@ -459,115 +407,6 @@ class BulkJobs:
             return configured.encode()
         return self.store.secret("webhook-signing")
 
-    def list_jobs(
-        self, status: str | None = None, type: str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[BulkJob]:
-        page = (
-            "SELECT * FROM batchyard_jobs WHERE "
-            "(CAST(:status AS TEXT) IS NULL OR status = :status) AND "
-            "(CAST(:type AS TEXT) IS NULL OR type = :type) "
-            "ORDER BY created_at DESC, id LIMIT :limit OFFSET :offset"
-        )
-        params = {
-            "status": status,
-            "type": type,
-            "limit": _limit(limit),
-            "offset": max(0, int(offset)),
-        }
-        retries: dict[str, list[str]] = {}
-        with self.store.transaction(write=False) as tx:
-            rows = tx.all(page, params)
-            for retry in tx.all(
-                f"SELECT parent_id, id FROM batchyard_jobs WHERE parent_id IN "
-                f"(SELECT id FROM ({page}) listed) ORDER BY created_at, id",
-                params,
-            ):
-                retries.setdefault(retry["parent_id"], []).append(retry["id"])
-            # a failed job's first errors say why at a glance; one read per failed job,
-            # in the same snapshot as the list
-            errors = {
-                row["id"]: self._errors(tx, row["id"], -1, LISTED_ERRORS)
-                for row in rows
-                if row["failed"]
-            }
-        return [
-            job_record(row, errors.get(row["id"], []), [], retries.get(row["id"])) for row in rows
-        ]
-
-    def errors(self, job_id: str, after: int = -1, limit: int = 100) -> list[BulkItemError]:
-        with self.store.transaction(write=False) as tx:
-            self._row(tx, job_id)
-            return self._errors(tx, job_id, after, limit)
-
-    def results(self, job_id: str, after: int = -1, limit: int = 100) -> list[BulkItemResult]:
-        with self.store.transaction(write=False) as tx:
-            self._row(tx, job_id)
-            return self._results(tx, job_id, after, limit)
-
-    def count_things(self, ns: str) -> int:
-        with self.store.transaction(write=False) as tx:
-            return int(
-                tx.one("SELECT COUNT(*) AS n FROM batchyard_things WHERE ns = :ns", {"ns": ns})["n"]
-            )
-
-    def stats(self) -> BulkJobStats:
-        with self.store.transaction(write=False) as tx:
-            counts = {
-                row["status"]: int(row["n"])
-                for row in tx.all(
-                    "SELECT status, COUNT(*) AS n FROM batchyard_jobs GROUP BY status"
-                )
-            }
-        completed, failed = counts.get("completed", 0), counts.get("failed", 0)
-        finished = completed + failed
-        rate = completed / finished if finished else 0.0
-        return BulkJobStats(
-            total=sum(counts.values()),
-            pending=counts.get("pending", 0),
-            processing=counts.get("processing", 0),
-            completed=completed,
-            failed=failed,
-            cancelled=counts.get("cancelled", 0),
-            success_rate=f"{100.0 * rate:.2f}%",
-            success_rate_value=rate,
-        )
-
-    @staticmethod
-    def _errors(tx: Tx, job_id: str, after: int, limit: int) -> list[BulkItemError]:
-        return [
-            BulkItemError(index=row["idx"], error=row["error"])
-            for row in tx.all(
-                "SELECT idx, error FROM batchyard_job_errors WHERE job_id = :id AND idx > :after "
-                "ORDER BY idx LIMIT :limit",
-                {"id": job_id, "after": after, "limit": _limit(limit)},
-            )
-        ]
-
-    @staticmethod
-    def _results(tx: Tx, job_id: str, after: int, limit: int) -> list[BulkItemResult]:
-        return [
-            BulkItemResult(index=row["idx"], result=orjson.loads(row["result"]))
-            for row in tx.all(
-                "SELECT idx, result FROM batchyard_job_results WHERE job_id = :id "
-                "AND idx > :after ORDER BY idx LIMIT :limit",
-                {"id": job_id, "after": after, "limit": _limit(limit)},
-            )
-        ]
-
-    @staticmethod
-    def _row(tx: Tx, job_id: str, lock: bool = False) -> Any:
-        row = tx.one(
-            "SELECT * FROM batchyard_jobs WHERE id = :id" + (" {for_update}" if lock else ""),
-            {"id": job_id},
-        )
-        if row is None:
-            raise NotFound(f"no bulk job {job_id!r}", job_id=job_id)
-        return row
-
 
 class _SameRequest(Exception):
     """Two creations with one request_id raced; the loser returns the winner's job."""
-
-
-def _limit(limit: int) -> int:
-    return max(1, min(PAGE_LIMIT, int(limit)))
