@@ -369,3 +369,49 @@ def test_an_export_of_200k_things_streams_in_bounded_server_memory(store_url, tm
             assert lines == rows + (format == "csv")
     growth = rss(proc.pid, "VmHWM") - before
     assert growth < 100 * 1024 * 1024, f"server memory grew by {growth / 2**20:.0f} MiB"
+
+
+def test_failed_items_are_retried_over_http_once(client):
+    job_id = submit(
+        client,
+        {
+            "type": "transform-data",
+            "items": [{"text": "a"}, {"n": 1}],
+            "options": {"transform": "upper"},
+        },
+    )
+    running = client.post(f"/batch/{job_id}/retry")
+    assert running.status_code == 409 and "retry its failed items once it ends" in running.text
+    assert finished(client, job_id)["failed"] == 1
+    first = client.post(f"/batch/{job_id}/retry").json()
+    again = client.post(f"/batch/{job_id}/retry").json()
+    assert first["replayed"] is False and again["replayed"] is True
+    assert again["jobId"] == first["jobId"]
+    retry = finished(client, first["jobId"])
+    assert retry["parentJobId"] == job_id and retry["total"] == 1
+    assert finished(client, job_id)["retryJobIds"] == [first["jobId"]]
+
+
+def test_a_callback_url_is_checked_and_kept(client):
+    refused = client.post(
+        "/batch",
+        json={
+            "type": "transform-data",
+            "items": [{"text": "a"}],
+            "options": {"transform": "upper"},
+            "callbackUrl": "http://10.0.0.7/hooks",
+        },
+    )
+    assert refused.status_code == 422 and "non-public address" in refused.text
+    job_id = submit(
+        client,
+        {
+            "type": "transform-data",
+            "items": [{"text": "a"}],
+            "options": {"transform": "upper"},
+            "callbackUrl": "https://93.184.216.34/hooks",
+        },
+    )
+    assert (
+        client.get(f"/batch/{job_id}").json()["job"]["callbackUrl"] == "https://93.184.216.34/hooks"
+    )

@@ -31,6 +31,11 @@ class CreateJob(BaseModel):
     items: list[Any] = Field(default_factory=list, max_length=MAX_ITEMS_PER_JOB)
     input: Any = None
     options: dict[str, Any] | None = None
+    callbackUrl: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="an http(s) URL that receives the final job, signed, when it ends",
+    )
 
 
 class Created(BaseModel):
@@ -101,7 +106,12 @@ def create_job(
     replay (`replayed: true` and the header `Idempotency-Replayed: true`); the same key
     with a different body is refused with 422."""
     made = _yard(request).submit_batch_job(
-        body.type, body.items, input=body.input, options=body.options, request_id=idempotency_key
+        body.type,
+        body.items,
+        input=body.input,
+        options=body.options,
+        request_id=idempotency_key,
+        callback_url=body.callbackUrl,
     )
     if made.replayed:
         response.headers[REPLAYED_HEADER] = "true"
@@ -134,6 +144,25 @@ def dead_letters(request: Request, job: str | None = None, limit: Limit = 100) -
 def redrive_chunk(task_id: TaskId, request: Request) -> JobEnvelope:
     """Queue a dead chunk again; its job goes back to processing."""
     return JobEnvelope(success=True, job=_yard(request).redrive_chunk(task_id))
+
+
+@router.post("/batch/{job_id}/retry", tags=["jobs"])
+def retry_failed_items(job_id: JobId, request: Request) -> Created:
+    """A new job of the ended job's failed items (and its dead chunks' items); once per job:
+    asked again, the same job, marked as a replay. 409 while the job runs or when nothing
+    failed."""
+    yard = _yard(request)
+    before = yard.get_batch_job(job_id).retry_job_ids
+    retry_id = yard.retry_failed_items(job_id)
+    replayed = retry_id in before
+    return Created(
+        success=True,
+        jobId=retry_id,
+        message="The job retrying these failed items already exists"
+        if replayed
+        else "A job of the failed items was created and queued",
+        replayed=replayed,
+    )
 
 
 @router.get("/batch/{job_id}", tags=["jobs"])
