@@ -74,3 +74,29 @@ def test_a_bad_line_stops_the_import_before_anything_is_submitted(cli, store_url
     assert result.returncode == 1 and "bad.ndjson, line 3: not valid JSON" in result.stderr
     with Yard(store_url) as yard:
         assert yard.list_batch_jobs() == []
+
+
+def test_jobs_retry_makes_one_job_of_the_failed_items(cli, store_url):
+    yard = Yard(store_url)
+    try:
+
+        @yard.transform("odd-fails")
+        def odd_fails(item):
+            if item % 2:
+                raise ValueError("odd")
+            return item
+
+        job_id = yard.create_batch_job(
+            "transform-data", list(range(6)), options={"transform": "odd-fails"}
+        )
+        yard.run_worker(wait=False)
+    finally:
+        yard.close()
+    made = cli("jobs", "retry", job_id, "--json")
+    assert made.returncode == 0, made.stdout + made.stderr
+    retry = json.loads(made.stdout)
+    assert retry["parent_job_id"] == job_id and retry["total"] == 3
+    again = cli("jobs", "retry", job_id)
+    assert again.returncode == 0 and again.stdout.startswith(f"{retry['id']}: 3 failed item(s)")
+    nothing = cli("jobs", "retry", retry["id"])  # its items have not run: it is pending
+    assert nothing.returncode == 1 and "retry its failed items once it ends" in nothing.stderr

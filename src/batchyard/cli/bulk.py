@@ -247,6 +247,20 @@ def jobs_cancel(
         say(f"{job_id}: {job.status}")
 
 
+@jobs_app.command("retry")
+def jobs_retry(
+    job_id: str, app_path: AppOption = None, store: StoreOption = None, as_json: JsonOption = False
+) -> None:
+    """A new job of an ended job's failed items (once per job: again, the same job)."""
+    yard = load_yard(app_path, store)
+    retry_id = yard.retry_failed_items(job_id)
+    job = yard.get_batch_job(retry_id)
+    if as_json:
+        show_one(job, as_json)
+    else:
+        say(f"{retry_id}: {job.total} failed item(s) of {job_id}, {job.status}")
+
+
 @jobs_app.command("errors")
 def jobs_errors(
     job_id: str,
