@@ -118,3 +118,22 @@ def test_a_job_page_shows_its_webhook_deliveries_and_its_retry(client, yard, mon
     page = client.get(f"/ui/jobs/{job_id}").text
     section = re.search(r'<section id="deliveries">(.*?)</section>', page, re.S)[1]
     assert "ConnectError" in section and "http://127.0.0.1:9/hook" in page
+
+
+def test_the_failed_items_of_a_job_are_retried_from_its_page(client, yard):
+    job_id = yard.create_batch_job("transform-data", [1, 2, 3], options={"transform": "flaky"})
+    yard.run_worker(wait=False)  # every attempt of its chunk fails: the chunk is dead
+    page = f"/ui/jobs/{job_id}"
+    assert "Retry the failed items" in client.get(page).text
+    made = post(client, f"{page}/retry", page=page)
+    assert made.status_code == 303 and made.headers["location"].endswith("?notice=job-retried")
+    retry_page = made.headers["location"].split("?")[0]
+    assert retry_page != page
+    shown = client.get(made.headers["location"]).text
+    assert f'the failed items of <a href="/ui/jobs/{job_id}">' in shown
+    again = post(client, f"{page}/retry", page=page)  # once per job: the same one
+    assert again.headers["location"].split("?")[0] == retry_page
+    assert "Show the retry job" in client.get(page).text
+    yard.broken = False
+    yard.run_worker(wait=False)
+    assert yard.get_batch_job(retry_page.rsplit("/", 1)[1]).status == "completed"

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from itertools import groupby
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 
 from batchyard.bulk.export import FORMATS
 from batchyard.errors import BatchyardError
@@ -26,6 +27,7 @@ NAV = ("Bulk jobs", JOBS)
 NOTICES = {
     "job-cancelled": "Job cancelled: no new chunk of it starts.",
     "chunks-redriven": "Dead chunks queued again; their jobs are processing.",
+    "job-retried": "This job retries the failed items of the job it names.",
 }
 ERRORS_PAGE = 50
 
@@ -73,6 +75,22 @@ confirmed_action(
     "Cancel bulk job {}? No new chunk of it starts; items not yet done stay undone.",
     lambda job_id: f"{JOBS}/{job_id}",
 )
+
+
+@router.post(f"{JOBS}/{{job_id}}/retry")
+def retry(request: Request, job_id: str, form: ActionForm) -> Response:
+    """The job of this job's failed items (made once), shown at once."""
+    dashboard = dashboard_of(request)
+    made: list[str] = []
+    answer = dashboard.act(
+        request,
+        lambda: made.append(dashboard.yard.retry_failed_items(job_id)),
+        "job-retried",
+        f"{JOBS}/{quote(job_id, safe='')}",
+    )
+    if not made:  # refused: the page says why
+        return answer
+    return RedirectResponse(f"{JOBS}/{quote(made[0], safe='')}?notice=job-retried", 303)
 
 
 @router.post(f"{JOBS}/dead/redrive")
