@@ -65,27 +65,6 @@ class BulkJobs:
 
     # -- creating -----------------------------------------------------------------------
 
-    def create(
-        self,
-        type: str,
-        items: Sequence[Any] | None = None,
-        *,
-        input: Any = None,
-        options: dict[str, Any] | None = None,
-        request_id: str | None = None,
-        on_complete: str | None = None,
-        callback_url: str | None = None,
-    ) -> str:
-        return self.submit(
-            type,
-            items,
-            input=input,
-            options=options,
-            request_id=request_id,
-            on_complete=on_complete,
-            callback_url=callback_url,
-        ).job_id
-
     def submit(
         self,
         type: str,
@@ -97,8 +76,8 @@ class BulkJobs:
         on_complete: str | None = None,
         callback_url: str | None = None,
     ) -> BulkJobSubmission:
-        """`create`, saying whether the job was made now or an earlier request with the
-        same `request_id` had made it (a replay, which an API reports as such)."""
+        """Validate and queue a bulk job; say whether it was made now or an earlier request
+        with the same `request_id` had made it (a replay, which an API reports as such)."""
         kind = self.types.get(type) if isinstance(type, str) else None
         if kind is None:
             raise InvalidInput(
