@@ -4,13 +4,16 @@
 
 Prints, per store: durable add_items calls/s (1 and 100 items per call) against plain
 inserts with the same durability, end-to-end items/s from add to a no-op handler, drain
-items/s with 1 and 2 worker processes (PostgreSQL), and flush latency p50/p99.
+items/s with 1 and 2 worker processes (PostgreSQL), and flush latency p50/p99. With
+``--only limits``: the same end-to-end flow of items of 10 B to 1 KB from 4 threads with a
+byte limit, and with a debounce, beside it without either.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -19,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from _harness import fresh_postgres, fresh_sqlite, median_rates, print_table, timed
 from batchyard import Yard
@@ -160,6 +164,73 @@ def latency(
     return statistics.median(lags), lags[int(len(lags) * 0.99) - 1]
 
 
+# the flow of `limits`: the same items and batch size on each side, one side with a byte
+# limit (most batches still close at 100 items, some at 64 KB), one with a debounce
+LIMITED = {
+    "plain": {"max_batch_size": 100},
+    "bytes": {"max_batch_size": 100, "max_batch_bytes": 64_000},
+    "idle": {"max_batch_size": 100, "flush_interval": 5.0, "flush_after_idle": 0.5},
+}
+
+
+def limited_flow(url: str, items: int, config: dict[str, Any], threads: int = 4) -> int:
+    """Single-item adds of items of 10 B to 1 KB from `threads` threads sharing one yard,
+    while an in-process worker flushes; until the last is handled."""
+    yard = Yard(url)
+    handled = [0]
+    done = threading.Event()
+    lock = threading.Lock()
+
+    @yard.handler("count")
+    def count(batch, ctx):
+        with lock:
+            handled[0] += len(batch)
+            if handled[0] >= items:
+                done.set()
+
+    rng = random.Random(7)  # the same items on every side
+    calls = [[{"i": n, "pad": "x" * rng.randint(0, 1000)}] for n in range(items)]
+    per_thread = len(calls) // threads
+
+    def body(t: int) -> None:
+        for call in calls[t * per_thread : (t + 1) * per_thread]:
+            yard.add_items("bench", call, on_flush="count", **config)
+
+    worker = yard.worker(concurrency=2)
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    adders = [threading.Thread(target=body, args=(t,)) for t in range(threads)]
+    for adder in adders:
+        adder.start()
+    for adder in adders:
+        adder.join()
+    yard.flush("bench")
+    done.wait(600)
+    worker.stop()
+    runner.join()
+    yard.close()
+    return per_thread * threads
+
+
+def limits(r, items, sqlite_url, on_pg) -> None:
+    """The flow with a byte limit, and with a debounce, beside it without: turns, run by run."""
+    sides = {
+        "SQLite": lambda c: lambda: timed(lambda: limited_flow(sqlite_url(), items, c)),
+        "PostgreSQL": lambda c: on_pg(lambda u: timed(lambda: limited_flow(u, items, c))),
+    }
+    for name, side in sides.items():
+        runs = [side(config) for config in LIMITED.values()]
+        plain, by_bytes, idle = median_rates(runs, r)
+        print_table(
+            f"{name}: items of 10 B - 1 KB from 4 threads -> no-op handler (items/s)",
+            [
+                ("max_batch_size=100", plain, "the baseline"),
+                ("... and max_batch_bytes=64_000", by_bytes, "goal >= 0.9"),
+                ("... and flush_after_idle=0.5, flush_interval=5", idle, ""),
+            ],
+        )
+
+
 def _count(yard: Yard, sql: str) -> int:
     with yard.store.transaction(write=False) as tx:
         return int(tx.one(sql)["n"])
@@ -172,8 +243,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=20000)
     parser.add_argument(
         "--only",
-        choices=("adds", "flow"),
-        help="only the durable adds, or only end to end / drain / latency",
+        choices=("adds", "flow", "limits"),
+        help="only the durable adds, only end to end / drain / latency, or only the limits",
     )
     args = parser.parse_args()
     r, calls, items = args.repeat, args.calls, args.items
@@ -188,6 +259,9 @@ def main() -> None:
 
         return run
 
+    if args.only == "limits":
+        limits(r, items, sqlite_url, on_pg)
+        return
     if args.only != "flow":
         durable_adds(r, calls, sqlite_url, on_pg)
     if args.only != "adds":

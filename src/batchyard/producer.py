@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchyard import metrics
 from batchyard.accumulator.records import split_base
+from batchyard.accumulator.sizing import item_sizes
 from batchyard.clock import seconds
 from batchyard.errors import Backpressure, ProducerError
 from batchyard.payloads import encode_items
@@ -122,7 +123,7 @@ class Producer:
         self._closed = False
         self._writer: threading.Thread | None = None
         self._bases: dict[str, str] = {}
-        self._last_call: tuple[Any, ...] = (None,) * 8
+        self._last_call: tuple[Any, ...] = (None,) * 10
         self._writing = False  # a write is under way (the adder lets it through now and then)
 
     # -- the producer's side ---------------------------------------------------------------
@@ -136,6 +137,8 @@ class Producer:
         on_flush: str | Callable[..., Any],
         flush_interval: float | timedelta | None = None,
         max_attempts: int | None = None,
+        max_batch_bytes: int | None = None,
+        flush_after_idle: float | timedelta | None = None,
     ) -> int:
         """Buffer items for `batch_id`'s base (same configuration as `Yard.add_items`) and
         return the processed checkpoint that includes them. Validation happens here: bad
@@ -147,14 +150,17 @@ class Producer:
             and on_flush is last[2]
             and flush_interval is last[3]
             and max_attempts is last[4]
-            and self.runtime.retry is last[5]
+            and max_batch_bytes is last[5]
+            and flush_after_idle is last[6]
+            and self.runtime.retry is last[7]
         ):
-            base, config = last[6], last[7]  # a producer repeats its calls: checked once
+            base, config = last[8], last[9]  # a producer repeats its calls: checked once
         else:
-            base, config = self._resolve(
-                batch_id, max_batch_size, on_flush, flush_interval, max_attempts
-            )
+            args = (max_batch_size, on_flush, flush_interval, max_attempts)
+            base, config = self._resolve(batch_id, *args, max_batch_bytes, flush_after_idle)
         encoded = encode_items(items)
+        if max_batch_bytes is not None:
+            item_sizes(encoded, max_batch_bytes)  # refuses an item larger than the limit
         count = len(encoded)
         size = len(encoded[0]) if count == 1 else sum(map(len, encoded))
         with self._lock:  # the condition's lock (a Condition's own __enter__ is Python code)
@@ -209,6 +215,8 @@ class Producer:
         on_flush: str | Callable[..., Any],
         flush_interval: float | timedelta | None,
         max_attempts: int | None,
+        max_batch_bytes: int | None,
+        flush_after_idle: float | timedelta | None,
     ) -> tuple[str, dict[str, Any]]:
         """The base and validated configuration of an add, remembered for the next add with
         the very same arguments (not for a callable handler, whose name can change)."""
@@ -217,18 +225,11 @@ class Producer:
             base = split_base(batch_id)[0]
             if len(self._bases) < 10_000:
                 self._bases[batch_id] = base
-        config = self._adder.config(max_batch_size, on_flush, flush_interval, max_attempts)
+        args = (max_batch_size, on_flush, flush_interval, max_attempts)
+        config = self._adder.config(*args, max_batch_bytes, flush_after_idle)
         if isinstance(on_flush, str):
-            self._last_call = (
-                batch_id,
-                max_batch_size,
-                on_flush,
-                flush_interval,
-                max_attempts,
-                self.runtime.retry,
-                base,
-                config,
-            )
+            limits = (max_batch_bytes, flush_after_idle, self.runtime.retry)
+            self._last_call = (batch_id, *args, *limits, base, config)
         return base, config
 
     def _wait_for_room(self, count: int, size: int) -> None:

@@ -125,13 +125,19 @@ class Yard:
         on_flush: str | Callable[..., Any],
         flush_interval: float | timedelta | None = None,
         max_attempts: int | None = None,
+        max_batch_bytes: int | None = None,
+        flush_after_idle: float | timedelta | None = None,
     ) -> AddResult:
         """Add JSON items to the open batch of `batch_id`'s base, committed on return.
 
         A batch flushes once it holds `max_batch_size` items (a large add fills several
-        batches), after `flush_interval` seconds from its creation, or by `flush`. The handler
-        named by `on_flush` gets at most `max_batch_size` items per call. Raises
-        `InvalidInput` or `HandlerNotFound` before storing anything.
+        batches) or, with `max_batch_bytes`, when the next item would take its items' JSON
+        past that many bytes; after `flush_interval` seconds from its creation; with
+        `flush_after_idle`, once no item was added for that long (`flush_interval` then
+        being the longest it waits); or by `flush`. The handler named by `on_flush` gets at
+        most `max_batch_size` items and `max_batch_bytes` bytes per call. Raises
+        `InvalidInput` (an item larger than `max_batch_bytes` among them) or
+        `HandlerNotFound` before storing anything.
         """
         return self._accumulator.adder.add_items(
             batch_id,
@@ -140,6 +146,8 @@ class Yard:
             on_flush=on_flush,
             flush_interval=flush_interval,
             max_attempts=max_attempts,
+            max_batch_bytes=max_batch_bytes,
+            flush_after_idle=flush_after_idle,
         )
 
     def flush(self, batch_id: str) -> FlushResult:

@@ -18,19 +18,20 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from batchyard.accumulator import sql
+from batchyard.accumulator.configs import Configs, first_timer
 from batchyard.accumulator.flushing import schedule_flush
 from batchyard.accumulator.lanes import Lanes
 from batchyard.accumulator.records import FLUSH_TASK, AddResult, BatchStatus, split_base
-from batchyard.clock import seconds
-from batchyard.errors import InvalidInput
+from batchyard.accumulator.sizing import Placement, item_size, item_sizes, place
 from batchyard.payloads import encode_items
 from batchyard.store import Tx
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
 
-# a year: longer is surely a mistake, and far timers overflow datetime (and inf never fires)
-MAX_FLUSH_INTERVAL_SECONDS = 365 * 24 * 3600.0
+# A batch an add reached: its id, how many of the add's items it took, whether the add
+# closed it (full in items or bytes), its max attempts.
+_Filled = tuple[str, int, bool, int]
 
 
 def _appended(batch_id: str) -> AddResult:
@@ -40,27 +41,25 @@ def _appended(batch_id: str) -> AddResult:
     )
 
 
-def _results(
-    calls: list[list[str]], filled: list[tuple[str, int, int, int, int]]
-) -> list[AddResult]:
+def _results(calls: list[list[str]], filled: list[_Filled]) -> list[AddResult]:
     """What each call returns, as if the calls had run one by one: `filled` holds, in
-    order, the batches their items went to, with how many each took and where its next
-    item goes. A call names the batch its last item went to, and the batches it filled."""
+    order, the batches their items went to, with how many each took and whether the add
+    closed it. A call names the batch its last item went to, and the batches it filled."""
     results = []
     batches = iter(filled)
-    batch_id, left, position, limit, _ = next(batches)
+    batch_id, left, full, _ = next(batches)
     for call in calls:
         needed = len(call)
         flushed: list[str] = []
         while True:
             taken = min(needed, left)
             needed, left = needed - taken, left - taken
-            closed = left == 0 and position == limit
+            closed = left == 0 and full
             if closed:
                 flushed.append(batch_id)
             if needed == 0:
                 break
-            batch_id, left, position, limit, _ = next(batches)
+            batch_id, left, full, _ = next(batches)
         results.append(
             AddResult(
                 batch_id=batch_id,
@@ -71,7 +70,7 @@ def _results(
             )
         )
         if left == 0 and needed == 0:
-            batch_id, left, position, limit, _ = next(batches, (batch_id, 0, 0, 0, 0))
+            batch_id, left, full, _ = next(batches, (batch_id, 0, False, 0))
     return results
 
 
@@ -79,12 +78,22 @@ def _results(
 class _OpenBatch:
     """What this process last saw of a base's open batch: where its next item goes. Threads
     may race on it: each sets a position just past an item committed there, so it can lag
-    behind the batch's count (an add then falls back to counting), never pass it."""
+    behind the batch's count (an add then falls back to counting), never pass it. The
+    same goes for `bytes`, where its last item ends: a guess to pick the way to add, which
+    the statements check against the item before the position."""
 
     batch_no: int
     position: int
     max_batch_size: int
     result: AddResult  # what an add that lands here returns (the same every time)
+    max_batch_bytes: int | None = None
+    bytes: int = 0
+
+    def takes(self, count: int, size: int) -> bool:
+        """Whether `count` items of `size` bytes leave room behind them, as far as we saw."""
+        return self.position + count < self.max_batch_size and (
+            self.max_batch_bytes is None or self.bytes + size < self.max_batch_bytes
+        )
 
 
 class Adder:
@@ -94,7 +103,7 @@ class Adder:
         self.runtime = runtime
         self.store = runtime.store
         self.tasks = runtime.tasks
-        self._configs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.config = Configs(runtime)
         self._open: dict[str, _OpenBatch] = {}  # a hint per base id, checked by each use
         self._bases: set[str] = set()  # base ids whose row is known to exist (never deleted)
         self._lanes = Lanes()  # one add in flight per base; those that wait go together
@@ -110,10 +119,15 @@ class Adder:
         on_flush: str | Callable[..., Any],
         flush_interval: float | timedelta | None = None,
         max_attempts: int | None = None,
+        max_batch_bytes: int | None = None,
+        flush_after_idle: float | timedelta | None = None,
     ) -> AddResult:
         base, _ = split_base(batch_id)
-        config = self.config(max_batch_size, on_flush, flush_interval, max_attempts)
+        args = (max_batch_size, on_flush, flush_interval, max_attempts)
+        config = self.config(*args, max_batch_bytes, flush_after_idle)
         encoded = encode_items(items)
+        if max_batch_bytes is not None:
+            item_sizes(encoded, max_batch_bytes)  # refuses an item larger than the limit
         if not encoded:
             return AddResult(batch_id=base, item_count=0, flushed=False, status="unchanged")
         lane = self._lanes((base, *config.values()))
@@ -157,25 +171,34 @@ class Adder:
         """Add one item that leaves room in its batch, as one statement (at the remembered
         position when there is one, counted otherwise); None when that does not apply."""
         seen = self._open.get(base)
+        size = item_size(payload)
         if seen is not None:
-            if seen.position + 1 >= seen.max_batch_size:
+            if not seen.takes(1, size):
                 # the item fills the batch, or it is full: a transaction closes or opens one
                 self._open.pop(base, None)  # (another thread may have dropped it already)
                 return None
-            position = seen.position
-            if self.store.execute(
-                sql.APPEND_AT,
-                {"batch_no": seen.batch_no, "position": position, "payload": payload},
-                now,
-            ):
-                seen.position = position + 1
+            position, used = seen.position, seen.bytes
+            params = {"batch_no": seen.batch_no, "position": position, "payload": payload}
+            if seen.max_batch_bytes is None:
+                appended = self.store.execute(sql.APPEND_AT, params, now)
+            else:
+                appended = self.store.execute(sql.APPEND_SIZED_AT, {**params, "bytes": size}, now)
+            if appended:
+                seen.position, seen.bytes = position + 1, used + size
                 return seen.result
-        row = self.store.one(sql.APPEND_ITEM, {"base": base, "payload": payload}, now)
+        row = self.store.one(
+            sql.APPEND_ITEM, {"base": base, "payload": payload, "bytes": size}, now
+        )
         if row is None:
             self._open.pop(base, None)
             return None
         seen = _OpenBatch(
-            row["batch_no"], row["position"] + 1, row["max_batch_size"], _appended(row["batch_id"])
+            row["batch_no"],
+            row["position"] + 1,
+            row["max_batch_size"],
+            _appended(row["batch_id"]),
+            row["max_batch_bytes"],
+            row["byte_end"] or 0,
         )
         self._remember(base, seen)
         return seen.result
@@ -188,17 +211,22 @@ class Adder:
         total = sum(len(call) for call in calls)
         if seen is None or seen.position + total >= seen.max_batch_size:
             return None
-        position = seen.position
-        params = {"batch_no": seen.batch_no, "position": position}
         encoded = [item for call in calls for item in call]
+        size = 0 if seen.max_batch_bytes is None else sum(map(item_size, encoded))
+        if not seen.takes(total, size):
+            return None
+        position, used = seen.position, seen.bytes
+        params = {"batch_no": seen.batch_no, "position": position}
+        values = {**params, "values": orjson.dumps(encoded).decode()}
         with self.store.transaction(now, pipeline=True) as tx:
             tx.execute(sql.LOCK_FOR_APPEND, params)
-            inserted = tx.execute(
-                sql.APPEND_MANY_AT, {**params, "values": orjson.dumps(encoded).decode()}
-            )
+            if seen.max_batch_bytes is None:
+                inserted = tx.execute(sql.APPEND_MANY_AT, values)
+            else:
+                inserted = tx.execute(sql.APPEND_MANY_SIZED_AT, {**values, "total_bytes": size})
         if inserted.rowcount == 0:
             return None
-        seen.position = position + total
+        seen.position, seen.bytes = position + total, used + size
         return seen.result.batch_id
 
     def _remember(self, base: str, seen: _OpenBatch) -> None:
@@ -206,78 +234,6 @@ class Adder:
         if len(self._open) >= 1000 and base not in self._open:
             self._open.clear()  # a bound, for producers of endless distinct base ids
         self._open[base] = seen
-
-    def config(
-        self,
-        max_batch_size: int,
-        on_flush: str | Callable[..., Any],
-        flush_interval: float | timedelta | None,
-        max_attempts: int | None,
-    ) -> dict[str, Any]:
-        """The validated batch configuration; callers repeat theirs, so it is remembered.
-        The key holds each value's type (True == 1 == 1.0 as keys, yet only 1 is valid), and
-        only handler names: a callable's name can change when a name is registered again."""
-        if not isinstance(on_flush, str):
-            return self._validate(max_batch_size, on_flush, flush_interval, max_attempts)
-        key = (
-            type(max_batch_size),
-            max_batch_size,
-            on_flush,
-            type(flush_interval),
-            flush_interval,
-            type(max_attempts),
-            max_attempts,
-            self.runtime.retry.max_attempts,
-        )
-        config = self._configs.get(key)
-        if config is None:
-            config = self._validate(max_batch_size, on_flush, flush_interval, max_attempts)
-            if len(self._configs) < 1000:
-                self._configs[key] = config
-        return config
-
-    def _validate(
-        self,
-        max_batch_size: int,
-        on_flush: str | Callable[..., Any],
-        flush_interval: float | timedelta | None,
-        max_attempts: int | None,
-    ) -> dict[str, Any]:
-        if (
-            isinstance(max_batch_size, bool)
-            or not isinstance(max_batch_size, int)
-            or max_batch_size <= 0
-        ):
-            raise InvalidInput(
-                f"max_batch_size must be a positive integer, not {max_batch_size!r}",
-                field="max_batch_size",
-            )
-        interval = None
-        if flush_interval is not None:
-            if isinstance(flush_interval, bool) or not isinstance(
-                flush_interval, (int, float, timedelta)
-            ):
-                raise InvalidInput(
-                    "flush_interval must be seconds or a timedelta", field="flush_interval"
-                )
-            interval = seconds(flush_interval)
-            if not 0 < interval <= MAX_FLUSH_INTERVAL_SECONDS:
-                raise InvalidInput(
-                    f"flush_interval must be positive and at most "
-                    f"{MAX_FLUSH_INTERVAL_SECONDS:.0f} s, not {flush_interval!r}",
-                    field="flush_interval",
-                )
-        attempts = self.runtime.retry.max_attempts if max_attempts is None else max_attempts
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-            raise InvalidInput(
-                f"max_attempts must be a positive integer, not {attempts!r}", field="max_attempts"
-            )
-        return {
-            "handler": self.runtime.handlers.name_of(on_flush),
-            "max_batch_size": max_batch_size,
-            "flush_interval": interval,
-            "max_attempts": attempts,
-        }
 
     def add_encoded(
         self, tx: Tx, base: str, encoded: list[str], config: dict[str, Any]
@@ -291,7 +247,10 @@ class Adder:
         until a batch fills.
         """
         if len(encoded) == 1:
-            appended = tx.one(sql.APPEND_ITEM, {"base": base, "payload": encoded[0]})
+            appended = tx.one(
+                sql.APPEND_ITEM,
+                {"base": base, "payload": encoded[0], "bytes": item_size(encoded[0])},
+            )
             if appended is not None:
                 return _appended(appended["batch_id"])
         return self._fill(tx, base, [encoded], config)[0]
@@ -315,55 +274,86 @@ class Adder:
             locked = tx.execute(sql.LOCK_OPEN_BATCH, params)
             counted = tx.execute(sql.COUNT_OPEN_BATCH, params)
         open_batch = locked.fetchone()
-        count = counted.fetchone()["n"]
-        total = len(encoded)
-        # the batches the items go to, in order: (id, items of ours, where the next goes,
-        # its size limit, max attempts)
-        filled: list[tuple[str, int, int, int, int]] = []
+        counted_row = counted.fetchone()
+        count, used = counted_row["n"], counted_row["bytes"]
+        size, max_bytes = config["max_batch_size"], config["max_batch_bytes"]
+        open_bytes = None if open_batch is None else open_batch["max_batch_bytes"]
+        sized = max_bytes is not None or open_bytes is not None
+        sizes = [item_size(item) for item in encoded] if sized else [0] * len(encoded)
+        in_open, places = place(
+            sizes,
+            None if open_batch is None else (count, used, open_batch["max_batch_size"], open_bytes),
+            size,
+            max_bytes,
+        )
+        filled: list[_Filled] = []  # the batches the items go to, in order
         room, open_no = 0, 0
-        if open_batch is not None:
-            open_no, limit = open_batch["batch_no"], open_batch["max_batch_size"]
-            room = min(total, limit - count)
+        if open_batch is not None and in_open is not None:
+            open_no, room = open_batch["batch_no"], in_open.taken
             filled.append(
-                (open_batch["batch_id"], room, count + room, limit, open_batch["max_attempts"])
+                (open_batch["batch_id"], room, in_open.closed, open_batch["max_attempts"])
             )
-            if count + room == limit:
+            if in_open.closed:
                 # closed before the next batch opens: a base has one open batch at most
                 tx.execute(sql.CLOSE_FULL, {"batch_no": open_no})
-        size = config["max_batch_size"]
-        new = self._create_batches(tx, base, config, total - room)
-        for index, (batch_id, _) in enumerate(new):
-            taken = min(size, total - room - index * size)
-            filled.append((batch_id, taken, taken, size, config["max_attempts"]))
-        if all(no == new[0][1] + i for i, (_, no) in enumerate(new)):
+        full = sum(p.closed for p in places)
+        new = self._create_batches(tx, base, config, len(places), full)
+        filled += [
+            (batch_id, p.taken, p.closed, config["max_attempts"])
+            for (batch_id, _), p in zip(new, places, strict=True)
+        ]
+        if sized:  # placed by the sizes: a statement per batch reached
+            runs = [(open_no, in_open, open_bytes)] if in_open is not None else []
+            runs += [(no, p, max_bytes) for (_, no), p in zip(new, places, strict=True)]
+            done = 0
+            for batch_no, p, limited in runs:
+                self._insert_at(tx, encoded[done : done + p.taken], batch_no, p, limited)
+                done += p.taken
+        elif all(no == new[0][1] + i for i, (_, no) in enumerate(new)):
             self._insert_items(tx, encoded, room, open_no, count, new[0][1] if new else 0, size)
         else:  # numbers not consecutive: batch by batch
             self._insert_items(tx, encoded[:room], room, open_no, count)
             for index, (_, batch_no) in enumerate(new):
                 chunk = encoded[room + index * size : room + (index + 1) * size]
                 self._insert_items(tx, chunk, len(chunk), batch_no, 0)
-        full = [(b, attempts) for b, _, position, limit, attempts in filled if position == limit]
-        self._schedule_size_flushes(tx, full)
-        last_id, _, last_position, last_limit, _ = filled[-1]
-        if config["flush_interval"] is not None and new and last_position < last_limit:
-            # the interval timer is set once, at creation, on the batch left open
-            schedule_flush(
-                self.tasks,
-                tx,
-                last_id,
-                config["max_attempts"],
-                delay=config["flush_interval"],
-            )
+        self._schedule_size_flushes(tx, [(b, attempts) for b, _, c, attempts in filled if c])
+        last_id, _, last_closed, _ = filled[-1]
+        delay = first_timer(config)
+        if delay is not None and new and not last_closed:
+            # the timer is set once, at creation, on the batch left open
+            schedule_flush(self.tasks, tx, last_id, config["max_attempts"], delay=delay)
         # the next single-item add of this base goes straight to its position - or, when
         # the last batch is full, straight to the transaction that opens the next one
+        last_place = places[-1] if places else in_open
+        assert last_place is not None
+        limit = size if new else open_batch["max_batch_size"]
         last = _OpenBatch(
             open_no if len(new) == 0 else new[-1][1],
-            last_position,
-            last_limit,
+            limit if last_closed else last_place.position + last_place.taken,
+            limit,
             _appended(last_id),
+            max_bytes if new else open_bytes,
+            last_place.bytes_before + sum(sizes[len(encoded) - last_place.taken :]),
         )
         tx.after_commit.append(lambda: self._remember(base, last))
         return _results(calls, filled)
+
+    @staticmethod
+    def _insert_at(
+        tx: Tx, encoded: list[str], batch_no: int, at: Placement, max_bytes: int | None
+    ) -> None:
+        """Insert items into one batch at a placement (`sizing.Placement`)."""
+        if encoded:
+            tx.execute(
+                sql.INSERT_ITEMS_AT,
+                {
+                    "batch_no": batch_no,
+                    "position": at.position,
+                    "bytes": at.bytes_before,
+                    "sized": int(max_bytes is not None),
+                    "values": orjson.dumps(encoded).decode(),
+                },
+            )
 
     @staticmethod
     def _insert_items(
@@ -389,14 +379,13 @@ class Adder:
             )
 
     def _create_batches(
-        self, tx: Tx, base: str, config: dict[str, Any], items: int
+        self, tx: Tx, base: str, config: dict[str, Any], count: int, full: int
     ) -> list[tuple[str, int]]:
-        """Make the base's next batches for `items` items, as (id, number) in sequence
-        order: those they fill closed for their size, the last open if they leave it room.
-        The caller holds the base's lock (see `sql.LOCK_BASE`) and has filled its open batch."""
-        if items <= 0:
+        """Make the base's next `count` batches, as (id, number) in sequence order: the
+        first `full` closed for their size, the last open if the add leaves it room. The
+        caller holds the base's lock (see `sql.LOCK_BASE`) and has filled its open batch."""
+        if count <= 0:
             return []
-        count = -(-items // config["max_batch_size"])
         first = int(
             tx.one(
                 "UPDATE batchyard_batch_bases SET next_sequence = next_sequence + :count "
@@ -408,7 +397,7 @@ class Adder:
         params = {"base": base, "first": first}
         tx.execute(
             sql.INSERT_BATCHES,
-            {**params, "values": keys, "full": items // config["max_batch_size"], **config},
+            {**params, "values": keys, "full": full, **config},
         )
         numbers = tx.one(sql.NEW_BATCH_NUMBERS, params)
         if numbers["hi"] - numbers["lo"] == count - 1:  # consecutive, in sequence order

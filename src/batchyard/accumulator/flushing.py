@@ -100,16 +100,18 @@ class Flusher:
             )
 
     def trigger_interval_flushes(self) -> list[str]:
-        """Close and schedule every batch whose interval has passed (for cron-driven use);
-        return their ids. `run_worker(wait=False)` then runs the flushes."""
+        """Close and schedule every batch whose interval, or idle time, has passed (for
+        cron-driven use); return their ids. `run_worker(wait=False)` then runs the flushes."""
+        interval_passed = "flush_interval IS NOT NULL AND created_at + flush_interval <= {now}"
         with self.store.transaction(self.runtime.now()) as tx:
             due = tx.all(
-                "SELECT batch_id, max_attempts FROM batchyard_batches "
-                "WHERE status = 'accumulating' AND flush_interval IS NOT NULL "
-                "AND created_at + flush_interval <= {now} ORDER BY created_at"
+                f"SELECT batch_id, max_attempts, CASE WHEN {interval_passed} THEN 'interval' "
+                "ELSE 'idle' END AS reason FROM batchyard_batches "
+                f"WHERE status = 'accumulating' AND ({interval_passed} OR {sql.IDLE_PASSED}) "
+                "ORDER BY created_at"
             )
             for row in due:
-                self._close(tx, row["batch_id"], FlushReason.INTERVAL)
+                self._close(tx, row["batch_id"], row["reason"])
                 schedule_flush(self.tasks, tx, row["batch_id"], row["max_attempts"])
         return [row["batch_id"] for row in due]
 
@@ -146,6 +148,11 @@ class Flusher:
             pending = tx.later(sql.PENDING_ITEMS_OF_FLUSHING, {"batch_id": batch_id})
         [batch] = started_rows.all() or [None]
         if batch is None:
+            held = self._hold_back(task)
+            if held is not None:
+                if not held:  # closed, or its idle time passed, since: flush it after all
+                    self.run_flush(task)
+                return
             # deleted, completed or dead: nothing to do
             with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
                 self.tasks.complete(tx, task)
@@ -200,6 +207,22 @@ class Flusher:
                 handler=batch["handler"],
                 duration_seconds=round(duration, 6),
             )
+
+    def _hold_back(self, task: Task) -> bool | None:
+        """A flush task found its batch open and held back by its debounce (an item came
+        within its flush_after_idle): it waits again, until that long after the last add or
+        the batch's longest wait (flush_interval), whichever comes first - not an attempt.
+        True when it does; False when the batch is to be flushed now after all (closed, or
+        its idle time passed, since); None when there is no batch to flush. The batch's row
+        is locked meanwhile: an add that closes it waits, then brings the task forward."""
+        with self.store.transaction(self.runtime.now()) as tx:
+            row = tx.one(sql.IDLE_WAIT, {"batch_id": task.payload["batch_id"]})
+            if row is None or row["status"] not in (BatchStatus.ACCUMULATING, BatchStatus.FLUSHING):
+                return None
+            if row["status"] == BatchStatus.FLUSHING or not row["waiting"]:
+                return False
+            self.tasks.postpone(tx, task, max(0.0, float(row["wait"])))
+            return True
 
     def _record(
         self,

@@ -34,6 +34,7 @@ ACTIVE_SQL = "('accumulating', 'flushing', 'dead')"
 class FlushReason(StrEnum):
     SIZE = "size"
     INTERVAL = "interval"
+    IDLE = "idle"  # no item was added for the batch's flush_after_idle
     MANUAL = "manual"
     REDRIVE = "redrive"
 
@@ -88,6 +89,10 @@ class BatchInfo:
     updated_at: datetime
     completed_at: datetime | None
     age_seconds: float
+    max_batch_bytes: int | None = None  # the batch's byte limit, if it has one
+    byte_count: int | None = None  # bytes of its items' JSON (kept with a byte limit only)
+    flush_after_idle: float | None = None  # its debounce, if it has one
+    last_added_at: datetime | None = None  # when its newest item was added
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,10 @@ def batch_info(row: Any, now: float) -> BatchInfo:
         updated_at=to_datetime(row["updated_at"]),
         completed_at=to_datetime(row["completed_at"]),
         age_seconds=max(0.0, now - row["created_at"]),
+        max_batch_bytes=row["max_batch_bytes"],
+        byte_count=row["byte_count"],
+        flush_after_idle=row["flush_after_idle"],
+        last_added_at=to_datetime(row["last_added_at"]),
     )
 
 

@@ -27,12 +27,23 @@ INSERT_ITEMS = (
 INSERT_BATCHES = (
     "INSERT INTO batchyard_batches (batch_id, base_id, sequence, status, flush_reason, "
     "flush_requested_at, handler, max_batch_size, flush_interval, max_attempts, "
-    "idempotency_key, created_at, updated_at) "
+    "idempotency_key, created_at, updated_at, max_batch_bytes, flush_after_idle) "
     "SELECT :base || '::' || CAST(:first + j.idx AS TEXT), :base, :first + j.idx, "
     "CASE WHEN j.idx < :full THEN 'flushing' ELSE 'accumulating' END, "
     "CASE WHEN j.idx < :full THEN 'size' END, CASE WHEN j.idx < :full THEN {now} END, "
     ":handler, :max_batch_size, CAST(:flush_interval AS DOUBLE PRECISION), :max_attempts, "
-    "j.value, {now}, {now} FROM {json_text_rows} j ORDER BY j.idx"
+    "j.value, {now}, {now}, CAST(:max_batch_bytes AS BIGINT), "
+    "CAST(:flush_after_idle AS DOUBLE PRECISION) FROM {json_text_rows} j ORDER BY j.idx"
+)
+# Items at a batch's positions from :position on, in a batch with a byte limit (:sized = 1)
+# or without: each item's `byte_end` is where it ends in its batch's bytes, :bytes being
+# where the item before it ends (see `APPEND_SIZED_AT`). An add into batches with byte
+# limits is placed by the adder, a statement per batch it reaches (see `sizing`).
+INSERT_ITEMS_AT = (
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, byte_end) "
+    "SELECT :batch_no, :position + j.idx, j.value, {now}, "
+    "CASE WHEN :sized = 1 THEN :bytes + SUM(j.octets) OVER (ORDER BY j.idx) END "
+    "FROM {json_text_rows_sized} j"
 )
 # Their numbers, in one row: a RETURNING row per batch would be a fetch each (on SQLite a
 # release of the GIL each, and a wait to take it back while other threads run).
@@ -55,12 +66,28 @@ INSERT_BASE = (
 )
 LOCK_BASE = "SELECT next_sequence FROM batchyard_batch_bases WHERE base_id = :base {for_update}"
 LOCK_OPEN_BATCH = (
-    "SELECT batch_id, batch_no, max_batch_size, max_attempts FROM batchyard_batches "
+    "SELECT batch_id, batch_no, max_batch_size, max_attempts, max_batch_bytes "
+    "FROM batchyard_batches "
     "WHERE base_id = :base AND status = 'accumulating' {for_update}"
 )
+
+
+def _last_item(column: str, batch_no: str) -> str:
+    """`column` of the last item of the batch numbered `batch_no` (SQL), found by its index
+    (an item's byte_end and added_at grow with its position)."""
+    return (
+        f"(SELECT l.{column} FROM batchyard_items l WHERE l.batch_no = {batch_no} "
+        "ORDER BY l.position DESC LIMIT 1)"
+    )
+
+
+# The open batch's count, and its bytes (0 without a byte limit)
 COUNT_OPEN_BATCH = (
-    "SELECT COALESCE(MAX(position), -1) + 1 AS n FROM batchyard_items WHERE batch_no = "
-    "(SELECT batch_no FROM batchyard_batches WHERE base_id = :base AND status = 'accumulating')"
+    "WITH o AS (SELECT batch_no FROM batchyard_batches "
+    "WHERE base_id = :base AND status = 'accumulating') "
+    "SELECT COALESCE(MAX(i.position), -1) + 1 AS n, "
+    f"COALESCE({_last_item('byte_end', '(SELECT batch_no FROM o)')}, 0) AS bytes "
+    "FROM batchyard_items i WHERE i.batch_no = (SELECT batch_no FROM o)"
 )
 # One item into the open batch, in one statement: the common add (one item that does not
 # fill its batch). The position is counted by the statement itself, and an item that leaves
@@ -70,19 +97,28 @@ COUNT_OPEN_BATCH = (
 # position then collides with what the previous holder committed, ON CONFLICT makes that
 # "no row", and the caller falls back to the lock-then-count path below (still holding the
 # lock, so that count is fresh). No row also means no open batch, or an item that fills it:
-# the fallback creates and closes them.
+# the fallback creates and closes them. In a batch with a byte limit the item's byte_end is
+# read the same way, from the last item, and the item must leave room in bytes as well
+# (:bytes is its size): a byte_end read from a stale snapshot comes with a stale position.
 APPEND_ITEM = (
-    "WITH open AS (SELECT batch_no, max_batch_size FROM batchyard_batches "
+    "WITH open AS (SELECT batch_no, max_batch_size, max_batch_bytes FROM batchyard_batches "
     "WHERE base_id = :base AND status = 'accumulating' {for_update}), "
-    "next AS (SELECT o.batch_no, o.max_batch_size, (SELECT COALESCE(MAX(i.position), -1) + 1 "
-    "FROM batchyard_items i WHERE i.batch_no = o.batch_no) AS position FROM open o) "
-    "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
-    "SELECT batch_no, position, :payload, {now} FROM next WHERE position + 1 < max_batch_size "
-    "ON CONFLICT DO NOTHING RETURNING batch_no, position, "
+    "next AS (SELECT o.batch_no, o.max_batch_size, o.max_batch_bytes, "
+    "(SELECT COALESCE(MAX(i.position), -1) + 1 "
+    "FROM batchyard_items i WHERE i.batch_no = o.batch_no) AS position, "
+    "CASE WHEN o.max_batch_bytes IS NOT NULL THEN "
+    f"COALESCE({_last_item('byte_end', 'o.batch_no')}, 0) + :bytes END AS byte_end "
+    "FROM open o) "
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, byte_end) "
+    "SELECT batch_no, position, :payload, {now}, byte_end FROM next "
+    "WHERE position + 1 < max_batch_size AND (byte_end IS NULL OR byte_end < max_batch_bytes) "
+    "ON CONFLICT DO NOTHING RETURNING batch_no, position, byte_end, "
     "(SELECT b.batch_id FROM batchyard_batches b "
     "WHERE b.batch_no = batchyard_items.batch_no) AS batch_id, "
     "(SELECT b.max_batch_size FROM batchyard_batches b "
-    "WHERE b.batch_no = batchyard_items.batch_no) AS max_batch_size"
+    "WHERE b.batch_no = batchyard_items.batch_no) AS max_batch_size, "
+    "(SELECT b.max_batch_bytes FROM batchyard_batches b "
+    "WHERE b.batch_no = batchyard_items.batch_no) AS max_batch_bytes"
 )
 # The same add at a position remembered from this process's last add to the batch, without
 # counting. A remembered position may be stale, never wrong by being too high: an open
@@ -94,8 +130,23 @@ APPEND_ITEM = (
 APPEND_AT = (
     "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
     "SELECT :batch_no, :position, :payload, {now} WHERE EXISTS (SELECT 1 FROM batchyard_batches "
-    "WHERE batch_no = :batch_no AND status = 'accumulating' {for_update}) "
-    "ON CONFLICT DO NOTHING"
+    "WHERE batch_no = :batch_no AND status = 'accumulating' AND max_batch_bytes IS NULL "
+    "{for_update}) ON CONFLICT DO NOTHING"
+)
+# The same in a batch with a byte limit: the item's byte_end is the byte_end of the item
+# before it (committed before the position was remembered, so in the statement's snapshot)
+# plus its size, :bytes; it lands only if that leaves room in bytes.
+_BYTES_BEFORE = (
+    "COALESCE((SELECT p.byte_end FROM batchyard_items p "
+    "WHERE p.batch_no = :batch_no AND p.position = :position - 1), 0)"
+)
+APPEND_SIZED_AT = (
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, byte_end) "
+    "SELECT :batch_no, :position, :payload, {now}, e.byte_end FROM "
+    f"(SELECT b.max_batch_bytes, {_BYTES_BEFORE} + :bytes AS byte_end "
+    "FROM batchyard_batches b WHERE b.batch_no = :batch_no AND b.status = 'accumulating' "
+    "AND b.max_batch_bytes IS NOT NULL {for_update}) e "
+    "WHERE e.byte_end < e.max_batch_bytes ON CONFLICT DO NOTHING"
 )
 # Many items at a remembered position (the adds of several calls, see `lanes`), in one
 # pipelined transaction - one round trip on PostgreSQL, where one statement cannot do it: a
@@ -113,7 +164,18 @@ APPEND_MANY_AT = (
     "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
     "SELECT :batch_no, :position + j.idx, j.value, {now} FROM {json_text_rows} j "
     "WHERE EXISTS (SELECT 1 FROM batchyard_batches "
-    "WHERE batch_no = :batch_no AND status = 'accumulating') "
+    "WHERE batch_no = :batch_no AND status = 'accumulating' AND max_batch_bytes IS NULL) "
+    "AND NOT EXISTS (SELECT 1 FROM batchyard_items "
+    "WHERE batch_no = :batch_no AND position >= :position)"
+)
+# The same in a batch with a byte limit: all the items land if together (:total_bytes)
+# they leave room in bytes after the item before them, or none.
+APPEND_MANY_SIZED_AT = (
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, byte_end) "
+    "SELECT :batch_no, :position + j.idx, j.value, {now}, "
+    f"{_BYTES_BEFORE} + SUM(j.octets) OVER (ORDER BY j.idx) "
+    "FROM {json_text_rows_sized} j JOIN batchyard_batches b ON b.batch_no = :batch_no "
+    f"WHERE b.status = 'accumulating' AND {_BYTES_BEFORE} + :total_bytes < b.max_batch_bytes "
     "AND NOT EXISTS (SELECT 1 FROM batchyard_items "
     "WHERE batch_no = :batch_no AND position >= :position)"
 )
@@ -129,18 +191,45 @@ BATCH_COLUMNS = (
     "b.batch_id, b.batch_no, b.base_id, b.sequence, b.status, b.handler, b.max_batch_size, "
     "b.flush_interval, b.max_attempts, b.attempts, b.idempotency_key, b.flush_reason, "
     "b.last_error, b.created_at, b.updated_at, b.completed_at, "
+    "b.max_batch_bytes, b.flush_after_idle, "
+    f"{_last_item('byte_end', 'b.batch_no')} AS byte_count, "
+    f"{_last_item('added_at', 'b.batch_no')} AS last_added_at, "
     f"{ITEM_COUNT} AS item_count, {PENDING_COUNT} AS pending_count"
 )
+# An open batch whose debounce holds it back: an item was added within its
+# flush_after_idle, and its flush_interval (the longest it waits) has not passed.
+_LAST_ADDED = _last_item("added_at", "batchyard_batches.batch_no")
+_BEFORE_MAX_WAIT = "(flush_interval IS NULL OR created_at + flush_interval > {now})"
+IDLE_WAITING = (
+    f"(flush_after_idle IS NOT NULL AND {_BEFORE_MAX_WAIT} "
+    f"AND {_LAST_ADDED} + flush_after_idle > {{now}})"
+)
+IDLE_PASSED = f"(flush_after_idle IS NOT NULL AND {_LAST_ADDED} + flush_after_idle <= {{now}})"
+# Why a timer closes an open batch: its debounce, unless its longest wait is up.
+_TIMER_REASON = (
+    f"CASE WHEN flush_after_idle IS NOT NULL AND {_BEFORE_MAX_WAIT} THEN 'idle' ELSE :reason END"
+)
+# How long the debounce of an open batch still holds it back (its flush task waits that
+# long again instead of flushing), its row locked so that a close waits for the decision.
+IDLE_WAIT = (
+    f"SELECT status, {IDLE_WAITING} AS waiting, "
+    f"CASE WHEN flush_interval IS NULL THEN {_LAST_ADDED} + flush_after_idle "
+    f"ELSE {{least}}({_LAST_ADDED} + flush_after_idle, created_at + flush_interval) END "
+    "- {now} AS wait FROM batchyard_batches WHERE batch_id = :batch_id {for_update}"
+)
 # The start of a flush attempt, in one statement: a batch still open is closed (a timer
-# that fires on an open batch is the interval flush) and the attempt is counted, durably
-# before the handler runs. No row: the batch is deleted, completed or dead.
+# that fires on an open batch is the interval or idle flush) and the attempt is counted,
+# durably before the handler runs. No row: the batch is deleted, completed or dead - or
+# open and held back by its debounce (see `IDLE_WAIT`).
 START_FLUSH = (
     "UPDATE batchyard_batches SET status = 'flushing', attempts = attempts + 1, "
-    "flush_reason = CASE WHEN status = 'accumulating' THEN :reason ELSE flush_reason END, "
+    f"flush_reason = CASE WHEN status = 'accumulating' THEN {_TIMER_REASON} "
+    "ELSE flush_reason END, "
     "flush_requested_at = CASE WHEN status = 'accumulating' THEN {now} "
     "ELSE flush_requested_at END, "
     "updated_at = CASE WHEN status = 'accumulating' THEN {now} ELSE updated_at END "
-    "WHERE batch_id = :batch_id AND status IN ('accumulating', 'flushing') "
+    "WHERE batch_id = :batch_id AND (status = 'flushing' "
+    f"OR status = 'accumulating' AND NOT {IDLE_WAITING}) "
     "RETURNING batch_no, base_id, sequence, handler, attempts, idempotency_key, flush_reason"
 )
 

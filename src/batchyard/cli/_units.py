@@ -14,7 +14,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-SECONDS_FIELDS = frozenset({"flush_interval", "lease", "every"})
+SECONDS_FIELDS = frozenset({"flush_interval", "flush_after_idle", "lease", "every"})
 
 
 def duration(seconds: float) -> str:

@@ -127,6 +127,8 @@ class PostgresStore(Store):
         # json, not jsonb: the strings come back as sent, and nothing is built but the rows
         "json_text_rows": "(SELECT idx - 1 AS idx, value FROM json_array_elements_text("
         "CAST(:values AS json)) WITH ORDINALITY AS e(value, idx))",
+        "json_text_rows_sized": "(SELECT idx - 1 AS idx, value, octet_length(value) AS octets "
+        "FROM json_array_elements_text(CAST(:values AS json)) WITH ORDINALITY AS e(value, idx))",
         "json_int_values": "(SELECT CAST(jsonb_array_elements_text(CAST(:values AS jsonb)) "
         "AS BIGINT))",
         "json_pairs": "(SELECT value ->> 0 AS a, value ->> 1 AS b "

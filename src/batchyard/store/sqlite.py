@@ -50,6 +50,9 @@ class SQLiteStore(Store):
         "json_text_values": "(SELECT value FROM json_each(:values))",
         # the strings of a JSON array with their 0-based index, as rows (idx, value)
         "json_text_rows": "(SELECT key AS idx, value FROM json_each(:values))",
+        # the same with each string's UTF-8 size, as rows (idx, value, octets)
+        "json_text_rows_sized": "(SELECT key AS idx, value, length(CAST(value AS BLOB)) "
+        "AS octets FROM json_each(:values))",
         "json_int_values": "(SELECT value FROM json_each(:values))",
         # a JSON array of [a, b] pairs of strings (or nulls), as rows (a, b)
         "json_pairs": "(SELECT json_extract(value, '$[0]') AS a, json_extract(value, '$[1]') "
