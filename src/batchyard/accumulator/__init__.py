@@ -1,13 +1,15 @@
 """The batch accumulator: items gathered into named batches and flushed to a handler.
 
 A base id names a sequence of batches, ``base::0``, ``base::1``, ... At most one of them is
-``accumulating``; it closes (``flushing``) when it holds ``max_batch_size`` items, when its
-interval timer - set once, when the batch is created - fires, or by hand. A closed batch never
-takes another item, so an item belongs to exactly one batch and a flush is never larger than
-the limit.
+``accumulating``; it closes (``flushing``) when it holds ``max_batch_size`` items or, with a
+byte limit, when the next item would take it past ``max_batch_bytes``; when its timer - set
+once, when the batch is created - fires (after its interval, or after its idle time with no
+add), or by hand. A closed batch never takes another item, so an item belongs to exactly
+one batch and a flush is never larger than the limits.
 
     records.py   states, results, batch ids        sql.py       the SQL, once for both stores
     adding.py    Adder: items into batches          flushing.py  Flusher: close, flush, books
+    configs.py   a batch's options, validated       sizing.py    item sizes, placing by bytes
     reading.py   Reader: status, history, delete    items.py     a batch's items; discard
     pruning.py   Pruner: the retention, in steps
 """
