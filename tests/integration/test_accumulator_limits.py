@@ -90,6 +90,32 @@ def test_the_item_count_still_limits_a_byte_limited_batch(yard, calls):
     ]
 
 
+def test_a_batch_keeps_the_byte_limit_it_was_made_with_whoever_adds_to_it(yard, calls):
+    yard.add_items("ev", [text(30)], max_batch_size=10, on_flush="collect", max_batch_bytes=50)
+    plain = {"max_batch_size": 10, "on_flush": "collect"}  # adders without a byte limit
+    yard.add_items("ev", [text(10)], **plain)  # one item: 40 of 50
+    yard.add_items("ev", [text(10), text(10)], **plain)  # 50 of 50 (full), then the next
+    yard.add_items("ev", [text(30)], **plain)
+    yard.flush("ev")
+    yard.run_worker(wait=False)
+    assert sorted((b, [size(i) for i in items]) for b, items, _ in calls) == [
+        ("ev::0", [30, 10, 10]),
+        ("ev::1", [10, 30]),  # made without a byte limit
+    ]
+
+
+def test_an_append_at_a_remembered_position_checks_the_bytes_itself(yard, calls):
+    # what a yard remembers of the open batch is a guess: the statement that appends at a
+    # remembered position reads the bytes of the item before it, and refuses to pass the
+    # limit even when the guess says there is room
+    config = {"max_batch_size": 10, "on_flush": "collect", "max_batch_bytes": 50}
+    yard.add_items("ev", [text(20)], **config)
+    yard.add_items("ev", [text(20)], **config)
+    yard._accumulator.adder._open["ev"].bytes = 0  # as if stale
+    result = yard.add_items("ev", [text(20)], **config)
+    assert result.batch_id == "ev::1" and result.flushed_batch_ids == ("ev::0",)
+
+
 def test_an_item_larger_than_the_limit_is_refused_naming_it_and_nothing_of_the_call_is_kept(
     yard, calls
 ):
