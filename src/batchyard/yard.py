@@ -361,6 +361,7 @@ class Yard:
         request_id: str | None = None,
         on_complete: str | Callable[..., Any] | None = None,
         callback_url: str | None = None,
+        throttle: str | Callable[..., Any] | None = None,
     ) -> str:
         """Create a bulk job and return its id. Types: import-things, import-relationships,
         export-things, transform-data, generate-embeddings. Invalid items are recorded
@@ -370,7 +371,10 @@ class Yard:
 
         When the job ends (completed, failed or cancelled), `on_complete(job)` - a handler -
         is called with its final `BulkJob`, and `callback_url` receives it as a signed POST
-        (see `webhook_secret`); each durably, retried with backoff."""
+        (see `webhook_secret`); each durably, retried with backoff.
+
+        `throttle(job_id)`, a handler, is asked before each chunk runs: None to go on, or
+        seconds to wait first (the chunk is queued again for then; not a failed attempt)."""
         return self.submit_batch_job(
             type,
             items,
@@ -379,6 +383,7 @@ class Yard:
             request_id=request_id,
             on_complete=on_complete,
             callback_url=callback_url,
+            throttle=throttle,
         ).job_id
 
     def webhook_secret(self) -> bytes:
@@ -404,18 +409,19 @@ class Yard:
         request_id: str | None = None,
         on_complete: str | Callable[..., Any] | None = None,
         callback_url: str | None = None,
+        throttle: str | Callable[..., Any] | None = None,
     ) -> BulkJobSubmission:
         """`create_batch_job`, also saying whether `request_id` replayed an earlier job."""
+        name_of = self.runtime.handlers.name_of
         return self._jobs.submit(
             type,
             items,
             input=input,
             options=options,
             request_id=request_id,
-            on_complete=None
-            if on_complete is None
-            else self.runtime.handlers.name_of(on_complete, "on_complete"),
+            on_complete=None if on_complete is None else name_of(on_complete, "on_complete"),
             callback_url=callback_url,
+            throttle=None if throttle is None else name_of(throttle, "throttle"),
         )
 
     def get_batch_job(self, job_id: str) -> BulkJob:

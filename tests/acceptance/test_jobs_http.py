@@ -30,6 +30,7 @@ JOB_KEYS = {
     "status",
     "total",
     "processed",
+    "throttledSeconds",
     "failed",
     "results",
     "errors",
