@@ -397,6 +397,10 @@ class Yard:
         return its id. Once per job: a second call returns the same one. Items refused by
         validation are not taken (they would be refused again). Raises `Conflict` while the
         job runs or when none of its items failed."""
+        return self._jobs.retry_failed(job_id).job_id
+
+    def submit_failed_items_retry(self, job_id: str) -> BulkJobSubmission:
+        """`retry_failed_items`, also saying whether the retry job existed already."""
         return self._jobs.retry_failed(job_id)
 
     def submit_batch_job(

@@ -283,15 +283,15 @@ class BulkJobs:
                 )
             ]
 
-    def retry_failed(self, job_id: str) -> str:
+    def retry_failed(self, job_id: str) -> BulkJobSubmission:
         """A new job of the same type, input and options from the items of `job_id` that
         failed while processing - each as it was accepted - and the items of its dead
-        chunks; once per parent (a second call returns the same job)."""
+        chunks; once per parent (a second call returns the same job, as a replay)."""
         request_id = f"retry-of:{job_id}"
         fingerprint = hashlib.sha256(request_id.encode()).hexdigest()
         existing = self._by_request(request_id, fingerprint)
         if existing is not None:
-            return existing
+            return BulkJobSubmission(existing, replayed=True)
         with self.store.transaction(write=False) as tx:
             row = JobReader.row(tx, job_id)
             if row["status"] in (BulkJobStatus.PENDING, BulkJobStatus.PROCESSING):
@@ -341,8 +341,8 @@ class BulkJobs:
         except _SameRequest:  # a concurrent call made it first
             existing = self._by_request(request_id, fingerprint)
             assert existing is not None
-            return existing
-        return retry_id
+            return BulkJobSubmission(existing, replayed=True)
+        return BulkJobSubmission(retry_id, replayed=False)
 
     # -- the rest of a job's life ---------------------------------------------------------
 
