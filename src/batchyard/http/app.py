@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 
 from batchyard import __version__
 from batchyard.http import aggregators_api, batches_api, events_api, iterators_api, probes
-from batchyard.http.api_docs import install_api_docs
+from batchyard.http.api_docs import DOCS_PATH, install_api_docs
 from batchyard.http.auth import ApiTokens, BearerAuth
 from batchyard.http.dashboard import PREFIX as DASHBOARD_PREFIX
 from batchyard.http.dashboard import install_dashboard
@@ -98,6 +98,12 @@ def create_app(
     # the last added runs first: strangers are turned away before their body is read
     app.add_middleware(RequestLimits, max_body_bytes=max_body_bytes, max_json_depth=max_json_depth)
     # the dashboard's pages check their own access (a bearer token or a login session)
-    app.add_middleware(BearerAuth, tokens=tokens, self_guarded=DASHBOARD_PREFIX)
+    app.add_middleware(
+        BearerAuth,
+        tokens=tokens,
+        self_guarded=DASHBOARD_PREFIX,
+        readable=(DOCS_PATH, app.openapi_url or "/openapi.json"),
+        signed_in=app.state.access.authenticated,
+    )
     install_error_handlers(app)
     return app
