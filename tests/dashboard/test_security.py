@@ -189,7 +189,9 @@ def test_a_signed_in_browser_reads_the_api_docs_but_calls_nothing_without_a_toke
     assert "batchyard_session" in client.cookies
     assert client.get("/docs").status_code == 200
     assert client.get("/docs/assets/swagger-ui.css").status_code == 200
-    assert "/batches" in client.get("/openapi.json").json()["paths"]
+    schema = client.get("/openapi.json").json()
+    assert "/batches" in schema["paths"] and schema["security"] == [{"bearer": []}]
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     # the session reads the docs only: the API itself still wants the bearer token
     assert client.get("/batches").status_code == 401
     assert client.post("/batches/events/flush").status_code == 401

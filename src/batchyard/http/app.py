@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 
@@ -106,4 +107,22 @@ def create_app(
         signed_in=app.state.access.authenticated,
     )
     install_error_handlers(app)
+    if tokens.configured:
+        _declare_bearer_auth(app)
     return app
+
+
+def _declare_bearer_auth(app: FastAPI) -> None:
+    """Say in the schema that every operation takes a bearer token: clients generated from
+    it send one, and /docs offers "Authorize" so that "Try it out" can call the API."""
+    make_schema = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = make_schema()  # made once, then FastAPI's cached copy
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"}
+        }
+        schema["security"] = [{"bearer": []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
