@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from batchyard.accumulator import (
     Accumulator,
     AddResult,
+    BatcherStatus,
     BatchInfo,
     BatchItem,
     BatchPage,
@@ -141,6 +142,42 @@ class Yard:
             flush_interval=flush_interval,
             max_attempts=max_attempts,
         )
+
+    def register_batcher(
+        self,
+        name: str,
+        *,
+        key: str | Callable[[Any], Any],
+        max_batch_size: int,
+        on_flush: str | Callable[..., Any],
+        flush_interval: float | timedelta | None = None,
+        max_attempts: int | None = None,
+        max_open_keys: int | None = None,
+    ) -> None:
+        """Name a keyed batch configuration: `add(name, items)` sends each item to the
+        batches of its key - `key` is an item field or a function of an item - whose base id
+        is ``<name>:<key>``. The other options are `add_items`'. With `max_open_keys`, at
+        most that many keys accumulate at once: a new key first closes the oldest open
+        batch, flushed early; no item is dropped. Every process that adds registers it."""
+        self._accumulator.batchers.register(
+            name,
+            key=key,
+            max_open_keys=max_open_keys,
+            max_batch_size=max_batch_size,
+            on_flush=on_flush,
+            flush_interval=flush_interval,
+            max_attempts=max_attempts,
+        )
+
+    def add(self, batcher: str, items: Sequence[Any]) -> list[AddResult]:
+        """Add items through a registered batcher: one `AddResult` per key, in the order
+        the keys first came; one call's items keep their order within a key. Every item's
+        key and JSON are checked before anything is stored."""
+        return self._accumulator.batchers.add(batcher, items)
+
+    def get_batcher_status(self, batcher: str) -> BatcherStatus:
+        """A batcher's unfinished batches by key, and how many keys are open."""
+        return self._accumulator.batchers.status(batcher)
 
     def flush(self, batch_id: str) -> FlushResult:
         """Close the open batch of a base id (or the given batch) and flush it now."""

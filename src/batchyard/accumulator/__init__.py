@@ -10,6 +10,7 @@ the limit.
     adding.py    Adder: items into batches          flushing.py  Flusher: close, flush, books
     reading.py   Reader: status, history, delete    items.py     a batch's items; discard
     pruning.py   Pruner: the retention, in steps
+    batchers.py  Batchers: keyed batching configured once, bounded open keys
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from batchyard.accumulator.adding import Adder
+from batchyard.accumulator.batchers import Batchers, BatcherStatus
 from batchyard.accumulator.flushing import Flusher
 from batchyard.accumulator.items import BatchItem, BatchItems, DiscardResult
 from batchyard.accumulator.pruning import Pruner
@@ -44,6 +46,7 @@ __all__ = [
     "BatchItem",
     "BatchPage",
     "BatchStatus",
+    "BatcherStatus",
     "DiscardResult",
     "FlushContext",
     "FlushReason",
@@ -61,3 +64,4 @@ class Accumulator:
         self.reader = Reader(runtime)
         self.pruner = Pruner(runtime)
         self.items = BatchItems(runtime)
+        self.batchers = Batchers(runtime, self.adder, self.flusher)

@@ -113,7 +113,10 @@ class Adder:
     ) -> AddResult:
         base, _ = split_base(batch_id)
         config = self.config(max_batch_size, on_flush, flush_interval, max_attempts)
-        encoded = encode_items(items)
+        return self.add_configured(base, encode_items(items), config)
+
+    def add_configured(self, base: str, encoded: list[str], config: dict[str, Any]) -> AddResult:
+        """Add JSON-encoded items to `base` with a checked configuration (`config`)."""
         if not encoded:
             return AddResult(batch_id=base, item_count=0, flushed=False, status="unchanged")
         lane = self._lanes((base, *config.values()))

@@ -79,7 +79,7 @@ class Flusher:
                         reason="no accumulating batch",
                     )
                 batch_id = row["batch_id"]
-            batch = self._close(tx, batch_id, reason)
+            batch = self.close(tx, batch_id, reason)
             if batch is None:
                 raise NotFound(f"no batch {batch_id!r}", batch_id=batch_id)
             if batch["status"] != BatchStatus.FLUSHING:
@@ -109,11 +109,13 @@ class Flusher:
                 "AND created_at + flush_interval <= {now} ORDER BY created_at"
             )
             for row in due:
-                self._close(tx, row["batch_id"], FlushReason.INTERVAL)
+                self.close(tx, row["batch_id"], FlushReason.INTERVAL)
                 schedule_flush(self.tasks, tx, row["batch_id"], row["max_attempts"])
         return [row["batch_id"] for row in due]
 
-    def _close(self, tx: Tx, batch_id: str, reason: str) -> Any:
+    def close(self, tx: Tx, batch_id: str, reason: str) -> Any:
+        """Close an accumulating batch for `reason` (the caller schedules its flush); the
+        batch's row as it is then (None when there is no such batch)."""
         tx.execute(
             "UPDATE batchyard_batches SET status = 'flushing', flush_reason = :reason, "
             "flush_requested_at = {now}, updated_at = {now} "

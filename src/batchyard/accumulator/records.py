@@ -36,6 +36,7 @@ class FlushReason(StrEnum):
     INTERVAL = "interval"
     MANUAL = "manual"
     REDRIVE = "redrive"
+    MAX_OPEN_KEYS = "max_open_keys"  # closed early: its batcher had no room for a new key
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,8 @@ class PostgresStore(Store):
         "CAST(EXTRACT(EPOCH FROM statement_timestamp()) AS double precision))",
         "skip_locked": "FOR UPDATE SKIP LOCKED",
         "for_update": "FOR UPDATE",
+        # a lock on a name for the rest of the transaction
+        "lock_name": "SELECT pg_advisory_xact_lock(hashtext(:lock))",
         "least": "LEAST",
         # an event's position is its transaction's id, and readers stop below the oldest
         # transaction still running (see _SAFE_POSITION)

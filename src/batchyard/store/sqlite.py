@@ -42,6 +42,8 @@ class SQLiteStore(Store):
         "now": ":now",
         "skip_locked": "",
         "for_update": "",
+        # a write transaction already holds the one write lock
+        "lock_name": "SELECT :lock",
         "least": "MIN",
         # one writer at a time: id order is commit order, so every position is 0 and all
         # committed events are safe to read
