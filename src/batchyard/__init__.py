@@ -11,6 +11,7 @@ from typing import Any
 from batchyard import folds
 from batchyard.accumulator import (
     AddResult,
+    BatcherStatus,
     BatchInfo,
     BatchItem,
     BatchPage,
@@ -73,6 +74,7 @@ __all__ = [
     "BatchItem",
     "BatchPage",
     "BatchStatus",
+    "BatcherStatus",
     "BatchyardError",
     "BulkItemError",
     "BulkItemResult",
