@@ -11,7 +11,14 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 from batchyard import __version__
-from batchyard.http import aggregators_api, batches_api, events_api, iterators_api, probes
+from batchyard.http import (
+    aggregators_api,
+    batchers_api,
+    batches_api,
+    events_api,
+    iterators_api,
+    probes,
+)
 from batchyard.http.api_docs import DOCS_PATH, install_api_docs
 from batchyard.http.auth import ApiTokens, BearerAuth
 from batchyard.http.dashboard import PREFIX as DASHBOARD_PREFIX
@@ -87,6 +94,7 @@ def create_app(
     for router in (
         probes.router,
         batches_api.router,
+        batchers_api.router,
         iterators_api.router,
         aggregators_api.router,
         events_api.router,
