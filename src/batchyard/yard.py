@@ -235,7 +235,7 @@ class Yard:
     def producer(self, **options: Any) -> Producer:
         """A write-behind producer (a context manager): `add` returns at once and a
         background writer commits coalesced batches. See `Producer` for the options."""
-        return Producer(self._accumulator.adder, **options)
+        return Producer(self._accumulator.adder, batchers=self._accumulator.batchers, **options)
 
     # -- table iterator ---------------------------------------------------------------------
 

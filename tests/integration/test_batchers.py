@@ -131,3 +131,27 @@ def test_registration_is_checked(yard):
         yard.register_batcher("a", key="k", max_batch_size=0, on_flush="sink")
     with pytest.raises(NotFound, match="no batcher is registered as 'nope'"):
         yard.add("nope", [{"k": 1}])
+
+
+def test_the_producer_adds_through_a_batcher_keeping_its_bound(yard):
+    yard.register_batcher(
+        "events", key="k", max_batch_size=50, on_flush="sink", max_open_keys=MAX_OPEN
+    )
+    with yard.producer(write_interval=0.001) as producer:
+        for n in range(300):
+            producer.add_to("events", [{"k": f"k{n % KEYS}", "n": n}])
+            if n % 37 == 0:
+                producer.flush()  # durable now: the bound holds in what was written
+                assert yard.get_batcher_status("events").open_keys <= MAX_OPEN
+        with pytest.raises(InvalidInput, match="no field 'k'"):
+            producer.add_to("events", [{"k": "k1"}, {"x": 1}])
+    assert yard.get_batcher_status("events").open_keys == MAX_OPEN
+    drain(yard, "events")
+    streams = by_key(yard.delivered)
+    assert len(streams) == KEYS
+    for base, items in streams.items():
+        numbers = [item["n"] for item in items]
+        assert numbers == sorted(numbers) and {n % KEYS for n in numbers} == {int(base[8:])}
+    assert sorted(n for items in streams.values() for n in (i["n"] for i in items)) == list(
+        range(300)
+    )

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from batchyard.accumulator.adding import Adder
     from batchyard.accumulator.flushing import Flusher
     from batchyard.runtime import Runtime
+    from batchyard.store import Tx
 
 MAX_KEY_LENGTH = 200
 
@@ -161,40 +162,57 @@ class Batchers:
         """Route `items` to their keys' batches; one result per key, in the order each key
         first came. Every item is checked (its key, its JSON) before any is added."""
         batcher = self.get(name)
-        encoded = encode_items(items)
-        by_key: dict[str, list[str]] = {}
-        for index, (item, text) in enumerate(zip(items, encoded, strict=True)):
-            by_key.setdefault(batcher.key_of(item, index), []).append(text)
+        by_key = self.route(batcher, items)
         if batcher.max_open_keys is None:
             return [
                 self.adder.add_configured(batcher.base_of(key), texts, batcher.config)
                 for key, texts in by_key.items()
             ]
-        return self._add_bounded(batcher, by_key)
-
-    def _add_bounded(self, batcher: Batcher, by_key: dict[str, list[str]]) -> list[AddResult]:
-        assert batcher.max_open_keys is not None
         bases = [batcher.base_of(key) for key in by_key]
         self.adder.ensure_bases(bases)
-        low, high = _prefix_range(batcher.name)
-        results = []
         with self.store.transaction(self.runtime.now()) as tx:
-            tx.execute("{lock_name}", {"lock": f"batcher:{batcher.name}"})
+            self.lock(tx, batcher)
+            results = []
             for base, texts in zip(bases, by_key.values(), strict=True):
-                open_batches = tx.all(
-                    "SELECT batch_id, base_id, max_attempts FROM batchyard_batches "
-                    "WHERE base_id >= :low AND base_id < :high AND status = 'accumulating' "
-                    "ORDER BY created_at, batch_no",
-                    {"low": low, "high": high},
-                )
-                if all(row["base_id"] != base for row in open_batches):
-                    # this key opens a batch: make room first, the oldest going first
-                    excess = len(open_batches) - batcher.max_open_keys + 1
-                    for row in open_batches[: max(0, excess)]:
-                        self.flusher.close(tx, row["batch_id"], FlushReason.MAX_OPEN_KEYS)
-                        schedule_flush(self.runtime.tasks, tx, row["batch_id"], row["max_attempts"])
+                self.make_room(tx, batcher, base)
                 results.append(self.adder.add_encoded(tx, base, texts, batcher.config))
         return results
+
+    @staticmethod
+    def route(batcher: Batcher, items: Sequence[Any]) -> dict[str, list[str]]:
+        """Each key's items, JSON-encoded, in the order they came (keys in the order they
+        first came); `InvalidInput` naming the first bad item."""
+        encoded = encode_items(items)
+        by_key: dict[str, list[str]] = {}
+        for index, (item, text) in enumerate(zip(items, encoded, strict=True)):
+            by_key.setdefault(batcher.key_of(item, index), []).append(text)
+        return by_key
+
+    @staticmethod
+    def lock(tx: Tx, batcher: Batcher) -> None:
+        """Take the batcher's lock for the rest of `tx`: its open keys are counted and
+        opened by one transaction at a time."""
+        tx.execute("{lock_name}", {"lock": f"batcher:{batcher.name}"})
+
+    def make_room(self, tx: Tx, batcher: Batcher, base: str) -> None:
+        """Before `base` takes items in `tx` (which holds the batcher's lock): if it has no
+        open batch and the batcher has `max_open_keys` open, close the oldest open batches
+        until one more fits."""
+        if batcher.max_open_keys is None:
+            return
+        low, high = _prefix_range(batcher.name)
+        open_batches = tx.all(
+            "SELECT batch_id, base_id, max_attempts FROM batchyard_batches "
+            "WHERE base_id >= :low AND base_id < :high AND status = 'accumulating' "
+            "ORDER BY created_at, batch_no",
+            {"low": low, "high": high},
+        )
+        if any(row["base_id"] == base for row in open_batches):
+            return  # its key is open already: no key more
+        excess = len(open_batches) - batcher.max_open_keys + 1
+        for row in open_batches[: max(0, excess)]:  # the oldest go first
+            self.flusher.close(tx, row["batch_id"], FlushReason.MAX_OPEN_KEYS)
+            schedule_flush(self.runtime.tasks, tx, row["batch_id"], row["max_attempts"])
 
     def status(self, name: str) -> BatcherStatus:
         batcher = self.get(name)
