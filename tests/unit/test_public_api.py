@@ -46,7 +46,10 @@ def _yard_signature_classes() -> dict[type, str]:
     """Every batchyard class in the hints of Yard's public methods (its constructor and
     properties included), and in the fields of the records they take or return."""
     found: dict[type, str] = {}
-    for name, member in vars(Yard).items():
+    members: dict[str, object] = {}
+    for part in reversed(Yard.__mro__[:-1]):  # the facade's parts, then Yard's own
+        members.update(vars(part))
+    for name, member in members.items():
         if name.startswith("_") and name != "__init__":
             continue
         function = member.fget if isinstance(member, property) else member
