@@ -4,12 +4,12 @@ at most `max_open_keys` keys accumulating at once under threads adding together.
 from __future__ import annotations
 
 import random
-import threading
 from collections import defaultdict
 
 import pytest
 
 from batchyard import InvalidInput, NotFound, RetryPolicy
+from tests.threads import run_together
 
 KEYS = 20
 MAX_OPEN = 5
@@ -49,29 +49,19 @@ def test_twenty_keys_from_four_threads_stay_in_order_with_five_open_at_most(yard
     yard.register_batcher(
         "events", key="k", max_batch_size=7, on_flush="sink", max_open_keys=MAX_OPEN
     )
-    errors, most_open = [], []
-    start = threading.Barrier(4)
+    most_open = []
 
     def adder(thread):
         rng = random.Random(thread)
-        try:
-            start.wait()
-            for call in range(60):
-                items = [
-                    {"k": f"k{rng.randrange(KEYS)}", "t": thread, "n": call * 10 + i}
-                    for i in range(rng.randint(1, 6))
-                ]
-                yard.add("events", items)
-                most_open.append(yard.get_batcher_status("events").open_keys)
-        except BaseException as exc:  # reported below, with the threads joined
-            errors.append(exc)
+        for call in range(60):
+            items = [
+                {"k": f"k{rng.randrange(KEYS)}", "t": thread, "n": call * 10 + i}
+                for i in range(rng.randint(1, 6))
+            ]
+            yard.add("events", items)
+            most_open.append(yard.get_batcher_status("events").open_keys)
 
-    threads = [threading.Thread(target=adder, args=(t,)) for t in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_together(adder, 4)
     assert max(most_open) <= MAX_OPEN and max(most_open) == MAX_OPEN  # bounded, and reached
     drain(yard, "events")
 
