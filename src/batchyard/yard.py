@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from batchyard.accumulator import (
     Accumulator,
@@ -45,6 +46,9 @@ from batchyard.retry import RetryPolicy
 from batchyard.runtime import Runtime
 from batchyard.store import DEFAULT_URL, Store, open_store
 from batchyard.worker import Worker
+
+if TYPE_CHECKING:
+    from batchyard.async_yard import AsyncYard
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -107,6 +111,13 @@ class Yard:
     def now(self) -> float | None:
         """The time to bind in SQL: the manual clock's, or None for the store's own clock."""
         return self.runtime.now()
+
+    @functools.cached_property
+    def aio(self) -> AsyncYard:
+        """This yard's verbs for asyncio code (made on first use): see `AsyncYard`."""
+        from batchyard.async_yard import AsyncYard  # (it is built on this module)
+
+        return AsyncYard(self)
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -505,6 +516,8 @@ class Yard:
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
+        if "aio" in self.__dict__:
+            self.aio.shutdown()
         self.handlers.close()
         self.store.close()
 

@@ -12,7 +12,7 @@ from batchyard import errors, signals
 from batchyard.yard import Yard
 
 PUBLIC = """
-AddResult AggregatorRun AggregatorStatus Backpressure BatchInfo BatchItem BatchPage
+AddResult AggregatorRun AggregatorStatus AsyncYard Backpressure BatchInfo BatchItem BatchPage
 BatchStatus BatchyardError BulkItemError BulkItemResult BulkJob BulkJobStats BulkJobStatus
 BulkJobSubmission Clock
 ConfigError Conflict DeadChunk DiscardResult Embedder FlushContext FlushReason FlushRecord
