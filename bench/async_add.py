@@ -10,7 +10,9 @@ Each side makes `--calls` single-item calls in all, each returning once committe
 - Yard.add_items from `--tasks` threads, one base (the sync path's lane);
 - pgqueuer's `Queries.enqueue` of one job from `--tasks` tasks on one loop, through
   asyncpg's pool of `--tasks` connections (the driver pgqueuer recommends), and through
-  one psycopg AsyncConnection.
+  one psycopg AsyncConnection;
+- and, on a quarter of the calls, AsyncYard from one task beside Yard from one thread: what
+  the thread hop costs a call that nothing coalesces with.
 
 With `--sqlite`, the first two sides on SQLite too (pgqueuer has no SQLite).
 """
@@ -126,12 +128,15 @@ def main() -> None:
     args = parser.parse_args()
     calls, n = args.calls, args.tasks
 
-    def on_postgres(measure, *extra):
+    def on_postgres_calls(measure, calls, callers, *extra):
         def run() -> tuple[int, float]:
             with fresh_postgres() as url:
-                return measure(url, calls, n, *extra)
+                return measure(url, calls, callers, *extra)
 
         return run
+
+    def on_postgres(measure, *extra):
+        return on_postgres_calls(measure, calls, n, *extra)
 
     ours, threads, asyncpg_pool, psycopg_conn = median_rates(
         [
@@ -149,6 +154,22 @@ def main() -> None:
             (f"Yard.add_items, {n} threads, one base", threads, ""),
             (f"pgqueuer enqueue, {n} tasks, asyncpg pool", asyncpg_pool, ""),
             (f"pgqueuer enqueue, {n} tasks, one psycopg conn", psycopg_conn, ""),
+        ],
+    )
+    # one caller each: what the thread hop costs a lone call (no coalescing to pay for it)
+    alone = calls // 4
+    lone_task, lone_thread = median_rates(
+        [
+            on_postgres_calls(async_yard, alone, 1),
+            on_postgres_calls(yard_threads, alone, 1),
+        ],
+        args.repeat,
+    )
+    print_table(
+        f"PostgreSQL: {alone} calls of 1 item from one caller (items/s)",
+        [
+            ("AsyncYard.add_items, 1 task", lone_task, ""),
+            ("Yard.add_items, 1 thread", lone_thread, ""),
         ],
     )
     for label, rate in (
