@@ -14,7 +14,10 @@ Each side makes `--calls` single-item calls in all, each returning once committe
 - and, on a quarter of the calls, AsyncYard from one task beside Yard from one thread: what
   the thread hop costs a call that nothing coalesces with.
 
-With `--sqlite`, the first two sides on SQLite too (pgqueuer has no SQLite).
+With `--sqlite`, the first two sides on SQLite too (pgqueuer has no SQLite). With `--hop`,
+what chose the design: one plain INSERT per call from one task, through a thread hop
+(`run_in_executor` of psycopg's sync pool) beside psycopg's native AsyncConnectionPool and
+a plain sync loop, with `synchronous_commit` on and off (off, the per-call overheads show).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from _harness import fresh_postgres, fresh_sqlite, median_rates, print_table
 from accumulator import ITEM, noop_yard
@@ -119,14 +123,89 @@ def pgqueuer_enqueue(url: str, calls: int, tasks: int, driver: str) -> tuple[int
     return per_task * tasks, asyncio.run(run())
 
 
+def raw_insert(url: str, calls: int, how: str) -> tuple[int, float]:
+    """`calls` single-row INSERTs, each committed, from one caller; `how` is "hop",
+    "native" or "sync"."""
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+    insert = "INSERT INTO raw_items (payload) VALUES (%s)"
+    payload = (str(ITEM),)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS raw_items (id bigserial PRIMARY KEY, payload text)"
+        )
+    if how == "native":
+
+        async def native() -> float:
+            async with AsyncConnectionPool(url, kwargs={"autocommit": True}) as pool:
+                await pool.wait()
+                began = time.perf_counter()
+                for _ in range(calls):
+                    async with pool.connection() as conn:
+                        await conn.execute(insert, payload)
+                return time.perf_counter() - began
+
+        return calls, asyncio.run(native())
+    with ConnectionPool(url, kwargs={"autocommit": True}) as pool:
+        pool.wait()
+
+        def one() -> None:
+            with pool.connection() as conn:
+                conn.execute(insert, payload)
+
+        if how == "sync":
+            began = time.perf_counter()
+            for _ in range(calls):
+                one()
+            return calls, time.perf_counter() - began
+        threads = ThreadPoolExecutor(8)
+
+        async def hop() -> float:
+            loop = asyncio.get_running_loop()
+            began = time.perf_counter()
+            for _ in range(calls):
+                await loop.run_in_executor(threads, one)
+            return time.perf_counter() - began
+
+        elapsed = asyncio.run(hop())
+        threads.shutdown()
+        return calls, elapsed
+
+
+def hop_or_native(calls: int, repeat: int) -> None:
+    for commit in ("on", "off"):
+
+        def side(how: str, commit: str = commit):
+            def run() -> tuple[int, float]:
+                with fresh_postgres() as url:
+                    options = f"?options=-c%20synchronous_commit%3D{commit}"
+                    return raw_insert(url + options, calls, how)
+
+            return run
+
+        hop, native, sync = median_rates([side("hop"), side("native"), side("sync")], repeat)
+        print_table(
+            f"PostgreSQL, synchronous_commit={commit}: {calls} INSERTs from one caller (rows/s)",
+            [
+                ("asyncio, thread hop (sync pool)", hop, ""),
+                ("asyncio, psycopg AsyncConnectionPool", native, ""),
+                ("no asyncio: sync pool, one thread", sync, ""),
+            ],
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--calls", type=int, default=4000)
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--sqlite", action="store_true")
+    parser.add_argument("--hop", action="store_true")
     args = parser.parse_args()
     calls, n = args.calls, args.tasks
+    if args.hop:
+        hop_or_native(calls // 4, args.repeat)
 
     def on_postgres_calls(measure, calls, callers, *extra):
         def run() -> tuple[int, float]:

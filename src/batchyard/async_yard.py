@@ -7,9 +7,11 @@ its loop lane (see `accumulator.awaiting`) and one add - one statement for the c
 carries them all, so eight tasks adding to a base cost one thread hop and one round trip per
 add in flight, not eight.
 
-Measured against a native asyncio driver (pgqueuer's enqueue on psycopg's AsyncConnection),
-the hop is not what limits an add: the round trip and the commit are, and the lane saves
-those. See bench/async_add.py.
+Why a thread and not a native asyncio driver: measured (bench/async_add.py --hop), a call
+through the thread hop costs what one through psycopg's AsyncConnectionPool does - the same
+with commits, and less without them (psycopg's asyncio path has costs of its own) - and an
+add's time is its round trip and commit, which the lane divides among the calls it carries.
+One path also keeps one implementation of the add: the statements are `Adder.send`'s.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from batchyard.accumulator import AddResult
 from batchyard.accumulator.awaiting import LoopAdder
+from batchyard.store import Store
 from batchyard.yard import Yard
 
 P = ParamSpec("P")
@@ -65,7 +68,9 @@ class AsyncYard:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, store: Any = None, **options: Any) -> AsyncIterator[AsyncYard]:
+    async def open(
+        cls, store: str | Store | None = None, **options: Any
+    ) -> AsyncIterator[AsyncYard]:
         """An AsyncYard on a yard of its own, made with `Yard`'s arguments (the schema is
         brought up to date in a thread) and closed at the end of the block."""
         yard = await asyncio.to_thread(Yard, store, **options)
