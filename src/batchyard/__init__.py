@@ -23,6 +23,7 @@ from batchyard.accumulator import (
     FlushResult,
 )
 from batchyard.aggregator import AggregatorRun, AggregatorStatus, ParkedEvent
+from batchyard.async_yard import AsyncYard
 from batchyard.bulk.records import (
     BulkItemError,
     BulkItemResult,
@@ -69,6 +70,7 @@ __all__ = [
     "AddResult",
     "AggregatorRun",
     "AggregatorStatus",
+    "AsyncYard",
     "Backpressure",
     "BatchInfo",
     "BatchItem",

@@ -12,7 +12,8 @@ from batchyard import errors, signals
 from batchyard.yard import Yard
 
 PUBLIC = """
-AddResult AggregatorRun AggregatorStatus Backpressure BatchInfo BatchItem BatchPage BatcherStatus
+AddResult AggregatorRun AggregatorStatus AsyncYard Backpressure BatchInfo BatchItem BatchPage
+BatcherStatus
 BatchStatus BatchyardError BulkItemError BulkItemResult BulkJob BulkJobStats BulkJobStatus
 BulkJobSubmission Clock
 ConfigError Conflict DeadChunk DiscardResult Embedder FlushContext FlushReason FlushRecord

@@ -9,7 +9,8 @@ the limit.
     records.py   states, results, batch ids        sql.py       the SQL, once for both stores
     adding.py    Adder: items into batches          flushing.py  Flusher: close, flush, books
     reading.py   Reader: status, history, delete    items.py     a batch's items; discard
-    pruning.py   Pruner: the retention, in steps
+    pruning.py   Pruner: the retention, in steps   lanes.py     one add in flight per base
+    awaiting.py  LoopAdder: adds from an event loop (AsyncYard), through loop lanes
     batchers.py  Batchers: keyed batching configured once, bounded open keys
 """
 

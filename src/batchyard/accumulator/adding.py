@@ -19,7 +19,7 @@ import orjson
 
 from batchyard.accumulator import sql
 from batchyard.accumulator.flushing import schedule_flush
-from batchyard.accumulator.lanes import Lanes
+from batchyard.accumulator.lanes import Lanes, PreparedAdd
 from batchyard.accumulator.records import FLUSH_TASK, AddResult, BatchStatus, split_base
 from batchyard.clock import seconds
 from batchyard.errors import InvalidInput
@@ -117,12 +117,37 @@ class Adder:
 
     def add_configured(self, base: str, encoded: list[str], config: dict[str, Any]) -> AddResult:
         """Add JSON-encoded items to `base` with a checked configuration (`config`)."""
+        prepared = self.prepared(base, encoded, config)
+        if isinstance(prepared, AddResult):
+            return prepared
+        return self._lanes(prepared.lane).add(prepared.encoded, prepared.send)
+
+    def prepare(
+        self,
+        batch_id: str,
+        items: Sequence[Any],
+        max_batch_size: int,
+        on_flush: str | Callable[..., Any],
+        flush_interval: float | timedelta | None,
+        max_attempts: int | None,
+    ) -> PreparedAdd | AddResult:
+        """An add checked and encoded, ready for its base's lane (this process's threads'
+        or an event loop's); the result itself when there is nothing to add."""
+        base, _ = split_base(batch_id)
+        config = self.config(max_batch_size, on_flush, flush_interval, max_attempts)
+        return self.prepared(base, encode_items(items), config)
+
+    def prepared(
+        self, base: str, encoded: list[str], config: dict[str, Any]
+    ) -> PreparedAdd | AddResult:
+        """Checked, encoded items as an add for their base's lane (see `prepare`)."""
         if not encoded:
             return AddResult(batch_id=base, item_count=0, flushed=False, status="unchanged")
-        lane = self._lanes((base, *config.values()))
-        return lane.add(encoded, partial(self._add, base, config=config))
+        return PreparedAdd(
+            (base, *config.values()), encoded, partial(self.send, base, config=config)
+        )
 
-    def _add(self, base: str, calls: list[list[str]], config: dict[str, Any]) -> list[AddResult]:
+    def send(self, base: str, calls: list[list[str]], config: dict[str, Any]) -> list[AddResult]:
         """Add the items of one or more calls, laid end to end (see `lanes`)."""
         now = self.runtime.now()
         if len(calls) == 1 and len(calls[0]) == 1:

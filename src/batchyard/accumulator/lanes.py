@@ -23,6 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from batchyard.accumulator.records import AddResult
 
@@ -34,6 +35,27 @@ GATHER_SECONDS = 0.0003
 
 # What sends an add: the calls' encoded items, in order -> each call's result.
 Send = Callable[[list[list[str]]], list[AddResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedAdd:
+    """An add checked and encoded: the key of its lane, its items, what sends it."""
+
+    lane: tuple[object, ...]
+    encoded: list[str]
+    send: Send
+
+
+def carried_error(error: BaseException) -> BaseException:
+    """What a call carried by another's add raises when that add failed: a copy of its
+    error, so that callers do not write one traceback at once, chained to the original
+    (which has it) - or the original, if it cannot be copied."""
+    try:
+        copied = copy.copy(error)
+    except Exception:
+        return error
+    copied.__cause__ = error
+    return copied
 
 
 class _Call:
@@ -49,13 +71,7 @@ class _Call:
         if self.error is not None:
             if not carried:
                 raise self.error
-            # another thread's add carried this call: a copy of its error, so that threads
-            # do not write one traceback at once, chained to the original (which has it)
-            try:
-                error = copy.copy(self.error)
-            except Exception:
-                raise self.error from None
-            raise error from self.error
+            raise carried_error(self.error)
         assert self.result is not None
         return self.result
 

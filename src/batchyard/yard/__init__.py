@@ -5,10 +5,11 @@ The verbs live by capability, one module each (`batches`, `iterators`, `aggregat
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from batchyard.accumulator import Accumulator
 from batchyard.aggregator import Aggregators, Streams
@@ -26,6 +27,9 @@ from batchyard.yard.aggregation import AggregationVerbs
 from batchyard.yard.batches import BatchVerbs
 from batchyard.yard.bulk_jobs import BulkJobVerbs
 from batchyard.yard.iterators import IteratorVerbs
+
+if TYPE_CHECKING:
+    from batchyard.async_yard import AsyncYard
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -89,6 +93,13 @@ class Yard(BatchVerbs, IteratorVerbs, AggregationVerbs, BulkJobVerbs):
         """The time to bind in SQL: the manual clock's, or None for the store's own clock."""
         return self.runtime.now()
 
+    @functools.cached_property
+    def aio(self) -> AsyncYard:
+        """This yard's verbs for asyncio code (made on first use): see `AsyncYard`."""
+        from batchyard.async_yard import AsyncYard  # (it is built on this module)
+
+        return AsyncYard(self)
+
     # -- handlers -------------------------------------------------------------------------
 
     def handler(self, name: str) -> Callable[[F], F]:
@@ -133,6 +144,8 @@ class Yard(BatchVerbs, IteratorVerbs, AggregationVerbs, BulkJobVerbs):
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
+        if "aio" in self.__dict__:
+            self.aio.shutdown()
         self.handlers.close()
         self.store.close()
 
