@@ -126,6 +126,8 @@ class AsyncYard:
     list_dead_batches = _awaitable(Yard.list_dead_batches)
     get_batch_items = _awaitable(Yard.get_batch_items)
     discard_batch = _awaitable(Yard.discard_batch)
+    add = _awaitable(Yard.add)  # through a batcher (registered on the yard)
+    get_batcher_status = _awaitable(Yard.get_batcher_status)
 
     # -- table iterator -------------------------------------------------------------------
 
@@ -159,6 +161,7 @@ class AsyncYard:
     get_batch_job_errors = _awaitable(Yard.get_batch_job_errors)
     get_batch_job_results = _awaitable(Yard.get_batch_job_results)
     retry_failed_items = _awaitable(Yard.retry_failed_items)
+    submit_failed_items_retry = _awaitable(Yard.submit_failed_items_retry)
     list_dead_chunks = _awaitable(Yard.list_dead_chunks)
     redrive_chunk = _awaitable(Yard.redrive_chunk)
     get_stats = _awaitable(Yard.get_stats)

@@ -133,3 +133,31 @@ def test_the_version_is_the_one_in_pyproject():
     assert "version" not in project.get("dynamic", [])
     assert batchyard.__version__ == importlib.metadata.version("batchyard")
     assert batchyard.__version__ == project["version"]
+
+
+# Yard's members that AsyncYard leaves to the Yard: set-up done once at start (registering
+# handlers, aggregators, batchers, an embedder), running a worker or a producer (threads of
+# their own), a stream of bytes (export), and what is plain data (`now`, ids, the secret).
+SYNC_ONLY = {
+    "aio",
+    "close",
+    "embedder",
+    "export_to_format",
+    "now",
+    "producer",
+    "register_aggregator",
+    "register_batcher",
+    "run_worker",
+    "transform",
+    "use_embedder",
+    "webhook_secret",
+    "worker",
+    "worker_id",
+}
+
+
+def test_async_yard_has_every_verb_of_the_yard():
+    verbs = set()
+    for part in Yard.__mro__[:-1]:
+        verbs |= {name for name in vars(part) if not name.startswith("_")}
+    assert {name for name in verbs if not hasattr(batchyard.AsyncYard, name)} == SYNC_ONLY
