@@ -13,8 +13,8 @@ starts its span with a link to each distinct context among the items it delivers
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 try:
@@ -26,7 +26,9 @@ except ImportError:  # the extra is not installed: tracing is off
 # flush of thousands of single-item adds would otherwise carry thousands)
 MAX_LINKS = 32
 
-_tracer = None if _trace is None else _trace.get_tracer("batchyard")
+if _trace is not None:
+    _tracer = _trace.get_tracer("batchyard")
+    _NO_OP_PROVIDERS = (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)
 
 
 def traceparent() -> str | None:
@@ -57,34 +59,39 @@ def _link(value: str) -> Any:
     return _trace.Link(context) if version == "00" and context.is_valid else None
 
 
-def recording() -> bool:
-    """Whether a span made now would be recorded (tracing is on): lets a caller skip
-    gathering what only a span would use."""
-    return _trace is not None and _trace.get_current_span().is_recording()
+class _Off:
+    """What `span` gives when tracing is off: a block that yields None and costs nothing."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
 
 
-@contextlib.contextmanager
+_OFF = _Off()
+
+
 def span(
     name: str, attributes: Mapping[str, Any], links: Iterable[str | None] = ()
-) -> Iterator[Any]:
+) -> AbstractContextManager[Any]:
     """A span named `name`, current inside the block, with `attributes` and links to the
     distinct ``traceparent`` strings among `links` (at most `MAX_LINKS`, first seen first).
     An exception leaving the block is recorded on the span, which is marked an error.
-    Yields the span (to add attributes known only at the end), or None when tracing is off.
-    """
-    if _tracer is None:
-        yield None
-        return
+    The block gets the span (to add attributes known only at the end), or None when tracing
+    is off."""
+    # no provider configured: the API's default would make spans that record nothing, yet
+    # cost microseconds - a good share of a single-item add on SQLite
+    if _trace is None or isinstance(_trace.get_tracer_provider(), _NO_OP_PROVIDERS):
+        return _OFF
     made = []
-    if links:
-        for value in dict.fromkeys(links):  # distinct, in order
-            link = None if value is None else _link(value)
-            if link is not None:
-                made.append(link)
-                if len(made) == MAX_LINKS:
-                    break
-    with _tracer.start_as_current_span(name, attributes=dict(attributes), links=made) as current:
-        yield current
+    for value in dict.fromkeys(links):  # distinct, in order
+        link = None if value is None else _link(value)
+        if link is not None:
+            made.append(link)
+            if len(made) == MAX_LINKS:
+                break
+    return _tracer.start_as_current_span(name, attributes=attributes, links=made)
 
 
 def set_attributes(current: Any, attributes: Mapping[str, Any]) -> None:

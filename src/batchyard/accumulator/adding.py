@@ -35,14 +35,16 @@ MAX_FLUSH_INTERVAL_SECONDS = 365 * 24 * 3600.0
 
 
 def _span_attributes(result: AddResult) -> dict[str, Any]:
-    """What an add's span says of it: its item count and the batches its items went to
-    (those it filled, and the one its last item went to)."""
-    batch_ids = list(dict.fromkeys((*result.flushed_batch_ids, result.batch_id)))
-    return {
+    """What an add's span says of it: its item count, the batch its last item went to, and
+    when its items went to more than one, all of them (those it filled, then that one)."""
+    attributes: dict[str, Any] = {
         "batchyard.item_count": result.item_count,
         "batchyard.batch_id": result.batch_id,
-        "batchyard.batch_ids": batch_ids,
     }
+    batch_ids = list(dict.fromkeys((*result.flushed_batch_ids, result.batch_id)))
+    if len(batch_ids) > 1:  # a list costs the SDK more than the rest together
+        attributes["batchyard.batch_ids"] = batch_ids
+    return attributes
 
 
 def _appended(batch_id: str) -> AddResult:
@@ -131,9 +133,8 @@ class Adder:
                 return AddResult(batch_id=base, item_count=0, flushed=False, status="unchanged")
             lane = self._lanes((base, *config.values()))
             # the add's span context goes with its items, for the flush to link to
-            result = lane.add(
-                encoded, partial(self._add, base, config=config), tracing.traceparent()
-            )
+            trace = None if span is None else tracing.traceparent()
+            result = lane.add(encoded, partial(self._add, base, config=config), trace)
             tracing.set_attributes(span, _span_attributes(result))
             return result
 

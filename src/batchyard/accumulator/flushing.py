@@ -180,7 +180,7 @@ class Flusher:
             "batchyard.reason": context.reason,
         }
         # a span of its own trace, linked to the adds of the items it delivers
-        links = [row["trace_context"] for row in rows]
+        links = (row["trace_context"] for row in rows)
         with tracing.span("batchyard.flush", attributes, links) as span:
             self._deliver(task, batch, context, rows, span)
 
