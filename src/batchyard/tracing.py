@@ -13,7 +13,7 @@ starts its span with a link to each distinct context among the items it delivers
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -113,3 +113,23 @@ def record_outcome(
         assert _trace is not None
         current.record_exception(raised)
         current.set_status(_trace.Status(_trace.StatusCode.ERROR, f"{type(raised).__name__}"))
+
+
+def traced(name: str, run: Callable[[Any], None]) -> Callable[[Any], None]:
+    """A task kind's `run` (given one task, or a list of tasks run together) in a span named
+    `name`, with the job id of the task's payload, its key and attempt, and how many tasks
+    ran together. An exception it raises is recorded on the span; what it catches and
+    records in its own books (a handler's failure) is not."""
+
+    def traced_run(tasks: Any) -> None:
+        first = tasks[0] if isinstance(tasks, list) else tasks
+        attributes = {
+            "batchyard.job_id": first.payload.get("job_id"),
+            "batchyard.task_key": first.key,
+            "batchyard.attempt": first.attempts,
+            "batchyard.task_count": len(tasks) if isinstance(tasks, list) else 1,
+        }
+        with span(name, {k: v for k, v in attributes.items() if v is not None}):
+            run(tasks)
+
+    return traced_run
