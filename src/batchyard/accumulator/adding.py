@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from batchyard import tracing
 from batchyard.accumulator import sql
 from batchyard.accumulator.flushing import schedule_flush
 from batchyard.accumulator.lanes import Lanes, PreparedAdd
@@ -31,6 +32,19 @@ if TYPE_CHECKING:
 
 # a year: longer is surely a mistake, and far timers overflow datetime (and inf never fires)
 MAX_FLUSH_INTERVAL_SECONDS = 365 * 24 * 3600.0
+
+
+def _span_attributes(result: AddResult) -> dict[str, Any]:
+    """What an add's span says of it: its item count, the batch its last item went to, and
+    when its items went to more than one, all of them (those it filled, then that one)."""
+    attributes: dict[str, Any] = {
+        "batchyard.item_count": result.item_count,
+        "batchyard.batch_id": result.batch_id,
+    }
+    batch_ids = list(dict.fromkeys((*result.flushed_batch_ids, result.batch_id)))
+    if len(batch_ids) > 1:  # a list costs the SDK more than the rest together
+        attributes["batchyard.batch_ids"] = batch_ids
+    return attributes
 
 
 def _appended(batch_id: str) -> AddResult:
@@ -112,15 +126,23 @@ class Adder:
         max_attempts: int | None = None,
     ) -> AddResult:
         base, _ = split_base(batch_id)
-        config = self.config(max_batch_size, on_flush, flush_interval, max_attempts)
-        return self.add_configured(base, encode_items(items), config)
+        with tracing.span("batchyard.add", {"batchyard.base": base}) as span:
+            config = self.config(max_batch_size, on_flush, flush_interval, max_attempts)
+            # the add's span context goes with its items, for the flush to link to
+            trace = None if span is None else tracing.traceparent()
+            result = self.add_configured(base, encode_items(items), config, trace)
+            tracing.set_attributes(span, _span_attributes(result))
+            return result
 
-    def add_configured(self, base: str, encoded: list[str], config: dict[str, Any]) -> AddResult:
-        """Add JSON-encoded items to `base` with a checked configuration (`config`)."""
+    def add_configured(
+        self, base: str, encoded: list[str], config: dict[str, Any], trace: str | None = None
+    ) -> AddResult:
+        """Add JSON-encoded items to `base` with a checked configuration (`config`), and
+        the trace context to store with them (`batchyard.tracing`)."""
         prepared = self.prepared(base, encoded, config)
         if isinstance(prepared, AddResult):
             return prepared
-        return self._lanes(prepared.lane).add(prepared.encoded, prepared.send)
+        return self._lanes(prepared.lane).add(prepared.encoded, prepared.send, trace)
 
     def prepare(
         self,
@@ -147,15 +169,27 @@ class Adder:
             (base, *config.values()), encoded, partial(self.send, base, config=config)
         )
 
-    def send(self, base: str, calls: list[list[str]], config: dict[str, Any]) -> list[AddResult]:
-        """Add the items of one or more calls, laid end to end (see `lanes`)."""
+    def send(
+        self, base: str, calls: list[list[str]], traces: list[str | None], config: dict[str, Any]
+    ) -> list[AddResult]:
+        """Add the items of one or more calls, laid end to end (see `lanes`); `traces` holds
+        the trace context of each call, stored with its items."""
+        trace = traces[0]
+        if any(other != trace for other in traces):
+            # one trace context per statement: calls of different traces go one after the
+            # other (so traced adds to one base lose the lane's gathering, not their links)
+            return [
+                result
+                for i, call in enumerate(calls)
+                for result in self.send(base, [call], [traces[i]], config)
+            ]
         now = self.runtime.now()
         if len(calls) == 1 and len(calls[0]) == 1:
-            appended = self._append(base, calls[0][0], now)
+            appended = self._append(base, calls[0][0], now, trace)
             if appended is not None:
                 return [appended]
         else:
-            batch_id = self._append_many(base, calls, now)
+            batch_id = self._append_many(base, calls, now, trace)
             if batch_id is not None:
                 return [
                     AddResult(
@@ -168,7 +202,7 @@ class Adder:
                 ]
         self.ensure_bases([base])
         with self.store.transaction(now, pipeline=True) as tx:
-            return self._fill(tx, base, calls, config)
+            return self._fill(tx, base, calls, config, trace)
 
     def ensure_bases(self, bases: Iterable[str]) -> None:
         """Make the row of each base - the lock its adders queue on, see `sql.LOCK_BASE` -
@@ -181,7 +215,9 @@ class Adder:
                     self._bases.clear()  # a bound, for endless distinct base ids
                 self._bases.add(base)
 
-    def _append(self, base: str, payload: str, now: float | None) -> AddResult | None:
+    def _append(
+        self, base: str, payload: str, now: float | None, trace: str | None
+    ) -> AddResult | None:
         """Add one item that leaves room in its batch, as one statement (at the remembered
         position when there is one, counted otherwise); None when that does not apply."""
         seen = self._open.get(base)
@@ -193,12 +229,19 @@ class Adder:
             position = seen.position
             if self.store.execute(
                 sql.APPEND_AT,
-                {"batch_no": seen.batch_no, "position": position, "payload": payload},
+                {
+                    "batch_no": seen.batch_no,
+                    "position": position,
+                    "payload": payload,
+                    "trace": trace,
+                },
                 now,
             ):
                 seen.position = position + 1
                 return seen.result
-        row = self.store.one(sql.APPEND_ITEM, {"base": base, "payload": payload}, now)
+        row = self.store.one(
+            sql.APPEND_ITEM, {"base": base, "payload": payload, "trace": trace}, now
+        )
         if row is None:
             self._open.pop(base, None)
             return None
@@ -208,7 +251,9 @@ class Adder:
         self._remember(base, seen)
         return seen.result
 
-    def _append_many(self, base: str, calls: list[list[str]], now: float | None) -> str | None:
+    def _append_many(
+        self, base: str, calls: list[list[str]], now: float | None, trace: str | None
+    ) -> str | None:
         """Add the items of `calls` at the remembered position, when they leave room in its
         batch, in one round trip (see `sql.APPEND_MANY_AT`); the batch's id, or None when
         that does not apply."""
@@ -222,7 +267,8 @@ class Adder:
         with self.store.transaction(now, pipeline=True) as tx:
             tx.execute(sql.LOCK_FOR_APPEND, params)
             inserted = tx.execute(
-                sql.APPEND_MANY_AT, {**params, "values": orjson.dumps(encoded).decode()}
+                sql.APPEND_MANY_AT,
+                {**params, "values": orjson.dumps(encoded).decode(), "trace": trace},
             )
         if inserted.rowcount == 0:
             return None
@@ -319,15 +365,21 @@ class Adder:
         until a batch fills.
         """
         if len(encoded) == 1:
-            appended = tx.one(sql.APPEND_ITEM, {"base": base, "payload": encoded[0]})
+            appended = tx.one(sql.APPEND_ITEM, {"base": base, "payload": encoded[0], "trace": None})
             if appended is not None:
                 return _appended(appended["batch_id"])
         return self._fill(tx, base, [encoded], config)[0]
 
     def _fill(
-        self, tx: Tx, base: str, calls: list[list[str]], config: dict[str, Any]
+        self,
+        tx: Tx,
+        base: str,
+        calls: list[list[str]],
+        config: dict[str, Any],
+        trace: str | None = None,
     ) -> list[AddResult]:
-        """Add the items of `calls`, end to end, in a transaction; each call's result."""
+        """Add the items of `calls`, end to end, in a transaction; each call's result.
+        `trace`: the trace context stored with the items (`batchyard.tracing`)."""
         encoded = calls[0] if len(calls) == 1 else [item for call in calls for item in call]
         # sent together (one round trip when pipelined), each statement after the lock
         # before it is held, so that each sees what the previous holder committed
@@ -364,12 +416,13 @@ class Adder:
             taken = min(size, total - room - index * size)
             filled.append((batch_id, taken, taken, size, config["max_attempts"]))
         if all(no == new[0][1] + i for i, (_, no) in enumerate(new)):
-            self._insert_items(tx, encoded, room, open_no, count, new[0][1] if new else 0, size)
+            first_no = new[0][1] if new else 0
+            self._insert_items(tx, encoded, trace, room, open_no, count, first_no, size)
         else:  # numbers not consecutive: batch by batch
-            self._insert_items(tx, encoded[:room], room, open_no, count)
+            self._insert_items(tx, encoded[:room], trace, room, open_no, count)
             for index, (_, batch_no) in enumerate(new):
                 chunk = encoded[room + index * size : room + (index + 1) * size]
-                self._insert_items(tx, chunk, len(chunk), batch_no, 0)
+                self._insert_items(tx, chunk, trace, len(chunk), batch_no, 0)
         full = [(b, attempts) for b, _, position, limit, attempts in filled if position == limit]
         self._schedule_size_flushes(tx, full)
         last_id, _, last_position, last_limit, _ = filled[-1]
@@ -397,6 +450,7 @@ class Adder:
     def _insert_items(
         tx: Tx,
         encoded: list[str],
+        trace: str | None,
         room: int,
         open_no: int,
         count: int,
@@ -413,6 +467,7 @@ class Adder:
                     "first_no": first_no,
                     "size": size,
                     "values": orjson.dumps(encoded).decode(),
+                    "trace": trace,
                 },
             )
 

@@ -76,7 +76,8 @@ class LoopLane:
         calls: list[tuple[list[str], asyncio.Future[AddResult]]], send: Send, hop: Hop
     ) -> None:
         try:
-            results = await hop(send, [encoded for encoded, _ in calls])
+            # (adds from the loop carry no trace context: they make no span of their own)
+            results = await hop(send, [encoded for encoded, _ in calls], [None] * len(calls))
         except asyncio.CancelledError:  # the loop is closing: so are the calls
             for _, future in calls:
                 future.cancel()

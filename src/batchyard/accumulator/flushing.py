@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batchyard import metrics
+from batchyard import metrics, tracing
 from batchyard.accumulator import sql
 from batchyard.accumulator.records import (
     FLUSH_TASK,
@@ -47,6 +47,13 @@ def schedule_flush(
         key=f"flush:{batch_id}",
         max_attempts=max_attempts,
     )
+
+
+def _outcome(error: str | None, failures: dict[int, str]) -> str:
+    """A flush attempt's outcome: failed as a whole, partly, or completed."""
+    if error is not None and not failures:
+        return "failed"
+    return "partial" if failures else "completed"
 
 
 def _open_batch(tx: Tx, base: str) -> dict[str, Any] | None:
@@ -166,6 +173,24 @@ class Flusher:
             idempotency_key=batch["idempotency_key"],
             reason=batch["flush_reason"],
         )
+        attributes = {
+            "batchyard.batch_id": batch_id,
+            "batchyard.base": context.base_id,
+            "batchyard.sequence": context.sequence,
+            "batchyard.attempt": context.attempt,
+            "batchyard.item_count": len(rows),
+            "batchyard.reason": context.reason,
+        }
+        # a span of its own trace, linked to the adds of the items it delivers
+        links = (row["trace_context"] for row in rows)
+        with tracing.span("batchyard.flush", attributes, links) as span:
+            self._deliver(task, batch, context, rows, span)
+
+    def _deliver(
+        self, task: Task, batch: Any, context: FlushContext, rows: list[Any], span: Any
+    ) -> None:
+        """Call the handler with the pending items, record the outcome, log a failure."""
+        batch_id = context.batch_id
         items = [orjson.loads(row["payload"]) for row in rows]
         started_wall, started = self.runtime.clock.time(), time.perf_counter()
         failures: dict[int, str] = {}
@@ -189,6 +214,7 @@ class Flusher:
         dead = self._record(
             task, batch, context, rows, failures, error, traceback, started_wall, duration
         )
+        tracing.record_outcome(span, _outcome(error, failures), raised, **{"batchyard.dead": dead})
         if raised is not None:
             # after the commit: the line says what the books say (retried, or dead)
             log_failure(
@@ -217,7 +243,7 @@ class Flusher:
     ) -> bool:
         """Write the attempt's outcome; whether the batch is dead now."""
         whole_failure = error is not None and not failures
-        outcome = "failed" if whole_failure else ("partial" if failures else "completed")
+        outcome = _outcome(error, failures)
         delay = (
             None
             if outcome == "completed"

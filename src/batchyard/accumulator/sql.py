@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from batchyard.accumulator.records import FINISHED_SQL
 
+# Every statement that writes items also writes `:trace`, the trace context of the add
+# (`batchyard.tracing`; NULL when untraced), which the flush that delivers them links to.
+#
 # Items and item failures are keyed by the batch's number, `batch_no` (a short integer key,
 # faster to insert and find than the text id); the batch row maps one to the other.
 #
@@ -14,11 +17,11 @@ from batchyard.accumulator.records import FINISHED_SQL
 # than the insert), and the statements of an add do not grow with its size (each statement
 # is a round trip on PostgreSQL, and on SQLite a wait for the GIL while other threads run).
 INSERT_ITEMS = (
-    "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, trace_context) "
     "SELECT CASE WHEN j.idx < :room THEN :open_no ELSE :first_no + (j.idx - :room) / :size END, "
     "CASE WHEN j.idx < :room THEN :count + j.idx ELSE (j.idx - :room) % :size END, "
     # no ORDER BY: each row's place comes from its index, and SQLite would sort them first
-    "j.value, {now} FROM {json_text_rows} j"
+    "j.value, {now}, :trace FROM {json_text_rows} j"
 )
 # New batches of a base, sequences from :first up, one per idempotency key in :values; the
 # first :full of them are born closed for their size (a base has one open batch at most).
@@ -76,8 +79,9 @@ APPEND_ITEM = (
     "WHERE base_id = :base AND status = 'accumulating' {for_update}), "
     "next AS (SELECT o.batch_no, o.max_batch_size, (SELECT COALESCE(MAX(i.position), -1) + 1 "
     "FROM batchyard_items i WHERE i.batch_no = o.batch_no) AS position FROM open o) "
-    "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
-    "SELECT batch_no, position, :payload, {now} FROM next WHERE position + 1 < max_batch_size "
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, trace_context) "
+    "SELECT batch_no, position, :payload, {now}, :trace FROM next "
+    "WHERE position + 1 < max_batch_size "
     "ON CONFLICT DO NOTHING RETURNING batch_no, position, "
     "(SELECT b.batch_id FROM batchyard_batches b "
     "WHERE b.batch_no = batchyard_items.batch_no) AS batch_id, "
@@ -92,8 +96,9 @@ APPEND_ITEM = (
 # still free - both checked by the statement, the batch row locked (PostgreSQL) so that a
 # concurrent close waits for it, or is waited for and seen. Otherwise nothing is written.
 APPEND_AT = (
-    "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
-    "SELECT :batch_no, :position, :payload, {now} WHERE EXISTS (SELECT 1 FROM batchyard_batches "
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, trace_context) "
+    "SELECT :batch_no, :position, :payload, {now}, :trace "
+    "WHERE EXISTS (SELECT 1 FROM batchyard_batches "
     "WHERE batch_no = :batch_no AND status = 'accumulating' {for_update}) "
     "ON CONFLICT DO NOTHING"
 )
@@ -110,8 +115,8 @@ LOCK_FOR_APPEND = (
     "WHERE batch_no = :batch_no AND status = 'accumulating'"
 )
 APPEND_MANY_AT = (
-    "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
-    "SELECT :batch_no, :position + j.idx, j.value, {now} FROM {json_text_rows} j "
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, trace_context) "
+    "SELECT :batch_no, :position + j.idx, j.value, {now}, :trace FROM {json_text_rows} j "
     "WHERE EXISTS (SELECT 1 FROM batchyard_batches "
     "WHERE batch_no = :batch_no AND status = 'accumulating') "
     "AND NOT EXISTS (SELECT 1 FROM batchyard_items "
@@ -149,7 +154,8 @@ def _pending_items(batch_no: str) -> str:
     """Pending items: those a partial flush recorded as failed, or all of them when none
     did; `batch_no` is the SQL that gives the batch's number."""
     return (
-        f"SELECT i.position, i.payload FROM batchyard_items i WHERE i.batch_no = {batch_no} "
+        "SELECT i.position, i.payload, i.trace_context FROM batchyard_items i "
+        f"WHERE i.batch_no = {batch_no} "
         "AND (NOT EXISTS (SELECT 1 FROM batchyard_item_failures f "
         f"WHERE f.batch_no = {batch_no}) OR "
         "EXISTS (SELECT 1 FROM batchyard_item_failures f WHERE f.batch_no = i.batch_no "

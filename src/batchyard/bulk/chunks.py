@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from batchyard import tracing
 from batchyard.bulk.completion import Completions
 from batchyard.bulk.kinds import JobType
 from batchyard.bulk.records import BulkJobStatus
@@ -52,9 +53,13 @@ class ChunkRunner:
         runtime.kinds.add(
             TaskKind(
                 CHUNK_TASK,
-                self.run_chunk,
+                tracing.traced("batchyard.bulk.chunk", self.run_chunk),
                 on_dead=self.on_dead_chunk,
-                grouping=Grouping(self.chunk_group, self.run_chunks, self.group_size),
+                grouping=Grouping(
+                    self.chunk_group,
+                    tracing.traced("batchyard.bulk.chunks", self.run_chunks),
+                    self.group_size,
+                ),
             )
         )
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batchyard import payloads
+from batchyard import payloads, tracing
 from batchyard.clock import seconds, to_datetime
 from batchyard.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from batchyard.failures import error_text, log_failure, traceback_text
@@ -48,7 +48,8 @@ class Iterators:
         self.store = runtime.store
         self.tasks = runtime.tasks
         runtime.kinds.add(
-            TaskKind(STEP_TASK, self.run_step), TaskKind(COMPLETE_TASK, self.run_complete)
+            TaskKind(STEP_TASK, tracing.traced("batchyard.iterator.step", self.run_step)),
+            TaskKind(COMPLETE_TASK, self.run_complete),
         )
 
     def start(
