@@ -44,6 +44,7 @@ from batchyard.producer import Producer
 from batchyard.retry import RetryPolicy
 from batchyard.runtime import Runtime
 from batchyard.store import DEFAULT_URL, Store, open_store
+from batchyard.tasks.limits import HandlerLoad
 from batchyard.worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -110,9 +111,22 @@ class Yard:
 
     # -- handlers -------------------------------------------------------------------------
 
-    def handler(self, name: str) -> Callable[[F], F]:
-        """Register a sync or ``async def`` callable under a stable name."""
-        return self.handlers.register(name)
+    def handler(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        rate: tuple[int, float | timedelta] | None = None,
+    ) -> Callable[[F], F]:
+        """Register a sync or ``async def`` callable under a stable name. `concurrency`
+        caps its calls at once and `rate` = ``(count, per_seconds)`` its starts in any
+        period, across every worker sharing the store."""
+        return self.handlers.register(name, concurrency=concurrency, rate=rate)
+
+    def handler_loads(self) -> list[HandlerLoad]:
+        """Each limited handler's limits and load: calls in flight, starts in its rate
+        window, and tasks due that wait for room."""
+        return self.runtime.tasks.handler_loads(self.runtime.now())
 
     # -- accumulator ----------------------------------------------------------------------
 
@@ -125,13 +139,15 @@ class Yard:
         on_flush: str | Callable[..., Any],
         flush_interval: float | timedelta | None = None,
         max_attempts: int | None = None,
+        ordered: bool = False,
     ) -> AddResult:
         """Add JSON items to the open batch of `batch_id`'s base, committed on return.
 
         A batch flushes once it holds `max_batch_size` items (a large add fills several
         batches), after `flush_interval` seconds from its creation, or by `flush`. The handler
-        named by `on_flush` gets at most `max_batch_size` items per call. Raises
-        `InvalidInput` or `HandlerNotFound` before storing anything.
+        named by `on_flush` gets at most `max_batch_size` items per call. With `ordered`, the
+        base's batches are handed over in sequence order, each once the one before completed
+        or was discarded. Raises `InvalidInput` or `HandlerNotFound` before storing anything.
         """
         return self._accumulator.adder.add_items(
             batch_id,
@@ -140,6 +156,7 @@ class Yard:
             on_flush=on_flush,
             flush_interval=flush_interval,
             max_attempts=max_attempts,
+            ordered=ordered,
         )
 
     def flush(self, batch_id: str) -> FlushResult:

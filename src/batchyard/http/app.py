@@ -10,7 +10,14 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from batchyard import __version__
-from batchyard.http import aggregators_api, batches_api, events_api, iterators_api, probes
+from batchyard.http import (
+    aggregators_api,
+    batches_api,
+    events_api,
+    handlers_api,
+    iterators_api,
+    probes,
+)
 from batchyard.http.api_docs import install_api_docs
 from batchyard.http.auth import ApiTokens, BearerAuth
 from batchyard.http.dashboard import PREFIX as DASHBOARD_PREFIX
@@ -89,6 +96,7 @@ def create_app(
         iterators_api.router,
         aggregators_api.router,
         events_api.router,
+        handlers_api.router,
         jobs_router,
         search_router,
     ):
