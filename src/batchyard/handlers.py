@@ -50,6 +50,10 @@ class Handlers:
 
         return decorator
 
+    def limited(self, name: str) -> bool:
+        """Whether `name` is registered here with limits."""
+        return self._limits.get(name) is not None
+
     def limits(self) -> dict[str, HandlerLimit | None]:
         """Each registered handler's limits (None: not limited)."""
         return dict(self._limits)

@@ -289,6 +289,13 @@ class Flusher:
                     "traceback": traceback,
                 },
             )
+            if (outcome == "completed" and batch["ordered"]) or self.runtime.handlers.limited(
+                batch["handler"]
+            ):
+                # a flush may be waiting for this one's end (the next batch of its ordered
+                # base, or a place under its handler's limits): wake the workers now, not at
+                # their next poll (a statement more in the pipeline, no round trip)
+                self.store.notify_work(tx)
             if outcome == "completed":
                 self._finish(tx, batch_id)
             else:

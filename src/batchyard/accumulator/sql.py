@@ -151,7 +151,8 @@ START_FLUSH = (
     "ELSE flush_requested_at END, "
     "updated_at = CASE WHEN status = 'accumulating' THEN {now} ELSE updated_at END "
     "WHERE batch_id = :batch_id AND status IN ('accumulating', 'flushing') "
-    "RETURNING batch_no, base_id, sequence, handler, attempts, idempotency_key, flush_reason"
+    "RETURNING batch_no, base_id, sequence, handler, attempts, idempotency_key, flush_reason, "
+    "ordered"
 )
 
 

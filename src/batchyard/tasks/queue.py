@@ -384,8 +384,10 @@ class TaskQueue:
         return row
 
     def discard_dead(self, tx: Tx, key: str) -> None:
-        """Drop the dead task of `key` for good (its capability has closed its books)."""
+        """Drop the dead task of `key` for good (its capability has closed its books); a
+        task that waited for it is free to run."""
         tx.execute("DELETE FROM batchyard_dead_tasks WHERE key = :key", {"key": key})
+        self.store.notify_work(tx)
 
     def cancel_queued(self, tx: Tx, kind: str, prefix: str) -> int:
         """Drop the queued tasks of `kind` whose key starts with `prefix` (a running one
