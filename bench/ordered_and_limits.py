@@ -99,9 +99,6 @@ def limited(url: str, batches: int) -> tuple[float, float]:
             proc.wait()
         yard.close()
     calls = [json.loads(line) for line in record.read_text().splitlines()]
-    if os.environ.get("BENCH_DEBUG"):
-        t0 = min(s for s, _ in calls)
-        print(sorted((round(s - t0, 3), round(e - t0, 3)) for s, e in calls))
     events = sorted([(s, 1) for s, _ in calls] + [(e, -1) for _, e in calls])
     first, last = events[0][0], events[-1][0]
     full = weighted = 0.0
