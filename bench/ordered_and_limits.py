@@ -43,17 +43,22 @@ def drain(url: str, batches: int, ordered: bool, bases: int) -> tuple[int, float
     yard = Yard(url)
     done = threading.Event()
     flushed = [0]
+    per_base = batches // bases
+    batches = per_base * bases
+
+    lock = threading.Lock()
 
     @yard.handler("noop")
     def noop(items, ctx):
-        flushed[0] += 1
-        if flushed[0] == batches:
-            done.set()
+        with lock:  # the handler runs on 8 threads at once
+            flushed[0] += 1
+            if flushed[0] == batches:
+                done.set()
 
     for base in range(bases):
         yard.add_items(
             f"bench-{base}",
-            [{"i": i, **ITEM} for i in range(batches // bases * 100)],
+            [{"i": i, **ITEM} for i in range(per_base * 100)],
             max_batch_size=100,
             on_flush="noop",
             ordered=ordered,

@@ -71,7 +71,8 @@ def claim_limited_sql(free_gate: str, returning: str) -> str:
     """The claim of limited handlers' due tasks, each handler up to its room, oldest first;
     `free_gate` keeps out tasks that wait for another (see `queue`)."""
     return (
-        f"WITH room AS ({ROOM}), "
+        # the room once per handler, not once per task (a CTE inlined would count per row)
+        f"WITH room AS MATERIALIZED ({ROOM}), "
         "ranked AS (SELECT t.id, t.due_at, row_number() OVER "
         f"(PARTITION BY t.handler ORDER BY t.due_at, t.id) AS n, {_FREE} AS free "
         "FROM batchyard_tasks t JOIN room r ON r.handler = t.handler "
