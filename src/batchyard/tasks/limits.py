@@ -156,11 +156,10 @@ def loads(tx: Tx, free_gate: str) -> list[HandlerLoad]:
     ]
 
 
-def waits(tx: Tx, free_gate: str) -> list[float]:
-    """For each limited handler with tasks to run, seconds until the first may be claimed:
-    when it is due, and the handler has room (a running task's lease ends - or it finishes,
-    which the worker hears of only when it is its own - and a start leaves the window)."""
-    rows = tx.all(
+def waits_sql(free_gate: str) -> str:
+    """For each limited handler: its room, when its first task is due, when a lease ends
+    and when a start leaves the window, in seconds from now (see `waits`)."""
+    return (
         "SELECT r.concurrency - r.in_flight AS places, r.rate_count - r.recent_starts AS starts, "
         "(SELECT MIN(t.due_at) FROM batchyard_tasks t WHERE t.handler = r.handler "
         f"AND (t.state = 'queued' OR t.due_at <= {{now}}){free_gate}) - {{now}} AS due, "
@@ -170,6 +169,12 @@ def waits(tx: Tx, free_gate: str) -> list[float]:
         "WHERE s.handler = r.handler AND s.started_at > {now} - r.rate_seconds) "
         f"+ r.rate_seconds - {{now}} AS window_moves FROM ({ROOM}) r"
     )
+
+
+def waits(rows: list[Row]) -> list[float]:
+    """For each limited handler with tasks to run (rows of `waits_sql`), seconds until the
+    first may be claimed: when it is due, and the handler has room (a running task's lease
+    ends - or it finishes, which wakes the workers - and a start leaves the window)."""
     found = []
     for row in rows:
         if row["due"] is None:
