@@ -12,9 +12,8 @@ ALTER TABLE batchyard_tasks ADD COLUMN after_key TEXT;
 ALTER TABLE batchyard_tasks ADD COLUMN handler TEXT;
 ALTER TABLE batchyard_dead_tasks ADD COLUMN after_key TEXT;
 ALTER TABLE batchyard_dead_tasks ADD COLUMN handler TEXT;
--- the running tasks of a handler and its due ones, found without walking the queue
-CREATE INDEX batchyard_tasks_handler ON batchyard_tasks (handler, state, due_at)
-    WHERE handler IS NOT NULL;
+-- (No index on `handler`: every flush task carries one, and an index on it is written by
+-- every flush; the limited claim walks the due tasks instead.)
 
 -- 1 when the base's batches are handed over in sequence order (an integer in both dialects,
 -- so that one SQL text compares it)
