@@ -60,6 +60,7 @@ from batchyard.producer import Producer, ProducerStats
 from batchyard.retry import RetryPolicy
 from batchyard.signals import ItemFailures, RetryLater
 from batchyard.store import Store, open_store
+from batchyard.tasks.limits import HandlerLoad
 from batchyard.worker import Worker
 from batchyard.yard import Yard
 
@@ -95,6 +96,7 @@ __all__ = [
     "FlushRecord",
     "FlushResult",
     "Fold",
+    "HandlerLoad",
     "HandlerNotFound",
     "InvalidInput",
     "ItemFailures",

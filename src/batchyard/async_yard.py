@@ -103,6 +103,7 @@ class AsyncYard:
         on_flush: str | Callable[..., Any],
         flush_interval: float | timedelta | None = None,
         max_attempts: int | None = None,
+        ordered: bool = False,
     ) -> AddResult:
         """`Yard.add_items`, awaited: committed on return. Concurrent awaits on one base go
         together, in the order they came, in one add (each gets its own result)."""
@@ -113,6 +114,7 @@ class AsyncYard:
             on_flush=on_flush,
             flush_interval=flush_interval,
             max_attempts=max_attempts,
+            ordered=ordered,
         )
 
     flush = _awaitable(Yard.flush)
@@ -128,6 +130,7 @@ class AsyncYard:
     discard_batch = _awaitable(Yard.discard_batch)
     add = _awaitable(Yard.add)  # through a batcher (registered on the yard)
     get_batcher_status = _awaitable(Yard.get_batcher_status)
+    handler_loads = _awaitable(Yard.handler_loads)
 
     # -- table iterator -------------------------------------------------------------------
 

@@ -103,6 +103,7 @@ class Worker:
     def run_until_idle(self) -> int:
         """Run every task that is due now (and any that fall due meanwhile); return how
         many ran. The mode for tests and cron."""
+        self._publish_limits()
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchyard") as pool:
             while True:
                 units = self._claim(self.concurrency)
@@ -455,6 +456,11 @@ class Worker:
                 "VALUES (:id, :host, :pid, {now}, {now})",
                 {"id": self.id, "host": socket.gethostname(), "pid": os.getpid()},
             )
+        self._publish_limits()
+
+    def _publish_limits(self) -> None:
+        """The handlers' limits into the store, where every worker's claim keeps them."""
+        self.tasks.publish_limits(self.runtime.handlers.limits(), self.runtime.now())
 
     def _unregister(self) -> None:
         try:

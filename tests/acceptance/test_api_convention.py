@@ -238,6 +238,9 @@ def test_the_schema_names_every_route_family(client):
     paths = set(client.get("/openapi.json").json()["paths"])
     assert {
         "/batches",
+        "/batchers/{name}",
+        "/batchers/{name}/items",
+        "/handlers",
         "/batches/{batch_id}",
         "/iterators",
         "/iterators/{job_id}",

@@ -19,7 +19,7 @@ import orjson
 
 from batchyard import tracing
 from batchyard.accumulator import sql
-from batchyard.accumulator.flushing import schedule_flush
+from batchyard.accumulator.flushing import flush_task, schedule_flush
 from batchyard.accumulator.lanes import Lanes, PreparedAdd
 from batchyard.accumulator.records import FLUSH_TASK, AddResult, BatchStatus, split_base
 from batchyard.clock import seconds
@@ -47,6 +47,15 @@ def _span_attributes(result: AddResult) -> dict[str, Any]:
     return attributes
 
 
+# what a batch's flush task is scheduled with: its max attempts, handler, and whether its
+# base is ordered
+_FlushSettings = tuple[int, str, bool]
+
+
+def _flush_settings(batch: Any) -> _FlushSettings:
+    return (batch["max_attempts"], batch["handler"], bool(batch["ordered"]))
+
+
 def _appended(batch_id: str) -> AddResult:
     """The result of a single-item add that left room in its batch."""
     return AddResult(
@@ -55,7 +64,7 @@ def _appended(batch_id: str) -> AddResult:
 
 
 def _results(
-    calls: list[list[str]], filled: list[tuple[str, int, int, int, int]]
+    calls: list[list[str]], filled: list[tuple[str, int, int, int, _FlushSettings]]
 ) -> list[AddResult]:
     """What each call returns, as if the calls had run one by one: `filled` holds, in
     order, the batches their items went to, with how many each took and where its next
@@ -124,10 +133,11 @@ class Adder:
         on_flush: str | Callable[..., Any],
         flush_interval: float | timedelta | None = None,
         max_attempts: int | None = None,
+        ordered: bool = False,
     ) -> AddResult:
         base, _ = split_base(batch_id)
         with tracing.span("batchyard.add", {"batchyard.base": base}) as span:
-            config = self.config(max_batch_size, on_flush, flush_interval, max_attempts)
+            config = self.config(max_batch_size, on_flush, flush_interval, max_attempts, ordered)
             # the add's span context goes with its items, for the flush to link to
             trace = None if span is None else tracing.traceparent()
             result = self.add_configured(base, encode_items(items), config, trace)
@@ -152,11 +162,12 @@ class Adder:
         on_flush: str | Callable[..., Any],
         flush_interval: float | timedelta | None,
         max_attempts: int | None,
+        ordered: bool = False,
     ) -> PreparedAdd | AddResult:
         """An add checked and encoded, ready for its base's lane (this process's threads'
         or an event loop's); the result itself when there is nothing to add."""
         base, _ = split_base(batch_id)
-        config = self.config(max_batch_size, on_flush, flush_interval, max_attempts)
+        config = self.config(max_batch_size, on_flush, flush_interval, max_attempts, ordered)
         return self.prepared(base, encode_items(items), config)
 
     def prepared(
@@ -287,12 +298,13 @@ class Adder:
         on_flush: str | Callable[..., Any],
         flush_interval: float | timedelta | None,
         max_attempts: int | None,
+        ordered: bool = False,
     ) -> dict[str, Any]:
         """The validated batch configuration; callers repeat theirs, so it is remembered.
         The key holds each value's type (True == 1 == 1.0 as keys, yet only 1 is valid), and
         only handler names: a callable's name can change when a name is registered again."""
         if not isinstance(on_flush, str):
-            return self._validate(max_batch_size, on_flush, flush_interval, max_attempts)
+            return self._validate(max_batch_size, on_flush, flush_interval, max_attempts, ordered)
         key = (
             type(max_batch_size),
             max_batch_size,
@@ -302,10 +314,12 @@ class Adder:
             type(max_attempts),
             max_attempts,
             self.runtime.retry.max_attempts,
+            type(ordered),
+            ordered,
         )
         config = self._configs.get(key)
         if config is None:
-            config = self._validate(max_batch_size, on_flush, flush_interval, max_attempts)
+            config = self._validate(max_batch_size, on_flush, flush_interval, max_attempts, ordered)
             if len(self._configs) < 1000:
                 self._configs[key] = config
         return config
@@ -316,7 +330,10 @@ class Adder:
         on_flush: str | Callable[..., Any],
         flush_interval: float | timedelta | None,
         max_attempts: int | None,
+        ordered: bool,
     ) -> dict[str, Any]:
+        if not isinstance(ordered, bool):
+            raise InvalidInput(f"ordered must be True or False, not {ordered!r}", field="ordered")
         if (
             isinstance(max_batch_size, bool)
             or not isinstance(max_batch_size, int)
@@ -351,6 +368,7 @@ class Adder:
             "max_batch_size": max_batch_size,
             "flush_interval": interval,
             "max_attempts": attempts,
+            "ordered": ordered,
         }
 
     def add_encoded(
@@ -399,13 +417,13 @@ class Adder:
         total = len(encoded)
         # the batches the items go to, in order: (id, items of ours, where the next goes,
         # its size limit, max attempts)
-        filled: list[tuple[str, int, int, int, int]] = []
+        filled: list[tuple[str, int, int, int, _FlushSettings]] = []
         room, open_no = 0, 0
         if open_batch is not None:
             open_no, limit = open_batch["batch_no"], open_batch["max_batch_size"]
             room = min(total, limit - count)
             filled.append(
-                (open_batch["batch_id"], room, count + room, limit, open_batch["max_attempts"])
+                (open_batch["batch_id"], room, count + room, limit, _flush_settings(open_batch))
             )
             if count + room == limit:
                 # closed before the next batch opens: a base has one open batch at most
@@ -414,7 +432,7 @@ class Adder:
         new = self._create_batches(tx, base, config, total - room)
         for index, (batch_id, _) in enumerate(new):
             taken = min(size, total - room - index * size)
-            filled.append((batch_id, taken, taken, size, config["max_attempts"]))
+            filled.append((batch_id, taken, taken, size, _flush_settings(config)))
         if all(no == new[0][1] + i for i, (_, no) in enumerate(new)):
             first_no = new[0][1] if new else 0
             self._insert_items(tx, encoded, trace, room, open_no, count, first_no, size)
@@ -423,17 +441,13 @@ class Adder:
             for index, (_, batch_no) in enumerate(new):
                 chunk = encoded[room + index * size : room + (index + 1) * size]
                 self._insert_items(tx, chunk, trace, len(chunk), batch_no, 0)
-        full = [(b, attempts) for b, _, position, limit, attempts in filled if position == limit]
+        full = [(b, flush) for b, _, position, limit, flush in filled if position == limit]
         self._schedule_size_flushes(tx, full)
         last_id, _, last_position, last_limit, _ = filled[-1]
         if config["flush_interval"] is not None and new and last_position < last_limit:
             # the interval timer is set once, at creation, on the batch left open
             schedule_flush(
-                self.tasks,
-                tx,
-                last_id,
-                config["max_attempts"],
-                delay=config["flush_interval"],
+                self.tasks, tx, {**config, "batch_id": last_id}, delay=config["flush_interval"]
             )
         # the next single-item add of this base goes straight to its position - or, when
         # the last batch is full, straight to the transaction that opens the next one
@@ -505,18 +519,16 @@ class Adder:
             )
         ]
 
-    def _schedule_size_flushes(self, tx: Tx, full: list[tuple[str, int]]) -> None:
+    def _schedule_size_flushes(self, tx: Tx, full: list[tuple[str, _FlushSettings]]) -> None:
         """Schedule the flushes (due now) of batches closed for their size."""
-        for attempts in {attempts for _, attempts in full}:  # one value, nearly always
+        for settings in {settings for _, settings in full}:  # one value, nearly always
+            attempts, handler, ordered = settings
             self.tasks.enqueue_many(
                 tx,
                 FLUSH_TASK,
-                [
-                    (f"flush:{batch_id}", {"batch_id": batch_id})
-                    for batch_id, max_attempts in full
-                    if max_attempts == attempts
-                ],
+                [flush_task(batch_id, ordered) for batch_id, each in full if each == settings],
                 max_attempts=attempts,
+                handler=handler,
             )
 
     # -- flushing by hand ----------------------------------------------------------------

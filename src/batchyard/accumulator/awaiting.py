@@ -113,8 +113,9 @@ class LoopAdder:
         on_flush: str | Callable[..., Any],
         flush_interval: float | timedelta | None = None,
         max_attempts: int | None = None,
+        ordered: bool = False,
     ) -> AddResult:
-        args = (batch_id, items, max_batch_size, on_flush, flush_interval, max_attempts)
+        args = (batch_id, items, max_batch_size, on_flush, flush_interval, max_attempts, ordered)
         prepared: PreparedAdd | AddResult
         if isinstance(items, Sequence) and len(items) <= ENCODE_ON_LOOP_ITEMS:
             prepared = self.adder.prepare(*args)

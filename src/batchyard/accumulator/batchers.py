@@ -202,7 +202,7 @@ class Batchers:
             return
         low, high = _prefix_range(batcher.name)
         open_batches = tx.all(
-            "SELECT batch_id, base_id, max_attempts FROM batchyard_batches "
+            "SELECT batch_id, base_id FROM batchyard_batches "
             "WHERE base_id >= :low AND base_id < :high AND status = 'accumulating' "
             "ORDER BY created_at, batch_no",
             {"low": low, "high": high},
@@ -211,8 +211,8 @@ class Batchers:
             return  # its key is open already: no key more
         excess = len(open_batches) - batcher.max_open_keys + 1
         for row in open_batches[: max(0, excess)]:  # the oldest go first
-            self.flusher.close(tx, row["batch_id"], FlushReason.MAX_OPEN_KEYS)
-            schedule_flush(self.runtime.tasks, tx, row["batch_id"], row["max_attempts"])
+            closed = self.flusher.close(tx, row["batch_id"], FlushReason.MAX_OPEN_KEYS)
+            schedule_flush(self.runtime.tasks, tx, closed)
 
     def status(self, name: str) -> BatcherStatus:
         batcher = self.get(name)

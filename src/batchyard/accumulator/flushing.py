@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -28,6 +29,7 @@ from batchyard.failures import error_text, log_failure, traceback_text
 from batchyard.signals import ItemFailures
 from batchyard.store import Tx
 from batchyard.tasks import Task, TaskKind, TaskQueue
+from batchyard.tasks.queue import Queued
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
@@ -35,17 +37,31 @@ if TYPE_CHECKING:
 log = logging.getLogger("batchyard.accumulator")
 
 
+def flush_task(batch_id: str, ordered: bool) -> Queued:
+    """A batch's flush task, keyed by the batch id (one per batch). In an ordered base it
+    waits for the flush task of the batch before, which waits for its own: the claim hands
+    the batches over one after another, each once the one before completed or was
+    discarded (a dead one holds the rest until it is redriven and completes, or discarded)."""
+    base, sequence = split_base(batch_id)
+    after = f"flush:{base}::{sequence - 1}" if ordered and sequence else None
+    return (f"flush:{batch_id}", {"batch_id": batch_id}, after)
+
+
 def schedule_flush(
-    tasks: TaskQueue, tx: Tx, batch_id: str, max_attempts: int, delay: float = 0.0
+    tasks: TaskQueue,
+    tx: Tx,
+    batch: Mapping[str, Any],
+    delay: float = 0.0,
 ) -> None:
-    """Queue a batch's flush task (one per batch: its key is the batch id)."""
-    tasks.enqueue(
+    """Queue the flush task of `batch` (its id, handler, max attempts and whether its base
+    is ordered); the task keeps its handler's limits."""
+    tasks.enqueue_many(
         tx,
         FLUSH_TASK,
-        {"batch_id": batch_id},
+        [flush_task(batch["batch_id"], bool(batch["ordered"]))],
         delay=delay,
-        key=f"flush:{batch_id}",
-        max_attempts=max_attempts,
+        max_attempts=batch["max_attempts"],
+        handler=batch["handler"],
     )
 
 
@@ -97,7 +113,7 @@ class Flusher:
                     status=batch["status"],
                     reason=f"batch is {batch['status']}",
                 )
-            schedule_flush(self.tasks, tx, batch_id, batch["max_attempts"])
+            schedule_flush(self.tasks, tx, batch)
             return FlushResult(
                 batch_id=batch_id,
                 item_count=batch["item_count"],
@@ -111,13 +127,13 @@ class Flusher:
         return their ids. `run_worker(wait=False)` then runs the flushes."""
         with self.store.transaction(self.runtime.now()) as tx:
             due = tx.all(
-                "SELECT batch_id, max_attempts FROM batchyard_batches "
+                "SELECT batch_id, max_attempts, handler, ordered FROM batchyard_batches "
                 "WHERE status = 'accumulating' AND flush_interval IS NOT NULL "
                 "AND created_at + flush_interval <= {now} ORDER BY created_at"
             )
             for row in due:
                 self.close(tx, row["batch_id"], FlushReason.INTERVAL)
-                schedule_flush(self.tasks, tx, row["batch_id"], row["max_attempts"])
+                schedule_flush(self.tasks, tx, row)
         return [row["batch_id"] for row in due]
 
     def close(self, tx: Tx, batch_id: str, reason: str) -> Any:
@@ -301,6 +317,13 @@ class Flusher:
                     "traceback": traceback,
                 },
             )
+            if (outcome == "completed" and batch["ordered"]) or self.runtime.handlers.limited(
+                batch["handler"]
+            ):
+                # a flush may be waiting for this one's end (the next batch of its ordered
+                # base, or a place under its handler's limits): wake the workers now, not at
+                # their next poll (a statement more in the pipeline, no round trip)
+                self.store.notify_work(tx)
             if outcome == "completed":
                 self._finish(tx, batch_id)
             else:

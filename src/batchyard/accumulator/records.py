@@ -89,6 +89,9 @@ class BatchInfo:
     updated_at: datetime
     completed_at: datetime | None
     age_seconds: float
+    ordered: bool = False  # its base hands batches over in sequence order
+    # a flushing batch of an ordered base: the batch before it that it waits for
+    blocked_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,8 @@ def batch_info(row: Any, now: float) -> BatchInfo:
         updated_at=to_datetime(row["updated_at"]),
         completed_at=to_datetime(row["completed_at"]),
         age_seconds=max(0.0, now - row["created_at"]),
+        ordered=bool(row["ordered"]),
+        blocked_by=row["blocked_by"],
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batchyard.accumulator.records import FINISHED_SQL
+from batchyard.accumulator.records import ACTIVE_SQL, FINISHED_SQL
 
 # Every statement that writes items also writes `:trace`, the trace context of the add
 # (`batchyard.tracing`; NULL when untraced), which the flush that delivers them links to.
@@ -29,12 +29,13 @@ INSERT_ITEMS = (
 # consecutive unless another transaction took a number in between (PostgreSQL only).
 INSERT_BATCHES = (
     "INSERT INTO batchyard_batches (batch_id, base_id, sequence, status, flush_reason, "
-    "flush_requested_at, handler, max_batch_size, flush_interval, max_attempts, "
+    "flush_requested_at, handler, max_batch_size, flush_interval, max_attempts, ordered, "
     "idempotency_key, created_at, updated_at) "
     "SELECT :base || '::' || CAST(:first + j.idx AS TEXT), :base, :first + j.idx, "
     "CASE WHEN j.idx < :full THEN 'flushing' ELSE 'accumulating' END, "
     "CASE WHEN j.idx < :full THEN 'size' END, CASE WHEN j.idx < :full THEN {now} END, "
     ":handler, :max_batch_size, CAST(:flush_interval AS DOUBLE PRECISION), :max_attempts, "
+    "CAST(:ordered AS INTEGER), "
     "j.value, {now}, {now} FROM {json_text_rows} j ORDER BY j.idx"
 )
 # Their numbers, in one row: a RETURNING row per batch would be a fetch each (on SQLite a
@@ -58,7 +59,8 @@ INSERT_BASE = (
 )
 LOCK_BASE = "SELECT next_sequence FROM batchyard_batch_bases WHERE base_id = :base {for_update}"
 LOCK_OPEN_BATCH = (
-    "SELECT batch_id, batch_no, max_batch_size, max_attempts FROM batchyard_batches "
+    "SELECT batch_id, batch_no, max_batch_size, max_attempts, handler, ordered "
+    "FROM batchyard_batches "
     "WHERE base_id = :base AND status = 'accumulating' {for_update}"
 )
 COUNT_OPEN_BATCH = (
@@ -130,11 +132,19 @@ PENDING_COUNT = (
     f"CASE WHEN b.status IN {FINISHED_SQL} THEN 0 "
     f"WHEN {FAILED_COUNT} > 0 THEN {FAILED_COUNT} ELSE {ITEM_COUNT} END"
 )
+# What a flushing batch of an ordered base waits for: the first batch before it that is not
+# done with (flushing, or dead until it is redriven or discarded). Found in the index of
+# live batches.
+BLOCKED_BY = (
+    "CASE WHEN b.ordered = 1 AND b.status = 'flushing' THEN (SELECT p.batch_id "
+    "FROM batchyard_batches p WHERE p.base_id = b.base_id AND p.sequence < b.sequence "
+    f"AND p.status IN {ACTIVE_SQL} ORDER BY p.sequence LIMIT 1) END"
+)
 BATCH_COLUMNS = (
     "b.batch_id, b.batch_no, b.base_id, b.sequence, b.status, b.handler, b.max_batch_size, "
     "b.flush_interval, b.max_attempts, b.attempts, b.idempotency_key, b.flush_reason, "
-    "b.last_error, b.created_at, b.updated_at, b.completed_at, "
-    f"{ITEM_COUNT} AS item_count, {PENDING_COUNT} AS pending_count"
+    "b.last_error, b.created_at, b.updated_at, b.completed_at, b.ordered, "
+    f"{ITEM_COUNT} AS item_count, {PENDING_COUNT} AS pending_count, {BLOCKED_BY} AS blocked_by"
 )
 # The start of a flush attempt, in one statement: a batch still open is closed (a timer
 # that fires on an open batch is the interval flush) and the attempt is counted, durably
@@ -146,7 +156,8 @@ START_FLUSH = (
     "ELSE flush_requested_at END, "
     "updated_at = CASE WHEN status = 'accumulating' THEN {now} ELSE updated_at END "
     "WHERE batch_id = :batch_id AND status IN ('accumulating', 'flushing') "
-    "RETURNING batch_no, base_id, sequence, handler, attempts, idempotency_key, flush_reason"
+    "RETURNING batch_no, base_id, sequence, handler, attempts, idempotency_key, flush_reason, "
+    "ordered"
 )
 
 

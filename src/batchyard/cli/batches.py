@@ -20,6 +20,7 @@ BATCH_COLUMNS = [
     Column("pending_count", "pending"),
     Column("attempts"),
     Column("age_seconds", "age"),
+    Column("blocked_by", "blocked by"),
     Column("last_error"),
 ]
 

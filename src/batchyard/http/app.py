@@ -16,6 +16,7 @@ from batchyard.http import (
     batchers_api,
     batches_api,
     events_api,
+    handlers_api,
     iterators_api,
     probes,
 )
@@ -98,6 +99,7 @@ def create_app(
         iterators_api.router,
         aggregators_api.router,
         events_api.router,
+        handlers_api.router,
         jobs_router,
         search_router,
     ):

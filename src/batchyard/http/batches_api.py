@@ -36,6 +36,8 @@ class AddItems(BaseModel):
     on_flush: str = Field(min_length=1)
     flush_interval: float | None = Field(default=None, gt=0, strict=True)
     max_attempts: int | None = Field(default=None, ge=1, le=1000, strict=True)
+    # hand the base's batches over in sequence order, each after the one before
+    ordered: bool = Field(default=False, strict=True)
 
 
 def _yard(request: Request) -> Yard:
@@ -68,6 +70,7 @@ def add_items(batch_id: str, body: AddItems, request: Request) -> AddResult:
         on_flush=body.on_flush,
         flush_interval=body.flush_interval,
         max_attempts=body.max_attempts,
+        ordered=body.ordered,
     )
 
 

@@ -131,7 +131,7 @@ class PostgresStore(Store):
         "CAST(:values AS json)) WITH ORDINALITY AS e(value, idx))",
         "json_int_values": "(SELECT CAST(jsonb_array_elements_text(CAST(:values AS jsonb)) "
         "AS BIGINT))",
-        "json_pairs": "(SELECT value ->> 0 AS a, value ->> 1 AS b "
+        "json_pairs": "(SELECT value ->> 0 AS a, value ->> 1 AS b, value ->> 2 AS c "
         "FROM json_array_elements(CAST(:pairs AS json)))",
         "after_cursor": "(position, id) > (:position, :id)",
         "stream_order": "position, id",

@@ -53,9 +53,10 @@ class SQLiteStore(Store):
         # the strings of a JSON array with their 0-based index, as rows (idx, value)
         "json_text_rows": "(SELECT key AS idx, value FROM json_each(:values))",
         "json_int_values": "(SELECT value FROM json_each(:values))",
-        # a JSON array of [a, b] pairs of strings (or nulls), as rows (a, b)
+        # a JSON array of [a, b] pairs (or [a, b, c] triples) of strings or nulls, as rows
+        # (a, b, c); c is null where a pair has none
         "json_pairs": "(SELECT json_extract(value, '$[0]') AS a, json_extract(value, '$[1]') "
-        "AS b FROM json_each(:pairs))",
+        "AS b, json_extract(value, '$[2]') AS c FROM json_each(:pairs))",
         # SQLite's index use for a row-value range stops at its first column, which is
         # always 0 here: compare ids alone, or every page rescans the stream from its start
         "after_cursor": "id > :id",

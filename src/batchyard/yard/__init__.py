@@ -22,6 +22,7 @@ from batchyard.producer import Producer
 from batchyard.retry import RetryPolicy
 from batchyard.runtime import Runtime
 from batchyard.store import DEFAULT_URL, Store, open_store
+from batchyard.tasks.limits import HandlerLoad
 from batchyard.worker import Worker
 from batchyard.yard.aggregation import AggregationVerbs
 from batchyard.yard.batches import BatchVerbs
@@ -102,9 +103,22 @@ class Yard(BatchVerbs, IteratorVerbs, AggregationVerbs, BulkJobVerbs):
 
     # -- handlers -------------------------------------------------------------------------
 
-    def handler(self, name: str) -> Callable[[F], F]:
-        """Register a sync or ``async def`` callable under a stable name."""
-        return self.handlers.register(name)
+    def handler(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        rate: tuple[int, float | timedelta] | None = None,
+    ) -> Callable[[F], F]:
+        """Register a sync or ``async def`` callable under a stable name. `concurrency`
+        caps its calls at once and `rate` = ``(count, per_seconds)`` its starts in any
+        period, across every worker sharing the store."""
+        return self.handlers.register(name, concurrency=concurrency, rate=rate)
+
+    def handler_loads(self) -> list[HandlerLoad]:
+        """Each limited handler's limits and load: calls in flight, starts in its rate
+        window, and tasks due that wait for room."""
+        return self.runtime.tasks.handler_loads(self.runtime.now())
 
     # -- producer -------------------------------------------------------------------------
 

@@ -36,13 +36,15 @@ class BatchVerbs:
         on_flush: str | Callable[..., Any],
         flush_interval: float | timedelta | None = None,
         max_attempts: int | None = None,
+        ordered: bool = False,
     ) -> AddResult:
         """Add JSON items to the open batch of `batch_id`'s base, committed on return.
 
         A batch flushes once it holds `max_batch_size` items (a large add fills several
         batches), after `flush_interval` seconds from its creation, or by `flush`. The handler
-        named by `on_flush` gets at most `max_batch_size` items per call. Raises
-        `InvalidInput` or `HandlerNotFound` before storing anything.
+        named by `on_flush` gets at most `max_batch_size` items per call. With `ordered`, the
+        base's batches are handed over in sequence order, each once the one before completed
+        or was discarded. Raises `InvalidInput` or `HandlerNotFound` before storing anything.
         """
         return self._accumulator.adder.add_items(
             batch_id,
@@ -51,6 +53,7 @@ class BatchVerbs:
             on_flush=on_flush,
             flush_interval=flush_interval,
             max_attempts=max_attempts,
+            ordered=ordered,
         )
 
     def register_batcher(
@@ -62,6 +65,7 @@ class BatchVerbs:
         on_flush: str | Callable[..., Any],
         flush_interval: float | timedelta | None = None,
         max_attempts: int | None = None,
+        ordered: bool = False,
         max_open_keys: int | None = None,
     ) -> None:
         """Name a keyed batch configuration: `add(name, items)` sends each item to the
@@ -77,6 +81,7 @@ class BatchVerbs:
             on_flush=on_flush,
             flush_interval=flush_interval,
             max_attempts=max_attempts,
+            ordered=ordered,
         )
 
     def add(self, batcher: str, items: Sequence[Any]) -> list[AddResult]:
