@@ -109,7 +109,9 @@ def worker_processes(
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     """`batchyard worker` processes with a no-op handler on `url`, registered (as `yard`, on
     the same database, sees) when this yields; terminated on leaving."""
-    env = {**os.environ, "BATCHYARD_STORE": url, "PYTHONPATH": str(HERE)}
+    # the batchyard this process runs (a PYTHONPATH given) is the one the workers run
+    path = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "BATCHYARD_STORE": url, "PYTHONPATH": path}
     command = [sys.executable, "-m", "batchyard", "worker", "--app", "_noop_app:yard"]
     if concurrency is not None:
         command += ["--concurrency", str(concurrency)]

@@ -11,6 +11,7 @@ from typing import Any
 from batchyard import folds
 from batchyard.accumulator import (
     AddResult,
+    BatcherStatus,
     BatchInfo,
     BatchItem,
     BatchPage,
@@ -22,6 +23,7 @@ from batchyard.accumulator import (
     FlushResult,
 )
 from batchyard.aggregator import AggregatorRun, AggregatorStatus, ParkedEvent
+from batchyard.async_yard import AsyncYard
 from batchyard.bulk.records import (
     BulkItemError,
     BulkItemResult,
@@ -58,6 +60,7 @@ from batchyard.producer import Producer, ProducerStats
 from batchyard.retry import RetryPolicy
 from batchyard.signals import ItemFailures, RetryLater
 from batchyard.store import Store, open_store
+from batchyard.tasks.limits import HandlerLoad
 from batchyard.worker import Worker
 from batchyard.yard import Yard
 
@@ -68,11 +71,13 @@ __all__ = [
     "AddResult",
     "AggregatorRun",
     "AggregatorStatus",
+    "AsyncYard",
     "Backpressure",
     "BatchInfo",
     "BatchItem",
     "BatchPage",
     "BatchStatus",
+    "BatcherStatus",
     "BatchyardError",
     "BulkItemError",
     "BulkItemResult",
@@ -91,6 +96,7 @@ __all__ = [
     "FlushRecord",
     "FlushResult",
     "Fold",
+    "HandlerLoad",
     "HandlerNotFound",
     "InvalidInput",
     "ItemFailures",

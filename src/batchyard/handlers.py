@@ -10,11 +10,24 @@ import asyncio
 import inspect
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
+from batchyard.clock import seconds
 from batchyard.errors import HandlerNotFound, InvalidInput
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class HandlerLimit:
+    """A handler's limits: at most `concurrency` calls at once, at most `rate_count` starts
+    in any `rate_seconds` (either may be None: not limited that way)."""
+
+    concurrency: int | None = None
+    rate_count: int | None = None
+    rate_seconds: float | None = None
 
 
 class Handlers:
@@ -22,21 +35,38 @@ class Handlers:
 
     def __init__(self) -> None:
         self._by_name: dict[str, Callable[..., Any]] = {}
+        self._limits: dict[str, HandlerLimit | None] = {}
         self._loops = threading.local()
         self._opened_loops: list[asyncio.AbstractEventLoop] = []
         self._lock = threading.Lock()
 
-    def register(self, name: str) -> Callable[[F], F]:
+    def register(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        rate: tuple[int, float | timedelta] | None = None,
+    ) -> Callable[[F], F]:
         if not isinstance(name, str) or not name.strip():
             raise InvalidInput("a handler name must be a non-empty string", field="name")
+        limit = _limit(concurrency, rate)
 
         def decorator(fn: F) -> F:
             if not callable(fn):
                 raise InvalidInput(f"handler {name!r} is not callable", field="name")
             self._by_name[name] = fn
+            self._limits[name] = limit
             return fn
 
         return decorator
+
+    def limited(self, name: str) -> bool:
+        """Whether `name` is registered here with limits."""
+        return self._limits.get(name) is not None
+
+    def limits(self) -> dict[str, HandlerLimit | None]:
+        """Each registered handler's limits (None: not limited)."""
+        return dict(self._limits)
 
     def name_of(self, handler: str | Callable[..., Any], field: str = "on_flush") -> str:
         """The registered name for `handler` (a name or a registered callable)."""
@@ -81,3 +111,34 @@ class Handlers:
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _limit(
+    concurrency: int | None, rate: tuple[int, float | timedelta] | None
+) -> HandlerLimit | None:
+    """The limits a handler is registered with, checked (None: none)."""
+    if concurrency is not None and not _positive_int(concurrency):
+        raise InvalidInput(
+            f"concurrency must be a positive integer, not {concurrency!r}", field="concurrency"
+        )
+    if rate is None:
+        return None if concurrency is None else HandlerLimit(concurrency=concurrency)
+    if not isinstance(rate, tuple) or len(rate) != 2:
+        raise InvalidInput(f"rate must be (count, per_seconds), not {rate!r}", field="rate")
+    count, per = rate
+    if not _positive_int(count):
+        raise InvalidInput(f"rate[0] must be a positive integer, not {count!r}", field="rate[0]")
+    if (
+        isinstance(per, bool)
+        or not isinstance(per, (int, float, timedelta))
+        or not (0 < seconds(per) < float("inf"))
+    ):
+        raise InvalidInput(
+            f"rate[1] must be a positive number of seconds or a timedelta, not {per!r}",
+            field="rate[1]",
+        )
+    return HandlerLimit(concurrency=concurrency, rate_count=count, rate_seconds=seconds(per))

@@ -2,16 +2,19 @@
 completed batches, their items and history after the yard's retention, and - with an event
 retention - events every aggregator of their stream has passed.
 
-The batches go in short steps (`batchyard.accumulator.pruning`), and between two steps the
-task stands aside for as long as the step took, so that writers queued behind it (on SQLite,
-every other writer) go first: a prune of millions of rows delays an add by one step, not by
-the whole prune. A task run takes at most `PRUNE_STEPS_PER_RUN` steps and then queues itself
-again, due at once, so that a worker asked to stop is not held by a long prune.
+The batches and the events go in short steps (`batchyard.accumulator.pruning`,
+`Streams.prune_step`), and between two steps the task stands aside for as long as the step
+took, so that writers queued behind it (on SQLite, every other writer) go first: a prune of
+millions of rows delays an add by one step, not by the whole prune. A task run takes at most
+`PRUNE_STEPS_PER_RUN` steps and then queues itself again, due at once, so that a worker asked
+to stop is not held by a long prune.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from batchyard.tasks import Task, TaskKind
@@ -58,19 +61,27 @@ class Maintenance:
             )
 
     def run_prune(self, task: Task) -> None:
-        more = self.prune_batches()
+        more = self.in_steps(lambda: self.accumulator.pruner.step(self.retention).more)
         if not more and self.event_retention is not None:
-            for stream in {c.stream for c in self.aggregators.configs.values()}:
-                self.streams.prune(stream, self.event_retention)
+            for stream in sorted({c.stream for c in self.aggregators.configs.values()}):
+                more = self.in_steps(partial(self._prune_events, stream))
+                if more:
+                    break
         with self.runtime.store.transaction(self.runtime.now()) as tx:
             self.runtime.tasks.complete(tx, task)
         self.schedule(0.0 if more else None)
 
-    def prune_batches(self) -> bool:
-        """Up to `PRUNE_STEPS_PER_RUN` steps of the batch prune; whether more is left."""
+    def _prune_events(self, stream: str) -> bool:
+        assert self.event_retention is not None
+        return self.streams.prune_step(stream, self.event_retention) >= self.streams.step_events
+
+    @staticmethod
+    def in_steps(step: Callable[[], bool]) -> bool:
+        """Up to `PRUNE_STEPS_PER_RUN` of `step` (which says whether more is left), standing
+        aside between two for as long as the last took; whether more is left."""
         for _ in range(PRUNE_STEPS_PER_RUN):
             started = time.monotonic()
-            if not self.accumulator.pruner.step(self.retention).more:
+            if not step():
                 return False
             # not the clock's time: how long the writer was held, given back to the others
             time.sleep(time.monotonic() - started)

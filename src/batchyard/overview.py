@@ -19,6 +19,9 @@ from batchyard.accumulator.sql import BATCH_COLUMNS
 from batchyard.aggregator import AggregatorStatus
 from batchyard.clock import Clock, to_datetime
 from batchyard.store import Store, Tx
+from batchyard.tasks import limits
+from batchyard.tasks.limits import HandlerLoad
+from batchyard.tasks.queue import FREE_GATE
 
 if TYPE_CHECKING:
     from batchyard.yard import Yard
@@ -88,6 +91,7 @@ class Snapshot:
     oldest_due_task_age_seconds: float | None  # a due task no worker has claimed yet
     workers: list[WorkerInfo]
     aggregators: list[AggregatorStatus] = field(default_factory=list)
+    handlers: list[HandlerLoad] = field(default_factory=list)  # the limited handlers
 
 
 class Overview:
@@ -173,6 +177,7 @@ class Overview:
             )
             workers = self._workers(tx, now)
             aggregators = self._aggregators(tx, now)
+            handlers = limits.loads(tx, FREE_GATE)
         return Snapshot(
             now=_dt(now),
             batches=batches,
@@ -190,6 +195,7 @@ class Overview:
             oldest_due_task_age_seconds=None if oldest_due is None else now - float(oldest_due),
             workers=workers,
             aggregators=aggregators,
+            handlers=handlers,
         )
 
     def bases(self, limit: int = 200) -> list[BaseSummary]:

@@ -40,6 +40,7 @@ from batchyard.supervision import Backoff, Outage, is_transient
 
 if TYPE_CHECKING:
     from batchyard.accumulator.adding import Adder
+    from batchyard.accumulator.batchers import Batcher, Batchers
 
 log = logging.getLogger("batchyard.producer")
 # during a write, the add that takes the processed count past a multiple of 512 sleeps
@@ -60,6 +61,7 @@ class _Run:
     base: str
     config: dict[str, Any]
     encoded: list[str]
+    batcher: Batcher | None = None  # a batcher whose open keys are bounded
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class Producer:
         self,
         adder: Adder,
         *,
+        batchers: Batchers | None = None,
         max_pending_items: int = 100_000,
         max_pending_bytes: int = 64 * 1024 * 1024,
         write_interval: float | timedelta = 0.05,
@@ -101,6 +104,7 @@ class Producer:
         self.add_timeout = seconds(add_timeout)
         self.retry = retry or RetryPolicy(max_attempts=5, base_delay=0.1, max_delay=5.0)
         self._adder = adder
+        self._batchers = batchers
         self._reset()
         _LIVE.add(self)
 
@@ -161,6 +165,32 @@ class Producer:
         encoded = encode_items(items)
         if max_batch_bytes is not None:
             item_sizes(encoded, max_batch_bytes)  # refuses an item larger than the limit
+        return self._buffer(base, config, encoded)
+
+    def add_to(self, batcher: str, items: Sequence[Any]) -> int:
+        """Buffer items through a registered batcher (see `Yard.add`): each to its key's
+        base, one call's items in order within a key; return the processed checkpoint that
+        includes them. Bad items (an item larger than the batcher's `max_batch_bytes` too)
+        raise `InvalidInput` and nothing of this call is buffered. A batcher's
+        `max_open_keys` is kept when the items are written."""
+        if self._batchers is None:
+            raise ProducerError("this producer was made without the yard's batchers")
+        found = self._batchers.get(batcher)
+        by_key = self._batchers.route(found, items)
+        bounded = found if found.max_open_keys is not None else None
+        processed = self._processed
+        for key, encoded in by_key.items():
+            processed = self._buffer(found.base_of(key), found.config, encoded, bounded)
+        return processed
+
+    def _buffer(
+        self,
+        base: str,
+        config: dict[str, Any],
+        encoded: list[str],
+        batcher: Batcher | None = None,
+    ) -> int:
+        """Buffer checked, JSON-encoded items for `base`; the processed checkpoint."""
         count = len(encoded)
         size = len(encoded[0]) if count == 1 else sum(map(len, encoded))
         with self._lock:  # the condition's lock (a Condition's own __enter__ is Python code)
@@ -185,10 +215,11 @@ class Producer:
                 tail is not None
                 and tail.base == base
                 and (tail.config is config or tail.config == config)
+                and tail.batcher is batcher
             ):
                 tail.encoded += encoded
             else:
-                runs.append(_Run(base, config, encoded))
+                runs.append(_Run(base, config, encoded, batcher))
             processed = self._processed = self._processed + count
             if not self._urgent and (
                 pending_items * 2 >= self.max_pending_items
@@ -226,7 +257,7 @@ class Producer:
             if len(self._bases) < 10_000:
                 self._bases[batch_id] = base
         args = (max_batch_size, on_flush, flush_interval, max_attempts)
-        config = self._adder.config(*args, max_batch_bytes, flush_after_idle)
+        config = self._adder.config(*args, False, max_batch_bytes, flush_after_idle)
         if isinstance(on_flush, str):
             limits = (max_batch_bytes, flush_after_idle, self.runtime.retry)
             self._last_call = (batch_id, *args, *limits, base, config)
@@ -427,7 +458,13 @@ class Producer:
         adder = self._adder
         adder.ensure_bases({run.base for run in runs})
         with self.runtime.store.transaction(self.runtime.now()) as tx:
+            locked: set[str] = set()
             for run in runs:
+                if run.batcher is not None and self._batchers is not None:
+                    if run.batcher.name not in locked:
+                        self._batchers.lock(tx, run.batcher)
+                        locked.add(run.batcher.name)
+                    self._batchers.make_room(tx, run.batcher, run.base)
                 adder.add_encoded(tx, run.base, run.encoded, run.config)
 
 

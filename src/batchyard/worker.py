@@ -26,7 +26,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import queue
 import signal
 import socket
 import threading
@@ -38,6 +37,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from batchyard import metrics
+from batchyard.daemon_pool import DaemonPool
 from batchyard.errors import ConfigError, LeaseLost
 from batchyard.failures import error_text, log_failure
 from batchyard.supervision import Backoff, Outage, is_transient
@@ -103,6 +103,7 @@ class Worker:
     def run_until_idle(self) -> int:
         """Run every task that is due now (and any that fall due meanwhile); return how
         many ran. The mode for tests and cron."""
+        self._publish_limits()
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchyard") as pool:
             while True:
                 units = self._claim(self.concurrency)
@@ -125,7 +126,7 @@ class Worker:
             target=self._heartbeat_loop, name="batchyard-heartbeat", daemon=True
         )
         beat.start()
-        pool = _DaemonPool(self.concurrency)
+        pool = DaemonPool(self.concurrency)
         metrics.WORKER_LOOP_AGE.set_function(self._loop_age)
         registered = False
         backoff = Backoff()
@@ -232,7 +233,7 @@ class Worker:
             room = self.concurrency + self.prefetch - self._held
         return room if room >= max(1, self.prefetch) else 0
 
-    def _claim_into(self, pool: _DaemonPool) -> bool:
+    def _claim_into(self, pool: DaemonPool) -> bool:
         room = self._room()
         if not room:
             return False
@@ -455,6 +456,11 @@ class Worker:
                 "VALUES (:id, :host, :pid, {now}, {now})",
                 {"id": self.id, "host": socket.gethostname(), "pid": os.getpid()},
             )
+        self._publish_limits()
+
+    def _publish_limits(self) -> None:
+        """The handlers' limits into the store, where every worker's claim keeps them."""
+        self.tasks.publish_limits(self.runtime.handlers.limits(), self.runtime.now())
 
     def _unregister(self) -> None:
         try:
@@ -483,32 +489,3 @@ class Worker:
                 signal.signal(sig, handler)
 
         return restore
-
-
-class _DaemonPool:
-    """Threads that never hold up the process's exit: once the worker has given back the
-    leases of work that did not finish in time, that work is abandoned (its late writes are
-    refused by the fencing token), not waited for."""
-
-    def __init__(self, size: int) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._loop, name=f"batchyard-{n}", daemon=True)
-            for n in range(size)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, job: Callable[[], None]) -> None:
-        self._jobs.put(job)
-
-    def shutdown(self) -> None:
-        for _ in self._threads:
-            self._jobs.put(None)
-
-    def _loop(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            try:
-                job()
-            except Exception:  # a thread of the pool never dies of one job
-                log.exception("a worker thread's job failed")

@@ -38,3 +38,5 @@ def page_of(event):
 
 
 yard.register_aggregator("views", stream="views", key=page_of, fold=folds.count())
+
+yard.register_batcher("clicks", key="user", max_batch_size=10, on_flush="record", max_open_keys=2)

@@ -238,6 +238,9 @@ def test_the_schema_names_every_route_family(client):
     paths = set(client.get("/openapi.json").json()["paths"])
     assert {
         "/batches",
+        "/batchers/{name}",
+        "/batchers/{name}/items",
+        "/handlers",
         "/batches/{batch_id}",
         "/iterators",
         "/iterators/{job_id}",
@@ -253,3 +256,27 @@ def test_the_schema_names_every_route_family(client):
         "/search/{ns}",
         "/health",
     } <= paths
+
+
+def test_batchers_over_http(client):
+    client.yard.register_batcher(
+        "clicks", key="user", max_batch_size=5, on_flush="collect", max_open_keys=2
+    )
+    items = [{"user": u, "n": n} for n, u in enumerate(["ann", "bob", "ann", "cy"])]
+    added = client.post("/batchers/clicks/items", json={"items": items})
+    assert added.status_code == 200, added.text
+    results = added.json()["results"]
+    assert [r["batch_id"] for r in results] == ["clicks:ann::0", "clicks:bob::0", "clicks:cy::0"]
+    assert [r["item_count"] for r in results] == [2, 1, 1]
+    status = client.get("/batchers/clicks").json()
+    assert status["open_keys"] == 2 and status["max_open_keys"] == 2
+    assert {k: [b["status"] for b in v] for k, v in status["keys"].items()} == {
+        "ann": ["flushing"],  # the oldest, closed early to make room for cy's
+        "bob": ["accumulating"],
+        "cy": ["accumulating"],
+    }
+    assert status["keys"]["ann"][0]["flush_reason"] == "max_open_keys"
+    missing = client.post("/batchers/nope/items", json={"items": [{"user": "x"}]})
+    assert missing.status_code == 404 and "no batcher is registered" in missing.text
+    bad = client.post("/batchers/clicks/items", json={"items": [{"user": "x"}, {"u": 1}]})
+    assert bad.status_code == 422 and "items[1] has no field 'user'" in bad.text

@@ -353,3 +353,29 @@ def test_serve_and_worker_take_their_options_from_the_environment(env, tmp_path)
         timeout=60,
     )
     assert bad.returncode == 2 and "BATCHYARD_CONCURRENCY" in bad.stderr, bad.stderr
+
+
+def test_batches_batcher_shows_a_batchers_keys(env):
+    yard = Yard(env["BATCHYARD_STORE"])
+    yard.handler("record")(lambda items, ctx: None)
+    yard.register_batcher("clicks", key="user", max_batch_size=10, on_flush="record")
+    yard.add("clicks", [{"user": "ann"}, {"user": "bob"}, {"user": "ann"}])
+    yard.close()
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "batchyard", "batches", "batcher", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=HERE,
+        )
+
+    shown = run("clicks", "--app", "app:yard")
+    assert shown.returncode == 0, shown.stderr
+    assert "clicks: 2 open key(s) of at most 2" in shown.stdout
+    assert "clicks:ann::0" in shown.stdout and "clicks:bob::0" in shown.stdout
+    as_json = json.loads(run("clicks", "--app", "app:yard", "--json").stdout)
+    assert [b["item_count"] for b in as_json["keys"]["ann"]] == [2]
+    missing = run("nope", "--app", "app:yard")
+    assert missing.returncode == 1 and "no batcher is registered as 'nope'" in missing.stderr

@@ -9,7 +9,6 @@ import io
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import httpx
@@ -22,6 +21,7 @@ from batchyard.bulk.things import upsert_things
 from batchyard.http import create_app
 from tests.processes import app_env
 from tests.servers import free_port, wait_for_http
+from tests.threads import run_together
 
 HERE = Path(__file__).parent
 JOB_KEYS = {
@@ -30,6 +30,7 @@ JOB_KEYS = {
     "status",
     "total",
     "processed",
+    "throttledSeconds",
     "failed",
     "results",
     "errors",
@@ -290,10 +291,9 @@ def server(store_url, tmp_path):
 def test_twenty_concurrent_identical_submits_make_one_job(server, store_url):
     base, _ = server
     body = {"type": "import-things", "items": [{"ns": "c", "id": str(n)} for n in range(500)]}
-    ids, barrier = [], threading.Barrier(20)
+    ids = []
 
-    def post():
-        barrier.wait()
+    def post(_):
         response = httpx.post(
             f"{base}/batch", json=body, headers={"Idempotency-Key": "same"}, timeout=60
         )
@@ -301,11 +301,7 @@ def test_twenty_concurrent_identical_submits_make_one_job(server, store_url):
         assert response.json().get("replayed") is replayed
         ids.append((response.status_code, response.json().get("jobId"), replayed))
 
-    threads = [threading.Thread(target=post) for _ in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(post, 20)
     assert len(ids) == 20 and {code for code, _, _ in ids} == {200}
     assert len({job for _, job, _ in ids}) == 1
     assert sorted(replayed for _, _, replayed in ids) == [False] + [True] * 19

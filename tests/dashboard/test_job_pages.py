@@ -137,3 +137,11 @@ def test_the_failed_items_of_a_job_are_retried_from_its_page(client, yard):
     yard.broken = False
     yard.run_worker(wait=False)
     assert yard.get_batch_job(retry_page.rsplit("/", 1)[1]).status == "completed"
+
+
+def test_a_throttled_job_shows_how_long_its_chunks_waited(client, yard):
+    yard.handler("busy-sink")(lambda job_id: 30)
+    job_id = yard.create_batch_job("import-things", [{"ns": "a", "id": "1"}], throttle="busy-sink")
+    yard.run_worker(wait=False)
+    page = client.get(f"/ui/jobs/{job_id}")
+    assert re.search(r'<dd id="throttled"[^>]*>30(\.0)? ?s', page.text), page.text

@@ -178,3 +178,23 @@ def test_login_redirects_only_to_this_site(yard):
         follow_redirects=False,
     )
     assert response.headers["location"] == "/"
+
+
+def test_a_signed_in_browser_reads_the_api_docs_but_calls_nothing_without_a_token(yard):
+    client = client_for(yard, tokens=[TOKEN])
+    for path in ("/docs", "/openapi.json", "/docs/assets/swagger-ui.css"):
+        assert client.get(path).status_code == 401  # a stranger: nothing
+    token = csrf(client.get("/ui/login").text)
+    client.post("/ui/login", data={"csrf_token": token, "token": TOKEN})
+    assert "batchyard_session" in client.cookies
+    assert client.get("/docs").status_code == 200
+    assert client.get("/docs/assets/swagger-ui.css").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert "/batches" in schema["paths"] and schema["security"] == [{"bearer": []}]
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    # the session reads the docs only: the API itself still wants the bearer token
+    assert client.get("/batches").status_code == 401
+    assert client.post("/batches/events/flush").status_code == 401
+    client.cookies.clear()
+    client.cookies.set("batchyard_session", "99999999999.forged")
+    assert client.get("/docs").status_code == 401

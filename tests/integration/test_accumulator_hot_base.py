@@ -7,6 +7,7 @@ import random
 import threading
 
 from batchyard import BatchStatus, RetryPolicy
+from tests.threads import run_together
 
 SIZE = 7
 
@@ -20,28 +21,17 @@ def test_sixteen_threads_adding_to_one_base_make_exact_batches(make_yard, clock)
         delivered.append((ctx.batch_id, list(items)))
 
     added: list[tuple[list[int], object]] = []  # each call's items, and what it returned
-    errors: list[BaseException] = []
-    start = threading.Barrier(16)
 
     def adder(thread: int) -> None:
         rng = random.Random(thread)
-        try:
-            start.wait()
-            for call in range(60):
-                # mostly single items; now and then a run that fills or spans batches
-                count = 1 if rng.random() < 0.7 else rng.randint(2, 3 * SIZE)
-                items = [thread * 1_000_000 + call * 100 + i for i in range(count)]
-                result = yard.add_items("hot", items, max_batch_size=SIZE, on_flush="collect")
-                added.append((items, result))
-        except BaseException as exc:  # reported below, with the threads joined
-            errors.append(exc)
+        for call in range(60):
+            # mostly single items; now and then a run that fills or spans batches
+            count = 1 if rng.random() < 0.7 else rng.randint(2, 3 * SIZE)
+            items = [thread * 1_000_000 + call * 100 + i for i in range(count)]
+            result = yard.add_items("hot", items, max_batch_size=SIZE, on_flush="collect")
+            added.append((items, result))
 
-    threads = [threading.Thread(target=adder, args=(t,)) for t in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_together(adder, 16)
     yard.flush("hot")
     yard.run_worker(wait=False)
 

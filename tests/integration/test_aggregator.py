@@ -8,7 +8,8 @@ from collections import Counter
 import psycopg
 import pytest
 
-from batchyard import Conflict, InvalidInput, NotFound, Yard, folds
+from batchyard import Conflict, InvalidInput, NotFound, Yard, folds, maintenance
+from batchyard.aggregator import streams
 from tests.conftest import pg_url
 from tests.servers import wait_until
 
@@ -191,6 +192,28 @@ def test_event_retention_prunes_through_the_maintenance_task(make_yard, clock):
     with yard.store.transaction() as tx:
         assert tx.one("SELECT count(*) AS n FROM batchyard_events")["n"] == 0
     assert yard.get_totals("c") == {"a": 3}
+
+
+def test_events_are_pruned_in_bounded_steps_oldest_first(make_yard, clock, monkeypatch):
+    # Red before: one transaction pruned a stream's whole backlog, holding SQLite's writer.
+    monkeypatch.setattr(streams, "PRUNE_EVENTS", 3)
+    monkeypatch.setattr(maintenance, "PRUNE_STEPS_PER_RUN", 1)
+    yard = make_yard(clock=clock, event_retention=60)
+    yard.register_aggregator("c", stream="s", key="k", fold=folds.count())
+    ids = yard.append_events("s", [{"k": n % 2} for n in range(10)])
+    catch_up(yard, "c")
+    clock.advance(3600)
+    assert yard._streams.prune_step("s", 60) == 3
+    with yard.store.transaction() as tx:
+        left = [row["id"] for row in tx.all("SELECT id FROM batchyard_events ORDER BY id")]
+    assert left == ids[3:]  # the oldest went first
+    yard.runtime.kinds.worker_started()
+    clock.advance(3600)  # the maintenance task falls due
+    runs = yard.run_worker(wait=False)
+    assert runs >= 3  # a step a run: 7 events three by three, each run queueing the next
+    with yard.store.transaction() as tx:
+        assert tx.one("SELECT count(*) AS n FROM batchyard_events")["n"] == 0
+    assert yard.get_totals("c") == {"0": 5, "1": 5}
 
 
 def catch_up(yard, name):

@@ -30,16 +30,17 @@ def test_csv_neutralises_formula_cells_and_flattens_data(yard):
         yard,
         [
             {
-                "ns": "h",
-                "id": f"t{n}",
+                "ns": "=h",
+                "id": f"{cell}{n}",
                 "type": cell,
+                "visibility": cell,
                 "content": cell,
                 "data": {"cell": cell, "n": -n, "nested": {"a": [1, 2]}, "flag": True},
             }
             for n, cell in enumerate(HOSTILE)
         ],
     )
-    rows = list(csv.DictReader(io.StringIO(export(yard, "h", "csv").decode())))
+    rows = list(csv.DictReader(io.StringIO(export(yard, "=h", "csv").decode())))
     assert list(rows[0]) == [
         "ns",
         "id",
@@ -53,10 +54,12 @@ def test_csv_neutralises_formula_cells_and_flattens_data(yard):
         "data.n",
         "data.nested",
     ]
-    for row, cell in zip(rows, HOSTILE, strict=True):
+    by_id = sorted((f"{cell}{n}", cell, n) for n, cell in enumerate(HOSTILE))
+    for row, (id, cell, n) in zip(rows, by_id, strict=True):
+        assert row["ns"] == "'=h" and row["id"] == "'" + id and row["visibility"] == "'" + cell
         assert row["type"] == row["content"] == row["data.cell"] == "'" + cell
         assert row["data.nested"] == '{"a":[1,2]}' and row["data.flag"] == "true"
-    assert [row["data.n"] for row in rows] == ["0", "-1", "-2", "-3", "-4", "-5"]  # numbers
+        assert row["data.n"] == str(-n)  # a number, not text: no quote
 
 
 def test_json_and_ndjson_hold_every_thing_in_id_order(yard):

@@ -7,12 +7,14 @@ import hashlib
 import hmac
 import json
 import re
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from batchyard import HandlerNotFound, InvalidInput, RetryPolicy
+from batchyard.bulk import completion
 from batchyard.bulk.completion import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 ITEMS = [{"n": n} for n in range(150)]
@@ -151,3 +153,53 @@ def test_a_public_address_is_taken(jobs_yard):
         callback_url="https://93.184.216.34/hooks",
     )
     assert jobs_yard.get_batch_job(job_id).callback_url == "https://93.184.216.34/hooks"
+
+
+def test_a_webhook_keeps_its_host_name_when_sent_to_the_address_checked(
+    jobs_yard, clock, receiver, monkeypatch
+):
+    monkeypatch.setenv("BATCHYARD_WEBHOOK_ALLOW_PRIVATE", "1")
+    port = receiver.server_address[1]
+    job_id = jobs_yard.create_batch_job(
+        "transform-data",
+        ITEMS,
+        options={"transform": "double"},
+        callback_url=f"http://localhost:{port}/hooks/jobs",
+    )
+    drain(jobs_yard, clock)
+    [(headers, _)] = receiver.posts  # localhost's other address (::1) refused: tried next
+    assert headers["Host"] == f"localhost:{port}"
+    assert [d.status_code for d in jobs_yard.get_batch_job(job_id).deliveries] == [204]
+
+
+def test_a_name_that_rebinds_to_a_private_address_reaches_nothing_private(
+    jobs_yard, clock, receiver, monkeypatch
+):
+    """DNS rebinding: a name that answers a public address while it is checked and this
+    machine's address when it is connected to. No DNS server here can be told to do that,
+    so the resolver's answers are scripted - the third lookup of the name (a connection
+    that looked the name up again after its check) would reach the receiver."""
+    resolve = socket.getaddrinfo
+    lookups = []
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != "rebind.example":
+            return resolve(host, port, *args, **kwargs)
+        lookups.append(host)
+        address = "127.0.0.1" if len(lookups) >= 3 else "93.184.216.34"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(completion, "WEBHOOK_TIMEOUT_SECONDS", 1.0)
+    port = receiver.server_address[1]
+    job_id = jobs_yard.create_batch_job(
+        "transform-data",
+        ITEMS,
+        options={"transform": "double"},
+        callback_url=f"http://rebind.example:{port}/hooks/jobs",
+    )
+    jobs_yard.run_worker(wait=False)
+    assert receiver.posts == []
+    assert len(lookups) == 2  # the check at creation, the check before the delivery
+    [delivery] = jobs_yard.get_batch_job(job_id).deliveries
+    assert delivery.status_code != 204

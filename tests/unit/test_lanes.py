@@ -19,12 +19,14 @@ class _Store:
 
     def __init__(self, fail: bool = False) -> None:
         self.sent: list[list[list[str]]] = []
+        self.traces: list[list[str | None]] = []
         self.first_in_flight = threading.Event()
         self.release = threading.Event()
         self.fail = fail
 
-    def send(self, calls: list[list[str]]) -> list[AddResult]:
+    def send(self, calls: list[list[str]], traces: list[str | None]) -> list[AddResult]:
         self.sent.append(calls)
+        self.traces.append(traces)
         if len(self.sent) == 1:
             self.first_in_flight.set()
             assert self.release.wait(10)
@@ -39,7 +41,7 @@ def _arrive_while_first_in_flight(lane: Lane, store: _Store, count: int) -> list
 
     def add(index: int) -> None:
         try:
-            outcomes[index] = lane.add([f"t{index}"], store.send)
+            outcomes[index] = lane.add([f"t{index}"], store.send, f"trace{index}")
         except Exception as exc:  # the outcome under test
             outcomes[index] = exc
 
@@ -66,6 +68,9 @@ def test_calls_that_arrive_during_an_add_go_together_in_the_next():
     assert sorted(call[0] for call in store.sent[1]) == [f"t{i}" for i in range(5)]
     assert len(store.sent) == 2
     assert all(isinstance(outcome, AddResult) for outcome in outcomes)
+    # each call's trace context travels with it
+    assert store.traces[0] == [None]
+    assert [f"trace{call[0][1:]}" for call in store.sent[1]] == store.traces[1]
 
 
 def test_an_add_that_fails_fails_every_call_it_carried_and_the_lane_goes_on():
@@ -80,12 +85,12 @@ def test_an_add_that_fails_fails_every_call_it_carried_and_the_lane_goes_on():
 def test_a_lone_caller_sends_at_once_and_gets_its_own_error():
     lane = Lane()
 
-    def failing(calls: list[list[str]]) -> list[AddResult]:
+    def failing(calls: list[list[str]], traces: list[str | None]) -> list[AddResult]:
         raise ValueError("bad")
 
     with pytest.raises(ValueError, match="bad"):
         lane.add(["x"], failing)
-    assert lane.add(["y"], lambda calls: [_result(c) for c in calls]).item_count == 1
+    assert lane.add(["y"], lambda calls, traces: [_result(c) for c in calls]).item_count == 1
 
 
 def test_a_forked_child_starts_with_free_lanes():
@@ -102,7 +107,7 @@ def test_a_forked_child_starts_with_free_lanes():
     if pid == 0:  # the child: exits 0 once its add went through, 3 if it hung
         signal.signal(signal.SIGALRM, lambda *_: os._exit(3))
         signal.alarm(5)
-        lanes(("base",)).add(["x"], lambda calls: [_result(c) for c in calls])
+        lanes(("base",)).add(["x"], lambda calls, traces: [_result(c) for c in calls])
         os._exit(0)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0

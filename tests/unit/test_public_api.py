@@ -12,11 +12,12 @@ from batchyard import errors, signals
 from batchyard.yard import Yard
 
 PUBLIC = """
-AddResult AggregatorRun AggregatorStatus Backpressure BatchInfo BatchItem BatchPage
+AddResult AggregatorRun AggregatorStatus AsyncYard Backpressure BatchInfo BatchItem BatchPage
+BatcherStatus
 BatchStatus BatchyardError BulkItemError BulkItemResult BulkJob BulkJobStats BulkJobStatus
 BulkJobSubmission Clock
 ConfigError Conflict DeadChunk DiscardResult Embedder FlushContext FlushReason FlushRecord
-FlushResult Fold HandlerNotFound InvalidInput ItemFailures IteratorStatus LeaseLost
+FlushResult Fold HandlerLoad HandlerNotFound InvalidInput ItemFailures IteratorStatus LeaseLost
 ManualClock MissingExtra NotFound Page PageContext ParkedEvent Producer ProducerError
 ProducerStats RetryLater RetryPolicy SearchHit Store StoreCorrupt StoreError StoreFull
 StoreReadOnly StoreUnavailable SystemClock WebhookDelivery Worker Yard __version__ folds open_store
@@ -46,7 +47,10 @@ def _yard_signature_classes() -> dict[type, str]:
     """Every batchyard class in the hints of Yard's public methods (its constructor and
     properties included), and in the fields of the records they take or return."""
     found: dict[type, str] = {}
-    for name, member in vars(Yard).items():
+    members: dict[str, object] = {}
+    for part in reversed(Yard.__mro__[:-1]):  # the facade's parts, then Yard's own
+        members.update(vars(part))
+    for name, member in members.items():
         if name.startswith("_") and name != "__init__":
             continue
         function = member.fget if isinstance(member, property) else member
@@ -129,3 +133,31 @@ def test_the_version_is_the_one_in_pyproject():
     assert "version" not in project.get("dynamic", [])
     assert batchyard.__version__ == importlib.metadata.version("batchyard")
     assert batchyard.__version__ == project["version"]
+
+
+# Yard's members that AsyncYard leaves to the Yard: set-up done once at start (registering
+# handlers, aggregators, batchers, an embedder), running a worker or a producer (threads of
+# their own), a stream of bytes (export), and what is plain data (`now`, ids, the secret).
+SYNC_ONLY = {
+    "aio",
+    "close",
+    "embedder",
+    "export_to_format",
+    "now",
+    "producer",
+    "register_aggregator",
+    "register_batcher",
+    "run_worker",
+    "transform",
+    "use_embedder",
+    "webhook_secret",
+    "worker",
+    "worker_id",
+}
+
+
+def test_async_yard_has_every_verb_of_the_yard():
+    verbs = set()
+    for part in Yard.__mro__[:-1]:
+        verbs |= {name for name in vars(part) if not name.startswith("_")}
+    assert {name for name in verbs if not hasattr(batchyard.AsyncYard, name)} == SYNC_ONLY

@@ -11,7 +11,9 @@ one batch and a flush is never larger than the limits.
     adding.py    Adder: items into batches          flushing.py  Flusher: close, flush, books
     configs.py   a batch's options, validated       sizing.py    item sizes, placing by bytes
     reading.py   Reader: status, history, delete    items.py     a batch's items; discard
-    pruning.py   Pruner: the retention, in steps
+    pruning.py   Pruner: the retention, in steps   lanes.py     one add in flight per base
+    awaiting.py  LoopAdder: adds from an event loop (AsyncYard), through loop lanes
+    batchers.py  Batchers: keyed batching configured once, bounded open keys
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from batchyard.accumulator.adding import Adder
+from batchyard.accumulator.batchers import Batchers, BatcherStatus
 from batchyard.accumulator.flushing import Flusher
 from batchyard.accumulator.items import BatchItem, BatchItems, DiscardResult
 from batchyard.accumulator.pruning import Pruner
@@ -46,6 +49,7 @@ __all__ = [
     "BatchItem",
     "BatchPage",
     "BatchStatus",
+    "BatcherStatus",
     "DiscardResult",
     "FlushContext",
     "FlushReason",
@@ -63,3 +67,4 @@ class Accumulator:
         self.reader = Reader(runtime)
         self.pruner = Pruner(runtime)
         self.items = BatchItems(runtime)
+        self.batchers = Batchers(runtime, self.adder, self.flusher)

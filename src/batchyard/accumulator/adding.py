@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from batchyard import tracing
 from batchyard.accumulator import sql
 from batchyard.accumulator.configs import Configs, first_timer
-from batchyard.accumulator.flushing import schedule_flush
-from batchyard.accumulator.lanes import Lanes
+from batchyard.accumulator.flushing import flush_task, schedule_flush
+from batchyard.accumulator.lanes import Lanes, PreparedAdd
 from batchyard.accumulator.records import FLUSH_TASK, AddResult, BatchStatus, split_base
 from batchyard.accumulator.sizing import Placement, item_size, item_sizes, place
 from batchyard.payloads import encode_items
@@ -29,9 +30,32 @@ from batchyard.store import Tx
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
 
+
+def _span_attributes(result: AddResult) -> dict[str, Any]:
+    """What an add's span says of it: its item count, the batch its last item went to, and
+    when its items went to more than one, all of them (those it filled, then that one)."""
+    attributes: dict[str, Any] = {
+        "batchyard.item_count": result.item_count,
+        "batchyard.batch_id": result.batch_id,
+    }
+    batch_ids = list(dict.fromkeys((*result.flushed_batch_ids, result.batch_id)))
+    if len(batch_ids) > 1:  # a list costs the SDK more than the rest together
+        attributes["batchyard.batch_ids"] = batch_ids
+    return attributes
+
+
+# what a batch's flush task is scheduled with: its max attempts, handler, and whether its
+# base is ordered
+_FlushSettings = tuple[int, str, bool]
+
+
+def _flush_settings(batch: Any) -> _FlushSettings:
+    return (batch["max_attempts"], batch["handler"], bool(batch["ordered"]))
+
+
 # A batch an add reached: its id, how many of the add's items it took, whether the add
-# closed it (full in items or bytes), its max attempts.
-_Filled = tuple[str, int, bool, int]
+# closed it (full in items or bytes), and what its flush is scheduled with.
+_Filled = tuple[str, int, bool, _FlushSettings]
 
 
 def _appended(batch_id: str) -> AddResult:
@@ -119,29 +143,83 @@ class Adder:
         on_flush: str | Callable[..., Any],
         flush_interval: float | timedelta | None = None,
         max_attempts: int | None = None,
+        ordered: bool = False,
         max_batch_bytes: int | None = None,
         flush_after_idle: float | timedelta | None = None,
     ) -> AddResult:
         base, _ = split_base(batch_id)
+        with tracing.span("batchyard.add", {"batchyard.base": base}) as span:
+            args = (max_batch_size, on_flush, flush_interval, max_attempts)
+            config = self.config(*args, ordered, max_batch_bytes, flush_after_idle)
+            # the add's span context goes with its items, for the flush to link to
+            trace = None if span is None else tracing.traceparent()
+            result = self.add_configured(base, encode_items(items), config, trace)
+            tracing.set_attributes(span, _span_attributes(result))
+            return result
+
+    def add_configured(
+        self, base: str, encoded: list[str], config: dict[str, Any], trace: str | None = None
+    ) -> AddResult:
+        """Add JSON-encoded items to `base` with a checked configuration (`config`), and
+        the trace context to store with them (`batchyard.tracing`)."""
+        prepared = self.prepared(base, encoded, config)
+        if isinstance(prepared, AddResult):
+            return prepared
+        return self._lanes(prepared.lane).add(prepared.encoded, prepared.send, trace)
+
+    def prepare(
+        self,
+        batch_id: str,
+        items: Sequence[Any],
+        max_batch_size: int,
+        on_flush: str | Callable[..., Any],
+        flush_interval: float | timedelta | None,
+        max_attempts: int | None,
+        ordered: bool = False,
+        max_batch_bytes: int | None = None,
+        flush_after_idle: float | timedelta | None = None,
+    ) -> PreparedAdd | AddResult:
+        """An add checked and encoded, ready for its base's lane (this process's threads'
+        or an event loop's); the result itself when there is nothing to add."""
+        base, _ = split_base(batch_id)
         args = (max_batch_size, on_flush, flush_interval, max_attempts)
-        config = self.config(*args, max_batch_bytes, flush_after_idle)
-        encoded = encode_items(items)
-        if max_batch_bytes is not None:
-            item_sizes(encoded, max_batch_bytes)  # refuses an item larger than the limit
+        config = self.config(*args, ordered, max_batch_bytes, flush_after_idle)
+        return self.prepared(base, encode_items(items), config)
+
+    def prepared(
+        self, base: str, encoded: list[str], config: dict[str, Any]
+    ) -> PreparedAdd | AddResult:
+        """Checked, encoded items as an add for their base's lane (see `prepare`); with a
+        byte limit, an item larger than it is refused here, before anything is stored."""
+        if config["max_batch_bytes"] is not None:
+            item_sizes(encoded, config["max_batch_bytes"])
         if not encoded:
             return AddResult(batch_id=base, item_count=0, flushed=False, status="unchanged")
-        lane = self._lanes((base, *config.values()))
-        return lane.add(encoded, partial(self._add, base, config=config))
+        return PreparedAdd(
+            (base, *config.values()), encoded, partial(self.send, base, config=config)
+        )
 
-    def _add(self, base: str, calls: list[list[str]], config: dict[str, Any]) -> list[AddResult]:
-        """Add the items of one or more calls, laid end to end (see `lanes`)."""
+    def send(
+        self, base: str, calls: list[list[str]], traces: list[str | None], config: dict[str, Any]
+    ) -> list[AddResult]:
+        """Add the items of one or more calls, laid end to end (see `lanes`); `traces` holds
+        the trace context of each call, stored with its items."""
+        trace = traces[0]
+        if any(other != trace for other in traces):
+            # one trace context per statement: calls of different traces go one after the
+            # other (so traced adds to one base lose the lane's gathering, not their links)
+            return [
+                result
+                for i, call in enumerate(calls)
+                for result in self.send(base, [call], [traces[i]], config)
+            ]
         now = self.runtime.now()
         if len(calls) == 1 and len(calls[0]) == 1:
-            appended = self._append(base, calls[0][0], now)
+            appended = self._append(base, calls[0][0], now, trace)
             if appended is not None:
                 return [appended]
         else:
-            batch_id = self._append_many(base, calls, now)
+            batch_id = self._append_many(base, calls, now, trace)
             if batch_id is not None:
                 return [
                     AddResult(
@@ -154,7 +232,7 @@ class Adder:
                 ]
         self.ensure_bases([base])
         with self.store.transaction(now, pipeline=True) as tx:
-            return self._fill(tx, base, calls, config)
+            return self._fill(tx, base, calls, config, trace)
 
     def ensure_bases(self, bases: Iterable[str]) -> None:
         """Make the row of each base - the lock its adders queue on, see `sql.LOCK_BASE` -
@@ -167,7 +245,9 @@ class Adder:
                     self._bases.clear()  # a bound, for endless distinct base ids
                 self._bases.add(base)
 
-    def _append(self, base: str, payload: str, now: float | None) -> AddResult | None:
+    def _append(
+        self, base: str, payload: str, now: float | None, trace: str | None
+    ) -> AddResult | None:
         """Add one item that leaves room in its batch, as one statement (at the remembered
         position when there is one, counted otherwise); None when that does not apply."""
         seen = self._open.get(base)
@@ -178,7 +258,12 @@ class Adder:
                 self._open.pop(base, None)  # (another thread may have dropped it already)
                 return None
             position, used = seen.position, seen.bytes
-            params = {"batch_no": seen.batch_no, "position": position, "payload": payload}
+            params = {
+                "batch_no": seen.batch_no,
+                "position": position,
+                "payload": payload,
+                "trace": trace,
+            }
             if seen.max_batch_bytes is None:
                 appended = self.store.execute(sql.APPEND_AT, params, now)
             else:
@@ -187,7 +272,7 @@ class Adder:
                 seen.position, seen.bytes = position + 1, used + size
                 return seen.result
         row = self.store.one(
-            sql.APPEND_ITEM, {"base": base, "payload": payload, "bytes": size}, now
+            sql.APPEND_ITEM, {"base": base, "payload": payload, "bytes": size, "trace": trace}, now
         )
         if row is None:
             self._open.pop(base, None)
@@ -203,7 +288,9 @@ class Adder:
         self._remember(base, seen)
         return seen.result
 
-    def _append_many(self, base: str, calls: list[list[str]], now: float | None) -> str | None:
+    def _append_many(
+        self, base: str, calls: list[list[str]], now: float | None, trace: str | None
+    ) -> str | None:
         """Add the items of `calls` at the remembered position, when they leave room in its
         batch, in one round trip (see `sql.APPEND_MANY_AT`); the batch's id, or None when
         that does not apply."""
@@ -221,9 +308,11 @@ class Adder:
         with self.store.transaction(now, pipeline=True) as tx:
             tx.execute(sql.LOCK_FOR_APPEND, params)
             if seen.max_batch_bytes is None:
-                inserted = tx.execute(sql.APPEND_MANY_AT, values)
+                inserted = tx.execute(sql.APPEND_MANY_AT, {**values, "trace": trace})
             else:
-                inserted = tx.execute(sql.APPEND_MANY_SIZED_AT, {**values, "total_bytes": size})
+                inserted = tx.execute(
+                    sql.APPEND_MANY_SIZED_AT, {**values, "total_bytes": size, "trace": trace}
+                )
         if inserted.rowcount == 0:
             return None
         seen.position, seen.bytes = position + total, used + size
@@ -249,16 +338,27 @@ class Adder:
         if len(encoded) == 1:
             appended = tx.one(
                 sql.APPEND_ITEM,
-                {"base": base, "payload": encoded[0], "bytes": item_size(encoded[0])},
+                {
+                    "base": base,
+                    "payload": encoded[0],
+                    "bytes": item_size(encoded[0]),
+                    "trace": None,
+                },
             )
             if appended is not None:
                 return _appended(appended["batch_id"])
         return self._fill(tx, base, [encoded], config)[0]
 
     def _fill(
-        self, tx: Tx, base: str, calls: list[list[str]], config: dict[str, Any]
+        self,
+        tx: Tx,
+        base: str,
+        calls: list[list[str]],
+        config: dict[str, Any],
+        trace: str | None = None,
     ) -> list[AddResult]:
-        """Add the items of `calls`, end to end, in a transaction; each call's result."""
+        """Add the items of `calls`, end to end, in a transaction; each call's result.
+        `trace`: the trace context stored with the items (`batchyard.tracing`)."""
         encoded = calls[0] if len(calls) == 1 else [item for call in calls for item in call]
         # sent together (one round trip when pipelined), each statement after the lock
         # before it is held, so that each sees what the previous holder committed
@@ -291,7 +391,7 @@ class Adder:
         if open_batch is not None and in_open is not None:
             open_no, room = open_batch["batch_no"], in_open.taken
             filled.append(
-                (open_batch["batch_id"], room, in_open.closed, open_batch["max_attempts"])
+                (open_batch["batch_id"], room, in_open.closed, _flush_settings(open_batch))
             )
             if in_open.closed:
                 # closed before the next batch opens: a base has one open batch at most
@@ -299,7 +399,7 @@ class Adder:
         full = sum(p.closed for p in places)
         new = self._create_batches(tx, base, config, len(places), full)
         filled += [
-            (batch_id, p.taken, p.closed, config["max_attempts"])
+            (batch_id, p.taken, p.closed, _flush_settings(config))
             for (batch_id, _), p in zip(new, places, strict=True)
         ]
         if sized:  # placed by the sizes: a statement per batch reached
@@ -307,21 +407,22 @@ class Adder:
             runs += [(no, p, max_bytes) for (_, no), p in zip(new, places, strict=True)]
             done = 0
             for batch_no, p, limited in runs:
-                self._insert_at(tx, encoded[done : done + p.taken], batch_no, p, limited)
+                self._insert_at(tx, encoded[done : done + p.taken], trace, batch_no, p, limited)
                 done += p.taken
         elif all(no == new[0][1] + i for i, (_, no) in enumerate(new)):
-            self._insert_items(tx, encoded, room, open_no, count, new[0][1] if new else 0, size)
+            first_no = new[0][1] if new else 0
+            self._insert_items(tx, encoded, trace, room, open_no, count, first_no, size)
         else:  # numbers not consecutive: batch by batch
-            self._insert_items(tx, encoded[:room], room, open_no, count)
+            self._insert_items(tx, encoded[:room], trace, room, open_no, count)
             for index, (_, batch_no) in enumerate(new):
                 chunk = encoded[room + index * size : room + (index + 1) * size]
-                self._insert_items(tx, chunk, len(chunk), batch_no, 0)
-        self._schedule_size_flushes(tx, [(b, attempts) for b, _, c, attempts in filled if c])
+                self._insert_items(tx, chunk, trace, len(chunk), batch_no, 0)
+        self._schedule_size_flushes(tx, [(b, flush) for b, _, closed, flush in filled if closed])
         last_id, _, last_closed, _ = filled[-1]
         delay = first_timer(config)
         if delay is not None and new and not last_closed:
             # the timer is set once, at creation, on the batch left open
-            schedule_flush(self.tasks, tx, last_id, config["max_attempts"], delay=delay)
+            schedule_flush(self.tasks, tx, {**config, "batch_id": last_id}, delay=delay)
         # the next single-item add of this base goes straight to its position - or, when
         # the last batch is full, straight to the transaction that opens the next one
         last_place = places[-1] if places else in_open
@@ -340,7 +441,12 @@ class Adder:
 
     @staticmethod
     def _insert_at(
-        tx: Tx, encoded: list[str], batch_no: int, at: Placement, max_bytes: int | None
+        tx: Tx,
+        encoded: list[str],
+        trace: str | None,
+        batch_no: int,
+        at: Placement,
+        max_bytes: int | None,
     ) -> None:
         """Insert items into one batch at a placement (`sizing.Placement`)."""
         if encoded:
@@ -352,6 +458,7 @@ class Adder:
                     "bytes": at.bytes_before,
                     "sized": int(max_bytes is not None),
                     "values": orjson.dumps(encoded).decode(),
+                    "trace": trace,
                 },
             )
 
@@ -359,6 +466,7 @@ class Adder:
     def _insert_items(
         tx: Tx,
         encoded: list[str],
+        trace: str | None,
         room: int,
         open_no: int,
         count: int,
@@ -375,6 +483,7 @@ class Adder:
                     "first_no": first_no,
                     "size": size,
                     "values": orjson.dumps(encoded).decode(),
+                    "trace": trace,
                 },
             )
 
@@ -411,18 +520,16 @@ class Adder:
             )
         ]
 
-    def _schedule_size_flushes(self, tx: Tx, full: list[tuple[str, int]]) -> None:
+    def _schedule_size_flushes(self, tx: Tx, full: list[tuple[str, _FlushSettings]]) -> None:
         """Schedule the flushes (due now) of batches closed for their size."""
-        for attempts in {attempts for _, attempts in full}:  # one value, nearly always
+        for settings in {settings for _, settings in full}:  # one value, nearly always
+            attempts, handler, ordered = settings
             self.tasks.enqueue_many(
                 tx,
                 FLUSH_TASK,
-                [
-                    (f"flush:{batch_id}", {"batch_id": batch_id})
-                    for batch_id, max_attempts in full
-                    if max_attempts == attempts
-                ],
+                [flush_task(batch_id, ordered) for batch_id, each in full if each == settings],
                 max_attempts=attempts,
+                handler=handler,
             )
 
     # -- flushing by hand ----------------------------------------------------------------

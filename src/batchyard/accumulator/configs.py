@@ -55,6 +55,7 @@ class Configs:
         on_flush: str | Callable[..., Any],
         flush_interval: float | timedelta | None,
         max_attempts: int | None,
+        ordered: bool = False,
         max_batch_bytes: int | None = None,
         flush_after_idle: float | timedelta | None = None,
     ) -> dict[str, Any]:
@@ -66,6 +67,7 @@ class Configs:
             on_flush,
             flush_interval,
             max_attempts,
+            ordered,
             max_batch_bytes,
             flush_after_idle,
         )
@@ -85,9 +87,12 @@ class Configs:
         on_flush: str | Callable[..., Any],
         flush_interval: float | timedelta | None,
         max_attempts: int | None,
+        ordered: bool,
         max_batch_bytes: int | None,
         flush_after_idle: float | timedelta | None,
     ) -> dict[str, Any]:
+        if not isinstance(ordered, bool):
+            raise InvalidInput(f"ordered must be True or False, not {ordered!r}", field="ordered")
         _positive_int(max_batch_size, "max_batch_size")
         if max_batch_bytes is not None:
             _positive_int(max_batch_bytes, "max_batch_bytes")
@@ -103,6 +108,7 @@ class Configs:
             "max_batch_size": max_batch_size,
             "flush_interval": interval,
             "max_attempts": attempts,
+            "ordered": ordered,
             "max_batch_bytes": max_batch_bytes,
             "flush_after_idle": idle,
         }

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batchyard import metrics
+from batchyard import metrics, tracing
 from batchyard.accumulator import sql
 from batchyard.accumulator.records import (
     FLUSH_TASK,
@@ -28,6 +29,7 @@ from batchyard.failures import error_text, log_failure, traceback_text
 from batchyard.signals import ItemFailures
 from batchyard.store import Tx
 from batchyard.tasks import Task, TaskKind, TaskQueue
+from batchyard.tasks.queue import Queued
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
@@ -35,18 +37,39 @@ if TYPE_CHECKING:
 log = logging.getLogger("batchyard.accumulator")
 
 
+def flush_task(batch_id: str, ordered: bool) -> Queued:
+    """A batch's flush task, keyed by the batch id (one per batch). In an ordered base it
+    waits for the flush task of the batch before, which waits for its own: the claim hands
+    the batches over one after another, each once the one before completed or was
+    discarded (a dead one holds the rest until it is redriven and completes, or discarded)."""
+    base, sequence = split_base(batch_id)
+    after = f"flush:{base}::{sequence - 1}" if ordered and sequence else None
+    return (f"flush:{batch_id}", {"batch_id": batch_id}, after)
+
+
 def schedule_flush(
-    tasks: TaskQueue, tx: Tx, batch_id: str, max_attempts: int, delay: float = 0.0
+    tasks: TaskQueue,
+    tx: Tx,
+    batch: Mapping[str, Any],
+    delay: float = 0.0,
 ) -> None:
-    """Queue a batch's flush task (one per batch: its key is the batch id)."""
-    tasks.enqueue(
+    """Queue the flush task of `batch` (its id, handler, max attempts and whether its base
+    is ordered); the task keeps its handler's limits."""
+    tasks.enqueue_many(
         tx,
         FLUSH_TASK,
-        {"batch_id": batch_id},
+        [flush_task(batch["batch_id"], bool(batch["ordered"]))],
         delay=delay,
-        key=f"flush:{batch_id}",
-        max_attempts=max_attempts,
+        max_attempts=batch["max_attempts"],
+        handler=batch["handler"],
     )
+
+
+def _outcome(error: str | None, failures: dict[int, str]) -> str:
+    """A flush attempt's outcome: failed as a whole, partly, or completed."""
+    if error is not None and not failures:
+        return "failed"
+    return "partial" if failures else "completed"
 
 
 def _open_batch(tx: Tx, base: str) -> dict[str, Any] | None:
@@ -79,7 +102,7 @@ class Flusher:
                         reason="no accumulating batch",
                     )
                 batch_id = row["batch_id"]
-            batch = self._close(tx, batch_id, reason)
+            batch = self.close(tx, batch_id, reason)
             if batch is None:
                 raise NotFound(f"no batch {batch_id!r}", batch_id=batch_id)
             if batch["status"] != BatchStatus.FLUSHING:
@@ -90,7 +113,7 @@ class Flusher:
                     status=batch["status"],
                     reason=f"batch is {batch['status']}",
                 )
-            schedule_flush(self.tasks, tx, batch_id, batch["max_attempts"])
+            schedule_flush(self.tasks, tx, batch)
             return FlushResult(
                 batch_id=batch_id,
                 item_count=batch["item_count"],
@@ -105,17 +128,20 @@ class Flusher:
         interval_passed = "flush_interval IS NOT NULL AND created_at + flush_interval <= {now}"
         with self.store.transaction(self.runtime.now()) as tx:
             due = tx.all(
-                f"SELECT batch_id, max_attempts, CASE WHEN {interval_passed} THEN 'interval' "
-                "ELSE 'idle' END AS reason FROM batchyard_batches "
+                "SELECT batch_id, max_attempts, handler, ordered, "
+                f"CASE WHEN {interval_passed} THEN 'interval' ELSE 'idle' END AS reason "
+                "FROM batchyard_batches "
                 f"WHERE status = 'accumulating' AND ({interval_passed} OR {sql.IDLE_PASSED}) "
                 "ORDER BY created_at"
             )
             for row in due:
-                self._close(tx, row["batch_id"], row["reason"])
-                schedule_flush(self.tasks, tx, row["batch_id"], row["max_attempts"])
+                self.close(tx, row["batch_id"], row["reason"])
+                schedule_flush(self.tasks, tx, row)
         return [row["batch_id"] for row in due]
 
-    def _close(self, tx: Tx, batch_id: str, reason: str) -> Any:
+    def close(self, tx: Tx, batch_id: str, reason: str) -> Any:
+        """Close an accumulating batch for `reason` (the caller schedules its flush); the
+        batch's row as it is then (None when there is no such batch)."""
         tx.execute(
             "UPDATE batchyard_batches SET status = 'flushing', flush_reason = :reason, "
             "flush_requested_at = {now}, updated_at = {now} "
@@ -171,6 +197,24 @@ class Flusher:
             idempotency_key=batch["idempotency_key"],
             reason=batch["flush_reason"],
         )
+        attributes = {
+            "batchyard.batch_id": batch_id,
+            "batchyard.base": context.base_id,
+            "batchyard.sequence": context.sequence,
+            "batchyard.attempt": context.attempt,
+            "batchyard.item_count": len(rows),
+            "batchyard.reason": context.reason,
+        }
+        # a span of its own trace, linked to the adds of the items it delivers
+        links = (row["trace_context"] for row in rows)
+        with tracing.span("batchyard.flush", attributes, links) as span:
+            self._deliver(task, batch, context, rows, span)
+
+    def _deliver(
+        self, task: Task, batch: Any, context: FlushContext, rows: list[Any], span: Any
+    ) -> None:
+        """Call the handler with the pending items, record the outcome, log a failure."""
+        batch_id = context.batch_id
         items = [orjson.loads(row["payload"]) for row in rows]
         started_wall, started = self.runtime.clock.time(), time.perf_counter()
         failures: dict[int, str] = {}
@@ -194,6 +238,7 @@ class Flusher:
         dead = self._record(
             task, batch, context, rows, failures, error, traceback, started_wall, duration
         )
+        tracing.record_outcome(span, _outcome(error, failures), raised, **{"batchyard.dead": dead})
         if raised is not None:
             # after the commit: the line says what the books say (retried, or dead)
             log_failure(
@@ -238,7 +283,7 @@ class Flusher:
     ) -> bool:
         """Write the attempt's outcome; whether the batch is dead now."""
         whole_failure = error is not None and not failures
-        outcome = "failed" if whole_failure else ("partial" if failures else "completed")
+        outcome = _outcome(error, failures)
         delay = (
             None
             if outcome == "completed"
@@ -296,6 +341,13 @@ class Flusher:
                     "traceback": traceback,
                 },
             )
+            if (outcome == "completed" and batch["ordered"]) or self.runtime.handlers.limited(
+                batch["handler"]
+            ):
+                # a flush may be waiting for this one's end (the next batch of its ordered
+                # base, or a place under its handler's limits): wake the workers now, not at
+                # their next poll (a statement more in the pipeline, no round trip)
+                self.store.notify_work(tx)
             if outcome == "completed":
                 self._finish(tx, batch_id)
             else:

@@ -23,6 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from batchyard.accumulator.records import AddResult
 
@@ -32,15 +33,38 @@ from batchyard.accumulator.records import AddResult
 # between one call and all the others. A lone thread never waits (its last add carried one).
 GATHER_SECONDS = 0.0003
 
-# What sends an add: the calls' encoded items, in order -> each call's result.
-Send = Callable[[list[list[str]]], list[AddResult]]
+# What sends an add: the calls' encoded items, in order, and the trace context of each
+# (`batchyard.tracing`; None when untraced) -> each call's result.
+Send = Callable[[list[list[str]], list[str | None]], list[AddResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedAdd:
+    """An add checked and encoded: the key of its lane, its items, what sends it."""
+
+    lane: tuple[object, ...]
+    encoded: list[str]
+    send: Send
+
+
+def carried_error(error: BaseException) -> BaseException:
+    """What a call carried by another's add raises when that add failed: a copy of its
+    error, so that callers do not write one traceback at once, chained to the original
+    (which has it) - or the original, if it cannot be copied."""
+    try:
+        copied = copy.copy(error)
+    except Exception:
+        return error
+    copied.__cause__ = error
+    return copied
 
 
 class _Call:
-    __slots__ = ("done", "encoded", "error", "result")
+    __slots__ = ("done", "encoded", "error", "result", "trace")
 
-    def __init__(self, encoded: list[str]) -> None:
+    def __init__(self, encoded: list[str], trace: str | None) -> None:
         self.encoded = encoded
+        self.trace = trace
         self.done = False  # sent, by this thread or another, and its outcome known
         self.result: AddResult | None = None
         self.error: BaseException | None = None
@@ -49,13 +73,7 @@ class _Call:
         if self.error is not None:
             if not carried:
                 raise self.error
-            # another thread's add carried this call: a copy of its error, so that threads
-            # do not write one traceback at once, chained to the original (which has it)
-            try:
-                error = copy.copy(self.error)
-            except Exception:
-                raise self.error from None
-            raise error from self.error
+            raise carried_error(self.error)
         assert self.result is not None
         return self.result
 
@@ -74,7 +92,7 @@ class Lane:
         self._carried = 1  # calls the last add carried
         self._sleepers = 0  # threads waiting on `_changed` (none: nobody to wake)
 
-    def add(self, encoded: list[str], send: Send) -> AddResult:
+    def add(self, encoded: list[str], send: Send, trace: str | None = None) -> AddResult:
         """Add one call's items: sent now with those waiting, or carried by the add in
         flight's successor, whichever thread sends it."""
         with self._lock:
@@ -83,13 +101,13 @@ class Lane:
                 self._busy = True
         if alone:  # the lone caller's way: nothing to gather, nobody to hand an outcome to
             try:
-                return send([encoded])[0]
+                return send([encoded], [trace])[0]
             finally:
                 with self._lock:
                     self._busy = False
                     if self._sleepers:
                         self._changed.notify_all()
-        call = _Call(encoded)
+        call = _Call(encoded, trace)
         with self._lock:
             self._waiting.append(call)
             if self._busy:
@@ -104,7 +122,7 @@ class Lane:
             calls, self._waiting = self._waiting, []
             self._carried = len(calls)
         try:
-            results = send([c.encoded for c in calls])
+            results = send([c.encoded for c in calls], [c.trace for c in calls])
             for each, result in zip(calls, results, strict=True):
                 each.result = result
         except BaseException as exc:  # every call carried has this outcome, then raises it

@@ -37,6 +37,7 @@ class FlushReason(StrEnum):
     IDLE = "idle"  # no item was added for the batch's flush_after_idle
     MANUAL = "manual"
     REDRIVE = "redrive"
+    MAX_OPEN_KEYS = "max_open_keys"  # closed early: its batcher had no room for a new key
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,9 @@ class BatchInfo:
     updated_at: datetime
     completed_at: datetime | None
     age_seconds: float
+    ordered: bool = False  # its base hands batches over in sequence order
+    # a flushing batch of an ordered base: the batch before it that it waits for
+    blocked_by: str | None = None
     max_batch_bytes: int | None = None  # the batch's byte limit, if it has one
     byte_count: int | None = None  # bytes of its items' JSON (kept with a byte limit only)
     flush_after_idle: float | None = None  # its debounce, if it has one
@@ -159,6 +163,8 @@ def batch_info(row: Any, now: float) -> BatchInfo:
         updated_at=to_datetime(row["updated_at"]),
         completed_at=to_datetime(row["completed_at"]),
         age_seconds=max(0.0, now - row["created_at"]),
+        ordered=bool(row["ordered"]),
+        blocked_by=row["blocked_by"],
         max_batch_bytes=row["max_batch_bytes"],
         byte_count=row["byte_count"],
         flush_after_idle=row["flush_after_idle"],

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from batchyard.accumulator.records import FINISHED_SQL
+from batchyard.accumulator.records import ACTIVE_SQL, FINISHED_SQL
 
+# Every statement that writes items also writes `:trace`, the trace context of the add
+# (`batchyard.tracing`; NULL when untraced), which the flush that delivers them links to.
+#
 # Items and item failures are keyed by the batch's number, `batch_no` (a short integer key,
 # faster to insert and find than the text id); the batch row maps one to the other.
 #
@@ -14,11 +17,11 @@ from batchyard.accumulator.records import FINISHED_SQL
 # than the insert), and the statements of an add do not grow with its size (each statement
 # is a round trip on PostgreSQL, and on SQLite a wait for the GIL while other threads run).
 INSERT_ITEMS = (
-    "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, trace_context) "
     "SELECT CASE WHEN j.idx < :room THEN :open_no ELSE :first_no + (j.idx - :room) / :size END, "
     "CASE WHEN j.idx < :room THEN :count + j.idx ELSE (j.idx - :room) % :size END, "
     # no ORDER BY: each row's place comes from its index, and SQLite would sort them first
-    "j.value, {now} FROM {json_text_rows} j"
+    "j.value, {now}, :trace FROM {json_text_rows} j"
 )
 # New batches of a base, sequences from :first up, one per idempotency key in :values; the
 # first :full of them are born closed for their size (a base has one open batch at most).
@@ -26,12 +29,13 @@ INSERT_ITEMS = (
 # consecutive unless another transaction took a number in between (PostgreSQL only).
 INSERT_BATCHES = (
     "INSERT INTO batchyard_batches (batch_id, base_id, sequence, status, flush_reason, "
-    "flush_requested_at, handler, max_batch_size, flush_interval, max_attempts, "
+    "flush_requested_at, handler, max_batch_size, flush_interval, max_attempts, ordered, "
     "idempotency_key, created_at, updated_at, max_batch_bytes, flush_after_idle) "
     "SELECT :base || '::' || CAST(:first + j.idx AS TEXT), :base, :first + j.idx, "
     "CASE WHEN j.idx < :full THEN 'flushing' ELSE 'accumulating' END, "
     "CASE WHEN j.idx < :full THEN 'size' END, CASE WHEN j.idx < :full THEN {now} END, "
     ":handler, :max_batch_size, CAST(:flush_interval AS DOUBLE PRECISION), :max_attempts, "
+    "CAST(:ordered AS INTEGER), "
     "j.value, {now}, {now}, CAST(:max_batch_bytes AS BIGINT), "
     "CAST(:flush_after_idle AS DOUBLE PRECISION) FROM {json_text_rows} j ORDER BY j.idx"
 )
@@ -40,9 +44,10 @@ INSERT_BATCHES = (
 # where the item before it ends (see `APPEND_SIZED_AT`). An add into batches with byte
 # limits is placed by the adder, a statement per batch it reaches (see `sizing`).
 INSERT_ITEMS_AT = (
-    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, byte_end) "
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, byte_end, "
+    "trace_context) "
     "SELECT :batch_no, :position + j.idx, j.value, {now}, "
-    "CASE WHEN :sized = 1 THEN :bytes + SUM(j.octets) OVER (ORDER BY j.idx) END "
+    "CASE WHEN :sized = 1 THEN :bytes + SUM(j.octets) OVER (ORDER BY j.idx) END, :trace "
     "FROM {json_text_rows_sized} j"
 )
 # Their numbers, in one row: a RETURNING row per batch would be a fetch each (on SQLite a
@@ -66,7 +71,7 @@ INSERT_BASE = (
 )
 LOCK_BASE = "SELECT next_sequence FROM batchyard_batch_bases WHERE base_id = :base {for_update}"
 LOCK_OPEN_BATCH = (
-    "SELECT batch_id, batch_no, max_batch_size, max_attempts, max_batch_bytes "
+    "SELECT batch_id, batch_no, max_batch_size, max_attempts, handler, ordered, max_batch_bytes "
     "FROM batchyard_batches "
     "WHERE base_id = :base AND status = 'accumulating' {for_update}"
 )
@@ -109,8 +114,9 @@ APPEND_ITEM = (
     "CASE WHEN o.max_batch_bytes IS NOT NULL THEN "
     f"COALESCE({_last_item('byte_end', 'o.batch_no')}, 0) + :bytes END AS byte_end "
     "FROM open o) "
-    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, byte_end) "
-    "SELECT batch_no, position, :payload, {now}, byte_end FROM next "
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, byte_end, "
+    "trace_context) "
+    "SELECT batch_no, position, :payload, {now}, byte_end, :trace FROM next "
     "WHERE position + 1 < max_batch_size AND (byte_end IS NULL OR byte_end < max_batch_bytes) "
     "ON CONFLICT DO NOTHING RETURNING batch_no, position, byte_end, "
     "(SELECT b.batch_id FROM batchyard_batches b "
@@ -128,8 +134,9 @@ APPEND_ITEM = (
 # still free - both checked by the statement, the batch row locked (PostgreSQL) so that a
 # concurrent close waits for it, or is waited for and seen. Otherwise nothing is written.
 APPEND_AT = (
-    "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
-    "SELECT :batch_no, :position, :payload, {now} WHERE EXISTS (SELECT 1 FROM batchyard_batches "
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, trace_context) "
+    "SELECT :batch_no, :position, :payload, {now}, :trace "
+    "WHERE EXISTS (SELECT 1 FROM batchyard_batches "
     "WHERE batch_no = :batch_no AND status = 'accumulating' AND max_batch_bytes IS NULL "
     "{for_update}) ON CONFLICT DO NOTHING"
 )
@@ -141,8 +148,9 @@ _BYTES_BEFORE = (
     "WHERE p.batch_no = :batch_no AND p.position = :position - 1), 0)"
 )
 APPEND_SIZED_AT = (
-    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, byte_end) "
-    "SELECT :batch_no, :position, :payload, {now}, e.byte_end FROM "
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, byte_end, "
+    "trace_context) "
+    "SELECT :batch_no, :position, :payload, {now}, e.byte_end, :trace FROM "
     f"(SELECT b.max_batch_bytes, {_BYTES_BEFORE} + :bytes AS byte_end "
     "FROM batchyard_batches b WHERE b.batch_no = :batch_no AND b.status = 'accumulating' "
     "AND b.max_batch_bytes IS NOT NULL {for_update}) e "
@@ -161,8 +169,8 @@ LOCK_FOR_APPEND = (
     "WHERE batch_no = :batch_no AND status = 'accumulating'"
 )
 APPEND_MANY_AT = (
-    "INSERT INTO batchyard_items (batch_no, position, payload, added_at) "
-    "SELECT :batch_no, :position + j.idx, j.value, {now} FROM {json_text_rows} j "
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, trace_context) "
+    "SELECT :batch_no, :position + j.idx, j.value, {now}, :trace FROM {json_text_rows} j "
     "WHERE EXISTS (SELECT 1 FROM batchyard_batches "
     "WHERE batch_no = :batch_no AND status = 'accumulating' AND max_batch_bytes IS NULL) "
     "AND NOT EXISTS (SELECT 1 FROM batchyard_items "
@@ -171,9 +179,10 @@ APPEND_MANY_AT = (
 # The same in a batch with a byte limit: all the items land if together (:total_bytes)
 # they leave room in bytes after the item before them, or none.
 APPEND_MANY_SIZED_AT = (
-    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, byte_end) "
+    "INSERT INTO batchyard_items (batch_no, position, payload, added_at, byte_end, "
+    "trace_context) "
     "SELECT :batch_no, :position + j.idx, j.value, {now}, "
-    f"{_BYTES_BEFORE} + SUM(j.octets) OVER (ORDER BY j.idx) "
+    f"{_BYTES_BEFORE} + SUM(j.octets) OVER (ORDER BY j.idx), :trace "
     "FROM {json_text_rows_sized} j JOIN batchyard_batches b ON b.batch_no = :batch_no "
     f"WHERE b.status = 'accumulating' AND {_BYTES_BEFORE} + :total_bytes < b.max_batch_bytes "
     "AND NOT EXISTS (SELECT 1 FROM batchyard_items "
@@ -187,14 +196,22 @@ PENDING_COUNT = (
     f"CASE WHEN b.status IN {FINISHED_SQL} THEN 0 "
     f"WHEN {FAILED_COUNT} > 0 THEN {FAILED_COUNT} ELSE {ITEM_COUNT} END"
 )
+# What a flushing batch of an ordered base waits for: the first batch before it that is not
+# done with (flushing, or dead until it is redriven or discarded). Found in the index of
+# live batches.
+BLOCKED_BY = (
+    "CASE WHEN b.ordered = 1 AND b.status = 'flushing' THEN (SELECT p.batch_id "
+    "FROM batchyard_batches p WHERE p.base_id = b.base_id AND p.sequence < b.sequence "
+    f"AND p.status IN {ACTIVE_SQL} ORDER BY p.sequence LIMIT 1) END"
+)
 BATCH_COLUMNS = (
     "b.batch_id, b.batch_no, b.base_id, b.sequence, b.status, b.handler, b.max_batch_size, "
     "b.flush_interval, b.max_attempts, b.attempts, b.idempotency_key, b.flush_reason, "
-    "b.last_error, b.created_at, b.updated_at, b.completed_at, "
+    "b.last_error, b.created_at, b.updated_at, b.completed_at, b.ordered, "
     "b.max_batch_bytes, b.flush_after_idle, "
     f"{_last_item('byte_end', 'b.batch_no')} AS byte_count, "
     f"{_last_item('added_at', 'b.batch_no')} AS last_added_at, "
-    f"{ITEM_COUNT} AS item_count, {PENDING_COUNT} AS pending_count"
+    f"{ITEM_COUNT} AS item_count, {PENDING_COUNT} AS pending_count, {BLOCKED_BY} AS blocked_by"
 )
 # An open batch whose debounce holds it back: an item was added within its
 # flush_after_idle, and its flush_interval (the longest it waits) has not passed.
@@ -230,7 +247,8 @@ START_FLUSH = (
     "updated_at = CASE WHEN status = 'accumulating' THEN {now} ELSE updated_at END "
     "WHERE batch_id = :batch_id AND (status = 'flushing' "
     f"OR status = 'accumulating' AND NOT {IDLE_WAITING}) "
-    "RETURNING batch_no, base_id, sequence, handler, attempts, idempotency_key, flush_reason"
+    "RETURNING batch_no, base_id, sequence, handler, attempts, idempotency_key, flush_reason, "
+    "ordered"
 )
 
 
@@ -238,7 +256,8 @@ def _pending_items(batch_no: str) -> str:
     """Pending items: those a partial flush recorded as failed, or all of them when none
     did; `batch_no` is the SQL that gives the batch's number."""
     return (
-        f"SELECT i.position, i.payload FROM batchyard_items i WHERE i.batch_no = {batch_no} "
+        "SELECT i.position, i.payload, i.trace_context FROM batchyard_items i "
+        f"WHERE i.batch_no = {batch_no} "
         "AND (NOT EXISTS (SELECT 1 FROM batchyard_item_failures f "
         f"WHERE f.batch_no = {batch_no}) OR "
         "EXISTS (SELECT 1 FROM batchyard_item_failures f WHERE f.batch_no = i.batch_no "

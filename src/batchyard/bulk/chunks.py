@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from batchyard import tracing
 from batchyard.bulk.completion import Completions
 from batchyard.bulk.kinds import JobType
 from batchyard.bulk.records import BulkJobStatus
 from batchyard.signals import RetryLater
 from batchyard.store import Tx
 from batchyard.tasks import Grouping, Task, TaskKind
+from batchyard.throttling import throttle_wait
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
@@ -51,13 +53,19 @@ class ChunkRunner:
         runtime.kinds.add(
             TaskKind(
                 CHUNK_TASK,
-                self.run_chunk,
+                tracing.traced("batchyard.bulk.chunk", self.run_chunk),
                 on_dead=self.on_dead_chunk,
-                grouping=Grouping(self.chunk_group, self.run_chunks, self.group_size),
+                grouping=Grouping(
+                    self.chunk_group,
+                    tracing.traced("batchyard.bulk.chunks", self.run_chunks),
+                    self.group_size,
+                ),
             )
         )
 
     def run_chunk(self, task: Task) -> None:
+        if self._throttled([task]):
+            return
         kind, options = self.types[task.payload["type"]], task.payload["options"]
         if not kind.computes:  # all in the database: one transaction does the chunk
             self._commit(kind, options, [_Part(task)])
@@ -97,6 +105,8 @@ class ChunkRunner:
         """Do several chunks of one job in one transaction: one fenced completion, one write
         of all their items, one progress update. It commits all of them or none. A kind
         that computes gets the items still to do of every chunk in one call first."""
+        if self._throttled(tasks):
+            return
         kind, options = self.types[tasks[0].payload["type"]], tasks[0].payload["options"]
         if not kind.computes:
             self._commit(kind, options, [_Part(task) for task in tasks])
@@ -112,6 +122,25 @@ class ChunkRunner:
             computed.append(replace(part, computed=outcomes[start:end]))
             start = end
         self._commit(kind, options, computed)
+
+    def _throttled(self, tasks: list[Task]) -> bool:
+        """Ask the job's throttle, if it has one, before its chunks run; when it says to
+        wait, queue them again for then (not a failed attempt) and count the wait."""
+        job_id, name = tasks[0].payload["job_id"], tasks[0].payload.get("throttle")
+        if name is None:
+            return False
+        wait = throttle_wait(self.runtime.handlers, name, job_id)
+        if not wait:
+            return False
+        with self.store.transaction(self.runtime.now()) as tx:
+            for task in tasks:
+                self.tasks.postpone(tx, task, wait)
+            tx.execute(
+                "UPDATE batchyard_jobs SET throttled_seconds = throttled_seconds + :wait "
+                "WHERE id = :id",
+                {"id": job_id, "wait": wait},
+            )
+        return True
 
     def _unfinished(self, tasks: list[Task]) -> list[_Part]:
         """Each task's items still to do, from its chunk's last commit on (`_Part`s with no

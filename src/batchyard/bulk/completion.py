@@ -16,7 +16,8 @@ deployment's (``BATCHYARD_WEBHOOK_SECRET``, else one made once per store: `Yard.
 Only http(s) URLs are taken, and - against server-side request forgery - not ones whose host
 is or resolves to a loopback, private, link-local or otherwise non-public address, unless the
 deployment allows it (``BATCHYARD_WEBHOOK_ALLOW_PRIVATE=1``). The address is checked when the
-job is created and again before each delivery; redirects are not followed.
+job is created and again before each delivery, which then connects to the address it checked
+(no second lookup for a rebinding DNS server to answer differently); redirects are not followed.
 """
 
 from __future__ import annotations
@@ -57,47 +58,78 @@ def private_allowed() -> bool:
     return os.environ.get("BATCHYARD_WEBHOOK_ALLOW_PRIVATE", "").lower() in ("1", "true", "yes")
 
 
-def check_callback_url(url: Any, *, resolve: bool = True) -> str:
+def check_callback_url(url: Any) -> str:
     """`url` if a webhook may be sent there, else `InvalidInput` saying why."""
+    _pinned(url)
+    return str(url)
+
+
+def _pinned(url: Any) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+    """Where to send a webhook for `url` - the URL with its host resolved once and checked,
+    once per address found, in the resolver's order; the Host header and the TLS server name
+    - else `InvalidInput` saying why. The request goes to an address that was checked: a name
+    that resolves to a public address for the check and to a private one for the connection
+    (DNS rebinding) reaches nothing private."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
         raise InvalidInput(
             f"callback_url must be an http(s) URL of at most {MAX_URL_LENGTH} characters",
             field="callback_url",
         )
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        hostname, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number
+        hostname = port = None
+    if parts.scheme not in ("http", "https") or not hostname:
         raise InvalidInput("callback_url must be an http(s) URL with a host", field="callback_url")
     if parts.username or parts.password:
         raise InvalidInput("callback_url must not carry credentials", field="callback_url")
-    if private_allowed():
-        return url
+    port = port or (443 if parts.scheme == "https" else 80)
     try:
-        addresses = [ipaddress.ip_address(parts.hostname)]
+        addresses = [ipaddress.ip_address(hostname)]
     except ValueError:  # a name: what it resolves to now
-        if not resolve:
-            return url
         try:
-            found = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
+            found = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise InvalidInput(
-                f"callback_url: the host {parts.hostname!r} does not resolve ({exc})",
+                f"callback_url: the host {hostname!r} does not resolve ({exc})",
                 field="callback_url",
             ) from None
-        addresses = [ipaddress.ip_address(info[4][0]) for info in found]
-    for address in addresses:
-        if not address.is_global:
-            raise InvalidInput(
-                f"callback_url: {parts.hostname} is a non-public address ({address}); "
-                "set BATCHYARD_WEBHOOK_ALLOW_PRIVATE=1 to allow private addresses",
-                field="callback_url",
-            )
-    return url
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found]
+    if not private_allowed():
+        for address in addresses:
+            if not address.is_global:
+                raise InvalidInput(
+                    f"callback_url: {hostname} is a non-public address ({address}); "
+                    "set BATCHYARD_WEBHOOK_ALLOW_PRIVATE=1 to allow private addresses",
+                    field="callback_url",
+                )
+    pinned = [
+        parts._replace(netloc=f"[{a}]:{port}" if a.version == 6 else f"{a}:{port}").geturl()
+        for a in dict.fromkeys(addresses)
+    ]
+    extensions = {"sni_hostname": hostname} if parts.scheme == "https" else {}
+    return pinned, {"Host": parts.netloc}, extensions
 
 
 def signature(secret: bytes, timestamp: str, body: bytes) -> str:
     """The value of the signature header for `body` sent at `timestamp`."""
     digest = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     return f"sha256={digest}"
+
+
+def _post(
+    urls: list[str], body: bytes, headers: dict[str, str], extensions: dict[str, Any]
+) -> httpx.Response:
+    """POST to the first of `urls` (one host's addresses) that takes a connection, as a
+    connection to the host's name would try them."""
+    with httpx.Client(timeout=WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False) as client:
+        for url in urls[:-1]:
+            try:
+                return client.post(url, content=body, headers=headers, extensions=extensions)
+            except httpx.ConnectError:
+                continue
+        return client.post(urls[-1], content=body, headers=headers, extensions=extensions)
 
 
 class WebhookRefused(Exception):
@@ -166,20 +198,17 @@ class Completions:
         status: int | None = None
         error: str | None = None
         try:
-            check_callback_url(url)  # again: what a name resolves to may have changed
-            response = httpx.post(
-                url,
-                content=body,
-                headers={
-                    "Content-Type": "application/json",
-                    "User-Agent": "batchyard-webhook",
-                    TIMESTAMP_HEADER: timestamp,
-                    SIGNATURE_HEADER: signature(self.secret(), timestamp, body),
-                    "X-Batchyard-Job": job.id,
-                },
-                timeout=WEBHOOK_TIMEOUT_SECONDS,
-                follow_redirects=False,
-            )
+            # checked again, and sent to the address checked: a name's answer may change
+            pinned, host, extensions = _pinned(url)
+            headers = {
+                **host,
+                "Content-Type": "application/json",
+                "User-Agent": "batchyard-webhook",
+                TIMESTAMP_HEADER: timestamp,
+                SIGNATURE_HEADER: signature(self.secret(), timestamp, body),
+                "X-Batchyard-Job": job.id,
+            }
+            response = _post(pinned, body, headers, extensions)
             status = response.status_code
             if not 200 <= status < 300:
                 error = f"the receiver answered {status}"

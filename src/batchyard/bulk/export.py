@@ -104,25 +104,28 @@ def _csv(tx: Tx, ns: str) -> Iterator[tuple[bytes, int]]:
     out = csv.writer(SimpleNamespace(write=lines.append), lineterminator="\r\n")
     out.writerow(_FIELDS + [f"data.{key}" for key in keys])
     loads, starts, plain, when = orjson.loads, _FORMULA_STARTS, _PLAIN, iso_memo()
+    ns_cell = _cell(ns) if ns[:1] in starts else ns  # every row's: checked once
     rows = tx.stream(_SELECT, {"ns": ns})
-    # the hot loop, written for speed: a call per cell only for the rare cell that needs care
+    # the hot loop, written for speed: each column gets only the care it needs (the id is
+    # text, the other text columns text or NULL, the times ISO text that starts with a digit;
+    # `data` values may be anything), and a call only for the rare cell that needs care
     while block := [
         [
-            cell
-            if (cell.__class__ is str and cell[:1] not in starts) or cell.__class__ in plain
-            else _cell(cell)
-            for cell in (
-                ns_,
-                id,
-                type,
-                content,
-                visibility,
-                when(created),
-                when(updated),
-                *map(loads(data).get, keys),
-            )
+            ns_cell,
+            id if id[:1] not in starts else "'" + id,
+            type if type is None or type[:1] not in starts else "'" + type,
+            content if content is None or content[:1] not in starts else "'" + content,
+            visibility if visibility is None or visibility[:1] not in starts else "'" + visibility,
+            when(created),
+            when(updated),
+            *[
+                cell
+                if (cell.__class__ is str and cell[:1] not in starts) or cell.__class__ in plain
+                else _cell(cell)
+                for cell in map(loads(data).get, keys)
+            ],
         ]
-        for ns_, id, type, data, content, visibility, created, updated in islice(rows, _BLOCK_ROWS)
+        for _, id, type, data, content, visibility, created, updated in islice(rows, _BLOCK_ROWS)
     ]:
         out.writerows(block)
         yield "".join(lines).encode(), len(block)

@@ -71,6 +71,9 @@ class BulkJob(_Model):
         default_factory=list, description="the job retrying this one's failed items"
     )
     callback_url: str | None = Field(None, description="the webhook told when the job ends")
+    throttled_seconds: float = Field(
+        0.0, description="how long its chunks waited because its throttle asked them to"
+    )
     deliveries: list[WebhookDelivery] = Field(
         default_factory=list, description="the webhook's delivery attempts, the last 20"
     )
@@ -135,6 +138,7 @@ def job_record(
         parent_job_id=row["parent_id"],
         retry_job_ids=retries or [],
         callback_url=row["callback_url"],
+        throttled_seconds=float(row["throttled_seconds"]),
         deliveries=deliveries or [],
     )
 

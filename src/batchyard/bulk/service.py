@@ -75,6 +75,7 @@ class BulkJobs:
         request_id: str | None = None,
         on_complete: str | None = None,
         callback_url: str | None = None,
+        throttle: str | None = None,
     ) -> BulkJobSubmission:
         """Validate and queue a bulk job; say whether it was made now or an earlier request
         with the same `request_id` had made it (a replay, which an API reports as such)."""
@@ -87,8 +88,9 @@ class BulkJobs:
             raise InvalidInput("options must be an object", field="options")
         options = options or {}
         kind.check_options(self.runtime, options)
-        if on_complete is not None:
-            self.runtime.handlers.name_of(on_complete, "on_complete")  # registered, or refused
+        for field, name in (("on_complete", on_complete), ("throttle", throttle)):
+            if name is not None:
+                self.runtime.handlers.name_of(name, field)  # registered, or refused
         if callback_url is not None:
             check_callback_url(callback_url)
         if request_id is not None and (
@@ -113,7 +115,7 @@ class BulkJobs:
             )
         fingerprint = None
         if request_id is not None:  # only a request that may come again needs its print
-            request = [type, items, input, options, on_complete, callback_url]
+            request = [type, items, input, options, on_complete, callback_url, throttle]
             try:
                 text = orjson.dumps(request, default=repr, option=orjson.OPT_SORT_KEYS)
             except TypeError:  # an integer past 64 bits: the slower encoder takes anything
@@ -151,6 +153,7 @@ class BulkJobs:
                 errors,
                 chunks,
                 tell=(on_complete, callback_url),
+                throttle=throttle,
             )
         except _SameRequest:  # the same request_id committed meanwhile: that job it is
             assert fingerprint is not None
@@ -172,14 +175,16 @@ class BulkJobs:
         chunks: list[list[list[Any]]],
         parent_id: str | None = None,
         tell: tuple[str | None, str | None] = (None, None),
+        throttle: str | None = None,
     ) -> None:
         with self.store.transaction(self.runtime.now()) as tx:
             inserted = tx.execute(
                 "INSERT INTO batchyard_jobs (id, type, status, total, failed, chunks, "
                 "chunks_left, input, options, request_id, request_hash, parent_id, "
-                "on_complete, callback_url, created_at, updated_at, completed_at) VALUES "
+                "on_complete, callback_url, throttle, created_at, updated_at, completed_at) VALUES "
                 "(:id, :type, :status, :total, :failed, :chunks, :chunks, :input, :options, "
-                ":request_id, :hash, :parent, :on_complete, :callback_url, {now}, {now}, "
+                ":request_id, :hash, :parent, :on_complete, :callback_url, :throttle, {now}, "
+                "{now}, "
                 "CASE WHEN :chunks = 0 THEN {now} END) "
                 "ON CONFLICT (request_id) DO NOTHING",
                 {
@@ -195,6 +200,7 @@ class BulkJobs:
                     "parent": parent_id,
                     "on_complete": tell[0],
                     "callback_url": tell[1],
+                    "throttle": throttle,
                     "status": BulkJobStatus.PENDING if chunks else BulkJobStatus.FAILED,
                 },
             ).rowcount
@@ -242,6 +248,8 @@ class BulkJobs:
                             "type": type,
                             "options": options,
                             "size": len(chunk),
+                            # asked before each run of the chunk (no read of the job first)
+                            "throttle": throttle,
                         },
                     )
                     for n, chunk in enumerate(chunks)
@@ -275,15 +283,15 @@ class BulkJobs:
                 )
             ]
 
-    def retry_failed(self, job_id: str) -> str:
+    def retry_failed(self, job_id: str) -> BulkJobSubmission:
         """A new job of the same type, input and options from the items of `job_id` that
         failed while processing - each as it was accepted - and the items of its dead
-        chunks; once per parent (a second call returns the same job)."""
+        chunks; once per parent (a second call returns the same job, as a replay)."""
         request_id = f"retry-of:{job_id}"
         fingerprint = hashlib.sha256(request_id.encode()).hexdigest()
         existing = self._by_request(request_id, fingerprint)
         if existing is not None:
-            return existing
+            return BulkJobSubmission(existing, replayed=True)
         with self.store.transaction(write=False) as tx:
             row = JobReader.row(tx, job_id)
             if row["status"] in (BulkJobStatus.PENDING, BulkJobStatus.PROCESSING):
@@ -328,12 +336,13 @@ class BulkJobs:
                 chunks,
                 parent_id=job_id,
                 tell=(row["on_complete"], row["callback_url"]),
+                throttle=row["throttle"],
             )
         except _SameRequest:  # a concurrent call made it first
             existing = self._by_request(request_id, fingerprint)
             assert existing is not None
-            return existing
-        return retry_id
+            return BulkJobSubmission(existing, replayed=True)
+        return BulkJobSubmission(retry_id, replayed=False)
 
     # -- the rest of a job's life ---------------------------------------------------------
 

@@ -7,7 +7,7 @@ of them) and this module registers them, in the order `--help` lists them.
     serve.py      serve                       worker.py   worker, healthcheck
     db.py         db upgrade | version        batches.py  batches ...
     iterators.py  iterators ...               aggregators.py  aggregators ...
-    bulk.py       import, export, stats, jobs ...
+    bulk.py       import, export, stats, jobs ...   handlers.py  handlers
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import typer
 import typer.core
 
 from batchyard import __version__
-from batchyard.cli import aggregators, batches, bulk, db, iterators, serve, worker
+from batchyard.cli import aggregators, batches, bulk, db, handlers, iterators, serve, worker
 from batchyard.cli._common import one_line
 from batchyard.errors import BatchyardError, ConfigError
 
@@ -54,6 +54,7 @@ app.command()(worker.healthcheck)
 app.command("import")(bulk.import_file)
 app.command("export")(bulk.export_ns)
 app.command("stats")(bulk.stats)
+app.command("handlers")(handlers.handlers)
 app.add_typer(db.app, name="db")
 app.add_typer(batches.app, name="batches")
 app.add_typer(iterators.app, name="iterators")

@@ -9,7 +9,7 @@ import typer
 
 from batchyard.accumulator.records import BatchStatus
 from batchyard.cli._common import AppOption, StoreOption, load_yard
-from batchyard.cli._output import Column, Id, JsonOption, show_list, show_one
+from batchyard.cli._output import Column, Id, JsonOption, say, show_list, show_one
 
 app = typer.Typer(help="Inspect and steer batches.", no_args_is_help=True)
 
@@ -20,6 +20,7 @@ BATCH_COLUMNS = [
     Column("pending_count", "pending"),
     Column("attempts"),
     Column("age_seconds", "age"),
+    Column("blocked_by", "blocked by"),
     Column("last_error"),
 ]
 
@@ -46,6 +47,24 @@ def status(
 ) -> None:
     """Active batches of a base id."""
     show_list(load_yard(app_path, store).get_batch_status(base_id), as_json, BATCH_COLUMNS)
+
+
+@app.command("batcher")
+def batcher(
+    name: str,
+    app_path: AppOption = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A batcher's unfinished batches, every key's (the app registers the batcher)."""
+    found = load_yard(app_path, store).get_batcher_status(name)
+    if as_json:
+        show_one(found, as_json)
+        return
+    bound = "" if found.max_open_keys is None else f" of at most {found.max_open_keys}"
+    say(f"{name}: {found.open_keys} open key(s){bound}")
+    rows = [batch for batches in found.keys.values() for batch in batches]
+    show_list(rows, as_json, BATCH_COLUMNS)
 
 
 @app.command("history")

@@ -6,12 +6,21 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 
 from batchyard import __version__
-from batchyard.http import aggregators_api, batches_api, events_api, iterators_api, probes
-from batchyard.http.api_docs import install_api_docs
+from batchyard.http import (
+    aggregators_api,
+    batchers_api,
+    batches_api,
+    events_api,
+    handlers_api,
+    iterators_api,
+    probes,
+)
+from batchyard.http.api_docs import DOCS_PATH, install_api_docs
 from batchyard.http.auth import ApiTokens, BearerAuth
 from batchyard.http.dashboard import PREFIX as DASHBOARD_PREFIX
 from batchyard.http.dashboard import install_dashboard
@@ -86,9 +95,11 @@ def create_app(
     for router in (
         probes.router,
         batches_api.router,
+        batchers_api.router,
         iterators_api.router,
         aggregators_api.router,
         events_api.router,
+        handlers_api.router,
         jobs_router,
         search_router,
     ):
@@ -98,6 +109,30 @@ def create_app(
     # the last added runs first: strangers are turned away before their body is read
     app.add_middleware(RequestLimits, max_body_bytes=max_body_bytes, max_json_depth=max_json_depth)
     # the dashboard's pages check their own access (a bearer token or a login session)
-    app.add_middleware(BearerAuth, tokens=tokens, self_guarded=DASHBOARD_PREFIX)
+    app.add_middleware(
+        BearerAuth,
+        tokens=tokens,
+        self_guarded=DASHBOARD_PREFIX,
+        readable=(DOCS_PATH, app.openapi_url or "/openapi.json"),
+        signed_in=app.state.access.authenticated,
+    )
     install_error_handlers(app)
+    if tokens.configured:
+        _declare_bearer_auth(app)
     return app
+
+
+def _declare_bearer_auth(app: FastAPI) -> None:
+    """Say in the schema that every operation takes a bearer token: clients generated from
+    it send one, and /docs offers "Authorize" so that "Try it out" can call the API."""
+    make_schema = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = make_schema()  # made once, then FastAPI's cached copy
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"}
+        }
+        schema["security"] = [{"bearer": []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import orjson
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from batchyard.errors import ConfigError
@@ -135,6 +136,8 @@ class BearerAuth:
         tokens: ApiTokens,
         public_paths: frozenset[str] = PUBLIC_PATHS,
         self_guarded: str | None = None,
+        readable: tuple[str, ...] = (),
+        signed_in: Callable[[HTTPConnection], bool] | None = None,
     ) -> None:
         self.app = app
         self.tokens = tokens
@@ -142,6 +145,11 @@ class BearerAuth:
         # "/" and everything under this prefix check access themselves (the dashboard:
         # a browser proves itself with a login session rather than a header)
         self.self_guarded = self_guarded
+        # these paths (and those under them) a browser signed in to the dashboard may also
+        # GET - the API's docs and schema - without a header its address bar cannot send;
+        # only reads, so a session cookie (SameSite) never makes an API call change anything
+        self.readable = readable
+        self.signed_in = signed_in
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or self._allowed(scope):
@@ -186,4 +194,11 @@ class BearerAuth:
         ):
             return True
         token = bearer_token(dict(scope["headers"]).get(b"authorization"))
-        return token is not None and self.tokens.valid(token)
+        if token is not None and self.tokens.valid(token):
+            return True
+        return (
+            self.signed_in is not None
+            and scope.get("method") in ("GET", "HEAD")
+            and any(path == p or path.startswith(p + "/") for p in self.readable)
+            and self.signed_in(HTTPConnection(scope))
+        )

@@ -36,6 +36,8 @@ class AddItems(BaseModel):
     on_flush: str = Field(min_length=1)
     flush_interval: float | None = Field(default=None, gt=0, strict=True)
     max_attempts: int | None = Field(default=None, ge=1, le=1000, strict=True)
+    # hand the base's batches over in sequence order, each after the one before
+    ordered: bool = Field(default=False, strict=True)
     max_batch_bytes: int | None = Field(default=None, gt=0, le=2**53, strict=True)
     flush_after_idle: float | None = Field(default=None, gt=0, strict=True)
 
@@ -70,6 +72,7 @@ def add_items(batch_id: str, body: AddItems, request: Request) -> AddResult:
         on_flush=body.on_flush,
         flush_interval=body.flush_interval,
         max_attempts=body.max_attempts,
+        ordered=body.ordered,
         max_batch_bytes=body.max_batch_bytes,
         flush_after_idle=body.flush_after_idle,
     )

@@ -151,17 +151,14 @@ def retry_failed_items(job_id: JobId, request: Request) -> Created:
     """A new job of the ended job's failed items (and its dead chunks' items); once per job:
     asked again, the same job, marked as a replay. 409 while the job runs or when nothing
     failed."""
-    yard = _yard(request)
-    before = yard.get_batch_job(job_id).retry_job_ids
-    retry_id = yard.retry_failed_items(job_id)
-    replayed = retry_id in before
+    retry = _yard(request).submit_failed_items_retry(job_id)
     return Created(
         success=True,
-        jobId=retry_id,
+        jobId=retry.job_id,
         message="The job retrying these failed items already exists"
-        if replayed
+        if retry.replayed
         else "A job of the failed items was created and queued",
-        replayed=replayed,
+        replayed=retry.replayed,
     )
 
 

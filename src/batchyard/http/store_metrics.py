@@ -135,6 +135,22 @@ class StoreCollector(Collector):
         yield lag_seconds
         yield parked
 
+        in_flight = _gauge(
+            "batchyard_handler_in_flight",
+            "Calls of a limited handler running now, across every worker.",
+            ["handler"],
+        )
+        waiting = _gauge(
+            "batchyard_handler_waiting",
+            "Tasks of a limited handler that are due and wait for room under its limits.",
+            ["handler"],
+        )
+        for load in snap.handlers:
+            in_flight.add_metric([load.handler], load.in_flight)
+            waiting.add_metric([load.handler], load.waiting)
+        yield in_flight
+        yield waiting
+
         workers = _gauge(
             "batchyard_worker_heartbeat_age_seconds",
             "Seconds since each registered worker's last heartbeat.",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batchyard import payloads
+from batchyard import payloads, tracing
 from batchyard.clock import seconds, to_datetime
 from batchyard.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from batchyard.failures import error_text, log_failure, traceback_text
@@ -26,6 +26,7 @@ from batchyard.retry import RetryPolicy
 from batchyard.store import Tx
 from batchyard.supervision import is_transient
 from batchyard.tasks import Task, TaskKind
+from batchyard.throttling import throttle_wait
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
@@ -47,7 +48,8 @@ class Iterators:
         self.store = runtime.store
         self.tasks = runtime.tasks
         runtime.kinds.add(
-            TaskKind(STEP_TASK, self.run_step), TaskKind(COMPLETE_TASK, self.run_complete)
+            TaskKind(STEP_TASK, tracing.traced("batchyard.iterator.step", self.run_step)),
+            TaskKind(COMPLETE_TASK, self.run_complete),
         )
 
     def start(
@@ -228,7 +230,7 @@ class Iterators:
             page_started = self.runtime.clock.time()  # the clock tests move, for page sizes
             try:
                 if row["throttle"] is not None:
-                    wait = _throttle_wait(handlers.call(row["throttle"], job_id), row["throttle"])
+                    wait = throttle_wait(handlers, row["throttle"], job_id)
                     if wait:
                         self._throttled(task, job_id, generation, wait)
                         return
@@ -445,17 +447,6 @@ def _step_keys(job_id: str) -> str:
     """The prefix of every step key of this job and of no other job's: the id's length
     comes first, so that job "a"'s prefix is not also job "a:1"'s."""
     return f"iterator:{len(job_id)}:{job_id}:"
-
-
-def _throttle_wait(value: Any, name: str) -> float:
-    """What a throttle returned, as seconds to wait (0: go on)."""
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e9:
-        raise TypeError(
-            f"throttle handler {name!r} must return None or seconds to wait, not {value!r}"
-        )
-    return float(value)
 
 
 def _cursor_text(cursor: Any, source: str) -> str:

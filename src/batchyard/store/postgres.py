@@ -118,6 +118,8 @@ class PostgresStore(Store):
         "CAST(EXTRACT(EPOCH FROM statement_timestamp()) AS double precision))",
         "skip_locked": "FOR UPDATE SKIP LOCKED",
         "for_update": "FOR UPDATE",
+        # a lock on a name for the rest of the transaction
+        "lock_name": "SELECT pg_advisory_xact_lock(hashtext(:lock))",
         "least": "LEAST",
         # an event's position is its transaction's id, and readers stop below the oldest
         # transaction still running (see _SAFE_POSITION)
@@ -131,7 +133,7 @@ class PostgresStore(Store):
         "FROM json_array_elements_text(CAST(:values AS json)) WITH ORDINALITY AS e(value, idx))",
         "json_int_values": "(SELECT CAST(jsonb_array_elements_text(CAST(:values AS jsonb)) "
         "AS BIGINT))",
-        "json_pairs": "(SELECT value ->> 0 AS a, value ->> 1 AS b "
+        "json_pairs": "(SELECT value ->> 0 AS a, value ->> 1 AS b, value ->> 2 AS c "
         "FROM json_array_elements(CAST(:pairs AS json)))",
         "after_cursor": "(position, id) > (:position, :id)",
         "stream_order": "position, id",

@@ -42,6 +42,8 @@ class SQLiteStore(Store):
         "now": ":now",
         "skip_locked": "",
         "for_update": "",
+        # a write transaction already holds the one write lock
+        "lock_name": "SELECT :lock",
         "least": "MIN",
         # one writer at a time: id order is commit order, so every position is 0 and all
         # committed events are safe to read
@@ -54,9 +56,10 @@ class SQLiteStore(Store):
         "json_text_rows_sized": "(SELECT key AS idx, value, length(CAST(value AS BLOB)) "
         "AS octets FROM json_each(:values))",
         "json_int_values": "(SELECT value FROM json_each(:values))",
-        # a JSON array of [a, b] pairs of strings (or nulls), as rows (a, b)
+        # a JSON array of [a, b] pairs (or [a, b, c] triples) of strings or nulls, as rows
+        # (a, b, c); c is null where a pair has none
         "json_pairs": "(SELECT json_extract(value, '$[0]') AS a, json_extract(value, '$[1]') "
-        "AS b FROM json_each(:pairs))",
+        "AS b, json_extract(value, '$[2]') AS c FROM json_each(:pairs))",
         # SQLite's index use for a row-value range stops at its first column, which is
         # always 0 here: compare ids alone, or every page rescans the stream from its start
         "after_cursor": "id > :id",

@@ -18,8 +18,29 @@ import orjson
 
 from batchyard import metrics
 from batchyard.errors import LeaseLost, NotFound
+from batchyard.handlers import HandlerLimit
 from batchyard.store import Store, Tx
 from batchyard.store.base import Row
+from batchyard.tasks import limits
+
+# A task that waits for another (`after_key`: the flushes of an ordered base) is not due
+# while that one is queued, running or dead; the claim passes over it, so it holds no worker
+# thread and no attempt is counted. Both look-ups are by a unique key, written as scalar
+# subqueries: PostgreSQL may run a NOT EXISTS under an OR as a hash of the whole table.
+FREE_GATE = (
+    " AND (t.after_key IS NULL OR ((SELECT p.id FROM batchyard_tasks p "
+    "WHERE p.key = t.after_key) IS NULL AND (SELECT d.id FROM batchyard_dead_tasks d "
+    "WHERE d.key = t.after_key) IS NULL))"
+)
+# A task of a limited handler is left to the limited claim (`limits`); a task with no
+# handler matches no limit. (An anti-join against a table of a few rows: under an OR it
+# would be a subquery per row, which the planner costs so high that it leaves the index.)
+_UNLIMITED = (
+    " AND NOT EXISTS (SELECT 1 FROM batchyard_handler_limits l WHERE l.handler = t.handler)"
+)
+# a task to queue: its key, its payload, and the key of the task it waits for
+Queued = tuple[str | None, Mapping[str, Any], str | None]
+_RETURNING = "id, kind, key, payload, attempts, max_attempts, token, last_error"
 
 
 # The claim, in one statement: pick due tasks in due order, bump their fencing token and
@@ -27,12 +48,12 @@ from batchyard.store.base import Row
 # index range finds expired leases to rescue.
 def _claim_sql(where: str) -> str:
     return (
-        "WITH picked AS MATERIALIZED (SELECT id FROM batchyard_tasks "
-        f"WHERE due_at <= {{now}}{where} ORDER BY due_at, id LIMIT :limit {{skip_locked}}) "
+        "WITH picked AS MATERIALIZED (SELECT t.id FROM batchyard_tasks t "
+        f"WHERE t.due_at <= {{now}}{where}{FREE_GATE}{_UNLIMITED} "
+        "ORDER BY t.due_at, t.id LIMIT :limit {skip_locked}) "
         "UPDATE batchyard_tasks SET state = 'running', token = token + 1, "
         "attempts = attempts + 1, worker_id = :worker_id, due_at = {now} + :lease, "
-        "updated_at = {now} WHERE id IN (SELECT id FROM picked) "
-        "RETURNING id, kind, key, payload, attempts, max_attempts, token, last_error"
+        f"updated_at = {{now}} WHERE id IN (SELECT id FROM picked) RETURNING {_RETURNING}"
     )
 
 
@@ -42,6 +63,15 @@ _UNDER_PREFIX = "substr(key, 1, length(:prefix)) = :prefix"
 CLAIM_SQL = _claim_sql("")
 # the same range, kept to one kind and one key prefix: the rest of a group
 CLAIM_GROUP_SQL = _claim_sql(f" AND kind = :kind AND {_UNDER_PREFIX}")
+CLAIM_LIMITED_SQL = limits.claim_limited_sql(FREE_GATE, _RETURNING)
+# when the next task can be claimed, of those that wait for no handler's room
+_NEXT_DUE = (
+    "SELECT MIN(t.due_at) - {now} AS wait FROM batchyard_tasks t "
+    f"WHERE true{FREE_GATE}{_UNLIMITED}"
+)
+_LIMITED_WAITS = limits.waits_sql(FREE_GATE)
+# whether anything can be claimed now (an idle poller's look, without the write lock)
+_ANY_DUE = f"SELECT t.id FROM batchyard_tasks t WHERE t.due_at <= {{now}}{FREE_GATE} LIMIT 1"
 
 
 @dataclass(frozen=True)
@@ -63,6 +93,9 @@ class TaskQueue:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # whether some handler has a limit (set by `publish_limits`): only then does a claim
+        # look for limited handlers' tasks, a round trip of its own
+        self.limited = False
 
     def enqueue(
         self,
@@ -73,29 +106,42 @@ class TaskQueue:
         delay: float = 0.0,
         key: str | None = None,
         max_attempts: int = 5,
+        after: str | None = None,
+        handler: str | None = None,
     ) -> None:
         """Schedule a task `delay` seconds from now. A task with the same `key` that is still
-        queued is brought forward to the earlier of the two times instead of duplicated."""
-        self.enqueue_many(tx, kind, [(key, payload)], delay=delay, max_attempts=max_attempts)
+        queued is brought forward to the earlier of the two times instead of duplicated.
+        `after` names the key of a task that must be done (or discarded) before this one
+        runs; `handler` the handler whose limits the task keeps (see `limits`)."""
+        self.enqueue_many(
+            tx,
+            kind,
+            [(key, payload, after)],
+            delay=delay,
+            max_attempts=max_attempts,
+            handler=handler,
+        )
 
     def enqueue_many(
         self,
         tx: Tx,
         kind: str,
-        tasks: Sequence[tuple[str | None, Mapping[str, Any]]],
+        tasks: Sequence[tuple[str | None, Mapping[str, Any]] | Queued],
         *,
         delay: float = 0.0,
         max_attempts: int = 5,
+        handler: str | None = None,
     ) -> None:
-        """Schedule tasks given as (key, payload), keys distinct, as `enqueue` does each - in
-        one statement, however many (a statement per task costs a round trip each, and on
-        SQLite a wait for the GIL each while other threads run)."""
+        """Schedule tasks given as (key, payload) or (key, payload, after), keys distinct, as
+        `enqueue` does each - in one statement, however many (a statement per task costs a
+        round trip each, and on SQLite a wait for the GIL each while other threads run)."""
         if not tasks:
             return
         tx.execute(
-            "INSERT INTO batchyard_tasks "
-            "(kind, key, payload, state, due_at, max_attempts, created_at, updated_at) "
-            "SELECT :kind, t.a, t.b, 'queued', {now} + :delay, :max_attempts, {now}, {now} "
+            "INSERT INTO batchyard_tasks (kind, key, payload, state, due_at, max_attempts, "
+            "after_key, handler, created_at, updated_at) "
+            "SELECT :kind, t.a, t.b, 'queued', {now} + :delay, :max_attempts, t.c, "
+            "CAST(:handler AS TEXT), {now}, {now} "
             # WHERE true: SQLite's parser needs it before an upsert's ON CONFLICT
             "FROM {json_pairs} t WHERE true "
             "ON CONFLICT (key) DO UPDATE SET due_at = {least}(batchyard_tasks.due_at, "
@@ -104,10 +150,11 @@ class TaskQueue:
             {
                 "kind": kind,
                 "pairs": orjson.dumps(
-                    [(key, orjson.dumps(payload).decode()) for key, payload in tasks]
+                    [(task[0], orjson.dumps(task[1]).decode(), *task[2:]) for task in tasks]
                 ).decode(),
                 "delay": float(delay),
                 "max_attempts": max_attempts,
+                "handler": handler,
             },
         )
         if delay <= 0:
@@ -142,12 +189,39 @@ class TaskQueue:
         self.store.watch_for_work()
         if look and self.store.single_writer:
             with self.store.transaction(now, write=False) as tx:
-                if tx.one("SELECT id FROM batchyard_tasks WHERE due_at <= {now} LIMIT 1") is None:
+                if tx.one(_ANY_DUE) is None:
                     return []
-        rows = self.store.all(
-            CLAIM_SQL, {"limit": limit, "worker_id": worker_id, "lease": lease}, now
-        )
-        return sorted((_task(row) for row in rows), key=lambda t: t.id)
+        claimed = self._claim_limited(worker_id, limit, lease, now) if self.limited else []
+        if len(claimed) < limit:
+            params = {"limit": limit - len(claimed), "worker_id": worker_id, "lease": lease}
+            claimed += self.store.all(CLAIM_SQL, params, now)
+        return sorted((_task(row) for row in claimed), key=lambda t: t.id)
+
+    def _claim_limited(
+        self, worker_id: str, limit: int, lease: float, now: float | None
+    ) -> list[Row]:
+        """Claim the due tasks of limited handlers that have room (see `limits`): the limit
+        rows locked, then counted and claimed, in one round trip."""
+        with self.store.transaction(now, pipeline=True) as tx:
+            tx.later(limits.LOCK_LIMITS)
+            tx.execute(limits.PRUNE_STARTS)
+            claimed = tx.later(
+                CLAIM_LIMITED_SQL, {"limit": limit, "worker_id": worker_id, "lease": lease}
+            )
+            tx.execute(limits.RECORD_STARTS)
+        return list(claimed.all())
+
+    def publish_limits(
+        self, limits_by_handler: Mapping[str, HandlerLimit | None], now: float | None
+    ) -> None:
+        """Put this process's handler limits in the store (a worker does, as it starts), and
+        from then on claim limited handlers' tasks too when any handler has a limit."""
+        self.limited = limits.publish(self.store, limits_by_handler, now)
+
+    def handler_loads(self, now: float | None = None) -> list[limits.HandlerLoad]:
+        """Every limited handler's limits and load (in flight, recent starts, waiting)."""
+        with self.store.transaction(now, write=False) as tx:
+            return limits.loads(tx, FREE_GATE)
 
     def claim_group(
         self,
@@ -255,9 +329,10 @@ class TaskQueue:
         """Move the task to the dead letters with its last error."""
         params = {"id": task.id, "token": task.token, "error": error}
         tx.require(
-            "INSERT INTO batchyard_dead_tasks "
-            "(id, kind, key, payload, attempts, max_attempts, last_error, created_at, died_at) "
-            "SELECT id, kind, key, payload, attempts, max_attempts, :error, created_at, {now} "
+            "INSERT INTO batchyard_dead_tasks (id, kind, key, payload, attempts, max_attempts, "
+            "last_error, after_key, handler, created_at, died_at) "
+            "SELECT id, kind, key, payload, attempts, max_attempts, :error, after_key, "
+            "handler, created_at, {now} "
             "FROM batchyard_tasks WHERE id = :id AND token = :token RETURNING id",
             params,
             _lost(task),
@@ -277,9 +352,9 @@ class TaskQueue:
             )
         tx.execute(
             "INSERT INTO batchyard_tasks (id, kind, key, payload, state, due_at, attempts, "
-            "max_attempts, last_error, created_at, updated_at) "
+            "max_attempts, last_error, after_key, handler, created_at, updated_at) "
             "SELECT id, kind, key, payload, 'queued', {now}, 0, max_attempts, last_error, "
-            "created_at, {now} FROM batchyard_dead_tasks WHERE id = :id",
+            "after_key, handler, created_at, {now} FROM batchyard_dead_tasks WHERE id = :id",
             {"id": row["id"]},
         )
         tx.execute("DELETE FROM batchyard_dead_tasks WHERE id = :id", {"id": row["id"]})
@@ -316,8 +391,10 @@ class TaskQueue:
         return row
 
     def discard_dead(self, tx: Tx, key: str) -> None:
-        """Drop the dead task of `key` for good (its capability has closed its books)."""
+        """Drop the dead task of `key` for good (its capability has closed its books); a
+        task that waited for it is free to run."""
         tx.execute("DELETE FROM batchyard_dead_tasks WHERE key = :key", {"key": key})
+        self.store.notify_work(tx)
 
     def cancel_queued(self, tx: Tx, kind: str, prefix: str) -> int:
         """Drop the queued tasks of `kind` whose key starts with `prefix` (a running one
@@ -343,10 +420,18 @@ class TaskQueue:
         )
 
     def next_due(self, now: float | None = None) -> float | None:
-        """Seconds until the next task falls due (0 when one is due now), None when idle."""
-        with self.store.transaction(now, write=False) as tx:
-            row = tx.one("SELECT MIN(due_at) - {now} AS wait FROM batchyard_tasks")
-        return None if row["wait"] is None else max(0.0, float(row["wait"]))
+        """Seconds until the next task can be claimed (0 when one can now), None when idle:
+        a task that waits for another is not counted, nor one of a limited handler before
+        the handler has room again (a lease ends, or a start leaves the rate window)."""
+        # with limits, both queries go in one pipeline: no round trip more than without
+        with self.store.transaction(now, write=False, pipeline=self.limited) as tx:
+            first = tx.later(_NEXT_DUE)
+            limited = tx.later(_LIMITED_WAITS) if self.limited else None
+        [row] = first.all()
+        waits = [] if row["wait"] is None else [float(row["wait"])]
+        if limited is not None:
+            waits += limits.waits(list(limited.all()))
+        return max(0.0, min(waits)) if waits else None
 
 
 def _lost(task: Task) -> LeaseLost:

@@ -1,0 +1,135 @@
+"""OpenTelemetry tracing: spans around adds and flushes, and the links that join them.
+
+batchyard speaks the OpenTelemetry API only (the ``batchyard[otel]`` extra); the application
+configures a tracer provider (the SDK and an exporter) and batchyard's spans go wherever the
+application's go. Without the API installed, or with no provider configured, everything here
+does nothing: no span is made and nothing is written.
+
+An add and the flush that delivers its items run apart - in other processes, often minutes
+apart - so the flush cannot be the add's child. Instead an add that runs inside a sampled
+span stores that span's context with its items (a W3C ``traceparent`` string), and the flush
+starts its span with a link to each distinct context among the items it delivers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from typing import Any
+
+try:
+    from opentelemetry import trace as _trace
+except ImportError:  # the extra is not installed: tracing is off
+    _trace = None  # type: ignore[assignment]
+
+# a flush links to at most this many adds (the SDK keeps 128 links a span by default; a
+# flush of thousands of single-item adds would otherwise carry thousands)
+MAX_LINKS = 32
+
+if _trace is not None:
+    _tracer = _trace.get_tracer("batchyard")
+    _NO_OP_PROVIDERS = (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)
+
+
+def traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span when it is valid and sampled (so worth
+    linking to); None otherwise, and always without the OpenTelemetry API."""
+    if _trace is None:
+        return None
+    context = _trace.get_current_span().get_span_context()
+    if not (context.is_valid and context.trace_flags.sampled):
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+
+
+def _link(value: str) -> Any:
+    """A span link to a stored ``traceparent``; None when it does not parse (it was written
+    by us, but the books outlive versions: a bad one must not fail a flush)."""
+    assert _trace is not None
+    try:
+        version, trace_id, span_id, flags = value.split("-")
+        context = _trace.SpanContext(
+            trace_id=int(trace_id, 16),
+            span_id=int(span_id, 16),
+            is_remote=True,
+            trace_flags=_trace.TraceFlags(int(flags, 16)),
+        )
+    except ValueError:
+        return None
+    return _trace.Link(context) if version == "00" and context.is_valid else None
+
+
+class _Off:
+    """What `span` gives when tracing is off: a block that yields None and costs nothing."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_OFF = _Off()
+
+
+def span(
+    name: str, attributes: Mapping[str, Any], links: Iterable[str | None] = ()
+) -> AbstractContextManager[Any]:
+    """A span named `name`, current inside the block, with `attributes` and links to the
+    distinct ``traceparent`` strings among `links` (at most `MAX_LINKS`, first seen first).
+    An exception leaving the block is recorded on the span, which is marked an error.
+    The block gets the span (to add attributes known only at the end), or None when tracing
+    is off."""
+    # no provider configured: the API's default would make spans that record nothing, yet
+    # cost microseconds - a good share of a single-item add on SQLite
+    if _trace is None or isinstance(_trace.get_tracer_provider(), _NO_OP_PROVIDERS):
+        return _OFF
+    made = []
+    for value in dict.fromkeys(links):  # distinct, in order
+        link = None if value is None else _link(value)
+        if link is not None:
+            made.append(link)
+            if len(made) == MAX_LINKS:
+                break
+    return _tracer.start_as_current_span(name, attributes=attributes, links=made)
+
+
+def set_attributes(current: Any, attributes: Mapping[str, Any]) -> None:
+    """Add `attributes` to a span yielded by `span` (nothing when tracing is off)."""
+    if current is not None and current.is_recording():
+        current.set_attributes(dict(attributes))
+
+
+def record_outcome(
+    current: Any, outcome: str, raised: BaseException | None, **attributes: Any
+) -> None:
+    """Note on a span yielded by `span` the outcome of the work it covers
+    (``batchyard.outcome``) and more `attributes`; an exception the work caught and
+    recorded (a failed handler) is recorded on the span too, which is marked an error."""
+    if current is None or not current.is_recording():
+        return
+    current.set_attributes({"batchyard.outcome": outcome, **attributes})
+    if raised is not None:
+        assert _trace is not None
+        current.record_exception(raised)
+        current.set_status(_trace.Status(_trace.StatusCode.ERROR, f"{type(raised).__name__}"))
+
+
+def traced(name: str, run: Callable[[Any], None]) -> Callable[[Any], None]:
+    """A task kind's `run` (given one task, or a list of tasks run together) in a span named
+    `name`, with the job id of the task's payload, its key and attempt, and how many tasks
+    ran together. An exception it raises is recorded on the span; what it catches and
+    records in its own books (a handler's failure) is not."""
+
+    def traced_run(tasks: Any) -> None:
+        first = tasks[0] if isinstance(tasks, list) else tasks
+        attributes = {
+            "batchyard.job_id": first.payload.get("job_id"),
+            "batchyard.task_key": first.key,
+            "batchyard.attempt": first.attempts,
+            "batchyard.task_count": len(tasks) if isinstance(tasks, list) else 1,
+        }
+        with span(name, {k: v for k, v in attributes.items() if v is not None}):
+            run(tasks)
+
+    return traced_run
