@@ -53,7 +53,7 @@ from batchyard.errors import (
     StoreUnavailable,
 )
 from batchyard.folds import Fold
-from batchyard.iterator import IteratorStatus, Page, PageContext
+from batchyard.iterator import IteratorStatus, Page, PageContext, SliceStatus
 from batchyard.producer import Producer, ProducerStats
 from batchyard.retry import RetryPolicy
 from batchyard.signals import ItemFailures, RetryLater
@@ -108,6 +108,7 @@ __all__ = [
     "RetryLater",
     "RetryPolicy",
     "SearchHit",
+    "SliceStatus",
     "Store",
     "StoreCorrupt",
     "StoreError",

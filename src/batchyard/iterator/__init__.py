@@ -20,8 +20,11 @@ from batchyard.iterator.records import (
     IteratorStatus,
     Page,
     PageContext,
+    SliceableSource,
+    SliceStatus,
 )
-from batchyard.iterator.service import COMPLETE_TASK, STEP_TASK, Iterators
+from batchyard.iterator.service import Iterators
+from batchyard.iterator.steps import COMPLETE_TASK, STEP_TASK
 
 __all__ = [
     "ACTIVE",
@@ -33,4 +36,6 @@ __all__ = [
     "Iterators",
     "Page",
     "PageContext",
+    "SliceStatus",
+    "SliceableSource",
 ]

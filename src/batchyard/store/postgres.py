@@ -118,6 +118,7 @@ class PostgresStore(Store):
         "CAST(EXTRACT(EPOCH FROM statement_timestamp()) AS double precision))",
         "skip_locked": "FOR UPDATE SKIP LOCKED",
         "for_update": "FOR UPDATE",
+        "for_share": "FOR SHARE",
         "least": "LEAST",
         # an event's position is its transaction's id, and readers stop below the oldest
         # transaction still running (see _SAFE_POSITION)

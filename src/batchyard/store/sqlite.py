@@ -42,6 +42,7 @@ class SQLiteStore(Store):
         "now": ":now",
         "skip_locked": "",
         "for_update": "",
+        "for_share": "",
         "least": "MIN",
         # one writer at a time: id order is commit order, so every position is 0 and all
         # committed events are safe to read
