@@ -6,10 +6,12 @@ step tasks, so any worker runs any slice, and one worker runs several at once. T
 generation fences them all: pause, resume and cancel act on the whole job.
 
 Work stealing keeps a skewed job finishing together. A slice that runs out asks the slice
-with the most left (and more than two pages of it) to split: it sets that slice's
-`split_wanted`. The victim does the split itself, at its next page, fenced by its own task:
-it cuts what is left after its cursor in two, keeps the lower half and hands the upper
-half to a new slice. Only the slice's own runner ever moves its cursor or its bound, so the
+with the most left (if cut once more, each part would still be over a page) to split: it
+adds one to that slice's `split_wanted`. The victim does the split itself, at its next
+page, fenced by its own task: it cuts what is left after its cursor in 1 + split_wanted
+parts, keeps the lowest and hands each other one to a new slice (so a slice whose runner
+died, and that several slices asked meanwhile, splits as many ways when it is rescued).
+Only the slice's own runner ever moves its cursor or its bound, so the
 cursor can never pass the new bound and no row goes to two slices.
 
 Locks are taken job row first, then slice rows: a checkpoint holds the job row shared (its
@@ -33,7 +35,6 @@ if TYPE_CHECKING:
     from batchyard.runtime import Runtime
 
 MAX_PARALLELISM = 64
-STEAL_MIN_PAGES = 2  # a slice with no more than this many pages left is not split
 
 
 def checked_parallelism(runtime: Runtime, parallelism: int, source: str) -> int:
@@ -143,48 +144,61 @@ class Slices:
                 {"job_id": job_id},
             )
             return True
-        # a slice that was itself asked to split and ran out first passes the ask on
-        wanted = 1 + int(bool(asked is not None and asked["split_wanted"]))
-        victims = tx.all(
-            "SELECT slice FROM batchyard_iterator_slices WHERE job_id = :job_id AND done = 0 "
-            "AND split_wanted = 0 AND total - processed > :pages * "
-            "COALESCE(page_size, :batch_size) "
-            "ORDER BY total - processed DESC, slice LIMIT :wanted",
-            {
-                "job_id": job_id,
-                "pages": STEAL_MIN_PAGES,
-                "batch_size": int(job["batch_size"]),
-                "wanted": wanted,
-            },
-        )
-        for victim in victims:
+        # a slice that was itself asked to split and ran out first passes the asks on
+        for _ in range(1 + int(asked["split_wanted"] if asked is not None else 0)):
+            # the slice whose parts would be largest after one more cut, if each part would
+            # still be more than a page
+            victim = tx.one(
+                "SELECT slice FROM batchyard_iterator_slices WHERE job_id = :job_id "
+                "AND done = 0 AND total - processed > (split_wanted + 2) * "
+                "COALESCE(page_size, :batch_size) "
+                "ORDER BY (total - processed) / (split_wanted + 2.0) DESC, slice LIMIT 1",
+                {"job_id": job_id, "batch_size": int(job["batch_size"])},
+            )
+            if victim is None:
+                break
             tx.execute(
-                "UPDATE batchyard_iterator_slices SET split_wanted = 1 "
+                "UPDATE batchyard_iterator_slices SET split_wanted = split_wanted + 1 "
                 "WHERE job_id = :job_id AND slice = :slice",
                 {"job_id": job_id, "slice": victim["slice"]},
             )
         return False
 
     def split(
-        self, tx: Tx, job_id: str, number: int, lower: tuple[str, int], upper: tuple[str, int]
-    ) -> int:
-        """Narrow the slice to `lower` (what is left after its cursor) and hand `upper` to a
-        new slice; the new slice's number. Only the slice's own runner calls this."""
+        self, tx: Tx, job_id: str, number: int, parts: list[tuple[str, int]], served: int
+    ) -> list[int]:
+        """Narrow the slice to the first of `parts` (what is left after its cursor, cut) and
+        hand each other part to a new slice, for `served` of the asks; the new slices'
+        numbers. Only the slice's own runner calls this."""
         tx.execute(
             "UPDATE batchyard_iterator_slices SET cursor = :cursor, "
-            "total = processed + :left, split_wanted = 0, updated_at = {now} "
+            "total = processed + :left, split_wanted = CASE WHEN split_wanted > :served "
+            "THEN split_wanted - :served ELSE 0 END, updated_at = {now} "
             "WHERE job_id = :job_id AND slice = :slice",
-            {"job_id": job_id, "slice": number, "cursor": lower[0], "left": lower[1]},
+            {
+                "job_id": job_id,
+                "slice": number,
+                "cursor": parts[0][0],
+                "left": parts[0][1],
+                "served": served,
+            },
         )
-        new = tx.one(
+        top = tx.one(
+            "SELECT MAX(slice) AS top FROM batchyard_iterator_slices WHERE job_id = :job_id",
+            {"job_id": job_id},
+        )
+        numbers = list(range(int(top["top"]) + 1, int(top["top"]) + len(parts)))
+        tx.executemany(
             "INSERT INTO batchyard_iterator_slices (job_id, slice, cursor, total, page_size, "
-            "started_at, updated_at) SELECT :job_id, MAX(slice) + 1, :cursor, :total, "
-            "(SELECT page_size FROM batchyard_iterator_slices WHERE job_id = :job_id "
-            "AND slice = :slice), {now}, {now} FROM batchyard_iterator_slices "
-            "WHERE job_id = :job_id RETURNING slice",
-            {"job_id": job_id, "slice": number, "cursor": upper[0], "total": upper[1]},
+            "started_at, updated_at) SELECT :job_id, :new, :cursor, :total, page_size, "
+            "{now}, {now} FROM batchyard_iterator_slices "
+            "WHERE job_id = :job_id AND slice = :slice",
+            [
+                {"job_id": job_id, "slice": number, "new": new, "cursor": cursor, "total": count}
+                for new, (cursor, count) in zip(numbers, parts[1:], strict=True)
+            ],
         )
-        return int(new["slice"])
+        return numbers
 
     def decline(self, tx: Tx, job_id: str, number: int) -> None:
         """Too little was left to split: the ask is dropped."""

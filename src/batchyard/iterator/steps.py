@@ -223,24 +223,28 @@ class Steps:
             self.schedule(tx, row["job_id"], generation, 0.0, *numbers)
 
     def _split(self, task: Task, row: Any, number: int, cursor: Any) -> Any:
-        """Another slice ran out and asked this one to split: keep the lower half of what
-        is left, hand the upper half to a new slice. The cursor to go on from (None: the
-        job was paused or cancelled meanwhile)."""
-        halves = [
-            (_cursor_text(part, row["get_next_batch"]), count)
-            for part, count in source_of(self.runtime, row["get_next_batch"]).slice(cursor, 2)
-        ]
+        """Other slices ran out and asked this one to split: keep the lowest part of what is
+        left, hand the others to new slices. The cursor to go on from (None: the job was
+        paused or cancelled meanwhile)."""
         generation = task.payload["generation"]
+        with self.store.transaction(write=False) as tx:
+            part = self.slices.running(tx, row["job_id"], number)
+        wanted = 0 if part is None else int(part["split_wanted"])
+        source = source_of(self.runtime, row["get_next_batch"])
+        parts = [
+            (_cursor_text(piece, row["get_next_batch"]), count)
+            for piece, count in source.slice(cursor, wanted + 1)
+        ]
         with self.store.transaction(self.runtime.now()) as tx:
             self.tasks.fence(tx, task)  # only this slice's runner moves its cursor
             if self.current(tx, row["job_id"], generation, "{for_share}") is None:
                 return None
-            if len(halves) < 2:
+            if len(parts) < 2:
                 self.slices.decline(tx, row["job_id"], number)
                 return cursor
-            new = self.slices.split(tx, row["job_id"], number, halves[0], halves[1])
-            self.schedule(tx, row["job_id"], generation, 0.0, new)
-        return orjson.loads(halves[0][0])
+            new = self.slices.split(tx, row["job_id"], number, parts, wanted)
+            self.schedule(tx, row["job_id"], generation, 0.0, *new)
+        return orjson.loads(parts[0][0])
 
     def _throttled(
         self, task: Task, job_id: str, generation: int, wait: float, number: int | None
