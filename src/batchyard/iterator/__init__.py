@@ -24,11 +24,13 @@ from batchyard.iterator.records import (
     SliceStatus,
 )
 from batchyard.iterator.service import Iterators
+from batchyard.iterator.slices import MAX_PARALLELISM
 from batchyard.iterator.steps import COMPLETE_TASK, STEP_TASK
 
 __all__ = [
     "ACTIVE",
     "COMPLETE_TASK",
+    "MAX_PARALLELISM",
     "STEP_TASK",
     "TERMINAL",
     "IteratorState",
