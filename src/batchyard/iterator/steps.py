@@ -18,12 +18,7 @@ from batchyard import payloads
 from batchyard.errors import InvalidInput, LeaseLost, NotFound
 from batchyard.failures import error_text, log_failure, traceback_text
 from batchyard.iterator.pacing import Pacing
-from batchyard.iterator.records import (
-    IteratorState,
-    Page,
-    PageContext,
-    as_page,
-)
+from batchyard.iterator.records import IteratorState, Page, PageContext, as_page
 from batchyard.iterator.slices import Slices, source_of
 from batchyard.retry import RetryPolicy
 from batchyard.store import Tx
@@ -74,7 +69,7 @@ class Steps:
         """Steps for every slice with work left (of a job not cut yet: its first step)."""
         self.schedule(tx, job_id, generation, 0.0, *self.slices.unfinished(tx, job_id))
 
-    # -- control ----------------------------------------------------------------------------
+    # -- the step ---------------------------------------------------------------------------
 
     def run_step(self, task: Task) -> None:
         job_id, generation = task.payload["job_id"], task.payload["generation"]
@@ -139,8 +134,8 @@ class Steps:
                 if page.items and not row["transactional"]:
                     handlers.call(row["process_batch"], page.items, context)
             except Exception as exc:
-                if is_transient(exc):
-                    raise  # the store is away, not the job at fault: the worker gives it back
+                if is_transient(exc) or isinstance(exc, LeaseLost):
+                    raise  # the store is away, or another runner has the step: not the job's fault
                 self._failed(task, row, exc, batch, time.perf_counter() - step_started)
                 return
             finished = page.done or not page.items
