@@ -55,7 +55,7 @@ from batchyard.errors import (
     StoreUnavailable,
 )
 from batchyard.folds import Fold
-from batchyard.iterator import IteratorStatus, Page, PageContext
+from batchyard.iterator import IteratorStatus, Page, PageContext, SliceStatus
 from batchyard.producer import Producer, ProducerStats
 from batchyard.retry import RetryPolicy
 from batchyard.signals import ItemFailures, RetryLater
@@ -114,6 +114,7 @@ __all__ = [
     "RetryLater",
     "RetryPolicy",
     "SearchHit",
+    "SliceStatus",
     "Store",
     "StoreCorrupt",
     "StoreError",

@@ -33,6 +33,7 @@ class IteratorVerbs:
         target_batch_seconds: float | timedelta | None = None,
         min_batch_size: int | None = None,
         max_batch_size: int | None = None,
+        parallelism: int = 1,
     ) -> IteratorStatus:
         """Start a job that pages through a source from a durable cursor.
 
@@ -45,7 +46,11 @@ class IteratorVerbs:
         on, or seconds to wait first (replica lag, a sink's rate limit). With
         `target_batch_seconds` the page size adapts so that a page (reading and handling it)
         takes about that long, between `min_batch_size` and `max_batch_size` (by default a
-        tenth of and ten times `batch_size`)."""
+        tenth of and ten times `batch_size`).
+
+        With `parallelism` N > 1 the source (one that can be cut into key ranges, such as
+        `sources.sql_keyset`) is cut into N slices run at once, by any workers; a slice
+        that runs out takes half of what the slice with the most left has still to do."""
         return self._iterators.start(
             job_id,
             batch_size=batch_size,
@@ -61,6 +66,7 @@ class IteratorVerbs:
             else seconds(target_batch_seconds),
             min_batch_size=min_batch_size,
             max_batch_size=max_batch_size,
+            parallelism=parallelism,
         )
 
     def pause_iterator(self, job_id: str) -> IteratorStatus:
