@@ -155,17 +155,28 @@ class Yard:
         return self._accumulator.reader.list_batches(status, limit)
 
     def page_batches(
-        self, status: str | None = None, *, limit: int = 100, cursor: int | None = None
+        self,
+        status: str | None = None,
+        *,
+        limit: int = 100,
+        cursor: int | None = None,
+        prefix: str | None = None,
     ) -> BatchPage:
-        """Batches across all base ids, newest first, a page at a time: pass a page's
-        `next_cursor` as `cursor` for the next one."""
-        return self._accumulator.reader.page_batches(status, limit, cursor)
+        """Batches across all base ids (or those whose id starts with `prefix`), newest
+        first, a page at a time: pass a page's `next_cursor` as `cursor` for the next one."""
+        return self._accumulator.reader.page_batches(status, limit, cursor, prefix)
 
     def get_flush_history(
-        self, batch_id: str, limit: int = 20, offset: int = 0
+        self,
+        batch_id: str,
+        limit: int = 20,
+        offset: int = 0,
+        outcome: str | None = None,
+        prefix: str | None = None,
     ) -> list[FlushRecord]:
-        """Flush attempts of a base id or batch, newest first (skipping `offset`)."""
-        return self._accumulator.reader.get_flush_history(batch_id, limit, offset)
+        """Flush attempts of a base id or batch, newest first (skipping `offset`; only those
+        that ended in `outcome`, of batches whose id starts with `prefix`, if given)."""
+        return self._accumulator.reader.get_flush_history(batch_id, limit, offset, outcome, prefix)
 
     def delete_batch(self, batch_id: str) -> None:
         """Delete a batch that is neither flushing nor holding pending items."""
@@ -264,10 +275,15 @@ class Yard:
         return self._iterators.status(job_id)
 
     def list_iterator_jobs(
-        self, status: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        prefix: str | None = None,
     ) -> list[IteratorStatus]:
-        """Jobs, most recently changed first (skipping `offset`)."""
-        return self._iterators.list(status, limit, offset)
+        """Jobs (whose id starts with `prefix`, if given), most recently changed first
+        (skipping `offset`)."""
+        return self._iterators.list(status, limit, offset, prefix)
 
     def delete_iterator_job(self, job_id: str) -> None:
         """Delete a job that is no longer running."""
@@ -422,9 +438,14 @@ class Yard:
         return self._jobs.read.get(job_id)
 
     def list_batch_jobs(
-        self, status: str | None = None, type: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        status: str | None = None,
+        type: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        prefix: str | None = None,
     ) -> list[BulkJob]:
-        return self._jobs.read.list_jobs(status=status, type=type, limit=limit, offset=offset)
+        return self._jobs.read.list_jobs(status, type, limit, offset, prefix)
 
     def cancel_batch_job(self, job_id: str) -> BulkJob:
         """No new chunk of the job starts; running ones stop at their next commit."""
@@ -441,8 +462,10 @@ class Yard:
     ) -> list[BulkItemResult]:
         return self._jobs.read.results(job_id, after=after, limit=limit)
 
-    def list_dead_chunks(self, job_id: str | None = None, limit: int = 100) -> list[DeadChunk]:
-        return self._jobs.read.dead_chunks(job_id, limit=limit)
+    def list_dead_chunks(
+        self, job_id: str | None = None, limit: int = 100, *, offset: int = 0, job_prefix: str = ""
+    ) -> list[DeadChunk]:
+        return self._jobs.read.dead_chunks(job_id, limit, offset=offset, job_prefix=job_prefix)
 
     def redrive_chunk(self, task_id: int) -> BulkJob:
         return self._jobs.redrive(task_id)

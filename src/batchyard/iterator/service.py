@@ -24,6 +24,7 @@ from batchyard.iterator.records import (
 )
 from batchyard.retry import RetryPolicy
 from batchyard.store import Tx
+from batchyard.store.filters import under_prefix
 from batchyard.supervision import is_transient
 from batchyard.tasks import Task, TaskKind
 
@@ -381,15 +382,19 @@ class Iterators:
             return self._status_of(self._row(tx, job_id), tx.clock())
 
     def list(
-        self, status: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        prefix: str | None = None,
     ) -> list[IteratorStatus]:
         with self.store.transaction(self.runtime.now(), write=False) as tx:
             now = tx.clock()
             rows = tx.all(
                 "SELECT * FROM batchyard_iterators WHERE "
-                "(CAST(:status AS TEXT) IS NULL OR status = :status) "
+                f"(CAST(:status AS TEXT) IS NULL OR status = :status) AND {under_prefix('job_id')} "
                 "ORDER BY updated_at DESC, job_id LIMIT :limit OFFSET :offset",
-                {"status": status, "limit": limit, "offset": offset},
+                {"status": status, "limit": limit, "offset": offset, "prefix": prefix},
             )
         return [self._status_of(row, now) for row in rows]
 

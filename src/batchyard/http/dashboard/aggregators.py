@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from batchyard.http.dashboard._common import PAGE, PREFIX, ActionForm, dashboard_of
+from batchyard.http.dashboard.lists import ListView
 
 AGGREGATORS = f"{PREFIX}/aggregators"
 NAV = ("Aggregators", AGGREGATORS)
@@ -17,9 +18,15 @@ router = APIRouter(include_in_schema=False)
 @router.get(AGGREGATORS, **PAGE)
 def aggregators(request: Request) -> Response:
     dashboard = dashboard_of(request)
-    return dashboard.render(
-        request, "aggregators.html", aggregators=dashboard.overview.aggregators()
-    )
+    listed = ListView.of(request, "aggregators", label="name or stream starts with")
+    start = listed.prefix or ""
+    # few by nature (one per registered aggregator): filtered and paged in memory
+    found = [
+        a
+        for a in dashboard.overview.aggregators()
+        if a.name.startswith(start) or a.stream.startswith(start)
+    ]
+    return dashboard.render(request, "aggregators.html", aggregators=listed.sliced(found))
 
 
 @router.post(f"{AGGREGATORS}/{{name:path}}/run")

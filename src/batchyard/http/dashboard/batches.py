@@ -16,6 +16,7 @@ from batchyard.http.dashboard._common import (
     confirmed_action,
     dashboard_of,
 )
+from batchyard.http.dashboard.lists import ListView
 
 BATCHES = f"{PREFIX}/batches"
 NAV = ("Batches", BATCHES)
@@ -25,6 +26,9 @@ NOTICES = {
     "redriven": "Batch redriven: its flush starts again with fresh attempts.",
     "discarded": "Batch discarded: its items will not be delivered (the history says so).",
 }
+# the states of a base's active batches, and how a flush attempt can end
+BATCH_STATES = ("accumulating", "flushing", "dead")
+OUTCOMES = ("completed", "partial", "failed", "discarded")
 DEAD_ITEMS_SHOWN = 50  # per dead batch on its base's page; the API pages through the rest
 
 router = APIRouter(include_in_schema=False)
@@ -33,11 +37,19 @@ router = APIRouter(include_in_schema=False)
 @router.get(BATCHES, **PAGE)
 def batches(request: Request) -> Response:
     dashboard = dashboard_of(request)
+    bases = ListView.of(request, "bases", label="base id starts with")
+    dead = ListView.of(request, "dead", label="batch id starts with")
+    key = dead.key(int)
+    page = dashboard.yard.page_batches(
+        "dead", limit=dead.limit, cursor=None if key is None else int(key), prefix=dead.prefix
+    )
     return dashboard.render(
         request,
         "batches.html",
-        bases=dashboard.overview.bases(),
-        dead=dashboard.yard.list_dead_batches(),
+        bases=bases.positional(
+            lambda limit, offset: dashboard.overview.bases(limit, offset, bases.prefix)
+        ),
+        dead=dead.paged(page.batches, page.next_cursor, page.total),
     )
 
 
@@ -63,7 +75,14 @@ confirmed_action(
 def batch_base(request: Request, base_id: str) -> Response:
     dashboard = dashboard_of(request)
     yard = dashboard.yard
-    batches = yard.get_batch_status(base_id)
+    active = ListView.of(request, "active", BATCH_STATES, label="batch id starts with")
+    history = ListView.of(request, "history", OUTCOMES, label="batch id starts with")
+    batches = [
+        b
+        for b in yard.get_batch_status(base_id)
+        if (active.status is None or b.status == active.status)
+        and b.batch_id.startswith(active.prefix or "")
+    ]
     dead_items = {
         b.batch_id: yard.get_batch_items(b.batch_id, limit=DEAD_ITEMS_SHOWN)
         for b in batches
@@ -73,10 +92,14 @@ def batch_base(request: Request, base_id: str) -> Response:
         request,
         "batch.html",
         base_id=base_id,
-        batches=batches,
+        active=active.sliced(batches),
         dead_items=dead_items,
         shown=DEAD_ITEMS_SHOWN,
-        history=yard.get_flush_history(base_id, 50),
+        history=history.positional(
+            lambda limit, offset: yard.get_flush_history(
+                base_id, limit, offset, history.status, history.prefix
+            )
+        ),
     )
 
 

@@ -3,7 +3,6 @@ dead chunks grouped by error with redrive, and namespace exports to download."""
 
 from __future__ import annotations
 
-from itertools import groupby
 from typing import Annotated
 from urllib.parse import quote
 
@@ -11,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from batchyard.bulk.export import FORMATS
+from batchyard.bulk.records import BulkJobStatus
 from batchyard.errors import BatchyardError
 from batchyard.http.dashboard._common import (
     PAGE,
@@ -20,6 +20,7 @@ from batchyard.http.dashboard._common import (
     dashboard_of,
     viewer,
 )
+from batchyard.http.dashboard.lists import ListView
 from batchyard.http.downloads import export_download
 
 JOBS = f"{PREFIX}/jobs"
@@ -35,19 +36,26 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get(JOBS, **PAGE)
-def jobs(request: Request, status: str | None = None) -> Response:
+def jobs(request: Request) -> Response:
     dashboard = dashboard_of(request)
     yard = dashboard.yard
-    dead = sorted(yard.list_dead_chunks(limit=1000), key=lambda d: d.error or "")
-    groups = [(error, list(chunks)) for error, chunks in groupby(dead, key=lambda d: d.error or "")]
+    listed = ListView.of(request, "jobs", [s.value for s in BulkJobStatus], "job id starts with")
+    dead = ListView.of(request, "dead", label="job id starts with")
     return dashboard.render(
         request,
         "jobs.html",
-        jobs=yard.list_batch_jobs(status=status),
+        jobs=listed.positional(
+            lambda limit, offset: yard.list_batch_jobs(
+                listed.status, None, limit, offset, listed.prefix
+            )
+        ),
         stats=yard.get_stats(),
-        dead_groups=groups,
+        dead=dead.positional(
+            lambda limit, offset: yard.list_dead_chunks(
+                limit=limit, offset=offset, job_prefix=dead.prefix or ""
+            )
+        ),
         formats=list(FORMATS),
-        status=status,
     )
 
 
