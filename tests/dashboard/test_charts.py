@@ -53,15 +53,15 @@ def test_charts_show_flushes_failures_time_and_backlog(client, yard, clock):
 
     page = client.get("/").text
     assert bars(page, "items")[-2:] == [3.0, 0.0] and len(bars(page, "items")) == 24
-    assert bars(page, "failures")[-2:] == [0.0, 1.0]
+    assert bars(page, "failures")[-2:] == [0.0, 2.0]  # the items of the failed flush
     assert all(v > 0 for v in bars(page, "duration")[-2:])
     assert bars(page, "backlog")[-1] == 2.0
-    assert "3 in 2 flushes" in page and "1 failed, 2 items failed" in page
+    assert "3 in 2 flushes" in page and "2 items failed, 1 flushes failed whole" in page
     assert "<script>" not in page and " style=" not in page
 
     daily = client.get("/?range=day").text
     assert len(bars(daily, "items")) == 14 and bars(daily, "items")[-1] == 3.0
-    assert bars(daily, "failures")[-1] == 1.0
+    assert bars(daily, "failures")[-1] == 2.0
     assert 'href="/?range=day" aria-current="true"' in daily
 
     # the charts' own poll gets the charts alone, for the range shown

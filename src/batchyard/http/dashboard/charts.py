@@ -42,7 +42,8 @@ class Chart:
 
 
 def charts(trend: Trend) -> list[Chart]:
-    """The four charts of a trend: items flushed, failed flushes, flush time, backlog."""
+    """The four charts of a trend: items flushed, items failed (by a flush that failed
+    whole, or one by one in a partial one), flush time, backlog."""
     buckets = trend.buckets
     return [
         _chart(
@@ -56,11 +57,11 @@ def charts(trend: Trend) -> list[Chart]:
         _chart(
             trend,
             "failures",
-            "Failed flushes",
-            lambda b: b.failed_flushes,
+            "Failures (items)",
+            lambda b: b.failed_items,
             _count,
-            f"{sum(b.failed_flushes for b in buckets)} failed, "
-            f"{sum(b.failed_items for b in buckets)} items failed",
+            f"{sum(b.failed_items for b in buckets)} items failed, "
+            f"{sum(b.failed_flushes for b in buckets)} flushes failed whole",
         ),
         _chart(
             trend,
