@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from batchyard import RetryPolicy, folds
 from batchyard.http import create_app
 from batchyard.signals import RetryLater
+from tests.dashboard.test_pages import post
 
 
 @pytest.fixture
@@ -53,7 +54,9 @@ def walk(client, path, name, **params):
         text = response.text
         pager = text[text.index(f'id="{name}-pager"') :]
         pager = pager[: pager.index("</nav>")]
-        region = text[text.index(f'id="{name}-filters') : text.index(f'id="{name}-pager"')]
+        end = text.index(f'id="{name}-pager"')
+        start = text.find(f'id="{name}-filters')  # a list without filters: its table
+        region = text[start if start >= 0 else text.rindex("<table", 0, end) : end]
         pages.append([html.unescape(k) for k in re.findall(r'data-key="([^"]*)"', region)])
         found = re.search(r'href="([^"]*)" rel="next"', pager)
         url = html.unescape(found[1]) if found else None
@@ -155,6 +158,42 @@ def test_bulk_jobs_and_dead_chunks_filter_and_page(client, yard):
     dead = walk(client, "/ui/jobs", "dead", limit=1)
     assert sizes(dead) == [1, 1, 1] and rows(dead) == sorted(f"{i}/0" for i in [ids[2], *others])
     assert rows(walk(client, "/ui/jobs", "dead", q=others[1][:8])) == [f"{others[1]}/0"]
+
+
+def test_a_dead_batchs_items_page_by_position(client, yard):
+    yard.add_items("refused", list(range(5)), max_batch_size=10, on_flush="boom")
+    yard.flush("refused")
+    yard.run_worker(wait=False)
+
+    items = walk(client, "/ui/batches/refused::0/items", "items", limit=2)
+    assert sizes(items) == [2, 2, 1] and rows(items) == ["0", "1", "2", "3", "4"]
+    page = client.get("/ui/batches/refused::0/items").text
+    assert "the sink is down" in page and "Redrive" in page and "Discard" in page
+    assert "/ui/batches/refused%3A%3A0/items" in client.get("/ui/batches/refused").text
+    assert client.get("/ui/batches/nobody::0/items").status_code == 404
+
+
+def test_an_aggregators_parked_events_page_and_are_retried(client, yard):
+    # events without a key are parked (KeyError), until the key function copes with them
+    yard.register_aggregator("odd", stream="numbers", key=lambda e: e["k"], fold=folds.count())
+    yard.append_events("numbers", [{"k": "a"} if n % 2 else {"odd": n} for n in range(6)])
+    yard.run_aggregator("odd")
+
+    parked = walk(client, "/ui/aggregators/odd", "parked", limit=2)
+    assert sizes(parked) == [2, 1] and len(rows(parked)) == 3
+    assert "KeyError" in client.get("/ui/aggregators/odd").text
+    assert 'href="/ui/aggregators/odd"' in client.get("/ui/aggregators").text
+
+    yard.register_aggregator(
+        "odd", stream="numbers", key=lambda e: e.get("k", "none"), fold=folds.count()
+    )
+    assert client.post("/ui/aggregators/odd/parked/retry").status_code == 403  # no CSRF token
+    retried = post(client, "/ui/aggregators/odd/parked/retry", page="/ui/aggregators/odd")
+    assert retried.status_code == 303 and "notice=parked-retried" in retried.headers["location"]
+    assert yard.list_parked_events("odd") == []
+    assert yard.get_totals("odd") == {"a": 3, "none": 3}
+    assert "No parked events." in client.get("/ui/aggregators/odd").text
+    assert client.get("/ui/aggregators/nobody").status_code == 404
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,9 @@ class IteratorStatus:
     last_traceback: str | None = None  # of the last failed step: its end, at most 8 KB
     batch_size: int | None = None  # what the next page asks for (adaptive sizes move it)
     throttled_seconds: float = 0.0  # waited so far because the throttle asked
+    # the handlers it runs, by their registered names
+    get_next_batch: str | None = None
+    process_batch: str | None = None
 
 
 def as_page(value: Any) -> Page:

@@ -443,6 +443,8 @@ class Iterators:
             last_traceback=row["last_traceback"],
             batch_size=int(row["page_size"] or row["batch_size"]),
             throttled_seconds=float(row["throttled_seconds"]),
+            get_next_batch=row["get_next_batch"],
+            process_batch=row["process_batch"],
         )
 
 

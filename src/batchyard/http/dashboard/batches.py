@@ -8,6 +8,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from batchyard.errors import BatchyardError
 from batchyard.http.dashboard._common import (
     PAGE,
     PREFIX,
@@ -69,6 +70,36 @@ confirmed_action(
     "records them as dropped.",
     _base_page,
 )
+
+
+@router.get(f"{BATCHES}/{{batch_id:path}}/items", **PAGE)
+def batch_items(request: Request, batch_id: str) -> Response:
+    """One batch (a dead one, mostly) with all its items, a page at a time by position."""
+    if "::" not in batch_id:  # a base id that ends in "/items", not a batch's items
+        return batch_base(request, f"{batch_id}/items")
+    dashboard = dashboard_of(request)
+    yard = dashboard.yard
+    items = ListView.of(request, "items")
+    try:
+        found = yard.get_batch_status(batch_id)
+    except BatchyardError as exc:  # not a batch id at all
+        found, error = [], str(exc)
+    else:
+        error = f"no batch {batch_id!r}"
+    if not found:
+        return dashboard.render(request, "error.html", 404, message=error, back=BATCHES)
+    [batch] = found
+    after = items.key(int)
+    rows = yard.get_batch_items(
+        batch_id, after=None if after is None else int(after), limit=items.limit + 1
+    )
+    return dashboard.render(
+        request,
+        "batch_items.html",
+        batch=batch,
+        items=items.keyed(rows, lambda item: int(item.position)),
+        base_page=_base_page(batch_id),
+    )
 
 
 @router.get(f"{BATCHES}/{{base_id:path}}", **PAGE)
