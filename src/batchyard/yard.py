@@ -39,6 +39,7 @@ from batchyard.clock import Clock, SystemClock, seconds
 from batchyard.embedder import Embedder
 from batchyard.folds import Fold
 from batchyard.iterator import Iterators, IteratorStatus
+from batchyard.iterator.errors import IteratorError
 from batchyard.maintenance import Maintenance
 from batchyard.producer import Producer
 from batchyard.retry import RetryPolicy
@@ -284,6 +285,12 @@ class Yard:
         """Jobs (whose id starts with `prefix`, if given), most recently changed first
         (skipping `offset`)."""
         return self._iterators.list(status, limit, offset, prefix)
+
+    def get_iterator_errors(
+        self, job_id: str, limit: int = 50, offset: int = 0
+    ) -> list[IteratorError]:
+        """A job's failed steps (the last 50 kept), newest first (skipping `offset`)."""
+        return self._iterators.errors.read(job_id, limit, offset)
 
     def delete_iterator_job(self, job_id: str) -> None:
         """Delete a job that is no longer running."""

@@ -11,8 +11,8 @@ from batchyard.http import create_app
 
 
 @pytest.fixture
-def yard(make_yard):
-    yard = make_yard()
+def yard(make_yard, clock):
+    yard = make_yard(clock=clock)
     yard.handler("ok")(lambda items, ctx: None)
 
     @yard.handler("unreachable")
@@ -55,3 +55,25 @@ def test_a_running_job_without_a_total_moves_until_cancelled(client, yard):
     yard.cancel_iterator("tail")
     page = client.get("/ui/iterators/tail").text
     assert INDETERMINATE not in page and '<progress max="1" value="0">' in page
+
+
+def test_every_failed_step_is_kept_and_shown_a_page_at_a_time(client, yard, clock):
+    yard.start_iterator(
+        "flaky", batch_size=5, get_next_batch="unreachable", process_batch="ok", max_retries=2
+    )
+    for _ in range(3):  # the first try and two retries, each due after its backoff
+        yard.run_worker(wait=False)
+        clock.advance(60)
+    errors = yard.get_iterator_errors("flaky")
+    assert [e.attempt for e in errors] == [3, 2, 1] and [e.final for e in errors] == [
+        True,
+        False,
+        False,
+    ]
+    assert all("the source database is down" in e.error for e in errors)
+
+    page = client.get("/ui/iterators/flaky?errors_limit=2").text
+    assert page.count('<span class="state failed">gave up</span>') == 1
+    assert "Next page" in page
+    yard.delete_iterator_job("flaky")
+    assert yard.get_iterator_errors("flaky") == []

@@ -5,6 +5,7 @@ both stores."""
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
 
@@ -49,8 +50,8 @@ def test_jobs_list_and_a_job_with_its_errors_paged(client, yard):
     page = client.get(f"/ui/jobs/{job_id}")
     assert page.status_code == 200 and "10 processed" in page.text and "60 failed" in page.text
     assert page.text.count("id: is required") == 50  # the first page of errors
-    nxt = re.search(r'href="([^"]+\?after=\d+)">Next page', page.text)[1]
-    rest = client.get(nxt)
+    nxt = re.search(r'href="([^"]+\?errors_cursor=[^"]+)" rel="next">Next page', page.text)[1]
+    rest = client.get(html.unescape(nxt))
     assert rest.text.count("id: is required") == 10 and "Next page" not in rest.text
     assert client.get("/ui/jobs/nope").status_code == 404
 

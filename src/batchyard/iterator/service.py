@@ -13,6 +13,7 @@ from batchyard import payloads
 from batchyard.clock import seconds, to_datetime
 from batchyard.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from batchyard.failures import error_text, log_failure, traceback_text
+from batchyard.iterator.errors import ErrorHistory
 from batchyard.iterator.pacing import Pacing
 from batchyard.iterator.records import (
     ACTIVE,
@@ -47,6 +48,7 @@ class Iterators:
         self.runtime = runtime
         self.store = runtime.store
         self.tasks = runtime.tasks
+        self.errors = ErrorHistory(runtime.store)
         runtime.kinds.add(
             TaskKind(STEP_TASK, self.run_step), TaskKind(COMPLETE_TASK, self.run_complete)
         )
@@ -189,6 +191,7 @@ class Iterators:
                     job_id=job_id,
                 )
             tx.execute("DELETE FROM batchyard_iterators WHERE job_id = :job_id", {"job_id": job_id})
+            self.errors.forget(tx, job_id)
 
     # -- the step ---------------------------------------------------------------------------
 
@@ -345,6 +348,7 @@ class Iterators:
                 "last_traceback = :traceback, updated_at = {now} WHERE job_id = :job_id",
                 {"job_id": row["job_id"], "error": error, "traceback": traceback_text(exc)},
             )
+            self.errors.record(tx, row["job_id"], batch, task.attempts, final, error)
             if final:
                 self.tasks.complete(tx, task)
                 tx.execute(

@@ -30,7 +30,6 @@ NOTICES = {
     "chunks-redriven": "Dead chunks queued again; their jobs are processing.",
     "job-retried": "This job retries the failed items of the job it names.",
 }
-ERRORS_PAGE = 50
 
 router = APIRouter(include_in_schema=False)
 
@@ -60,17 +59,19 @@ def jobs(request: Request) -> Response:
 
 
 @router.get(f"{JOBS}/{{job_id}}", **PAGE)
-def job(
-    request: Request, job_id: str, after: Annotated[int, Query(ge=-1, le=2**62)] = -1
-) -> Response:
+def job(request: Request, job_id: str) -> Response:
     dashboard = dashboard_of(request)
+    errors = ListView.of(request, "errors")
     try:
         record = dashboard.yard.get_batch_job(job_id)
     except BatchyardError as exc:
         return dashboard.render(request, "error.html", 404, message=str(exc), back=JOBS)
-    errors = dashboard.yard.get_batch_job_errors(job_id, after=after, limit=ERRORS_PAGE)
+    after = errors.key(int)
+    rows = dashboard.yard.get_batch_job_errors(
+        job_id, after=-1 if after is None else int(after), limit=errors.limit + 1
+    )
     return dashboard.render(
-        request, "job.html", job=record, errors=errors, after=after, more=len(errors) == ERRORS_PAGE
+        request, "job.html", job=record, errors=errors.keyed(rows, lambda e: int(e.index))
     )
 
 

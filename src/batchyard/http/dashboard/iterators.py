@@ -97,8 +97,16 @@ for _verb, _method, _notice, _question in (
 @router.get(f"{ITERATORS}/{{job_id:path}}", **PAGE)
 def iterator(request: Request, job_id: str) -> Response:
     dashboard = dashboard_of(request)
+    errors = ListView.of(request, "errors")
     try:
         job = dashboard.yard.get_iterator_status(job_id)
     except BatchyardError as exc:
         return dashboard.render(request, "error.html", 404, message=str(exc), back=ITERATORS)
-    return dashboard.render(request, "iterator.html", job=job)
+    return dashboard.render(
+        request,
+        "iterator.html",
+        job=job,
+        errors=errors.positional(
+            lambda limit, offset: dashboard.yard.get_iterator_errors(job_id, limit, offset)
+        ),
+    )
