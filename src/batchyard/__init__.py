@@ -53,7 +53,7 @@ from batchyard.errors import (
     StoreUnavailable,
 )
 from batchyard.folds import Fold
-from batchyard.iterator import IteratorStatus, Page, PageContext
+from batchyard.iterator import IteratorError, IteratorStatus, Page, PageContext
 from batchyard.producer import Producer, ProducerStats
 from batchyard.retry import RetryPolicy
 from batchyard.signals import ItemFailures, RetryLater
@@ -94,6 +94,7 @@ __all__ = [
     "HandlerNotFound",
     "InvalidInput",
     "ItemFailures",
+    "IteratorError",
     "IteratorStatus",
     "LeaseLost",
     "ManualClock",

@@ -38,8 +38,7 @@ from batchyard.bulk.service import BulkJobs
 from batchyard.clock import Clock, SystemClock, seconds
 from batchyard.embedder import Embedder
 from batchyard.folds import Fold
-from batchyard.iterator import Iterators, IteratorStatus
-from batchyard.iterator.errors import IteratorError
+from batchyard.iterator import IteratorError, Iterators, IteratorStatus
 from batchyard.maintenance import Maintenance
 from batchyard.producer import Producer
 from batchyard.retry import RetryPolicy

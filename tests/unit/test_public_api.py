@@ -16,7 +16,7 @@ AddResult AggregatorRun AggregatorStatus Backpressure BatchInfo BatchItem BatchP
 BatchStatus BatchyardError BulkItemError BulkItemResult BulkJob BulkJobStats BulkJobStatus
 BulkJobSubmission Clock
 ConfigError Conflict DeadChunk DiscardResult Embedder FlushContext FlushReason FlushRecord
-FlushResult Fold HandlerNotFound InvalidInput ItemFailures IteratorStatus LeaseLost
+FlushResult Fold HandlerNotFound InvalidInput ItemFailures IteratorError IteratorStatus LeaseLost
 ManualClock MissingExtra NotFound Page PageContext ParkedEvent Producer ProducerError
 ProducerStats RetryLater RetryPolicy SearchHit Store StoreCorrupt StoreError StoreFull
 StoreReadOnly StoreUnavailable SystemClock WebhookDelivery Worker Yard __version__ folds open_store

@@ -13,6 +13,7 @@ writes to the same database commit together with the cursor: exactly once. Other
 delivery is at least once, with ``ctx.idempotency_key`` stable across retries of a batch.
 """
 
+from batchyard.iterator.errors import IteratorError
 from batchyard.iterator.records import (
     ACTIVE,
     TERMINAL,
@@ -28,6 +29,7 @@ __all__ = [
     "COMPLETE_TASK",
     "STEP_TASK",
     "TERMINAL",
+    "IteratorError",
     "IteratorState",
     "IteratorStatus",
     "Iterators",
