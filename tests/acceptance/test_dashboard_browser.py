@@ -58,6 +58,10 @@ def server(tmp_path_factory):
 
     yard.handler("slow")(lambda items, ctx: time.sleep(0.02))
 
+    @yard.handler("unreachable")
+    def unreachable(cursor, size):
+        raise ConnectionError("the source database is down")
+
     @yard.handler("refuse")
     def refuse(items, ctx):
         raise ItemFailures({0: "the sink refused this one"})
@@ -317,3 +321,23 @@ def test_a_list_filters_and_pages_in_the_browser(page, server):
     assert first | last == {"paged-1", "paged-2", "paged-3"} and not first & last
     page.click("#bases-pager >> text=First page")
     expect(rows).to_have_count(2)
+
+
+def test_a_failed_iterator_at_zero_shows_no_moving_bar(page, server):
+    base, yard = server
+    yard.start_iterator(
+        "never-started",
+        batch_size=5,
+        get_next_batch="unreachable",
+        process_batch="collect",
+        max_retries=0,
+    )
+    page.goto(f"{base}/ui/iterators/never-started")
+    expect(page.locator("#job-status")).to_have_text("failed")  # the live region caught up
+    expect(page.locator("#errors tbody tr")).to_have_count(1)
+    expect(page.locator("#handlers")).to_contain_text("unreachable")
+    # an indeterminate <progress> is the one Chromium animates: none for a stopped job
+    assert page.locator("progress:indeterminate").count() == 0
+    page.goto(f"{base}/ui/iterators?jobs_q=never-started")
+    expect(page.locator("tr[data-job='never-started']")).to_contain_text("failed")
+    assert page.locator("progress:indeterminate").count() == 0
