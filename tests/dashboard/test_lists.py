@@ -204,6 +204,7 @@ def test_an_aggregators_parked_events_page_and_are_retried(client, yard):
         ("/ui/batches", "dead_cursor=not-a-cursor", "dead_cursor"),
         ("/ui/jobs", "jobs_cursor=eyJ4Ijoxfd", "jobs_cursor"),
         ("/ui/aggregators", "aggregators_limit=0", "aggregators_limit"),
+        ("/ui/aggregators", "aggregators_cursor=bm90", "aggregators_cursor"),
         ("/ui/batches/b", "history_limit=many", "history_limit"),
     ],
 )

@@ -116,7 +116,8 @@ class ListView:
 
     def sliced(self, rows: Sequence[Any]) -> ListView:
         """The page of a short list held whole (already filtered)."""
-        return self._shown(slice_page(rows, self.limit, self.cursor))
+        with self._cursor_checked():
+            return self._shown(slice_page(rows, self.limit, self.cursor))
 
     def paged(self, rows: Sequence[Any], next_key: int | None, total: int | None) -> ListView:
         """The page of a reader that pages by key itself (its next key, or None)."""
@@ -131,7 +132,8 @@ class ListView:
     def link(self, path: str, **changes: str | None) -> str:
         """`path` with this page's query, this list's parameters changed (None drops one)."""
         changed = {f"{self.name}_{k}": v for k, v in changes.items()}
-        kept = [(k, v) for k, v in self.params if k not in changed]
+        # an action's notice was said once: it does not follow the pages
+        kept = [(k, v) for k, v in self.params if k not in changed and k != "notice"]
         query = urlencode(kept + [(k, v) for k, v in changed.items() if v])
         return f"{path}?{query}" if query else path
 
