@@ -16,6 +16,7 @@ With ``parallelism=N`` a source that can be cut into key ranges runs as N slices
 each with its own cursor; the generation fences them all (see `slices`).
 """
 
+from batchyard.iterator.errors import IteratorError
 from batchyard.iterator.records import (
     ACTIVE,
     TERMINAL,
@@ -36,6 +37,7 @@ __all__ = [
     "MAX_PARALLELISM",
     "STEP_TASK",
     "TERMINAL",
+    "IteratorError",
     "IteratorState",
     "IteratorStatus",
     "Iterators",

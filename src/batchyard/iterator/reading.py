@@ -42,6 +42,8 @@ def status_of(row: Any, now: float, slices: tuple[SliceStatus, ...] = ()) -> Ite
         last_traceback=row["last_traceback"],
         batch_size=int(row["page_size"] or row["batch_size"]),
         throttled_seconds=float(row["throttled_seconds"]),
+        get_next_batch=row["get_next_batch"],
+        process_batch=row["process_batch"],
         parallelism=int(row["parallelism"]),
         slices=slices,
     )

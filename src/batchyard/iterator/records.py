@@ -99,6 +99,9 @@ class IteratorStatus:
     throttled_seconds: float = 0.0  # waited so far because the throttle asked
     parallelism: int = 1  # slices run at once (a parallel job's counts are their sums)
     slices: tuple[SliceStatus, ...] = ()  # of a parallel job, in the order they were cut
+    # the handlers it runs, by their registered names
+    get_next_batch: str | None = None
+    process_batch: str | None = None
 
 
 def as_page(value: Any) -> Page:

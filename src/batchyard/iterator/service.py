@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Any
 from batchyard import tracing
 from batchyard.clock import seconds
 from batchyard.errors import Conflict, InvalidInput, NotFound
+from batchyard.iterator.errors import ErrorHistory
 from batchyard.iterator.pacing import Pacing
 from batchyard.iterator.reading import status_of
 from batchyard.iterator.records import ACTIVE, IteratorState, IteratorStatus
 from batchyard.iterator.slices import Slices, checked_parallelism
 from batchyard.iterator.steps import COMPLETE_TASK, STEP_TASK, Steps, step_keys
 from batchyard.store import Tx
+from batchyard.store.filters import under_prefix
 from batchyard.tasks import TaskKind
 
 if TYPE_CHECKING:
@@ -29,7 +31,8 @@ class Iterators:
         self.store = runtime.store
         self.tasks = runtime.tasks
         self.slices = Slices()
-        self.steps = Steps(runtime, self.slices)
+        self.errors = ErrorHistory(runtime.store)
+        self.steps = Steps(runtime, self.slices, self.errors)
         runtime.kinds.add(
             TaskKind(STEP_TASK, tracing.traced("batchyard.iterator.step", self.steps.run_step)),
             TaskKind(COMPLETE_TASK, self.steps.run_complete),
@@ -166,6 +169,7 @@ class Iterators:
                 )
             self.slices.delete(tx, job_id)
             tx.execute("DELETE FROM batchyard_iterators WHERE job_id = :job_id", {"job_id": job_id})
+            self.errors.forget(tx, job_id)
 
     # -- the step ---------------------------------------------------------------------------
 
@@ -176,15 +180,19 @@ class Iterators:
             return self._status(tx, self._row(tx, job_id), tx.clock())
 
     def list(
-        self, status: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        prefix: str | None = None,
     ) -> list[IteratorStatus]:
         with self.store.transaction(self.runtime.now(), write=False) as tx:
             now = tx.clock()
             rows = tx.all(
                 "SELECT * FROM batchyard_iterators WHERE "
-                "(CAST(:status AS TEXT) IS NULL OR status = :status) "
+                f"(CAST(:status AS TEXT) IS NULL OR status = :status) AND {under_prefix('job_id')} "
                 "ORDER BY updated_at DESC, job_id LIMIT :limit OFFSET :offset",
-                {"status": status, "limit": limit, "offset": offset},
+                {"status": status, "limit": limit, "offset": offset, "prefix": prefix},
             )
             return [self._status(tx, row, now) for row in rows]
 

@@ -17,6 +17,7 @@ import orjson
 from batchyard import payloads
 from batchyard.errors import InvalidInput, LeaseLost, NotFound
 from batchyard.failures import error_text, log_failure, traceback_text
+from batchyard.iterator.errors import ErrorHistory
 from batchyard.iterator.pacing import Pacing
 from batchyard.iterator.records import IteratorState, Page, PageContext, as_page
 from batchyard.iterator.slices import Slices, source_of
@@ -41,11 +42,12 @@ STEP_BUDGET = 1.0  # seconds of back-to-back pages in one task before it yields 
 class Steps:
     """The step tasks of iterator jobs."""
 
-    def __init__(self, runtime: Runtime, slices: Slices) -> None:
+    def __init__(self, runtime: Runtime, slices: Slices, errors: ErrorHistory) -> None:
         self.runtime = runtime
         self.store = runtime.store
         self.tasks = runtime.tasks
         self.slices = slices
+        self.errors = errors
 
     def schedule(
         self, tx: Tx, job_id: str, generation: int, delay: float, *slices: int | None
@@ -307,6 +309,7 @@ class Steps:
                 "last_traceback = :traceback, updated_at = {now} WHERE job_id = :job_id",
                 {"job_id": row["job_id"], "error": error, "traceback": traceback_text(exc)},
             )
+            self.errors.record(tx, row["job_id"], batch, task.attempts, final, error)
             if final:
                 self.tasks.complete(tx, task)
                 tx.execute(

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from batchyard.clock import seconds
-from batchyard.iterator import IteratorStatus
+from batchyard.iterator import IteratorError, IteratorStatus
 
 if TYPE_CHECKING:
     from batchyard.iterator import Iterators
@@ -86,10 +86,21 @@ class IteratorVerbs:
         return self._iterators.status(job_id)
 
     def list_iterator_jobs(
-        self, status: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        prefix: str | None = None,
     ) -> list[IteratorStatus]:
-        """Jobs, most recently changed first (skipping `offset`)."""
-        return self._iterators.list(status, limit, offset)
+        """Jobs (whose id starts with `prefix`, if given), most recently changed first
+        (skipping `offset`)."""
+        return self._iterators.list(status, limit, offset, prefix)
+
+    def get_iterator_errors(
+        self, job_id: str, limit: int = 50, offset: int = 0
+    ) -> list[IteratorError]:
+        """A job's failed steps (the last 50 kept), newest first (skipping `offset`)."""
+        return self._iterators.errors.read(job_id, limit, offset)
 
     def delete_iterator_job(self, job_id: str) -> None:
         """Delete a job that is no longer running."""
