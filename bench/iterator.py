@@ -1,17 +1,26 @@
 """The table iterator against a bare keyset scan of the same table, in one run.
 
     python bench/iterator.py [--repeat 3] [--rows 1000000]
+    python bench/iterator.py --parallel [--repeat 3] [--rows 1000000]
 
 Both page by (at, id) in pages of 1,000. The bare scan commits a checkpoint (the last key)
 after every page, as the iterator does; the iterator runs with a no-op handler through the
 worker (`run_worker(wait=False)`), one durable step per page. Also printed: the time per page
 over the first and the last tenth of the job, to show the cost per page stays flat.
+
+With --parallel: the same table through one `batchyard worker` process at its default
+concurrency (8), with a handler that sleeps 2 ms a page (I/O-bound), `parallelism=4`
+against 1, run by run in turns; a run's time is from the start to the job's completion.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from _harness import fresh_postgres, fresh_sqlite, median_rates, print_table
 from batchyard import Yard
@@ -116,11 +125,74 @@ def measure(url: str, label: str, rows: int, repeat: int) -> None:
     yard.close()
 
 
+def parallel_run(yard: Yard, rows: int, job: str, parallelism: int, page: int) -> tuple[int, float]:
+    yard.start_iterator(
+        job,
+        batch_size=page,
+        get_next_batch="bench-src",
+        process_batch="sleep-2ms",
+        delay_between_batches=0,
+        parallelism=parallelism,
+    )
+    while (status := yard.get_iterator_status(job)).completed_at is None:
+        assert status.status in ("pending", "running"), status
+        time.sleep(0.02)
+    assert status.processed == rows and status.status == "completed", status
+    return rows, (status.completed_at - status.started_at).total_seconds()
+
+
+def workers_up(yard: Yard) -> bool:
+    with yard.store.transaction(write=False) as tx:
+        return tx.one("SELECT COUNT(*) AS n FROM batchyard_workers")["n"] > 0
+
+
+def measure_parallel(url: str, label: str, rows: int, repeat: int, page: int) -> None:
+    yard = Yard(url)
+    fill(yard, rows)
+    sql_keyset(yard, "bench-src", table="bench_rows", order_by="at", tie_breaker="id")
+    yard.handler("sleep-2ms")(lambda items, ctx: None)  # the worker process runs the real one
+    # the bench's folder first, and then whatever batchyard this process runs
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "BATCHYARD_STORE": url, "PYTHONPATH": path}
+    command = [sys.executable, "-m", "batchyard", "worker", "--app", "_noop_app:yard"]
+    worker = subprocess.Popen(
+        [*command, "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL
+    )
+    try:
+        while not workers_up(yard):  # its start-up is not the first run's time
+            time.sleep(0.05)
+        runs = iter(range(2 * repeat))
+        one, four = median_rates(
+            [
+                lambda: parallel_run(yard, rows, f"p{next(runs)}", 1, page),
+                lambda: parallel_run(yard, rows, f"p{next(runs)}", 4, page),
+            ],
+            repeat,
+        )
+    finally:
+        worker.terminate()
+        worker.wait()
+    goal = "goal >= 3" if label == "PostgreSQL" else "goal >= 2.5"
+    print_table(
+        f"{label}: {rows:,} rows in pages of {page:,}, 2 ms a page, one worker (rows/s)",
+        [("parallelism=1", one, "the baseline"), ("parallelism=4", four, goal)],
+    )
+    yard.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--parallel", action="store_true", help="parallelism 4 against 1")
+    parser.add_argument("--page", type=int, default=PAGE, help="page size (--parallel)")
     args = parser.parse_args()
+    if args.parallel:
+        sqlite = f"sqlite:///{fresh_sqlite()}"
+        measure_parallel(sqlite, "SQLite", args.rows, args.repeat, args.page)
+        with fresh_postgres() as url:
+            measure_parallel(url, "PostgreSQL", args.rows, args.repeat, args.page)
+        return
     measure(f"sqlite:///{fresh_sqlite()}", "SQLite", args.rows, args.repeat)
     with fresh_postgres() as url:
         measure(url, "PostgreSQL", args.rows, args.repeat)

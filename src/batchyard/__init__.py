@@ -55,7 +55,7 @@ from batchyard.errors import (
     StoreUnavailable,
 )
 from batchyard.folds import Fold
-from batchyard.iterator import IteratorStatus, Page, PageContext
+from batchyard.iterator import IteratorError, IteratorStatus, Page, PageContext, SliceStatus
 from batchyard.producer import Producer, ProducerStats
 from batchyard.retry import RetryPolicy
 from batchyard.signals import ItemFailures, RetryLater
@@ -100,6 +100,7 @@ __all__ = [
     "HandlerNotFound",
     "InvalidInput",
     "ItemFailures",
+    "IteratorError",
     "IteratorStatus",
     "LeaseLost",
     "ManualClock",
@@ -114,6 +115,7 @@ __all__ = [
     "RetryLater",
     "RetryPolicy",
     "SearchHit",
+    "SliceStatus",
     "Store",
     "StoreCorrupt",
     "StoreError",

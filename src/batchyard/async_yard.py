@@ -144,6 +144,7 @@ class AsyncYard:
     cancel_iterator = _awaitable(Yard.cancel_iterator)
     get_iterator_status = _awaitable(Yard.get_iterator_status)
     list_iterator_jobs = _awaitable(Yard.list_iterator_jobs)
+    get_iterator_errors = _awaitable(Yard.get_iterator_errors)
     delete_iterator_job = _awaitable(Yard.delete_iterator_job)
 
     # -- aggregation ----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from batchyard.accumulator.sql import BATCH_COLUMNS
 from batchyard.aggregator import AggregatorStatus
 from batchyard.clock import Clock, to_datetime
 from batchyard.store import Store, Tx
+from batchyard.store.filters import under_prefix
 from batchyard.tasks import limits
 from batchyard.tasks.limits import HandlerLoad
 from batchyard.tasks.queue import FREE_GATE
@@ -198,8 +199,11 @@ class Overview:
             handlers=handlers,
         )
 
-    def bases(self, limit: int = 200) -> list[BaseSummary]:
-        """Base ids with their pending items and last flush, those with most pending first."""
+    def bases(
+        self, limit: int = 200, offset: int = 0, prefix: str | None = None
+    ) -> list[BaseSummary]:
+        """Base ids (those starting with `prefix`, if given) with their pending items and
+        last flush, those with most pending first, after skipping `offset`."""
         with self.store.transaction(self._now(), write=False) as tx:
             now = tx.clock()
             rows = tx.all(
@@ -211,9 +215,9 @@ class Overview:
                 "SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END) AS dead, "
                 "MIN(CASE WHEN status IN ('accumulating', 'flushing') THEN created_at END) "
                 f"AS oldest FROM ({_ACTIVE_BATCHES}) a GROUP BY base_id) s "
-                "ON s.base_id = bb.base_id "
-                "ORDER BY COALESCE(s.pending, 0) DESC, bb.base_id LIMIT :limit",
-                {"limit": limit},
+                f"ON s.base_id = bb.base_id WHERE {under_prefix('bb.base_id')} "
+                "ORDER BY COALESCE(s.pending, 0) DESC, bb.base_id LIMIT :limit OFFSET :offset",
+                {"limit": limit, "offset": offset, "prefix": prefix},
             )
             last = {r["base_id"]: flush_record(r) for r in self._last_flushes(tx, rows)}
         return [

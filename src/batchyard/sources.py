@@ -7,7 +7,9 @@ Each function registers a handler under `name` and returns the name, to be passe
 column plus a unique tie-breaker, compared as a pair, so rows that share an order value (a
 timestamp, say) are never skipped or repeated at a page boundary. By default the job stops
 at the highest key present when it starts (the bound), so it does not chase rows inserted
-after it; ``follow=True`` keeps going until a page comes back short.
+after it; ``follow=True`` keeps going until a page comes back short. Without `follow` the
+source can be cut into key ranges, for a job started with ``parallelism``: each range holds
+the same number of rows, however the keys are spread.
 
 `ndjson_file` and `csv_file` read a file from a byte offset kept in the cursor, so a resumed
 job seeks straight to where it stopped. Like the SQL bound, the file's size at the start is
@@ -65,32 +67,36 @@ def sql_keyset(
         order_key, tie_key = "batchyard_o", "batchyard_t"
     after = yard.store.keyset(order, tie, ">", "order_value", "tie_value")
     upto = yard.store.keyset(order, tie, "<=", "bound_order", "bound_tie")
+    top_sql = (
+        f"SELECT {order} AS o, {tie} AS t FROM {table} ORDER BY {order} DESC, {tie} DESC LIMIT 1"
+    )
+
+    def within(cursor: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The WHERE clause of the rows after the cursor, up to its bound."""
+        where: list[str] = []
+        params: dict[str, Any] = {}
+        if cursor["after"] is not None:
+            where.append(after)
+            params.update(order_value=cursor["after"][0], tie_value=cursor["after"][1])
+        if cursor["bound"] is not None:
+            where.append(upto)
+            params.update(bound_order=cursor["bound"][0], bound_tie=cursor["bound"][1])
+        return (" WHERE " + " AND ".join(where) if where else ""), params
 
     def next_batch(cursor: dict[str, Any] | None, batch_size: int) -> Page:
         with yard.store.transaction(write=False) as tx:
             if cursor is None:  # the first page: fix the bound
                 cursor = {"after": None, "bound": None}
                 if not follow:
-                    top = tx.one(
-                        f"SELECT {order} AS o, {tie} AS t FROM {table} "
-                        f"ORDER BY {order} DESC, {tie} DESC LIMIT 1"
-                    )
+                    top = tx.one(top_sql)
                     if top is None:
                         return Page(items=[], cursor=cursor, done=True, total=0)
                     cursor["bound"] = [top["o"], top["t"]]
-            where, params = [], {"limit": batch_size}
-            if cursor["after"] is not None:
-                where.append(after)
-                params.update(order_value=cursor["after"][0], tie_value=cursor["after"][1])
-            if cursor["bound"] is not None:
-                where.append(upto)
-                params.update(bound_order=cursor["bound"][0], bound_tie=cursor["bound"][1])
-            sql = (
-                f"SELECT {selected} FROM {table}"
-                + (" WHERE " + " AND ".join(where) if where else "")
-                + f" ORDER BY {order}, {tie} LIMIT :limit"
+            where, params = within(cursor)
+            rows = tx.all(
+                f"SELECT {selected} FROM {table}{where} ORDER BY {order}, {tie} LIMIT :limit",
+                {**params, "limit": batch_size},
             )
-            rows = tx.all(sql, params)
             # PostgreSQL rows are dicts already; SQLite's become dicts here
             items = rows if rows and type(rows[0]) is dict else [dict(row) for row in rows]
         if not items:
@@ -101,8 +107,50 @@ def sql_keyset(
                 del item["batchyard_o"], item["batchyard_t"]
         return Page(items=items, cursor=next_cursor, done=len(items) < batch_size)
 
-    yard.handler(name)(next_batch)
+    def cut(cursor: dict[str, Any] | None, parts: int) -> list[tuple[dict[str, Any], int]]:
+        """Cut at the keys that share the rows left evenly: by count, not by key value, so a
+        skewed key gives slices of equal work (a count and an index walk per cut)."""
+        with yard.store.transaction(write=False) as tx:
+            if cursor is None:
+                top = tx.one(top_sql)
+                if top is None:
+                    return []
+                cursor = {"after": None, "bound": [top["o"], top["t"]]}
+            where, params = within(cursor)
+            count = int(tx.one(f"SELECT COUNT(*) AS n FROM {table}{where}", params)["n"])
+            pieces, start, taken = [], cursor["after"], 0
+            for position in sorted({count * i // parts for i in range(1, parts)} - {0}):
+                key = tx.one(
+                    f"SELECT {order} AS o, {tie} AS t FROM {table}{where} "
+                    f"ORDER BY {order}, {tie} LIMIT 1 OFFSET :skip",
+                    {**params, "skip": position - 1},
+                )
+                end = [key["o"], key["t"]]
+                pieces.append(({**cursor, "after": start, "bound": end}, position - taken))
+                start, taken = end, position
+        pieces.append(({**cursor, "after": start}, count - taken))
+        return pieces
+
+    # with follow there is no end to cut up to: such a source runs as one slice
+    yard.handler(name)(next_batch if follow else _Sliced(next_batch, cut))
     return name
+
+
+class _Sliced:
+    """A source that a parallel job can cut into ranges (a `SliceableSource`)."""
+
+    def __init__(
+        self,
+        pages: Callable[[Any, int], Page],
+        cut: Callable[[Any, int], list[tuple[Any, int]]],
+    ) -> None:
+        self._pages, self._cut = pages, cut
+
+    def __call__(self, cursor: Any, batch_size: int) -> Page:
+        return self._pages(cursor, batch_size)
+
+    def slice(self, cursor: Any, parts: int) -> list[tuple[Any, int]]:
+        return self._cut(cursor, parts)
 
 
 def ndjson_file(yard: Yard, name: str, path: str | os.PathLike[str]) -> str:

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from batchyard import Page, folds
 from batchyard.http import create_app
+from batchyard.sources import sql_keyset
 
 ENVELOPE = {"data", "total", "next_cursor"}
 
@@ -154,6 +155,28 @@ def test_iterators_start_list_pause_resume_cancel_and_delete(client):
 
     assert client.delete("/iterators/tenant/7").status_code == 204
     assert client.get("/iterators/tenant/7").status_code == 404
+
+
+def test_a_parallel_iterator_over_http_shows_its_slices(client):
+    with client.yard.store.transaction() as tx:
+        tx.execute("CREATE TABLE wide_src (id INTEGER PRIMARY KEY)")
+        tx.executemany("INSERT INTO wide_src (id) VALUES (:id)", [{"id": n} for n in range(30)])
+    sql_keyset(client.yard, "wide", table="wide_src", order_by="id", tie_breaker="id")
+    body = {"batch_size": 5, "get_next_batch": "wide", "process_batch": "total"}
+    wide = {"job_id": "w", **body, "parallelism": 3, "delay_between_batches": 0}
+    started = client.post("/iterators", json=wide)
+    assert started.status_code == 201 and started.json()["parallelism"] == 3
+    client.yard.run_worker(wait=False)
+    done = client.get("/iterators/w").json()
+    assert (done["status"], done["processed"], done["total"]) == ("completed", 30, 30)
+    assert len(done["slices"]) >= 3 and all(s["done"] for s in done["slices"])
+    for bad in (0, 65, "2"):
+        refused = client.post("/iterators", json={"job_id": "x", **body, "parallelism": bad})
+        assert refused.status_code == 422 and "parallelism" in refused.text
+    plain = client.post(
+        "/iterators", json={"job_id": "y", **body, "get_next_batch": "numbers", "parallelism": 2}
+    )
+    assert plain.status_code == 422 and "cut into ranges" in plain.text
 
 
 # -- events and aggregators ---------------------------------------------------------------

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from batchyard import ItemFailures, RetryPolicy, Yard
+from batchyard.sources import sql_keyset
 from tests.processes import app_env, recorded
 from tests.servers import free_port, wait_for_http, wait_until
 
@@ -163,6 +164,41 @@ def test_iterators_commands(env):
     assert json.loads(run("status", "job-1", "--json").stdout)["status"] == "cancelled"
     missing = run("status", "nope")
     assert missing.returncode == 1 and "no iterator job 'nope'" in missing.stderr
+
+
+def test_iterators_status_shows_a_parallel_jobs_slices(env):
+    yard = Yard(env["BATCHYARD_STORE"])
+    with yard.store.transaction() as tx:
+        tx.execute("CREATE TABLE wide_src (id INTEGER PRIMARY KEY)")
+        tx.executemany("INSERT INTO wide_src (id) VALUES (:id)", [{"id": n} for n in range(30)])
+    sql_keyset(yard, "wide", table="wide_src", order_by="id", tie_breaker="id")
+    yard.handler("record")(lambda items, ctx: None)
+    yard.start_iterator(
+        "wide",
+        batch_size=5,
+        get_next_batch="wide",
+        process_batch="record",
+        parallelism=3,
+        delay_between_batches=0,
+    )
+    yard.run_worker(wait=False)
+    yard.close()
+    command = [sys.executable, "-m", "batchyard", "iterators", "status", "wide"]
+    shown = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    assert "parallelism" in shown and "slice" in shown and "cursor" in shown
+    as_json = subprocess.run(
+        [*command, "--json"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    slices = json.loads(as_json)["slices"]
+    assert len(slices) >= 3 and sum(s["processed"] for s in slices) == 30
+    listed = subprocess.run(
+        [sys.executable, "-m", "batchyard", "iterators", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "parallelism" in listed
 
 
 def test_batches_items_and_discard_commands(env):

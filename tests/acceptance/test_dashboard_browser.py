@@ -58,6 +58,10 @@ def server(tmp_path_factory):
 
     yard.handler("slow")(lambda items, ctx: time.sleep(0.02))
 
+    @yard.handler("unreachable")
+    def unreachable(cursor, size):
+        raise ConnectionError("the source database is down")
+
     @yard.handler("refuse")
     def refuse(items, ctx):
         raise ItemFailures({0: "the sink refused this one"})
@@ -264,3 +268,76 @@ def test_the_api_docs_render_offline_under_their_csp(browser, server):
     assert not [line for line in console if "Content Security Policy" in line], console
     # the shot is the rendered page, not a blank one: a blank PNG of this size is a few KB
     assert len(shot) > 30_000, len(shot)
+
+
+def test_the_charts_show_a_run_of_flushes_and_failures(page, server):
+    base, yard = server
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    for n in range(3):
+        add_items(base, f"charted-{n}", [{"n": n}] * (n + 1))
+        httpx.post(f"{base}/batches/charted-{n}/flush", headers=headers)
+    response = httpx.post(
+        f"{base}/batches/charted-bad/items",
+        json={"items": [1, 2], "max_batch_size": 2, "on_flush": "refuse", "max_attempts": 1},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    deadline = time.monotonic() + 15
+    while len([b for b in yard.get_flush_history("charted-2")]) < 1 or not [
+        f for f in yard.get_flush_history("charted-bad") if f.outcome in ("failed", "partial")
+    ]:
+        assert time.monotonic() < deadline, "the flushes never ran"
+        time.sleep(0.05)
+
+    page.goto(f"{base}/")
+    drawn = "rect.bar:not([height='0.0'])"
+    for chart in ("items", "failures", "duration"):
+        bar = page.locator(f"#chart-{chart} {drawn}").last
+        expect(bar).to_be_visible()
+        box = bar.bounding_box()
+        assert box is not None and box["height"] > 0  # drawn, under the CSP, by the browser
+    items = page.locator(f"#chart-items {drawn}").last.get_attribute("data-value")
+    assert float(items or 0) >= 6  # 1 + 2 + 3 items flushed this hour
+    page.click("#charts a[data-range='day']")
+    expect(page.locator("#charts a[data-range='day']")).to_have_attribute("aria-current", "true")
+    expect(page.locator("#chart-items rect.bar")).to_have_count(14)
+    expect(page.locator(f"#chart-failures {drawn}")).not_to_have_count(0)
+
+
+def test_a_list_filters_and_pages_in_the_browser(page, server):
+    base, _ = server
+    for name in ("paged-1", "paged-2", "paged-3"):
+        add_items(base, name, [1])
+    page.goto(f"{base}/ui/batches?bases_limit=2")
+    page.fill("input[name=bases_q]", "paged-")
+    page.click("#bases-pager >> xpath=preceding::button[text()='Filter'][1]")
+    rows = page.locator("#bases tbody tr")
+    expect(rows).to_have_count(2)
+    expect(page.locator("#bases-pager")).to_contain_text("2 shown (filtered)")
+    first = set(rows.evaluate_all("rs => rs.map(r => r.dataset.key)"))
+    page.click("#bases-pager >> text=Next page")
+    expect(rows).to_have_count(1)
+    last = set(rows.evaluate_all("rs => rs.map(r => r.dataset.key)"))
+    assert first | last == {"paged-1", "paged-2", "paged-3"} and not first & last
+    page.click("#bases-pager >> text=First page")
+    expect(rows).to_have_count(2)
+
+
+def test_a_failed_iterator_at_zero_shows_no_moving_bar(page, server):
+    base, yard = server
+    yard.start_iterator(
+        "never-started",
+        batch_size=5,
+        get_next_batch="unreachable",
+        process_batch="collect",
+        max_retries=0,
+    )
+    page.goto(f"{base}/ui/iterators/never-started")
+    expect(page.locator("#job-status")).to_have_text("failed")  # the live region caught up
+    expect(page.locator("#errors tbody tr")).to_have_count(1)
+    expect(page.locator("#handlers")).to_contain_text("unreachable")
+    # an indeterminate <progress> is the one Chromium animates: none for a stopped job
+    assert page.locator("progress:indeterminate").count() == 0
+    page.goto(f"{base}/ui/iterators?jobs_q=never-started")
+    expect(page.locator("tr[data-job='never-started']")).to_contain_text("failed")
+    assert page.locator("progress:indeterminate").count() == 0

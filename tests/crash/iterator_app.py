@@ -7,6 +7,7 @@ import os
 import time
 
 from batchyard import Yard
+from batchyard.sources import sql_keyset
 
 ROWS = 2_000
 yard = Yard(os.environ["BATCHYARD_STORE"])
@@ -40,3 +41,23 @@ def sink(items, ctx):
     with open(os.environ["RECORD_PATH"], "a") as out:
         out.write(json.dumps({"job": ctx.job_id, "batch": ctx.page, "items": items}) + "\n")
     time.sleep(float(os.environ.get("HANDLER_SLEEP", "0.02")))
+
+
+# a parallel job's source: a table of keyed rows the test fills (see
+# test_parallel_iterator_processes.py)
+sql_keyset(yard, "keyed", table="par_src", order_by="at", tie_breaker="id", columns=["id"])
+
+
+@yard.handler("par_sink")
+def par_sink(items, ctx):
+    """Transactional: the rows go to par_sink with the cursor; logs when the call began and
+    ended (a call whose transaction a kill rolled back is logged too, and done again)."""
+    began = time.time()
+    ctx.tx.executemany(
+        "INSERT INTO par_sink (job, id) VALUES (:job, :id)",
+        [{"job": ctx.job_id, "id": row["id"]} for row in items],
+    )
+    time.sleep(float(os.environ.get("HANDLER_SLEEP", "0.02")))
+    line = {"job": ctx.job_id, "slice": ctx.slice, "page": ctx.page, "n": len(items)}
+    with open(os.environ["RECORD_PATH"], "a") as out:
+        out.write(json.dumps({**line, "began": began, "ended": time.time()}) + "\n")

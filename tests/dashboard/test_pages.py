@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from batchyard import RetryPolicy, folds
 from batchyard.http import create_app
+from batchyard.sources import sql_keyset
 from tests.dashboard.forms import csrf
 
 
@@ -226,3 +227,23 @@ def test_an_iterator_page_shows_its_page_size_and_time_throttled(client, yard):
     page = client.get("/ui/iterators/paced").text
     assert re.search(r'id="page-size">3<', page)
     assert re.search(r'id="throttled">[^<]*1 min', page), page
+
+
+def test_a_parallel_iterator_page_shows_its_slices(client, yard):
+    with yard.store.transaction() as tx:
+        tx.execute("CREATE TABLE rows_src (id INTEGER PRIMARY KEY)")
+        tx.executemany("INSERT INTO rows_src (id) VALUES (:id)", [{"id": n} for n in range(40)])
+    sql_keyset(yard, "rows", table="rows_src", order_by="id", tie_breaker="id")
+    yard.start_iterator(
+        "wide",
+        batch_size=5,
+        get_next_batch="rows",
+        process_batch="ok",
+        parallelism=4,
+        delay_between_batches=0,
+    )
+    yard.run_worker(wait=False)
+    page = client.get("/ui/iterators/wide").text
+    assert re.search(r'id="parallelism">4 slices', page)
+    slices = re.findall(r'<tr data-slice="(\d+)"><td>\d+</td>\s*<td>(\w+)</td>', page)
+    assert len(slices) >= 4 and all(state == "done" for _, state in slices), page

@@ -108,7 +108,7 @@ def test_a_step_in_flight_during_pause_and_resume_cannot_fork_a_second_chain(yar
     [stale] = yard.runtime.tasks.claim("old-runner", 1, lease=30, now=yard.clock.time())
     yard.pause_iterator("job")
     yard.resume_iterator("job")
-    yard._iterators.run_step(stale)  # the old runner finishes its step late
+    yard._iterators.steps.run_step(stale)  # the old runner finishes its step late
     yard.run_worker(wait=False)
     assert processed_items(yard).count(0) <= 2  # at-least-once for the in-flight batch
     assert sorted(set(processed_items(yard))) == ROWS

@@ -17,9 +17,10 @@ BatcherStatus
 BatchStatus BatchyardError BulkItemError BulkItemResult BulkJob BulkJobStats BulkJobStatus
 BulkJobSubmission Clock
 ConfigError Conflict DeadChunk DiscardResult Embedder FlushContext FlushReason FlushRecord
-FlushResult Fold HandlerLoad HandlerNotFound InvalidInput ItemFailures IteratorStatus LeaseLost
+FlushResult Fold HandlerLoad HandlerNotFound InvalidInput ItemFailures IteratorError IteratorStatus
+LeaseLost
 ManualClock MissingExtra NotFound Page PageContext ParkedEvent Producer ProducerError
-ProducerStats RetryLater RetryPolicy SearchHit Store StoreCorrupt StoreError StoreFull
+ProducerStats RetryLater RetryPolicy SearchHit SliceStatus Store StoreCorrupt StoreError StoreFull
 StoreReadOnly StoreUnavailable SystemClock WebhookDelivery Worker Yard __version__ folds open_store
 """.split()  # noqa: SIM905 - one name per word reads better here
 

@@ -16,6 +16,7 @@ from batchyard.accumulator.records import (
     split_base,
 )
 from batchyard.errors import Conflict, InvalidInput, NotFound
+from batchyard.store.filters import under_prefix
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
@@ -63,28 +64,41 @@ class Reader:
         return [batch_info(row, now) for row in rows]
 
     def page_batches(
-        self, status: str | None = None, limit: int = 100, cursor: int | None = None
+        self,
+        status: str | None = None,
+        limit: int = 100,
+        cursor: int | None = None,
+        prefix: str | None = None,
     ) -> BatchPage:
         """Batches newest first, keyed by their number (which never changes, unlike
         `updated_at`): a page starts below the last number of the previous one, so a batch
-        made or changed meanwhile neither repeats nor shifts a later page."""
+        made or changed meanwhile neither repeats nor shifts a later page. `prefix` keeps the
+        batches whose id starts with it."""
         # conditions only where given, as in `list_batches`: the planner then walks the
         # primary key (or the status index) instead of weighing an OR it cannot resolve
         where = [
             *([] if status is None else ["b.status = :status"]),
             *([] if cursor is None else ["b.batch_no < :cursor"]),
+            *([] if prefix is None else [under_prefix("b.batch_id")]),
         ]
         condition = f"WHERE {' AND '.join(where)} " if where else ""
-        counted = "" if status is None else "WHERE status = :status"
+        counted = " AND ".join(
+            [
+                *([] if status is None else ["status = :status"]),
+                *([] if prefix is None else [under_prefix("batch_id")]),
+            ]
+        )
+        counted = f"WHERE {counted}" if counted else ""
         with self.store.transaction(self.runtime.now(), write=False) as tx:
             now = tx.clock()
             rows = tx.all(
                 f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b {condition}"
                 "ORDER BY b.batch_no DESC LIMIT :limit",
-                {"status": status, "cursor": cursor, "limit": limit + 1},
+                {"status": status, "cursor": cursor, "limit": limit + 1, "prefix": prefix},
             )
             total = tx.one(
-                f"SELECT COUNT(*) AS n FROM batchyard_batches {counted}", {"status": status}
+                f"SELECT COUNT(*) AS n FROM batchyard_batches {counted}",
+                {"status": status, "prefix": prefix},
             )["n"]
         more = len(rows) > limit
         rows = rows[:limit]
@@ -95,19 +109,36 @@ class Reader:
         )
 
     def get_flush_history(
-        self, batch_id: str, limit: int = 20, offset: int = 0
+        self,
+        batch_id: str,
+        limit: int = 20,
+        offset: int = 0,
+        outcome: str | None = None,
+        prefix: str | None = None,
     ) -> list[FlushRecord]:
         """Flush attempts of a base id (or of one batch), newest first, after skipping
-        `offset` of them."""
+        `offset` of them; only those that ended in `outcome`, and of the batches whose id
+        starts with `prefix`, if given."""
         base, sequence = split_base(batch_id)
         where = "base_id = :base" if sequence is None else "batch_id = :batch_id"
+        if outcome is not None:
+            where += " AND outcome = :outcome"
+        if prefix is not None:
+            where += f" AND {under_prefix('batch_id')}"
         with self.store.transaction() as tx:
             rows = tx.all(
                 "SELECT batch_id, sequence, attempt, reason, outcome, item_count, failed_count, "
                 "error, worker_id, started_at, duration, traceback "
                 f"FROM batchyard_flushes WHERE {where} "
                 "ORDER BY id DESC LIMIT :limit OFFSET :offset",
-                {"base": base, "batch_id": batch_id, "limit": limit, "offset": offset},
+                {
+                    "base": base,
+                    "batch_id": batch_id,
+                    "limit": limit,
+                    "offset": offset,
+                    "outcome": outcome,
+                    "prefix": prefix,
+                },
             )
         return [flush_record(r) for r in rows]
 

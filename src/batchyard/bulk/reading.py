@@ -20,6 +20,7 @@ from batchyard.bulk.records import (
 from batchyard.clock import to_datetime
 from batchyard.errors import NotFound
 from batchyard.store import Tx
+from batchyard.store.filters import under_prefix
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
@@ -35,9 +36,16 @@ class JobReader:
         self.store = runtime.store
         self.tasks = runtime.tasks
 
-    def dead_chunks(self, job_id: str | None = None, limit: int = 100) -> list[DeadChunk]:
+    def dead_chunks(
+        self, job_id: str | None = None, limit: int = 100, *, offset: int = 0, job_prefix: str = ""
+    ) -> list[DeadChunk]:
+        """Dead chunks, oldest first: of one job, or of the jobs whose id starts with
+        `job_prefix` (chunk keys are ``job:<id>:<chunk>``)."""
         rows = self.tasks.dead_tasks(
-            CHUNK_TASK, _limit(limit), prefix="job:" if job_id is None else f"job:{job_id}:"
+            CHUNK_TASK,
+            _limit(limit),
+            prefix=f"job:{job_prefix}" if job_id is None else f"job:{job_id}:",
+            offset=offset,
         )
         chunks = []
         for row in rows:
@@ -80,12 +88,17 @@ class JobReader:
         return job_record(row, errors, [r.result for r in results], retries, deliveries)
 
     def list_jobs(
-        self, status: str | None = None, type: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        status: str | None = None,
+        type: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        prefix: str | None = None,
     ) -> list[BulkJob]:
         page = (
             "SELECT * FROM batchyard_jobs WHERE "
             "(CAST(:status AS TEXT) IS NULL OR status = :status) AND "
-            "(CAST(:type AS TEXT) IS NULL OR type = :type) "
+            f"(CAST(:type AS TEXT) IS NULL OR type = :type) AND {under_prefix('id')} "
             "ORDER BY created_at DESC, id LIMIT :limit OFFSET :offset"
         )
         params = {
@@ -93,6 +106,7 @@ class JobReader:
             "type": type,
             "limit": _limit(limit),
             "offset": max(0, int(offset)),
+            "prefix": prefix,
         }
         retries: dict[str, list[str]] = {}
         with self.store.transaction(write=False) as tx:

@@ -18,9 +18,19 @@ COLUMNS = [
     Column("processed"),
     Column("batches"),
     Column("total"),
+    Column("parallelism"),
     Column("rate_per_second", "rate"),
     Column("eta_seconds", "eta"),
     Column("last_error"),
+]
+
+SLICE_COLUMNS = [
+    Column("slice"),
+    Column("done"),
+    Column("processed"),
+    Column("batches"),
+    Column("total"),
+    Column("cursor"),
 ]
 
 
@@ -43,8 +53,11 @@ def status(
     store: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """One job's status and progress."""
-    show_one(load_yard(app_path, store).get_iterator_status(job_id), as_json)
+    """One job's status and progress (a parallel job's slices below it)."""
+    job = load_yard(app_path, store).get_iterator_status(job_id)
+    show_one(job, as_json, omit=("slices",))
+    if job.slices and not as_json:
+        show_list(job.slices, False, SLICE_COLUMNS)
 
 
 def _add_action(verb: str) -> None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from batchyard.http.paging import Cursor, Limit, Page, offset_of, positional_page
-from batchyard.iterator import IteratorState, IteratorStatus
+from batchyard.iterator import MAX_PARALLELISM, IteratorState, IteratorStatus
 from batchyard.yard import Yard
 
 router = APIRouter(tags=["iterators"])
@@ -28,6 +28,7 @@ class StartIterator(BaseModel):
     delay_between_batches: float = Field(default=0.1, ge=0, le=86_400)
     max_retries: int = Field(default=5, ge=0, le=1000, strict=True)
     transactional: bool = False
+    parallelism: int = Field(default=1, ge=1, le=MAX_PARALLELISM, strict=True)
 
 
 def _yard(request: Request) -> Yard:
@@ -37,7 +38,9 @@ def _yard(request: Request) -> Yard:
 
 @router.post("/iterators", status_code=201)
 def start_iterator(body: StartIterator, request: Request) -> IteratorStatus:
-    """Start a job; an unknown handler name is a 422, an existing job id a 409."""
+    """Start a job; an unknown handler name is a 422, an existing job id a 409. With
+    `parallelism` above 1 the source (one that can be cut into key ranges) runs as that
+    many slices at once; a source that cannot be cut is a 422."""
     return _yard(request).start_iterator(
         body.job_id,
         batch_size=body.batch_size,
@@ -47,6 +50,7 @@ def start_iterator(body: StartIterator, request: Request) -> IteratorStatus:
         delay_between_batches=body.delay_between_batches,
         max_retries=body.max_retries,
         transactional=body.transactional,
+        parallelism=body.parallelism,
     )
 
 
@@ -85,7 +89,7 @@ def cancel_iterator(job_id: JobId, request: Request) -> IteratorStatus:
 
 @router.get("/iterators/{job_id:path}")
 def iterator_status(job_id: JobId, request: Request) -> IteratorStatus:
-    """Status, progress, cursor, rate and (with a total) ETA."""
+    """Status, progress, cursor, rate and (with a total) ETA; a parallel job's slices."""
     return _yard(request).get_iterator_status(job_id)
 
 

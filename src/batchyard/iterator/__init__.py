@@ -11,8 +11,12 @@ error, and `resume_iterator` goes on from the last checkpoint.
 With ``transactional=True`` the handler runs inside that same transaction (``ctx.tx``), so
 writes to the same database commit together with the cursor: exactly once. Otherwise
 delivery is at least once, with ``ctx.idempotency_key`` stable across retries of a batch.
+
+With ``parallelism=N`` a source that can be cut into key ranges runs as N slices at once,
+each with its own cursor; the generation fences them all (see `slices`).
 """
 
+from batchyard.iterator.errors import IteratorError
 from batchyard.iterator.records import (
     ACTIVE,
     TERMINAL,
@@ -20,17 +24,25 @@ from batchyard.iterator.records import (
     IteratorStatus,
     Page,
     PageContext,
+    SliceableSource,
+    SliceStatus,
 )
-from batchyard.iterator.service import COMPLETE_TASK, STEP_TASK, Iterators
+from batchyard.iterator.service import Iterators
+from batchyard.iterator.slices import MAX_PARALLELISM
+from batchyard.iterator.steps import COMPLETE_TASK, STEP_TASK
 
 __all__ = [
     "ACTIVE",
     "COMPLETE_TASK",
+    "MAX_PARALLELISM",
     "STEP_TASK",
     "TERMINAL",
+    "IteratorError",
     "IteratorState",
     "IteratorStatus",
     "Iterators",
     "Page",
     "PageContext",
+    "SliceStatus",
+    "SliceableSource",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from batchyard.store import Tx
 
@@ -43,11 +43,41 @@ class PageContext:
     attempt: int
     idempotency_key: str
     tx: Tx | None = field(default=None, repr=False)  # transactional jobs only
+    slice: int | None = None  # of a parallel job: the slice the page is from
 
     @property
     def batch(self) -> int:
         """The page's number, by its name before 0.2 (`page` is the name now)."""
         return self.page
+
+
+@runtime_checkable
+class SliceableSource(Protocol):
+    """A source a parallel job can cut into key ranges (`sources.sql_keyset` is one).
+
+    ``slice(cursor, parts)`` cuts what is left after `cursor` (the whole source when None)
+    into at most `parts` cursors of ranges that do not overlap, in order, each with the
+    number of items in it: its first page starts from that cursor, and its last page
+    stops at the range's end."""
+
+    def __call__(self, cursor: Any, batch_size: int) -> Any: ...
+
+    def slice(self, cursor: Any, parts: int) -> list[tuple[Any, int]]: ...
+
+
+@dataclass(frozen=True)
+class SliceStatus:
+    """One slice of a parallel job: a key range with its own cursor."""
+
+    slice: int
+    done: bool
+    processed: int
+    batches: int
+    total: int  # items in its range when it was cut (less after it gave a part away)
+    cursor: Any
+    started_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -67,6 +97,11 @@ class IteratorStatus:
     last_traceback: str | None = None  # of the last failed step: its end, at most 8 KB
     batch_size: int | None = None  # what the next page asks for (adaptive sizes move it)
     throttled_seconds: float = 0.0  # waited so far because the throttle asked
+    parallelism: int = 1  # slices run at once (a parallel job's counts are their sums)
+    slices: tuple[SliceStatus, ...] = ()  # of a parallel job, in the order they were cut
+    # the handlers it runs, by their registered names
+    get_next_batch: str | None = None
+    process_batch: str | None = None
 
 
 def as_page(value: Any) -> Page:

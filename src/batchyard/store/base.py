@@ -1,7 +1,8 @@
 """The store contract: transactions over one SQL text for both dialects, and migrations.
 
-SQL is written once with ``:name`` parameters and three fragments that differ by dialect:
-``{now}`` (the store's clock, in epoch seconds), ``{skip_locked}`` and ``{for_update}``. Each
+SQL is written once with ``:name`` parameters and fragments that differ by dialect:
+``{now}`` (the store's clock, in epoch seconds), ``{skip_locked}``, ``{for_update}`` and
+``{for_share}`` (a row lock others may share; nothing on SQLite, whose writer is alone). Each
 backend turns the text into its own form once and caches it. Above ``store/`` nothing knows
 which backend it runs on.
 """

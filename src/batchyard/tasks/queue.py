@@ -367,17 +367,19 @@ class TaskQueue:
         limit: int = 100,
         *,
         prefix: str = "",
+        offset: int = 0,
         tx: Tx | None = None,
     ) -> list[Row]:
-        """Dead tasks (of `kind`, with keys under `prefix`), oldest first; in `tx` if given."""
+        """Dead tasks (of `kind`, with keys under `prefix`), oldest first, after skipping
+        `offset`; in `tx` if given."""
         if tx is None:
             with self.store.transaction(write=False) as read:
-                return self.dead_tasks(kind, limit, prefix=prefix, tx=read)
+                return self.dead_tasks(kind, limit, prefix=prefix, offset=offset, tx=read)
         rows: list[Row] = tx.all(
             "SELECT id, kind, key, payload, attempts, last_error, created_at, died_at "
             "FROM batchyard_dead_tasks WHERE (CAST(:kind AS TEXT) IS NULL OR kind = :kind) "
-            f"AND {_UNDER_PREFIX} ORDER BY id LIMIT :limit",
-            {"kind": kind, "limit": limit, "prefix": prefix},
+            f"AND {_UNDER_PREFIX} ORDER BY id LIMIT :limit OFFSET :offset",
+            {"kind": kind, "limit": limit, "prefix": prefix, "offset": max(0, offset)},
         )
         return rows
 

@@ -119,17 +119,28 @@ class BatchVerbs:
         return self._accumulator.reader.list_batches(status, limit)
 
     def page_batches(
-        self, status: str | None = None, *, limit: int = 100, cursor: int | None = None
+        self,
+        status: str | None = None,
+        *,
+        limit: int = 100,
+        cursor: int | None = None,
+        prefix: str | None = None,
     ) -> BatchPage:
-        """Batches across all base ids, newest first, a page at a time: pass a page's
-        `next_cursor` as `cursor` for the next one."""
-        return self._accumulator.reader.page_batches(status, limit, cursor)
+        """Batches across all base ids (or those whose id starts with `prefix`), newest
+        first, a page at a time: pass a page's `next_cursor` as `cursor` for the next one."""
+        return self._accumulator.reader.page_batches(status, limit, cursor, prefix)
 
     def get_flush_history(
-        self, batch_id: str, limit: int = 20, offset: int = 0
+        self,
+        batch_id: str,
+        limit: int = 20,
+        offset: int = 0,
+        outcome: str | None = None,
+        prefix: str | None = None,
     ) -> list[FlushRecord]:
-        """Flush attempts of a base id or batch, newest first (skipping `offset`)."""
-        return self._accumulator.reader.get_flush_history(batch_id, limit, offset)
+        """Flush attempts of a base id or batch, newest first (skipping `offset`; only those
+        that ended in `outcome`, of batches whose id starts with `prefix`, if given)."""
+        return self._accumulator.reader.get_flush_history(batch_id, limit, offset, outcome, prefix)
 
     def delete_batch(self, batch_id: str) -> None:
         """Delete a batch that is neither flushing nor holding pending items."""

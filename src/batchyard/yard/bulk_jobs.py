@@ -122,9 +122,14 @@ class BulkJobVerbs:
         return self._jobs.read.get(job_id)
 
     def list_batch_jobs(
-        self, status: str | None = None, type: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        status: str | None = None,
+        type: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        prefix: str | None = None,
     ) -> list[BulkJob]:
-        return self._jobs.read.list_jobs(status=status, type=type, limit=limit, offset=offset)
+        return self._jobs.read.list_jobs(status, type, limit, offset, prefix)
 
     def cancel_batch_job(self, job_id: str) -> BulkJob:
         """No new chunk of the job starts; running ones stop at their next commit."""
@@ -141,8 +146,10 @@ class BulkJobVerbs:
     ) -> list[BulkItemResult]:
         return self._jobs.read.results(job_id, after=after, limit=limit)
 
-    def list_dead_chunks(self, job_id: str | None = None, limit: int = 100) -> list[DeadChunk]:
-        return self._jobs.read.dead_chunks(job_id, limit=limit)
+    def list_dead_chunks(
+        self, job_id: str | None = None, limit: int = 100, *, offset: int = 0, job_prefix: str = ""
+    ) -> list[DeadChunk]:
+        return self._jobs.read.dead_chunks(job_id, limit, offset=offset, job_prefix=job_prefix)
 
     def redrive_chunk(self, task_id: int) -> BulkJob:
         return self._jobs.redrive(task_id)

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from batchyard.clock import seconds
-from batchyard.iterator import IteratorStatus
+from batchyard.iterator import IteratorError, IteratorStatus
 
 if TYPE_CHECKING:
     from batchyard.iterator import Iterators
@@ -33,6 +33,7 @@ class IteratorVerbs:
         target_batch_seconds: float | timedelta | None = None,
         min_batch_size: int | None = None,
         max_batch_size: int | None = None,
+        parallelism: int = 1,
     ) -> IteratorStatus:
         """Start a job that pages through a source from a durable cursor.
 
@@ -45,7 +46,11 @@ class IteratorVerbs:
         on, or seconds to wait first (replica lag, a sink's rate limit). With
         `target_batch_seconds` the page size adapts so that a page (reading and handling it)
         takes about that long, between `min_batch_size` and `max_batch_size` (by default a
-        tenth of and ten times `batch_size`)."""
+        tenth of and ten times `batch_size`).
+
+        With `parallelism` N > 1 the source (one that can be cut into key ranges, such as
+        `sources.sql_keyset`) is cut into N slices run at once, by any workers; a slice
+        that runs out takes half of what the slice with the most left has still to do."""
         return self._iterators.start(
             job_id,
             batch_size=batch_size,
@@ -61,6 +66,7 @@ class IteratorVerbs:
             else seconds(target_batch_seconds),
             min_batch_size=min_batch_size,
             max_batch_size=max_batch_size,
+            parallelism=parallelism,
         )
 
     def pause_iterator(self, job_id: str) -> IteratorStatus:
@@ -80,10 +86,21 @@ class IteratorVerbs:
         return self._iterators.status(job_id)
 
     def list_iterator_jobs(
-        self, status: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        prefix: str | None = None,
     ) -> list[IteratorStatus]:
-        """Jobs, most recently changed first (skipping `offset`)."""
-        return self._iterators.list(status, limit, offset)
+        """Jobs (whose id starts with `prefix`, if given), most recently changed first
+        (skipping `offset`)."""
+        return self._iterators.list(status, limit, offset, prefix)
+
+    def get_iterator_errors(
+        self, job_id: str, limit: int = 50, offset: int = 0
+    ) -> list[IteratorError]:
+        """A job's failed steps (the last 50 kept), newest first (skipping `offset`)."""
+        return self._iterators.errors.read(job_id, limit, offset)
 
     def delete_iterator_job(self, job_id: str) -> None:
         """Delete a job that is no longer running."""

@@ -83,11 +83,14 @@ class Dashboard:
     def render(
         self, request: Request, template: str, status_code: int = 200, **context: Any
     ) -> HTMLResponse:
-        """A page, or only its ``live`` block for htmx's poll."""
+        """A page, or only one block of it for htmx's poll: the block named like the
+        element the poll swaps (``HX-Target``), else the ``live`` block."""
         nonce, new = self.access.csrf_nonce(request)
         notice = request.query_params.get("notice")
         context = {
             "request": request,
+            # the page as asked, filters and page included: what the live region polls
+            "here": str(request.url.replace(scheme="", netloc="")),
             "nav": self.nav,
             "prefix": PREFIX,
             "poll": POLL_SECONDS,
@@ -100,8 +103,10 @@ class Dashboard:
         }
         page = self.env.get_template(template)
         polled = "hx-request" in request.headers and "hx-boosted" not in request.headers
-        if polled and "live" in page.blocks:
-            html = "".join(page.blocks["live"](page.new_context(context)))
+        block = request.headers.get("hx-target", "")
+        block = block if block in page.blocks and block != "content" else "live"
+        if polled and block in page.blocks:
+            html = "".join(page.blocks[block](page.new_context(context)))
         else:
             html = page.render(context)
         response = HTMLResponse(html, status_code=status_code, headers=_SECURITY_HEADERS)

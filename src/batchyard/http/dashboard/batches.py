@@ -8,6 +8,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from batchyard.errors import BatchyardError
 from batchyard.http.dashboard._common import (
     PAGE,
     PREFIX,
@@ -16,6 +17,7 @@ from batchyard.http.dashboard._common import (
     confirmed_action,
     dashboard_of,
 )
+from batchyard.http.dashboard.lists import ListView
 
 BATCHES = f"{PREFIX}/batches"
 NAV = ("Batches", BATCHES)
@@ -25,6 +27,9 @@ NOTICES = {
     "redriven": "Batch redriven: its flush starts again with fresh attempts.",
     "discarded": "Batch discarded: its items will not be delivered (the history says so).",
 }
+# the states of a base's active batches, and how a flush attempt can end
+BATCH_STATES = ("accumulating", "flushing", "dead")
+OUTCOMES = ("completed", "partial", "failed", "discarded")
 DEAD_ITEMS_SHOWN = 50  # per dead batch on its base's page; the API pages through the rest
 
 router = APIRouter(include_in_schema=False)
@@ -33,11 +38,19 @@ router = APIRouter(include_in_schema=False)
 @router.get(BATCHES, **PAGE)
 def batches(request: Request) -> Response:
     dashboard = dashboard_of(request)
+    bases = ListView.of(request, "bases", label="base id starts with")
+    dead = ListView.of(request, "dead", label="batch id starts with")
+    key = dead.key(int)
+    page = dashboard.yard.page_batches(
+        "dead", limit=dead.limit, cursor=None if key is None else int(key), prefix=dead.prefix
+    )
     return dashboard.render(
         request,
         "batches.html",
-        bases=dashboard.overview.bases(),
-        dead=dashboard.yard.list_dead_batches(),
+        bases=bases.positional(
+            lambda limit, offset: dashboard.overview.bases(limit, offset, bases.prefix)
+        ),
+        dead=dead.paged(page.batches, page.next_cursor, page.total),
     )
 
 
@@ -59,11 +72,48 @@ confirmed_action(
 )
 
 
+@router.get(f"{BATCHES}/{{batch_id:path}}/items", **PAGE)
+def batch_items(request: Request, batch_id: str) -> Response:
+    """One batch (a dead one, mostly) with all its items, a page at a time by position."""
+    if "::" not in batch_id:  # a base id that ends in "/items", not a batch's items
+        return batch_base(request, f"{batch_id}/items")
+    dashboard = dashboard_of(request)
+    yard = dashboard.yard
+    items = ListView.of(request, "items")
+    try:
+        found = yard.get_batch_status(batch_id)
+    except BatchyardError as exc:  # not a batch id at all
+        found, error = [], str(exc)
+    else:
+        error = f"no batch {batch_id!r}"
+    if not found:
+        return dashboard.render(request, "error.html", 404, message=error, back=BATCHES)
+    [batch] = found
+    after = items.key(int)
+    rows = yard.get_batch_items(
+        batch_id, after=None if after is None else int(after), limit=items.limit + 1
+    )
+    return dashboard.render(
+        request,
+        "batch_items.html",
+        batch=batch,
+        items=items.keyed(rows, lambda item: int(item.position)),
+        base_page=_base_page(batch_id),
+    )
+
+
 @router.get(f"{BATCHES}/{{base_id:path}}", **PAGE)
 def batch_base(request: Request, base_id: str) -> Response:
     dashboard = dashboard_of(request)
     yard = dashboard.yard
-    batches = yard.get_batch_status(base_id)
+    active = ListView.of(request, "active", BATCH_STATES, label="batch id starts with")
+    history = ListView.of(request, "history", OUTCOMES, label="batch id starts with")
+    batches = [
+        b
+        for b in yard.get_batch_status(base_id)
+        if (active.status is None or b.status == active.status)
+        and b.batch_id.startswith(active.prefix or "")
+    ]
     dead_items = {
         b.batch_id: yard.get_batch_items(b.batch_id, limit=DEAD_ITEMS_SHOWN)
         for b in batches
@@ -73,10 +123,14 @@ def batch_base(request: Request, base_id: str) -> Response:
         request,
         "batch.html",
         base_id=base_id,
-        batches=batches,
+        active=active.sliced(batches),
         dead_items=dead_items,
         shown=DEAD_ITEMS_SHOWN,
-        history=yard.get_flush_history(base_id, 50),
+        history=history.positional(
+            lambda limit, offset: yard.get_flush_history(
+                base_id, limit, offset, history.status, history.prefix
+            )
+        ),
     )
 
 

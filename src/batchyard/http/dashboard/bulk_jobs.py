@@ -3,7 +3,6 @@ dead chunks grouped by error with redrive, and namespace exports to download."""
 
 from __future__ import annotations
 
-from itertools import groupby
 from typing import Annotated
 from urllib.parse import quote
 
@@ -11,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from batchyard.bulk.export import FORMATS
+from batchyard.bulk.records import BulkJobStatus
 from batchyard.errors import BatchyardError
 from batchyard.http.dashboard._common import (
     PAGE,
@@ -20,6 +20,7 @@ from batchyard.http.dashboard._common import (
     dashboard_of,
     viewer,
 )
+from batchyard.http.dashboard.lists import ListView
 from batchyard.http.downloads import export_download
 
 JOBS = f"{PREFIX}/jobs"
@@ -29,40 +30,48 @@ NOTICES = {
     "chunks-redriven": "Dead chunks queued again; their jobs are processing.",
     "job-retried": "This job retries the failed items of the job it names.",
 }
-ERRORS_PAGE = 50
 
 router = APIRouter(include_in_schema=False)
 
 
 @router.get(JOBS, **PAGE)
-def jobs(request: Request, status: str | None = None) -> Response:
+def jobs(request: Request) -> Response:
     dashboard = dashboard_of(request)
     yard = dashboard.yard
-    dead = sorted(yard.list_dead_chunks(limit=1000), key=lambda d: d.error or "")
-    groups = [(error, list(chunks)) for error, chunks in groupby(dead, key=lambda d: d.error or "")]
+    listed = ListView.of(request, "jobs", [s.value for s in BulkJobStatus], "job id starts with")
+    dead = ListView.of(request, "dead", label="job id starts with")
     return dashboard.render(
         request,
         "jobs.html",
-        jobs=yard.list_batch_jobs(status=status),
+        jobs=listed.positional(
+            lambda limit, offset: yard.list_batch_jobs(
+                listed.status, None, limit, offset, listed.prefix
+            )
+        ),
         stats=yard.get_stats(),
-        dead_groups=groups,
+        dead=dead.positional(
+            lambda limit, offset: yard.list_dead_chunks(
+                limit=limit, offset=offset, job_prefix=dead.prefix or ""
+            )
+        ),
         formats=list(FORMATS),
-        status=status,
     )
 
 
 @router.get(f"{JOBS}/{{job_id}}", **PAGE)
-def job(
-    request: Request, job_id: str, after: Annotated[int, Query(ge=-1, le=2**62)] = -1
-) -> Response:
+def job(request: Request, job_id: str) -> Response:
     dashboard = dashboard_of(request)
+    errors = ListView.of(request, "errors")
     try:
         record = dashboard.yard.get_batch_job(job_id)
     except BatchyardError as exc:
         return dashboard.render(request, "error.html", 404, message=str(exc), back=JOBS)
-    errors = dashboard.yard.get_batch_job_errors(job_id, after=after, limit=ERRORS_PAGE)
+    after = errors.key(int)
+    rows = dashboard.yard.get_batch_job_errors(
+        job_id, after=-1 if after is None else int(after), limit=errors.limit + 1
+    )
     return dashboard.render(
-        request, "job.html", job=record, errors=errors, after=after, more=len(errors) == ERRORS_PAGE
+        request, "job.html", job=record, errors=errors.keyed(rows, lambda e: int(e.index))
     )
 
 

@@ -17,6 +17,8 @@ from batchyard.http.dashboard._common import (
     confirmed_action,
     dashboard_of,
 )
+from batchyard.http.dashboard.lists import ListView
+from batchyard.iterator.records import IteratorState
 
 ITERATORS = f"{PREFIX}/iterators"
 NAV = ("Iterator jobs", ITERATORS)
@@ -33,7 +35,16 @@ router = APIRouter(include_in_schema=False)
 @router.get(ITERATORS, **PAGE)
 def iterators(request: Request) -> Response:
     dashboard = dashboard_of(request)
-    return dashboard.render(request, "iterators.html", jobs=dashboard.yard.list_iterator_jobs())
+    jobs = ListView.of(request, "jobs", [s.value for s in IteratorState], "job id starts with")
+    return dashboard.render(
+        request,
+        "iterators.html",
+        jobs=jobs.positional(
+            lambda limit, offset: dashboard.yard.list_iterator_jobs(
+                jobs.status, limit, offset, jobs.prefix
+            )
+        ),
+    )
 
 
 def _add_action(verb: str, notice: str) -> None:
@@ -86,8 +97,16 @@ for _verb, _method, _notice, _question in (
 @router.get(f"{ITERATORS}/{{job_id:path}}", **PAGE)
 def iterator(request: Request, job_id: str) -> Response:
     dashboard = dashboard_of(request)
+    errors = ListView.of(request, "errors")
     try:
         job = dashboard.yard.get_iterator_status(job_id)
     except BatchyardError as exc:
         return dashboard.render(request, "error.html", 404, message=str(exc), back=ITERATORS)
-    return dashboard.render(request, "iterator.html", job=job)
+    return dashboard.render(
+        request,
+        "iterator.html",
+        job=job,
+        errors=errors.positional(
+            lambda limit, offset: dashboard.yard.get_iterator_errors(job_id, limit, offset)
+        ),
+    )
