@@ -281,9 +281,11 @@ class Store:
     def migrate(self) -> int:
         """Apply every migration not yet applied; return the schema version. A store that is
         up to date is only read: opening a yard then never queues for SQLite's one writer
-        (behind busy producers, a new worker could wait there for its whole start-up)."""
+        (behind busy producers, a new worker could wait there for its whole start-up).
+        Up to date means every version applied, not the newest: features land out of
+        order, and a migration numbered below one a store already has must still run."""
         latest = self.latest_version()
-        if self.schema_version() == latest:
+        if not self._unapplied():
             return latest
         with self.transaction() as tx:
             self._lock_for_migration(tx)
@@ -302,6 +304,15 @@ class Store:
                     {"version": migration.version, "name": migration.name},
                 )
         return self.schema_version()
+
+    def _unapplied(self) -> set[int]:
+        """The versions of the migrations this store has not applied (read only)."""
+        versions = {m.version for m in self.migrations()}
+        with self.transaction(write=False) as tx:
+            if not tx.one(self._table_exists_sql(), {"name": "batchyard_schema"}):
+                return versions
+            applied = tx.all("SELECT version FROM batchyard_schema")
+        return versions - {row["version"] for row in applied}
 
     def schema_version(self) -> int:
         with self.transaction(write=False) as tx:
