@@ -22,6 +22,14 @@ from batchyard.accumulator import sql
 from batchyard.accumulator.configs import Configs, first_timer
 from batchyard.accumulator.flushing import flush_task, schedule_flush
 from batchyard.accumulator.lanes import Lanes, PreparedAdd
+from batchyard.accumulator.outcomes import (
+    Filled,
+    FlushSettings,
+    appended_result,
+    call_results,
+    flush_settings,
+    span_attributes,
+)
 from batchyard.accumulator.records import FLUSH_TASK, AddResult, BatchStatus, split_base
 from batchyard.accumulator.sizing import Placement, item_size, item_sizes, place
 from batchyard.payloads import encode_items
@@ -29,73 +37,6 @@ from batchyard.store import Tx
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
-
-
-def _span_attributes(result: AddResult) -> dict[str, Any]:
-    """What an add's span says of it: its item count, the batch its last item went to, and
-    when its items went to more than one, all of them (those it filled, then that one)."""
-    attributes: dict[str, Any] = {
-        "batchyard.item_count": result.item_count,
-        "batchyard.batch_id": result.batch_id,
-    }
-    batch_ids = list(dict.fromkeys((*result.flushed_batch_ids, result.batch_id)))
-    if len(batch_ids) > 1:  # a list costs the SDK more than the rest together
-        attributes["batchyard.batch_ids"] = batch_ids
-    return attributes
-
-
-# what a batch's flush task is scheduled with: its max attempts, handler, and whether its
-# base is ordered
-_FlushSettings = tuple[int, str, bool]
-
-
-def _flush_settings(batch: Any) -> _FlushSettings:
-    return (batch["max_attempts"], batch["handler"], bool(batch["ordered"]))
-
-
-# A batch an add reached: its id, how many of the add's items it took, whether the add
-# closed it (full in items or bytes), and what its flush is scheduled with.
-_Filled = tuple[str, int, bool, _FlushSettings]
-
-
-def _appended(batch_id: str) -> AddResult:
-    """The result of a single-item add that left room in its batch."""
-    return AddResult(
-        batch_id=batch_id, item_count=1, flushed=False, status=BatchStatus.ACCUMULATING
-    )
-
-
-def _results(calls: list[list[str]], filled: list[_Filled]) -> list[AddResult]:
-    """What each call returns, as if the calls had run one by one: `filled` holds, in
-    order, the batches their items went to, with how many each took and whether the add
-    closed it. A call names the batch its last item went to, and the batches it filled."""
-    results = []
-    batches = iter(filled)
-    batch_id, left, full, _ = next(batches)
-    for call in calls:
-        needed = len(call)
-        flushed: list[str] = []
-        while True:
-            taken = min(needed, left)
-            needed, left = needed - taken, left - taken
-            closed = left == 0 and full
-            if closed:
-                flushed.append(batch_id)
-            if needed == 0:
-                break
-            batch_id, left, full, _ = next(batches)
-        results.append(
-            AddResult(
-                batch_id=batch_id,
-                item_count=len(call),
-                flushed=bool(flushed),
-                status=BatchStatus.FLUSHING if closed else BatchStatus.ACCUMULATING,
-                flushed_batch_ids=tuple(flushed),
-            )
-        )
-        if left == 0 and needed == 0:
-            batch_id, left, full, _ = next(batches, (batch_id, 0, False, 0))
-    return results
 
 
 @dataclass(slots=True)
@@ -154,7 +95,7 @@ class Adder:
             # the add's span context goes with its items, for the flush to link to
             trace = None if span is None else tracing.traceparent()
             result = self.add_configured(base, encode_items(items), config, trace)
-            tracing.set_attributes(span, _span_attributes(result))
+            tracing.set_attributes(span, span_attributes(result))
             return result
 
     def add_configured(
@@ -281,7 +222,7 @@ class Adder:
             row["batch_no"],
             row["position"] + 1,
             row["max_batch_size"],
-            _appended(row["batch_id"]),
+            appended_result(row["batch_id"]),
             row["max_batch_bytes"],
             row["byte_end"] or 0,
         )
@@ -346,7 +287,7 @@ class Adder:
                 },
             )
             if appended is not None:
-                return _appended(appended["batch_id"])
+                return appended_result(appended["batch_id"])
         return self._fill(tx, base, [encoded], config)[0]
 
     def _fill(
@@ -386,12 +327,12 @@ class Adder:
             size,
             max_bytes,
         )
-        filled: list[_Filled] = []  # the batches the items go to, in order
+        filled: list[Filled] = []  # the batches the items go to, in order
         room, open_no = 0, 0
         if open_batch is not None and in_open is not None:
             open_no, room = open_batch["batch_no"], in_open.taken
             filled.append(
-                (open_batch["batch_id"], room, in_open.closed, _flush_settings(open_batch))
+                (open_batch["batch_id"], room, in_open.closed, flush_settings(open_batch))
             )
             if in_open.closed:
                 # closed before the next batch opens: a base has one open batch at most
@@ -399,7 +340,7 @@ class Adder:
         full = sum(p.closed for p in places)
         new = self._create_batches(tx, base, config, len(places), full)
         filled += [
-            (batch_id, p.taken, p.closed, _flush_settings(config))
+            (batch_id, p.taken, p.closed, flush_settings(config))
             for (batch_id, _), p in zip(new, places, strict=True)
         ]
         if sized:  # placed by the sizes: a statement per batch reached
@@ -432,12 +373,12 @@ class Adder:
             open_no if len(new) == 0 else new[-1][1],
             limit if last_closed else last_place.position + last_place.taken,
             limit,
-            _appended(last_id),
+            appended_result(last_id),
             max_bytes if new else open_bytes,
             last_place.bytes_before + sum(sizes[len(encoded) - last_place.taken :]),
         )
         tx.after_commit.append(lambda: self._remember(base, last))
-        return _results(calls, filled)
+        return call_results(calls, filled)
 
     @staticmethod
     def _insert_at(
@@ -520,7 +461,7 @@ class Adder:
             )
         ]
 
-    def _schedule_size_flushes(self, tx: Tx, full: list[tuple[str, _FlushSettings]]) -> None:
+    def _schedule_size_flushes(self, tx: Tx, full: list[tuple[str, FlushSettings]]) -> None:
         """Schedule the flushes (due now) of batches closed for their size."""
         for settings in {settings for _, settings in full}:  # one value, nearly always
             attempts, handler, ordered = settings
