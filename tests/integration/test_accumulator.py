@@ -21,6 +21,7 @@ from batchyard import (
     RetryPolicy,
     Yard,
 )
+from tests.threads import run_together
 
 
 @pytest.fixture
@@ -43,25 +44,6 @@ def calls(yard):
 def add(yard, base, items, **config):
     config = {"max_batch_size": 5, "on_flush": "collect", **config}
     return yard.add_items(base, items, **config)
-
-
-def in_threads(work, count):
-    """Run work(0) .. work(count - 1) at once, one thread each; fail with the first error,
-    once every thread has ended."""
-    errors = []
-
-    def run(index):
-        try:
-            work(index)
-        except Exception as exc:  # reported below, with the threads joined
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(t,)) for t in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
 
 
 def pending_items(yard):
@@ -259,7 +241,7 @@ def test_threads_adding_to_one_base_through_one_yard_keep_exact_books(yard, call
         for n in range(150):
             add(yard, "ev", [thread * 1000 + n], max_batch_size=7)
 
-    in_threads(adder, 6)
+    run_together(adder, 6)
     yard.flush("ev")
     yard.run_worker(wait=False)
     delivered = [item for _, _, items, _ in calls for item in items]
@@ -287,7 +269,7 @@ def test_concurrent_adds_spanning_batches_stay_whole_and_in_order(yard, calls, m
             add(other, base, items, max_batch_size=7)
             added[base].append(items)
 
-    in_threads(adder, 4)
+    run_together(adder, 4)
     yard.flush("a")
     yard.flush("b")
     yard.run_worker(wait=False)
