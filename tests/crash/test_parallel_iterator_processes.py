@@ -152,7 +152,9 @@ def test_a_parallel_job_in_two_workers_one_killed_delivers_every_row_once_and_en
     last_page = {c["slice"]: position for position, c in enumerate(log)}
     ends = sorted(last_page.values())[-PARALLELISM:]
     assert ends[0] >= len(log) - 3 * PARALLELISM, (ends, len(log))
-    assert len(status.slices) > PARALLELISM  # slices that ran out took work from others
+    # (whether a slice took work from another here depends on timing - the slices are cut
+    # even, and a rescued one may end with the rest; stealing itself is shown, without a
+    # race, in tests/integration/test_parallel_iterator.py)
 
 
 @pytest.mark.slow
