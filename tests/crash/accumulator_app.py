@@ -10,8 +10,10 @@ to its own log, so deliveries can be counted after the worker is killed.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
+import signal
 import sys
 import time
 
@@ -34,6 +36,8 @@ def produce(url: str, index: int, calls: int, bases: int) -> None:
 
 
 def work(url: str, log_dir: str, lease: float, sleep: float) -> None:
+    # a test that finds this worker slow to stop asks it for its threads' stacks
+    faulthandler.register(signal.SIGUSR1)
     yard = Yard(url)
     log = os.open(
         os.path.join(log_dir, f"worker-{os.getpid()}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND

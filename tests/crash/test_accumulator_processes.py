@@ -75,6 +75,22 @@ def wait_drained(store, total, deadline_s, also=lambda: None):
         time.sleep(0.1)
 
 
+def stopped(worker, within=120):
+    """Wait for a worker sent SIGTERM to exit cleanly. One that does not is asked for its
+    threads' stacks (faulthandler, in the app), killed, and the test fails with them. (Once,
+    on a loaded machine, a SQLite worker took more than 60 s; 120 s stays far above the
+    30 s its in-flight work may take, and a hang still fails.)"""
+    try:
+        output, _ = worker.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        worker.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        worker.kill()
+        output, _ = worker.communicate()
+        pytest.fail(f"a worker did not stop within {within} s of SIGTERM:\n{output[-8000:]}")
+    assert worker.returncode == 0, output
+
+
 def check_books(store, log_dir, expected):
     """At-least-once from the handlers' logs; exactly-once in the store's books."""
     deliveries = []
@@ -120,8 +136,7 @@ def test_concurrent_producers_and_workers(store_url, tmp_path):
         for proc in workers:
             proc.send_signal(signal.SIGTERM)
         for proc in workers:
-            output, _ = proc.communicate(timeout=60)
-            assert proc.returncode == 0, output
+            stopped(proc)
     check_books(store, tmp_path, {(p, n) for p in range(producers) for n in range(calls)})
     store.close()
 
@@ -161,6 +176,6 @@ def test_sigkill_workers_during_flushes(store_url, tmp_path):
         wait_drained(store, producers * calls, deadline_s=120, also=nothing_held_past_a_lease)
     finally:
         worker.send_signal(signal.SIGTERM)
-        worker.communicate(timeout=60)
+        stopped(worker)
     check_books(store, tmp_path, {(p, n) for p in range(producers) for n in range(calls)})
     store.close()
