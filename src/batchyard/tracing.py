@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
+from time import monotonic
 from typing import Any
 
 try:
@@ -29,6 +30,35 @@ MAX_LINKS = 32
 if _trace is not None:
     _tracer = _trace.get_tracer("batchyard")
     _NO_OP_PROVIDERS = (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)
+
+
+_provider_seen = False  # an application configured a tracer provider (it stays, see below)
+_look_again_at = 0.0
+
+
+def enabled() -> bool:
+    """Whether spans are made: an application configured a tracer provider."""
+    return _provider_seen or (monotonic() >= _look_again_at and _provider_configured())
+
+
+def _provider_configured() -> bool:
+    """Whether an application has configured a tracer provider. The API allows one per
+    process, so once seen it stays; until then the API's getter reads the environment on
+    every call (a microsecond: a good share of what a single-item add on SQLite spends in
+    Python), so it is asked at most once a second."""
+    global _provider_seen, _look_again_at
+    if _trace is None:
+        return False
+    _provider_seen = not isinstance(_trace.get_tracer_provider(), _NO_OP_PROVIDERS)
+    _look_again_at = monotonic() + 1.0
+    return _provider_seen
+
+
+def look_again() -> None:
+    """Look for a tracer provider at the next span rather than within a second: for an
+    application that configures one after its first adds and wants the next traced."""
+    global _look_again_at
+    _look_again_at = 0.0
 
 
 def traceparent() -> str | None:
@@ -82,7 +112,7 @@ def span(
     is off."""
     # no provider configured: the API's default would make spans that record nothing, yet
     # cost microseconds - a good share of a single-item add on SQLite
-    if _trace is None or isinstance(_trace.get_tracer_provider(), _NO_OP_PROVIDERS):
+    if not enabled():
         return _OFF
     made = []
     for value in dict.fromkeys(links):  # distinct, in order

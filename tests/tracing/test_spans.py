@@ -125,7 +125,7 @@ def test_calls_carried_by_one_add_keep_their_own_contexts(yard, spans):
     adder = yard._accumulator.adder
     config = adder.config(10, "collect", None, None)
     traces = [f"00-{'1' * 32}-{'a' * 16}-01", f"00-{'2' * 32}-{'b' * 16}-01"]
-    results = adder.send("ev", [['"x"', '"y"'], ['"z"']], traces, config)
+    results = adder.send("ev", config, [['"x"', '"y"'], ['"z"']], traces)
     assert [r.item_count for r in results] == [2, 1]
     assert stored_traces(yard) == [traces[0], traces[0], traces[1]]
     yard.flush("ev")
@@ -146,7 +146,7 @@ def test_byte_limited_adds_store_their_context_by_every_statement(yard, spans):
     for items in ([2], [3], [444, 555, 666]):  # 666 would take ev::0 to 12 bytes
         yard.add_items("ev", items, **config)
     trace = f"00-{'1' * 32}-{'a' * 16}-01"
-    adder.send("ev", [["7"], ["8"]], [trace, trace], adder.config(100, "collect", None, None))
+    adder.send("ev", adder.config(100, "collect", None, None), [["7"], ["8"]], [trace, trace])
     adds = [traceparent(a) for a in spans.all("batchyard.add")]
     assert stored_traces(yard) == [*adds[:3], *[adds[3]] * 3, trace, trace]
     yard.flush("ev")

@@ -21,7 +21,7 @@ from batchyard import tracing
 from batchyard.accumulator import sql
 from batchyard.accumulator.configs import Configs, first_timer
 from batchyard.accumulator.flushing import flush_task, schedule_flush
-from batchyard.accumulator.lanes import Lanes, PreparedAdd
+from batchyard.accumulator.lanes import Lane, Lanes, PreparedAdd, Send, forget_in_child
 from batchyard.accumulator.outcomes import (
     Filled,
     FlushSettings,
@@ -61,6 +61,11 @@ class _OpenBatch:
         )
 
 
+# the way to add to a base with a configuration, in this process: the configuration (its
+# identity is the route's key), its lane's key and its lane, and what sends an add there
+_Route = tuple[dict[str, Any], tuple[Any, ...], Lane, Send]
+
+
 class Adder:
     """Adds items to named batches. Reached through `Yard.add_items` and the producer."""
 
@@ -72,6 +77,11 @@ class Adder:
         self._open: dict[str, _OpenBatch] = {}  # a hint per base id, checked by each use
         self._bases: set[str] = set()  # base ids whose row is known to exist (never deleted)
         self._lanes = Lanes()  # one add in flight per base; those that wait go together
+        self._routes: dict[tuple[str, int], _Route] = {}  # see `_route`
+        forget_in_child(self._forget_routes)  # routes hold lanes
+
+    def _forget_routes(self) -> None:
+        self._routes = {}
 
     # -- adding ---------------------------------------------------------------------------
 
@@ -89,13 +99,16 @@ class Adder:
         flush_after_idle: float | timedelta | None = None,
     ) -> AddResult:
         base, _ = split_base(batch_id)
+        args = (max_batch_size, on_flush, flush_interval, max_attempts)
+        config = self.config(*args, ordered, max_batch_bytes, flush_after_idle)
+        if not tracing.enabled():  # the common way, kept short: a single add is a few µs
+            return self.add_configured(base, encode_items(items), config)
         with tracing.span("batchyard.add", {"batchyard.base": base}) as span:
-            args = (max_batch_size, on_flush, flush_interval, max_attempts)
-            config = self.config(*args, ordered, max_batch_bytes, flush_after_idle)
             # the add's span context goes with its items, for the flush to link to
             trace = None if span is None else tracing.traceparent()
             result = self.add_configured(base, encode_items(items), config, trace)
-            tracing.set_attributes(span, span_attributes(result))
+            if span is not None:
+                tracing.set_attributes(span, span_attributes(result))
             return result
 
     def add_configured(
@@ -103,10 +116,10 @@ class Adder:
     ) -> AddResult:
         """Add JSON-encoded items to `base` with a checked configuration (`config`), and
         the trace context to store with them (`batchyard.tracing`)."""
-        prepared = self.prepared(base, encoded, config)
-        if isinstance(prepared, AddResult):
-            return prepared
-        return self._lanes(prepared.lane).add(prepared.encoded, prepared.send, trace)
+        route = self._route(base, encoded, config)
+        if isinstance(route, AddResult):
+            return route
+        return route[2].add(encoded, route[3], trace)
 
     def prepare(
         self,
@@ -132,27 +145,47 @@ class Adder:
     ) -> PreparedAdd | AddResult:
         """Checked, encoded items as an add for their base's lane (see `prepare`); with a
         byte limit, an item larger than it is refused here, before anything is stored."""
+        route = self._route(base, encoded, config)
+        if isinstance(route, AddResult):
+            return route
+        return PreparedAdd(route[1], encoded, route[3])
+
+    def _route(self, base: str, encoded: list[str], config: dict[str, Any]) -> _Route | AddResult:
+        """Check `encoded` against `config`, and the way to add them to `base`: its lane's
+        key and its lane in this process, and what sends an add there; or the result
+        itself when there is nothing to add."""
         if config["max_batch_bytes"] is not None:
             item_sizes(encoded, config["max_batch_bytes"])
         if not encoded:
             return AddResult(batch_id=base, item_count=0, flushed=False, status="unchanged")
-        return PreparedAdd(
-            (base, *config.values()), encoded, partial(self.send, base, config=config)
-        )
+        route = self._routes.get((base, id(config)))
+        if route is None or route[0] is not config:
+            # a route per base and configuration, remembered: most adds repeat theirs, and
+            # making one costs a few microseconds, as much as the rest of a single add
+            # in Python. Keyed by the configuration's identity (`Configs` gives a repeated
+            # configuration as one object), which the route holds so that the id cannot
+            # become another's; the lane's key is by value, as calls of equal
+            # configurations share a lane
+            if len(self._routes) >= 10_000:
+                self._routes.clear()  # a bound, for endless distinct bases
+            key = (base, *config.values())
+            route = (config, key, self._lanes(key), partial(self.send, base, config))
+            self._routes[(base, id(config))] = route
+        return route
 
     def send(
-        self, base: str, calls: list[list[str]], traces: list[str | None], config: dict[str, Any]
+        self, base: str, config: dict[str, Any], calls: list[list[str]], traces: list[str | None]
     ) -> list[AddResult]:
         """Add the items of one or more calls, laid end to end (see `lanes`); `traces` holds
         the trace context of each call, stored with its items."""
         trace = traces[0]
-        if any(other != trace for other in traces):
+        if len(traces) > 1 and any(other != trace for other in traces):
             # one trace context per statement: calls of different traces go one after the
             # other (so traced adds to one base lose the lane's gathering, not their links)
             return [
                 result
                 for i, call in enumerate(calls)
-                for result in self.send(base, [call], [traces[i]], config)
+                for result in self.send(base, config, [call], [traces[i]])
             ]
         now = self.runtime.now()
         if len(calls) == 1 and len(calls[0]) == 1:
@@ -192,9 +225,14 @@ class Adder:
         """Add one item that leaves room in its batch, as one statement (at the remembered
         position when there is one, counted otherwise); None when that does not apply."""
         seen = self._open.get(base)
-        size = item_size(payload)
         if seen is not None:
-            if not seen.takes(1, size):
+            if seen.max_batch_bytes is None:  # the usual case, kept to a comparison
+                size = 0
+                fits = seen.position + 1 < seen.max_batch_size
+            else:
+                size = item_size(payload)
+                fits = seen.takes(1, size)
+            if not fits:
                 # the item fills the batch, or it is full: a transaction closes or opens one
                 self._open.pop(base, None)  # (another thread may have dropped it already)
                 return None
@@ -212,6 +250,7 @@ class Adder:
             if appended:
                 seen.position, seen.bytes = position + 1, used + size
                 return seen.result
+        size = item_size(payload)
         row = self.store.one(
             sql.APPEND_ITEM, {"base": base, "payload": payload, "bytes": size, "trace": trace}, now
         )

@@ -73,7 +73,7 @@ class Configs:
         )
         if not isinstance(on_flush, str):
             return self._validate(*args)
-        key = (*((type(a), a) for a in args), self.runtime.retry.max_attempts)
+        key = (args, *map(type, args), self.runtime.retry.max_attempts)
         config = self._known.get(key)
         if config is None:
             config = self._validate(*args)

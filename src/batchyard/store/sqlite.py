@@ -184,7 +184,7 @@ class SQLiteStore(Store):
         # end - by fetchall() when it returns rows, within execute() when it does not.
         self._take_write_turn()
         try:
-            conn = self._write_connection()
+            conn = self._write_conn or self._write_connection()
             if conn.in_transaction:
                 # this thread holds a transaction open (the turn is reentrant): the statement
                 # would join it and commit only with it, as `transaction()` would refuse to
@@ -192,7 +192,9 @@ class SQLiteStore(Store):
                     f"a statement of its own cannot run on {self.path} inside "
                     f"a transaction this thread holds open"
                 )
-            cursor = conn.execute(self.prepare(sql), {**params, "now": self.now_value(now)})
+            # (the statement's text from the cache at once: this runs for every single add)
+            text = self._prepared.get(sql) or self.prepare(sql)
+            cursor = conn.execute(text, {**params, "now": self.now_value(now)})
             if not returning:
                 return cursor.rowcount
             return cursor.fetchall()
