@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from hypothesis import settings
 
 from batchyard import ManualClock, Yard
 from batchyard.store import open_store
@@ -30,6 +31,11 @@ PG_ADMIN_URL = os.environ.get(
     "BATCHYARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 BACKENDS = ["sqlite", "postgres"]
+
+# No timed assertions: hypothesis fails an example that runs past its deadline (200 ms),
+# which a busy machine makes happen to the fastest test.
+settings.register_profile("batchyard", deadline=None)
+settings.load_profile("batchyard")
 CLOCK_START = 1_800_000_000.0  # 2027-01-15 08:00 UTC; no test depends on the date itself
 
 
