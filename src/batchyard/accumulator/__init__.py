@@ -22,11 +22,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from batchyard.accumulator.adding import Adder
-from batchyard.accumulator.batchers import Batchers, BatcherStatus
+from batchyard.accumulator.batchers import BatcherInfo, Batchers, BatcherStatus, BatcherSummary
 from batchyard.accumulator.flushing import Flusher
 from batchyard.accumulator.items import BatchItem, BatchItems, DiscardResult
 from batchyard.accumulator.pruning import Pruner
-from batchyard.accumulator.reading import Reader
+from batchyard.accumulator.reading import FlushTotals, Reader
 from batchyard.accumulator.records import (
     FLUSH_TASK,
     AddResult,
@@ -50,12 +50,15 @@ __all__ = [
     "BatchItem",
     "BatchPage",
     "BatchStatus",
+    "BatcherInfo",
     "BatcherStatus",
+    "BatcherSummary",
     "DiscardResult",
     "FlushContext",
     "FlushReason",
     "FlushRecord",
     "FlushResult",
+    "FlushTotals",
 ]
 
 

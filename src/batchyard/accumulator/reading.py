@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from batchyard.accumulator import sql
@@ -20,6 +21,25 @@ from batchyard.store.filters import under_prefix
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
+
+
+_HISTORY_COLUMNS = (
+    "batch_id, sequence, attempt, reason, outcome, item_count, failed_count, "
+    "error, worker_id, started_at, duration, traceback"
+)
+
+
+@dataclass(frozen=True)
+class FlushTotals:
+    """What the flushes of some bases that started in a recent window did: attempts, items
+    delivered, and items failed (all of a flush that failed whole, the reported ones of a
+    partial flush). Discards are not flushes."""
+
+    window_seconds: float
+    flushes: int
+    items_flushed: int
+    failed_flushes: int
+    failed_items: int
 
 
 class Reader:
@@ -127,13 +147,70 @@ class Reader:
             where += f" AND {under_prefix('batch_id')}"
         with self.store.transaction() as tx:
             rows = tx.all(
-                "SELECT batch_id, sequence, attempt, reason, outcome, item_count, failed_count, "
-                "error, worker_id, started_at, duration, traceback "
-                f"FROM batchyard_flushes WHERE {where} "
+                f"SELECT {_HISTORY_COLUMNS} FROM batchyard_flushes WHERE {where} "
                 "ORDER BY id DESC LIMIT :limit OFFSET :offset",
                 {
                     "base": base,
                     "batch_id": batch_id,
+                    "limit": limit,
+                    "offset": offset,
+                    "outcome": outcome,
+                    "prefix": prefix,
+                },
+            )
+        return [flush_record(r) for r in rows]
+
+    # The reads of a range of bases (a batcher's keys, ``name:...``) look back over a window
+    # of time, never the whole history: the flushes index on started_at bounds them by the
+    # window's flushes, however long the history kept, whichever index the planner takes.
+
+    def flush_totals(self, low: str, high: str, window: float) -> FlushTotals:
+        """Totals of the flushes of the bases from `low` up to `high` (excluded) that
+        started in the last `window` seconds."""
+        with self.store.transaction(self.runtime.now(), write=False) as tx:
+            row = tx.one(
+                "SELECT COUNT(*) AS n, "
+                "SUM(CASE WHEN outcome = 'failed' THEN 0 ELSE item_count - failed_count END) "
+                "AS items, SUM(CASE WHEN outcome = 'failed' THEN 1 ELSE 0 END) AS failed, "
+                "SUM(CASE WHEN outcome = 'failed' THEN item_count ELSE failed_count END) "
+                "AS failed_items FROM batchyard_flushes WHERE started_at >= {now} - :window "
+                "AND base_id >= :low AND base_id < :high AND outcome <> 'discarded'",
+                {"low": low, "high": high, "window": window},
+            )
+        return FlushTotals(
+            window_seconds=window,
+            flushes=int(row["n"]),
+            items_flushed=int(row["items"] or 0),
+            failed_flushes=int(row["failed"] or 0),
+            failed_items=int(row["failed_items"] or 0),
+        )
+
+    def range_history(
+        self,
+        low: str,
+        high: str,
+        window: float,
+        limit: int = 20,
+        offset: int = 0,
+        outcome: str | None = None,
+        prefix: str | None = None,
+    ) -> list[FlushRecord]:
+        """Flush attempts of the bases from `low` up to `high` (excluded) that started in
+        the last `window` seconds, newest first, after skipping `offset`; only those that
+        ended in `outcome`, of bases starting with `prefix`, if given."""
+        where = "started_at >= {now} - :window AND base_id >= :low AND base_id < :high"
+        if outcome is not None:
+            where += " AND outcome = :outcome"
+        if prefix is not None:
+            where += f" AND {under_prefix('base_id')}"
+        with self.store.transaction(self.runtime.now(), write=False) as tx:
+            rows = tx.all(
+                f"SELECT {_HISTORY_COLUMNS} FROM batchyard_flushes WHERE {where} "
+                "ORDER BY started_at DESC, id DESC LIMIT :limit OFFSET :offset",
+                {
+                    "low": low,
+                    "high": high,
+                    "window": window,
                     "limit": limit,
                     "offset": offset,
                     "outcome": outcome,
