@@ -212,3 +212,5 @@ def test_the_handlers_page_shows_the_fleets_limits_and_load(client, yard, clock)
     ]
     assert walk(client, "/ui/handlers", "handlers", q="lim") == [["limited"]]
     assert walk(client, "/ui/handlers", "handlers", q="x") == [[]]
+    overview = text(client.get("/").text)
+    assert "limited: 2 in flight of 2 · 1 waiting for the limit" in overview

@@ -289,7 +289,8 @@ class Batchers:
     def status(self, name: str) -> BatcherStatus:
         batcher = self.get(name)
         low, high = _prefix_range(name)
-        with self.store.transaction(self.runtime.now()) as tx:
+        # a read: no write lock (the dashboard asks every few seconds)
+        with self.store.transaction(self.runtime.now(), write=False) as tx:
             now = tx.clock()
             rows = tx.all(
                 f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "

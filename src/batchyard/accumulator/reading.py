@@ -52,7 +52,7 @@ class Reader:
     def get_batch_status(self, batch_id: str) -> list[BatchInfo]:
         """The active (accumulating, flushing, dead) batches of a base id, or one batch."""
         base, sequence = split_base(batch_id)
-        with self.store.transaction(self.runtime.now()) as tx:
+        with self.store.transaction(self.runtime.now(), write=False) as tx:
             now = tx.clock()
             if sequence is None:
                 rows = tx.all(
@@ -145,7 +145,7 @@ class Reader:
             where += " AND outcome = :outcome"
         if prefix is not None:
             where += f" AND {under_prefix('batch_id')}"
-        with self.store.transaction() as tx:
+        with self.store.transaction(write=False) as tx:
             rows = tx.all(
                 f"SELECT {_HISTORY_COLUMNS} FROM batchyard_flushes WHERE {where} "
                 "ORDER BY id DESC LIMIT :limit OFFSET :offset",
