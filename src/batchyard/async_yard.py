@@ -136,6 +136,7 @@ class AsyncYard:
     get_batcher_status = _awaitable(Yard.get_batcher_status)
     list_batchers = _awaitable(Yard.list_batchers)
     get_batcher_summary = _awaitable(Yard.get_batcher_summary)
+    get_batcher_summaries = _awaitable(Yard.get_batcher_summaries)
     get_batcher_history = _awaitable(Yard.get_batcher_history)
     handler_loads = _awaitable(Yard.handler_loads)
 

@@ -65,6 +65,9 @@ def test_the_batchers_list_shows_each_ones_limits_and_counts(client, yard):
         on_flush="first-fails",
     )
     yard.add("clicks", [{"user": u, "n": n} for n, u in enumerate("aabca")])  # a's first 3 fill
+    # a plain base named like the batcher, and one like a key's of it: not the batcher's
+    yard.add_items("clicks", [1, 2, 3], max_batch_size=3, on_flush="sink")
+    yard.add_items("clicksa:b", [1, 2, 3], max_batch_size=3, on_flush="sink")
     yard.add("orders", [{"shop": "s1", "n": n} for n in range(6)])
     yard.run_worker(wait=False)
 

@@ -307,24 +307,14 @@ class Batchers:
         )
         return BatcherStatus(name, open_keys, batcher.max_open_keys, keys)
 
-    def summary(self, name: str, reader: Reader) -> BatcherSummary:
-        """`status` counted, with the totals of the batcher's flushes in the last hour."""
-        found = self.status(name)
-        batches = [b for key_batches in found.keys.values() for b in key_batches]
-        low, high = _prefix_range(name)
-
-        def counted(status: BatchStatus) -> int:
-            return sum(b.status == status for b in batches)
-
-        return BatcherSummary(
-            batcher=self.get(name).info(),
-            open_keys=found.open_keys,
-            items_waiting=sum(b.pending_count for b in batches),
-            accumulating=counted(BatchStatus.ACCUMULATING),
-            flushing=counted(BatchStatus.FLUSHING),
-            dead=counted(BatchStatus.DEAD),
-            last_hour=reader.flush_totals(low, high, LAST_HOUR),
-        )
+    def summaries(self, names: Sequence[str], reader: Reader) -> list[BatcherSummary]:
+        """`status` of each batcher counted, with the totals of its flushes in the last
+        hour (one read of the hour's flushes for them all)."""
+        found = [self.status(name) for name in names]
+        totals = reader.flush_totals(names, LAST_HOUR)
+        return [
+            _summary(self.get(status.name).info(), status, totals[status.name]) for status in found
+        ]
 
     def history(
         self,
@@ -338,9 +328,25 @@ class Batchers:
         """Flush attempts of every key of the batcher in the last day, newest first (of
         the keys starting with `prefix`, if given); a key's whole history is its base's."""
         self.get(name)
-        low, high = _prefix_range(name)
-        under = None if prefix is None else f"{name}:{prefix}"
-        return reader.range_history(low, high, RECENT_HISTORY, limit, offset, outcome, under)
+        under = f"{name}:{prefix or ''}"
+        return reader.recent_history(under, RECENT_HISTORY, limit, offset, outcome)
+
+
+def _summary(info: BatcherInfo, status: BatcherStatus, last_hour: FlushTotals) -> BatcherSummary:
+    batches = [b for key_batches in status.keys.values() for b in key_batches]
+
+    def counted(state: BatchStatus) -> int:
+        return sum(b.status == state for b in batches)
+
+    return BatcherSummary(
+        batcher=info,
+        open_keys=status.open_keys,
+        items_waiting=sum(b.pending_count for b in batches),
+        accumulating=counted(BatchStatus.ACCUMULATING),
+        flushing=counted(BatchStatus.FLUSHING),
+        dead=counted(BatchStatus.DEAD),
+        last_hour=last_hour,
+    )
 
 
 def _function_name(function: Callable[[Any], Any]) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import orjson
 
 from batchyard.accumulator import sql
 from batchyard.accumulator.records import (
@@ -160,61 +163,74 @@ class Reader:
             )
         return [flush_record(r) for r in rows]
 
-    # The reads of a range of bases (a batcher's keys, ``name:...``) look back over a window
-    # of time, never the whole history: the flushes index on started_at bounds them by the
-    # window's flushes, however long the history kept, whichever index the planner takes.
+    # The reads of the bases under a name (a batcher's keys, ``name:...``) look back over a
+    # window of time, never the whole history. The base id is compared through substr,
+    # which no index serves, so that the only index either planner can take is the one on
+    # started_at: a read costs the window's flushes, however long the history kept (the
+    # index on base_id would read every flush of the name's bases ever kept).
 
-    def flush_totals(self, low: str, high: str, window: float) -> FlushTotals:
-        """Totals of the flushes of the bases from `low` up to `high` (excluded) that
-        started in the last `window` seconds."""
+    def flush_totals(self, names: Sequence[str], window: float) -> dict[str, FlushTotals]:
+        """Totals of the flushes of the bases ``<name>:...`` of each of `names` (names
+        without ':', as a batcher's) that started in the last `window` seconds, in one
+        pass over the window's flushes."""
+        if not names:
+            return {}
+        # the text before a base id's first ':', the name its bases are under (none for a
+        # base id without one: a plain base named like a batcher is not its)
+        name = (
+            "CASE WHEN {strpos}(base_id, ':') > 0 "
+            "THEN substr(base_id, 1, {strpos}(base_id, ':') - 1) END"
+        )
         with self.store.transaction(self.runtime.now(), write=False) as tx:
-            row = tx.one(
-                "SELECT COUNT(*) AS n, "
+            rows = tx.all(
+                f"SELECT {name} AS name, COUNT(*) AS n, "
                 "SUM(CASE WHEN outcome = 'failed' THEN 0 ELSE item_count - failed_count END) "
                 "AS items, SUM(CASE WHEN outcome = 'failed' THEN 1 ELSE 0 END) AS failed, "
                 "SUM(CASE WHEN outcome = 'failed' THEN item_count ELSE failed_count END) "
-                "AS failed_items FROM batchyard_flushes WHERE started_at >= {now} - :window "
-                "AND base_id >= :low AND base_id < :high AND outcome <> 'discarded'",
-                {"low": low, "high": high, "window": window},
+                "AS failed_items FROM batchyard_flushes "
+                "WHERE started_at >= {now} - :window AND outcome <> 'discarded' "
+                f"AND {name} IN {{json_text_values}} GROUP BY {name}",
+                {"values": orjson.dumps(list(names)).decode(), "window": window},
             )
-        return FlushTotals(
-            window_seconds=window,
-            flushes=int(row["n"]),
-            items_flushed=int(row["items"] or 0),
-            failed_flushes=int(row["failed"] or 0),
-            failed_items=int(row["failed_items"] or 0),
-        )
+        found = {r["name"]: r for r in rows}
+        return {
+            n: FlushTotals(
+                window_seconds=window,
+                flushes=int(found[n]["n"]) if n in found else 0,
+                items_flushed=int(found[n]["items"] or 0) if n in found else 0,
+                failed_flushes=int(found[n]["failed"] or 0) if n in found else 0,
+                failed_items=int(found[n]["failed_items"] or 0) if n in found else 0,
+            )
+            for n in names
+        }
 
-    def range_history(
+    def recent_history(
         self,
-        low: str,
-        high: str,
+        prefix: str,
         window: float,
         limit: int = 20,
         offset: int = 0,
         outcome: str | None = None,
-        prefix: str | None = None,
     ) -> list[FlushRecord]:
-        """Flush attempts of the bases from `low` up to `high` (excluded) that started in
-        the last `window` seconds, newest first, after skipping `offset`; only those that
-        ended in `outcome`, of bases starting with `prefix`, if given."""
-        where = "started_at >= {now} - :window AND base_id >= :low AND base_id < :high"
+        """Flush attempts of the bases under `prefix` that started in the last `window`
+        seconds, newest first, after skipping `offset`; only those that ended in
+        `outcome`, if given."""
+        where = (
+            "started_at >= {now} - :window "
+            "AND substr(base_id, 1, length(CAST(:prefix AS TEXT))) = :prefix"
+        )
         if outcome is not None:
             where += " AND outcome = :outcome"
-        if prefix is not None:
-            where += f" AND {under_prefix('base_id')}"
         with self.store.transaction(self.runtime.now(), write=False) as tx:
             rows = tx.all(
                 f"SELECT {_HISTORY_COLUMNS} FROM batchyard_flushes WHERE {where} "
                 "ORDER BY started_at DESC, id DESC LIMIT :limit OFFSET :offset",
                 {
-                    "low": low,
-                    "high": high,
+                    "prefix": prefix,
                     "window": window,
                     "limit": limit,
                     "offset": offset,
                     "outcome": outcome,
-                    "prefix": prefix,
                 },
             )
         return [flush_record(r) for r in rows]

@@ -89,7 +89,7 @@ def batchers(
     """The batchers the app registers: settings, open keys, items waiting, the last hour's
     items flushed and failed."""
     yard = load_yard(app_path, store)
-    summaries = [yard.get_batcher_summary(b.name) for b in yard.list_batchers()]
+    summaries = yard.get_batcher_summaries([b.name for b in yard.list_batchers()])
     if as_json:
         show_list(summaries, as_json, [])
         return

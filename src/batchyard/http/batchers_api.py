@@ -58,7 +58,7 @@ def batchers(
     yard = _yard(request)
     page = slice_page(yard.list_batchers(prefix), limit, cursor)
     # only the page's batchers are read from the store
-    summaries = [yard.get_batcher_summary(b.name) for b in page.data]
+    summaries = yard.get_batcher_summaries([b.name for b in page.data])
     return Page(data=summaries, total=page.total, next_cursor=page.next_cursor)
 
 

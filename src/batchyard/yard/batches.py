@@ -116,7 +116,13 @@ class BatchVerbs:
     def get_batcher_summary(self, batcher: str) -> BatcherSummary:
         """A batcher's settings, its unfinished batches counted, and its last hour's
         flushes (items flushed and failed)."""
-        return self._accumulator.batchers.summary(batcher, self._accumulator.reader)
+        [summary] = self.get_batcher_summaries([batcher])
+        return summary
+
+    def get_batcher_summaries(self, batchers: Sequence[str]) -> list[BatcherSummary]:
+        """`get_batcher_summary` of each of `batchers`, in that order, the last hour's
+        flushes read once for them all."""
+        return self._accumulator.batchers.summaries(batchers, self._accumulator.reader)
 
     def get_batcher_history(
         self,

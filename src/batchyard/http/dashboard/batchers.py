@@ -78,7 +78,7 @@ def batchers(request: Request) -> Response:
     listed = ListView.of(request, "batchers", label="name starts with")
     shown = listed.sliced(yard.list_batchers(listed.prefix))
     # only the page's batchers are read from the store: a summary each
-    summaries = [yard.get_batcher_summary(b.name) for b in shown.rows]
+    summaries = yard.get_batcher_summaries([b.name for b in shown.rows])
     return dashboard.render(request, "batchers.html", batchers=shown, summaries=summaries)
 
 
