@@ -13,7 +13,7 @@ one batch and a flush is never larger than the limits.
     reading.py   Reader: status, history, delete    items.py     a batch's items; discard
     pruning.py   Pruner: the retention, in steps   lanes.py     one add in flight per base
     awaiting.py  LoopAdder: adds from an event loop (AsyncYard), through loop lanes
-    batchers.py  Batchers: keyed batching configured once, bounded open keys
+    batchers.py  Batchers: keyed batching configured once, bounded open keys; summaries
     outcomes.py  what an add returns to each call, and schedules for its batches
 """
 
