@@ -11,7 +11,9 @@ from typing import Any
 from batchyard import folds
 from batchyard.accumulator import (
     AddResult,
+    BatcherInfo,
     BatcherStatus,
+    BatcherSummary,
     BatchInfo,
     BatchItem,
     BatchPage,
@@ -21,6 +23,7 @@ from batchyard.accumulator import (
     FlushReason,
     FlushRecord,
     FlushResult,
+    FlushTotals,
 )
 from batchyard.aggregator import AggregatorRun, AggregatorStatus, ParkedEvent
 from batchyard.async_yard import AsyncYard
@@ -77,7 +80,9 @@ __all__ = [
     "BatchItem",
     "BatchPage",
     "BatchStatus",
+    "BatcherInfo",
     "BatcherStatus",
+    "BatcherSummary",
     "BatchyardError",
     "BulkItemError",
     "BulkItemResult",
@@ -95,6 +100,7 @@ __all__ = [
     "FlushReason",
     "FlushRecord",
     "FlushResult",
+    "FlushTotals",
     "Fold",
     "HandlerLoad",
     "HandlerNotFound",

@@ -134,6 +134,10 @@ class AsyncYard:
     discard_batch = _awaitable(Yard.discard_batch)
     add = _awaitable(Yard.add)  # through a batcher (registered on the yard)
     get_batcher_status = _awaitable(Yard.get_batcher_status)
+    list_batchers = _awaitable(Yard.list_batchers)
+    get_batcher_summary = _awaitable(Yard.get_batcher_summary)
+    get_batcher_summaries = _awaitable(Yard.get_batcher_summaries)
+    get_batcher_history = _awaitable(Yard.get_batcher_history)
     handler_loads = _awaitable(Yard.handler_loads)
 
     # -- table iterator -------------------------------------------------------------------

@@ -127,7 +127,7 @@ class Producer:
         self._closed = False
         self._writer: threading.Thread | None = None
         self._bases: dict[str, str] = {}
-        self._last_call: tuple[Any, ...] = (None,) * 10
+        self._last_call: tuple[Any, ...] = (None,) * 11
         self._writing = False  # a write is under way (the adder lets it through now and then)
 
     # -- the producer's side ---------------------------------------------------------------
@@ -143,6 +143,7 @@ class Producer:
         max_attempts: int | None = None,
         max_batch_bytes: int | None = None,
         flush_after_idle: float | timedelta | None = None,
+        ordered: bool = False,
     ) -> int:
         """Buffer items for `batch_id`'s base (same configuration as `Yard.add_items`) and
         return the processed checkpoint that includes them. Validation happens here: bad
@@ -156,12 +157,14 @@ class Producer:
             and max_attempts is last[4]
             and max_batch_bytes is last[5]
             and flush_after_idle is last[6]
-            and self.runtime.retry is last[7]
+            and ordered is last[7]
+            and self.runtime.retry is last[8]
         ):
-            base, config = last[8], last[9]  # a producer repeats its calls: checked once
+            base, config = last[9], last[10]  # a producer repeats its calls: checked once
         else:
             args = (max_batch_size, on_flush, flush_interval, max_attempts)
-            base, config = self._resolve(batch_id, *args, max_batch_bytes, flush_after_idle)
+            limits = (max_batch_bytes, flush_after_idle, ordered)
+            base, config = self._resolve(batch_id, *args, *limits)
         encoded = encode_items(items)
         if max_batch_bytes is not None:
             item_sizes(encoded, max_batch_bytes)  # refuses an item larger than the limit
@@ -248,6 +251,7 @@ class Producer:
         max_attempts: int | None,
         max_batch_bytes: int | None,
         flush_after_idle: float | timedelta | None,
+        ordered: bool,
     ) -> tuple[str, dict[str, Any]]:
         """The base and validated configuration of an add, remembered for the next add with
         the very same arguments (not for a callable handler, whose name can change)."""
@@ -257,9 +261,9 @@ class Producer:
             if len(self._bases) < 10_000:
                 self._bases[batch_id] = base
         args = (max_batch_size, on_flush, flush_interval, max_attempts)
-        config = self._adder.config(*args, False, max_batch_bytes, flush_after_idle)
+        config = self._adder.config(*args, ordered, max_batch_bytes, flush_after_idle)
         if isinstance(on_flush, str):
-            limits = (max_batch_bytes, flush_after_idle, self.runtime.retry)
+            limits = (max_batch_bytes, flush_after_idle, ordered, self.runtime.retry)
             self._last_call = (batch_id, *args, *limits, base, config)
         return base, config
 

@@ -261,8 +261,10 @@ def test_the_schema_names_every_route_family(client):
     paths = set(client.get("/openapi.json").json()["paths"])
     assert {
         "/batches",
+        "/batchers",
         "/batchers/{name}",
         "/batchers/{name}/items",
+        "/batchers/{name}/history",
         "/handlers",
         "/batches/{batch_id}",
         "/iterators",
@@ -303,3 +305,39 @@ def test_batchers_over_http(client):
     assert missing.status_code == 404 and "no batcher is registered" in missing.text
     bad = client.post("/batchers/clicks/items", json={"items": [{"user": "x"}, {"u": 1}]})
     assert bad.status_code == 422 and "items[1] has no field 'user'" in bad.text
+
+
+def test_the_batchers_list_and_a_batchers_history_over_http(client):
+    yard = client.yard
+    for name in ("views", "clicks", "carts"):
+        yard.register_batcher(name, key="user", max_batch_size=2, on_flush="collect")
+    items = [{"user": u} for u in ["ann", "ann", "bob", "bob", "cy"]]
+    assert client.post("/batchers/clicks/items", json={"items": items}).status_code == 200
+    yard.run_worker(wait=False)
+
+    first = client.get("/batchers", params={"limit": 2}).json()
+    assert [s["batcher"]["name"] for s in first["data"]] == ["carts", "clicks"]
+    assert first["total"] == 3 and first["next_cursor"]
+    clicks = first["data"][1]
+    assert clicks["batcher"]["key"] == "user" and clicks["batcher"]["max_batch_size"] == 2
+    assert clicks["open_keys"] == 1 and clicks["items_waiting"] == 1
+    assert clicks["last_hour"]["items_flushed"] == 4 and clicks["last_hour"]["flushes"] == 2
+    rest = client.get("/batchers", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    assert [s["batcher"]["name"] for s in rest["data"]] == ["views"] and not rest["next_cursor"]
+    assert [s["batcher"]["name"] for s in client.get("/batchers?prefix=c").json()["data"]] == [
+        "carts",
+        "clicks",
+    ]
+
+    history = client.get("/batchers/clicks/history", params={"limit": 1}).json()
+    assert len(history["data"]) == 1 and history["next_cursor"]
+    more = client.get(
+        "/batchers/clicks/history", params={"limit": 1, "cursor": history["next_cursor"]}
+    ).json()
+    assert {history["data"][0]["batch_id"], more["data"][0]["batch_id"]} == {
+        "clicks:ann::0",
+        "clicks:bob::0",
+    }
+    bob = client.get("/batchers/clicks/history", params={"key_prefix": "b"}).json()["data"]
+    assert [f["batch_id"] for f in bob] == ["clicks:bob::0"]
+    assert client.get("/batchers/nope/history").status_code == 404

@@ -415,3 +415,30 @@ def test_batches_batcher_shows_a_batchers_keys(env):
     assert [b["item_count"] for b in as_json["keys"]["ann"]] == [2]
     missing = run("nope", "--app", "app:yard")
     assert missing.returncode == 1 and "no batcher is registered as 'nope'" in missing.stderr
+
+
+def test_batches_batchers_lists_the_apps_batchers(env):
+    yard = Yard(env["BATCHYARD_STORE"])
+    yard.handler("record")(lambda items, ctx: None)
+    yard.register_batcher("clicks", key="user", max_batch_size=10, on_flush="record")
+    yard.add("clicks", [{"user": "ann"}, {"user": "bob"}, {"user": "ann"}])
+    yard.close()
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "batchyard", "batches", "batchers", *args],
+            env={**env, "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            cwd=HERE,
+        )
+
+    shown = run("--app", "app:yard")
+    assert shown.returncode == 0, shown.stderr
+    [line] = [line for line in shown.stdout.splitlines() if "clicks" in line]
+    assert [c.strip() for c in line.split("│")[1:-1]] == [
+        *("clicks", "user", "record", "10", ""),  # no byte limit
+        *("2", "3", "0", "0", "0"),  # open keys, waiting, dead, flushed and failed (hour)
+    ]
+    [summary] = json.loads(run("--app", "app:yard", "--json").stdout)
+    assert summary["batcher"]["max_open_keys"] == 2 and summary["items_waiting"] == 3

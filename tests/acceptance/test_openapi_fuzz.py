@@ -39,6 +39,9 @@ def api_schema(make_yard):
     yard.run_aggregator("clicks")  # one total, one parked event
     yard.start_iterator("walk", batch_size=1, get_next_batch="numbers", process_batch="total")
     yard.add_items("ev", [1, 2], max_batch_size=5, on_flush="collect")
+    yard.register_batcher("taps", key="user", max_batch_size=1, on_flush="collect")
+    yard.add("taps", [{"user": "ann"}, {"user": "bob"}])
+    yard.run_worker(wait=False)  # the batcher's history holds a flush
     # load the model now: a cold first load can outlast one fuzzed request's timeout
     # (without the extra, /search answers 501, which the schema documents)
     with contextlib.suppress(MissingExtra):

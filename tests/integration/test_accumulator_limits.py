@@ -374,3 +374,31 @@ def test_an_ordered_base_closed_by_bytes_hands_its_batches_over_in_order(
     yard.run_worker(wait=False)
     assert [batch_id for batch_id, _, _ in calls] == ["ev::0", "ev::1", "ev::2", "ev::3"]
     assert list(by_batch(calls).values()) == [[40, 40]] * 3 + [[40]]
+
+
+def test_the_producer_makes_ordered_bases_whose_dead_batch_holds_the_rest(make_yard, clock):
+    yard = make_yard(clock=clock, retry=RetryPolicy(max_attempts=1))
+    arrived = []
+
+    @yard.handler("first-fails")
+    def first_fails(items, ctx):
+        if ctx.sequence == 0:
+            raise RuntimeError("the sink is down")
+        arrived.append(ctx.batch_id)
+
+    config = {"max_batch_size": 2, "on_flush": "first-fails", "ordered": True}
+    with yard.producer(write_interval=0.01) as producer:
+        for n in range(6):
+            producer.add("ev", [n], **config)
+        producer.add("plain", [1, 2], max_batch_size=2, on_flush="first-fails")
+    yard.run_worker(wait=False)
+    status = yard.get_batch_status("ev")
+    assert [(b.batch_id, b.status, b.ordered, b.blocked_by) for b in status] == [
+        ("ev::0", "dead", True, None),
+        ("ev::1", "flushing", True, "ev::0"),
+        ("ev::2", "flushing", True, "ev::0"),
+    ]
+    assert not yard.get_batch_status("plain::0")[0].ordered
+    yard.discard_batch("ev::0")
+    yard.run_worker(wait=False)
+    assert arrived == ["ev::1", "ev::2"]

@@ -13,11 +13,12 @@ from batchyard.yard import Yard
 
 PUBLIC = """
 AddResult AggregatorRun AggregatorStatus AsyncYard Backpressure BatchInfo BatchItem BatchPage
-BatcherStatus
+BatcherInfo BatcherStatus BatcherSummary
 BatchStatus BatchyardError BulkItemError BulkItemResult BulkJob BulkJobStats BulkJobStatus
 BulkJobSubmission Clock
 ConfigError Conflict DeadChunk DiscardResult Embedder FlushContext FlushReason FlushRecord
-FlushResult Fold HandlerLoad HandlerNotFound InvalidInput ItemFailures IteratorError IteratorStatus
+FlushResult FlushTotals Fold HandlerLoad HandlerNotFound InvalidInput ItemFailures IteratorError
+IteratorStatus
 LeaseLost
 ManualClock MissingExtra NotFound Page PageContext ParkedEvent Producer ProducerError
 ProducerStats RetryLater RetryPolicy SearchHit SliceStatus Store StoreCorrupt StoreError StoreFull

@@ -13,7 +13,7 @@ one batch and a flush is never larger than the limits.
     reading.py   Reader: status, history, delete    items.py     a batch's items; discard
     pruning.py   Pruner: the retention, in steps   lanes.py     one add in flight per base
     awaiting.py  LoopAdder: adds from an event loop (AsyncYard), through loop lanes
-    batchers.py  Batchers: keyed batching configured once, bounded open keys
+    batchers.py  Batchers: keyed batching configured once, bounded open keys; summaries
     outcomes.py  what an add returns to each call, and schedules for its batches
 """
 
@@ -22,11 +22,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from batchyard.accumulator.adding import Adder
-from batchyard.accumulator.batchers import Batchers, BatcherStatus
+from batchyard.accumulator.batchers import BatcherInfo, Batchers, BatcherStatus, BatcherSummary
 from batchyard.accumulator.flushing import Flusher
 from batchyard.accumulator.items import BatchItem, BatchItems, DiscardResult
 from batchyard.accumulator.pruning import Pruner
-from batchyard.accumulator.reading import Reader
+from batchyard.accumulator.reading import FlushTotals, Reader
 from batchyard.accumulator.records import (
     FLUSH_TASK,
     AddResult,
@@ -50,12 +50,15 @@ __all__ = [
     "BatchItem",
     "BatchPage",
     "BatchStatus",
+    "BatcherInfo",
     "BatcherStatus",
+    "BatcherSummary",
     "DiscardResult",
     "FlushContext",
     "FlushReason",
     "FlushRecord",
     "FlushResult",
+    "FlushTotals",
 ]
 
 

@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from batchyard.accumulator import sql
 from batchyard.accumulator.flushing import schedule_flush
+from batchyard.accumulator.reading import FlushTotals
 from batchyard.accumulator.records import (
     AddResult,
     BatchInfo,
     BatchStatus,
     FlushReason,
+    FlushRecord,
     batch_info,
 )
 from batchyard.accumulator.sizing import item_sizes
@@ -37,10 +39,13 @@ from batchyard.payloads import encode_items
 if TYPE_CHECKING:
     from batchyard.accumulator.adding import Adder
     from batchyard.accumulator.flushing import Flusher
+    from batchyard.accumulator.reading import Reader
     from batchyard.runtime import Runtime
     from batchyard.store import Tx
 
 MAX_KEY_LENGTH = 200
+LAST_HOUR = 3600.0  # the flushes a batcher's summary counts
+RECENT_HISTORY = 86400.0  # how far back a batcher's own flush history reaches
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,17 @@ class Batcher:
 
     def base_of(self, key: str) -> str:
         return f"{self.name}:{key}"
+
+    def info(self) -> BatcherInfo:
+        """What the batcher was registered with, as a record (its key function by name)."""
+        key = self.key if isinstance(self.key, str) else _function_name(self.key)
+        return BatcherInfo(
+            name=self.name,
+            key=key,
+            key_is_field=isinstance(self.key, str),
+            max_open_keys=self.max_open_keys,
+            **{k: self.config[k] for k in _CONFIG_FIELDS},
+        )
 
     def key_of(self, item: Any, index: int) -> str:
         """The key of `item` (the `index`-th of its call), as text, or `InvalidInput`."""
@@ -97,6 +113,50 @@ class Batcher:
                 index=index,
             )
         return key
+
+
+_CONFIG_FIELDS = (
+    "handler",
+    "max_batch_size",
+    "max_batch_bytes",
+    "flush_interval",
+    "flush_after_idle",
+    "ordered",
+    "max_attempts",
+)
+
+
+@dataclass(frozen=True)
+class BatcherInfo:
+    """A registered batcher's settings: its key (an item field, or a function's name) and
+    its batches' limits."""
+
+    name: str
+    key: str
+    key_is_field: bool
+    handler: str
+    max_batch_size: int
+    max_batch_bytes: int | None
+    flush_interval: float | None
+    flush_after_idle: float | None
+    ordered: bool
+    max_attempts: int
+    max_open_keys: int | None
+
+
+@dataclass(frozen=True)
+class BatcherSummary:
+    """A batcher at a glance: its settings, its unfinished batches now, and what its
+    flushes did in the last hour (items flushed; items failed, a flush that failed whole
+    counting all of its items)."""
+
+    batcher: BatcherInfo
+    open_keys: int  # keys with an accumulating batch
+    items_waiting: int  # items of its unfinished batches not yet delivered
+    accumulating: int
+    flushing: int
+    dead: int
+    last_hour: FlushTotals
 
 
 @dataclass(frozen=True)
@@ -158,6 +218,14 @@ class Batchers:
     @property
     def names(self) -> list[str]:
         return sorted(self._by_name)
+
+    def registered(self, prefix: str | None = None) -> list[BatcherInfo]:
+        """The registered batchers (whose name starts with `prefix`, if given), by name."""
+        return [
+            self._by_name[name].info()
+            for name in self.names
+            if prefix is None or name.startswith(prefix)
+        ]
 
     def add(self, name: str, items: Sequence[Any]) -> list[AddResult]:
         """Route `items` to their keys' batches; one result per key, in the order each key
@@ -221,7 +289,8 @@ class Batchers:
     def status(self, name: str) -> BatcherStatus:
         batcher = self.get(name)
         low, high = _prefix_range(name)
-        with self.store.transaction(self.runtime.now()) as tx:
+        # a read: no write lock (the dashboard asks every few seconds)
+        with self.store.transaction(self.runtime.now(), write=False) as tx:
             now = tx.clock()
             rows = tx.all(
                 f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
@@ -237,6 +306,52 @@ class Batchers:
             any(b.status == BatchStatus.ACCUMULATING for b in batches) for batches in keys.values()
         )
         return BatcherStatus(name, open_keys, batcher.max_open_keys, keys)
+
+    def summaries(self, names: Sequence[str], reader: Reader) -> list[BatcherSummary]:
+        """`status` of each batcher counted, with the totals of its flushes in the last
+        hour (one read of the hour's flushes for them all)."""
+        found = [self.status(name) for name in names]
+        totals = reader.flush_totals(names, LAST_HOUR)
+        return [
+            _summary(self.get(status.name).info(), status, totals[status.name]) for status in found
+        ]
+
+    def history(
+        self,
+        name: str,
+        reader: Reader,
+        limit: int = 20,
+        offset: int = 0,
+        outcome: str | None = None,
+        prefix: str | None = None,
+    ) -> list[FlushRecord]:
+        """Flush attempts of every key of the batcher in the last day, newest first (of
+        the keys starting with `prefix`, if given); a key's whole history is its base's."""
+        self.get(name)
+        under = f"{name}:{prefix or ''}"
+        return reader.recent_history(under, RECENT_HISTORY, limit, offset, outcome)
+
+
+def _summary(info: BatcherInfo, status: BatcherStatus, last_hour: FlushTotals) -> BatcherSummary:
+    batches = [b for key_batches in status.keys.values() for b in key_batches]
+
+    def counted(state: BatchStatus) -> int:
+        return sum(b.status == state for b in batches)
+
+    return BatcherSummary(
+        batcher=info,
+        open_keys=status.open_keys,
+        items_waiting=sum(b.pending_count for b in batches),
+        accumulating=counted(BatchStatus.ACCUMULATING),
+        flushing=counted(BatchStatus.FLUSHING),
+        dead=counted(BatchStatus.DEAD),
+        last_hour=last_hour,
+    )
+
+
+def _function_name(function: Callable[[Any], Any]) -> str:
+    name = getattr(function, "__name__", None) or type(function).__name__
+    return f"{name}()"
 
 
 def _prefix_range(name: str) -> tuple[str, str]:

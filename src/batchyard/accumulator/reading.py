@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import orjson
 
 from batchyard.accumulator import sql
 from batchyard.accumulator.records import (
@@ -22,6 +26,25 @@ if TYPE_CHECKING:
     from batchyard.runtime import Runtime
 
 
+_HISTORY_COLUMNS = (
+    "batch_id, sequence, attempt, reason, outcome, item_count, failed_count, "
+    "error, worker_id, started_at, duration, traceback"
+)
+
+
+@dataclass(frozen=True)
+class FlushTotals:
+    """What the flushes of some bases that started in a recent window did: attempts, items
+    delivered, and items failed (all of a flush that failed whole, the reported ones of a
+    partial flush). Discards are not flushes."""
+
+    window_seconds: float
+    flushes: int
+    items_flushed: int
+    failed_flushes: int
+    failed_items: int
+
+
 class Reader:
     """The accumulator's books, read - and a finished batch deleted by hand."""
 
@@ -32,7 +55,7 @@ class Reader:
     def get_batch_status(self, batch_id: str) -> list[BatchInfo]:
         """The active (accumulating, flushing, dead) batches of a base id, or one batch."""
         base, sequence = split_base(batch_id)
-        with self.store.transaction(self.runtime.now()) as tx:
+        with self.store.transaction(self.runtime.now(), write=False) as tx:
             now = tx.clock()
             if sequence is None:
                 rows = tx.all(
@@ -125,11 +148,9 @@ class Reader:
             where += " AND outcome = :outcome"
         if prefix is not None:
             where += f" AND {under_prefix('batch_id')}"
-        with self.store.transaction() as tx:
+        with self.store.transaction(write=False) as tx:
             rows = tx.all(
-                "SELECT batch_id, sequence, attempt, reason, outcome, item_count, failed_count, "
-                "error, worker_id, started_at, duration, traceback "
-                f"FROM batchyard_flushes WHERE {where} "
+                f"SELECT {_HISTORY_COLUMNS} FROM batchyard_flushes WHERE {where} "
                 "ORDER BY id DESC LIMIT :limit OFFSET :offset",
                 {
                     "base": base,
@@ -138,6 +159,78 @@ class Reader:
                     "offset": offset,
                     "outcome": outcome,
                     "prefix": prefix,
+                },
+            )
+        return [flush_record(r) for r in rows]
+
+    # The reads of the bases under a name (a batcher's keys, ``name:...``) look back over a
+    # window of time, never the whole history. The base id is compared through substr,
+    # which no index serves, so that the only index either planner can take is the one on
+    # started_at: a read costs the window's flushes, however long the history kept (the
+    # index on base_id would read every flush of the name's bases ever kept).
+
+    def flush_totals(self, names: Sequence[str], window: float) -> dict[str, FlushTotals]:
+        """Totals of the flushes of the bases ``<name>:...`` of each of `names` (names
+        without ':', as a batcher's) that started in the last `window` seconds, in one
+        pass over the window's flushes."""
+        if not names:
+            return {}
+        # the text before a base id's first ':', the name its bases are under (none for a
+        # base id without one: a plain base named like a batcher is not its)
+        name = (
+            "CASE WHEN {strpos}(base_id, ':') > 0 "
+            "THEN substr(base_id, 1, {strpos}(base_id, ':') - 1) END"
+        )
+        with self.store.transaction(self.runtime.now(), write=False) as tx:
+            rows = tx.all(
+                f"SELECT {name} AS name, COUNT(*) AS n, "
+                "SUM(CASE WHEN outcome = 'failed' THEN 0 ELSE item_count - failed_count END) "
+                "AS items, SUM(CASE WHEN outcome = 'failed' THEN 1 ELSE 0 END) AS failed, "
+                "SUM(CASE WHEN outcome = 'failed' THEN item_count ELSE failed_count END) "
+                "AS failed_items FROM batchyard_flushes "
+                "WHERE started_at >= {now} - :window AND outcome <> 'discarded' "
+                f"AND {name} IN {{json_text_values}} GROUP BY {name}",
+                {"values": orjson.dumps(list(names)).decode(), "window": window},
+            )
+        found = {r["name"]: r for r in rows}
+        return {
+            n: FlushTotals(
+                window_seconds=window,
+                flushes=int(found[n]["n"]) if n in found else 0,
+                items_flushed=int(found[n]["items"] or 0) if n in found else 0,
+                failed_flushes=int(found[n]["failed"] or 0) if n in found else 0,
+                failed_items=int(found[n]["failed_items"] or 0) if n in found else 0,
+            )
+            for n in names
+        }
+
+    def recent_history(
+        self,
+        prefix: str,
+        window: float,
+        limit: int = 20,
+        offset: int = 0,
+        outcome: str | None = None,
+    ) -> list[FlushRecord]:
+        """Flush attempts of the bases under `prefix` that started in the last `window`
+        seconds, newest first, after skipping `offset`; only those that ended in
+        `outcome`, if given."""
+        where = (
+            "started_at >= {now} - :window "
+            "AND substr(base_id, 1, length(CAST(:prefix AS TEXT))) = :prefix"
+        )
+        if outcome is not None:
+            where += " AND outcome = :outcome"
+        with self.store.transaction(self.runtime.now(), write=False) as tx:
+            rows = tx.all(
+                f"SELECT {_HISTORY_COLUMNS} FROM batchyard_flushes WHERE {where} "
+                "ORDER BY started_at DESC, id DESC LIMIT :limit OFFSET :offset",
+                {
+                    "prefix": prefix,
+                    "window": window,
+                    "limit": limit,
+                    "offset": offset,
+                    "outcome": outcome,
                 },
             )
         return [flush_record(r) for r in rows]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -98,6 +98,19 @@ class BatchInfo:
     flush_after_idle: float | None = None  # its debounce, if it has one
     last_added_at: datetime | None = None  # when its newest item was added
 
+    @property
+    def flushes_at(self) -> datetime | None:
+        """When an accumulating batch's timer closes it unless more items come (None: no
+        timer, or not accumulating): `flush_interval` after its creation, and with a
+        debounce `flush_after_idle` after its last add if that is sooner."""
+        if self.status != BatchStatus.ACCUMULATING:
+            return None
+        due = [] if self.flush_interval is None else [self.created_at + _span(self.flush_interval)]
+        if self.flush_after_idle is not None:
+            since = self.last_added_at or self.created_at
+            due.append(since + _span(self.flush_after_idle))
+        return min(due, default=None)
+
 
 @dataclass(frozen=True)
 class BatchPage:
@@ -123,6 +136,10 @@ class FlushRecord:
     started_at: datetime
     duration_seconds: float
     traceback: str | None = None  # of a failed attempt: its end, at most 8 KB
+
+
+def _span(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)
 
 
 def split_base(batch_id: str, field: str = "batch_id") -> tuple[str, int | None]:

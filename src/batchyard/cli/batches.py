@@ -9,7 +9,7 @@ import typer
 
 from batchyard.accumulator.records import BatchStatus
 from batchyard.cli._common import AppOption, StoreOption, load_yard
-from batchyard.cli._output import Column, Id, JsonOption, say, show_list, show_one
+from batchyard.cli._output import Column, Id, JsonOption, fields, say, show_list, show_one
 
 app = typer.Typer(help="Inspect and steer batches.", no_args_is_help=True)
 
@@ -18,10 +18,23 @@ BATCH_COLUMNS = [
     Column("status"),
     Column("item_count", "items"),
     Column("pending_count", "pending"),
+    Column("byte_count", "bytes"),
     Column("attempts"),
     Column("age_seconds", "age"),
     Column("blocked_by", "blocked by"),
     Column("last_error"),
+]
+BATCHER_COLUMNS = [
+    Id("name"),
+    Column("key"),
+    Column("handler"),
+    Column("max_batch_size", "size"),
+    Column("max_batch_bytes", "bytes"),
+    Column("open_keys", "open keys"),
+    Column("items_waiting", "waiting"),
+    Column("dead"),
+    Column("items_flushed", "flushed (hour)"),
+    Column("failed_items", "failed (hour)"),
 ]
 
 
@@ -65,6 +78,30 @@ def batcher(
     say(f"{name}: {found.open_keys} open key(s){bound}")
     rows = [batch for batches in found.keys.values() for batch in batches]
     show_list(rows, as_json, BATCH_COLUMNS)
+
+
+@app.command("batchers")
+def batchers(
+    app_path: AppOption = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The batchers the app registers: settings, open keys, items waiting, the last hour's
+    items flushed and failed."""
+    yard = load_yard(app_path, store)
+    summaries = yard.get_batcher_summaries([b.name for b in yard.list_batchers()])
+    if as_json:
+        show_list(summaries, as_json, [])
+        return
+    rows = [
+        {
+            **fields(s.batcher),
+            **fields(s),
+            **fields(s.last_hour),
+        }
+        for s in summaries
+    ]
+    show_list(rows, as_json, BATCHER_COLUMNS)
 
 
 @app.command("history")

@@ -122,6 +122,8 @@ class PostgresStore(Store):
         "lock_name": "SELECT pg_advisory_xact_lock(hashtext(:lock))",
         "for_share": "FOR SHARE",
         "least": "LEAST",
+        # where a text first holds another, from 1 (0: nowhere): strpos(text, sought)
+        "strpos": "strpos",
         # an event's position is its transaction's id, and readers stop below the oldest
         # transaction still running (see _SAFE_POSITION)
         "event_position": "CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT)",

@@ -46,6 +46,8 @@ class SQLiteStore(Store):
         "lock_name": "SELECT :lock",
         "for_share": "",
         "least": "MIN",
+        # where a text first holds another, from 1 (0: nowhere): strpos(text, sought)
+        "strpos": "instr",
         # one writer at a time: id order is commit order, so every position is 0 and all
         # committed events are safe to read
         "event_position": "0",

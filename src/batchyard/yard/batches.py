@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from batchyard.accumulator import (
     AddResult,
+    BatcherInfo,
     BatcherStatus,
+    BatcherSummary,
     BatchInfo,
     BatchItem,
     BatchPage,
@@ -105,6 +107,37 @@ class BatchVerbs:
     def get_batcher_status(self, batcher: str) -> BatcherStatus:
         """A batcher's unfinished batches by key, and how many keys are open."""
         return self._accumulator.batchers.status(batcher)
+
+    def list_batchers(self, prefix: str | None = None) -> list[BatcherInfo]:
+        """The batchers registered in this process (named with `prefix`, if given), by
+        name, with their settings."""
+        return self._accumulator.batchers.registered(prefix)
+
+    def get_batcher_summary(self, batcher: str) -> BatcherSummary:
+        """A batcher's settings, its unfinished batches counted, and its last hour's
+        flushes (items flushed and failed)."""
+        [summary] = self.get_batcher_summaries([batcher])
+        return summary
+
+    def get_batcher_summaries(self, batchers: Sequence[str]) -> list[BatcherSummary]:
+        """`get_batcher_summary` of each of `batchers`, in that order, the last hour's
+        flushes read once for them all."""
+        return self._accumulator.batchers.summaries(batchers, self._accumulator.reader)
+
+    def get_batcher_history(
+        self,
+        batcher: str,
+        limit: int = 20,
+        offset: int = 0,
+        outcome: str | None = None,
+        key_prefix: str | None = None,
+    ) -> list[FlushRecord]:
+        """Flush attempts of every key of a batcher in the last day, newest first
+        (skipping `offset`; only those that ended in `outcome`, of keys that start with
+        `key_prefix`, if given). A key's whole history is its base id's."""
+        return self._accumulator.batchers.history(
+            batcher, self._accumulator.reader, limit, offset, outcome, key_prefix
+        )
 
     def flush(self, batch_id: str) -> FlushResult:
         """Close the open batch of a base id (or the given batch) and flush it now."""

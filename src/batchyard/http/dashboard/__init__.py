@@ -6,6 +6,7 @@ order the navigation shows them. What every page shares (rendering, the login an
 guards, confirmations) is in `_common`.
 
     overview.py    /                       batches.py     /ui/batches...
+    batchers.py    /ui/batchers...         handlers.py    /ui/handlers
     iterators.py   /ui/iterators...        aggregators.py /ui/aggregators...
     bulk_jobs.py   /ui/jobs..., /ui/export login.py       /ui/login, /ui/logout
 """
@@ -15,14 +16,31 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 from starlette.staticfiles import StaticFiles
 
-from batchyard.http.dashboard import aggregators, batches, bulk_jobs, iterators, login, overview
+from batchyard.http.dashboard import (
+    aggregators,
+    batchers,
+    batches,
+    bulk_jobs,
+    handlers,
+    iterators,
+    login,
+    overview,
+)
 from batchyard.http.dashboard._common import PREFIX, STATIC, Dashboard
 from batchyard.http.sessions import Access
 from batchyard.yard import Yard
 
 __all__ = ["PREFIX", "Dashboard", "install_dashboard", "router"]
 
-NAV = [overview.NAV, batches.NAV, iterators.NAV, aggregators.NAV, bulk_jobs.NAV]
+NAV = [
+    overview.NAV,
+    batches.NAV,
+    batchers.NAV,
+    iterators.NAV,
+    aggregators.NAV,
+    bulk_jobs.NAV,
+    handlers.NAV,
+]
 # what an action did, by the code in its redirect (never free text from the URL)
 NOTICES = {
     **batches.NOTICES,
@@ -35,6 +53,8 @@ NOTICES = {
 router = APIRouter(include_in_schema=False)
 router.include_router(overview.router)
 router.include_router(batches.router)
+router.include_router(batchers.router)
+router.include_router(handlers.router)
 router.include_router(iterators.router)
 router.include_router(aggregators.router)
 router.include_router(login.router)

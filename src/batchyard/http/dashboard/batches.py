@@ -89,6 +89,9 @@ def batch_items(request: Request, batch_id: str) -> Response:
     if not found:
         return dashboard.render(request, "error.html", 404, message=error, back=BATCHES)
     [batch] = found
+    blocker = None
+    if batch.blocked_by is not None:  # what it waits for: a dead one waits for people
+        blocker = next(iter(yard.get_batch_status(batch.blocked_by)), None)
     after = items.key(int)
     rows = yard.get_batch_items(
         batch_id, after=None if after is None else int(after), limit=items.limit + 1
@@ -97,6 +100,7 @@ def batch_items(request: Request, batch_id: str) -> Response:
         request,
         "batch_items.html",
         batch=batch,
+        blocker=blocker,
         items=items.keyed(rows, lambda item: int(item.position)),
         base_page=_base_page(batch_id),
     )
@@ -108,9 +112,10 @@ def batch_base(request: Request, base_id: str) -> Response:
     yard = dashboard.yard
     active = ListView.of(request, "active", BATCH_STATES, label="batch id starts with")
     history = ListView.of(request, "history", OUTCOMES, label="batch id starts with")
+    every = yard.get_batch_status(base_id)
     batches = [
         b
-        for b in yard.get_batch_status(base_id)
+        for b in every
         if (active.status is None or b.status == active.status)
         and b.batch_id.startswith(active.prefix or "")
     ]
@@ -124,6 +129,8 @@ def batch_base(request: Request, base_id: str) -> Response:
         "batch.html",
         base_id=base_id,
         active=active.sliced(batches),
+        # each active batch's state, for what a blocked one waits for (on any page)
+        states={b.batch_id: b.status for b in every},
         dead_items=dead_items,
         shown=DEAD_ITEMS_SHOWN,
         history=history.positional(
