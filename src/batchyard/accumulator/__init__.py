@@ -15,6 +15,7 @@ one batch and a flush is never larger than the limits.
     awaiting.py  LoopAdder: adds from an event loop (AsyncYard), through loop lanes
     batchers.py  Batchers: keyed batching configured once, bounded open keys; summaries
     outcomes.py  what an add returns to each call, and schedules for its batches
+    filling.py   an add's transaction: new batches, items at their places, their flushes
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ in its lane (`lanes`): one add in flight per base, carrying every call that arri
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,18 +19,23 @@ import orjson
 from batchyard import tracing
 from batchyard.accumulator import sql
 from batchyard.accumulator.configs import Configs, first_timer
-from batchyard.accumulator.flushing import flush_task, schedule_flush
+from batchyard.accumulator.filling import (
+    create_batches,
+    insert_at,
+    insert_items,
+    schedule_size_flushes,
+)
+from batchyard.accumulator.flushing import schedule_flush
 from batchyard.accumulator.lanes import Lane, Lanes, PreparedAdd, Send, forget_in_child
 from batchyard.accumulator.outcomes import (
     Filled,
-    FlushSettings,
     appended_result,
     call_results,
     flush_settings,
     span_attributes,
 )
-from batchyard.accumulator.records import FLUSH_TASK, AddResult, BatchStatus, split_base
-from batchyard.accumulator.sizing import Placement, item_size, item_sizes, place
+from batchyard.accumulator.records import AddResult, BatchStatus, split_base
+from batchyard.accumulator.sizing import item_size, item_sizes, place
 from batchyard.payloads import encode_items
 from batchyard.store import Tx
 
@@ -377,7 +381,7 @@ class Adder:
                 # closed before the next batch opens: a base has one open batch at most
                 tx.execute(sql.CLOSE_FULL, {"batch_no": open_no})
         full = sum(p.closed for p in places)
-        new = self._create_batches(tx, base, config, len(places), full)
+        new = create_batches(tx, base, config, len(places), full)
         filled += [
             (batch_id, p.taken, p.closed, flush_settings(config))
             for (batch_id, _), p in zip(new, places, strict=True)
@@ -387,17 +391,19 @@ class Adder:
             runs += [(no, p, max_bytes) for (_, no), p in zip(new, places, strict=True)]
             done = 0
             for batch_no, p, limited in runs:
-                self._insert_at(tx, encoded[done : done + p.taken], trace, batch_no, p, limited)
+                insert_at(tx, encoded[done : done + p.taken], trace, batch_no, p, limited)
                 done += p.taken
         elif all(no == new[0][1] + i for i, (_, no) in enumerate(new)):
             first_no = new[0][1] if new else 0
-            self._insert_items(tx, encoded, trace, room, open_no, count, first_no, size)
+            insert_items(tx, encoded, trace, room, open_no, count, first_no, size)
         else:  # numbers not consecutive: batch by batch
-            self._insert_items(tx, encoded[:room], trace, room, open_no, count)
+            insert_items(tx, encoded[:room], trace, room, open_no, count)
             for index, (_, batch_no) in enumerate(new):
                 chunk = encoded[room + index * size : room + (index + 1) * size]
-                self._insert_items(tx, chunk, trace, len(chunk), batch_no, 0)
-        self._schedule_size_flushes(tx, [(b, flush) for b, _, closed, flush in filled if closed])
+                insert_items(tx, chunk, trace, len(chunk), batch_no, 0)
+        schedule_size_flushes(
+            self.tasks, tx, [(b, flush) for b, _, closed, flush in filled if closed]
+        )
         last_id, _, last_closed, _ = filled[-1]
         delay = first_timer(config)
         if delay is not None and new and not last_closed:
@@ -418,98 +424,5 @@ class Adder:
         )
         tx.after_commit.append(lambda: self._remember(base, last))
         return call_results(calls, filled)
-
-    @staticmethod
-    def _insert_at(
-        tx: Tx,
-        encoded: list[str],
-        trace: str | None,
-        batch_no: int,
-        at: Placement,
-        max_bytes: int | None,
-    ) -> None:
-        """Insert items into one batch at a placement (`sizing.Placement`)."""
-        if encoded:
-            tx.execute(
-                sql.INSERT_ITEMS_AT,
-                {
-                    "batch_no": batch_no,
-                    "position": at.position,
-                    "bytes": at.bytes_before,
-                    "sized": int(max_bytes is not None),
-                    "values": orjson.dumps(encoded).decode(),
-                    "trace": trace,
-                },
-            )
-
-    @staticmethod
-    def _insert_items(
-        tx: Tx,
-        encoded: list[str],
-        trace: str | None,
-        room: int,
-        open_no: int,
-        count: int,
-        first_no: int = 0,
-        size: int = 1,
-    ) -> None:
-        if encoded:
-            tx.execute(
-                sql.INSERT_ITEMS,
-                {
-                    "room": room,
-                    "open_no": open_no,
-                    "count": count,
-                    "first_no": first_no,
-                    "size": size,
-                    "values": orjson.dumps(encoded).decode(),
-                    "trace": trace,
-                },
-            )
-
-    def _create_batches(
-        self, tx: Tx, base: str, config: dict[str, Any], count: int, full: int
-    ) -> list[tuple[str, int]]:
-        """Make the base's next `count` batches, as (id, number) in sequence order: the
-        first `full` closed for their size, the last open if the add leaves it room. The
-        caller holds the base's lock (see `sql.LOCK_BASE`) and has filled its open batch."""
-        if count <= 0:
-            return []
-        first = int(
-            tx.one(
-                "UPDATE batchyard_batch_bases SET next_sequence = next_sequence + :count "
-                "WHERE base_id = :base RETURNING next_sequence - :count AS first",
-                {"base": base, "count": count},
-            )["first"]
-        )
-        keys = orjson.dumps([uuid.uuid4().hex for _ in range(count)]).decode()
-        params = {"base": base, "first": first}
-        tx.execute(
-            sql.INSERT_BATCHES,
-            {**params, "values": keys, "full": full, **config},
-        )
-        numbers = tx.one(sql.NEW_BATCH_NUMBERS, params)
-        if numbers["hi"] - numbers["lo"] == count - 1:  # consecutive, in sequence order
-            return [(f"{base}::{first + i}", numbers["lo"] + i) for i in range(count)]
-        return [
-            (f"{base}::{row['sequence']}", row["batch_no"])
-            for row in tx.all(
-                "SELECT sequence, batch_no FROM batchyard_batches WHERE base_id = :base "
-                "AND sequence >= :first ORDER BY sequence",
-                params,
-            )
-        ]
-
-    def _schedule_size_flushes(self, tx: Tx, full: list[tuple[str, FlushSettings]]) -> None:
-        """Schedule the flushes (due now) of batches closed for their size."""
-        for settings in {settings for _, settings in full}:  # one value, nearly always
-            attempts, handler, ordered = settings
-            self.tasks.enqueue_many(
-                tx,
-                FLUSH_TASK,
-                [flush_task(batch_id, ordered) for batch_id, each in full if each == settings],
-                max_attempts=attempts,
-                handler=handler,
-            )
 
     # -- flushing by hand ----------------------------------------------------------------
