@@ -1,35 +1,21 @@
-"""Ready-made `get_next_batch` sources for the table iterator.
+"""The keyset source: pages through a table of the yard's own store by a compound key.
 
-Each function registers a handler under `name` and returns the name, to be passed as
-``get_next_batch``; the user writes no pagination.
-
-`sql_keyset` pages through a table of the yard's own store by a compound key: an order
-column plus a unique tie-breaker, compared as a pair, so rows that share an order value (a
-timestamp, say) are never skipped or repeated at a page boundary. By default the job stops
-at the highest key present when it starts (the bound), so it does not chase rows inserted
-after it; ``follow=True`` keeps going until a page comes back short. Without `follow` the
-source can be cut into key ranges, for a job started with ``parallelism``: each range holds
-the same number of rows, however the keys are spread.
-
-`ndjson_file` and `csv_file` read a file from a byte offset kept in the cursor, so a resumed
-job seeks straight to where it stopped. Like the SQL bound, the file's size at the start is
-the end of the job (lines appended later are not chased), and the first page counts the
-records once so that progress has a total and an ETA. A line that cannot be read fails the
-step with an error naming the file and line; the checkpoint stays before it.
+The key is an order column plus a unique tie-breaker, compared as a pair, so rows that share
+an order value (a timestamp, say) are never skipped or repeated at a page boundary. By
+default the job stops at the highest key present when it starts (the bound), so it does not
+chase rows inserted after it; ``follow=True`` keeps going until a page comes back short.
+Without `follow` the source can be cut into key ranges, for a job started with
+``parallelism``: each range holds the same number of rows, however the keys are spread.
 """
 
 from __future__ import annotations
 
-import csv
-import os
 import re
-from collections.abc import Callable, Iterator
-from typing import IO, TYPE_CHECKING, Any
-
-import orjson
+from typing import TYPE_CHECKING, Any
 
 from batchyard.errors import InvalidInput
 from batchyard.iterator.records import Page
+from batchyard.sources.sliced import Sliced
 
 if TYPE_CHECKING:
     from batchyard.yard import Yard
@@ -132,123 +118,5 @@ def sql_keyset(
         return pieces
 
     # with follow there is no end to cut up to: such a source runs as one slice
-    yard.handler(name)(next_batch if follow else _Sliced(next_batch, cut))
+    yard.handler(name)(next_batch if follow else Sliced(next_batch, cut))
     return name
-
-
-class _Sliced:
-    """A source that a parallel job can cut into ranges (a `SliceableSource`)."""
-
-    def __init__(
-        self,
-        pages: Callable[[Any, int], Page],
-        cut: Callable[[Any, int], list[tuple[Any, int]]],
-    ) -> None:
-        self._pages, self._cut = pages, cut
-
-    def __call__(self, cursor: Any, batch_size: int) -> Page:
-        return self._pages(cursor, batch_size)
-
-    def slice(self, cursor: Any, parts: int) -> list[tuple[Any, int]]:
-        return self._cut(cursor, parts)
-
-
-def ndjson_file(yard: Yard, name: str, path: str | os.PathLike[str]) -> str:
-    """Register a source over a file of one JSON value per line (blank lines skipped)."""
-    path = _readable(path)
-
-    def records(file: IO[bytes], cursor: dict[str, Any]) -> Iterator[tuple[int, Any]]:
-        line = cursor["line"]
-        while file.tell() < cursor["end"]:
-            raw = file.readline()
-            line += 1
-            if raw.strip():
-                try:
-                    value = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    raise InvalidInput(
-                        f"{path}, line {line}: not valid JSON ({exc})", line=line
-                    ) from None
-                yield line, value
-
-    def count(file: IO[bytes]) -> int:
-        return sum(1 for raw in file if raw.strip())
-
-    yard.handler(name)(_file_pages(path, records, count))
-    return name
-
-
-def csv_file(yard: Yard, name: str, path: str | os.PathLike[str], *, delimiter: str = ",") -> str:
-    """Register a source over a CSV file with a header row; items are dicts by header."""
-    path = _readable(path)
-
-    def records(file: IO[bytes], cursor: dict[str, Any]) -> Iterator[tuple[int, Any]]:
-        consumed = [cursor["line"]]
-
-        def lines() -> Iterator[str]:
-            # csv reads no further than the record it returns, so the file position after a
-            # record is exactly where the next one starts
-            while file.tell() < cursor["end"]:
-                raw = file.readline()
-                consumed[0] += 1
-                yield raw.decode("utf-8-sig" if consumed[0] == 1 else "utf-8")
-
-        reader = csv.reader(lines(), delimiter=delimiter)
-        header = cursor.get("header")
-        for row in reader:
-            if not row:
-                continue
-            if header is None:
-                header = cursor["header"] = row
-                continue
-            if len(row) != len(header):
-                raise InvalidInput(
-                    f"{path}, line {consumed[0]}: {len(row)} fields where the "
-                    f"header has {len(header)}",
-                    line=consumed[0],
-                )
-            yield consumed[0], dict(zip(header, row, strict=True))
-
-    def count(file: IO[bytes]) -> int:
-        text = (raw.decode("utf-8", "replace") for raw in file)
-        return max(0, sum(1 for row in csv.reader(text, delimiter=delimiter) if row) - 1)
-
-    yard.handler(name)(_file_pages(path, records, count))
-    return name
-
-
-Records = Callable[[IO[bytes], dict[str, Any]], Iterator[tuple[int, Any]]]
-
-
-def _file_pages(
-    path: str, records: Records, count: Callable[[IO[bytes]], int]
-) -> Callable[[Any, int], Page]:
-    def next_batch(cursor: dict[str, Any] | None, batch_size: int) -> Page:
-        if cursor is None:  # the first page: fix the end and count the records once
-            cursor = {"offset": 0, "line": 0, "end": os.path.getsize(path), "header": None}
-            with open(path, "rb") as file:  # a count, not a parse: bad lines fail their page
-                cursor["total"] = count(file)
-        if os.path.getsize(path) < cursor["end"]:
-            raise InvalidInput(f"{path} is shorter than when the job started", field="path")
-        items: list[Any] = []
-        line = cursor["line"]
-        with open(path, "rb") as file:
-            file.seek(cursor["offset"])
-            for line, item in records(file, cursor):  # noqa: B007 - the last line is kept
-                items.append(item)
-                if len(items) == batch_size:
-                    break
-            offset = file.tell()
-        next_cursor = {**cursor, "offset": offset, "line": line}
-        return Page(
-            items=items, cursor=next_cursor, done=offset >= cursor["end"], total=cursor["total"]
-        )
-
-    return next_batch
-
-
-def _readable(path: str | os.PathLike[str]) -> str:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise InvalidInput(f"no such file: {path}", field="path")
-    return path
