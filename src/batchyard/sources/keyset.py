@@ -79,12 +79,10 @@ def sql_keyset(
                         return Page(items=[], cursor=cursor, done=True, total=0)
                     cursor["bound"] = [top["o"], top["t"]]
             where, params = within(cursor)
-            rows = tx.all(
+            items = tx.dicts(
                 f"SELECT {selected} FROM {table}{where} ORDER BY {order}, {tie} LIMIT :limit",
                 {**params, "limit": batch_size},
             )
-            # PostgreSQL rows are dicts already; SQLite's become dicts here
-            items = rows if rows and type(rows[0]) is dict else [dict(row) for row in rows]
         if not items:
             return Page(items=[], cursor=cursor, done=True)
         next_cursor = {**cursor, "after": [items[-1][order_key], items[-1][tie_key]]}
@@ -95,21 +93,28 @@ def sql_keyset(
 
     def cut(cursor: dict[str, Any] | None, parts: int) -> list[tuple[dict[str, Any], int]]:
         """Cut at the keys that share the rows left evenly: by count, not by key value, so a
-        skewed key gives slices of equal work (a count and an index walk per cut)."""
-        with yard.store.transaction(write=False) as tx:
+        skewed key gives slices of equal work (a count, and an index walk from each cut to
+        the next: the rows are walked once, not once per cut)."""
+        whole = cursor is None
+        # the whole source is the whole table up to its top key: seen in one snapshot, its
+        # count needs no bound, and a bare count is the store's fastest (SQLite counts the
+        # b-tree without reading a row; a bound is checked row by row)
+        with yard.store.snapshot() if whole else yard.store.transaction(write=False) as tx:
             if cursor is None:
                 top = tx.one(top_sql)
                 if top is None:
                     return []
                 cursor = {"after": None, "bound": [top["o"], top["t"]]}
             where, params = within(cursor)
-            count = int(tx.one(f"SELECT COUNT(*) AS n FROM {table}{where}", params)["n"])
+            count_sql = f"SELECT COUNT(*) AS n FROM {table}{'' if whole else where}"
+            count = int(tx.one(count_sql, params)["n"])
             pieces, start, taken = [], cursor["after"], 0
             for position in sorted({count * i // parts for i in range(1, parts)} - {0}):
+                where, params = within({**cursor, "after": start})
                 key = tx.one(
                     f"SELECT {order} AS o, {tie} AS t FROM {table}{where} "
                     f"ORDER BY {order}, {tie} LIMIT 1 OFFSET :skip",
-                    {**params, "skip": position - 1},
+                    {**params, "skip": position - taken - 1},
                 )
                 end = [key["o"], key["t"]]
                 pieces.append(({**cursor, "after": start, "bound": end}, position - taken))
