@@ -1,15 +1,15 @@
 """Byte ranges of a file source: where a file can be cut so that every record falls in
 exactly one range.
 
-A range is ``[offset, end)`` in bytes and holds the records whose first byte lies in it;
-it starts at a record's first byte, and its last record is the one that crosses `end`'s
-predecessor (the next range starts where that record ends). Cuts are wanted at even byte
-offsets and made at the first record start at or after each: the records are found by
-reading forward from a point known to be a record start (the first record after the
-header, or a slice's cursor), never by looking back for a newline. A CSV field in quotes
-may hold newlines, and only a reading from a record start can tell a newline inside a
-field from one between records - so multi-line CSV fields are cut correctly, at the cost
-of reading the range once (a count of its records, which progress needs anyway).
+Cuts are wanted at even byte offsets and made at the first record start at or after each,
+so a range ``[offset, end)`` holds whole records: those whose first byte lies in it, the
+last being the record that crosses the even offset (the next range starts where it ends).
+The records are found by reading forward from a point known to be a record start (the
+first record after the header, or a slice's cursor), never by looking back for a newline.
+A CSV field in quotes may hold newlines, and only a reading from a record start can tell a
+newline inside a field from one between records - so multi-line CSV fields are cut
+correctly, at the cost of reading the range once (a count of its records, which progress
+needs anyway).
 """
 
 from __future__ import annotations
