@@ -36,13 +36,15 @@ class Range:
 
 def line_units(file: IO[bytes], line: int, length: int) -> Iterator[Unit]:
     """The lines of an NDJSON file; blank lines hold no record."""
+    if length <= 0:
+        return
     taken = 0
-    while taken < length:
-        raw = file.readline()
-        if not raw:
+    for raw in file:  # (iterating is faster than readline; nothing here asks for tell())
+        size = len(raw)
+        yield size, 1, bool(raw.strip())
+        taken += size
+        if taken >= length:
             return
-        taken += len(raw)
-        yield len(raw), 1, bool(raw.strip())
 
 
 def csv_rows(
@@ -81,16 +83,23 @@ def cut(units: Iterator[Unit], offset: int, line: int, end: int, parts: int) -> 
     """Cut ``[offset, end)`` (`units` reads it from `offset`) into at most `parts` ranges
     of about equal bytes, each starting at the first record start at or after its even
     offset and holding at least one record; none when it holds no record at all."""
-    targets = [offset + (end - offset) * i // parts for i in range(1, parts)]
-    starts: list[list[int]] = [[offset, line, 0]]  # offset, line, records of each range
-    position, wanted = offset, 0
+    # the targets still ahead, nearest last; the loop runs once per line of a big file, so
+    # it keeps to local names
+    targets = [offset + (end - offset) * i // parts for i in range(parts - 1, 0, -1)]
+    starts: list[list[int]] = []  # offset, line, records of each range before this one
+    here, here_line, records = offset, line, 0  # the range being read
+    position, target = offset, targets.pop() if targets else end + 1
     for size, lines, record in units:
-        if wanted < len(targets) and position >= targets[wanted] and position > starts[-1][0]:
-            starts.append([position, line, 0])
-            while wanted < len(targets) and targets[wanted] <= position:
-                wanted += 1  # a long record may pass several targets: one cut for them
-        starts[-1][2] += record
-        position, line = position + size, line + lines
+        if position >= target and position > here:
+            starts.append([here, here_line, records])
+            here, here_line, records = position, line, 0
+            while targets and targets[-1] <= position:
+                targets.pop()  # a long record may pass several targets: one cut for them
+            target = targets.pop() if targets else end + 1
+        records += record
+        position += size
+        line += lines
+    starts.append([here, here_line, records])
     # a range of blank lines only is folded into the one before it (the first one into the
     # one after it, which then starts where the first did)
     kept = [start for start in starts if start[2]]
