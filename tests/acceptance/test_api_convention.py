@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from batchyard import Page, folds
 from batchyard.http import create_app
-from batchyard.sources import sql_keyset
+from batchyard.sources import ndjson_file, sql_keyset
 
 ENVELOPE = {"data", "total", "next_cursor"}
 
@@ -177,6 +177,22 @@ def test_a_parallel_iterator_over_http_shows_its_slices(client):
         "/iterators", json={"job_id": "y", **body, "get_next_batch": "numbers", "parallelism": 2}
     )
     assert plain.status_code == 422 and "cut into ranges" in plain.text
+
+
+def test_a_parallel_iterator_over_a_file_over_http(client, tmp_path):
+    path = tmp_path / "lines.ndjson"
+    path.write_text("".join(f'{{"n": {n}}}\n' for n in range(40)))
+    ndjson_file(client.yard, "lines", path)
+    body = {"batch_size": 5, "get_next_batch": "lines", "process_batch": "total"}
+    started = client.post(
+        "/iterators", json={"job_id": "lines", **body, "parallelism": 4, "delay_between_batches": 0}
+    )
+    assert started.status_code == 201 and started.json()["parallelism"] == 4
+    client.yard.run_worker(wait=False)
+    done = client.get("/iterators/lines").json()
+    assert (done["status"], done["processed"], done["total"]) == ("completed", 40, 40)
+    assert len(done["slices"]) >= 4 and all(s["done"] for s in done["slices"])
+    assert {"offset", "end", "line"} <= set(done["slices"][0]["cursor"])
 
 
 # -- events and aggregators ---------------------------------------------------------------

@@ -7,7 +7,7 @@ import os
 import time
 
 from batchyard import Yard
-from batchyard.sources import sql_keyset
+from batchyard.sources import ndjson_file, sql_keyset
 
 ROWS = 2_000
 yard = Yard(os.environ["BATCHYARD_STORE"])
@@ -43,9 +43,11 @@ def sink(items, ctx):
     time.sleep(float(os.environ.get("HANDLER_SLEEP", "0.02")))
 
 
-# a parallel job's source: a table of keyed rows the test fills (see
-# test_parallel_iterator_processes.py)
+# a parallel job's sources: a table of keyed rows the test fills, and a file of lines it
+# writes (see test_parallel_iterator_processes.py)
 sql_keyset(yard, "keyed", table="par_src", order_by="at", tie_breaker="id", columns=["id"])
+if "LINES_PATH" in os.environ:
+    ndjson_file(yard, "lines", os.environ["LINES_PATH"])
 
 
 @yard.handler("par_sink")

@@ -1,6 +1,7 @@
 """A parallel iterator job in real worker processes: one is SIGKILLed and restarted midway,
 and every row still goes to the sink exactly once; the slices run at once and end together;
-pause, resume and cancel act on every slice."""
+pause, resume and cancel act on every slice. The same kill in a job over a file's byte
+ranges."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from batchyard import Yard
-from batchyard.sources import sql_keyset
+from batchyard.sources import ndjson_file, sql_keyset
 from tests.processes import app_env, recorded
 from tests.servers import wait_until
 
@@ -168,3 +169,41 @@ def test_cancel_stops_every_slice_and_what_committed_went_once(yard, env):
     rows = sink(yard, "c")
     assert (rows["n"], rows["d"]) == (after.processed, after.processed)
     assert 0 < after.processed < ROWS and not any(s.done for s in after.slices)
+
+
+@pytest.mark.slow
+def test_a_parallel_job_over_a_file_with_a_worker_killed_delivers_every_line_once(
+    yard, env, tmp_path
+):
+    lines = tmp_path / "lines.ndjson"
+    with lines.open("w") as out:  # uneven lines, a blank one now and then
+        out.writelines(f'{{"id": {n}, "pad": "{"x" * (n % 13) ** 2}"}}\n' for n in range(ROWS // 5))
+        out.write("\n")
+    env = {**env, "LINES_PATH": str(lines)}
+    ndjson_file(yard, "lines", lines)
+    yard.start_iterator(
+        "f",
+        batch_size=PAGE // 5,
+        get_next_batch="lines",
+        process_batch="par_sink",
+        delay_between_batches=0,
+        transactional=True,
+        parallelism=PARALLELISM,
+    )
+    first, _ = worker(env), worker(env)
+    wait_until(
+        lambda: yard.get_iterator_status("f").processed >= ROWS // 10,
+        60.0,
+        "half of the job",
+        interval=0.02,
+    )
+    first.send_signal(signal.SIGKILL)  # mid-page: its slices' leases run out, others go on
+    first.wait()
+    worker(env)
+    wait_until(
+        lambda: yard.get_iterator_status("f").status == "completed", 60.0, "the job", interval=0.05
+    )
+    status = yard.get_iterator_status("f")
+    rows = sink(yard, "f")
+    assert (rows["n"], rows["d"]) == (ROWS // 5, ROWS // 5)  # every line exactly once
+    assert status.processed == status.total == ROWS // 5 and all(s.done for s in status.slices)

@@ -107,6 +107,7 @@ def test_a_slice_that_runs_out_takes_the_upper_half_of_the_largest_one(make_yard
     status = yard.get_iterator_status("p")
     assert sorted(delivered(yard)) == list(range(ROWS))
     assert len(status.slices) > 4  # slice 0 was split
+    assert status.last_error is None  # no split failed (two at once took the same numbers)
     assert status.slices[0].total < 500  # and gave away part of its range
     assert sum(s.total for s in status.slices) == ROWS
 

@@ -87,6 +87,32 @@ def test_a_statement_alone_is_its_own_transaction(store_url, store, clock):
     other.close()
 
 
+def test_dicts_are_plain_dicts_by_column_name_with_the_values_as_stored(store):
+    with store.transaction() as tx:
+        tx.execute("CREATE TABLE dict_rows (id BIGINT PRIMARY KEY, x DOUBLE PRECISION, body TEXT)")
+        tx.executemany(
+            "INSERT INTO dict_rows (id, x, body) VALUES (:id, :x, :body)",
+            [
+                {"id": 1, "x": 0.1 + 0.2, "body": "it's"},
+                {"id": 2**62, "x": None, "body": 'a "b"'},
+            ],
+        )
+    with store.transaction(write=False) as tx:
+        rows = tx.dicts(
+            'SELECT id, x, body AS "it\'s {x}", id AS "n" FROM dict_rows WHERE id > :low '
+            "ORDER BY id",
+            {"low": 0},
+        )
+        one = tx.dicts("SELECT body FROM dict_rows WHERE id = 1")
+        none = tx.dicts("SELECT body FROM dict_rows WHERE id = 3")
+    assert rows == [
+        {"id": 1, "x": 0.1 + 0.2, "it's {x}": "it's", "n": 1},
+        {"id": 2**62, "x": None, "it's {x}": 'a "b"', "n": 2**62},
+    ]
+    assert all(type(row) is dict for row in rows)
+    assert (one, none) == ([{"body": "it's"}], [])
+
+
 def test_a_statement_alone_never_joins_a_transaction_the_thread_holds_open(store, clock):
     """On PostgreSQL it runs on a connection of its own and commits alone; SQLite's one
     write connection is the open transaction's, so there it is refused."""

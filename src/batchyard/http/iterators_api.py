@@ -39,8 +39,8 @@ def _yard(request: Request) -> Yard:
 @router.post("/iterators", status_code=201)
 def start_iterator(body: StartIterator, request: Request) -> IteratorStatus:
     """Start a job; an unknown handler name is a 422, an existing job id a 409. With
-    `parallelism` above 1 the source (one that can be cut into key ranges) runs as that
-    many slices at once; a source that cannot be cut is a 422."""
+    `parallelism` above 1 the source (one that can be cut into ranges: a keyset or a file
+    source) runs as that many slices at once; a source that cannot be cut is a 422."""
     return _yard(request).start_iterator(
         body.job_id,
         batch_size=body.batch_size,

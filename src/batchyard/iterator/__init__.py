@@ -12,7 +12,7 @@ With ``transactional=True`` the handler runs inside that same transaction (``ctx
 writes to the same database commit together with the cursor: exactly once. Otherwise
 delivery is at least once, with ``ctx.idempotency_key`` stable across retries of a batch.
 
-With ``parallelism=N`` a source that can be cut into key ranges runs as N slices at once,
+With ``parallelism=N`` a source that can be cut into ranges runs as N slices at once,
 each with its own cursor; the generation fences them all (see `slices`).
 """
 

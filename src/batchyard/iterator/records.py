@@ -53,7 +53,8 @@ class PageContext:
 
 @runtime_checkable
 class SliceableSource(Protocol):
-    """A source a parallel job can cut into key ranges (`sources.sql_keyset` is one).
+    """A source a parallel job can cut into ranges (`sources.sql_keyset`'s key ranges,
+    the file sources' byte ranges).
 
     ``slice(cursor, parts)`` cuts what is left after `cursor` (the whole source when None)
     into at most `parts` cursors of ranges that do not overlap, in order, each with the
@@ -67,7 +68,7 @@ class SliceableSource(Protocol):
 
 @dataclass(frozen=True)
 class SliceStatus:
-    """One slice of a parallel job: a key range with its own cursor."""
+    """One slice of a parallel job: a range of its source with its own cursor."""
 
     slice: int
     done: bool

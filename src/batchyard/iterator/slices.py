@@ -1,9 +1,10 @@
-"""The slices of a parallel iterator job: key ranges of one source, each with its own cursor.
+"""The slices of a parallel iterator job: ranges of one source, each with its own cursor.
 
-A job started with ``parallelism=N`` has its source cut into N ranges of equal count by its
-first step (`SliceableSource.slice`); each range is a slice with its own cursor, counters and
-step tasks, so any worker runs any slice, and one worker runs several at once. The job's
-generation fences them all: pause, resume and cancel act on the whole job.
+A job started with ``parallelism=N`` has its source cut into N ranges by its first step
+(`SliceableSource.slice`: key ranges of equal row counts, or byte ranges of a file cut at
+record starts); each range is a slice with its own cursor, counters and step tasks, so
+any worker runs any slice, and one worker runs several at once. The job's generation
+fences them all: pause, resume and cancel act on the whole job.
 
 Work stealing keeps a skewed job finishing together. A slice that runs out asks the slice
 with the most left (if cut once more, each part would still be over a page) to split: it
@@ -17,7 +18,7 @@ cursor can never pass the new bound and no row goes to two slices.
 Locks are taken job row first, then slice rows: a checkpoint holds the job row shared (its
 page commits under the generation it read, and pages of other slices commit alongside), a
 slice that finishes holds it exclusively, so the last two slices cannot both think the
-other still runs.
+other still runs, and so does a split, so two splits cannot number their new slices alike.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def checked_parallelism(runtime: Runtime, parallelism: int, source: str) -> int:
     if parallelism > 1 and not isinstance(runtime.handlers.get(source), SliceableSource):
         raise InvalidInput(
             f"parallelism needs a source that can be cut into ranges (sources.sql_keyset "
-            f"without follow); {source!r} cannot",
+            f"without follow, sources.ndjson_file or sources.csv_file); {source!r} cannot",
             field="parallelism",
         )
     return parallelism

@@ -235,7 +235,9 @@ class Steps:
         ]
         with self.store.transaction(self.runtime.now()) as tx:
             self.tasks.fence(tx, task)  # only this slice's runner moves its cursor
-            if self.current(tx, row["job_id"], generation, "{for_share}") is None:
+            # alone on the job row: the new slices are numbered after the highest, and two
+            # splits at once would both take the same numbers
+            if self.current(tx, row["job_id"], generation, "{for_update}") is None:
                 return None
             if len(parts) < 2:
                 self.slices.decline(tx, row["job_id"], number)

@@ -269,6 +269,10 @@ class PostgresStore(Store):
     def _streaming_cursor(connection: Any) -> Any:
         return connection.cursor(name=f"batchyard_stream_{next(_STREAMS)}", row_factory=tuple_row)
 
+    @staticmethod
+    def _tuple_cursor(connection: Any) -> Any:
+        return connection.cursor(row_factory=tuple_row)
+
     def now_value(self, now: float | None) -> float | None:
         return now  # None: the SQL falls back to the database's clock
 

@@ -48,9 +48,10 @@ class IteratorVerbs:
         takes about that long, between `min_batch_size` and `max_batch_size` (by default a
         tenth of and ten times `batch_size`).
 
-        With `parallelism` N > 1 the source (one that can be cut into key ranges, such as
-        `sources.sql_keyset`) is cut into N slices run at once, by any workers; a slice
-        that runs out takes half of what the slice with the most left has still to do."""
+        With `parallelism` N > 1 the source (one that can be cut into ranges: key ranges of
+        `sources.sql_keyset`, byte ranges of `sources.ndjson_file` and `sources.csv_file`)
+        is cut into N slices run at once, by any workers; a slice that runs out takes half
+        of what the slice with the most left has still to do."""
         return self._iterators.start(
             job_id,
             batch_size=batch_size,
