@@ -103,9 +103,13 @@ class Lane:
             try:
                 return send([encoded], [trace])[0]
             finally:
-                with self._lock:
-                    self._busy = False
-                    if self._sleepers:
+                # freed without the lock, the usual case kept to a write and a read: a
+                # caller that came meanwhile counted itself in `_sleepers` before it looked
+                # at `_busy` (both under the lock), so either it sees the lane free or it
+                # is counted here and woken
+                self._busy = False
+                if self._sleepers:
+                    with self._lock:
                         self._changed.notify_all()
         call = _Call(encoded, trace)
         with self._lock:
