@@ -97,6 +97,7 @@ class Worker:
         self.outage = Outage(log, "worker")
         self.last_cycle: float | None = None  # time.monotonic() of the loop's last good turn
         runtime.worker_id = self.id
+        runtime.lease = lease  # a task handed over at another's end is claimed with it
 
     # -- public ---------------------------------------------------------------------------
 
@@ -308,15 +309,37 @@ class Worker:
                     metrics.TASK_DURATION.labels(task.kind).observe(share)
                 return
         for task in unit:
-            self._execute(task)
+            handed = self._execute(task)
+            while handed is not None:
+                handed = self._execute_handed(handed)
 
-    def _execute(self, task: Task) -> None:
+    def _execute_handed(self, task: Task) -> Task | None:
+        """Run a task that the end of the one before claimed for this slot (a hand-off);
+        the next one it hands over, if any. At a stop it is given back instead."""
+        with self._lock:
+            stopping = self._stopping.is_set()
+            if not stopping:
+                self._inflight[task.id] = task  # its lease kept by the heartbeat
+        if stopping:
+            try:
+                self.tasks.release([task], self.runtime.now())
+            except Exception as exc:  # it runs again once its lease expires
+                log.warning("could not give back task %s: %s", task.id, exc)
+            return None
+        try:
+            return self._execute(task)
+        finally:
+            with self._lock:
+                self._inflight.pop(task.id, None)
+
+    def _execute(self, task: Task) -> Task | None:
         kind = self.runtime.kinds.get(task.kind)
         started = time.perf_counter()
+        handed = None
         try:
             if kind is None:
                 raise LookupError(f"no runner for task kind {task.kind!r}")
-            kind.run(task)
+            handed = kind.run(task)
         except LeaseLost as exc:
             log.warning("stale result refused: %s", exc)
         except Exception as exc:
@@ -344,6 +367,7 @@ class Worker:
         finally:
             self.tasks_run += 1
             metrics.TASK_DURATION.labels(task.kind).observe(time.perf_counter() - started)
+        return handed
 
     def _settle(self, task: Task, write: Callable[[], None]) -> None:
         """Write a task's outcome. While the store is unavailable, try again with backoff:

@@ -45,6 +45,7 @@ class SQLiteStore(Store):
         # a write transaction already holds the one write lock
         "lock_name": "SELECT :lock",
         "for_share": "",
+        "for_key_share": "",
         "least": "MIN",
         # one writer at a time: id order is commit order, so every position is 0 and all
         # committed events are safe to read

@@ -20,8 +20,8 @@ from batchyard import metrics
 from batchyard.errors import LeaseLost, NotFound
 from batchyard.handlers import HandlerLimit
 from batchyard.store import Store, Tx
-from batchyard.store.base import Row
-from batchyard.tasks import limits
+from batchyard.store.base import Row, Rows
+from batchyard.tasks import handoff, limits
 
 # A task that waits for another (`after_key`: the flushes of an ordered base) is not due
 # while that one is queued, running or dead; the claim passes over it, so it holds no worker
@@ -37,6 +37,17 @@ FREE_GATE = (
 # would be a subquery per row, which the planner costs so high that it leaves the index.)
 _UNLIMITED = (
     " AND NOT EXISTS (SELECT 1 FROM batchyard_handler_limits l WHERE l.handler = t.handler)"
+)
+_ENQUEUE = (
+    "INSERT INTO batchyard_tasks (kind, key, payload, state, due_at, max_attempts, "
+    "after_key, handler, created_at, updated_at) "
+    "SELECT :kind, t.a, t.b, 'queued', {now} + :delay, :max_attempts, t.c, "
+    "CAST(:handler AS TEXT), {now}, {now} "
+    # WHERE true: SQLite's parser needs it before an upsert's ON CONFLICT
+    "FROM {json_pairs} t WHERE true "
+    "ON CONFLICT (key) DO UPDATE SET due_at = {least}(batchyard_tasks.due_at, "
+    "excluded.due_at), updated_at = excluded.updated_at "
+    "WHERE batchyard_tasks.state = 'queued'"
 )
 # a task to queue: its key, its payload, and the key of the task it waits for
 Queued = tuple[str | None, Mapping[str, Any], str | None]
@@ -67,9 +78,11 @@ CLAIM_LIMITED_SQL = limits.claim_limited_sql(FREE_GATE, _RETURNING)
 # when the next task can be claimed, of those that wait for no handler's room
 _NEXT_DUE = (
     "SELECT MIN(t.due_at) - {now} AS wait FROM batchyard_tasks t "
-    f"WHERE true{FREE_GATE}{_UNLIMITED}"
+    f"WHERE t.parked = 0{FREE_GATE}{_UNLIMITED}"
 )
 _LIMITED_WAITS = limits.waits_sql(FREE_GATE)
+_HAND_OFF_NEXT = f"{handoff.HAND_OFF_NEXT} RETURNING {_RETURNING}"
+_HAND_OFF_LIMITED = f"{handoff.HAND_OFF_LIMITED} RETURNING {_RETURNING}"
 # whether anything can be claimed now (an idle poller's look, without the write lock)
 _ANY_DUE = f"SELECT t.id FROM batchyard_tasks t WHERE t.due_at <= {{now}}{FREE_GATE} LIMIT 1"
 
@@ -137,26 +150,20 @@ class TaskQueue:
         round trip each, and on SQLite a wait for the GIL each while other threads run)."""
         if not tasks:
             return
-        tx.execute(
-            "INSERT INTO batchyard_tasks (kind, key, payload, state, due_at, max_attempts, "
-            "after_key, handler, created_at, updated_at) "
-            "SELECT :kind, t.a, t.b, 'queued', {now} + :delay, :max_attempts, t.c, "
-            "CAST(:handler AS TEXT), {now}, {now} "
-            # WHERE true: SQLite's parser needs it before an upsert's ON CONFLICT
-            "FROM {json_pairs} t WHERE true "
-            "ON CONFLICT (key) DO UPDATE SET due_at = {least}(batchyard_tasks.due_at, "
-            "excluded.due_at), updated_at = excluded.updated_at "
-            "WHERE batchyard_tasks.state = 'queued'",
-            {
-                "kind": kind,
-                "pairs": orjson.dumps(
-                    [(task[0], orjson.dumps(task[1]).decode(), *task[2:]) for task in tasks]
-                ).decode(),
-                "delay": float(delay),
-                "max_attempts": max_attempts,
-                "handler": handler,
-            },
-        )
+        params = {
+            "kind": kind,
+            "pairs": orjson.dumps(
+                [(task[0], orjson.dumps(task[1]).decode(), *task[2:]) for task in tasks]
+            ).decode(),
+            "delay": float(delay),
+            "max_attempts": max_attempts,
+            "handler": handler,
+        }
+        if delay <= 0 and any(len(task) > 2 and task[2] for task in tasks):
+            # some wait for others: each whose predecessor is there now is parked
+            tx.execute(handoff.ENQUEUE_PARKING, {**params, "park": handoff.PARK_SECONDS})
+        else:
+            tx.execute(_ENQUEUE, params)
         if delay <= 0:
             self.store.notify_work(tx)
 
@@ -267,14 +274,66 @@ class TaskQueue:
             )
         return lost
 
-    def complete(self, tx: Tx, task: Task) -> None:
+    def complete(self, tx: Tx, task: Task, *, release: bool = False) -> None:
         """Remove a finished task, refusing a stale token (the caller's writes roll back).
-        Fenced by `Tx.require`, so it may be written in a pipelined transaction."""
+        Fenced by `Tx.require`, so it may be written in a pipelined transaction. `release`
+        brings forward the tasks parked behind it (where one may wait for it)."""
         tx.require(
             "DELETE FROM batchyard_tasks WHERE id = :id AND token = :token RETURNING id",
             {"id": task.id, "token": task.token},
             _lost(task),
         )
+        if release and task.key is not None:
+            tx.execute(handoff.UNPARK, {"key": task.key})
+
+    def hand_off(
+        self,
+        tx: Tx,
+        task: Task,
+        worker_id: str,
+        lease: float,
+        *,
+        completed: bool,
+        handler: str | None,
+    ) -> Rows | None:
+        """Claim in `tx` the task that the end of `task` makes runnable (see `handoff`): the
+        next of its chain when it `completed` (brought forward first), or the oldest due
+        task of its limited `handler` in the place it frees. Call it before the write that
+        ends `task`, and `handed` after the commit for the task to run next."""
+        if completed and task.key is not None:
+            tx.execute(handoff.UNPARK, {"key": task.key})
+        params = {
+            "worker_id": worker_id,
+            "lease": lease,
+            "key": task.key if completed else None,
+            "handler": handler,
+            "id": task.id,
+            "token": task.token,
+        }
+        if handler is not None:
+            return tx.later(_HAND_OFF_LIMITED, params)
+        if completed and task.key is not None:
+            return tx.later(_HAND_OFF_NEXT, params)
+        return None
+
+    def wake_others(self, tx: Tx, task: Task, *, completed: bool, handler: str | None) -> None:
+        """After the write that ended `task` and its hand-off: wake the other workers if
+        what the end freed is still to be taken (its successor, or its limited `handler`'s
+        place with a due task waiting); a hand-off that took it wakes no one."""
+        waits = []
+        if completed and task.key is not None:
+            waits.append(handoff.NEXT_WAITS)
+        if handler is not None:
+            waits.append(handoff.PLACE_WAITS)
+        if waits:
+            condition = " OR ".join(f"({wait})" for wait in waits)
+            self.store.notify_work(tx, condition, {"key": task.key, "handler": handler})
+
+    @staticmethod
+    def handed(rows: Rows | None) -> Task | None:
+        """The task a `hand_off` claimed, if any (read after the commit)."""
+        found = [] if rows is None else rows.all()
+        return _task(found[0]) if found else None
 
     def complete_many(self, tx: Tx, tasks: Sequence[Task]) -> None:
         """Remove finished tasks in one statement, all or none: one stale token among them
@@ -396,6 +455,7 @@ class TaskQueue:
         """Drop the dead task of `key` for good (its capability has closed its books); a
         task that waited for it is free to run."""
         tx.execute("DELETE FROM batchyard_dead_tasks WHERE key = :key", {"key": key})
+        tx.execute(handoff.UNPARK, {"key": key})
         self.store.notify_work(tx)
 
     def cancel_queued(self, tx: Tx, kind: str, prefix: str) -> int:
