@@ -306,18 +306,15 @@ class Flusher:
         # fails the whole pipelined transaction (rolled back) when the token is stale
         with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
             batch_id = context.batch_id
-            handing = None
-            if (waited or limited) and self.runtime.worker_id is not None:
-                handing = self.tasks.hand_off(
-                    tx,
-                    task,
-                    self.runtime.worker_id,
-                    self.runtime.lease,
-                    completed=waited,
-                    handler=limited,
+            worker_id, handing = self.runtime.worker_id, None
+            if limited and worker_id is not None:
+                handing = self.tasks.hand_over_place(
+                    tx, task, worker_id, self.runtime.lease, limited
                 )
             if outcome == "completed":
-                self.tasks.complete(tx, task, release=waited and handing is None)
+                self.tasks.complete(tx, task, release=waited)
+                if waited and not limited and worker_id is not None:
+                    handing = self.tasks.hand_over_next(tx, task, worker_id, self.runtime.lease)
             elif dead:
                 self.tasks.dead_letter(tx, task, error or "")
             else:
@@ -342,11 +339,7 @@ class Flusher:
                         ],
                     )
             tx.execute(
-                "INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, reason, "
-                "outcome, item_count, failed_count, error, worker_id, started_at, duration, "
-                "traceback) VALUES (:batch_id, :base_id, :sequence, :attempt, :reason, "
-                ":outcome, :item_count, :failed_count, :error, :worker_id, :started, "
-                ":duration, :traceback)",
+                sql.RECORD_FLUSH,
                 {
                     "batch_id": batch_id,
                     "base_id": context.base_id,
@@ -420,13 +413,7 @@ class Flusher:
         ).rowcount
         if moved:
             tx.execute(
-                "INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, reason, "
-                "outcome, item_count, failed_count, error, worker_id, started_at, duration) "
-                "SELECT b.batch_id, b.base_id, b.sequence, b.attempts, "
-                f"COALESCE(b.flush_reason, 'manual'), 'failed', {sql.PENDING_COUNT}, "
-                f"{sql.PENDING_COUNT}, :error, :worker_id, {{now}}, 0 FROM batchyard_batches b "
-                # an attempt whose outcome was recorded keeps it
-                "WHERE b.batch_id = :batch_id ON CONFLICT (batch_id, attempt) DO NOTHING",
+                sql.RECORD_DEAD_FLUSH,
                 params,
             )
 

@@ -285,3 +285,22 @@ PENDING_ITEMS = _pending_items(":batch_no")
 PENDING_ITEMS_OF_FLUSHING = _pending_items(
     "(SELECT batch_no FROM batchyard_batches WHERE batch_id = :batch_id AND status = 'flushing')"
 )
+
+# One attempt's outcome in the flush history.
+RECORD_FLUSH = (
+    "INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, reason, "
+    "outcome, item_count, failed_count, error, worker_id, started_at, duration, "
+    "traceback) VALUES (:batch_id, :base_id, :sequence, :attempt, :reason, "
+    ":outcome, :item_count, :failed_count, :error, :worker_id, :started, "
+    ":duration, :traceback)"
+)
+# The history line of a flush that went to the dead letters other than by its own
+# recording (see `Flusher.on_dead_flush`); an attempt whose outcome was recorded keeps it.
+RECORD_DEAD_FLUSH = (
+    "INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, reason, "
+    "outcome, item_count, failed_count, error, worker_id, started_at, duration) "
+    "SELECT b.batch_id, b.base_id, b.sequence, b.attempts, "
+    f"COALESCE(b.flush_reason, 'manual'), 'failed', {PENDING_COUNT}, "
+    f"{PENDING_COUNT}, :error, :worker_id, {{now}}, 0 FROM batchyard_batches b "
+    "WHERE b.batch_id = :batch_id ON CONFLICT (batch_id, attempt) DO NOTHING"
+)

@@ -10,7 +10,7 @@ pass over every waiting successor of an ordered backlog. Instead:
   ahead, out of the claim's range of due tasks (so no claim walks it). The end of the task
   it waits for (completion, or discard of a dead one) brings it forward in the same
   transaction (`UNPARK`): a crash leaves either both or neither. The day is a safety net
-  only; the claim's own check (`queue.FREE_GATE`) still holds any task that comes due.
+  only; the claim's own check (`sql.FREE_GATE`) still holds any task that comes due.
 - The transaction that records a task's end also **claims** the task it makes runnable,
   as a claim would (state, attempt, fencing token, lease), and the worker runs it on the
   same slot at once: the next batch of the ordered base (`HAND_OFF_NEXT`), or the oldest
@@ -73,21 +73,22 @@ UNPARK = (
 
 # The next task of an ordered chain, brought forward by the completion of :key (`UNPARK`,
 # earlier in the same transaction), claimed - unless a limited handler's, which the limited
-# claim counts (or `HAND_OFF_LIMITED` takes, when the ending task is that handler's).
+# claim counts.
 HAND_OFF_NEXT = (
     "WITH picked AS MATERIALIZED (SELECT t.id FROM batchyard_tasks t "
     "WHERE t.after_key = :key AND t.state = 'queued' AND t.due_at <= {now} "
     f"AND {_UNLIMITED} {{skip_locked}}) {_CLAIM}"
 )
 
-# The oldest due task of :handler that waits for nothing but a place - the ending task's
-# successor included (:key, set only when it completed) - claimed in the place that task
-# frees: while it holds a live lease, within the handler's concurrency, and only for a
-# handler without a rate limit.
+# The oldest due task of :handler that waits for nothing but a place, claimed in the place
+# that the ending task :id frees: while it holds a live lease, within the handler's
+# concurrency, and only for a handler without a rate limit. (Sent before the write that
+# ends that task, which it reads; an ordered successor it brings forward afterwards is left
+# to the limited claim.)
 HAND_OFF_LIMITED = (
     "WITH picked AS MATERIALIZED (SELECT t.id FROM batchyard_tasks t "
     "WHERE t.due_at <= {now} AND t.handler = :handler AND t.id <> :id "
-    "AND (t.after_key IS NULL OR t.after_key = :key OR ((SELECT p.id FROM batchyard_tasks p "
+    "AND (t.after_key IS NULL OR ((SELECT p.id FROM batchyard_tasks p "
     "WHERE p.key = t.after_key) IS NULL AND (SELECT d.id FROM batchyard_dead_tasks d "
     "WHERE d.key = t.after_key) IS NULL)) "
     f"ORDER BY t.due_at, t.id LIMIT 1 {{skip_locked}}) {_CLAIM} "
