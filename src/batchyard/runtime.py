@@ -30,6 +30,8 @@ class Runtime:
     kinds: TaskKinds = field(default_factory=TaskKinds)
     worker_id: str | None = None
     lease: float = 30.0  # the lease of the worker running in this process, in seconds
+    # whether the end of a task may claim the next one for that worker (not once it stops)
+    handing_over: bool = False
     _embedder: Embedder | None = None
     tasks: TaskQueue = field(init=False)
 

@@ -98,6 +98,7 @@ class Worker:
         self.last_cycle: float | None = None  # time.monotonic() of the loop's last good turn
         runtime.worker_id = self.id
         runtime.lease = lease  # a task handed over at another's end is claimed with it
+        runtime.handing_over = True
 
     # -- public ---------------------------------------------------------------------------
 
@@ -177,6 +178,7 @@ class Worker:
 
     def stop(self) -> None:
         """Ask the worker to stop claiming and finish what it holds."""
+        self.runtime.handing_over = False  # the end of a task claims no other now
         self._stopping.set()
         self._slot_freed.set()
         self.store._wakeup.set()

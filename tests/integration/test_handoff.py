@@ -197,3 +197,24 @@ def _waits_for_a_lock(yard):
             )
             is not None
         )
+
+
+def test_a_stopping_worker_hands_nothing_over(yard):
+    """The end of a flush while the worker stops claims no next one: it waits, untried, for
+    the next worker (its attempt not counted)."""
+    arrived = []
+    worker = yard.worker(concurrency=2, lease=LEASE)
+
+    @yard.handler("sink")
+    def sink(items, ctx):
+        arrived.append((ctx.sequence, ctx.attempt))
+        if ctx.sequence == 1:
+            worker.stop()
+
+    yard.add_items("ev", list(range(8)), max_batch_size=2, on_flush="sink", ordered=True)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    thread.join()
+    assert arrived == [(0, 1), (1, 1)]
+    yard.run_worker(wait=False)
+    assert arrived == [(0, 1), (1, 1), (2, 1), (3, 1)]

@@ -302,11 +302,13 @@ class Flusher:
         dead = outcome != "completed" and delay is None
         waited = outcome == "completed" and bool(batch["ordered"])
         limited = batch["handler"] if self.runtime.handlers.limited(batch["handler"]) else None
-        # one round trip: the task's write is fenced by its token with `Tx.require`, which
-        # fails the whole pipelined transaction (rolled back) when the token is stale
+        # one round trip (two for a place handed over, whose claim is read to start it):
+        # the task's write is fenced by its token with `Tx.require`, which fails the whole
+        # pipelined transaction (rolled back) when the token is stale
         with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
             batch_id = context.batch_id
-            worker_id, handing = self.runtime.worker_id, None
+            worker_id = self.runtime.worker_id if self.runtime.handing_over else None
+            handing = None
             if limited and worker_id is not None:
                 handing = self.tasks.hand_over_place(
                     tx, task, worker_id, self.runtime.lease, limited
