@@ -15,6 +15,7 @@ one batch and a flush is never larger than the limits.
     awaiting.py  LoopAdder: adds from an event loop (AsyncYard), through loop lanes
     batchers.py  Batchers: keyed batching configured once, bounded open keys
     outcomes.py  what an add returns to each call, and schedules for its batches
+    starting.py  FlushStarts: a flush's start, or the start made by the hand-off before it
 """
 
 from __future__ import annotations

@@ -256,12 +256,14 @@ class Store:
         condition `when` holds at this point of the transaction, where workers of other
         processes are told by a statement (read after the commit: no round trip more)."""
         notify = self._notify_sql()
-        if notify is None or when is None:
+        if when is None:
             if notify:
                 tx.execute(notify)
             tx.after_commit.append(self._wakeup.set)
             return
-        woke = tx.later(f"{notify} AS woke WHERE {when}", params)
+        # where no statement tells other processes, the condition is read all the same: a
+        # worker of this process is woken only when it holds
+        woke = tx.later(f"{notify or 'SELECT 1'} AS woke WHERE {when}", params)
 
         def wake_here() -> None:
             if woke.all():
