@@ -9,10 +9,12 @@ Expired leases are rescued by that same claim (a running task whose lease ran ou
 due), so there is no separate reaper to forget. A kind may run its tasks in groups
 (`Grouping`): a claimed task of such a kind takes one slot together with its siblings,
 claimed with it up to the group's size, and the group is done at once - if that fails, each
-of its tasks runs alone, so one bad task retries and dies by itself. A heartbeat thread
-extends the leases of the tasks in flight. On SIGTERM/SIGINT the worker stops claiming,
-lets in-flight work finish up to `shutdown_timeout`, and gives the remaining leases back; a
-second signal exits at once.
+of its tasks runs alone, so one bad task retries and dies by itself. A task whose end
+claimed the next one for this worker (`TaskKind.run` returns it: the next batch of an
+ordered base, a place under a limited handler) runs next on the same thread, without
+waiting for the loop. A heartbeat thread extends the leases of the tasks in flight. On
+SIGTERM/SIGINT the worker stops claiming (and handing over), lets in-flight work finish up
+to `shutdown_timeout`, and gives the remaining leases back; a second signal exits at once.
 
 Nothing else ends a worker. An error anywhere in the loop (the store restarting, a full disk,
 a bug) is met with backoff, one warning when it starts and one line when it ends (`Outage`);

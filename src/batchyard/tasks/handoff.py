@@ -28,7 +28,7 @@ from __future__ import annotations
 
 PARK_SECONDS = 86_400.0  # how far ahead a parked task is due: a safety net, not a timer
 
-# the claim, as `queue._claim_sql` writes it, of the tasks in `picked`
+# the claim, as `sql._claim_sql` writes it, of the tasks in `picked`
 _CLAIM = (
     "UPDATE batchyard_tasks SET state = 'running', token = token + 1, "
     "attempts = attempts + 1, worker_id = :worker_id, due_at = {now} + :lease, parked = 0, "
