@@ -22,7 +22,7 @@ from batchyard.store import Store, Tx
 from batchyard.store.filters import under_prefix
 from batchyard.tasks import limits
 from batchyard.tasks.limits import HandlerLoad
-from batchyard.tasks.queue import FREE_GATE
+from batchyard.tasks.sql import FREE_GATE
 
 if TYPE_CHECKING:
     from batchyard.yard import Yard

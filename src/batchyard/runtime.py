@@ -2,8 +2,8 @@
 
 The store, the clock (and `now()`, the time to bind in SQL), the registered handlers, the
 retry policy, the task queue and the task kinds the worker runs, the embedder, and the id
-of the worker running in this process. Capabilities take a `Runtime`, never the `Yard`
-facade: arrows point down.
+and lease of the worker running in this process. Capabilities take a `Runtime`, never the
+`Yard` facade: arrows point down.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ class Runtime:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     kinds: TaskKinds = field(default_factory=TaskKinds)
     worker_id: str | None = None
+    lease: float = 30.0  # the lease of the worker running in this process, in seconds
+    # whether the end of a task may claim the next one for that worker (not once it stops)
+    handing_over: bool = False
     _embedder: Embedder | None = None
     tasks: TaskQueue = field(init=False)
 

@@ -9,10 +9,12 @@ Expired leases are rescued by that same claim (a running task whose lease ran ou
 due), so there is no separate reaper to forget. A kind may run its tasks in groups
 (`Grouping`): a claimed task of such a kind takes one slot together with its siblings,
 claimed with it up to the group's size, and the group is done at once - if that fails, each
-of its tasks runs alone, so one bad task retries and dies by itself. A heartbeat thread
-extends the leases of the tasks in flight. On SIGTERM/SIGINT the worker stops claiming,
-lets in-flight work finish up to `shutdown_timeout`, and gives the remaining leases back; a
-second signal exits at once.
+of its tasks runs alone, so one bad task retries and dies by itself. A task whose end
+claimed the next one for this worker (`TaskKind.run` returns it: the next batch of an
+ordered base, a place under a limited handler) runs next on the same thread, without
+waiting for the loop. A heartbeat thread extends the leases of the tasks in flight. On
+SIGTERM/SIGINT the worker stops claiming (and handing over), lets in-flight work finish up
+to `shutdown_timeout`, and gives the remaining leases back; a second signal exits at once.
 
 Nothing else ends a worker. An error anywhere in the loop (the store restarting, a full disk,
 a bug) is met with backoff, one warning when it starts and one line when it ends (`Outage`);
@@ -97,6 +99,8 @@ class Worker:
         self.outage = Outage(log, "worker")
         self.last_cycle: float | None = None  # time.monotonic() of the loop's last good turn
         runtime.worker_id = self.id
+        runtime.lease = lease  # a task handed over at another's end is claimed with it
+        runtime.handing_over = True
 
     # -- public ---------------------------------------------------------------------------
 
@@ -176,6 +180,7 @@ class Worker:
 
     def stop(self) -> None:
         """Ask the worker to stop claiming and finish what it holds."""
+        self.runtime.handing_over = False  # the end of a task claims no other now
         self._stopping.set()
         self._slot_freed.set()
         self.store._wakeup.set()
@@ -308,15 +313,37 @@ class Worker:
                     metrics.TASK_DURATION.labels(task.kind).observe(share)
                 return
         for task in unit:
-            self._execute(task)
+            handed = self._execute(task)
+            while handed is not None:
+                handed = self._execute_handed(handed)
 
-    def _execute(self, task: Task) -> None:
+    def _execute_handed(self, task: Task) -> Task | None:
+        """Run a task that the end of the one before claimed for this slot (a hand-off);
+        the next one it hands over, if any. At a stop it is given back instead."""
+        with self._lock:
+            stopping = self._stopping.is_set()
+            if not stopping:
+                self._inflight[task.id] = task  # its lease kept by the heartbeat
+        if stopping:
+            try:
+                self.tasks.release([task], self.runtime.now())
+            except Exception as exc:  # it runs again once its lease expires
+                log.warning("could not give back task %s: %s", task.id, exc)
+            return None
+        try:
+            return self._execute(task)
+        finally:
+            with self._lock:
+                self._inflight.pop(task.id, None)
+
+    def _execute(self, task: Task) -> Task | None:
         kind = self.runtime.kinds.get(task.kind)
         started = time.perf_counter()
+        handed = None
         try:
             if kind is None:
                 raise LookupError(f"no runner for task kind {task.kind!r}")
-            kind.run(task)
+            handed = kind.run(task)
         except LeaseLost as exc:
             log.warning("stale result refused: %s", exc)
         except Exception as exc:
@@ -344,6 +371,7 @@ class Worker:
         finally:
             self.tasks_run += 1
             metrics.TASK_DURATION.labels(task.kind).observe(time.perf_counter() - started)
+        return handed
 
     def _settle(self, task: Task, write: Callable[[], None]) -> None:
         """Write a task's outcome. While the store is unavailable, try again with backoff:

@@ -11,7 +11,7 @@ import json
 
 from batchyard.store import open_store
 from batchyard.tasks import TaskQueue
-from batchyard.tasks.queue import CLAIM_SQL
+from batchyard.tasks.sql import CLAIM_SQL
 
 TASKS = 60_000
 NOW = 2_000_000.0

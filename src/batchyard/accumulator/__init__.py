@@ -16,6 +16,7 @@ one batch and a flush is never larger than the limits.
     batchers.py  Batchers: keyed batching configured once, bounded open keys; summaries
     outcomes.py  what an add returns to each call, and schedules for its batches
     filling.py   an add's transaction: new batches, items at their places, their flushes
+    starting.py  FlushStarts: a flush's start, or the start made by the hand-off before it
 """
 
 from __future__ import annotations

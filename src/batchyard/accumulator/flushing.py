@@ -24,6 +24,7 @@ from batchyard.accumulator.records import (
     FlushResult,
     split_base,
 )
+from batchyard.accumulator.starting import FlushStarts
 from batchyard.errors import Conflict, NotFound
 from batchyard.failures import error_text, log_failure, traceback_text
 from batchyard.signals import ItemFailures
@@ -65,6 +66,10 @@ def schedule_flush(
     )
 
 
+def _next_batch(context: FlushContext) -> str:
+    return f"{context.base_id}::{context.sequence + 1}"
+
+
 def _outcome(error: str | None, failures: dict[int, str]) -> str:
     """A flush attempt's outcome: failed as a whole, partly, or completed."""
     if error is not None and not failures:
@@ -85,6 +90,7 @@ class Flusher:
         self.runtime = runtime
         self.store = runtime.store
         self.tasks = runtime.tasks
+        self.starts = FlushStarts(self.store, self.tasks)
         runtime.kinds.add(TaskKind(FLUSH_TASK, self.run_flush, on_dead=self.on_dead_flush))
 
     def flush(self, batch_id: str, reason: FlushReason = FlushReason.MANUAL) -> FlushResult:
@@ -155,8 +161,9 @@ class Flusher:
 
     # -- the flush task -------------------------------------------------------------------
 
-    def run_flush(self, task: Task) -> None:
-        """Run one attempt of a batch's flush (the worker calls this for FLUSH_TASK)."""
+    def run_flush(self, task: Task) -> Task | None:
+        """Run one attempt of a batch's flush (the worker calls this for FLUSH_TASK); the
+        task its end handed over to run next on the same slot, if any (see `_record`)."""
         batch_id = task.payload["batch_id"]
         if task.attempts > task.max_attempts:
             # every attempt so far died with its worker: stop, or a poison batch loops forever
@@ -165,30 +172,24 @@ class Flusher:
                 f"gave up after {task.max_attempts} attempts whose worker "
                 f"was lost (last error: {task.last_error})",
             )
-            return
-        # one round trip: both statements sent at once, their rows read after the commit
-        with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
-            started_rows = tx.later(
-                sql.START_FLUSH, {"batch_id": batch_id, "reason": str(FlushReason.INTERVAL)}
-            )
-            pending = tx.later(sql.PENDING_ITEMS_OF_FLUSHING, {"batch_id": batch_id})
-        [batch] = started_rows.all() or [None]
+            return None
+        batch, rows = self.starts.start(task, self.runtime.now())
         if batch is None:
             held = self._hold_back(task)
             if held is not None:
-                if not held:  # closed, or its idle time passed, since: flush it after all
-                    self.run_flush(task)
-                return
-            # deleted, completed or dead: nothing to do
+                # closed, or its idle time passed, since: flush it after all
+                return None if held else self.run_flush(task)
+            # deleted, completed or dead: nothing to do (a task may wait for this one)
             with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
-                self.tasks.complete(tx, task)
-            return
-        rows = pending.all()
+                self.tasks.complete(tx, task, release=True)
+                self.store.notify_work(tx)
+            return None
         if not rows:  # every item already delivered (a partial flush's last retry raced)
             with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
-                self.tasks.complete(tx, task)
+                self.tasks.complete(tx, task, release=True)
                 self._finish(tx, batch_id)
-            return
+                self.store.notify_work(tx)
+            return None
         context = FlushContext(
             batch_id=batch_id,
             base_id=batch["base_id"],
@@ -208,12 +209,13 @@ class Flusher:
         # a span of its own trace, linked to the adds of the items it delivers
         links = (row["trace_context"] for row in rows)
         with tracing.span("batchyard.flush", attributes, links) as span:
-            self._deliver(task, batch, context, rows, span)
+            return self._deliver(task, batch, context, rows, span)
 
     def _deliver(
         self, task: Task, batch: Any, context: FlushContext, rows: list[Any], span: Any
-    ) -> None:
-        """Call the handler with the pending items, record the outcome, log a failure."""
+    ) -> Task | None:
+        """Call the handler with the pending items, record the outcome, log a failure; the
+        task handed over by the recording, if any."""
         batch_id = context.batch_id
         items = [orjson.loads(row["payload"]) for row in rows]
         started_wall, started = self.runtime.clock.time(), time.perf_counter()
@@ -235,7 +237,7 @@ class Flusher:
             error = error_text(exc)
         duration = time.perf_counter() - started
         traceback = None if raised is None else traceback_text(raised)
-        dead = self._record(
+        dead, handed = self._record(
             task, batch, context, rows, failures, error, traceback, started_wall, duration
         )
         tracing.record_outcome(span, _outcome(error, failures), raised, **{"batchyard.dead": dead})
@@ -252,6 +254,7 @@ class Flusher:
                 handler=batch["handler"],
                 duration_seconds=round(duration, 6),
             )
+        return handed
 
     def _hold_back(self, task: Task) -> bool | None:
         """A flush task found its batch open and held back by its debounce (an item came
@@ -280,8 +283,15 @@ class Flusher:
         traceback: str | None,
         started: float,
         duration: float,
-    ) -> bool:
-        """Write the attempt's outcome; whether the batch is dead now."""
+    ) -> tuple[bool, Task | None]:
+        """Write the attempt's outcome; whether the batch is dead now, and the task this
+        end handed over to run next on the same slot.
+
+        The end of a flush may make another runnable: the next batch of its ordered base
+        (once it completed), a place under its handler's limits (whatever the outcome).
+        The same pipelined transaction brings that one forward and claims it for this
+        worker (see `batchyard.tasks.handoff`), so that it starts at once instead of at
+        the claim loop's next turn; the other workers are woken only for what is left."""
         whole_failure = error is not None and not failures
         outcome = _outcome(error, failures)
         delay = (
@@ -290,12 +300,23 @@ class Flusher:
             else self.runtime.retry.next_delay(task.attempts, max_attempts=task.max_attempts)
         )
         dead = outcome != "completed" and delay is None
-        # one round trip: the task's write is fenced by its token with `Tx.require`, which
-        # fails the whole pipelined transaction (rolled back) when the token is stale
+        waited = outcome == "completed" and bool(batch["ordered"])
+        limited = batch["handler"] if self.runtime.handlers.limited(batch["handler"]) else None
+        # one round trip (two for a place handed over, whose claim is read to start it):
+        # the task's write is fenced by its token with `Tx.require`, which fails the whole
+        # pipelined transaction (rolled back) when the token is stale
         with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
             batch_id = context.batch_id
+            worker_id = self.runtime.worker_id if self.runtime.handing_over else None
+            handing = None
+            if limited and worker_id is not None:
+                handing = self.tasks.hand_over_place(
+                    tx, task, worker_id, self.runtime.lease, limited
+                )
             if outcome == "completed":
-                self.tasks.complete(tx, task)
+                self.tasks.complete(tx, task, release=waited)
+                if waited and not limited and worker_id is not None:
+                    handing = self.tasks.hand_over_next(tx, task, worker_id, self.runtime.lease)
             elif dead:
                 self.tasks.dead_letter(tx, task, error or "")
             else:
@@ -320,11 +341,7 @@ class Flusher:
                         ],
                     )
             tx.execute(
-                "INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, reason, "
-                "outcome, item_count, failed_count, error, worker_id, started_at, duration, "
-                "traceback) VALUES (:batch_id, :base_id, :sequence, :attempt, :reason, "
-                ":outcome, :item_count, :failed_count, :error, :worker_id, :started, "
-                ":duration, :traceback)",
+                sql.RECORD_FLUSH,
                 {
                     "batch_id": batch_id,
                     "base_id": context.base_id,
@@ -341,13 +358,10 @@ class Flusher:
                     "traceback": traceback,
                 },
             )
-            if (outcome == "completed" and batch["ordered"]) or self.runtime.handlers.limited(
-                batch["handler"]
-            ):
-                # a flush may be waiting for this one's end (the next batch of its ordered
-                # base, or a place under its handler's limits): wake the workers now, not at
-                # their next poll (a statement more in the pipeline, no round trip)
-                self.store.notify_work(tx)
+            if waited or limited:
+                # what the hand-off left to take: the workers are woken now, not at their
+                # next poll (a statement more in the pipeline, no round trip)
+                self.tasks.wake_others(tx, task, completed=waited, handler=limited)
             if outcome == "completed":
                 self._finish(tx, batch_id)
             else:
@@ -357,9 +371,15 @@ class Flusher:
                     + " WHERE batch_id = :batch_id",
                     {"batch_id": batch_id, "error": error},
                 )
+            handed = self.starts.start_handed(
+                tx,
+                handing,
+                self.runtime.worker_id,
+                _next_batch(context) if waited and not limited else None,
+            )
         delivered = 0 if whole_failure else len(rows) - len(failures)
         metrics.flush_recorded(context.reason, outcome, delivered, duration)
-        return dead
+        return dead, handed()
 
     def _give_up(self, task: Task, error: str) -> None:
         log.error(
@@ -395,13 +415,7 @@ class Flusher:
         ).rowcount
         if moved:
             tx.execute(
-                "INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, reason, "
-                "outcome, item_count, failed_count, error, worker_id, started_at, duration) "
-                "SELECT b.batch_id, b.base_id, b.sequence, b.attempts, "
-                f"COALESCE(b.flush_reason, 'manual'), 'failed', {sql.PENDING_COUNT}, "
-                f"{sql.PENDING_COUNT}, :error, :worker_id, {{now}}, 0 FROM batchyard_batches b "
-                # an attempt whose outcome was recorded keeps it
-                "WHERE b.batch_id = :batch_id ON CONFLICT (batch_id, attempt) DO NOTHING",
+                sql.RECORD_DEAD_FLUSH,
                 params,
             )
 

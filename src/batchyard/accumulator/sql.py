@@ -234,21 +234,35 @@ IDLE_WAIT = (
     f"ELSE {{least}}({_LAST_ADDED} + flush_after_idle, created_at + flush_interval) END "
     "- {now} AS wait FROM batchyard_batches WHERE batch_id = :batch_id {for_update}"
 )
+
+
 # The start of a flush attempt, in one statement: a batch still open is closed (a timer
 # that fires on an open batch is the interval or idle flush) and the attempt is counted,
 # durably before the handler runs. No row: the batch is deleted, completed or dead - or
 # open and held back by its debounce (see `IDLE_WAIT`).
-START_FLUSH = (
-    "UPDATE batchyard_batches SET status = 'flushing', attempts = attempts + 1, "
-    f"flush_reason = CASE WHEN status = 'accumulating' THEN {_TIMER_REASON} "
-    "ELSE flush_reason END, "
-    "flush_requested_at = CASE WHEN status = 'accumulating' THEN {now} "
-    "ELSE flush_requested_at END, "
-    "updated_at = CASE WHEN status = 'accumulating' THEN {now} ELSE updated_at END "
-    "WHERE batch_id = :batch_id AND (status = 'flushing' "
-    f"OR status = 'accumulating' AND NOT {IDLE_WAITING}) "
-    "RETURNING batch_no, base_id, sequence, handler, attempts, idempotency_key, flush_reason, "
-    "ordered"
+def _start_flush(condition: str = "") -> str:
+    return (
+        "UPDATE batchyard_batches SET status = 'flushing', attempts = attempts + 1, "
+        f"flush_reason = CASE WHEN status = 'accumulating' THEN {_TIMER_REASON} "
+        "ELSE flush_reason END, "
+        "flush_requested_at = CASE WHEN status = 'accumulating' THEN {now} "
+        "ELSE flush_requested_at END, "
+        "updated_at = CASE WHEN status = 'accumulating' THEN {now} ELSE updated_at END "
+        "WHERE batch_id = :batch_id AND (status = 'flushing' "
+        f"OR status = 'accumulating' AND NOT {IDLE_WAITING}){condition} "
+        "RETURNING batch_no, base_id, sequence, handler, attempts, idempotency_key, "
+        "flush_reason, ordered"
+    )
+
+
+START_FLUSH = _start_flush()
+# The same, in the transaction of a hand-off (`batchyard.tasks.handoff`), only if that
+# transaction claimed the batch's flush task for :worker_id: sent without waiting to learn
+# whether it did (before the hand-off commits no one else can hold that task - it waits for
+# the one whose end is being written).
+START_HANDED_FLUSH = _start_flush(
+    " AND EXISTS (SELECT 1 FROM batchyard_tasks s WHERE s.key = 'flush:' || :batch_id "
+    "AND s.state = 'running' AND s.worker_id = :worker_id)"
 )
 
 
@@ -270,4 +284,23 @@ PENDING_ITEMS = _pending_items(":batch_no")
 # START_FLUSH, before that statement's row is back.
 PENDING_ITEMS_OF_FLUSHING = _pending_items(
     "(SELECT batch_no FROM batchyard_batches WHERE batch_id = :batch_id AND status = 'flushing')"
+)
+
+# One attempt's outcome in the flush history.
+RECORD_FLUSH = (
+    "INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, reason, "
+    "outcome, item_count, failed_count, error, worker_id, started_at, duration, "
+    "traceback) VALUES (:batch_id, :base_id, :sequence, :attempt, :reason, "
+    ":outcome, :item_count, :failed_count, :error, :worker_id, :started, "
+    ":duration, :traceback)"
+)
+# The history line of a flush that went to the dead letters other than by its own
+# recording (see `Flusher.on_dead_flush`); an attempt whose outcome was recorded keeps it.
+RECORD_DEAD_FLUSH = (
+    "INSERT INTO batchyard_flushes (batch_id, base_id, sequence, attempt, reason, "
+    "outcome, item_count, failed_count, error, worker_id, started_at, duration) "
+    "SELECT b.batch_id, b.base_id, b.sequence, b.attempts, "
+    f"COALESCE(b.flush_reason, 'manual'), 'failed', {PENDING_COUNT}, "
+    f"{PENDING_COUNT}, :error, :worker_id, {{now}}, 0 FROM batchyard_batches b "
+    "WHERE b.batch_id = :batch_id ON CONFLICT (batch_id, attempt) DO NOTHING"
 )

@@ -2,7 +2,8 @@
 
 SQL is written once with ``:name`` parameters and fragments that differ by dialect:
 ``{now}`` (the store's clock, in epoch seconds), ``{skip_locked}``, ``{for_update}`` and
-``{for_share}`` (a row lock others may share; nothing on SQLite, whose writer is alone). Each
+``{for_share}`` and ``{for_key_share}`` (row locks others may share - the second one that only
+keeps the row from being deleted; nothing on SQLite, whose writer is alone). Each
 backend turns the text into its own form once and caches it. Above ``store/`` nothing knows
 which backend it runs on.
 """
@@ -270,12 +271,25 @@ class Store:
         super().__init_subclass__(**kwargs)
         cls._prepared = {}  # each backend its own
 
-    def notify_work(self, tx: Tx) -> None:
-        """Wake idle workers (in this process at once, elsewhere on commit)."""
+    def notify_work(self, tx: Tx, when: str | None = None, params: Params | None = None) -> None:
+        """Wake idle workers (in this process at once, elsewhere on commit) - only if the SQL
+        condition `when` holds at this point of the transaction, where workers of other
+        processes are told by a statement (read after the commit: no round trip more)."""
         notify = self._notify_sql()
-        if notify:
-            tx.execute(notify)
-        tx.after_commit.append(self._wakeup.set)
+        if when is None:
+            if notify:
+                tx.execute(notify)
+            tx.after_commit.append(self._wakeup.set)
+            return
+        # where no statement tells other processes, the condition is read all the same: a
+        # worker of this process is woken only when it holds
+        woke = tx.later(f"{notify or 'SELECT 1'} AS woke WHERE {when}", params)
+
+        def wake_here() -> None:
+            if woke.all():
+                self._wakeup.set()
+
+        tx.after_commit.append(wake_here)
 
     def secret(self, name: str) -> bytes:
         """A random 32-byte secret, made on first use and the same for every process that

@@ -121,6 +121,7 @@ class PostgresStore(Store):
         # a lock on a name for the rest of the transaction
         "lock_name": "SELECT pg_advisory_xact_lock(hashtext(:lock))",
         "for_share": "FOR SHARE",
+        "for_key_share": "FOR KEY SHARE",
         "least": "LEAST",
         # where a text first holds another, from 1 (0: nowhere): strpos(text, sought)
         "strpos": "strpos",

@@ -45,6 +45,7 @@ class SQLiteStore(Store):
         # a write transaction already holds the one write lock
         "lock_name": "SELECT :lock",
         "for_share": "",
+        "for_key_share": "",
         "least": "MIN",
         # where a text first holds another, from 1 (0: nowhere): strpos(text, sought)
         "strpos": "instr",

@@ -29,10 +29,12 @@ class Grouping:
 class TaskKind:
     """One kind of task: its name (stored with each task), how to run one, and optionally
     how to run several together and the capability's books when one is dead-lettered (in
-    the dead-lettering transaction)."""
+    the dead-lettering transaction). `run` may return a task that the end of this one
+    claimed for this worker (`TaskQueue.hand_off`): the worker runs it next, on the same
+    slot."""
 
     name: str
-    run: Callable[[Task], None]
+    run: Callable[[Task], Task | None]
     grouping: Grouping | None = None
     on_dead: Callable[[Tx, Task, str], None] | None = None
 

@@ -20,58 +20,11 @@ from batchyard import metrics
 from batchyard.errors import LeaseLost, NotFound
 from batchyard.handlers import HandlerLimit
 from batchyard.store import Store, Tx
-from batchyard.store.base import Row
-from batchyard.tasks import limits
+from batchyard.store.base import Row, Rows
+from batchyard.tasks import handoff, limits, sql
 
-# A task that waits for another (`after_key`: the flushes of an ordered base) is not due
-# while that one is queued, running or dead; the claim passes over it, so it holds no worker
-# thread and no attempt is counted. Both look-ups are by a unique key, written as scalar
-# subqueries: PostgreSQL may run a NOT EXISTS under an OR as a hash of the whole table.
-FREE_GATE = (
-    " AND (t.after_key IS NULL OR ((SELECT p.id FROM batchyard_tasks p "
-    "WHERE p.key = t.after_key) IS NULL AND (SELECT d.id FROM batchyard_dead_tasks d "
-    "WHERE d.key = t.after_key) IS NULL))"
-)
-# A task of a limited handler is left to the limited claim (`limits`); a task with no
-# handler matches no limit. (An anti-join against a table of a few rows: under an OR it
-# would be a subquery per row, which the planner costs so high that it leaves the index.)
-_UNLIMITED = (
-    " AND NOT EXISTS (SELECT 1 FROM batchyard_handler_limits l WHERE l.handler = t.handler)"
-)
 # a task to queue: its key, its payload, and the key of the task it waits for
 Queued = tuple[str | None, Mapping[str, Any], str | None]
-_RETURNING = "id, kind, key, payload, attempts, max_attempts, token, last_error"
-
-
-# The claim, in one statement: pick due tasks in due order, bump their fencing token and
-# attempt, and set the lease. `due_at` carries the lease expiry of running tasks, so the same
-# index range finds expired leases to rescue.
-def _claim_sql(where: str) -> str:
-    return (
-        "WITH picked AS MATERIALIZED (SELECT t.id FROM batchyard_tasks t "
-        f"WHERE t.due_at <= {{now}}{where}{FREE_GATE}{_UNLIMITED} "
-        "ORDER BY t.due_at, t.id LIMIT :limit {skip_locked}) "
-        "UPDATE batchyard_tasks SET state = 'running', token = token + 1, "
-        "attempts = attempts + 1, worker_id = :worker_id, due_at = {now} + :lease, "
-        f"updated_at = {{now}} WHERE id IN (SELECT id FROM picked) RETURNING {_RETURNING}"
-    )
-
-
-# a key that starts with :prefix (substr, not LIKE: SQLite's LIKE ignores case, and '_' and
-# '%' in an id would be wildcards)
-_UNDER_PREFIX = "substr(key, 1, length(:prefix)) = :prefix"
-CLAIM_SQL = _claim_sql("")
-# the same range, kept to one kind and one key prefix: the rest of a group
-CLAIM_GROUP_SQL = _claim_sql(f" AND kind = :kind AND {_UNDER_PREFIX}")
-CLAIM_LIMITED_SQL = limits.claim_limited_sql(FREE_GATE, _RETURNING)
-# when the next task can be claimed, of those that wait for no handler's room
-_NEXT_DUE = (
-    "SELECT MIN(t.due_at) - {now} AS wait FROM batchyard_tasks t "
-    f"WHERE true{FREE_GATE}{_UNLIMITED}"
-)
-_LIMITED_WAITS = limits.waits_sql(FREE_GATE)
-# whether anything can be claimed now (an idle poller's look, without the write lock)
-_ANY_DUE = f"SELECT t.id FROM batchyard_tasks t WHERE t.due_at <= {{now}}{FREE_GATE} LIMIT 1"
 
 
 @dataclass(frozen=True)
@@ -137,26 +90,20 @@ class TaskQueue:
         round trip each, and on SQLite a wait for the GIL each while other threads run)."""
         if not tasks:
             return
-        tx.execute(
-            "INSERT INTO batchyard_tasks (kind, key, payload, state, due_at, max_attempts, "
-            "after_key, handler, created_at, updated_at) "
-            "SELECT :kind, t.a, t.b, 'queued', {now} + :delay, :max_attempts, t.c, "
-            "CAST(:handler AS TEXT), {now}, {now} "
-            # WHERE true: SQLite's parser needs it before an upsert's ON CONFLICT
-            "FROM {json_pairs} t WHERE true "
-            "ON CONFLICT (key) DO UPDATE SET due_at = {least}(batchyard_tasks.due_at, "
-            "excluded.due_at), updated_at = excluded.updated_at "
-            "WHERE batchyard_tasks.state = 'queued'",
-            {
-                "kind": kind,
-                "pairs": orjson.dumps(
-                    [(task[0], orjson.dumps(task[1]).decode(), *task[2:]) for task in tasks]
-                ).decode(),
-                "delay": float(delay),
-                "max_attempts": max_attempts,
-                "handler": handler,
-            },
-        )
+        params = {
+            "kind": kind,
+            "pairs": orjson.dumps(
+                [(task[0], orjson.dumps(task[1]).decode(), *task[2:]) for task in tasks]
+            ).decode(),
+            "delay": float(delay),
+            "max_attempts": max_attempts,
+            "handler": handler,
+        }
+        if delay <= 0 and any(len(task) > 2 and task[2] for task in tasks):
+            # some wait for others: each whose predecessor is there now is parked
+            tx.execute(handoff.ENQUEUE_PARKING, {**params, "park": handoff.PARK_SECONDS})
+        else:
+            tx.execute(sql.ENQUEUE, params)
         if delay <= 0:
             self.store.notify_work(tx)
 
@@ -189,12 +136,12 @@ class TaskQueue:
         self.store.watch_for_work()
         if look and self.store.single_writer:
             with self.store.transaction(now, write=False) as tx:
-                if tx.one(_ANY_DUE) is None:
+                if tx.one(sql.ANY_DUE) is None:
                     return []
         claimed = self._claim_limited(worker_id, limit, lease, now) if self.limited else []
         if len(claimed) < limit:
             params = {"limit": limit - len(claimed), "worker_id": worker_id, "lease": lease}
-            claimed += self.store.all(CLAIM_SQL, params, now)
+            claimed += self.store.all(sql.CLAIM_SQL, params, now)
         return sorted((_task(row) for row in claimed), key=lambda t: t.id)
 
     def _claim_limited(
@@ -206,7 +153,7 @@ class TaskQueue:
             tx.later(limits.LOCK_LIMITS)
             tx.execute(limits.PRUNE_STARTS)
             claimed = tx.later(
-                CLAIM_LIMITED_SQL, {"limit": limit, "worker_id": worker_id, "lease": lease}
+                sql.CLAIM_LIMITED_SQL, {"limit": limit, "worker_id": worker_id, "lease": lease}
             )
             tx.execute(limits.RECORD_STARTS)
         return list(claimed.all())
@@ -221,7 +168,7 @@ class TaskQueue:
     def handler_loads(self, now: float | None = None) -> list[limits.HandlerLoad]:
         """Every limited handler's limits and load (in flight, recent starts, waiting)."""
         with self.store.transaction(now, write=False) as tx:
-            return limits.loads(tx, FREE_GATE)
+            return limits.loads(tx, sql.FREE_GATE)
 
     def claim_group(
         self,
@@ -235,7 +182,7 @@ class TaskQueue:
         """Like `claim`, but only tasks of `kind` whose key starts with `prefix`: the rest of
         a group that one worker does at once (the chunks of one job)."""
         rows = self.store.all(
-            CLAIM_GROUP_SQL,
+            sql.CLAIM_GROUP_SQL,
             {
                 "limit": limit,
                 "worker_id": worker_id,
@@ -267,14 +214,54 @@ class TaskQueue:
             )
         return lost
 
-    def complete(self, tx: Tx, task: Task) -> None:
+    def complete(self, tx: Tx, task: Task, *, release: bool = False) -> None:
         """Remove a finished task, refusing a stale token (the caller's writes roll back).
-        Fenced by `Tx.require`, so it may be written in a pipelined transaction."""
+        Fenced by `Tx.require`, so it may be written in a pipelined transaction. `release`
+        brings forward the tasks parked behind it (where one may wait for it)."""
         tx.require(
             "DELETE FROM batchyard_tasks WHERE id = :id AND token = :token RETURNING id",
             {"id": task.id, "token": task.token},
             _lost(task),
         )
+        if release and task.key is not None:
+            tx.execute(handoff.UNPARK, {"key": task.key})
+
+    def hand_over_place(
+        self, tx: Tx, task: Task, worker_id: str, lease: float, handler: str
+    ) -> Rows:
+        """Claim in `tx` the oldest due task of the limited `handler` in the place that the
+        end of `task` frees (see `handoff`). Call it before the write that ends `task`, and
+        `handed` after the commit for the task to run next."""
+        params = {"worker_id": worker_id, "lease": lease, "handler": handler}
+        return tx.later(sql.HAND_OFF_LIMITED, {**params, "id": task.id, "token": task.token})
+
+    def hand_over_next(self, tx: Tx, task: Task, worker_id: str, lease: float) -> Rows:
+        """Claim in `tx` the task that waited for `task` (see `handoff`). Call it after the
+        completion of `task` that brought it forward (`complete(release=True)`): the
+        deletion goes first, as in every transaction that queues a task behind it (each
+        locks the row it waits for), so that the two never wait for each other."""
+        return tx.later(
+            sql.HAND_OFF_NEXT, {"worker_id": worker_id, "lease": lease, "key": task.key}
+        )
+
+    def wake_others(self, tx: Tx, task: Task, *, completed: bool, handler: str | None) -> None:
+        """After the write that ended `task` and its hand-off: wake the other workers if
+        what the end freed is still to be taken (its successor, or its limited `handler`'s
+        place with a due task waiting); a hand-off that took it wakes no one."""
+        waits = []
+        if completed and task.key is not None:
+            waits.append(handoff.NEXT_WAITS)
+        if handler is not None:
+            waits.append(handoff.PLACE_WAITS)
+        if waits:
+            condition = " OR ".join(f"({wait})" for wait in waits)
+            self.store.notify_work(tx, condition, {"key": task.key, "handler": handler})
+
+    @staticmethod
+    def handed(rows: Rows | None) -> Task | None:
+        """The task a `hand_off` claimed, if any (read after the commit)."""
+        found = [] if rows is None else rows.all()
+        return _task(found[0]) if found else None
 
     def complete_many(self, tx: Tx, tasks: Sequence[Task]) -> None:
         """Remove finished tasks in one statement, all or none: one stale token among them
@@ -378,7 +365,7 @@ class TaskQueue:
         rows: list[Row] = tx.all(
             "SELECT id, kind, key, payload, attempts, last_error, created_at, died_at "
             "FROM batchyard_dead_tasks WHERE (CAST(:kind AS TEXT) IS NULL OR kind = :kind) "
-            f"AND {_UNDER_PREFIX} ORDER BY id LIMIT :limit OFFSET :offset",
+            f"AND {sql.UNDER_PREFIX} ORDER BY id LIMIT :limit OFFSET :offset",
             {"kind": kind, "limit": limit, "prefix": prefix, "offset": max(0, offset)},
         )
         return rows
@@ -396,6 +383,7 @@ class TaskQueue:
         """Drop the dead task of `key` for good (its capability has closed its books); a
         task that waited for it is free to run."""
         tx.execute("DELETE FROM batchyard_dead_tasks WHERE key = :key", {"key": key})
+        tx.execute(handoff.UNPARK, {"key": key})
         self.store.notify_work(tx)
 
     def cancel_queued(self, tx: Tx, kind: str, prefix: str) -> int:
@@ -404,7 +392,7 @@ class TaskQueue:
         return int(
             tx.execute(
                 f"DELETE FROM batchyard_tasks WHERE kind = :kind "
-                f"AND state = 'queued' AND {_UNDER_PREFIX}",
+                f"AND state = 'queued' AND {sql.UNDER_PREFIX}",
                 {"kind": kind, "prefix": prefix},
             ).rowcount
         )
@@ -415,7 +403,7 @@ class TaskQueue:
         return (
             tx.one(
                 "SELECT 1 FROM batchyard_tasks WHERE kind = :kind AND state = 'running' "
-                f"AND {_UNDER_PREFIX} AND id <> :besides AND due_at > {{now}} LIMIT 1",
+                f"AND {sql.UNDER_PREFIX} AND id <> :besides AND due_at > {{now}} LIMIT 1",
                 {"kind": kind, "prefix": prefix, "besides": -1 if besides is None else besides},
             )
             is not None
@@ -427,8 +415,8 @@ class TaskQueue:
         the handler has room again (a lease ends, or a start leaves the rate window)."""
         # with limits, both queries go in one pipeline: no round trip more than without
         with self.store.transaction(now, write=False, pipeline=self.limited) as tx:
-            first = tx.later(_NEXT_DUE)
-            limited = tx.later(_LIMITED_WAITS) if self.limited else None
+            first = tx.later(sql.NEXT_DUE)
+            limited = tx.later(sql.LIMITED_WAITS) if self.limited else None
         [row] = first.all()
         waits = [] if row["wait"] is None else [float(row["wait"])]
         if limited is not None:
