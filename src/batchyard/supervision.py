@@ -9,12 +9,18 @@ trouble starts, one line when it ends with its length, nothing per failed attemp
 from __future__ import annotations
 
 import logging
+import os
 import random
+import signal
 import threading
 import time
+from collections.abc import Callable
+from types import FrameType
 
 from batchyard import metrics
 from batchyard.errors import StoreError
+
+log = logging.getLogger("batchyard.supervision")
 
 # A failure this soon after the store came back is the same trouble going on (a restart
 # kills every pooled connection, and each one's death is found by its next use): told as
@@ -105,3 +111,28 @@ class Outage:
             failures,
             "" if failures == 1 else "s",
         )
+
+
+def stop_on_signals(stop: Callable[[], None], stopping: threading.Event) -> Callable[[], None]:
+    """From the main thread: SIGTERM and SIGINT call `stop` (a graceful stop: work in flight
+    drains); a second one while `stopping` is set exits at once. Returns what puts the
+    previous handlers back (nothing is installed, and nothing restored, off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stopping.is_set():
+            log.warning("second signal: exiting at once")
+            os._exit(128 + signum)
+        log.info("signal %d: stopping (again to exit at once)", signum)
+        stop()
+
+    for sig in previous:
+        signal.signal(sig, on_signal)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore

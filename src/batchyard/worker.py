@@ -28,21 +28,19 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import signal
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from batchyard import metrics
 from batchyard.daemon_pool import DaemonPool
 from batchyard.errors import ConfigError, LeaseLost
 from batchyard.failures import error_text, log_failure
-from batchyard.supervision import Backoff, Outage, is_transient
+from batchyard.supervision import Backoff, Outage, is_transient, stop_on_signals
 from batchyard.tasks import Grouping, Task
 
 if TYPE_CHECKING:
@@ -123,7 +121,7 @@ class Worker:
         """Run until `stop()` or a signal; ride through everything else (a `ConfigError`
         aside: no amount of waiting mends that)."""
         # handlers first: a worker others can see registered stops gracefully on a signal
-        restore = self._install_signal_handlers()
+        restore = stop_on_signals(self.stop, self._stopping)
         # the threads, the claim loop and the heartbeat may each use a connection at once
         self.store.reserve_connections(self.concurrency + 2)
         beat = threading.Thread(
@@ -496,24 +494,3 @@ class Worker:
                 tx.execute("DELETE FROM batchyard_workers WHERE id = :id", {"id": self.id})
         except Exception:
             log.exception("could not unregister worker %s", self.id)
-
-    def _install_signal_handlers(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            if self._stopping.is_set():
-                log.warning("second signal: exiting at once")
-                os._exit(128 + signum)
-            log.info("signal %d: stopping (again to exit at once)", signum)
-            self.stop()
-
-        for sig in previous:
-            signal.signal(sig, on_signal)
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
