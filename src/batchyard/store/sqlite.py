@@ -31,6 +31,19 @@ from batchyard.errors import (
 )
 from batchyard.store.base import Params, Store, Tx
 
+# How many times this process's line forked to make it: a connection or the writer's lock
+# made before a fork belongs to the parent. Counted in the child by the fork itself, so that
+# a statement checks a number, not the process id (a system call each time).
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 _POLL_SECONDS = 0.01  # how often an idle worker looks at PRAGMA data_version
 
@@ -95,17 +108,17 @@ class SQLiteStore(Store):
         # soon as the writer before them is done, instead of in SQLite's busy handler,
         # which sleeps and polls (1, 2, 5, 10 ... ms) - other processes still meet there
         self._writer = threading.RLock()
-        self._writer_pid = os.getpid()  # the process the lock and the connection belong to
+        self._writer_forks = _forks  # the process the lock and the connection belong to
         self._write_conn: sqlite3.Connection | None = None
 
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection, for reads."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         # a connection must not cross fork(): the child opens its own
-        if conn is None or self._local.pid != os.getpid():
+        if conn is None or self._local.forks != _forks:
             conn = self._open()
             self._local.conn = conn
-            self._local.pid = os.getpid()
+            self._local.forks = _forks
         return conn
 
     def _write_connection(self) -> sqlite3.Connection:
@@ -215,10 +228,10 @@ class SQLiteStore(Store):
             self._writer.release()
 
     def _take_write_turn(self) -> None:
-        if self._writer_pid != os.getpid():
+        if self._writer_forks != _forks:
             # a forked child: the lock's holder is not here, and the connection must not
             # cross fork() - the child opens its own
-            self._writer, self._writer_pid = threading.RLock(), os.getpid()
+            self._writer, self._writer_forks = threading.RLock(), _forks
             self._write_conn = None
         if not self._writer.acquire(timeout=self.busy_timeout):
             raise StoreUnavailable(
