@@ -95,22 +95,11 @@ class Lane:
     def add(self, encoded: list[str], send: Send, trace: str | None = None) -> AddResult:
         """Add one call's items: sent now with those waiting, or carried by the add in
         flight's successor, whichever thread sends it."""
-        with self._lock:
-            alone = not self._busy and not self._waiting and self._carried == 1
-            if alone:
-                self._busy = True
-        if alone:  # the lone caller's way: nothing to gather, nobody to hand an outcome to
+        if self.take_alone():
             try:
                 return send([encoded], [trace])[0]
             finally:
-                # freed without the lock, the usual case kept to a write and a read: a
-                # caller that came meanwhile counted itself in `_sleepers` before it looked
-                # at `_busy` (both under the lock), so either it sees the lane free or it
-                # is counted here and woken
-                self._busy = False
-                if self._sleepers:
-                    with self._lock:
-                        self._changed.notify_all()
+                self.give_back()
         call = _Call(encoded, trace)
         with self._lock:
             self._waiting.append(call)
@@ -140,6 +129,25 @@ class Lane:
                 if self._sleepers:
                     self._changed.notify_all()
         return call.outcome(carried=False)
+
+    def take_alone(self) -> bool:
+        """Take the lane for a lone caller - when no add is in flight and nobody waits - who
+        then sends its own call, nothing to gather and nobody to hand an outcome to, and
+        gives the lane back (`give_back`) when done, whatever happened."""
+        with self._lock:
+            alone = not self._busy and not self._waiting and self._carried == 1
+            if alone:
+                self._busy = True
+        return alone
+
+    def give_back(self) -> None:
+        """Free the lane a lone caller took. Without the lock, the usual case kept to a
+        write and a read: a caller that came meanwhile counted itself in `_sleepers` before
+        it looked at `_busy` (both under the lock), so it sees the lane free or is woken."""
+        self._busy = False
+        if self._sleepers:
+            with self._lock:
+                self._changed.notify_all()
 
     def _wait(self, call: _Call) -> None:
         """Wait until `call` is carried, or no add is in flight (the lock held)."""
