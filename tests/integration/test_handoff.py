@@ -161,11 +161,11 @@ def test_a_rate_limited_handler_is_left_to_the_limited_claim(limited):
     assert [t.key for t in claim(limited, worker, limit=6)] == ["flush:lim::2"]
 
 
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 def test_a_successor_queued_while_its_predecessor_completes_is_not_stranded(yard):
     """The enqueue that parks a successor waits for a completion of its predecessor that is
-    under way, then sees it gone (PostgreSQL; SQLite has one writer)."""
-    if yard.store.dialect != "postgres":
-        pytest.skip("one writer at a time: no enqueue runs beside a completion")
+    under way, then sees it gone (PostgreSQL only: SQLite has one writer, so no enqueue runs
+    beside a completion)."""
     tasks, now = yard.runtime.tasks, yard.runtime.now()
     with yard.store.transaction(now) as tx:
         tasks.enqueue_many(tx, "probe", [("a", {}, None)])
