@@ -138,11 +138,7 @@ class Adder:
             # a single item from a lone caller, the commonest add: sent straight, without
             # the lists and the sender a lane's calls go through (a tenth of its Python time)
             try:
-                now = self.runtime.now()
-                appended = self._append(base, encoded[0], now, trace)
-                if appended is not None:
-                    return appended
-                return self._fill_alone(base, [encoded], config, trace, now)[0]
+                return self._send_one(base, encoded[0], config, trace)
             finally:
                 lane.give_back()
         return lane.add(encoded, route[3], trace)
@@ -213,24 +209,32 @@ class Adder:
                 for i, call in enumerate(calls)
                 for result in self.send(base, config, [call], [traces[i]])
             ]
-        now = self.runtime.now()
         if len(calls) == 1 and len(calls[0]) == 1:
-            appended = self._append(base, calls[0][0], now, trace)
-            if appended is not None:
-                return [appended]
-        else:
-            batch_id = self._append_many(base, calls, now, trace)
-            if batch_id is not None:
-                return [
-                    AddResult(
-                        batch_id=batch_id,
-                        item_count=len(call),
-                        flushed=False,
-                        status=BatchStatus.ACCUMULATING,
-                    )
-                    for call in calls
-                ]
+            return [self._send_one(base, calls[0][0], config, trace)]
+        now = self.runtime.now()
+        batch_id = self._append_many(base, calls, now, trace)
+        if batch_id is not None:
+            return [
+                AddResult(
+                    batch_id=batch_id,
+                    item_count=len(call),
+                    flushed=False,
+                    status=BatchStatus.ACCUMULATING,
+                )
+                for call in calls
+            ]
         return self._fill_alone(base, calls, config, trace, now)
+
+    def _send_one(
+        self, base: str, payload: str, config: dict[str, Any], trace: str | None
+    ) -> AddResult:
+        """Add one item: one statement when it leaves room in its batch, else the
+        transaction that closes or opens batches."""
+        now = self.runtime.now()
+        appended = self._append(base, payload, now, trace)
+        if appended is not None:
+            return appended
+        return self._fill_alone(base, [[payload]], config, trace, now)[0]
 
     def _fill_alone(
         self,
