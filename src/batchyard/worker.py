@@ -15,6 +15,8 @@ ordered base, a place under a limited handler) runs next on the same thread, wit
 waiting for the loop. A heartbeat thread extends the leases of the tasks in flight. On
 SIGTERM/SIGINT the worker stops claiming (and handing over), lets in-flight work finish up
 to `shutdown_timeout`, and gives the remaining leases back; a second signal exits at once.
+Tasks queued by this process for now (the flushes of batches that an add closed) go to its
+threads that are free by a directed claim, which starts their runs too (`tasks.directed`).
 
 Nothing else ends a worker. An error anywhere in the loop (the store restarting, a full disk,
 a bug) is met with backoff, one warning when it starts and one line when it ends (`Outage`);
@@ -240,16 +242,24 @@ class Worker:
         room = self._room()
         if not room:
             return False
-        units = self._claim(room)
+        # first the tasks this process just queued, for the threads free now (only this
+        # thread adds to `_held`), started in their claim's transaction (`tasks.directed`)
+        free, now = self.concurrency - self._held, self.runtime.now()
+        directed = self.tasks.directed.claim(self.id, free, self.lease, now, self.runtime.kinds)
+        self._submit(pool, [[task] for task in directed])
+        units = self._claim(room - len(directed))
+        self._submit(pool, units)
+        # a claim that came back short found all that is due: wait for more (`_idle`)
+        # rather than claim again at once
+        return bool(units) and not self._look
+
+    def _submit(self, pool: DaemonPool, units: list[list[Task]]) -> None:
         for unit in units:
             with self._lock:
                 self._inflight.update((task.id, task) for task in unit)
                 self._held += 1
                 self._waiting.append(unit)
             pool.submit(self._run_next)
-        # a claim that came back short found all that is due: wait for more (`_idle`)
-        # rather than claim again at once
-        return bool(units) and not self._look
 
     def _run_next(self) -> None:
         """A thread's turn: the unit that has waited longest, if the worker has not given
@@ -323,10 +333,7 @@ class Worker:
             if not stopping:
                 self._inflight[task.id] = task  # its lease kept by the heartbeat
         if stopping:
-            try:
-                self.tasks.release([task], self.runtime.now())
-            except Exception as exc:  # it runs again once its lease expires
-                log.warning("could not give back task %s: %s", task.id, exc)
+            self._release([task])
             return None
         try:
             return self._execute(task)
@@ -445,13 +452,16 @@ class Worker:
                 for task in unit:
                     self._inflight.pop(task.id, None)
                 self._held -= 1
-        tasks = [task for unit in units for task in unit]
+        self._release([task for unit in units for task in unit])
+        self._slot_freed.set()
+
+    def _release(self, tasks: list[Task]) -> None:
+        """Give tasks back, their attempts not counted."""
         if tasks:
             try:
                 self.tasks.release(tasks, self.runtime.now())
             except Exception as exc:  # they run again once their leases expire
                 log.warning("could not give back %d task(s): %s", len(tasks), exc)
-        self._slot_freed.set()
 
     def _drain_inflight(self) -> None:
         self._give_back_waiting()
@@ -468,29 +478,22 @@ class Worker:
         self._stopping_done.set()
         if left:
             log.warning("giving back %d unfinished task(s)", len(left))
-            try:
-                self.tasks.release(left, self.runtime.now())
-            except Exception as exc:  # they run again once their leases expire
-                log.warning("could not give back %d task(s): %s", len(left), exc)
+            self._release(left)
 
     # -- process housekeeping -------------------------------------------------------------
 
     def _register(self) -> None:
-        with self.store.transaction(self.runtime.now()) as tx:
-            tx.execute(
-                "INSERT INTO batchyard_workers (id, host, pid, started_at, heartbeat_at) "
-                "VALUES (:id, :host, :pid, {now}, {now})",
-                {"id": self.id, "host": socket.gethostname(), "pid": os.getpid()},
-            )
+        self.tasks.register_worker(self.id, self.runtime.now())
         self._publish_limits()
+        self.tasks.directed.listen()  # what this process queues from now on is announced
 
     def _publish_limits(self) -> None:
         """The handlers' limits into the store, where every worker's claim keeps them."""
         self.tasks.publish_limits(self.runtime.handlers.limits(), self.runtime.now())
 
     def _unregister(self) -> None:
+        self.tasks.directed.stop_listening()
         try:
-            with self.store.transaction(self.runtime.now()) as tx:
-                tx.execute("DELETE FROM batchyard_workers WHERE id = :id", {"id": self.id})
+            self.tasks.unregister_worker(self.id, self.runtime.now())
         except Exception:
             log.exception("could not unregister worker %s", self.id)

@@ -102,7 +102,9 @@ def create_batches(
 
 
 def schedule_size_flushes(tasks: TaskQueue, tx: Tx, full: list[tuple[str, FlushSettings]]) -> None:
-    """Schedule the flushes (due now) of batches closed for their size."""
+    """Schedule the flushes (due now) of batches closed for their size, announced to the
+    idle workers of this process, which claim them and start them in one transaction (see
+    `batchyard.tasks.directed`)."""
     for settings in {settings for _, settings in full}:  # one value, nearly always
         attempts, handler, ordered = settings
         tasks.enqueue_many(
@@ -111,4 +113,5 @@ def schedule_size_flushes(tasks: TaskQueue, tx: Tx, full: list[tuple[str, FlushS
             [flush_task(batch_id, ordered) for batch_id, each in full if each == settings],
             max_attempts=attempts,
             handler=handler,
+            announce=True,
         )

@@ -91,7 +91,14 @@ class Flusher:
         self.store = runtime.store
         self.tasks = runtime.tasks
         self.starts = FlushStarts(self.store, self.tasks)
-        runtime.kinds.add(TaskKind(FLUSH_TASK, self.run_flush, on_dead=self.on_dead_flush))
+        runtime.kinds.add(
+            TaskKind(
+                FLUSH_TASK,
+                self.run_flush,
+                on_dead=self.on_dead_flush,
+                start_ahead=self.starts.start_directed,
+            )
+        )
 
     def flush(self, batch_id: str, reason: FlushReason = FlushReason.MANUAL) -> FlushResult:
         """Close a batch (the open batch of a base id, or a batch id) and flush it now."""

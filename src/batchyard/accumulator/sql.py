@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from batchyard.accumulator.records import ACTIVE_SQL, FINISHED_SQL
+from batchyard.tasks import sql as tasks_sql
 
 # Every statement that writes items also writes `:trace`, the trace context of the add
 # (`batchyard.tracing`; NULL when untraced), which the flush that delivers them links to.
@@ -263,6 +264,15 @@ START_FLUSH = _start_flush()
 START_HANDED_FLUSH = _start_flush(
     " AND EXISTS (SELECT 1 FROM batchyard_tasks s WHERE s.key = 'flush:' || :batch_id "
     "AND s.state = 'running' AND s.worker_id = :worker_id)"
+)
+# The same, in the transaction of a directed claim (`batchyard.tasks.directed`), sent before
+# that claim: only while the batch's flush task is one the claim takes, its row locked so
+# that no other claim takes it before this transaction's (one that another claim holds is
+# skipped: that claim's worker starts the flush).
+_FLUSH_KEY = "'flush:' || :batch_id"
+START_DIRECTED_FLUSH = _start_flush(
+    f" AND EXISTS (SELECT 1 FROM batchyard_tasks t WHERE {tasks_sql.directed(_FLUSH_KEY)} "
+    "{skip_locked})"
 )
 
 

@@ -1,17 +1,18 @@
 """Starting a flush: its batch marked flushing for one more attempt and its pending items read.
 
-A flush claimed by the claim loop starts in one round trip of its own. A flush handed over
-at the end of another (`batchyard.tasks.handoff`: the next batch of an ordered base, or a
-place under a limited handler) starts in the transaction that recorded that end, which
-claimed it - one commit between the two handler calls instead of two. What that start
-read waits for the same thread, which runs the handed flush next; a flush given back
-instead (the worker stopping) leaves it behind, and its next run starts it again.
+A flush claimed by the claim loop starts in one round trip of its own. Two claims start it
+in their own transaction instead, one commit fewer before the handler runs: a hand-off at
+the end of another flush (`batchyard.tasks.handoff`: the next batch of an ordered base, or a
+place under a limited handler), and a directed claim of the flushes an add of this process
+just queued (`batchyard.tasks.directed`). What that start read travels with the claimed task
+(`Task.ahead`) to the thread that runs it; a flush given back instead (the worker stopping)
+leaves it behind, and its next run starts it again.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from batchyard.accumulator import sql
@@ -22,20 +23,15 @@ from batchyard.tasks import Task, TaskQueue
 
 # (the batch's row, its pending items), or (None, []) when it cannot start
 Started = tuple[Any, list[Any]]
+Sent = tuple[Rows, Rows]  # the two statements of a start, their rows read after the commit
 
 
-def _send_start(tx: Tx, batch_id: str, worker_id: str | None = None) -> tuple[Rows, Rows]:
-    """Both statements sent at once (their rows read after the commit); with `worker_id`,
-    the start of a handed-over flush (`sql.START_HANDED_FLUSH`)."""
-    if worker_id is None:
-        started = tx.later(
-            sql.START_FLUSH, {"batch_id": batch_id, "reason": str(FlushReason.INTERVAL)}
-        )
-    else:
-        started = tx.later(
-            sql.START_HANDED_FLUSH,
-            {"batch_id": batch_id, "reason": str(FlushReason.INTERVAL), "worker_id": worker_id},
-        )
+def _send_start(tx: Tx, batch_id: str, sql_text: str = sql.START_FLUSH, **params: Any) -> Sent:
+    """Both statements sent at once (their rows read after the commit): the start
+    (`sql_text`, one of the START_*_FLUSH statements) and the pending items."""
+    started = tx.later(
+        sql_text, {"batch_id": batch_id, "reason": str(FlushReason.INTERVAL), **params}
+    )
     return started, tx.later(sql.PENDING_ITEMS_OF_FLUSHING, {"batch_id": batch_id})
 
 
@@ -45,22 +41,17 @@ def _read(started: Rows, pending: Rows) -> Started:
 
 
 class FlushStarts:
-    """Starts flushes, and keeps the starts made ahead for handed-over flushes."""
+    """Starts flushes, in a transaction of their own or in the one that claimed them."""
 
     def __init__(self, store: Store, tasks: TaskQueue) -> None:
         self.store = store
         self.tasks = tasks
-        self._ahead = threading.local()  # per thread: (task id, token, sent rows)
 
     def start(self, task: Task, now: float | None) -> Started:
-        """Start the flush of `task`'s batch, unless the transaction that handed it over
-        did already (then what it read)."""
-        ahead = getattr(self._ahead, "start", None)
-        self._ahead.start = None
-        if ahead is not None and ahead[:2] == (task.id, task.token):
-            batch, rows = _read(*ahead[2])
-            if batch is not None:
-                return batch, rows
+        """Start the flush of `task`'s batch, unless the transaction that claimed it did
+        already (then what that start read)."""
+        if task.ahead is not None and task.ahead[0] is not None:
+            return task.ahead  # type: ignore[no-any-return]
         with self.store.transaction(now, pipeline=True) as tx:
             sent = _send_start(tx, task.payload["batch_id"])
         return _read(*sent)
@@ -73,7 +64,7 @@ class FlushStarts:
         the batch it may claim is known (`next_batch`, the next of an ordered base), the
         start is sent without waiting for the claim; else reading the claim waits for it
         (a round trip more, in the same transaction). Returns what to call once the
-        transaction committed: the task handed over, its start kept for this thread."""
+        transaction committed: the task handed over, with what its start read."""
         if handing is None or worker_id is None:
             return lambda: None
         handed = None
@@ -81,12 +72,32 @@ class FlushStarts:
             handed = self.tasks.handed(handing)
             if handed is not None and handed.kind == FLUSH_TASK:
                 next_batch = handed.payload["batch_id"]
-        sent = None if next_batch is None else _send_start(tx, next_batch, worker_id)
+        sent = None
+        if next_batch is not None:
+            sent = _send_start(tx, next_batch, sql.START_HANDED_FLUSH, worker_id=worker_id)
 
         def committed() -> Task | None:
             task = handed if handed is not None else self.tasks.handed(handing)
             if task is not None and sent is not None and task.payload.get("batch_id") == next_batch:
-                self._ahead.start = (task.id, task.token, sent)
+                return replace(task, ahead=_read(*sent))
             return task
 
         return committed
+
+    def start_directed(
+        self, tx: Tx, payloads: list[Mapping[str, Any]]
+    ) -> Callable[[Task], Started | None]:
+        """In the transaction of a directed claim, before its claim (`TaskKind.start_ahead`):
+        start the flushes of these payloads' batches, each only while its task is one the
+        claim takes (`sql.START_DIRECTED_FLUSH`). Returns what gives, after the commit, what
+        the start of a claimed task read."""
+        sent = {
+            payload["batch_id"]: _send_start(tx, payload["batch_id"], sql.START_DIRECTED_FLUSH)
+            for payload in payloads
+        }
+
+        def read(task: Task) -> Started | None:
+            started = sent.get(task.payload["batch_id"])
+            return None if started is None else _read(*started)
+
+        return read

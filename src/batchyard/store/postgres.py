@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import secrets
 import select
 import threading
 from collections.abc import Iterator
@@ -33,6 +34,10 @@ from batchyard.logs import Redactor
 from batchyard.store.base import Params, Store, Tx
 
 _CHANNEL = "batchyard_tasks"
+# How long an idle worker woken by a NOTIFY of its own process waits for that process's own
+# wake-up, which comes once the committing thread has done what follows its commit (it tells
+# the workers what it queued, see `batchyard.tasks.directed`); the NOTIFY may come first.
+_OWN_COMMIT_SECONDS = 0.05
 # How long a caller waits for a pooled connection: while the server answers, long enough to
 # ride out a busy moment (longer, and the service is overloaded: 503 is the honest answer);
 # once a connection was found dead, briefly - the caller gets StoreUnavailable (HTTP 503)
@@ -154,6 +159,8 @@ class PostgresStore(Store):
 
     def _open_pool(self) -> ConnectionPool[Any]:
         self._pid = os.getpid()
+        # the payload of this process's NOTIFYs, so that its own workers know them
+        self._origin = secrets.token_hex(8)
         min_size, max_size = self._pool_size
         self._outage = False
         pool = ConnectionPool(
@@ -293,7 +300,7 @@ class PostgresStore(Store):
         )
 
     def _notify_sql(self) -> str:
-        return f"SELECT pg_notify('{_CHANNEL}', '')"
+        return f"SELECT pg_notify('{_CHANNEL}', '{self._origin}')"
 
     def _lock_for_migration(self, tx: Tx) -> None:
         tx.execute("SELECT pg_advisory_xact_lock(hashtext('batchyard_schema'))")
@@ -315,8 +322,13 @@ class PostgresStore(Store):
                         self.url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_SECONDS
                     )
                     self._listener.execute(f"LISTEN {_CHANNEL}")
-                for _ in self._listener.notifies(timeout=timeout, stop_after=1):
-                    pass
+                    # the NOTIFY of a commit of this process made before the LISTEN is not
+                    # heard, but its wake-up is set
+                    if self._wakeup.is_set():
+                        timeout = 0
+                for notice in self._listener.notifies(timeout=timeout, stop_after=1):
+                    if notice.payload == self._origin:
+                        self._wakeup.wait(_OWN_COMMIT_SECONDS)
             except psycopg.Error:
                 # the listener died: fall back to polling, reconnect next time
                 if self._listener is not None:

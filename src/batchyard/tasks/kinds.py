@@ -7,11 +7,12 @@ when a worker starts; the worker reads nothing else of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from batchyard.store import Tx
-from batchyard.tasks.queue import Task
+from batchyard.tasks.records import Task
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,16 @@ class TaskKind:
     how to run several together and the capability's books when one is dead-lettered (in
     the dead-lettering transaction). `run` may return a task that the end of this one
     claimed for this worker (`TaskQueue.hand_off`): the worker runs it next, on the same
-    slot."""
+    slot. `start_ahead(tx, payloads)` sends, in a directed claim's transaction before its
+    claim (see `directed`), the start of the runs of tasks with these payloads, each only
+    while its task is claimable there (`sql.directed`); it returns what gives, after the
+    commit, what the start of a claimed task read (its `Task.ahead`), or None."""
 
     name: str
     run: Callable[[Task], Task | None]
     grouping: Grouping | None = None
     on_dead: Callable[[Tx, Task, str], None] | None = None
+    start_ahead: Callable[[Tx, list[Mapping[str, Any]]], Callable[[Task], Any]] | None = None
 
 
 class TaskKinds:

@@ -10,8 +10,9 @@ and '_' would be a wildcard).
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,23 +23,11 @@ from batchyard.handlers import HandlerLimit
 from batchyard.store import Store, Tx
 from batchyard.store.base import Row, Rows
 from batchyard.tasks import handoff, limits, sql
+from batchyard.tasks.directed import Directed
+from batchyard.tasks.records import Task, task_of
 
 # a task to queue: its key, its payload, and the key of the task it waits for
 Queued = tuple[str | None, Mapping[str, Any], str | None]
-
-
-@dataclass(frozen=True)
-class Task:
-    """A claimed task: its fencing ``token`` must accompany every write about it."""
-
-    id: int
-    kind: str
-    key: str | None
-    payload: dict[str, Any]
-    attempts: int
-    max_attempts: int
-    token: int
-    last_error: str | None = None
 
 
 class TaskQueue:
@@ -49,6 +38,7 @@ class TaskQueue:
         # whether some handler has a limit (set by `publish_limits`): only then does a claim
         # look for limited handlers' tasks, a round trip of its own
         self.limited = False
+        self.directed = Directed(store)  # tasks this process queued, for its workers
 
     def enqueue(
         self,
@@ -84,10 +74,13 @@ class TaskQueue:
         delay: float = 0.0,
         max_attempts: int = 5,
         handler: str | None = None,
+        announce: bool = False,
     ) -> None:
         """Schedule tasks given as (key, payload) or (key, payload, after), keys distinct, as
         `enqueue` does each - in one statement, however many (a statement per task costs a
-        round trip each, and on SQLite a wait for the GIL each while other threads run)."""
+        round trip each, and on SQLite a wait for the GIL each while other threads run).
+        `announce`: tell the workers of this process which tasks were queued, for them to
+        claim directly (see `directed`)."""
         if not tasks:
             return
         params = {
@@ -105,6 +98,8 @@ class TaskQueue:
         else:
             tx.execute(sql.ENQUEUE, params)
         if delay <= 0:
+            if announce:  # heard before the wake-up: both after the commit, in this order
+                self.directed.announce(tx, kind, tasks, handler)
             self.store.notify_work(tx)
 
     def fence(self, tx: Tx, task: Task) -> None:
@@ -142,7 +137,7 @@ class TaskQueue:
         if len(claimed) < limit:
             params = {"limit": limit - len(claimed), "worker_id": worker_id, "lease": lease}
             claimed += self.store.all(sql.CLAIM_SQL, params, now)
-        return sorted((_task(row) for row in claimed), key=lambda t: t.id)
+        return sorted((task_of(row) for row in claimed), key=lambda t: t.id)
 
     def _claim_limited(
         self, worker_id: str, limit: int, lease: float, now: float | None
@@ -164,6 +159,9 @@ class TaskQueue:
         """Put this process's handler limits in the store (a worker does, as it starts), and
         from then on claim limited handlers' tasks too when any handler has a limit."""
         self.limited = limits.publish(self.store, limits_by_handler, now)
+        self.directed.limited = frozenset(
+            name for name, limit in limits_by_handler.items() if limit is not None
+        )
 
     def handler_loads(self, now: float | None = None) -> list[limits.HandlerLoad]:
         """Every limited handler's limits and load (in flight, recent starts, waiting)."""
@@ -192,7 +190,20 @@ class TaskQueue:
             },
             now,
         )
-        return sorted((_task(row) for row in rows), key=lambda t: t.id)
+        return sorted((task_of(row) for row in rows), key=lambda t: t.id)
+
+    def register_worker(self, worker_id: str, now: float | None = None) -> None:
+        """List a worker that starts (its host and process), for the heartbeat to keep."""
+        with self.store.transaction(now) as tx:
+            tx.execute(
+                "INSERT INTO batchyard_workers (id, host, pid, started_at, heartbeat_at) "
+                "VALUES (:id, :host, :pid, {now}, {now})",
+                {"id": worker_id, "host": socket.gethostname(), "pid": os.getpid()},
+            )
+
+    def unregister_worker(self, worker_id: str, now: float | None = None) -> None:
+        with self.store.transaction(now) as tx:
+            tx.execute("DELETE FROM batchyard_workers WHERE id = :id", {"id": worker_id})
 
     def heartbeat(
         self, worker_id: str, tasks: Sequence[Task], lease: float, now: float | None = None
@@ -261,7 +272,7 @@ class TaskQueue:
     def handed(rows: Rows | None) -> Task | None:
         """The task a `hand_off` claimed, if any (read after the commit)."""
         found = [] if rows is None else rows.all()
-        return _task(found[0]) if found else None
+        return task_of(found[0]) if found else None
 
     def complete_many(self, tx: Tx, tasks: Sequence[Task]) -> None:
         """Remove finished tasks in one statement, all or none: one stale token among them
@@ -428,17 +439,4 @@ def _lost(task: Task) -> LeaseLost:
     return LeaseLost(
         f"task {task.id} ({task.kind}) is no longer held with token {task.token}",
         task_id=task.id,
-    )
-
-
-def _task(row: Row) -> Task:
-    return Task(
-        id=int(row["id"]),
-        kind=row["kind"],
-        key=row["key"],
-        payload=orjson.loads(row["payload"]),
-        attempts=int(row["attempts"]),
-        max_attempts=int(row["max_attempts"]),
-        token=int(row["token"]),
-        last_error=row["last_error"],
     )

@@ -31,13 +31,20 @@ ENQUEUE = (
 RETURNING = "id, kind, key, payload, attempts, max_attempts, token, last_error"
 
 
+def claimable(where: str = "") -> str:
+    """What the claim takes of a task `t`: due (a queued task whose time has come, or a
+    running one whose lease expired), free of the task it waits for, of no limited handler
+    - and `where`."""
+    return f"t.due_at <= {{now}}{where}{FREE_GATE}{UNLIMITED}"
+
+
 # The claim, in one statement: pick due tasks in due order, bump their fencing token and
 # attempt, and set the lease. `due_at` carries the lease expiry of running tasks, so the same
 # index range finds expired leases to rescue.
 def _claim_sql(where: str) -> str:
     return (
         "WITH picked AS MATERIALIZED (SELECT t.id FROM batchyard_tasks t "
-        f"WHERE t.due_at <= {{now}}{where}{FREE_GATE}{UNLIMITED} "
+        f"WHERE {claimable(where)} "
         "ORDER BY t.due_at, t.id LIMIT :limit {skip_locked}) "
         "UPDATE batchyard_tasks SET state = 'running', token = token + 1, "
         "attempts = attempts + 1, worker_id = :worker_id, due_at = {now} + :lease, "
@@ -51,6 +58,19 @@ UNDER_PREFIX = "substr(key, 1, length(:prefix)) = :prefix"
 CLAIM_SQL = _claim_sql("")
 # the same range, kept to one kind and one key prefix: the rest of a group
 CLAIM_GROUP_SQL = _claim_sql(f" AND kind = :kind AND {UNDER_PREFIX}")
+# A directed claim (`directed`) names its tasks, and takes of them only queued ones that
+# wait for no other: a running one is another's (a lease that ran out is the claim's to
+# rescue), an ordered successor is handed over at its predecessor's end (`handoff`).
+DIRECTED = " AND t.state = 'queued' AND t.after_key IS NULL"
+CLAIM_DIRECTED_SQL = _claim_sql(f" AND t.key IN {{json_text_values}}{DIRECTED}")
+
+
+def directed(key: str) -> str:
+    """What a directed claim takes of the task `t` whose key is the SQL `key` (the
+    condition of a start sent with it, see `directed.Directed.claim`)."""
+    return claimable(f" AND t.key = {key}{DIRECTED}")
+
+
 CLAIM_LIMITED_SQL = limits.claim_limited_sql(FREE_GATE, RETURNING)
 # when the next task can be claimed, of those that wait for no handler's room
 NEXT_DUE = (
