@@ -1,4 +1,5 @@
-"""The claim must stay an index range scan on a large, half-drained task table.
+"""The claim must stay an index range scan on a large, half-drained task table, and a directed
+claim a look-up of its keys.
 
 A wrong plan costs 5-25x: on PostgreSQL a partial index once made the planner walk the primary
 key, and on SQLite ANALYZE once turned the claim into a full scan. We build 60,000 tasks,
@@ -11,7 +12,7 @@ import json
 
 from batchyard.store import open_store
 from batchyard.tasks import TaskQueue
-from batchyard.tasks.sql import CLAIM_SQL
+from batchyard.tasks.sql import CLAIM_DIRECTED_SQL, CLAIM_SQL
 
 TASKS = 60_000
 NOW = 2_000_000.0
@@ -87,3 +88,56 @@ def _nodes(node):
     yield node
     for child in node.get("Plans", []):
         yield from _nodes(child)
+
+
+def fill_keyed(store) -> None:
+    """60,000 due flush tasks with keys, as a backlog that a directed claim must not walk."""
+    with store.transaction(NOW) as tx:
+        tx.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count) "
+            "INSERT INTO batchyard_tasks (kind, key, payload, state, due_at, max_attempts, "
+            "created_at, updated_at) "
+            "SELECT 'k', 'flush:b::' || i, '{}', 'queued', {now} - :count + i, 5, {now}, {now} "
+            "FROM n",
+            {"count": TASKS},
+        )
+
+
+DIRECTED_PARAMS = {
+    "values": json.dumps([f"flush:b::{TASKS - 1}", f"flush:b::{TASKS}"]),
+    "limit": 2,
+    "worker_id": "w",
+    "lease": 30,
+}
+
+
+def test_sqlite_directed_claim_searches_the_key_index(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/plan.db")
+    fill_keyed(store)
+    with store.transaction(NOW) as tx:
+        tx.execute("ANALYZE")
+        plan = tx.all("EXPLAIN QUERY PLAN " + CLAIM_DIRECTED_SQL, DIRECTED_PARAMS)
+    store.close()
+    details = [row["detail"] for row in plan]
+    assert any(d.startswith("SEARCH t USING INDEX") and "(key=?)" in d for d in details), details
+    assert not any(d.startswith("SCAN t") for d in details), details
+
+
+def test_postgres_directed_claim_reads_its_tasks_only(pg_database):
+    store = open_store(pg_database)
+    fill_keyed(store)
+    with store.transaction(NOW) as tx:
+        tx.execute("ANALYZE batchyard_tasks")
+    with store.transaction(NOW) as tx:
+        [row] = tx.all(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + CLAIM_DIRECTED_SQL, DIRECTED_PARAMS
+        )
+        tx.execute("ROLLBACK")  # EXPLAIN ANALYZE ran the claim: undo it
+    store.close()
+    plan = row["QUERY PLAN"]
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    top = plan[0]["Plan"]
+    assert top["Actual Rows"] == 2
+    scans = [n for n in _nodes(top) if n.get("Relation Name") == "batchyard_tasks"]
+    assert not [n for n in scans if n["Node Type"] == "Seq Scan"], scans
+    assert top["Shared Hit Blocks"] + top["Shared Read Blocks"] < 100, top

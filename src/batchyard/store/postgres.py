@@ -314,6 +314,7 @@ class PostgresStore(Store):
     def wait_for_work(self, timeout: float) -> None:
         if self._wakeup.wait(0):
             self._wakeup.clear()
+            self._drop_notices()
             return
         with self._listener_lock:
             try:
@@ -336,6 +337,20 @@ class PostgresStore(Store):
                 self._listener = None
                 self._wakeup.wait(timeout)
         self._wakeup.clear()
+
+    def _drop_notices(self) -> None:
+        """Forget the NOTIFYs that arrived meanwhile: the caller looks for work now, and
+        sees what they tell of (each comes after its commit). Left there, each would end
+        the next wait at once - for nothing, or (one of this process) to wait for a wake-up
+        of this process that has already come."""
+        with self._listener_lock:
+            if self._listener is not None and not self._listener.closed:
+                try:
+                    for _ in self._listener.notifies(timeout=0):
+                        pass
+                except psycopg.Error:
+                    self._listener.close()
+                    self._listener = None
 
     def reserve_connections(self, count: int) -> None:
         # a worker's threads each hold a connection for their transaction: without room of
