@@ -278,3 +278,15 @@ def test_a_running_worker_flushes_every_batch_once_however_its_threads_are_taken
     assert len(history(yard)) == 60
     with yard.store.transaction(write=False) as tx:
         assert tx.one(COUNT_FLUSHES, {"kind": FLUSH_TASK})["n"] == 0
+
+
+def test_what_the_claim_loop_took_first_is_not_claimed_again_by_key(yard, monkeypatch):
+    yard.handler("sink")(lambda items, ctx: None)
+    tasks = yard.runtime.tasks
+    tasks.directed.listen()
+    yard.add_items("ev", [1, 2], max_batch_size=1, on_flush="sink")
+    claimed = tasks.claim("mine", 5, LEASE, yard.runtime.now())
+    assert [t.key for t in claimed] == ["flush:ev::0", "flush:ev::1"]
+    counter = WriteCounter(yard.store, monkeypatch)
+    assert directed(yard, "mine") == []
+    assert counter.writes == {}  # not even a transaction to learn it

@@ -15,16 +15,21 @@ the handler.
   `handoff`). It sets the state, attempt, fencing token and lease as every claim does.
 - The start of each run (`TaskKind.start_ahead`) is sent before the claim, on the same
   condition (`sql.directed`), with the task's row locked - skipped when another worker's
-  claim holds it: a run is started only for a task that the claim then takes. What the
-  start read travels with the claimed task (`Task.ahead`) to the thread that runs it; a
-  task claimed without it (its start found nothing to start) starts itself, as any claimed
-  task does.
+  claim holds it: a run is started only for a task that the claim then takes. (On
+  PostgreSQL each statement reads the handlers' limits anew: a limit published between the
+  two leaves a start without its claim - one attempt of the batch counted and never made,
+  no run.) What the start read travels with the claimed task (`Task.ahead`) to the thread
+  that runs it; a task claimed without it (its start found nothing to start) starts
+  itself, as any claimed task does.
 - What the directed claim does not get - another worker took it first, no thread was free
   for it - is left to the claim loop, which claims next: nothing is stranded, and nothing is
   claimed twice (the claim's own conditions and locks hold).
 - Only the workers of this process hear the keys, at no cost. Workers of other processes
   are woken by NOTIFY and claim as before: keys in a NOTIFY would send every listening
-  worker after the same few tasks - one winner and a herd of empty transactions.
+  worker after the same few tasks - one winner and a herd of empty transactions. (The
+  commit's NOTIFY may reach this process's own idle worker before the committing thread
+  has announced what it queued: that worker knows its process's NOTIFYs and waits for the
+  wake-up that follows the announcement, see `PostgresStore.wait_for_work`.)
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class Directed:
         self._listening = 0  # the workers of this process in their claim loop
         # key -> kind and payload, in the order they were queued
         self._announced: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        self._taken: dict[str, None] = {}  # keys a claim took before they were heard
         self.limited: frozenset[str] = frozenset()  # handlers with limits, known here
 
     def listen(self) -> None:
@@ -69,6 +75,7 @@ class Directed:
             self._listening -= 1
             if not self._listening:
                 self._announced.clear()  # no one left to claim them: the store has them
+                self._taken.clear()
 
     def announce(
         self,
@@ -95,9 +102,23 @@ class Directed:
             if not self._listening:
                 return
             for key, payload in tasks:
-                if len(self._announced) >= _HELD:
-                    break
-                self._announced[key] = (kind, payload)
+                if key in self._taken:
+                    del self._taken[key]
+                elif len(self._announced) < _HELD:
+                    self._announced[key] = (kind, payload)
+
+    def taken(self, tasks: Sequence[Task]) -> None:
+        """Tasks that a claim of this process took: not to be claimed by key any more. (The
+        claim loop may take a task between its commit and its announcement: heard after
+        that, it would send a directed claim after nothing.)"""
+        if not self._listening:
+            return
+        with self._lock:
+            for task in tasks:
+                if task.key is not None and self._announced.pop(task.key, None) is None:
+                    self._taken[task.key] = None
+            while len(self._taken) > _HELD:
+                del self._taken[next(iter(self._taken))]
 
     def _take(self) -> list[tuple[str, str, Mapping[str, Any]]]:
         with self._lock:

@@ -137,7 +137,9 @@ class TaskQueue:
         if len(claimed) < limit:
             params = {"limit": limit - len(claimed), "worker_id": worker_id, "lease": lease}
             claimed += self.store.all(sql.CLAIM_SQL, params, now)
-        return sorted((task_of(row) for row in claimed), key=lambda t: t.id)
+        tasks = sorted((task_of(row) for row in claimed), key=lambda t: t.id)
+        self.directed.taken(tasks)
+        return tasks
 
     def _claim_limited(
         self, worker_id: str, limit: int, lease: float, now: float | None
