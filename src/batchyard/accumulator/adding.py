@@ -117,13 +117,12 @@ class Adder:
         config = self.config(*args, ordered, max_batch_bytes, flush_after_idle)
         if not tracing.enabled():  # the common way, kept short: a single add is a few µs
             return self.add_configured(base, encode_items(items), config)
-        with tracing.span("batchyard.add", {"batchyard.base": base}) as span:
-            # the add's span context goes with its items, for the flush to link to
-            trace = None if span is None else tracing.traceparent()
-            result = self.add_configured(base, encode_items(items), config, trace)
-            if span is not None:
-                tracing.set_attributes(span, span_attributes(result))
-            return result
+        # the add's span context goes with its items, for the flush to link to
+        return tracing.around(
+            "batchyard.add",
+            lambda trace: self.add_configured(base, encode_items(items), config, trace),
+            lambda result: {"batchyard.base": base, **span_attributes(result)},
+        )
 
     def add_configured(
         self, base: str, encoded: list[str], config: dict[str, Any], trace: str | None = None
