@@ -66,6 +66,15 @@ class SliceableSource(Protocol):
     def slice(self, cursor: Any, parts: int) -> list[tuple[Any, int]]: ...
 
 
+@runtime_checkable
+class PageReader(Protocol):
+    """A source that reads a page in a transaction it is given (`sources.sql_keyset`, whose
+    table is in the yard's own store): a step reads the next page in the transaction that
+    checkpoints the one before - one transaction a page, not two."""
+
+    def read(self, tx: Tx, cursor: Any, batch_size: int) -> Any: ...
+
+
 @dataclass(frozen=True)
 class SliceStatus:
     """One slice of a parallel job: a range of its source with its own cursor."""

@@ -19,7 +19,7 @@ from batchyard.errors import InvalidInput, LeaseLost, NotFound
 from batchyard.failures import error_text, log_failure, traceback_text
 from batchyard.iterator.errors import ErrorHistory
 from batchyard.iterator.pacing import Pacing
-from batchyard.iterator.records import IteratorState, Page, PageContext, as_page
+from batchyard.iterator.records import IteratorState, Page, PageContext, PageReader, as_page
 from batchyard.iterator.slices import Slices, source_of
 from batchyard.retry import RetryPolicy
 from batchyard.store import Tx
@@ -109,6 +109,19 @@ class Steps:
         budget = time.monotonic() + STEP_BUDGET
         pacing = Pacing.of(row)
         size = int(books["page_size"] or row["batch_size"])
+        # A source of the store's own tables reads each next page in the transaction that
+        # checkpoints the page before: one transaction a page, not two. Not where writers
+        # queue on one lock (the read would hold it), nor for a transactional job (its
+        # handler writes in that transaction, which is then not pipelined).
+        source = handlers.get(row["get_next_batch"])
+        reader = (
+            source
+            if isinstance(source, PageReader)
+            and not row["transactional"]
+            and not self.store.single_writer
+            else None
+        )
+        ahead: Page | None = None  # the next page, read with the last checkpoint
         while True:
             context = PageContext(
                 job_id=job_id,
@@ -132,7 +145,10 @@ class Steps:
                     if wait:
                         self._throttled(task, job_id, generation, wait, number)
                         return
-                page = as_page(handlers.call(row["get_next_batch"], cursor, size))
+                if ahead is None:
+                    page = as_page(handlers.call(row["get_next_batch"], cursor, size))
+                else:
+                    page, ahead = ahead, None
                 cursor_text = _cursor_text(page.cursor, row["get_next_batch"])
                 if page.items and not row["transactional"]:
                     handlers.call(row["process_batch"], page.items, context)
@@ -153,40 +169,62 @@ class Steps:
             # a slice's page holds the job row shared, so pages of other slices commit
             # alongside; a page that ends the job (or a slice) holds it alone
             lock = "{for_update}" if number is None or finished else "{for_share}"
-            try:
-                with self.store.transaction(self.runtime.now()) as tx:
-                    if more:
-                        self.tasks.fence(tx, task)
-                    else:
-                        self.tasks.complete(tx, task)
-                    if self.current(tx, job_id, generation, lock) is None:
+            checkpointed = None
+            while True:  # twice only when the read of the next page failed the transaction
+                reading = False
+                try:
+                    # pipelined: its statements go out together, and it waits for results
+                    # only where it reads the next page and at its commit
+                    with self.store.transaction(
+                        self.runtime.now(), pipeline=not row["transactional"]
+                    ) as tx:
                         if more:
+                            self.tasks.fence(tx, task)
+                        else:
                             self.tasks.complete(tx, task)
-                        return  # paused or cancelled while the batch ran: drop the result
-                    if page.items and row["transactional"]:
-                        handlers.call(
-                            row["process_batch"],
-                            page.items,
-                            PageContext(**{**context.__dict__, "tx": tx}),
-                        )
-                    if not finished:  # (a last page is short: it says nothing of the next)
-                        size = pacing.next_size(size, self.runtime.clock.time() - page_started)
-                    if number is None:
-                        self._checkpoint(tx, row, page, cursor_text, size)
-                    else:
-                        split_wanted = self.slices.checkpoint(
-                            tx, job_id, number, cursor_text, len(page.items), size
-                        )
-                    if finished:
-                        if number is None or self.slices.finish(tx, row, number):
-                            self._finish(tx, row)
-                    elif not more:
-                        self.schedule(tx, job_id, generation, float(row["delay"]), number)
-            except Exception as exc:
-                if row["transactional"] and not (isinstance(exc, LeaseLost) or is_transient(exc)):
-                    self._failed(task, row, exc, batch, time.perf_counter() - step_started)
+                        # paused or cancelled while the batch ran: the result is dropped
+                        tx.require(_CURRENT + lock, {"job_id": job_id, "g": generation}, _Stale())
+                        if page.items and row["transactional"]:
+                            handlers.call(
+                                row["process_batch"],
+                                page.items,
+                                PageContext(**{**context.__dict__, "tx": tx}),
+                            )
+                        if not finished:  # (a last page is short: it says nothing of the next)
+                            size = pacing.next_size(size, self.runtime.clock.time() - page_started)
+                        if number is None:
+                            self._checkpoint(tx, row, page, cursor_text, size)
+                        else:
+                            checkpointed = self.slices.checkpoint(
+                                tx, job_id, number, cursor_text, len(page.items), size
+                            )
+                        if finished:
+                            if number is None or self.slices.finish(tx, row, number):
+                                self._finish(tx, row)
+                        elif not more:
+                            self.schedule(tx, job_id, generation, float(row["delay"]), number)
+                        elif reader is not None:
+                            reading = True
+                            ahead = as_page(reader.read(tx, page.cursor, size))
+                    break
+                except _Stale:
+                    with self.store.transaction(self.runtime.now()) as tx:
+                        self.tasks.complete(tx, task)
                     return
-                raise
+                except Exception as exc:
+                    if isinstance(exc, LeaseLost) or is_transient(exc):
+                        raise
+                    if reading:
+                        # the next page's read, not this checkpoint, failed: checkpoint again
+                        # without it, and let that page's own read fail (or not) as its own
+                        reader, ahead = None, None
+                        continue
+                    if row["transactional"]:
+                        self._failed(task, row, exc, batch, time.perf_counter() - step_started)
+                        return
+                    raise
+            if checkpointed is not None and self.slices.asked_to_split(checkpointed):
+                split_wanted, ahead = True, None  # the split moves the cursor's bound
             if not more:
                 return
             cursor, batch = page.cursor, batch + 1
@@ -351,10 +389,20 @@ class Steps:
         """The job if this generation may still act on it, else None; `lock` is how its row
         is held until the commit ("{for_update}", "{for_share}" or not at all)."""
         return tx.one(
-            "SELECT * FROM batchyard_iterators WHERE job_id = :job_id "
-            "AND generation = :g AND status IN ('pending', 'running') " + lock,
+            "SELECT * FROM batchyard_iterators" + _CURRENT_WHERE + lock,
             {"job_id": job_id, "g": generation},
         )
+
+
+class _Stale(Exception):
+    """The job was paused, cancelled or deleted since the step read it."""
+
+
+_CURRENT_WHERE = (
+    " WHERE job_id = :job_id AND generation = :g AND status IN ('pending', 'running') "
+)
+# the job's row if this generation may still act on it (as `Steps.current`, for `Tx.require`)
+_CURRENT = "SELECT job_id FROM batchyard_iterators" + _CURRENT_WHERE
 
 
 def step_keys(job_id: str, number: int | None = None) -> str:

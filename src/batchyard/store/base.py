@@ -129,8 +129,9 @@ class Tx:
             cursor.execute(self.store.prepare(sql), bound)
         except OverflowError as exc:
             raise _out_of_range(exc) from None
+        rows = cursor.fetchall()  # first: in a pipeline the description comes with the rows
         names = tuple(column[0] for column in cursor.description)
-        return dict_rows(names)(cursor.fetchall())
+        return dict_rows(names)(rows)
 
     def clock(self) -> float:
         """The store's current time, in epoch seconds."""
