@@ -1,0 +1,69 @@
+"""How many transactions a page of a keyset job takes: where writers do not queue on one lock
+(PostgreSQL), the next page is read in the transaction that checkpoints the one before -
+one transaction a page; on SQLite the read stays a transaction of its own, off the writer's
+lock - two."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+
+from batchyard.sources import sql_keyset
+
+
+@pytest.fixture
+def counted(yard):
+    """The yard, its store's transactions counted by the thread that opens them."""
+    opened: Counter[int] = Counter()
+    store = yard.store
+    for name in ("transaction", "snapshot", "one", "all", "execute"):
+        real = getattr(store, name)
+
+        def counting(*args, _real=real, **kwargs):
+            opened[threading.get_ident()] += 1
+            return _real(*args, **kwargs)
+
+        setattr(store, name, counting)
+    yard.opened = opened
+    return yard
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_a_page_takes_one_transaction_where_writers_do_not_queue(counted, parallelism):
+    yard = counted
+    with yard.store.transaction() as tx:
+        tx.execute("CREATE TABLE rows_src (id INTEGER PRIMARY KEY, at REAL NOT NULL)")
+        tx.executemany(
+            "INSERT INTO rows_src (id, at) VALUES (:id, :at)",
+            [{"id": n, "at": float(n // 7)} for n in range(400)],
+        )
+    sql_keyset(yard, "src", table="rows_src", order_by="at", tie_breaker="id")
+    between: dict[int | None, list[int]] = {}
+    last: dict[int | None, int] = {}
+    seen: list[int] = []
+
+    @yard.handler("count")
+    def count(items, ctx):
+        seen.extend(row["id"] for row in items)
+        now = yard.opened[threading.get_ident()]
+        if ctx.slice in last:
+            between.setdefault(ctx.slice, []).append(now - last[ctx.slice])
+        last[ctx.slice] = now
+
+    yard.start_iterator(
+        "counted",
+        batch_size=10,
+        get_next_batch="src",
+        process_batch="count",
+        delay_between_batches=0,
+        parallelism=parallelism,
+    )
+    yard.run_worker(concurrency=1, wait=False)
+    assert sorted(seen) == list(range(400))
+    expected = 2 if yard.store.single_writer else 1
+    # from one page's handler call to the next's, on the worker's thread: the checkpoint of
+    # the one, and the read of the next (a step's first page and a split read on their own)
+    pages = [n for numbers in between.values() for n in numbers]
+    assert pages.count(expected) >= len(pages) - 2, pages
