@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -121,7 +122,7 @@ class Steps:
             and not self.store.single_writer
             else None
         )
-        ahead: Page | None = None  # the next page, read with the last checkpoint
+        ahead: Callable[[], Any] | None = None  # the next page, read with the last checkpoint
         while True:
             context = PageContext(
                 job_id=job_id,
@@ -148,7 +149,7 @@ class Steps:
                 if ahead is None:
                     page = as_page(handlers.call(row["get_next_batch"], cursor, size))
                 else:
-                    page, ahead = ahead, None
+                    page, ahead = as_page(ahead()), None
                 cursor_text = _cursor_text(page.cursor, row["get_next_batch"])
                 if page.items and not row["transactional"]:
                     handlers.call(row["process_batch"], page.items, context)
@@ -205,7 +206,7 @@ class Steps:
                             self.schedule(tx, job_id, generation, float(row["delay"]), number)
                         elif reader is not None:
                             reading = True
-                            ahead = as_page(reader.read(tx, page.cursor, size))
+                            ahead = reader.read(tx, page.cursor, size)
                     break
                 except _Stale:
                     with self.store.transaction(self.runtime.now()) as tx:
@@ -398,9 +399,7 @@ class _Stale(Exception):
     """The job was paused, cancelled or deleted since the step read it."""
 
 
-_CURRENT_WHERE = (
-    " WHERE job_id = :job_id AND generation = :g AND status IN ('pending', 'running') "
-)
+_CURRENT_WHERE = " WHERE job_id = :job_id AND generation = :g AND status IN ('pending', 'running') "
 # the job's row if this generation may still act on it (as `Steps.current`, for `Tx.require`)
 _CURRENT = "SELECT job_id FROM batchyard_iterators" + _CURRENT_WHERE
 

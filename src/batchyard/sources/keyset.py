@@ -70,19 +70,23 @@ def sql_keyset(
             params.update(bound_order=cursor["bound"][0], bound_tie=cursor["bound"][1])
         return (" WHERE " + " AND ".join(where) if where else ""), params
 
-    def read(tx: Tx, cursor: dict[str, Any] | None, batch_size: int) -> Page:
+    def read(tx: Tx, cursor: dict[str, Any] | None, batch_size: int) -> Callable[[], Page]:
         if cursor is None:  # the first page: fix the bound
             cursor = {"after": None, "bound": None}
             if not follow:
                 top = tx.one(top_sql)
                 if top is None:
-                    return Page(items=[], cursor=cursor, done=True, total=0)
+                    empty = Page(items=[], cursor=cursor, done=True, total=0)
+                    return lambda: empty
                 cursor["bound"] = [top["o"], top["t"]]
         where, params = within(cursor)
-        items = tx.dicts(
+        rows = tx.later_dicts(
             f"SELECT {selected} FROM {table}{where} ORDER BY {order}, {tie} LIMIT :limit",
             {**params, "limit": batch_size},
         )
+        return lambda: page_of(cursor, rows.all(), batch_size)
+
+    def page_of(cursor: dict[str, Any], items: list[dict[str, Any]], batch_size: int) -> Page:
         if not items:
             return Page(items=[], cursor=cursor, done=True)
         next_cursor = {**cursor, "after": [items[-1][order_key], items[-1][tie_key]]}
@@ -133,12 +137,12 @@ class _Pages:
     the caller holds - a step reads the next page in the transaction that checkpoints the
     one before."""
 
-    def __init__(self, store: Store, read: Callable[[Tx, Any, int], Page]) -> None:
+    def __init__(self, store: Store, read: Callable[[Tx, Any, int], Callable[[], Page]]) -> None:
         self._store, self.read = store, read
 
     def __call__(self, cursor: Any, batch_size: int) -> Page:
         with self._store.transaction(write=False) as tx:
-            return self.read(tx, cursor, batch_size)
+            return self.read(tx, cursor, batch_size)()
 
 
 class _SlicedPages(_Pages):
@@ -147,7 +151,7 @@ class _SlicedPages(_Pages):
     def __init__(
         self,
         store: Store,
-        read: Callable[[Tx, Any, int], Page],
+        read: Callable[[Tx, Any, int], Callable[[], Page]],
         cut: Callable[[Any, int], list[tuple[Any, int]]],
     ) -> None:
         super().__init__(store, read)

@@ -1,7 +1,7 @@
-"""How many transactions a page of a keyset job takes: where writers do not queue on one lock
-(PostgreSQL), the next page is read in the transaction that checkpoints the one before -
-one transaction a page; on SQLite the read stays a transaction of its own, off the writer's
-lock - two."""
+"""A keyset job reads its next page in the transaction that checkpoints the one before, where
+writers do not queue on one lock (PostgreSQL): one transaction a page; on SQLite the read
+stays a transaction of its own, off the writer's lock - two. A read that fails there does
+not take the checkpoint with it."""
 
 from __future__ import annotations
 
@@ -67,3 +67,41 @@ def test_a_page_takes_one_transaction_where_writers_do_not_queue(counted, parall
     # the one, and the read of the next (a step's first page and a split read on their own)
     pages = [n for numbers in between.values() for n in numbers]
     assert pages.count(expected) >= len(pages) - 2, pages
+
+
+def test_a_failed_read_of_the_next_page_keeps_the_checkpoint_of_the_page_before(yard):
+    with yard.store.transaction() as tx:
+        tx.execute("CREATE TABLE rows_src (id INTEGER PRIMARY KEY, at REAL NOT NULL)")
+        tx.executemany(
+            "INSERT INTO rows_src (id, at) VALUES (:id, :at)",
+            [{"id": n, "at": float(n)} for n in range(50)],
+        )
+    sql_keyset(yard, "src", table="rows_src", order_by="at", tie_breaker="id")
+    seen: list[int] = []
+
+    @yard.handler("take-the-table-away")
+    def take_away(items, ctx):
+        seen.extend(row["id"] for row in items)
+        if ctx.page == 2:  # the read of page 3 finds no table
+            with yard.store.transaction() as tx:
+                tx.execute("ALTER TABLE rows_src RENAME TO rows_away")
+
+    yard.start_iterator(
+        "away",
+        batch_size=10,
+        get_next_batch="src",
+        process_batch="take-the-table-away",
+        delay_between_batches=0,
+        max_retries=0,
+    )
+    yard.run_worker(concurrency=1, wait=False)
+    status = yard.get_iterator_status("away")
+    # the pages before were checkpointed; the failure is page 3's own
+    assert (status.status, status.processed, status.batches) == ("failed", 30, 3)
+    assert [error.batch for error in yard.get_iterator_errors("away")] == [3]
+    with yard.store.transaction() as tx:
+        tx.execute("ALTER TABLE rows_away RENAME TO rows_src")
+    yard.resume_iterator("away")
+    yard.run_worker(concurrency=1, wait=False)
+    assert yard.get_iterator_status("away").status == "completed"
+    assert seen == list(range(50))  # every row once: none of page 2 again
