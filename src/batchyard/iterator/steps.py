@@ -134,7 +134,8 @@ class Steps:
                 slice=number,
             )
             step_started = time.perf_counter()
-            page_started = self.runtime.clock.time()  # the clock tests move, for page sizes
+            if ahead is None:  # (a page read ahead was started with the checkpoint before it)
+                page_started = self.runtime.clock.time()  # the clock tests move, for page sizes
             try:
                 if split_wanted and number is not None:
                     cursor = self._split(task, row, number, cursor)
@@ -171,6 +172,7 @@ class Steps:
             # alongside; a page that ends the job (or a slice) holds it alone
             lock = "{for_update}" if number is None or finished else "{for_share}"
             checkpointed = None
+            reading_started = self.runtime.clock.time()
             while True:  # twice only when the read of the next page failed the transaction
                 reading = False
                 try:
@@ -226,6 +228,7 @@ class Steps:
                     raise
             if checkpointed is not None and self.slices.asked_to_split(checkpointed):
                 split_wanted, ahead = True, None  # the split moves the cursor's bound
+            page_started = reading_started
             if not more:
                 return
             cursor, batch = page.cursor, batch + 1

@@ -96,7 +96,8 @@ class Tx:
 
     def require(self, sql: str, params: Params, lost: Exception) -> None:
         """Run a write statement that must change a row (a fenced write: ``... RETURNING``
-        something), and fail the whole transaction with `lost` when it changed none - at
+        something), or a locking read that must find one (``SELECT ... {for_update}``), and
+        fail the whole transaction with `lost` when it changed or found none - at
         once, or in a pipelined transaction when the pipeline syncs: the statement is then
         wrapped by the store so that it fails by itself, and the transaction rolls back."""
         if self.pipelined:
