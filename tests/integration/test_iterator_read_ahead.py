@@ -105,3 +105,40 @@ def test_a_failed_read_of_the_next_page_keeps_the_checkpoint_of_the_page_before(
     yard.run_worker(concurrency=1, wait=False)
     assert yard.get_iterator_status("away").status == "completed"
     assert seen == list(range(50))  # every row once: none of page 2 again
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_a_page_of_a_job_paused_while_it_ran_is_dropped_and_its_step_ends(yard, parallelism):
+    with yard.store.transaction() as tx:
+        tx.execute("CREATE TABLE rows_src (id INTEGER PRIMARY KEY, at REAL NOT NULL)")
+        tx.executemany(
+            "INSERT INTO rows_src (id, at) VALUES (:id, :at)",
+            [{"id": n, "at": float(n)} for n in range(100)],
+        )
+    sql_keyset(yard, "src", table="rows_src", order_by="at", tie_breaker="id")
+    seen: list[int] = []
+
+    @yard.handler("pause-midway")
+    def pause_midway(items, ctx):
+        seen.extend(row["id"] for row in items)
+        if len(seen) == 30:  # the checkpoint of this page finds the job paused
+            yard.pause_iterator("midway")
+
+    yard.start_iterator(
+        "midway",
+        batch_size=10,
+        get_next_batch="src",
+        process_batch="pause-midway",
+        delay_between_batches=0,
+        parallelism=parallelism,
+    )
+    yard.run_worker(concurrency=1, wait=False)
+    status = yard.get_iterator_status("midway")
+    assert (status.status, status.processed) == ("paused", 20)  # the third page dropped
+    with yard.store.transaction() as tx:  # and no step left to run, nor to retry
+        assert tx.one("SELECT COUNT(*) AS n FROM batchyard_tasks")["n"] == 0
+    yard.resume_iterator("midway")
+    yard.run_worker(concurrency=1, wait=False)
+    status = yard.get_iterator_status("midway")
+    assert (status.status, status.processed) == ("completed", 100)
+    assert sorted(set(seen)) == list(range(100)) and len(seen) == 110  # that page twice
