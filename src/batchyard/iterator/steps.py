@@ -3,7 +3,9 @@
 A step is a task; it runs pages back to back within a time budget, each checkpointed in a
 transaction fenced by the task's token and the job's generation, then schedules the next
 step (after the job's delay, or the throttle's wait). A parallel job's steps are its
-slices' (see `slices`); its first step cuts the source into them.
+slices' (see `slices`); its first step cuts the source into them. A source that reads in a
+transaction it is given (`PageReader`) has its next page read in the checkpoint's
+transaction, where writers do not queue on one lock.
 """
 
 from __future__ import annotations
