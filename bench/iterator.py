@@ -6,17 +6,20 @@
 Both page by (at, id) in pages of 1,000. The bare scan commits a checkpoint (the last key)
 after every page, as the iterator does; the iterator runs with a no-op handler through the
 worker (`run_worker(wait=False)`), one durable step per page. Also printed: the time per page
-over the first and the last tenth of the job, to show the cost per page stays flat.
+over the first and the last tenth of the job, to show the cost per page stays flat, and the
+CPU time of this process per page (the load of a shared machine moves it less than a rate).
 
 With --parallel: the same table through one `batchyard worker` process at its default
 concurrency (8), with a handler that sleeps 2 ms a page (I/O-bound), `parallelism=4`
 against 1, run by run in turns; a run's time is from the start to the job's completion.
+Where /proc is there (Linux), the worker process's CPU time per page is printed too.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -71,7 +74,9 @@ def bare_scan(yard: Yard, rows: int) -> tuple[int, float]:
     return rows, time.perf_counter() - start
 
 
-def iterator_run(yard: Yard, rows: int, job: str, pages: list[float]) -> tuple[int, float]:
+def iterator_run(
+    yard: Yard, rows: int, job: str, pages: list[float], cpu: list[float]
+) -> tuple[int, float]:
     yard.start_iterator(
         job,
         batch_size=PAGE,
@@ -79,9 +84,10 @@ def iterator_run(yard: Yard, rows: int, job: str, pages: list[float]) -> tuple[i
         process_batch="noop",
         delay_between_batches=0,
     )
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     yard.run_worker(concurrency=1, wait=False)
     elapsed = time.perf_counter() - start
+    cpu.append((time.process_time() - cpu_start) / (rows / PAGE))
     status = yard.get_iterator_status(job)
     assert status.processed == rows and status.status == "completed", status
     return rows, elapsed
@@ -92,6 +98,7 @@ def measure(url: str, label: str, rows: int, repeat: int) -> None:
     fill(yard, rows)
     sql_keyset(yard, "bench-src", table="bench_rows", order_by="at", tie_breaker="id")
     stamps: list[float] = []
+    cpu: list[float] = []
 
     @yard.handler("noop")
     def noop(items, ctx):
@@ -102,7 +109,7 @@ def measure(url: str, label: str, rows: int, repeat: int) -> None:
     bare, ours = median_rates(
         [
             lambda: bare_scan(yard, rows),
-            lambda: iterator_run(yard, rows, f"j{next(runs)}", stamps),
+            lambda: iterator_run(yard, rows, f"j{next(runs)}", stamps, cpu),
         ],
         repeat,
     )
@@ -122,10 +129,24 @@ def measure(url: str, label: str, rows: int, repeat: int) -> None:
         f"- time per page, last run: first tenth {1000 * sum(first) / len(first):.2f} ms, "
         f"last tenth {1000 * sum(last) / len(last):.2f} ms"
     )
+    print(f"- CPU of this process per page, median: {1000 * statistics.median(cpu):.2f} ms")
     yard.close()
 
 
-def parallel_run(yard: Yard, rows: int, job: str, parallelism: int, page: int) -> tuple[int, float]:
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU time a process has used so far, where /proc tells (Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def parallel_run(
+    yard: Yard, rows: int, job: str, parallelism: int, page: int, worker: int, cpu: list[float]
+) -> tuple[int, float]:
+    cpu_start = cpu_seconds(worker)
     yard.start_iterator(
         job,
         batch_size=page,
@@ -138,6 +159,9 @@ def parallel_run(yard: Yard, rows: int, job: str, parallelism: int, page: int) -
         assert status.status in ("pending", "running"), status
         time.sleep(0.02)
     assert status.processed == rows and status.status == "completed", status
+    cpu_end = cpu_seconds(worker)
+    if cpu_start is not None and cpu_end is not None:
+        cpu.append((cpu_end - cpu_start) / (rows / page))
     return rows, (status.completed_at - status.started_at).total_seconds()
 
 
@@ -162,10 +186,11 @@ def measure_parallel(url: str, label: str, rows: int, repeat: int, page: int) ->
         while not workers_up(yard):  # its start-up is not the first run's time
             time.sleep(0.05)
         runs = iter(range(2 * repeat))
+        cpu: dict[int, list[float]] = {1: [], 4: []}
         one, four = median_rates(
             [
-                lambda: parallel_run(yard, rows, f"p{next(runs)}", 1, page),
-                lambda: parallel_run(yard, rows, f"p{next(runs)}", 4, page),
+                lambda: parallel_run(yard, rows, f"p{next(runs)}", 1, page, worker.pid, cpu[1]),
+                lambda: parallel_run(yard, rows, f"p{next(runs)}", 4, page, worker.pid, cpu[4]),
             ],
             repeat,
         )
@@ -177,6 +202,12 @@ def measure_parallel(url: str, label: str, rows: int, repeat: int, page: int) ->
         f"{label}: {rows:,} rows in pages of {page:,}, 2 ms a page, one worker (rows/s)",
         [("parallelism=1", one, "the baseline"), ("parallelism=4", four, goal)],
     )
+    if cpu[1] and cpu[4]:
+        print(
+            "- the worker's CPU per page, median: "
+            f"parallelism=1 {1000 * statistics.median(cpu[1]):.2f} ms, "
+            f"parallelism=4 {1000 * statistics.median(cpu[4]):.2f} ms"
+        )
     yard.close()
 
 

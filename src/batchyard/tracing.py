@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from time import monotonic
-from typing import Any
+from typing import Any, TypeVar
 
 try:
     from opentelemetry import trace as _trace
@@ -30,7 +30,10 @@ MAX_LINKS = 32
 if _trace is not None:
     _tracer = _trace.get_tracer("batchyard")
     _NO_OP_PROVIDERS = (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)
+    _SAMPLED = _trace.TraceFlags(_trace.TraceFlags.SAMPLED)
 
+
+T = TypeVar("T")
 
 _provider_seen = False  # an application configured a tracer provider (it stays, see below)
 _look_again_at = 0.0
@@ -61,28 +64,19 @@ def look_again() -> None:
     _look_again_at = 0.0
 
 
-def traceparent() -> str | None:
-    """The W3C ``traceparent`` of the current span when it is valid and sampled (so worth
-    linking to); None otherwise, and always without the OpenTelemetry API."""
-    if _trace is None:
-        return None
-    context = _trace.get_current_span().get_span_context()
-    if not (context.is_valid and context.trace_flags.sampled):
-        return None
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
-
-
 def _link(value: str) -> Any:
     """A span link to a stored ``traceparent``; None when it does not parse (it was written
     by us, but the books outlive versions: a bad one must not fail a flush)."""
     assert _trace is not None
     try:
         version, trace_id, span_id, flags = value.split("-")
+        # positional, and the flags of a sampled span made once: a flush makes up to
+        # MAX_LINKS of these, each a third of the cost of the link in the SDK
         context = _trace.SpanContext(
-            trace_id=int(trace_id, 16),
-            span_id=int(span_id, 16),
-            is_remote=True,
-            trace_flags=_trace.TraceFlags(int(flags, 16)),
+            int(trace_id, 16),
+            int(span_id, 16),
+            True,
+            _SAMPLED if flags == "01" else _trace.TraceFlags(int(flags, 16)),
         )
     except ValueError:
         return None
@@ -124,10 +118,35 @@ def span(
     return _tracer.start_as_current_span(name, attributes=attributes, links=made)
 
 
-def set_attributes(current: Any, attributes: Mapping[str, Any]) -> None:
-    """Add `attributes` to a span yielded by `span` (nothing when tracing is off)."""
-    if current is not None and current.is_recording():
-        current.set_attributes(dict(attributes))
+def around(
+    name: str,
+    work: Callable[[str | None], T],
+    attributes: Callable[[T], Mapping[str, Any]],
+) -> T:
+    """Run `work` in a span named `name` (tracing must be `enabled`), giving it the span's
+    W3C ``traceparent`` to store with what it writes - None when the span is not sampled, so
+    not worth linking to. The span gets `attributes` of the result at its end, or records
+    the exception that left `work` and is marked an error. Unlike `span`, it is not made
+    current: `work` makes no spans of its own, and the switch of context would cost a third
+    of the span, which costs about as much as a single-item add on SQLite."""
+    assert _trace is not None
+    current = _tracer.start_span(name)
+    context = current.get_span_context()
+    parent = (
+        f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+        if context.trace_flags.sampled
+        else None
+    )
+    try:
+        result = work(parent)
+    except BaseException as exc:
+        current.record_exception(exc)
+        current.set_status(_trace.Status(_trace.StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        current.end()
+        raise
+    current.set_attributes(attributes(result))
+    current.end()
+    return result
 
 
 def record_outcome(

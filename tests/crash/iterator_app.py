@@ -63,3 +63,18 @@ def par_sink(items, ctx):
     line = {"job": ctx.job_id, "slice": ctx.slice, "page": ctx.page, "n": len(items)}
     with open(os.environ["RECORD_PATH"], "a") as out:
         out.write(json.dumps({**line, "began": began, "ended": time.time()}) + "\n")
+
+
+@yard.handler("par_gate")
+def par_gate(job_id):
+    """A throttle that holds a job's slices off once GATE_ROWS of its rows reached the sink,
+    until the file GATE_PATH exists: the slices then wait outside their transactions, so a
+    pause or a cancel from another process gets in before the job can end, however slow
+    the machine (on SQLite the transactional slices otherwise hold the one writer nearly
+    all the time)."""
+    gate = os.environ.get("GATE_PATH")
+    if gate is None or os.path.exists(gate):
+        return None
+    with yard.store.transaction(write=False) as tx:
+        row = tx.one("SELECT COUNT(*) AS n FROM par_sink WHERE job = :job", {"job": job_id})
+    return 0.1 if row["n"] >= int(os.environ["GATE_ROWS"]) else None

@@ -55,7 +55,13 @@ def env(store_url, tmp_path):
     # SQLite the slices' transactional calls hold the one writer nearly all the time, and a
     # pause from another process waits in SQLite's busy handler for a gap between them (with
     # 10 ms a page, a run saw the job end before the pause got in)
-    return {**app_env(store_url, tmp_path / "calls", HERE), "HANDLER_SLEEP": "0.03"}
+    return {
+        **app_env(store_url, tmp_path / "calls", HERE),
+        "HANDLER_SLEEP": "0.03",
+        # jobs started `gated` stop at a tenth until the test opens the gate (`par_gate`)
+        "GATE_PATH": str(tmp_path / "gate"),
+        "GATE_ROWS": str(ROWS // 10),
+    }
 
 
 @pytest.fixture
@@ -63,6 +69,7 @@ def yard(env):
     yard = Yard(env["BATCHYARD_STORE"])
     sql_keyset(yard, "keyed", table="par_src", order_by="at", tie_breaker="id", columns=["id"])
     yard.handler("par_sink")(lambda items, ctx: None)  # a name: the workers run the real one
+    yard.handler("par_gate")(lambda job_id: None)
     with yard.store.transaction() as tx:
         tx.execute("CREATE TABLE par_src (id INTEGER PRIMARY KEY, at REAL NOT NULL)")
         tx.execute("CREATE INDEX par_src_at ON par_src (at, id)")
@@ -76,7 +83,8 @@ def yard(env):
     yard.close()
 
 
-def start(yard, job):
+def start(yard, job, gated=False):
+    """`gated`: the job holds off at a tenth of its rows until `open_gate`."""
     return yard.start_iterator(
         job,
         batch_size=PAGE,
@@ -85,7 +93,12 @@ def start(yard, job):
         delay_between_batches=0,
         transactional=True,
         parallelism=PARALLELISM,
+        throttle="par_gate" if gated else None,
     )
+
+
+def open_gate(env):
+    Path(env["GATE_PATH"]).touch()
 
 
 def progress(yard, job):
@@ -113,13 +126,14 @@ def sink(yard, job):
 def test_a_parallel_job_in_two_workers_one_killed_delivers_every_row_once_and_ends_together(
     yard, env
 ):
-    start(yard, "p")
+    start(yard, "p", gated=True)
     first, _ = worker(env), worker(env)
     wait_until(lambda: progress(yard, "p") >= 0.1, 60.0, "10% of the job", interval=0.02)
 
     paused = yard.pause_iterator("p")  # every slice stops
     assert paused.status == "paused" and len(paused.slices) >= PARALLELISM
     assert held(yard, "p").processed == paused.processed
+    open_gate(env)
     yard.resume_iterator("p")
 
     wait_until(lambda: progress(yard, "p") >= 0.5, 60.0, "half of the job", interval=0.02)
@@ -164,11 +178,12 @@ def test_a_parallel_job_in_two_workers_one_killed_delivers_every_row_once_and_en
 
 @pytest.mark.slow
 def test_cancel_stops_every_slice_and_what_committed_went_once(yard, env):
-    start(yard, "c")
+    start(yard, "c", gated=True)
     worker(env), worker(env)
     wait_until(lambda: progress(yard, "c") >= 0.1, 60.0, "10% of the job", interval=0.02)
     cancelled = yard.cancel_iterator("c")
     assert cancelled.status == "cancelled"
+    open_gate(env)  # what a slice would do next, it may now: nothing, once cancelled
     after = held(yard, "c")
     rows = sink(yard, "c")
     assert (rows["n"], rows["d"]) == (after.processed, after.processed)

@@ -1,24 +1,36 @@
 """Real faults for tests: a TCP proxy in front of PostgreSQL that can drop every connection
-and refuse new ones, as a server restart or a failover does, then heal.
+and refuse new ones, as a server restart or a failover does, then heal; and that can stand
+for a slow network, counting the round trips that cross it.
 
 The proxy forwards bytes between a local port and the real server, a thread per direction.
 `outage()` closes its listening socket (new connections are refused: nothing listens on the
 port) and cuts every open connection (both ends see the connection end, as when a server
 goes away); `heal()` listens on the same port again.
+
+With a `delay`, what the client sends reaches the server that much later, and
+`round_trips` counts the turns of the traffic: bytes from the server right after bytes from
+the client (a request, or a pipelined burst of them, then its answer). A client that sends
+its burst within the delay - every burst does, the delay being long - gets its answer in one
+turn, so the count is the number of times it waited for the server, whatever the load.
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
 import socket
 import threading
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 
 class FaultyProxy:
-    def __init__(self, target_url: str) -> None:
+    def __init__(self, target_url: str, *, delay: float = 0.0) -> None:
+        """`delay`: seconds added to the way from the client to the server."""
         parts = urlsplit(target_url)
         self.target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+        self.delay = delay
+        self.round_trips = 0  # turns of the traffic, over all connections (see above)
         self._url = parts
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
@@ -55,18 +67,43 @@ class FaultyProxy:
                 continue
             with self._lock:
                 self._open.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            last_up = [False]  # the connection's last bytes came from the client
+            for src, dst, up in ((client, upstream, True), (upstream, client, False)):
+                args = (src, dst, last_up, up)
+                threading.Thread(target=self._pump, args=args, daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, last_up: list[bool], up: bool) -> None:
+        late: queue.Queue[tuple[float, bytes] | None] | None = None
+        if up and self.delay:
+            late = queue.Queue()
+            threading.Thread(target=self._forward_late, args=(late, dst), daemon=True).start()
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                with self._lock:  # a turn is counted where the bytes arrive, in order
+                    if last_up[0] and not up:
+                        self.round_trips += 1
+                    last_up[0] = up
+                if late is None:
+                    dst.sendall(data)
+                else:  # each chunk due at its arrival plus the delay, as on a wire
+                    late.put((time.monotonic() + self.delay, data))
         except OSError:
             pass
         finally:
+            if late is not None:
+                late.put(None)
             self._close(src)
             self._close(dst)
+
+    @staticmethod
+    def _forward_late(late: queue.Queue[tuple[float, bytes] | None], dst: socket.socket) -> None:
+        while (chunk := late.get()) is not None:
+            due, data = chunk
+            time.sleep(max(0.0, due - time.monotonic()))
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
 
     def _close(self, sock: socket.socket) -> None:
         with self._lock:

@@ -341,8 +341,8 @@ def test_batches_closed_by_one_add_keep_their_own_max_attempts(yard, calls):
 
 def test_batch_numbers_with_gaps_still_place_every_item(pg_database, clock):
     """Batches made by one statement have consecutive numbers unless another transaction
-    took one in between (PostgreSQL only: SQLite has one writer); then the items go batch
-    by batch. Here the gaps are forced."""
+    took one in between (PostgreSQL only: SQLite has one writer); then each item finds its
+    batch by its sequence. Here the gaps are forced."""
     yard = Yard(pg_database, clock=clock)
     try:
         yard.store.execute(

@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.trace import StatusCode
 
-from batchyard import RetryPolicy
+from batchyard import InvalidInput, RetryPolicy
 from batchyard.http import create_app
 from tests.tracing.conftest import traceparent
 
@@ -152,3 +152,16 @@ def test_byte_limited_adds_store_their_context_by_every_statement(yard, spans):
     yard.flush("ev")
     yard.run_worker(wait=False)
     assert yard.seen == [[1, 2, 3, 444, 555], [666, 7, 8]]
+
+
+def test_a_refused_add_records_its_error_and_stores_nothing(yard, spans):
+    yard.add_items("ev", [1], max_batch_size=10, on_flush="collect")
+    with pytest.raises(InvalidInput, match=r"items\[1\]"):
+        yard.add_items("ev", [2, float("nan")], max_batch_size=10, on_flush="collect")
+    ok, refused = spans.all("batchyard.add")
+    assert ok.status.status_code is not StatusCode.ERROR
+    assert refused.status.status_code is StatusCode.ERROR
+    assert "InvalidInput" in refused.status.description
+    [event] = refused.events
+    assert event.name == "exception"
+    assert stored_traces(yard) == [traceparent(ok)]

@@ -38,6 +38,7 @@ from batchyard.accumulator.records import AddResult, BatchStatus, split_base
 from batchyard.accumulator.sizing import item_size, item_sizes, place
 from batchyard.payloads import encode_items
 from batchyard.store import Tx
+from batchyard.store.base import Rows
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
@@ -51,7 +52,7 @@ class _OpenBatch:
     same goes for `bytes`, where its last item ends: a guess to pick the way to add, which
     the statements check against the item before the position."""
 
-    batch_no: int
+    batch_no: int | None  # None: the batch is full (never appended to by its number)
     position: int
     max_batch_size: int
     result: AddResult  # what an add that lands here returns (the same every time)
@@ -117,13 +118,12 @@ class Adder:
         config = self.config(*args, ordered, max_batch_bytes, flush_after_idle)
         if not tracing.enabled():  # the common way, kept short: a single add is a few µs
             return self.add_configured(base, encode_items(items), config)
-        with tracing.span("batchyard.add", {"batchyard.base": base}) as span:
-            # the add's span context goes with its items, for the flush to link to
-            trace = None if span is None else tracing.traceparent()
-            result = self.add_configured(base, encode_items(items), config, trace)
-            if span is not None:
-                tracing.set_attributes(span, span_attributes(result))
-            return result
+        # the add's span context goes with its items, for the flush to link to
+        return tracing.around(
+            "batchyard.add",
+            lambda trace: self.add_configured(base, encode_items(items), config, trace),
+            lambda result: {"batchyard.base": base, **span_attributes(result)},
+        )
 
     def add_configured(
         self, base: str, encoded: list[str], config: dict[str, Any], trace: str | None = None
@@ -339,8 +339,11 @@ class Adder:
         seen.position, seen.bytes = position + total, used + size
         return seen.result.batch_id
 
-    def _remember(self, base: str, seen: _OpenBatch) -> None:
-        """Note where the next item of `base` goes (only once what told us is committed)."""
+    def _remember(self, base: str, seen: _OpenBatch, number: Rows | None = None) -> None:
+        """Note where the next item of `base` goes (only once what told us is committed);
+        `number`: the batch's number, when it was not known before (`sql.BATCH_NUMBER`)."""
+        if number is not None:
+            seen.batch_no = number.all()[0]["batch_no"]
         if len(self._open) >= 1000 and base not in self._open:
             self._open.clear()  # a bound, for producers of endless distinct base ids
         self._open[base] = seen
@@ -387,13 +390,17 @@ class Adder:
         locked_base = tx.execute(sql.LOCK_BASE, params)
         locked = tx.execute(sql.LOCK_OPEN_BATCH, params)
         counted = tx.execute(sql.COUNT_OPEN_BATCH, params)
-        if locked_base.fetchone() is None:
+        base_row = locked_base.fetchone()
+        if base_row is None:
             # no row for the base (a caller that did not ensure it): make it, take its
             # lock, and look again - another adder may have opened a batch meanwhile
             tx.execute(sql.INSERT_BASE, params)
-            tx.one(sql.LOCK_BASE, params)
+            base_row = tx.one(sql.LOCK_BASE, params)
             locked = tx.execute(sql.LOCK_OPEN_BATCH, params)
             counted = tx.execute(sql.COUNT_OPEN_BATCH, params)
+        # the only reads the add waits for: what follows is sent without waiting for any
+        # result (read, if at all, after the commit)
+        first = base_row["next_sequence"]
         open_batch = locked.fetchone()
         counted_row = counted.fetchone()
         count, used = counted_row["n"], counted_row["bytes"]
@@ -418,26 +425,20 @@ class Adder:
                 # closed before the next batch opens: a base has one open batch at most
                 tx.execute(sql.CLOSE_FULL, {"batch_no": open_no})
         full = sum(p.closed for p in places)
-        new = create_batches(tx, base, config, len(places), full)
+        new = create_batches(tx, base, first, config, len(places), full)
         filled += [
             (batch_id, p.taken, p.closed, flush_settings(config))
-            for (batch_id, _), p in zip(new, places, strict=True)
+            for batch_id, p in zip(new, places, strict=True)
         ]
         if sized:  # placed by the sizes: a statement per batch reached
-            runs = [(open_no, in_open, open_bytes)] if in_open is not None else []
-            runs += [(no, p, max_bytes) for (_, no), p in zip(new, places, strict=True)]
+            runs = [(open_batch["sequence"], in_open, open_bytes)] if in_open is not None else []
+            runs += [(first + i, p, max_bytes) for i, p in enumerate(places)]
             done = 0
-            for batch_no, p, limited in runs:
-                insert_at(tx, encoded[done : done + p.taken], trace, batch_no, p, limited)
+            for sequence, p, limited in runs:
+                insert_at(tx, encoded[done : done + p.taken], trace, base, sequence, p, limited)
                 done += p.taken
-        elif all(no == new[0][1] + i for i, (_, no) in enumerate(new)):
-            first_no = new[0][1] if new else 0
-            insert_items(tx, encoded, trace, room, open_no, count, first_no, size)
-        else:  # numbers not consecutive: batch by batch
-            insert_items(tx, encoded[:room], trace, room, open_no, count)
-            for index, (_, batch_no) in enumerate(new):
-                chunk = encoded[room + index * size : room + (index + 1) * size]
-                insert_items(tx, chunk, trace, len(chunk), batch_no, 0)
+        else:
+            insert_items(tx, encoded, trace, base, room, open_no, count, first, size)
         schedule_size_flushes(
             self.tasks, tx, [(b, flush) for b, _, closed, flush in filled if closed]
         )
@@ -452,14 +453,17 @@ class Adder:
         assert last_place is not None
         limit = size if new else open_batch["max_batch_size"]
         last = _OpenBatch(
-            open_no if len(new) == 0 else new[-1][1],
+            None if last_closed or new else open_no,  # a new one's: read below
             limit if last_closed else last_place.position + last_place.taken,
             limit,
             appended_result(last_id),
             max_bytes if new else open_bytes,
             last_place.bytes_before + sum(sizes[len(encoded) - last_place.taken :]),
         )
-        tx.after_commit.append(lambda: self._remember(base, last))
+        # a new batch left open: its number is read with the commit, without a round trip
+        at = {"base": base, "sequence": first + len(new) - 1}
+        number = tx.later(sql.BATCH_NUMBER, at) if new and not last_closed else None
+        tx.after_commit.append(lambda: self._remember(base, last, number))
         return call_results(calls, filled)
 
     # -- flushing by hand ----------------------------------------------------------------

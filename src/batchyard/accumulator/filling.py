@@ -23,16 +23,19 @@ def insert_at(
     tx: Tx,
     encoded: list[str],
     trace: str | None,
-    batch_no: int,
+    base: str,
+    sequence: int,
     at: Placement,
     max_bytes: int | None,
 ) -> None:
-    """Insert items into one batch at a placement (`sizing.Placement`)."""
+    """Insert items into one batch, the base's of `sequence`, at a placement
+    (`sizing.Placement`)."""
     if encoded:
         tx.execute(
             sql.INSERT_ITEMS_AT,
             {
-                "batch_no": batch_no,
+                "base": base,
+                "sequence": sequence,
                 "position": at.position,
                 "bytes": at.bytes_before,
                 "sized": int(max_bytes is not None),
@@ -46,20 +49,25 @@ def insert_items(
     tx: Tx,
     encoded: list[str],
     trace: str | None,
+    base: str,
     room: int,
     open_no: int,
     count: int,
-    first_no: int = 0,
-    size: int = 1,
+    first: int,
+    size: int,
 ) -> None:
+    """Insert items: the first `room` into the open batch numbered `open_no` after its
+    `count` items, the rest `size` to a batch into the base's new batches of sequences
+    `first`, `first + 1`, ... (see `sql.INSERT_ITEMS`)."""
     if encoded:
         tx.execute(
             sql.INSERT_ITEMS,
             {
+                "base": base,
                 "room": room,
                 "open_no": open_no,
                 "count": count,
-                "first_no": first_no,
+                "first": first,
                 "size": size,
                 "values": orjson.dumps(encoded).decode(),
                 "trace": trace,
@@ -68,37 +76,21 @@ def insert_items(
 
 
 def create_batches(
-    tx: Tx, base: str, config: dict[str, Any], count: int, full: int
-) -> list[tuple[str, int]]:
-    """Make the base's next `count` batches, as (id, number) in sequence order: the
-    first `full` closed for their size, the last open if the add leaves it room. The
-    caller holds the base's lock (see `sql.LOCK_BASE`) and has filled its open batch."""
+    tx: Tx, base: str, first: int, config: dict[str, Any], count: int, full: int
+) -> list[str]:
+    """Make the base's next `count` batches, of sequences `first` on, and give their ids
+    in sequence order: the first `full` closed for their size, the last open if the add
+    leaves it room. The caller holds the base's lock, read `first` with it (see
+    `sql.LOCK_BASE`), and has filled its open batch. Nothing is read back."""
     if count <= 0:
         return []
-    first = int(
-        tx.one(
-            "UPDATE batchyard_batch_bases SET next_sequence = next_sequence + :count "
-            "WHERE base_id = :base RETURNING next_sequence - :count AS first",
-            {"base": base, "count": count},
-        )["first"]
-    )
+    tx.execute(sql.ADVANCE_SEQUENCE, {"base": base, "count": count})
     keys = orjson.dumps([uuid.uuid4().hex for _ in range(count)]).decode()
-    params = {"base": base, "first": first}
     tx.execute(
         sql.INSERT_BATCHES,
-        {**params, "values": keys, "full": full, **config},
+        {"base": base, "first": first, "values": keys, "full": full, **config},
     )
-    numbers = tx.one(sql.NEW_BATCH_NUMBERS, params)
-    if numbers["hi"] - numbers["lo"] == count - 1:  # consecutive, in sequence order
-        return [(f"{base}::{first + i}", numbers["lo"] + i) for i in range(count)]
-    return [
-        (f"{base}::{row['sequence']}", row["batch_no"])
-        for row in tx.all(
-            "SELECT sequence, batch_no FROM batchyard_batches WHERE base_id = :base "
-            "AND sequence >= :first ORDER BY sequence",
-            params,
-        )
-    ]
+    return [f"{base}::{first + i}" for i in range(count)]
 
 
 def schedule_size_flushes(tasks: TaskQueue, tx: Tx, full: list[tuple[str, FlushSettings]]) -> None:

@@ -13,16 +13,28 @@ from batchyard.tasks import sql as tasks_sql
 #
 # An add of many items writes them in one statement however many batches they fill: the
 # first `room` after the open batch's `count` items, the rest `size` to a batch over the new
-# batches numbered `first_no`, `first_no + 1`, ... Their JSON texts travel as one JSON array
+# batches of sequences `first`, `first + 1`, ... Their JSON texts travel as one JSON array
 # of strings, so no Python object is made per row (an executemany of per-row dicts cost more
 # than the insert), and the statements of an add do not grow with its size (each statement
 # is a round trip on PostgreSQL, and on SQLite a wait for the GIL while other threads run).
+# The new batches' numbers are found here, by their sequences, rather than read back by the
+# adder: the add's statements then go without waiting for one another (one round trip on
+# PostgreSQL, see `adding.Adder._fill`). One statement's batches are numbered in sequence
+# order (see `INSERT_BATCHES`), so an item's number is the first plus its batch's index -
+# unless another transaction took a number in between (PostgreSQL only): then each item's
+# batch is looked up by its sequence.
 INSERT_ITEMS = (
     "INSERT INTO batchyard_items (batch_no, position, payload, added_at, trace_context) "
-    "SELECT CASE WHEN j.idx < :room THEN :open_no ELSE :first_no + (j.idx - :room) / :size END, "
+    "SELECT CASE WHEN j.idx < :room THEN :open_no "
+    "WHEN n.consecutive = 1 THEN n.lo + (j.idx - :room) / :size "
+    "ELSE (SELECT b.batch_no FROM batchyard_batches b WHERE b.base_id = :base "
+    "AND b.sequence = :first + (j.idx - :room) / :size) END, "
     "CASE WHEN j.idx < :room THEN :count + j.idx ELSE (j.idx - :room) % :size END, "
     # no ORDER BY: each row's place comes from its index, and SQLite would sort them first
-    "j.value, {now}, :trace FROM {json_text_rows} j"
+    "j.value, {now}, :trace FROM {json_text_rows} j, "
+    "(SELECT MIN(batch_no) AS lo, CASE WHEN MAX(batch_no) - MIN(batch_no) = COUNT(*) - 1 "
+    "THEN 1 ELSE 0 END AS consecutive FROM batchyard_batches "
+    "WHERE base_id = :base AND sequence >= :first) n"
 )
 # New batches of a base, sequences from :first up, one per idempotency key in :values; the
 # first :full of them are born closed for their size (a base has one open batch at most).
@@ -43,19 +55,26 @@ INSERT_BATCHES = (
 # Items at a batch's positions from :position on, in a batch with a byte limit (:sized = 1)
 # or without: each item's `byte_end` is where it ends in its batch's bytes, :bytes being
 # where the item before it ends (see `APPEND_SIZED_AT`). An add into batches with byte
-# limits is placed by the adder, a statement per batch it reaches (see `sizing`).
+# limits is placed by the adder, a statement per batch it reaches (see `sizing`). The batch
+# is found by its base and :sequence (a new batch's number is not read back, see
+# `INSERT_ITEMS`).
 INSERT_ITEMS_AT = (
     "INSERT INTO batchyard_items (batch_no, position, payload, added_at, byte_end, "
     "trace_context) "
-    "SELECT :batch_no, :position + j.idx, j.value, {now}, "
+    "SELECT (SELECT b.batch_no FROM batchyard_batches b WHERE b.base_id = :base "
+    "AND b.sequence = :sequence), :position + j.idx, j.value, {now}, "
     "CASE WHEN :sized = 1 THEN :bytes + SUM(j.octets) OVER (ORDER BY j.idx) END, :trace "
     "FROM {json_text_rows_sized} j"
 )
-# Their numbers, in one row: a RETURNING row per batch would be a fetch each (on SQLite a
-# release of the GIL each, and a wait to take it back while other threads run).
-NEW_BATCH_NUMBERS = (
-    "SELECT MIN(batch_no) AS lo, MAX(batch_no) AS hi FROM batchyard_batches "
-    "WHERE base_id = :base AND sequence >= :first"
+# A batch's number, by its base and sequence: that of the batch an add leaves open, which
+# the adder remembers once the add is committed (see `adding._OpenBatch`).
+BATCH_NUMBER = (
+    "SELECT batch_no FROM batchyard_batches WHERE base_id = :base AND sequence = :sequence"
+)
+# The base's next sequence moved past an add's new batches. The add holds the base's lock
+# and read the sequence with it (`LOCK_BASE`), so nothing is read back.
+ADVANCE_SEQUENCE = (
+    "UPDATE batchyard_batch_bases SET next_sequence = next_sequence + :count WHERE base_id = :base"
 )
 CLOSE_FULL = (
     "UPDATE batchyard_batches SET status = 'flushing', flush_reason = 'size', "
@@ -70,9 +89,14 @@ CLOSE_FULL = (
 INSERT_BASE = (
     "INSERT INTO batchyard_batch_bases (base_id) VALUES (:base) ON CONFLICT (base_id) DO NOTHING"
 )
+# The lock also reads the base's next sequence, the latest committed (a FOR UPDATE that
+# waited reads the row its holder left), unchanged by others until the commit (on SQLite the
+# transaction holds the one writer): the sequences of the batches an add opens are known
+# from it, and it is the only read an add that opens or fills batches waits for.
 LOCK_BASE = "SELECT next_sequence FROM batchyard_batch_bases WHERE base_id = :base {for_update}"
 LOCK_OPEN_BATCH = (
-    "SELECT batch_id, batch_no, max_batch_size, max_attempts, handler, ordered, max_batch_bytes "
+    "SELECT batch_id, batch_no, sequence, max_batch_size, max_attempts, handler, ordered, "
+    "max_batch_bytes "
     "FROM batchyard_batches "
     "WHERE base_id = :base AND status = 'accumulating' {for_update}"
 )

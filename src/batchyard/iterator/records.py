@@ -3,6 +3,7 @@ a job's status."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -64,6 +65,19 @@ class SliceableSource(Protocol):
     def __call__(self, cursor: Any, batch_size: int) -> Any: ...
 
     def slice(self, cursor: Any, parts: int) -> list[tuple[Any, int]]: ...
+
+
+@runtime_checkable
+class PageReader(Protocol):
+    """A source that reads a page in a transaction it is given (`sources.sql_keyset`, whose
+    table is in the yard's own store): a step reads the next page in the transaction that
+    checkpoints the one before - one transaction a page, not two.
+
+    ``read(tx, cursor, batch_size)`` sends the page's query and returns what makes the page
+    once the transaction has ended: in a pipelined transaction its rows come with the
+    commit, no round trip of their own."""
+
+    def read(self, tx: Tx, cursor: Any, batch_size: int) -> Callable[[], Any]: ...
 
 
 @dataclass(frozen=True)

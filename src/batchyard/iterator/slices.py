@@ -31,6 +31,7 @@ from batchyard.clock import to_datetime
 from batchyard.errors import InvalidInput
 from batchyard.iterator.records import SliceableSource, SliceStatus
 from batchyard.store import Tx
+from batchyard.store.base import Rows
 
 if TYPE_CHECKING:
     from batchyard.runtime import Runtime
@@ -110,16 +111,22 @@ class Slices:
 
     def checkpoint(
         self, tx: Tx, job_id: str, number: int, cursor: str, items: int, next_size: int
-    ) -> bool:
-        """Move the slice's cursor past a page; whether another slice asked it to split."""
-        row = tx.one(
+    ) -> Rows:
+        """Move the slice's cursor past a page; `asked_to_split` of what it returns says,
+        after the commit, whether another slice asked it to split (read then, it costs no
+        round trip of its own in a pipelined transaction)."""
+        return tx.later(
             "UPDATE batchyard_iterator_slices SET cursor = :cursor, "
             "processed = processed + :n, batches = batches + 1, page_size = :size, "
             "updated_at = {now} WHERE job_id = :job_id AND slice = :slice "
             "RETURNING split_wanted",
             {"job_id": job_id, "slice": number, "cursor": cursor, "n": items, "size": next_size},
         )
-        return bool(row is not None and row["split_wanted"])
+
+    @staticmethod
+    def asked_to_split(checkpointed: Rows) -> bool:
+        rows = checkpointed.all()
+        return bool(rows and rows[0]["split_wanted"])
 
     def finish(self, tx: Tx, job: Any, number: int) -> bool:
         """The slice ran out (the caller holds the job row exclusively). Whether the whole

@@ -3,13 +3,16 @@
 A step is a task; it runs pages back to back within a time budget, each checkpointed in a
 transaction fenced by the task's token and the job's generation, then schedules the next
 step (after the job's delay, or the throttle's wait). A parallel job's steps are its
-slices' (see `slices`); its first step cuts the source into them.
+slices' (see `slices`); its first step cuts the source into them. A source that reads in a
+transaction it is given (`PageReader`) has its next page read in the checkpoint's
+transaction, where writers do not queue on one lock.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -19,7 +22,7 @@ from batchyard.errors import InvalidInput, LeaseLost, NotFound
 from batchyard.failures import error_text, log_failure, traceback_text
 from batchyard.iterator.errors import ErrorHistory
 from batchyard.iterator.pacing import Pacing
-from batchyard.iterator.records import IteratorState, Page, PageContext, as_page
+from batchyard.iterator.records import IteratorState, Page, PageContext, PageReader, as_page
 from batchyard.iterator.slices import Slices, source_of
 from batchyard.retry import RetryPolicy
 from batchyard.store import Tx
@@ -109,6 +112,19 @@ class Steps:
         budget = time.monotonic() + STEP_BUDGET
         pacing = Pacing.of(row)
         size = int(books["page_size"] or row["batch_size"])
+        # A source of the store's own tables reads each next page in the transaction that
+        # checkpoints the page before: one transaction a page, not two. Not where writers
+        # queue on one lock (the read would hold it), nor for a transactional job (its
+        # handler writes in that transaction, which is then not pipelined).
+        source = handlers.get(row["get_next_batch"])
+        reader = (
+            source
+            if isinstance(source, PageReader)
+            and not row["transactional"]
+            and not self.store.single_writer
+            else None
+        )
+        ahead: Callable[[], Any] | None = None  # the next page, read with the last checkpoint
         while True:
             context = PageContext(
                 job_id=job_id,
@@ -120,7 +136,8 @@ class Steps:
                 slice=number,
             )
             step_started = time.perf_counter()
-            page_started = self.runtime.clock.time()  # the clock tests move, for page sizes
+            if ahead is None:  # (a page read ahead was started with the checkpoint before it)
+                page_started = self.runtime.clock.time()  # the clock tests move, for page sizes
             try:
                 if split_wanted and number is not None:
                     cursor = self._split(task, row, number, cursor)
@@ -132,7 +149,10 @@ class Steps:
                     if wait:
                         self._throttled(task, job_id, generation, wait, number)
                         return
-                page = as_page(handlers.call(row["get_next_batch"], cursor, size))
+                if ahead is None:
+                    page = as_page(handlers.call(row["get_next_batch"], cursor, size))
+                else:
+                    page, ahead = as_page(ahead()), None
                 cursor_text = _cursor_text(page.cursor, row["get_next_batch"])
                 if page.items and not row["transactional"]:
                     handlers.call(row["process_batch"], page.items, context)
@@ -153,40 +173,64 @@ class Steps:
             # a slice's page holds the job row shared, so pages of other slices commit
             # alongside; a page that ends the job (or a slice) holds it alone
             lock = "{for_update}" if number is None or finished else "{for_share}"
-            try:
-                with self.store.transaction(self.runtime.now()) as tx:
-                    if more:
-                        self.tasks.fence(tx, task)
-                    else:
-                        self.tasks.complete(tx, task)
-                    if self.current(tx, job_id, generation, lock) is None:
+            checkpointed = None
+            reading_started = self.runtime.clock.time()
+            while True:  # twice only when the read of the next page failed the transaction
+                reading = False
+                try:
+                    # pipelined: its statements go out together, and it waits for results
+                    # only where it reads the next page and at its commit
+                    with self.store.transaction(
+                        self.runtime.now(), pipeline=not row["transactional"]
+                    ) as tx:
                         if more:
+                            self.tasks.fence(tx, task)
+                        else:
                             self.tasks.complete(tx, task)
-                        return  # paused or cancelled while the batch ran: drop the result
-                    if page.items and row["transactional"]:
-                        handlers.call(
-                            row["process_batch"],
-                            page.items,
-                            PageContext(**{**context.__dict__, "tx": tx}),
-                        )
-                    if not finished:  # (a last page is short: it says nothing of the next)
-                        size = pacing.next_size(size, self.runtime.clock.time() - page_started)
-                    if number is None:
-                        self._checkpoint(tx, row, page, cursor_text, size)
-                    else:
-                        split_wanted = self.slices.checkpoint(
-                            tx, job_id, number, cursor_text, len(page.items), size
-                        )
-                    if finished:
-                        if number is None or self.slices.finish(tx, row, number):
-                            self._finish(tx, row)
-                    elif not more:
-                        self.schedule(tx, job_id, generation, float(row["delay"]), number)
-            except Exception as exc:
-                if row["transactional"] and not (isinstance(exc, LeaseLost) or is_transient(exc)):
-                    self._failed(task, row, exc, batch, time.perf_counter() - step_started)
+                        # paused or cancelled while the batch ran: the result is dropped
+                        tx.require(_CURRENT + lock, {"job_id": job_id, "g": generation}, _Stale())
+                        if page.items and row["transactional"]:
+                            handlers.call(
+                                row["process_batch"],
+                                page.items,
+                                PageContext(**{**context.__dict__, "tx": tx}),
+                            )
+                        if not finished:  # (a last page is short: it says nothing of the next)
+                            size = pacing.next_size(size, self.runtime.clock.time() - page_started)
+                        if number is None:
+                            self._checkpoint(tx, row, page, cursor_text, size)
+                        else:
+                            checkpointed = self.slices.checkpoint(
+                                tx, job_id, number, cursor_text, len(page.items), size
+                            )
+                        if finished:
+                            if number is None or self.slices.finish(tx, row, number):
+                                self._finish(tx, row)
+                        elif not more:
+                            self.schedule(tx, job_id, generation, float(row["delay"]), number)
+                        elif reader is not None:
+                            reading = True
+                            ahead = reader.read(tx, page.cursor, size)
+                    break
+                except _Stale:
+                    with self.store.transaction(self.runtime.now()) as tx:
+                        self.tasks.complete(tx, task)
                     return
-                raise
+                except Exception as exc:
+                    if isinstance(exc, LeaseLost) or is_transient(exc):
+                        raise
+                    if reading:
+                        # the next page's read, not this checkpoint, failed: checkpoint again
+                        # without it, and let that page's own read fail (or not) as its own
+                        reader, ahead = None, None
+                        continue
+                    if row["transactional"]:
+                        self._failed(task, row, exc, batch, time.perf_counter() - step_started)
+                        return
+                    raise
+            if checkpointed is not None and self.slices.asked_to_split(checkpointed):
+                split_wanted, ahead = True, None  # the split moves the cursor's bound
+            page_started = reading_started
             if not more:
                 return
             cursor, batch = page.cursor, batch + 1
@@ -351,10 +395,18 @@ class Steps:
         """The job if this generation may still act on it, else None; `lock` is how its row
         is held until the commit ("{for_update}", "{for_share}" or not at all)."""
         return tx.one(
-            "SELECT * FROM batchyard_iterators WHERE job_id = :job_id "
-            "AND generation = :g AND status IN ('pending', 'running') " + lock,
+            "SELECT * FROM batchyard_iterators" + _CURRENT_WHERE + lock,
             {"job_id": job_id, "g": generation},
         )
+
+
+class _Stale(Exception):
+    """The job was paused, cancelled or deleted since the step read it."""
+
+
+_CURRENT_WHERE = " WHERE job_id = :job_id AND generation = :g AND status IN ('pending', 'running') "
+# the job's row if this generation may still act on it (as `Steps.current`, for `Tx.require`)
+_CURRENT = "SELECT job_id FROM batchyard_iterators" + _CURRENT_WHERE
 
 
 def step_keys(job_id: str, number: int | None = None) -> str:

@@ -11,11 +11,12 @@ Without `follow` the source can be cut into key ranges, for a job started with
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from batchyard.errors import InvalidInput
 from batchyard.iterator.records import Page
-from batchyard.sources.sliced import Sliced
+from batchyard.store import Store, Tx
 
 if TYPE_CHECKING:
     from batchyard.yard import Yard
@@ -69,20 +70,23 @@ def sql_keyset(
             params.update(bound_order=cursor["bound"][0], bound_tie=cursor["bound"][1])
         return (" WHERE " + " AND ".join(where) if where else ""), params
 
-    def next_batch(cursor: dict[str, Any] | None, batch_size: int) -> Page:
-        with yard.store.transaction(write=False) as tx:
-            if cursor is None:  # the first page: fix the bound
-                cursor = {"after": None, "bound": None}
-                if not follow:
-                    top = tx.one(top_sql)
-                    if top is None:
-                        return Page(items=[], cursor=cursor, done=True, total=0)
-                    cursor["bound"] = [top["o"], top["t"]]
-            where, params = within(cursor)
-            items = tx.dicts(
-                f"SELECT {selected} FROM {table}{where} ORDER BY {order}, {tie} LIMIT :limit",
-                {**params, "limit": batch_size},
-            )
+    def read(tx: Tx, cursor: dict[str, Any] | None, batch_size: int) -> Callable[[], Page]:
+        if cursor is None:  # the first page: fix the bound
+            cursor = {"after": None, "bound": None}
+            if not follow:
+                top = tx.one(top_sql)
+                if top is None:
+                    empty = Page(items=[], cursor=cursor, done=True, total=0)
+                    return lambda: empty
+                cursor["bound"] = [top["o"], top["t"]]
+        where, params = within(cursor)
+        rows = tx.later_dicts(
+            f"SELECT {selected} FROM {table}{where} ORDER BY {order}, {tie} LIMIT :limit",
+            {**params, "limit": batch_size},
+        )
+        return lambda: page_of(cursor, rows.all(), batch_size)
+
+    def page_of(cursor: dict[str, Any], items: list[dict[str, Any]], batch_size: int) -> Page:
         if not items:
             return Page(items=[], cursor=cursor, done=True)
         next_cursor = {**cursor, "after": [items[-1][order_key], items[-1][tie_key]]}
@@ -123,5 +127,35 @@ def sql_keyset(
         return pieces
 
     # with follow there is no end to cut up to: such a source runs as one slice
-    yard.handler(name)(next_batch if follow else Sliced(next_batch, cut))
+    pages = _Pages(yard.store, read) if follow else _SlicedPages(yard.store, read, cut)
+    yard.handler(name)(pages)
     return name
+
+
+class _Pages:
+    """The keyset's pages (a `PageReader`): each read in a transaction of its own, or in one
+    the caller holds - a step reads the next page in the transaction that checkpoints the
+    one before."""
+
+    def __init__(self, store: Store, read: Callable[[Tx, Any, int], Callable[[], Page]]) -> None:
+        self._store, self.read = store, read
+
+    def __call__(self, cursor: Any, batch_size: int) -> Page:
+        with self._store.transaction(write=False) as tx:
+            return self.read(tx, cursor, batch_size)()
+
+
+class _SlicedPages(_Pages):
+    """The keyset's pages, and its cut into key ranges (a `SliceableSource`)."""
+
+    def __init__(
+        self,
+        store: Store,
+        read: Callable[[Tx, Any, int], Callable[[], Page]],
+        cut: Callable[[Any, int], list[tuple[Any, int]]],
+    ) -> None:
+        super().__init__(store, read)
+        self._cut = cut
+
+    def slice(self, cursor: Any, parts: int) -> list[tuple[Any, int]]:
+        return self._cut(cursor, parts)

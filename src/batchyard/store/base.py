@@ -96,7 +96,8 @@ class Tx:
 
     def require(self, sql: str, params: Params, lost: Exception) -> None:
         """Run a write statement that must change a row (a fenced write: ``... RETURNING``
-        something), and fail the whole transaction with `lost` when it changed none - at
+        something), or a locking read that must find one (``SELECT ... {for_update}``), and
+        fail the whole transaction with `lost` when it changed or found none - at
         once, or in a pipelined transaction when the pipeline syncs: the statement is then
         wrapped by the store so that it fails by itself, and the transaction rolls back."""
         if self.pipelined:
@@ -123,24 +124,40 @@ class Tx:
     def dicts(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
         """The rows of a query as plain dicts by column name, made from the driver's
         tuples by one comprehension (see `_dict_rows`) - for rows handed to user code."""
+        rows: list[dict[str, Any]] = self.later_dicts(sql, params).all()
+        return rows
+
+    def later_dicts(self, sql: str, params: Params | None = None) -> Rows:
+        """`dicts`, read once the transaction has ended, as `later` reads its rows."""
         bound = {**(params or {}), "now": self.store.now_value(self.now)}
         cursor = self.store._tuple_cursor(self.connection)
         try:
             cursor.execute(self.store.prepare(sql), bound)
         except OverflowError as exc:
             raise _out_of_range(exc) from None
-        names = tuple(column[0] for column in cursor.description)
-        return dict_rows(names)(cursor.fetchall())
+        rows = _AsDicts(cursor)
+        return Rows(rows if self.pipelined else rows.fetchall())
 
     def clock(self) -> float:
         """The store's current time, in epoch seconds."""
         return float(self.one("SELECT {now} AS now")["now"])
 
 
+class _AsDicts:
+    """A cursor of tuples whose rows are read as dicts by column name (see `_dict_rows`)."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def fetchall(self) -> list[dict[str, Any]]:
+        rows = self._cursor.fetchall()  # first: in a pipeline the description comes with them
+        return dict_rows(tuple(column[0] for column in self._cursor.description))(rows)
+
+
 class Rows:
     """A query's rows, read when asked (see `Tx.later`)."""
 
-    def __init__(self, source: Cursor | list[Any]) -> None:
+    def __init__(self, source: Cursor | _AsDicts | list[Any]) -> None:
         self._source = source
 
     def all(self) -> list[Any]:
