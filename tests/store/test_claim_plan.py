@@ -61,6 +61,11 @@ def test_postgres_claim_reads_a_bounded_number_of_rows(pg_database):
             {"limit": 100, "worker_id": "w", "lease": 30},
         )
         tx.execute("ROLLBACK")  # EXPLAIN ANALYZE ran the claim: undo it
+    with store.transaction(NOW, write=False) as tx:
+        table_blocks = tx.one(
+            "SELECT pg_total_relation_size('batchyard_tasks') / current_setting('block_size')::int "
+            "AS n"
+        )["n"]
     store.close()
     plan = row["QUERY PLAN"]
     plan = plan if isinstance(plan, list) else json.loads(plan)
@@ -81,7 +86,14 @@ def test_postgres_claim_reads_a_bounded_number_of_rows(pg_database):
     ]
     for node in picked:
         assert node["Actual Rows"] <= 100
-        assert node["Shared Hit Blocks"] + node["Shared Read Blocks"] < 500, node
+        # a fraction of the table: the due range from its live end, not the drained half.
+        # (The scan may still step over the drained half's index entries: it skips them
+        # cheaply once an earlier scan marked them dead, which it cannot while another
+        # session on the server holds an older snapshot - so no tighter bound holds here.)
+        assert node["Shared Hit Blocks"] + node["Shared Read Blocks"] < table_blocks / 2, (
+            node,
+            table_blocks,
+        )
 
 
 def _nodes(node):
