@@ -13,6 +13,18 @@ import pytest
 from batchyard.sources import sql_keyset
 
 
+def keyed_rows(yard, count, ties=1):
+    """A table of `count` rows and the keyset source "src" over it, `ties` rows an order
+    value."""
+    with yard.store.transaction() as tx:
+        tx.execute("CREATE TABLE rows_src (id INTEGER PRIMARY KEY, at REAL NOT NULL)")
+        tx.executemany(
+            "INSERT INTO rows_src (id, at) VALUES (:id, :at)",
+            [{"id": n, "at": float(n // ties)} for n in range(count)],
+        )
+    sql_keyset(yard, "src", table="rows_src", order_by="at", tie_breaker="id")
+
+
 @pytest.fixture
 def counted(yard):
     """The yard, its store's transactions counted by the thread that opens them."""
@@ -33,13 +45,7 @@ def counted(yard):
 @pytest.mark.parametrize("parallelism", [1, 2])
 def test_a_page_takes_one_transaction_where_writers_do_not_queue(counted, parallelism):
     yard = counted
-    with yard.store.transaction() as tx:
-        tx.execute("CREATE TABLE rows_src (id INTEGER PRIMARY KEY, at REAL NOT NULL)")
-        tx.executemany(
-            "INSERT INTO rows_src (id, at) VALUES (:id, :at)",
-            [{"id": n, "at": float(n // 7)} for n in range(400)],
-        )
-    sql_keyset(yard, "src", table="rows_src", order_by="at", tie_breaker="id")
+    keyed_rows(yard, 400, ties=7)
     between: dict[int | None, list[int]] = {}
     last: dict[int | None, int] = {}
     seen: list[int] = []
@@ -70,13 +76,7 @@ def test_a_page_takes_one_transaction_where_writers_do_not_queue(counted, parall
 
 
 def test_a_failed_read_of_the_next_page_keeps_the_checkpoint_of_the_page_before(yard):
-    with yard.store.transaction() as tx:
-        tx.execute("CREATE TABLE rows_src (id INTEGER PRIMARY KEY, at REAL NOT NULL)")
-        tx.executemany(
-            "INSERT INTO rows_src (id, at) VALUES (:id, :at)",
-            [{"id": n, "at": float(n)} for n in range(50)],
-        )
-    sql_keyset(yard, "src", table="rows_src", order_by="at", tie_breaker="id")
+    keyed_rows(yard, 50)
     seen: list[int] = []
 
     @yard.handler("take-the-table-away")
@@ -109,13 +109,7 @@ def test_a_failed_read_of_the_next_page_keeps_the_checkpoint_of_the_page_before(
 
 @pytest.mark.parametrize("parallelism", [1, 2])
 def test_a_page_of_a_job_paused_while_it_ran_is_dropped_and_its_step_ends(yard, parallelism):
-    with yard.store.transaction() as tx:
-        tx.execute("CREATE TABLE rows_src (id INTEGER PRIMARY KEY, at REAL NOT NULL)")
-        tx.executemany(
-            "INSERT INTO rows_src (id, at) VALUES (:id, :at)",
-            [{"id": n, "at": float(n)} for n in range(100)],
-        )
-    sql_keyset(yard, "src", table="rows_src", order_by="at", tie_breaker="id")
+    keyed_rows(yard, 100)
     seen: list[int] = []
 
     @yard.handler("pause-midway")

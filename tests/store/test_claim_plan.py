@@ -18,15 +18,22 @@ TASKS = 60_000
 NOW = 2_000_000.0
 
 
-def fill_and_half_drain(store) -> None:
+def fill(store, keyed: bool = False) -> None:
+    """TASKS due tasks, the earliest first; `keyed`: with keys, as flush tasks have."""
+    key = "'flush:b::' || i" if keyed else "NULL"
     with store.transaction(NOW) as tx:
         tx.execute(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count) "
-            "INSERT INTO batchyard_tasks (kind, payload, state, due_at, max_attempts, "
+            "INSERT INTO batchyard_tasks (kind, key, payload, state, due_at, max_attempts, "
             "created_at, updated_at) "
-            "SELECT 'k', '{}', 'queued', {now} - :count + i, 5, {now}, {now} FROM n",
+            f"SELECT 'k', {key}, '{{}}', 'queued', "
+            "{now} - :count + i, 5, {now}, {now} FROM n",
             {"count": TASKS},
         )
+
+
+def fill_and_half_drain(store) -> None:
+    fill(store)
     drained, queue = 0, TaskQueue(store)
     while drained < TASKS // 2:  # complete the earliest half, claim by claim
         tasks = queue.claim("w", 1000, lease=30, now=NOW)
@@ -36,16 +43,30 @@ def fill_and_half_drain(store) -> None:
         drained += len(tasks)
 
 
+def sqlite_plan(store, sql, params) -> list[str]:
+    """The details of SQLite's plan for `sql` after ANALYZE; the store is closed."""
+    with store.transaction(NOW) as tx:
+        tx.execute("ANALYZE")
+        plan = tx.all("EXPLAIN QUERY PLAN " + sql, params)
+    store.close()
+    return [row["detail"] for row in plan]
+
+
+def postgres_plan(store, sql, params) -> dict:
+    """PostgreSQL's plan for `sql` after ANALYZE, as run (with its buffers), and undone."""
+    with store.transaction(NOW) as tx:
+        tx.execute("ANALYZE batchyard_tasks")
+    with store.transaction(NOW) as tx:
+        [row] = tx.all("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)
+        tx.execute("ROLLBACK")  # EXPLAIN ANALYZE ran the claim: undo it
+    plan = row["QUERY PLAN"]
+    return (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]
+
+
 def test_sqlite_claim_searches_the_due_index(tmp_path):
     store = open_store(f"sqlite:///{tmp_path}/plan.db")
     fill_and_half_drain(store)
-    with store.transaction(NOW) as tx:
-        tx.execute("ANALYZE")
-        plan = tx.all(
-            "EXPLAIN QUERY PLAN " + CLAIM_SQL, {"limit": 100, "worker_id": "w", "lease": 30}
-        )
-    store.close()
-    details = [row["detail"] for row in plan]
+    details = sqlite_plan(store, CLAIM_SQL, {"limit": 100, "worker_id": "w", "lease": 30})
     assert any("batchyard_tasks_due" in d and "SEARCH" in d for d in details), details
     assert not any(d.startswith("SCAN batchyard_tasks") for d in details), details
 
@@ -53,23 +74,14 @@ def test_sqlite_claim_searches_the_due_index(tmp_path):
 def test_postgres_claim_reads_a_bounded_number_of_rows(pg_database):
     store = open_store(pg_database)
     fill_and_half_drain(store)
-    with store.transaction(NOW) as tx:
-        tx.execute("ANALYZE batchyard_tasks")
-    with store.transaction(NOW) as tx:
-        [row] = tx.all(
-            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + CLAIM_SQL,
-            {"limit": 100, "worker_id": "w", "lease": 30},
-        )
-        tx.execute("ROLLBACK")  # EXPLAIN ANALYZE ran the claim: undo it
+    plan = postgres_plan(store, CLAIM_SQL, {"limit": 100, "worker_id": "w", "lease": 30})
     with store.transaction(NOW, write=False) as tx:
         table_blocks = tx.one(
             "SELECT pg_total_relation_size('batchyard_tasks') / current_setting('block_size')::int "
             "AS n"
         )["n"]
     store.close()
-    plan = row["QUERY PLAN"]
-    plan = plan if isinstance(plan, list) else json.loads(plan)
-    scans = list(_nodes(plan[0]["Plan"]))
+    scans = list(_nodes(plan))
     task_scans = [
         n
         for n in scans
@@ -104,15 +116,7 @@ def _nodes(node):
 
 def fill_keyed(store) -> None:
     """60,000 due flush tasks with keys, as a backlog that a directed claim must not walk."""
-    with store.transaction(NOW) as tx:
-        tx.execute(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count) "
-            "INSERT INTO batchyard_tasks (kind, key, payload, state, due_at, max_attempts, "
-            "created_at, updated_at) "
-            "SELECT 'k', 'flush:b::' || i, '{}', 'queued', {now} - :count + i, 5, {now}, {now} "
-            "FROM n",
-            {"count": TASKS},
-        )
+    fill(store, keyed=True)
 
 
 DIRECTED_PARAMS = {
@@ -126,11 +130,7 @@ DIRECTED_PARAMS = {
 def test_sqlite_directed_claim_searches_the_key_index(tmp_path):
     store = open_store(f"sqlite:///{tmp_path}/plan.db")
     fill_keyed(store)
-    with store.transaction(NOW) as tx:
-        tx.execute("ANALYZE")
-        plan = tx.all("EXPLAIN QUERY PLAN " + CLAIM_DIRECTED_SQL, DIRECTED_PARAMS)
-    store.close()
-    details = [row["detail"] for row in plan]
+    details = sqlite_plan(store, CLAIM_DIRECTED_SQL, DIRECTED_PARAMS)
     assert any(d.startswith("SEARCH t USING INDEX") and "(key=?)" in d for d in details), details
     assert not any(d.startswith("SCAN t") for d in details), details
 
@@ -138,17 +138,8 @@ def test_sqlite_directed_claim_searches_the_key_index(tmp_path):
 def test_postgres_directed_claim_reads_its_tasks_only(pg_database):
     store = open_store(pg_database)
     fill_keyed(store)
-    with store.transaction(NOW) as tx:
-        tx.execute("ANALYZE batchyard_tasks")
-    with store.transaction(NOW) as tx:
-        [row] = tx.all(
-            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + CLAIM_DIRECTED_SQL, DIRECTED_PARAMS
-        )
-        tx.execute("ROLLBACK")  # EXPLAIN ANALYZE ran the claim: undo it
+    top = postgres_plan(store, CLAIM_DIRECTED_SQL, DIRECTED_PARAMS)
     store.close()
-    plan = row["QUERY PLAN"]
-    plan = plan if isinstance(plan, list) else json.loads(plan)
-    top = plan[0]["Plan"]
     assert top["Actual Rows"] == 2
     scans = [n for n in _nodes(top) if n.get("Relation Name") == "batchyard_tasks"]
     assert not [n for n in scans if n["Node Type"] == "Seq Scan"], scans
