@@ -66,3 +66,16 @@ def test_a_worker_claims_ahead_no_more_than_its_prefetch_and_gives_back_what_it_
             "SELECT state, attempts FROM batchyard_tasks WHERE kind = :kind", {"kind": FLUSH_TASK}
         )
     assert [(row["state"], row["attempts"]) for row in rows] == [("queued", 0)] * 4
+
+
+def test_an_idle_worker_asked_to_stop_does_not_wait_out_its_poll_interval(make_yard):
+    # on PostgreSQL an idle worker waits on its LISTEN connection: the stop, set in this
+    # process, must end that wait too (it once waited for a NOTIFY or the poll interval)
+    yard = make_yard()
+    worker = yard.worker(concurrency=1, poll_interval=60.0)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    time.sleep(1.0)  # nothing to do: it waits for work
+    worker.stop()
+    thread.join(timeout=30.0)  # half the poll interval: a stop that waited it out is caught
+    assert not thread.is_alive()

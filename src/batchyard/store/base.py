@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -20,6 +19,7 @@ from typing import Any, ClassVar, Protocol
 
 from batchyard.errors import InvalidInput
 from batchyard.store._dict_rows import dict_rows
+from batchyard.store.wakeup import Wakeup
 
 Params = Mapping[str, Any]
 Row = Mapping[str, Any]
@@ -179,7 +179,7 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._wakeup = threading.Event()
+        self._wakeup = Wakeup()
 
     # -- what each backend provides -------------------------------------------------------
 

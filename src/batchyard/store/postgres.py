@@ -327,10 +327,15 @@ class PostgresStore(Store):
                     # heard, but its wake-up is set
                     if self._wakeup.is_set():
                         timeout = 0
-                for notice in self._listener.notifies(timeout=timeout, stop_after=1):
-                    if notice.payload == self._origin:
-                        self._wakeup.wait(_OWN_COMMIT_SECONDS)
-            except psycopg.Error:
+                notices = list(self._listener.notifies(timeout=0))
+                if not notices and not self._wakeup.is_set():
+                    # other processes' NOTIFYs, and this process's wake-up at once
+                    ready = [self._listener.fileno(), self._wakeup.fileno()]
+                    select.select(ready, [], [], timeout)
+                    notices = list(self._listener.notifies(timeout=0))
+                if any(notice.payload == self._origin for notice in notices):
+                    self._wakeup.wait(_OWN_COMMIT_SECONDS)
+            except (psycopg.Error, OSError):
                 # the listener died: fall back to polling, reconnect next time
                 if self._listener is not None:
                     self._listener.close()
@@ -364,6 +369,7 @@ class PostgresStore(Store):
             if self._listener is not None:
                 self._listener.close()
                 self._listener = None
+            self._wakeup.close()
         self._pool.close()
 
 
