@@ -461,7 +461,9 @@ class Producer:
         """Everything in one transaction: all of it is durable, or none of it."""
         adder = self._adder
         adder.ensure_bases({run.base for run in runs})
-        with self.runtime.store.transaction(self.runtime.now()) as tx:
+        # pipelined: each base's statements go without waiting, up to the one read an add
+        # waits for (PostgreSQL; on SQLite the same)
+        with self.runtime.store.transaction(self.runtime.now(), pipeline=True) as tx:
             locked: set[str] = set()
             for run in runs:
                 if run.batcher is not None and self._batchers is not None:

@@ -66,3 +66,20 @@ def test_a_single_item_after_a_fill_goes_straight_to_the_batch_left_open(slow):
     assert proxy.round_trips == 1
     assert result.batch_id == "b::2"
     assert [batch.item_count for batch in yard.get_batch_status("b::2")] == [5]
+
+
+def test_a_producer_write_waits_for_the_server_once_per_base_written(slow):
+    """Its transaction is pipelined: each base's statements go together up to the one read
+    its add waits for, and the rest go with the next base's, or with the commit."""
+    proxy, yard = slow
+    bases = [f"p{n}" for n in range(4)]
+    with yard.producer(write_interval=60.0) as producer:
+        for base in bases:  # a first write makes the bases' rows
+            producer.add(base, list(range(5)), max_batch_size=100, on_flush="noop")
+        producer.flush()
+        for base in bases:
+            producer.add(base, list(range(5)), max_batch_size=100, on_flush="noop")
+        proxy.round_trips = 0
+        producer.flush()
+        assert proxy.round_trips <= len(bases) + 1  # (was ~7 a base)
+    assert sum(yard.get_batch_status(f"{base}::0")[0].item_count for base in bases) == 40

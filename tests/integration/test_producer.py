@@ -40,13 +40,13 @@ def store_faults(yard, *, fail_times=0, delay=0.0):
     state = {"left": fail_times}
 
     @contextlib.contextmanager
-    def faulty(now=None, *, write=True):
+    def faulty(now=None, *, write=True, pipeline=False):
         if delay:
             time.sleep(delay)
         if write and state["left"] != 0:
             state["left"] -= 1
             raise StoreError("injected failure")
-        with original(now, write=write) as tx:
+        with original(now, write=write, pipeline=pipeline) as tx:
             yield tx
 
     yard.store.transaction = faulty

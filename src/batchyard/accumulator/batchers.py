@@ -239,7 +239,8 @@ class Batchers:
             ]
         bases = [batcher.base_of(key) for key in by_key]
         self.adder.ensure_bases(bases)
-        with self.store.transaction(self.runtime.now()) as tx:
+        # pipelined, as the producer's writes: each key's statements go together
+        with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
             self.lock(tx, batcher)
             results = []
             for base, texts in zip(bases, by_key.values(), strict=True):
