@@ -290,3 +290,32 @@ def test_what_the_claim_loop_took_first_is_not_claimed_again_by_key(yard, monkey
     counter = WriteCounter(yard.store, monkeypatch)
     assert directed(yard, "mine") == []
     assert counter.writes == {}  # not even a transaction to learn it
+
+
+def test_a_forked_child_announces_nothing_and_waits_for_no_lock_of_its_parent(yard):
+    # the parent's workers do not live in a child, and a lock one of the parent's threads
+    # held at fork() would be held for ever there: the child's add that closes a batch
+    # would hang announcing its flush
+    import os
+    import signal
+
+    yard.handler("noop")(lambda items, ctx: None)
+    announced = yard.runtime.tasks.directed
+    announced.listen()  # a worker of the parent listens
+    announced._lock.acquire()  # another thread of the parent holds the lock at fork()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: 0 once its add went through unannounced, 3 if it hung
+            signal.signal(signal.SIGALRM, lambda *_: os._exit(3))
+            signal.alarm(10)
+            code = 1
+            try:
+                yard.add_items("child", [1], max_batch_size=1, on_flush="noop")
+                code = 0 if not announced._announced else 4
+            finally:
+                os._exit(code)
+    finally:
+        announced._lock.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    announced.stop_listening()

@@ -26,7 +26,7 @@ from batchyard.accumulator.filling import (
     schedule_size_flushes,
 )
 from batchyard.accumulator.flushing import schedule_flush
-from batchyard.accumulator.lanes import Lane, Lanes, PreparedAdd, Send, forget_in_child
+from batchyard.accumulator.lanes import Lane, Lanes, PreparedAdd, Send
 from batchyard.accumulator.outcomes import (
     Filled,
     appended_result,
@@ -36,6 +36,7 @@ from batchyard.accumulator.outcomes import (
 )
 from batchyard.accumulator.records import AddResult, BatchStatus, split_base
 from batchyard.accumulator.sizing import item_size, item_sizes, place
+from batchyard.forks import forget_in_child
 from batchyard.payloads import encode_items
 from batchyard.store import Tx
 from batchyard.store.base import Rows

@@ -18,14 +18,13 @@ that fails fails every call it carried; none of their items was stored.
 from __future__ import annotations
 
 import copy
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import NamedTuple
 
 from batchyard.accumulator.records import AddResult
+from batchyard.forks import forget_in_child
 
 # How long the thread about to send an add waits for as many calls as the last add carried
 # (the threads it carried are on their way back with their next): without it, the first of
@@ -210,10 +209,3 @@ class Lanes:
                         self._lanes.clear()
                     lane = self._lanes[key] = Lane()
         return lane
-
-
-def forget_in_child(forget: Callable[[], None]) -> None:
-    """Call the method `forget` in a forked child, for as long as its object lives: what
-    holds lanes must let them go there."""
-    method = weakref.WeakMethod(forget)
-    os.register_at_fork(after_in_child=lambda: (call := method()) and call())

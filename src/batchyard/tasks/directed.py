@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from batchyard.forks import forget_in_child
 from batchyard.tasks import sql
 from batchyard.tasks.records import Task, task_of
 
@@ -58,12 +59,16 @@ class Directed:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._forget()
+        self.limited: frozenset[str] = frozenset()  # handlers with limits, known here
+        forget_in_child(self._forget)  # the parent's workers do not listen in a child
+
+    def _forget(self) -> None:
         self._lock = threading.Lock()
         self._listening = 0  # the workers of this process in their claim loop
         # key -> kind and payload, in the order they were queued
         self._announced: dict[str, tuple[str, Mapping[str, Any]]] = {}
         self._taken: dict[str, None] = {}  # keys a claim took before they were heard
-        self.limited: frozenset[str] = frozenset()  # handlers with limits, known here
 
     def listen(self) -> None:
         """A worker's claim loop starts: tasks queued from now on are announced to it."""
