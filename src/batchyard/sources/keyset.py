@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchyard.errors import InvalidInput
 from batchyard.iterator.records import Page
+from batchyard.sources.sliced import Sliced
 from batchyard.store import Store, Tx
 
 if TYPE_CHECKING:
@@ -127,8 +128,8 @@ def sql_keyset(
         return pieces
 
     # with follow there is no end to cut up to: such a source runs as one slice
-    pages = _Pages(yard.store, read) if follow else _SlicedPages(yard.store, read, cut)
-    yard.handler(name)(pages)
+    pages = _Pages(yard.store, read)
+    yard.handler(name)(pages if follow else _SlicedPages(pages, cut))
     return name
 
 
@@ -145,17 +146,9 @@ class _Pages:
             return self.read(tx, cursor, batch_size)()
 
 
-class _SlicedPages(_Pages):
-    """The keyset's pages, and its cut into key ranges (a `SliceableSource`)."""
+class _SlicedPages(Sliced):
+    """The keyset's pages (read as `_Pages` reads them), and its cut into key ranges."""
 
-    def __init__(
-        self,
-        store: Store,
-        read: Callable[[Tx, Any, int], Callable[[], Page]],
-        cut: Callable[[Any, int], list[tuple[Any, int]]],
-    ) -> None:
-        super().__init__(store, read)
-        self._cut = cut
-
-    def slice(self, cursor: Any, parts: int) -> list[tuple[Any, int]]:
-        return self._cut(cursor, parts)
+    def __init__(self, pages: _Pages, cut: Callable[[Any, int], list[tuple[Any, int]]]) -> None:
+        super().__init__(pages, cut)
+        self.read = pages.read
