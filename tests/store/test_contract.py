@@ -113,6 +113,31 @@ def test_dicts_are_plain_dicts_by_column_name_with_the_values_as_stored(store):
     assert (one, none) == ([{"body": "it's"}], [])
 
 
+def test_parameters_bind_by_name_however_often_and_wherever_they_come(store, clock):
+    # a name used twice binds one value; a cast's '::' and a ':' in a literal are no names;
+    # a statement of one parameter, and of none but the clock's
+    with store.transaction(clock.time()) as tx:
+        row = tx.one(
+            "SELECT :a AS a, :b AS b, :a + :b AS total, CAST('x::y' AS TEXT) AS t, "
+            "'k:v' AS kv, {now} AS now",
+            {"b": 2, "a": 40, "unused": "ignored"},
+        )
+        alone = tx.one("SELECT :only AS only", {"only": "one"})
+        clock_only = tx.one("SELECT {now} AS now")
+    assert dict(row) == {
+        "a": 40,
+        "b": 2,
+        "total": 42,
+        "t": "x::y",
+        "kv": "k:v",
+        "now": clock.time(),
+    }
+    assert (alone["only"], clock_only["now"]) == ("one", clock.time())
+    assert (
+        store.execute("UPDATE batchyard_schema SET name = name WHERE version = :v", {"v": 1}) == 1
+    )
+
+
 def test_a_statement_alone_never_joins_a_transaction_the_thread_holds_open(store, clock):
     """On PostgreSQL it runs on a connection of its own and commits alone; SQLite's one
     write connection is the open transaction's, so there it is refused."""

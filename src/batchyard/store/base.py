@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from batchyard.errors import InvalidInput
 from batchyard.store._dict_rows import dict_rows
@@ -23,6 +23,16 @@ from batchyard.store.wakeup import Wakeup
 
 Params = Mapping[str, Any]
 Row = Mapping[str, Any]
+# A ``:name`` parameter (not a PostgreSQL ``::`` cast, nor a name's middle)
+PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+class Prepared(NamedTuple):
+    """A statement in a backend's form: its text, and what orders its parameters as the
+    driver binds them (None: by name, the parameters as they are)."""
+
+    text: str
+    order: Callable[[dict[str, Any]], Any] | None
 
 
 class Cursor(Protocol):
@@ -59,14 +69,10 @@ class Tx:
         self.required: list[Exception] = []
 
     def execute(self, sql: str, params: Params | None = None) -> Cursor:
-        bound = (
-            {**params, "now": self.store.now_value(self.now)}
-            if params
-            else {"now": self.store.now_value(self.now)}
-        )
+        text, bound = self.store.bind(sql, params, self.now)
         cursor: Cursor = self.connection.cursor()
         try:
-            cursor.execute(self.store.prepare(sql), bound)  # type: ignore[attr-defined]
+            cursor.execute(text, bound)  # type: ignore[attr-defined]
         except OverflowError as exc:
             raise _out_of_range(exc) from None
         return cursor
@@ -77,9 +83,10 @@ class Tx:
         now = self.store.now_value(self.now)
         for row in rows:
             row["now"] = now
+        text, order = self.store.prepare(sql)
         cursor = self.connection.cursor()
         try:
-            cursor.executemany(self.store.prepare(sql), rows)
+            cursor.executemany(text, rows if order is None else map(order, rows))
         except OverflowError as exc:
             raise _out_of_range(exc) from None
         return int(cursor.rowcount)
@@ -109,10 +116,10 @@ class Tx:
     def stream(self, sql: str, params: Params | None = None, size: int = 1000) -> Iterator[Any]:
         """Yield the rows of a query as plain tuples in column order, a few at a time, never
         holding the whole result (on PostgreSQL through a server-side cursor)."""
-        bound = {**(params or {}), "now": self.store.now_value(self.now)}
+        text, bound = self.store.bind(sql, params, self.now)
         cursor = self.store._streaming_cursor(self.connection)
         try:
-            cursor.execute(self.store.prepare(sql), bound)
+            cursor.execute(text, bound)
             while rows := cursor.fetchmany(size):
                 yield from rows
         finally:
@@ -129,10 +136,10 @@ class Tx:
 
     def later_dicts(self, sql: str, params: Params | None = None) -> Rows:
         """`dicts`, read once the transaction has ended, as `later` reads its rows."""
-        bound = {**(params or {}), "now": self.store.now_value(self.now)}
+        text, bound = self.store.bind(sql, params, self.now)
         cursor = self.store._tuple_cursor(self.connection)
         try:
-            cursor.execute(self.store.prepare(sql), bound)
+            cursor.execute(text, bound)
         except OverflowError as exc:
             raise _out_of_range(exc) from None
         rows = _AsDicts(cursor)
@@ -175,7 +182,7 @@ class Store:
     # (PostgreSQL, claims with SKIP LOCKED), the claim itself is the cheapest look.
     single_writer: ClassVar[bool] = False
     fragments: ClassVar[dict[str, str]]
-    _prepared: ClassVar[dict[str, str]] = {}
+    _prepared: ClassVar[dict[str, Prepared]] = {}
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -232,9 +239,9 @@ class Store:
         return f"({order}, {tie}) {op} (:{order_param}, :{tie_param})"
 
     @staticmethod
-    def _convert(sql: str) -> str:
+    def _convert(sql: str) -> Prepared:
         """Turn ``:name`` parameters into the driver's style."""
-        return sql
+        raise NotImplementedError
 
     @staticmethod
     def _streaming_cursor(connection: Any) -> Any:
@@ -275,7 +282,7 @@ class Store:
 
     # -- shared machinery -------------------------------------------------------------------
 
-    def prepare(self, sql: str) -> str:
+    def prepare(self, sql: str) -> Prepared:
         """`sql` in this backend's form: fragments filled in, parameters converted (once per
         text: the same few statements run millions of times)."""
         prepared = self._prepared.get(sql)
@@ -283,6 +290,14 @@ class Store:
             text = _FRAGMENT.sub(lambda m: self.fragments.get(m[1], m[0]), sql)
             prepared = self._prepared[sql] = self._convert(text)
         return prepared
+
+    def bind(self, sql: str, params: Params | None, now: float | None) -> tuple[str, Any]:
+        """`sql` in this backend's form and `params`, with ``now`` (the clock to bind, see
+        `now_value`), as its driver takes them."""
+        text, order = self._prepared.get(sql) or self.prepare(sql)
+        now_value = self.now_value(now)
+        bound = {**params, "now": now_value} if params else {"now": now_value}
+        return text, bound if order is None else order(bound)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -31,7 +31,7 @@ from batchyard.errors import (
     StoreUnavailable,
 )
 from batchyard.logs import Redactor
-from batchyard.store.base import Params, Store, Tx
+from batchyard.store.base import PARAM, Params, Prepared, Store, Tx
 
 _CHANNEL = "batchyard_tasks"
 # How long an idle worker woken by a NOTIFY of its own process waits for that process's own
@@ -63,7 +63,6 @@ _TRANSIENT = (
 )
 _STREAMS = itertools.count()
 _REQUIRED = "batchyard-required-"  # marks a failed `Tx.require` (see `required_sql`)
-_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
 def _xid(value: str) -> str:
@@ -242,7 +241,7 @@ class PostgresStore(Store):
         # pooled connections are in autocommit: the statement is its own transaction, and
         # costs one round trip
         with self._connection() as conn:
-            cursor = conn.execute(self.prepare(sql), {**params, "now": self.now_value(now)})
+            cursor = conn.execute(*self.bind(sql, params, now))
             return cursor.fetchall() if returning else cursor.rowcount
 
     @contextmanager
@@ -285,9 +284,9 @@ class PostgresStore(Store):
         return now  # None: the SQL falls back to the database's clock
 
     @staticmethod
-    def _convert(sql: str) -> str:
+    def _convert(sql: str) -> Prepared:
         # psycopg's placeholders are %(name)s: a % of the SQL itself (modulo) is doubled
-        return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+        return Prepared(PARAM.sub(r"%(\1)s", sql.replace("%", "%%")), None)
 
     def required_sql(self, sql: str, number: int) -> str:
         # No statement of plain SQL raises an error of our choosing, but a cast does fail on

@@ -16,8 +16,9 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from operator import itemgetter
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -29,7 +30,7 @@ from batchyard.errors import (
     StoreReadOnly,
     StoreUnavailable,
 )
-from batchyard.store.base import Params, Store, Tx
+from batchyard.store.base import PARAM, Params, Prepared, Store, Tx
 
 # How many times this process's line forked to make it: a connection or the writer's lock
 # made before a fork belongs to the parent. Counted in the child by the fork itself, so that
@@ -208,9 +209,7 @@ class SQLiteStore(Store):
                     f"a statement of its own cannot run on {self.path} inside "
                     f"a transaction this thread holds open"
                 )
-            # (the statement's text from the cache at once: this runs for every single add)
-            text = self._prepared.get(sql) or self.prepare(sql)
-            cursor = conn.execute(text, {**params, "now": self.now_value(now)})
+            cursor = conn.execute(*self.bind(sql, params, now))
             if not returning:
                 return cursor.rowcount
             return cursor.fetchall()
@@ -289,8 +288,13 @@ class SQLiteStore(Store):
         return time.time() if now is None else now
 
     @staticmethod
-    def _convert(sql: str) -> str:
-        return sql
+    def _convert(sql: str) -> Prepared:
+        # Parameters bound by number, from a tuple: by name, the driver looks each one up
+        # in the dict as a new string made from SQLite's name, every time - 3% of a
+        # single-item add's instructions (86k, was 89k), and more for a wide statement
+        names: dict[str, str] = {}
+        text = PARAM.sub(lambda m: names.setdefault(m[1], f"?{len(names) + 1}"), sql)
+        return Prepared(text, _in_order(tuple(names)))
 
     def _table_exists_sql(self) -> str:
         return "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"
@@ -330,6 +334,16 @@ class SQLiteStore(Store):
             conn.close()
         self._local = threading.local()
         self._write_conn = None
+
+
+def _in_order(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """What gives the values of `names` in order, as a tuple, from a dict of parameters."""
+    if len(names) > 1:
+        return itemgetter(*names)
+    if names:
+        (name,) = names
+        return lambda params: (params[name],)
+    return lambda params: ()
 
 
 def translate(exc: sqlite3.Error, path: str, *, create: bool = True) -> StoreError:
