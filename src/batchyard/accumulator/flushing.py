@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from batchyard import metrics, tracing
 from batchyard.accumulator import sql
+from batchyard.accumulator.places import Places
 from batchyard.accumulator.records import (
     FLUSH_TASK,
     BatchStatus,
@@ -66,6 +68,22 @@ def schedule_flush(
     )
 
 
+@dataclass(frozen=True)
+class Ending:
+    """One flush attempt's outcome, to be written: the task and its batch, the items it
+    delivered, those that failed, the error and its traceback, and the retry's delay (None
+    when the attempt completed or was the last)."""
+
+    task: Task
+    batch: Any
+    context: FlushContext
+    rows: list[Any]
+    failures: dict[int, str]
+    error: str | None
+    traceback: str | None
+    delay: float | None
+
+
 def _next_batch(context: FlushContext) -> str:
     return f"{context.base_id}::{context.sequence + 1}"
 
@@ -91,6 +109,7 @@ class Flusher:
         self.store = runtime.store
         self.tasks = runtime.tasks
         self.starts = FlushStarts(self.store, self.tasks)
+        self.places = Places(runtime, self.starts)
         runtime.kinds.add(
             TaskKind(
                 FLUSH_TASK,
@@ -171,6 +190,12 @@ class Flusher:
     def run_flush(self, task: Task) -> Task | None:
         """Run one attempt of a batch's flush (the worker calls this for FLUSH_TASK); the
         task its end handed over to run next on the same slot, if any (see `_record`)."""
+        try:
+            return self._run_flush(task)
+        finally:
+            self.places.done(task)
+
+    def _run_flush(self, task: Task) -> Task | None:
         batch_id = task.payload["batch_id"]
         if task.attempts > task.max_attempts:
             # every attempt so far died with its worker: stop, or a poison batch loops forever
@@ -185,7 +210,7 @@ class Flusher:
             held = self._hold_back(task)
             if held is not None:
                 # closed, or its idle time passed, since: flush it after all
-                return None if held else self.run_flush(task)
+                return None if held else self._run_flush(task)
             # deleted, completed or dead: nothing to do (a task may wait for this one)
             with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
                 self.tasks.complete(tx, task, release=True)
@@ -225,6 +250,8 @@ class Flusher:
         task handed over by the recording, if any."""
         batch_id = context.batch_id
         items = [orjson.loads(row["payload"]) for row in rows]
+        # the next flush for the place this one holds, if any, is claimed while it runs
+        claim = self.places.ahead(task, batch["handler"])
         started_wall, started = self.runtime.clock.time(), time.perf_counter()
         failures: dict[int, str] = {}
         error: str | None = None
@@ -243,25 +270,51 @@ class Flusher:
             raised = exc
             error = error_text(exc)
         duration = time.perf_counter() - started
-        traceback = None if raised is None else traceback_text(raised)
-        dead, handed = self._record(
-            task, batch, context, rows, failures, error, traceback, started_wall, duration
+        outcome = _outcome(error, failures)
+        delay = (
+            None
+            if outcome == "completed"
+            else self.runtime.retry.next_delay(task.attempts, max_attempts=task.max_attempts)
         )
-        tracing.record_outcome(span, _outcome(error, failures), raised, **{"batchyard.dead": dead})
-        if raised is not None:
-            # after the commit: the line says what the books say (retried, or dead)
-            log_failure(
-                log,
-                f"flush of {batch_id}",
-                raised,
-                final=dead,
-                batch_id=batch_id,
-                attempt=context.attempt,
-                max_attempts=task.max_attempts,
-                handler=batch["handler"],
-                duration_seconds=round(duration, 6),
-            )
-        return handed
+        dead = outcome != "completed" and delay is None
+        tracing.record_outcome(span, outcome, raised, **{"batchyard.dead": dead})
+
+        def recorded() -> None:
+            delivered = 0 if error is not None and not failures else len(rows) - len(failures)
+            metrics.flush_recorded(context.reason, outcome, delivered, duration)
+            if raised is not None:
+                # after the commit: the line says what the books say (retried, or dead)
+                log_failure(
+                    log,
+                    f"flush of {batch_id}",
+                    raised,
+                    final=dead,
+                    batch_id=batch_id,
+                    attempt=context.attempt,
+                    max_attempts=task.max_attempts,
+                    handler=batch["handler"],
+                    duration_seconds=round(duration, 6),
+                )
+
+        traceback = None if raised is None else traceback_text(raised)
+        ending = Ending(task, batch, context, rows, failures, error, traceback, delay)
+        following = None if claim is None else claim.take()
+
+        def write() -> Task | None:
+            handed = self._record(ending, started_wall, duration, following, at_once)
+            recorded()
+            return handed
+
+        at_once = following is not None and self.places.at_once()
+        if following is not None and at_once:
+            # the next call starts now; this end is written behind it, then logged
+            return self.places.behind(task, following, write)
+        try:
+            return write()
+        except BaseException:
+            if following is not None:
+                self.places.give_back(following)
+            raise
 
     def _hold_back(self, task: Task) -> bool | None:
         """A flush task found its batch open and held back by its debounce (an item came
@@ -281,31 +334,27 @@ class Flusher:
 
     def _record(
         self,
-        task: Task,
-        batch: Any,
-        context: FlushContext,
-        rows: list[Any],
-        failures: dict[int, str],
-        error: str | None,
-        traceback: str | None,
+        ending: Ending,
         started: float,
         duration: float,
-    ) -> tuple[bool, Task | None]:
-        """Write the attempt's outcome; whether the batch is dead now, and the task this
-        end handed over to run next on the same slot.
+        following: Task | None,
+        running: bool = False,
+    ) -> Task | None:
+        """Write the attempt's outcome; the task this end handed over to run next on the
+        same slot, if any.
 
         The end of a flush may make another runnable: the next batch of its ordered base
         (once it completed), a place under its handler's limits (whatever the outcome).
         The same pipelined transaction brings that one forward and claims it for this
         worker (see `batchyard.tasks.handoff`), so that it starts at once instead of at
-        the claim loop's next turn; the other workers are woken only for what is left."""
+        the claim loop's next turn; the other workers are woken only for what is left. A
+        flush claimed ahead for this one's place (`following`, see `places`) takes the
+        place instead (`running`: its call has started already), and the one after it is
+        claimed ahead - or, the worker stopping before it started, it is given back."""
+        task, batch, context, rows = ending.task, ending.batch, ending.context, ending.rows
+        failures, error, delay = ending.failures, ending.error, ending.delay
         whole_failure = error is not None and not failures
         outcome = _outcome(error, failures)
-        delay = (
-            None
-            if outcome == "completed"
-            else self.runtime.retry.next_delay(task.attempts, max_attempts=task.max_attempts)
-        )
         dead = outcome != "completed" and delay is None
         waited = outcome == "completed" and bool(batch["ordered"])
         limited = batch["handler"] if self.runtime.handlers.limited(batch["handler"]) else None
@@ -315,8 +364,13 @@ class Flusher:
         with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
             batch_id = context.batch_id
             worker_id = self.runtime.worker_id if self.runtime.handing_over else None
-            handing = None
-            if limited and worker_id is not None:
+            handing = taken = None
+            if following is not None and (running or worker_id is not None):
+                taken = self.places.take_in(tx, following, task)
+            elif following is not None:  # the worker stops before it started: given back
+                self.tasks.give_back(tx, [following])
+                tx.after_commit.append(lambda: self.runtime.leases.let_go(following))
+            elif limited and worker_id is not None:
                 handing = self.tasks.hand_over_place(
                     tx, task, worker_id, self.runtime.lease, limited
                 )
@@ -362,7 +416,7 @@ class Flusher:
                     "worker_id": self.runtime.worker_id,
                     "started": started,
                     "duration": duration,
-                    "traceback": traceback,
+                    "traceback": ending.traceback,
                 },
             )
             if waited or limited:
@@ -378,15 +432,16 @@ class Flusher:
                     + " WHERE batch_id = :batch_id",
                     {"batch_id": batch_id, "error": error},
                 )
-            handed = self.starts.start_handed(
-                tx,
-                handing,
-                self.runtime.worker_id,
-                _next_batch(context) if waited and not limited else None,
-            )
-        delivered = 0 if whole_failure else len(rows) - len(failures)
-        metrics.flush_recorded(context.reason, outcome, delivered, duration)
-        return dead, handed()
+            if following is not None and taken is not None:
+                handed = self.places.claimed_in(tx, following, taken, batch["handler"], running)
+            else:
+                handed = self.starts.start_handed(
+                    tx,
+                    handing,
+                    self.runtime.worker_id,
+                    _next_batch(context) if waited and not limited else None,
+                )
+        return handed()
 
     def _give_up(self, task: Task, error: str) -> None:
         log.error(

@@ -84,6 +84,12 @@ class FlushStarts:
 
         return committed
 
+    def start_ahead(self, tx: Tx, task: Task) -> Callable[[], Started]:
+        """In the transaction that claimed `task` ahead for a place (`accumulator.places`):
+        start its flush, sent without waiting; what gives, after the commit, what it read."""
+        sent = _send_start(tx, task.payload["batch_id"])
+        return lambda: _read(*sent)
+
     def start_directed(
         self, tx: Tx, payloads: list[Mapping[str, Any]]
     ) -> Callable[[Task], Started | None]:
