@@ -8,6 +8,7 @@ with the end written behind the next call: tests/crash/test_places_processes.py.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -113,7 +114,8 @@ def test_a_worker_that_dies_holding_a_flush_claimed_ahead(limited, calls, clock)
 
 
 def test_a_stopping_worker_gives_back_the_flush_it_claimed_ahead(limited, calls):
-    worker = limited.worker(concurrency=2, lease=LEASE, poll_interval=0.05)
+    # (a flush claimed ahead and not given back would hold the stop for its whole timeout)
+    worker = limited.worker(concurrency=2, lease=LEASE, poll_interval=0.05, shutdown_timeout=120)
     started, gate = threading.Event(), threading.Event()
 
     @limited.handler("lim", concurrency=1)
@@ -126,11 +128,15 @@ def test_a_stopping_worker_gives_back_the_flush_it_claimed_ahead(limited, calls)
     thread.start()
     try:
         assert started.wait(60)
+        deadline = time.monotonic() + 60  # the next flush claimed ahead while the call runs
+        while ("queued", True, 1) not in tasks(limited).values():
+            assert time.monotonic() < deadline, "nothing was claimed ahead"
+            time.sleep(0.01)
         worker.stop()
     finally:
         gate.set()
         thread.join(60)
-    assert not thread.is_alive()
+    assert not thread.is_alive(), "the stop waited for a flush claimed ahead"
     assert calls == [0]
     # what was claimed ahead went back, its attempt not counted: due for the next worker
     assert set(tasks(limited).values()) == {("queued", False, 0)}
