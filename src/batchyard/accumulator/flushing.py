@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -18,6 +17,7 @@ import orjson
 from batchyard import metrics, tracing
 from batchyard.accumulator import sql
 from batchyard.accumulator.places import Places
+from batchyard.accumulator.recording import Ending, Recorder, outcome_of
 from batchyard.accumulator.records import (
     FLUSH_TASK,
     BatchStatus,
@@ -68,33 +68,6 @@ def schedule_flush(
     )
 
 
-@dataclass(frozen=True)
-class Ending:
-    """One flush attempt's outcome, to be written: the task and its batch, the items it
-    delivered, those that failed, the error and its traceback, and the retry's delay (None
-    when the attempt completed or was the last)."""
-
-    task: Task
-    batch: Any
-    context: FlushContext
-    rows: list[Any]
-    failures: dict[int, str]
-    error: str | None
-    traceback: str | None
-    delay: float | None
-
-
-def _next_batch(context: FlushContext) -> str:
-    return f"{context.base_id}::{context.sequence + 1}"
-
-
-def _outcome(error: str | None, failures: dict[int, str]) -> str:
-    """A flush attempt's outcome: failed as a whole, partly, or completed."""
-    if error is not None and not failures:
-        return "failed"
-    return "partial" if failures else "completed"
-
-
 def _open_batch(tx: Tx, base: str) -> dict[str, Any] | None:
     row = tx.one(sql.LOCK_OPEN_BATCH, {"base": base})
     return None if row is None else dict(row)
@@ -110,6 +83,7 @@ class Flusher:
         self.tasks = runtime.tasks
         self.starts = FlushStarts(self.store, self.tasks)
         self.places = Places(runtime, self.starts)
+        self.recorder = Recorder(runtime, self.starts, self.places)
         runtime.kinds.add(
             TaskKind(
                 FLUSH_TASK,
@@ -219,7 +193,7 @@ class Flusher:
         if not rows:  # every item already delivered (a partial flush's last retry raced)
             with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
                 self.tasks.complete(tx, task, release=True)
-                self._finish(tx, batch_id)
+                self.recorder.finish(tx, batch_id)
                 self.store.notify_work(tx)
             return None
         context = FlushContext(
@@ -270,7 +244,7 @@ class Flusher:
             raised = exc
             error = error_text(exc)
         duration = time.perf_counter() - started
-        outcome = _outcome(error, failures)
+        outcome = outcome_of(error, failures)
         delay = (
             None
             if outcome == "completed"
@@ -299,13 +273,13 @@ class Flusher:
         traceback = None if raised is None else traceback_text(raised)
         ending = Ending(task, batch, context, rows, failures, error, traceback, delay)
         following = None if claim is None else claim.take()
+        at_once = following is not None and self.places.at_once()
 
         def write() -> Task | None:
-            handed = self._record(ending, started_wall, duration, following, at_once)
+            handed = self.recorder.write(ending, started_wall, duration, following, at_once)
             recorded()
             return handed
 
-        at_once = following is not None and self.places.at_once()
         if following is not None and at_once:
             # the next call starts now; this end is written behind it, then logged
             return self.places.behind(task, following, write)
@@ -331,117 +305,6 @@ class Flusher:
                 return False
             self.tasks.postpone(tx, task, max(0.0, float(row["wait"])))
             return True
-
-    def _record(
-        self,
-        ending: Ending,
-        started: float,
-        duration: float,
-        following: Task | None,
-        running: bool = False,
-    ) -> Task | None:
-        """Write the attempt's outcome; the task this end handed over to run next on the
-        same slot, if any.
-
-        The end of a flush may make another runnable: the next batch of its ordered base
-        (once it completed), a place under its handler's limits (whatever the outcome).
-        The same pipelined transaction brings that one forward and claims it for this
-        worker (see `batchyard.tasks.handoff`), so that it starts at once instead of at
-        the claim loop's next turn; the other workers are woken only for what is left. A
-        flush claimed ahead for this one's place (`following`, see `places`) takes the
-        place instead (`running`: its call has started already), and the one after it is
-        claimed ahead - or, the worker stopping before it started, it is given back."""
-        task, batch, context, rows = ending.task, ending.batch, ending.context, ending.rows
-        failures, error, delay = ending.failures, ending.error, ending.delay
-        whole_failure = error is not None and not failures
-        outcome = _outcome(error, failures)
-        dead = outcome != "completed" and delay is None
-        waited = outcome == "completed" and bool(batch["ordered"])
-        limited = batch["handler"] if self.runtime.handlers.limited(batch["handler"]) else None
-        # one round trip (two for a place handed over, whose claim is read to start it):
-        # the task's write is fenced by its token with `Tx.require`, which fails the whole
-        # pipelined transaction (rolled back) when the token is stale
-        with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
-            batch_id = context.batch_id
-            worker_id = self.runtime.worker_id if self.runtime.handing_over else None
-            handing = taken = None
-            if following is not None and (running or worker_id is not None):
-                taken = self.places.take_in(tx, following, task)
-            elif following is not None:  # the worker stops before it started: given back
-                self.tasks.give_back(tx, [following])
-                tx.after_commit.append(lambda: self.runtime.leases.let_go(following))
-            elif limited and worker_id is not None:
-                handing = self.tasks.hand_over_place(
-                    tx, task, worker_id, self.runtime.lease, limited
-                )
-            if outcome == "completed":
-                self.tasks.complete(tx, task, release=waited)
-                if waited and not limited and worker_id is not None:
-                    handing = self.tasks.hand_over_next(tx, task, worker_id, self.runtime.lease)
-            elif dead:
-                self.tasks.dead_letter(tx, task, error or "")
-            else:
-                self.tasks.retry(tx, task, error or "", delay or 0.0)
-            if not whole_failure:
-                # what is still pending is exactly what this attempt reported failed
-                tx.execute(
-                    "DELETE FROM batchyard_item_failures WHERE batch_no = :batch_no",
-                    {"batch_no": batch["batch_no"]},
-                )
-                if failures:
-                    tx.executemany(
-                        "INSERT INTO batchyard_item_failures (batch_no, position, error) "
-                        "VALUES (:batch_no, :position, :error)",
-                        [
-                            {
-                                "batch_no": batch["batch_no"],
-                                "position": rows[i]["position"],
-                                "error": msg,
-                            }
-                            for i, msg in sorted(failures.items())
-                        ],
-                    )
-            tx.execute(
-                sql.RECORD_FLUSH,
-                {
-                    "batch_id": batch_id,
-                    "base_id": context.base_id,
-                    "sequence": context.sequence,
-                    "attempt": context.attempt,
-                    "reason": context.reason,
-                    "outcome": outcome,
-                    "item_count": len(rows),
-                    "failed_count": len(rows) if whole_failure else len(failures),
-                    "error": error,
-                    "worker_id": self.runtime.worker_id,
-                    "started": started,
-                    "duration": duration,
-                    "traceback": ending.traceback,
-                },
-            )
-            if waited or limited:
-                # what the hand-off left to take: the workers are woken now, not at their
-                # next poll (a statement more in the pipeline, no round trip)
-                self.tasks.wake_others(tx, task, completed=waited, handler=limited)
-            if outcome == "completed":
-                self._finish(tx, batch_id)
-            else:
-                tx.execute(
-                    "UPDATE batchyard_batches SET last_error = :error, updated_at = {now}"
-                    + (", status = 'dead'" if dead else "")
-                    + " WHERE batch_id = :batch_id",
-                    {"batch_id": batch_id, "error": error},
-                )
-            if following is not None and taken is not None:
-                handed = self.places.claimed_in(tx, following, taken, batch["handler"], running)
-            else:
-                handed = self.starts.start_handed(
-                    tx,
-                    handing,
-                    self.runtime.worker_id,
-                    _next_batch(context) if waited and not limited else None,
-                )
-        return handed()
 
     def _give_up(self, task: Task, error: str) -> None:
         log.error(
@@ -480,14 +343,6 @@ class Flusher:
                 sql.RECORD_DEAD_FLUSH,
                 params,
             )
-
-    def _finish(self, tx: Tx, batch_id: str) -> None:
-        tx.execute(
-            "UPDATE batchyard_batches SET status = 'completed', "
-            "last_error = NULL, completed_at = {now}, updated_at = {now} "
-            "WHERE batch_id = :batch_id",
-            {"batch_id": batch_id},
-        )
 
     # -- dead letters ---------------------------------------------------------------------
 
