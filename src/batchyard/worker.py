@@ -12,7 +12,11 @@ claimed with it up to the group's size, and the group is done at once - if that 
 of its tasks runs alone, so one bad task retries and dies by itself. A task whose end
 claimed the next one for this worker (`TaskKind.run` returns it: the next batch of an
 ordered base, a place under a limited handler) runs next on the same thread, without
-waiting for the loop. A heartbeat thread extends the leases of the tasks in flight. On
+waiting for the loop; so does a task claimed ahead for the place a running task holds (a
+limited handler's, `accumulator.places`), whose run starts as soon as the one before
+returns, the end of that one written behind it by a thread of its own. A heartbeat thread
+extends the leases of the tasks in flight and of those held without a thread
+(`tasks.leases`: claimed ahead, or their end still being written). On
 SIGTERM/SIGINT the worker stops claiming (and handing over), lets in-flight work finish up
 to `shutdown_timeout`, and gives the remaining leases back; a second signal exits at once.
 Tasks queued by this process for now (the flushes of batches that an add closed) go to its

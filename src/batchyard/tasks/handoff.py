@@ -22,6 +22,14 @@ A limited hand-off is a swap, never a gain: it takes place only while the ending
 holds a live lease and the handler's running tasks (the ending one among them) are within
 its concurrency, so the count the limited claim keeps under the limits' locks never grows.
 A handler with a rate limit is left to the limited claim, which counts its starts.
+
+A place may also be kept across calls (`batchyard.accumulator.places`): the next task for
+it is claimed *ahead* while the task holding it runs (`CLAIM_AHEAD`, on the same conditions
+as a limited hand-off) - held by the worker with a token and a lease, but left `queued` and
+due only when that lease ends, so that it is neither counted nor claimable - and takes the
+place in the transaction that ends the one before (`TAKE_PLACE`: again a swap, only while
+the ending task holds a live lease). A queued task with a worker is one held ahead; an
+enqueue of its key leaves it alone.
 """
 
 from __future__ import annotations
