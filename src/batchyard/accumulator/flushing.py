@@ -163,7 +163,7 @@ class Flusher:
 
     def run_flush(self, task: Task) -> Task | None:
         """Run one attempt of a batch's flush (the worker calls this for FLUSH_TASK); the
-        task its end handed over to run next on the same slot, if any (see `_record`)."""
+        task its end handed over to run next on the same slot, if any (see `recording`)."""
         try:
             return self._run_flush(task)
         finally:
@@ -273,22 +273,22 @@ class Flusher:
         traceback = None if raised is None else traceback_text(raised)
         ending = Ending(task, batch, context, rows, failures, error, traceback, delay)
         following = None if claim is None else claim.take()
-        at_once = following is not None and self.places.at_once()
-
-        def write() -> Task | None:
-            handed = self.recorder.write(ending, started_wall, duration, following, at_once)
-            recorded()
-            return handed
-
-        if following is not None and at_once:
+        if following is not None and self.places.at_once():
             # the next call starts now; this end is written behind it, then logged
+            def write() -> Task | None:
+                handed = self.recorder.write(ending, started_wall, duration, following, True)
+                recorded()
+                return handed
+
             return self.places.behind(task, following, write)
         try:
-            return write()
+            handed = self.recorder.write(ending, started_wall, duration, following)
         except BaseException:
-            if following is not None:
+            if following is not None:  # not in its place: it runs elsewhere, later
                 self.places.give_back(following)
             raise
+        recorded()
+        return handed
 
     def _hold_back(self, task: Task) -> bool | None:
         """A flush task found its batch open and held back by its debounce (an item came
