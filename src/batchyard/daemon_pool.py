@@ -15,10 +15,10 @@ class DaemonPool:
     leases of work that did not finish in time, that work is abandoned (its late writes are
     refused by the fencing token), not waited for."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, name: str = "batchyard") -> None:
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._threads = [
-            threading.Thread(target=self._loop, name=f"batchyard-{n}", daemon=True)
+            threading.Thread(target=self._loop, name=f"{name}-{n}", daemon=True)
             for n in range(size)
         ]
         for thread in self._threads:

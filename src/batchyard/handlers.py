@@ -64,6 +64,10 @@ class Handlers:
         """Whether `name` is registered here with limits."""
         return self._limits.get(name) is not None
 
+    def limit(self, name: str) -> HandlerLimit | None:
+        """The limits `name` is registered here with, or None."""
+        return self._limits.get(name)
+
     def limits(self) -> dict[str, HandlerLimit | None]:
         """Each registered handler's limits (None: not limited)."""
         return dict(self._limits)

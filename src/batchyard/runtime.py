@@ -16,6 +16,7 @@ from batchyard.handlers import Handlers
 from batchyard.retry import RetryPolicy
 from batchyard.store import Store
 from batchyard.tasks import TaskKinds, TaskQueue
+from batchyard.tasks.leases import Leases
 
 if TYPE_CHECKING:
     from batchyard.embedder import Embedder
@@ -34,9 +35,12 @@ class Runtime:
     handing_over: bool = False
     _embedder: Embedder | None = None
     tasks: TaskQueue = field(init=False)
+    # what the worker holds beyond its runs (tasks claimed ahead, ends written behind)
+    leases: Leases = field(init=False)
 
     def __post_init__(self) -> None:
         self.tasks = TaskQueue(self.store)
+        self.leases = Leases(self.clock)
 
     def now(self) -> float | None:
         """The time to bind in SQL: the manual clock's, or None for the store's own clock."""

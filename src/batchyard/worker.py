@@ -12,7 +12,11 @@ claimed with it up to the group's size, and the group is done at once - if that 
 of its tasks runs alone, so one bad task retries and dies by itself. A task whose end
 claimed the next one for this worker (`TaskKind.run` returns it: the next batch of an
 ordered base, a place under a limited handler) runs next on the same thread, without
-waiting for the loop. A heartbeat thread extends the leases of the tasks in flight. On
+waiting for the loop; so does a task claimed ahead for the place a running task holds (a
+limited handler's, `accumulator.places`), whose run starts as soon as the one before
+returns, the end of that one written behind it by a thread of its own. A heartbeat thread
+extends the leases of the tasks in flight and of those held without a thread
+(`tasks.leases`: claimed ahead, or their end still being written). On
 SIGTERM/SIGINT the worker stops claiming (and handing over), lets in-flight work finish up
 to `shutdown_timeout`, and gives the remaining leases back; a second signal exits at once.
 Tasks queued by this process for now (the flushes of batches that an add closed) go to its
@@ -124,8 +128,10 @@ class Worker:
         aside: no amount of waiting mends that)."""
         # handlers first: a worker others can see registered stops gracefully on a signal
         restore = stop_on_signals(self.stop, self._stopping)
-        # the threads, the claim loop and the heartbeat may each use a connection at once
-        self.store.reserve_connections(self.concurrency + 2)
+        # the threads, the writes behind them (`tasks.leases`), the claim loop and the
+        # heartbeat may each use a connection at once
+        self.store.reserve_connections(2 * self.concurrency + 2)
+        self.runtime.leases.open(self.concurrency)
         beat = threading.Thread(
             target=self._heartbeat_loop, name="batchyard-heartbeat", daemon=True
         )
@@ -157,7 +163,8 @@ class Worker:
             self._stopping.set()  # the heartbeat ends with the loop, never outlives it
             self._stopping_done.set()
             pool.shutdown()
-            self.store.reserve_connections(-(self.concurrency + 2))
+            self.runtime.leases.close()
+            self.store.reserve_connections(-(2 * self.concurrency + 2))
             restore()
             if registered:
                 self._unregister()
@@ -329,7 +336,9 @@ class Worker:
         """Run a task that the end of the one before claimed for this slot (a hand-off);
         the next one it hands over, if any. At a stop it is given back instead."""
         with self._lock:
-            stopping = self._stopping.is_set()
+            # one that took its place already (claimed ahead for it) runs, and gives back
+            # what was claimed after it (see `accumulator.places`)
+            stopping = self._stopping.is_set() and task.place is None
             if not stopping:
                 self._inflight[task.id] = task  # its lease kept by the heartbeat
         if stopping:
@@ -427,17 +436,22 @@ class Worker:
         while not self._stopping.wait(every):
             self._beat()
         # keep leases alive while in-flight work drains after a stop
-        while self._inflight and not self._stopping_done.wait(every):
+        while self._holding() and not self._stopping_done.wait(every):
             self._beat()
 
     def _beat(self) -> None:
         with self._lock:
-            tasks = list(self._inflight.values())
+            tasks = {task.id: task for task in self.runtime.leases.held()}
+            tasks.update(self._inflight)
+        since = self.runtime.clock.time()
         try:
-            lost = self.tasks.heartbeat(self.id, tasks, self.lease, self.runtime.now())
+            lost = self.tasks.heartbeat(
+                self.id, list(tasks.values()), self.lease, self.runtime.now()
+            )
         except Exception as exc:
             self.outage.failed(exc)  # the loop says when the store is back
             return
+        self.runtime.leases.renewed(since)
         for task_id in lost:
             log.warning("lease of task %s was lost; its result will be refused", task_id)
 
@@ -466,19 +480,22 @@ class Worker:
     def _drain_inflight(self) -> None:
         self._give_back_waiting()
         deadline = time.monotonic() + self.shutdown_timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._inflight:
-                    break
+        while time.monotonic() < deadline and self._holding():
             self._slot_freed.wait(0.05)
             self._slot_freed.clear()
         with self._lock:
-            left = list(self._inflight.values())
+            left = {task.id: task for task in self.runtime.leases.held()}
+            left.update(self._inflight)
             self._waiting.clear()  # a thread freed now starts nothing
         self._stopping_done.set()
         if left:
             log.warning("giving back %d unfinished task(s)", len(left))
-            self._release(left)
+            self._release(list(left.values()))
+
+    def _holding(self) -> bool:
+        """Whether a task is still held: running, or held without a thread (`tasks.leases`)."""
+        with self._lock:
+            return bool(self._inflight) or bool(self.runtime.leases.held())
 
     # -- process housekeeping -------------------------------------------------------------
 

@@ -135,9 +135,31 @@ def test_a_limited_flush_hands_its_place_to_the_oldest_due_one(limited):
     publish(limited, HandlerLimit(concurrency=2))
     a, b = claim(limited, worker, limit=6)  # the limit lets two through
     handed = run(limited, a)
+    # the oldest due one, claimed ahead while `a` ran, takes its place; the next is claimed
+    # ahead for that place in turn (held by the worker, not running, not due)
     assert handed is not None and handed.key == "flush:lim::2"
+    assert held(limited) == {"flush:lim::1": "running", "flush:lim::2": "running"}
+    assert ahead(limited) == ["flush:lim::3"]
     assert claim(limited, worker, limit=6) == []  # still two in flight
-    assert run(limited, b).key == "flush:lim::3"
+    assert run(limited, b).key == "flush:lim::4"
+    assert ahead(limited) == ["flush:lim::3", "flush:lim::5"]
+
+
+def held(yard):
+    """The tasks running, by key."""
+    with yard.store.transaction(write=False) as tx:
+        rows = tx.all("SELECT key, state FROM batchyard_tasks WHERE state = 'running'")
+    return {row["key"]: row["state"] for row in rows}
+
+
+def ahead(yard):
+    """The keys of the tasks claimed ahead for a place: queued, held by a worker."""
+    with yard.store.transaction(write=False) as tx:
+        rows = tx.all(
+            "SELECT key FROM batchyard_tasks WHERE state = 'queued' AND worker_id IS NOT NULL "
+            "ORDER BY key"
+        )
+    return [row["key"] for row in rows]
 
 
 def test_a_limited_hand_off_never_takes_more_than_the_place_it_frees(limited, clock):

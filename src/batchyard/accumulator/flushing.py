@@ -16,6 +16,8 @@ import orjson
 
 from batchyard import metrics, tracing
 from batchyard.accumulator import sql
+from batchyard.accumulator.places import Places
+from batchyard.accumulator.recording import Ending, Recorder, outcome_of
 from batchyard.accumulator.records import (
     FLUSH_TASK,
     BatchStatus,
@@ -66,17 +68,6 @@ def schedule_flush(
     )
 
 
-def _next_batch(context: FlushContext) -> str:
-    return f"{context.base_id}::{context.sequence + 1}"
-
-
-def _outcome(error: str | None, failures: dict[int, str]) -> str:
-    """A flush attempt's outcome: failed as a whole, partly, or completed."""
-    if error is not None and not failures:
-        return "failed"
-    return "partial" if failures else "completed"
-
-
 def _open_batch(tx: Tx, base: str) -> dict[str, Any] | None:
     row = tx.one(sql.LOCK_OPEN_BATCH, {"base": base})
     return None if row is None else dict(row)
@@ -91,6 +82,8 @@ class Flusher:
         self.store = runtime.store
         self.tasks = runtime.tasks
         self.starts = FlushStarts(self.store, self.tasks)
+        self.places = Places(runtime, self.starts)
+        self.recorder = Recorder(runtime, self.starts, self.places)
         runtime.kinds.add(
             TaskKind(
                 FLUSH_TASK,
@@ -170,7 +163,13 @@ class Flusher:
 
     def run_flush(self, task: Task) -> Task | None:
         """Run one attempt of a batch's flush (the worker calls this for FLUSH_TASK); the
-        task its end handed over to run next on the same slot, if any (see `_record`)."""
+        task its end handed over to run next on the same slot, if any (see `recording`)."""
+        try:
+            return self._run_flush(task)
+        finally:
+            self.places.done(task)
+
+    def _run_flush(self, task: Task) -> Task | None:
         batch_id = task.payload["batch_id"]
         if task.attempts > task.max_attempts:
             # every attempt so far died with its worker: stop, or a poison batch loops forever
@@ -185,7 +184,7 @@ class Flusher:
             held = self._hold_back(task)
             if held is not None:
                 # closed, or its idle time passed, since: flush it after all
-                return None if held else self.run_flush(task)
+                return None if held else self._run_flush(task)
             # deleted, completed or dead: nothing to do (a task may wait for this one)
             with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
                 self.tasks.complete(tx, task, release=True)
@@ -194,7 +193,7 @@ class Flusher:
         if not rows:  # every item already delivered (a partial flush's last retry raced)
             with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
                 self.tasks.complete(tx, task, release=True)
-                self._finish(tx, batch_id)
+                self.recorder.finish(tx, batch_id)
                 self.store.notify_work(tx)
             return None
         context = FlushContext(
@@ -225,6 +224,8 @@ class Flusher:
         task handed over by the recording, if any."""
         batch_id = context.batch_id
         items = [orjson.loads(row["payload"]) for row in rows]
+        # the next flush for the place this one holds, if any, is claimed while it runs
+        claim = self.places.ahead(task, batch["handler"])
         started_wall, started = self.runtime.clock.time(), time.perf_counter()
         failures: dict[int, str] = {}
         error: str | None = None
@@ -243,24 +244,50 @@ class Flusher:
             raised = exc
             error = error_text(exc)
         duration = time.perf_counter() - started
-        traceback = None if raised is None else traceback_text(raised)
-        dead, handed = self._record(
-            task, batch, context, rows, failures, error, traceback, started_wall, duration
+        outcome = outcome_of(error, failures)
+        delay = (
+            None
+            if outcome == "completed"
+            else self.runtime.retry.next_delay(task.attempts, max_attempts=task.max_attempts)
         )
-        tracing.record_outcome(span, _outcome(error, failures), raised, **{"batchyard.dead": dead})
-        if raised is not None:
-            # after the commit: the line says what the books say (retried, or dead)
-            log_failure(
-                log,
-                f"flush of {batch_id}",
-                raised,
-                final=dead,
-                batch_id=batch_id,
-                attempt=context.attempt,
-                max_attempts=task.max_attempts,
-                handler=batch["handler"],
-                duration_seconds=round(duration, 6),
-            )
+        dead = outcome != "completed" and delay is None
+        tracing.record_outcome(span, outcome, raised, **{"batchyard.dead": dead})
+
+        def recorded() -> None:
+            delivered = 0 if error is not None and not failures else len(rows) - len(failures)
+            metrics.flush_recorded(context.reason, outcome, delivered, duration)
+            if raised is not None:
+                # after the commit: the line says what the books say (retried, or dead)
+                log_failure(
+                    log,
+                    f"flush of {batch_id}",
+                    raised,
+                    final=dead,
+                    batch_id=batch_id,
+                    attempt=context.attempt,
+                    max_attempts=task.max_attempts,
+                    handler=batch["handler"],
+                    duration_seconds=round(duration, 6),
+                )
+
+        traceback = None if raised is None else traceback_text(raised)
+        ending = Ending(task, batch, context, rows, failures, error, traceback, delay)
+        following = None if claim is None else claim.take()
+        if following is not None and self.places.at_once():
+            # the next call starts now; this end is written behind it, then logged
+            def write() -> Task | None:
+                handed = self.recorder.write(ending, started_wall, duration, following, True)
+                recorded()
+                return handed
+
+            return self.places.behind(task, following, write)
+        try:
+            handed = self.recorder.write(ending, started_wall, duration, following)
+        except BaseException:
+            if following is not None:  # not in its place: it runs elsewhere, later
+                self.places.give_back(following)
+            raise
+        recorded()
         return handed
 
     def _hold_back(self, task: Task) -> bool | None:
@@ -278,115 +305,6 @@ class Flusher:
                 return False
             self.tasks.postpone(tx, task, max(0.0, float(row["wait"])))
             return True
-
-    def _record(
-        self,
-        task: Task,
-        batch: Any,
-        context: FlushContext,
-        rows: list[Any],
-        failures: dict[int, str],
-        error: str | None,
-        traceback: str | None,
-        started: float,
-        duration: float,
-    ) -> tuple[bool, Task | None]:
-        """Write the attempt's outcome; whether the batch is dead now, and the task this
-        end handed over to run next on the same slot.
-
-        The end of a flush may make another runnable: the next batch of its ordered base
-        (once it completed), a place under its handler's limits (whatever the outcome).
-        The same pipelined transaction brings that one forward and claims it for this
-        worker (see `batchyard.tasks.handoff`), so that it starts at once instead of at
-        the claim loop's next turn; the other workers are woken only for what is left."""
-        whole_failure = error is not None and not failures
-        outcome = _outcome(error, failures)
-        delay = (
-            None
-            if outcome == "completed"
-            else self.runtime.retry.next_delay(task.attempts, max_attempts=task.max_attempts)
-        )
-        dead = outcome != "completed" and delay is None
-        waited = outcome == "completed" and bool(batch["ordered"])
-        limited = batch["handler"] if self.runtime.handlers.limited(batch["handler"]) else None
-        # one round trip (two for a place handed over, whose claim is read to start it):
-        # the task's write is fenced by its token with `Tx.require`, which fails the whole
-        # pipelined transaction (rolled back) when the token is stale
-        with self.store.transaction(self.runtime.now(), pipeline=True) as tx:
-            batch_id = context.batch_id
-            worker_id = self.runtime.worker_id if self.runtime.handing_over else None
-            handing = None
-            if limited and worker_id is not None:
-                handing = self.tasks.hand_over_place(
-                    tx, task, worker_id, self.runtime.lease, limited
-                )
-            if outcome == "completed":
-                self.tasks.complete(tx, task, release=waited)
-                if waited and not limited and worker_id is not None:
-                    handing = self.tasks.hand_over_next(tx, task, worker_id, self.runtime.lease)
-            elif dead:
-                self.tasks.dead_letter(tx, task, error or "")
-            else:
-                self.tasks.retry(tx, task, error or "", delay or 0.0)
-            if not whole_failure:
-                # what is still pending is exactly what this attempt reported failed
-                tx.execute(
-                    "DELETE FROM batchyard_item_failures WHERE batch_no = :batch_no",
-                    {"batch_no": batch["batch_no"]},
-                )
-                if failures:
-                    tx.executemany(
-                        "INSERT INTO batchyard_item_failures (batch_no, position, error) "
-                        "VALUES (:batch_no, :position, :error)",
-                        [
-                            {
-                                "batch_no": batch["batch_no"],
-                                "position": rows[i]["position"],
-                                "error": msg,
-                            }
-                            for i, msg in sorted(failures.items())
-                        ],
-                    )
-            tx.execute(
-                sql.RECORD_FLUSH,
-                {
-                    "batch_id": batch_id,
-                    "base_id": context.base_id,
-                    "sequence": context.sequence,
-                    "attempt": context.attempt,
-                    "reason": context.reason,
-                    "outcome": outcome,
-                    "item_count": len(rows),
-                    "failed_count": len(rows) if whole_failure else len(failures),
-                    "error": error,
-                    "worker_id": self.runtime.worker_id,
-                    "started": started,
-                    "duration": duration,
-                    "traceback": traceback,
-                },
-            )
-            if waited or limited:
-                # what the hand-off left to take: the workers are woken now, not at their
-                # next poll (a statement more in the pipeline, no round trip)
-                self.tasks.wake_others(tx, task, completed=waited, handler=limited)
-            if outcome == "completed":
-                self._finish(tx, batch_id)
-            else:
-                tx.execute(
-                    "UPDATE batchyard_batches SET last_error = :error, updated_at = {now}"
-                    + (", status = 'dead'" if dead else "")
-                    + " WHERE batch_id = :batch_id",
-                    {"batch_id": batch_id, "error": error},
-                )
-            handed = self.starts.start_handed(
-                tx,
-                handing,
-                self.runtime.worker_id,
-                _next_batch(context) if waited and not limited else None,
-            )
-        delivered = 0 if whole_failure else len(rows) - len(failures)
-        metrics.flush_recorded(context.reason, outcome, delivered, duration)
-        return dead, handed()
 
     def _give_up(self, task: Task, error: str) -> None:
         log.error(
@@ -425,14 +343,6 @@ class Flusher:
                 sql.RECORD_DEAD_FLUSH,
                 params,
             )
-
-    def _finish(self, tx: Tx, batch_id: str) -> None:
-        tx.execute(
-            "UPDATE batchyard_batches SET status = 'completed', "
-            "last_error = NULL, completed_at = {now}, updated_at = {now} "
-            "WHERE batch_id = :batch_id",
-            {"batch_id": batch_id},
-        )
 
     # -- dead letters ---------------------------------------------------------------------
 

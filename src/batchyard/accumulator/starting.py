@@ -1,9 +1,10 @@
 """Starting a flush: its batch marked flushing for one more attempt and its pending items read.
 
-A flush claimed by the claim loop starts in one round trip of its own. Two claims start it
+A flush claimed by the claim loop starts in one round trip of its own. Three claims start it
 in their own transaction instead, one commit fewer before the handler runs: a hand-off at
 the end of another flush (`batchyard.tasks.handoff`: the next batch of an ordered base, or a
-place under a limited handler), and a directed claim of the flushes an add of this process
+place under a limited handler, or a claim ahead for a place that a slot keeps across calls,
+`accumulator.places`), and a directed claim of the flushes an add of this process
 just queued (`batchyard.tasks.directed`). What that start read travels with the claimed task
 (`Task.ahead`) to the thread that runs it; a flush given back instead (the worker stopping)
 leaves it behind, and its next run starts it again.
@@ -83,6 +84,12 @@ class FlushStarts:
             return task
 
         return committed
+
+    def start_ahead(self, tx: Tx, task: Task) -> Callable[[], Started]:
+        """In the transaction that claimed `task` ahead for a place (`accumulator.places`):
+        start its flush, sent without waiting; what gives, after the commit, what it read."""
+        sent = _send_start(tx, task.payload["batch_id"])
+        return lambda: _read(*sent)
 
     def start_directed(
         self, tx: Tx, payloads: list[Mapping[str, Any]]

@@ -22,18 +22,31 @@ A limited hand-off is a swap, never a gain: it takes place only while the ending
 holds a live lease and the handler's running tasks (the ending one among them) are within
 its concurrency, so the count the limited claim keeps under the limits' locks never grows.
 A handler with a rate limit is left to the limited claim, which counts its starts.
+
+A place may also be kept across calls (`batchyard.accumulator.places`): the next task for
+it is claimed *ahead* while the task holding it runs (`CLAIM_AHEAD`, on the same conditions
+as a limited hand-off) - held by the worker with a token and a lease, but left `queued` and
+due only when that lease ends, so that it is neither counted nor claimable - and takes the
+place in the transaction that ends the one before (`TAKE_PLACE`: again a swap, only while
+the ending task holds a live lease). A queued task with a worker is one held ahead; an
+enqueue of its key leaves it alone.
 """
 
 from __future__ import annotations
 
 PARK_SECONDS = 86_400.0  # how far ahead a parked task is due: a safety net, not a timer
 
-# the claim, as `sql._claim_sql` writes it, of the tasks in `picked`
-_CLAIM = (
-    "UPDATE batchyard_tasks SET state = 'running', token = token + 1, "
-    "attempts = attempts + 1, worker_id = :worker_id, due_at = {now} + :lease, parked = 0, "
-    "updated_at = {now} WHERE id IN (SELECT id FROM picked)"
-)
+
+def _claim(state: str) -> str:
+    """The claim, as `sql._claim_sql` writes it, of the tasks in `picked`, left in `state`."""
+    return (
+        f"UPDATE batchyard_tasks SET state = '{state}', token = token + 1, "
+        "attempts = attempts + 1, worker_id = :worker_id, due_at = {now} + :lease, "
+        "parked = 0, updated_at = {now} WHERE id IN (SELECT id FROM picked)"
+    )
+
+
+_CLAIM = _claim("running")
 _UNLIMITED = "NOT EXISTS (SELECT 1 FROM batchyard_handler_limits l WHERE l.handler = t.handler)"
 
 
@@ -63,7 +76,7 @@ ENQUEUE_PARKING = (
     "ON CONFLICT (key) DO UPDATE SET due_at = CASE WHEN excluded.parked = 1 "
     "THEN excluded.due_at ELSE {least}(batchyard_tasks.due_at, excluded.due_at) END, "
     "parked = excluded.parked, updated_at = excluded.updated_at "
-    "WHERE batchyard_tasks.state = 'queued'"
+    "WHERE batchyard_tasks.state = 'queued' AND batchyard_tasks.worker_id IS NULL"
 )
 
 # the tasks parked behind the task of :key, brought forward: it is gone
@@ -80,24 +93,45 @@ HAND_OFF_NEXT = (
     f"AND {_UNLIMITED} {{skip_locked}}) {_CLAIM}"
 )
 
-# The oldest due task of :handler that waits for nothing but a place, claimed in the place
-# that the ending task :id frees: while it holds a live lease, within the handler's
-# concurrency, and only for a handler without a rate limit. (Sent before the write that
-# ends that task, which it reads; an ordered successor it brings forward afterwards is left
-# to the limited claim.)
-HAND_OFF_LIMITED = (
+# The oldest due task of :handler that waits for nothing but a place (its predecessor, if
+# any, gone); taken only while the task :id holds its place - running with :token and a
+# live lease - and only for a handler without a rate limit, within its concurrency (so a
+# limit lowered meanwhile takes no more). (Sent before the write that ends :id, which it
+# reads; an ordered successor it brings forward afterwards is left to the limited claim.)
+_PLACE_PICKED = (
     "WITH picked AS MATERIALIZED (SELECT t.id FROM batchyard_tasks t "
     "WHERE t.due_at <= {now} AND t.handler = :handler AND t.id <> :id "
     "AND (t.after_key IS NULL OR ((SELECT p.id FROM batchyard_tasks p "
     "WHERE p.key = t.after_key) IS NULL AND (SELECT d.id FROM batchyard_dead_tasks d "
     "WHERE d.key = t.after_key) IS NULL)) "
-    f"ORDER BY t.due_at, t.id LIMIT 1 {{skip_locked}}) {_CLAIM} "
+    "ORDER BY t.due_at, t.id LIMIT 1 {skip_locked})"
+)
+_PLACE_HELD = (
     "AND EXISTS (SELECT 1 FROM batchyard_tasks a WHERE a.id = :id AND a.token = :token "
     "AND a.state = 'running' AND a.due_at > {now}) "
     "AND EXISTS (SELECT 1 FROM batchyard_handler_limits l WHERE l.handler = :handler "
     "AND l.rate_count IS NULL AND (l.concurrency IS NULL OR (SELECT COUNT(*) "
     "FROM batchyard_tasks r WHERE r.handler = :handler AND r.state = 'running' "
     "AND r.due_at > {now}) <= l.concurrency))"
+)
+# claimed in the place that the ending task :id frees
+HAND_OFF_LIMITED = f"{_PLACE_PICKED} {_CLAIM} {_PLACE_HELD}"
+
+# Claimed ahead for the place that the running task :id holds: the claim's token, attempt,
+# worker and lease, but still queued - not running, so not counted against the limit while
+# the call before it holds the place - and due when its lease ends, so out of every claim's
+# range while it is held (the heartbeat keeps the lease) and rescued like any claimed task
+# once it is not. A queued task with a worker is one held ahead: nothing else sets one.
+CLAIM_AHEAD = f"{_PLACE_PICKED} {_claim('queued')} {_PLACE_HELD}"
+# The task claimed ahead takes the place, in the transaction that ends the task :holder
+# before it - while that one holds it, with :holder_token and a live lease (sent before the
+# write that ends it, which it reads): the place changes hands, the count stays the same.
+TAKE_PLACE = (
+    "UPDATE batchyard_tasks SET state = 'running', due_at = {now} + :lease, "
+    "updated_at = {now} WHERE id = :id AND token = :token AND state = 'queued' "
+    "AND worker_id = :worker_id AND EXISTS (SELECT 1 FROM batchyard_tasks a "
+    "WHERE a.id = :holder AND a.token = :holder_token AND a.state = 'running' "
+    "AND a.due_at > {now}) RETURNING id"
 )
 
 # Whether other workers should look for work once the task's end commits (after the

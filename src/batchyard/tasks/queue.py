@@ -257,6 +257,22 @@ class TaskQueue:
             sql.HAND_OFF_NEXT, {"worker_id": worker_id, "lease": lease, "key": task.key}
         )
 
+    def claim_ahead(self, tx: Tx, holder: Task, worker_id: str, lease: float, handler: str) -> Rows:
+        """Claim in `tx` the oldest due task of the limited `handler` ahead, for the place
+        that the running task `holder` holds (see `handoff`): held by this worker, not
+        running until it takes the place (`take_place`). Read it with `handed`."""
+        params = {"worker_id": worker_id, "lease": lease, "handler": handler}
+        return tx.later(sql.CLAIM_AHEAD, {**params, "id": holder.id, "token": holder.token})
+
+    def take_place(self, tx: Tx, task: Task, holder: Task, worker_id: str, lease: float) -> Rows:
+        """In the transaction that ends `holder`, before that end: `task`, claimed ahead for
+        its place, runs in that place now, with a fresh lease - while `holder` holds it.
+        Its row after the commit if it did."""
+        params = {"id": task.id, "token": task.token, "worker_id": worker_id, "lease": lease}
+        return tx.later(
+            handoff.TAKE_PLACE, {**params, "holder": holder.id, "holder_token": holder.token}
+        )
+
     def wake_others(self, tx: Tx, task: Task, *, completed: bool, handler: str | None) -> None:
         """After the write that ended `task` and its hand-off: wake the other workers if
         what the end freed is still to be taken (its successor, or its limited `handler`'s
@@ -315,15 +331,18 @@ class TaskQueue:
     def release(self, tasks: Sequence[Task], now: float | None = None) -> None:
         """Give leases back at shutdown: due at once, and the attempt does not count."""
         with self.store.transaction(now) as tx:
-            for task in tasks:
-                tx.execute(
-                    "UPDATE batchyard_tasks SET state = 'queued', due_at = {now}, "
-                    "attempts = attempts - 1, worker_id = NULL "
-                    "WHERE id = :id AND token = :token",
-                    {"id": task.id, "token": task.token},
-                )
-            if tasks:
-                self.store.notify_work(tx)
+            self.give_back(tx, tasks)
+
+    def give_back(self, tx: Tx, tasks: Sequence[Task]) -> None:
+        """`release`, in `tx`."""
+        for task in tasks:
+            tx.execute(
+                "UPDATE batchyard_tasks SET state = 'queued', due_at = {now}, "
+                "attempts = attempts - 1, worker_id = NULL WHERE id = :id AND token = :token",
+                {"id": task.id, "token": task.token},
+            )
+        if tasks:
+            self.store.notify_work(tx)
 
     def dead_letter(self, tx: Tx, task: Task, error: str) -> None:
         """Move the task to the dead letters with its last error."""

@@ -15,7 +15,9 @@ class Task:
     """A claimed task: its fencing ``token`` must accompany every write about it. `ahead`
     is what the transaction that claimed it read ahead for its run, or None: the start of a
     flush that a hand-off or a directed claim made in that transaction (see
-    `batchyard.tasks.handoff` and `batchyard.tasks.directed`)."""
+    `batchyard.tasks.handoff` and `batchyard.tasks.directed`). `place` is set on a task that
+    was claimed ahead for the place it runs in: a future that gives, once the books that
+    put it there are written, the task claimed ahead for that place after it (or None)."""
 
     id: int
     kind: str
@@ -26,6 +28,7 @@ class Task:
     token: int
     last_error: str | None = None
     ahead: Any = field(default=None, compare=False, repr=False)
+    place: Any = field(default=None, compare=False, repr=False)
 
 
 def task_of(row: Row) -> Task:

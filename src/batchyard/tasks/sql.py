@@ -26,7 +26,8 @@ ENQUEUE = (
     "FROM {json_pairs} t WHERE true "
     "ON CONFLICT (key) DO UPDATE SET due_at = {least}(batchyard_tasks.due_at, "
     "excluded.due_at), updated_at = excluded.updated_at "
-    "WHERE batchyard_tasks.state = 'queued'"
+    # (not one held ahead for a place: it is due once its lease ends, see `handoff`)
+    "WHERE batchyard_tasks.state = 'queued' AND batchyard_tasks.worker_id IS NULL"
 )
 RETURNING = "id, kind, key, payload, attempts, max_attempts, token, last_error"
 
@@ -80,5 +81,6 @@ NEXT_DUE = (
 LIMITED_WAITS = limits.waits_sql(FREE_GATE)
 HAND_OFF_NEXT = f"{handoff.HAND_OFF_NEXT} RETURNING {RETURNING}"
 HAND_OFF_LIMITED = f"{handoff.HAND_OFF_LIMITED} RETURNING {RETURNING}"
+CLAIM_AHEAD = f"{handoff.CLAIM_AHEAD} RETURNING {RETURNING}"
 # whether anything can be claimed now (an idle poller's look, without the write lock)
 ANY_DUE = f"SELECT t.id FROM batchyard_tasks t WHERE t.due_at <= {{now}}{FREE_GATE} LIMIT 1"
