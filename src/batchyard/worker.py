@@ -38,7 +38,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -46,6 +45,7 @@ from batchyard import metrics
 from batchyard.daemon_pool import DaemonPool
 from batchyard.errors import ConfigError, LeaseLost
 from batchyard.failures import error_text, log_failure
+from batchyard.settling import Settling
 from batchyard.supervision import Backoff, Outage, is_transient, stop_on_signals
 from batchyard.tasks import Grouping, Task
 
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     from batchyard.runtime import Runtime
 
 log = logging.getLogger("batchyard.worker")
-GIVE_BACK_SECONDS = 1.0  # a task whose runner met an unavailable store runs again after this
 # the ids a task's payload may carry, told in its failure's log line
 _PAYLOAD_IDS = ("job_id", "chunk", "batch_id")
 
@@ -101,6 +100,7 @@ class Worker:
         self._stopping_done = threading.Event()
         self.tasks_run = 0
         self.outage = Outage(log, "worker")
+        self.settling = Settling(runtime, self.outage, self._stopping_done)
         self.last_cycle: float | None = None  # time.monotonic() of the loop's last good turn
         runtime.worker_id = self.id
         runtime.lease = lease  # a task handed over at another's end is claimed with it
@@ -364,7 +364,7 @@ class Worker:
             if is_transient(exc):
                 # the store failed, not the task: give it back, the attempt not counted
                 self.outage.failed(exc)
-                self._settle(task, lambda: self._give_back(task))
+                self.settling.give_back(task)
             else:
                 # one line per failed attempt, with its traceback (flushes and iterator
                 # steps record and log their own failures; bulk-job chunks come here)
@@ -380,56 +380,11 @@ class Worker:
                     duration_seconds=round(time.perf_counter() - started, 6),
                     **{key: task.payload[key] for key in _PAYLOAD_IDS if key in task.payload},
                 )
-                error = error_text(exc)
-                self._settle(task, lambda: self._fail(task, error))
+                self.settling.failed(task, error_text(exc))
         finally:
             self.tasks_run += 1
             metrics.TASK_DURATION.labels(task.kind).observe(time.perf_counter() - started)
         return handed
-
-    def _settle(self, task: Task, write: Callable[[], None]) -> None:
-        """Write a task's outcome. While the store is unavailable, try again with backoff:
-        the task stays in flight, so the heartbeat keeps its lease once the store is back,
-        until the outcome is written, refused as stale, or the worker stops and gives its
-        leases back. Any other failure leaves the task to be run again after its lease."""
-        backoff = Backoff()
-        while True:
-            try:
-                write()
-            except LeaseLost as exc:
-                log.warning("stale outcome refused: %s", exc)
-            except Exception as exc:
-                if is_transient(exc):
-                    self.outage.failed(exc)
-                    if not self._stopping_done.wait(backoff.next()):
-                        continue
-                else:
-                    log.exception(
-                        "the outcome of task %s (%s) could not be written; it runs "
-                        "again once its lease expires",
-                        task.id,
-                        task.kind,
-                    )
-            return
-
-    def _give_back(self, task: Task) -> None:
-        # not due at once: `run_until_idle` would claim it again and again meanwhile
-        with self.store.transaction(self.runtime.now()) as tx:
-            self.tasks.postpone(tx, task, GIVE_BACK_SECONDS)
-
-    def _fail(self, task: Task, error: str) -> None:
-        delay = self.runtime.retry.next_delay(task.attempts, max_attempts=task.max_attempts)
-        try:
-            with self.store.transaction(self.runtime.now()) as tx:
-                if delay is None:
-                    self.tasks.dead_letter(tx, task, error)
-                    kind = self.runtime.kinds.get(task.kind)
-                    if kind is not None and kind.on_dead is not None:
-                        kind.on_dead(tx, task, error)  # the capability's books, same commit
-                else:
-                    self.tasks.retry(tx, task, error, delay)
-        except LeaseLost as exc:
-            log.warning("stale failure refused: %s", exc)
 
     def _heartbeat_loop(self) -> None:
         every = self.lease / 3
