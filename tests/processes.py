@@ -25,3 +25,9 @@ def recorded(record_path: str | Path) -> list[dict[str, Any]]:
     """The calls recorded so far, in order; none while the file does not exist."""
     path = Path(record_path)
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def store_count(store: Any, sql: str) -> int:
+    """The ``n`` of a counting query, read from the store the processes share."""
+    with store.transaction(write=False) as tx:
+        return int(tx.one(sql)["n"])

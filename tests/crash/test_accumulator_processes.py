@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from batchyard.store import open_store
+from tests.processes import store_count
+from tests.servers import wait_until
 
 APP = Path(__file__).with_name("accumulator_app.py")
 MAX_BATCH_SIZE = 100
@@ -55,13 +57,11 @@ def flush_leftovers(store_url):
 
 def wait_started(store, workers, deadline_s=60):
     """Until `workers` worker processes have registered (they run, signal handlers set)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        with store.transaction(write=False) as tx:
-            if tx.one("SELECT count(*) AS n FROM batchyard_workers")["n"] >= workers:
-                return
-        assert time.monotonic() < deadline, "the workers did not start"
-        time.sleep(0.05)
+    wait_until(
+        lambda: store_count(store, "SELECT count(*) AS n FROM batchyard_workers") >= workers,
+        timeout=deadline_s,
+        what="the workers to start",
+    )
 
 
 def wait_drained(store, total, deadline_s, also=lambda: None):

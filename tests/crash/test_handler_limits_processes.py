@@ -7,12 +7,13 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from batchyard.store import open_store
+from tests.processes import store_count
+from tests.servers import wait_until
 
 APP = Path(__file__).with_name("limits_app.py")
 sys.path.insert(0, str(APP.parent))
@@ -25,18 +26,6 @@ BATCHES = 40
 # are counted in every window of a second less this slack (unlimited, all 40 would start
 # within a fraction of a second).
 SLACK_SECONDS = 0.25
-
-
-def wait_for(predicate, what, deadline_s=120):
-    deadline = time.monotonic() + deadline_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def count(store, sql):
-    with store.transaction(write=False) as tx:
-        return tx.one(sql)["n"]
 
 
 @pytest.mark.slow
@@ -53,24 +42,27 @@ def test_limits_hold_across_worker_processes(store_url, tmp_path):
         for _ in range(2)
     ]
     try:
-        wait_for(
-            lambda: count(store, "SELECT count(*) AS n FROM batchyard_workers") == 2,
-            "the workers",
+        wait_until(
+            lambda: store_count(store, "SELECT count(*) AS n FROM batchyard_workers") == 2,
+            what="the workers",
+            timeout=120,
         )
-        wait_for(
-            lambda: count(store, "SELECT count(*) AS n FROM batchyard_handler_limits") == 1,
-            "the limits",
+        wait_until(
+            lambda: store_count(store, "SELECT count(*) AS n FROM batchyard_handler_limits") == 1,
+            what="the limits",
+            timeout=120,
         )
         yard = limits_app.app(store_url)
         yard.add_items("ev", list(range(BATCHES)), max_batch_size=1, on_flush="limited")
-        wait_for(
+        wait_until(
             lambda: (
-                count(
+                store_count(
                     store, "SELECT count(*) AS n FROM batchyard_batches WHERE status = 'completed'"
                 )
                 == BATCHES
             ),
-            "every batch",
+            what="every batch",
+            timeout=120,
         )
         yard.close()
     finally:

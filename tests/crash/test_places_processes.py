@@ -11,12 +11,13 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from batchyard.store import open_store
+from tests.processes import store_count
+from tests.servers import wait_until
 
 APP = Path(__file__).with_name("places_app.py")
 sys.path.insert(0, str(APP.parent))
@@ -24,18 +25,6 @@ import places_app  # noqa: E402
 
 BATCHES = 60
 WORKERS = "SELECT count(*) AS n FROM batchyard_workers"
-
-
-def wait_for(predicate, what, deadline_s=120):
-    deadline = time.monotonic() + deadline_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def count(store, sql):
-    with store.transaction(write=False) as tx:
-        return tx.one(sql)["n"]
 
 
 def worker(store_url, record, mode="work", *lease):
@@ -48,7 +37,9 @@ def worker(store_url, record, mode="work", *lease):
 
 
 def completed(store):
-    return count(store, "SELECT count(*) AS n FROM batchyard_batches WHERE status = 'completed'")
+    return store_count(
+        store, "SELECT count(*) AS n FROM batchyard_batches WHERE status = 'completed'"
+    )
 
 
 def most_at_once(calls):
@@ -75,14 +66,15 @@ def test_two_workers_keep_the_limit_with_places_kept_across_calls(store_url, tmp
     record = tmp_path / "calls.jsonl"
     workers = [worker(store_url, record) for _ in range(2)]
     try:
-        wait_for(lambda: count(store, WORKERS) == 2, "the workers")
-        wait_for(
-            lambda: count(store, "SELECT count(*) AS n FROM batchyard_handler_limits") == 1,
-            "the limits",
+        wait_until(lambda: store_count(store, WORKERS) == 2, what="the workers", timeout=120)
+        wait_until(
+            lambda: store_count(store, "SELECT count(*) AS n FROM batchyard_handler_limits") == 1,
+            what="the limits",
+            timeout=120,
         )
         yard = places_app.app(store_url, str(record))
         yard.add_items("ev", list(range(BATCHES)), max_batch_size=1, on_flush="limited")
-        wait_for(lambda: completed(store) == BATCHES, "every batch")
+        wait_until(lambda: completed(store) == BATCHES, what="every batch", timeout=120)
         yard.close()
     finally:
         stop(workers)
@@ -102,14 +94,19 @@ def test_flushes_claimed_ahead_by_a_killed_worker_are_delivered_once_its_leases_
     record = tmp_path / "calls.jsonl"
     dying = worker(store_url, record, "hold", "2")  # a lease of 2 s
     try:
-        wait_for(
-            lambda: count(store, "SELECT count(*) AS n FROM batchyard_handler_limits") == 1,
-            "the limits",
+        wait_until(
+            lambda: store_count(store, "SELECT count(*) AS n FROM batchyard_handler_limits") == 1,
+            what="the limits",
+            timeout=120,
         )
         yard = places_app.app(store_url, str(record))
         yard.add_items("ev", list(range(8)), max_batch_size=1, on_flush="limited")
         # both places run a call that never returns, each with the next claimed ahead
-        wait_for(lambda: count(store, places_app.AHEAD) == 2, "the flushes claimed ahead")
+        wait_until(
+            lambda: store_count(store, places_app.AHEAD) == 2,
+            what="the flushes claimed ahead",
+            timeout=120,
+        )
         with store.transaction(write=False) as tx:
             leases = tx.all(
                 "SELECT key, state, due_at FROM batchyard_tasks WHERE worker_id IS NOT NULL"
@@ -123,7 +120,7 @@ def test_flushes_claimed_ahead_by_a_killed_worker_are_delivered_once_its_leases_
         assert sorted(f"flush:ev::{c['sequence']}" for c in killed) == running
         successor = worker(store_url, record)
         try:
-            wait_for(lambda: completed(store) == 8, "every batch")
+            wait_until(lambda: completed(store) == 8, what="every batch", timeout=120)
         finally:
             stop([successor])
         yard.close()

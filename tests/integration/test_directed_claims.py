@@ -16,6 +16,7 @@ import pytest
 from batchyard import RetryPolicy
 from batchyard.accumulator.records import FLUSH_TASK
 from batchyard.tasks import sql
+from tests.servers import wait_until
 
 LEASE = 30.0
 COUNT_FLUSHES = "SELECT COUNT(*) AS n FROM batchyard_tasks WHERE kind = :kind"
@@ -57,13 +58,6 @@ def stop(yard, worker, thread):
         yard.store.notify_work(tx)
     thread.join(30)
     assert not thread.is_alive()
-
-
-def wait_until(condition, what):
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.01)
 
 
 class WriteCounter:
@@ -129,7 +123,8 @@ def test_a_flush_an_add_queues_reaches_the_idle_worker_in_one_commit(make_yard, 
     try:
         # idle: waiting for work, and not about to be woken by its own start's writes
         wait_until(
-            lambda: counter.waiting and not yard.store._wakeup.is_set(), "the worker is idle"
+            lambda: counter.waiting and not yard.store._wakeup.is_set(),
+            what="the worker is idle",
         )
         yard.add_items("ev", [1, 2], max_batch_size=2, on_flush="sink")
         added = counter.at_begin  # the worker's writes when the add began
@@ -271,7 +266,7 @@ def test_a_running_worker_flushes_every_batch_once_however_its_threads_are_taken
     try:
         for n in range(60):
             yard.add_items(f"ev{n % 3}", [n, n], max_batch_size=2, on_flush="sink")
-        wait_until(lambda: len(arrived) >= 60, "every batch flushed")
+        wait_until(lambda: len(arrived) >= 60, what="every batch flushed")
     finally:
         stop(yard, worker, thread)
     assert sorted(arrived) == sorted({(f"ev{n % 3}::{n // 3}", 1) for n in range(60)})

@@ -7,6 +7,7 @@ import time
 
 from batchyard import Yard
 from batchyard.accumulator.records import FLUSH_TASK
+from tests.servers import wait_until
 
 
 def tasks_by_state(yard: Yard) -> dict[str, int]:
@@ -16,13 +17,6 @@ def tasks_by_state(yard: Yard) -> dict[str, int]:
             {"kind": FLUSH_TASK},
         )
     return {row["state"]: int(row["n"]) for row in rows}
-
-
-def wait_until(condition, what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.01)
 
 
 def test_a_worker_claims_ahead_no_more_than_its_prefetch_and_gives_back_what_it_did_not_start(
@@ -43,10 +37,10 @@ def test_a_worker_claims_ahead_no_more_than_its_prefetch_and_gives_back_what_it_
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
-        wait_until(lambda: len(started) == 2, "both threads ran a flush")
-        wait_until(lambda: tasks_by_state(yard).get("running") == 3, "one claimed ahead")
+        wait_until(lambda: len(started) == 2, what="both threads ran a flush")
+        wait_until(lambda: tasks_by_state(yard).get("running") == 3, what="one claimed ahead")
         turns = set()
-        wait_until(lambda: len(turns.add(worker.last_cycle) or turns) > 3, "the loop turned")
+        wait_until(lambda: len(turns.add(worker.last_cycle) or turns) > 3, what="the loop turned")
         # both threads busy and one task waiting for them: the loop claims nothing more,
         # and the waiting task's lease is kept by the heartbeat like the running ones'
         assert tasks_by_state(yard) == {"running": 3, "queued": 3}
@@ -54,7 +48,9 @@ def test_a_worker_claims_ahead_no_more_than_its_prefetch_and_gives_back_what_it_
         worker.stop()
         # the task claimed ahead goes back at once, its attempt not counted, while the two
         # that started still run
-        wait_until(lambda: tasks_by_state(yard).get("queued") == 4, "the waiting one given back")
+        wait_until(
+            lambda: tasks_by_state(yard).get("queued") == 4, what="the waiting one given back"
+        )
         assert len(started) == 2
     finally:
         gate.set()
