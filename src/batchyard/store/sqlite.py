@@ -29,7 +29,8 @@ from batchyard.errors import (
     StoreReadOnly,
     StoreUnavailable,
 )
-from batchyard.store.base import Params, Store, Tx
+from batchyard.store.base import Params, Rows, Store, Tx
+from batchyard.store.sqlite_pages import PageReader
 
 # How many times this process's line forked to make it: a connection or the writer's lock
 # made before a fork belongs to the parent. Counted in the child by the fork itself, so that
@@ -110,6 +111,7 @@ class SQLiteStore(Store):
         self._writer = threading.RLock()
         self._writer_forks = _forks  # the process the lock and the connection belong to
         self._write_conn: sqlite3.Connection | None = None
+        self._pages = PageReader()
 
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection, for reads."""
@@ -259,6 +261,11 @@ class SQLiteStore(Store):
             if isinstance(exc, sqlite3.Error):
                 raise self._translate(exc) from exc
             raise
+
+    def _later_dicts(self, tx: Tx, sql: str, bound: Params) -> Rows:
+        # a page in one step (see sqlite_pages): the driver would let go of the interpreter
+        # lock for every row
+        return Rows(self._pages.read(tx.connection, sql, bound))
 
     @staticmethod
     def keyset(order: str, tie: str, op: str, order_param: str, tie_param: str) -> str:
