@@ -120,36 +120,6 @@ def test_dicts_are_plain_dicts_by_column_name_with_the_values_as_stored(store):
     assert (one, none) == ([{"body": "it's"}], [])
 
 
-def test_a_forked_child_reads_rows_while_a_thread_of_its_parent_reads(store):
-    # SQLite reads a page's rows one thread at a time; a turn a parent's thread held at
-    # fork() would be held for ever in the child, whose reads would hang
-    import os
-    import signal
-
-    with store.transaction() as tx:
-        tx.execute("CREATE TABLE forked_rows (id BIGINT PRIMARY KEY)")
-        tx.execute("INSERT INTO forked_rows (id) VALUES (1)")
-    turn = getattr(store, "_page_turn", None)  # (only SQLite takes turns)
-    if turn is not None:
-        turn.acquire()  # a thread of the parent is reading a page at fork()
-    try:
-        pid = os.fork()
-        if pid == 0:  # the child: 0 once it read the row, 3 if it hung
-            signal.signal(signal.SIGALRM, lambda *_: os._exit(3))
-            signal.alarm(10)
-            code = 1
-            try:
-                with store.transaction(write=False) as tx:
-                    code = 0 if tx.dicts("SELECT id FROM forked_rows") == [{"id": 1}] else 4
-            finally:
-                os._exit(code)
-    finally:
-        if turn is not None:
-            turn.release()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-
-
 def test_a_statement_alone_never_joins_a_transaction_the_thread_holds_open(store, clock):
     """On PostgreSQL it runs on a connection of its own and commits alone; SQLite's one
     write connection is the open transaction's, so there it is refused."""

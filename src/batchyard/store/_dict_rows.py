@@ -10,11 +10,11 @@ written into it with `repr`, so no name can be anything but a string key.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-DictRows = Callable[[Iterable[Sequence[Any]]], list[dict[str, Any]]]
+DictRows = Callable[[Sequence[Sequence[Any]]], list[dict[str, Any]]]
 
 
 @lru_cache(maxsize=256)

@@ -130,10 +130,13 @@ class Tx:
     def later_dicts(self, sql: str, params: Params | None = None) -> Rows:
         """`dicts`, read once the transaction has ended, as `later` reads its rows."""
         bound = {**(params or {}), "now": self.store.now_value(self.now)}
+        cursor = self.store._tuple_cursor(self.connection)
         try:
-            return self.store._later_dicts(self, self.store.prepare(sql), bound)
+            cursor.execute(self.store.prepare(sql), bound)
         except OverflowError as exc:
             raise _out_of_range(exc) from None
+        rows = _AsDicts(cursor)
+        return Rows(rows if self.pipelined else rows.fetchall())
 
     def clock(self) -> float:
         """The store's current time, in epoch seconds."""
@@ -245,13 +248,6 @@ class Store:
         cursor = connection.cursor()
         cursor.row_factory = None
         return cursor
-
-    def _later_dicts(self, tx: Tx, sql: str, bound: Params) -> Rows:
-        """`Tx.later_dicts` of the prepared `sql`: the driver's tuples made dicts."""
-        cursor = self._tuple_cursor(tx.connection)
-        cursor.execute(sql, bound)
-        rows = _AsDicts(cursor)
-        return Rows(rows if tx.pipelined else rows.fetchall())
 
     def now_value(self, now: float | None) -> float | None:  # pragma: no cover
         """The value bound to ``:now``: the manual clock's time, or the backend's own."""

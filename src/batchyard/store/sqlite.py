@@ -29,8 +29,7 @@ from batchyard.errors import (
     StoreReadOnly,
     StoreUnavailable,
 )
-from batchyard.store._dict_rows import dict_rows
-from batchyard.store.base import Params, Rows, Store, Tx
+from batchyard.store.base import Params, Store, Tx
 
 # How many times this process's line forked to make it: a connection or the writer's lock
 # made before a fork belongs to the parent. Counted in the child by the fork itself, so that
@@ -111,8 +110,6 @@ class SQLiteStore(Store):
         self._writer = threading.RLock()
         self._writer_forks = _forks  # the process the lock and the connection belong to
         self._write_conn: sqlite3.Connection | None = None
-        # one thread at a time reads a page's rows (see `_later_dicts`)
-        self._page_turn, self._page_turn_forks = threading.Lock(), _forks
 
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection, for reads."""
@@ -262,23 +259,6 @@ class SQLiteStore(Store):
             if isinstance(exc, sqlite3.Error):
                 raise self._translate(exc) from exc
             raise
-
-    def _later_dicts(self, tx: Tx, sql: str, bound: Params) -> Rows:
-        # The driver lets go of the interpreter lock around every row's step: a page of a
-        # thousand rows offers it a thousand times to any thread waiting for it, and in a
-        # worker running several slices of a job one usually is - on a busy machine each
-        # hand-off is a context switch, hundreds a page. The rows are read one page at a
-        # time: a slice waiting for its turn waits on this lock, not on the interpreter's,
-        # and takes no turn from the page being read (the rows are built under the
-        # interpreter lock anyway, so no two pages were read at once before either).
-        if self._page_turn_forks != _forks:  # a forked child: the holder is not here
-            self._page_turn, self._page_turn_forks = threading.Lock(), _forks
-        cursor = tx.connection.cursor()
-        cursor.row_factory = None
-        with self._page_turn:
-            cursor.execute(sql, bound)
-            rows = cursor.fetchall()
-        return Rows(dict_rows(tuple(column[0] for column in cursor.description))(rows))
 
     @staticmethod
     def keyset(order: str, tie: str, op: str, order_param: str, tie_param: str) -> str:
