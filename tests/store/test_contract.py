@@ -95,6 +95,7 @@ def test_dicts_are_plain_dicts_by_column_name_with_the_values_as_stored(store):
             [
                 {"id": 1, "x": 0.1 + 0.2, "body": "it's"},
                 {"id": 2**62, "x": None, "body": 'a "b"'},
+                {"id": 2**63 - 1, "x": -1733570000.987654, "body": "\u00e9\u2028\U0001f600"},
             ],
         )
     with store.transaction(write=False) as tx:
@@ -108,6 +109,12 @@ def test_dicts_are_plain_dicts_by_column_name_with_the_values_as_stored(store):
     assert rows == [
         {"id": 1, "x": 0.1 + 0.2, "it's {x}": "it's", "n": 1},
         {"id": 2**62, "x": None, "it's {x}": 'a "b"', "n": 2**62},
+        {
+            "id": 2**63 - 1,
+            "x": -1733570000.987654,
+            "it's {x}": "\u00e9\u2028\U0001f600",
+            "n": 2**63 - 1,
+        },
     ]
     assert all(type(row) is dict for row in rows)
     assert (one, none) == ([{"body": "it's"}], [])
