@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 import httpx
+import psycopg
 
 
 def free_port() -> int:
@@ -42,3 +43,18 @@ def wait_for_http(url: str, timeout: float = 30.0) -> None:
             return False
 
     wait_until(up, timeout, what=f"the server at {url}")
+
+
+def wait_for_lock_wait(database_url: str, what: str, timeout: float = 30.0) -> None:
+    """Return once a session of the PostgreSQL database at `database_url` waits for a lock
+    (a statement of another thread reached the row lock that the test holds)."""
+    with psycopg.connect(database_url, autocommit=True) as watcher:
+        wait_until(
+            lambda: watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            ).fetchone()[0],
+            timeout=timeout,
+            what=what,
+            interval=0.01,
+        )

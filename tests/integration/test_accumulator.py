@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from datetime import timedelta
 
 import psycopg
@@ -21,6 +20,7 @@ from batchyard import (
     RetryPolicy,
     Yard,
 )
+from tests.servers import wait_for_lock_wait
 from tests.threads import run_together
 
 
@@ -127,14 +127,7 @@ def _add_behind_a_lock_holder(pg_database, adder, holder_sql):
 
         thread = threading.Thread(target=waiting_add)
         thread.start()
-        with psycopg.connect(pg_database, autocommit=True) as watcher:
-            deadline = time.monotonic() + 30
-            while not watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'"
-            ).fetchone()[0]:
-                assert time.monotonic() < deadline, "the add never waited for the lock"
-                time.sleep(0.01)
+        wait_for_lock_wait(pg_database, "the add to wait for the lock")
         holder.commit()
     thread.join(30)
     assert errors == []

@@ -7,6 +7,7 @@ import random
 import threading
 
 from batchyard import BatchStatus, RetryPolicy
+from tests.servers import wait_for_lock_wait
 from tests.threads import run_together
 
 SIZE = 7
@@ -104,7 +105,6 @@ def test_items_for_a_remembered_batch_another_process_closed_go_to_the_next(make
 def test_items_added_behind_a_lock_holder_go_after_what_it_committed_on_postgres(pg_database):
     # the add remembers position 1; the holder, holding the batch's row lock, puts an item
     # there and commits while the add waits: the add must read afresh once it has the lock
-    import time
 
     import psycopg
 
@@ -129,14 +129,7 @@ def test_items_added_behind_a_lock_holder_go_after_what_it_committed_on_postgres
 
         thread = threading.Thread(target=waiting_add)
         thread.start()
-        with psycopg.connect(pg_database, autocommit=True) as watcher:
-            deadline = time.monotonic() + 30
-            while not watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'"
-            ).fetchone()[0]:
-                assert time.monotonic() < deadline, "the add never waited for the lock"
-                time.sleep(0.01)
+        wait_for_lock_wait(pg_database, "the add to wait for the lock")
         holder.commit()
     thread.join(30)
     assert errors == []

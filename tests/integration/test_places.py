@@ -8,12 +8,12 @@ with the end written behind the next call: tests/crash/test_places_processes.py.
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from batchyard import RetryPolicy
 from batchyard.accumulator.records import FLUSH_TASK
+from tests.servers import wait_until
 
 LEASE = 30.0
 
@@ -128,10 +128,12 @@ def test_a_stopping_worker_gives_back_the_flush_it_claimed_ahead(limited, calls)
     thread.start()
     try:
         assert started.wait(60)
-        deadline = time.monotonic() + 60  # the next flush claimed ahead while the call runs
-        while ("queued", True, 1) not in tasks(limited).values():
-            assert time.monotonic() < deadline, "nothing was claimed ahead"
-            time.sleep(0.01)
+        wait_until(  # the next flush claimed ahead while the call runs
+            lambda: ("queued", True, 1) in tasks(limited).values(),
+            timeout=60,
+            what="a flush claimed ahead",
+            interval=0.01,
+        )
         worker.stop()
     finally:
         gate.set()
