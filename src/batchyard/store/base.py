@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, ClassVar, NamedTuple, Protocol
@@ -98,8 +99,9 @@ class Tx:
         """Run a query whose rows are read once the transaction has ended (`Rows.all`): in a
         pipelined transaction, reading them inside it would wait for them - a round trip of
         its own - where after it they came with the commit."""
-        cursor = self.execute(sql, params)
-        return Rows(cursor if self.pipelined else cursor.fetchall())
+        if self.pipelined:
+            return Rows(self.execute(sql, params))
+        return Rows(self.all(sql, params))
 
     def require(self, sql: str, params: Params, lost: Exception) -> None:
         """Run a write statement that must change a row (a fenced write: ``... RETURNING``
@@ -126,7 +128,8 @@ class Tx:
             cursor.close()
 
     def all(self, sql: str, params: Params | None = None) -> list[Any]:
-        return self.execute(sql, params).fetchall()
+        with self.store.fetching:
+            return self.execute(sql, params).fetchall()
 
     def dicts(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
         """The rows of a query as plain dicts by column name, made from the driver's
@@ -138,12 +141,13 @@ class Tx:
         """`dicts`, read once the transaction has ended, as `later` reads its rows."""
         text, bound = self.store.bind(sql, params, self.now)
         cursor = self.store._tuple_cursor(self.connection)
-        try:
-            cursor.execute(text, bound)
-        except OverflowError as exc:
-            raise _out_of_range(exc) from None
-        rows = _AsDicts(cursor)
-        return Rows(rows if self.pipelined else rows.fetchall())
+        with nullcontext() if self.pipelined else self.store.fetching:
+            try:
+                cursor.execute(text, bound)
+            except OverflowError as exc:
+                raise _out_of_range(exc) from None
+            rows = _AsDicts(cursor)
+            return Rows(rows if self.pipelined else rows.fetchall())
 
     def clock(self) -> float:
         """The store's current time, in epoch seconds."""
@@ -183,6 +187,9 @@ class Store:
     single_writer: ClassVar[bool] = False
     fragments: ClassVar[dict[str, str]]
     _prepared: ClassVar[dict[str, Prepared]] = {}
+    # Held while a query's rows are stepped through and fetched into a list (`Tx.all`,
+    # `Tx.later`, `Tx.later_dicts`): nothing here; SQLite's, see `SQLiteStore.fetching`.
+    fetching: AbstractContextManager[Any] = nullcontext()
 
     def __init__(self, url: str) -> None:
         self.url = url

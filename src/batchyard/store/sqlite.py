@@ -30,6 +30,7 @@ from batchyard.errors import (
     StoreReadOnly,
     StoreUnavailable,
 )
+from batchyard.forks import forget_in_child
 from batchyard.store.base import PARAM, Params, Prepared, Store, Tx
 
 # How many times this process's line forked to make it: a connection or the writer's lock
@@ -111,6 +112,18 @@ class SQLiteStore(Store):
         self._writer = threading.RLock()
         self._writer_forks = _forks  # the process the lock and the connection belong to
         self._write_conn: sqlite3.Connection | None = None
+        # One query's rows fetched at a time in this process. The driver lets go of the
+        # interpreter lock around each row's step, and a thread waiting for it takes it:
+        # with several threads reading pages (an iterator's slices, a worker's flushes),
+        # every row of each became a hand-over of the lock between threads, switches by
+        # the hundred a page and more CPU than the reads themselves. Waiting here, a reader
+        # does not compete for the interpreter lock until its turn.
+        self.fetching = threading.Lock()
+        forget_in_child(self._forget_fetching)
+
+    def _forget_fetching(self) -> None:
+        # a forked child: the thread that held the lock at the fork is not here
+        self.fetching = threading.Lock()
 
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection, for reads."""
