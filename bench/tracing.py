@@ -64,28 +64,36 @@ def child(mode: str, url: str, calls: int, bulk_calls: int) -> None:
     yard = Yard(url)
     yard.handler("noop")(lambda items, ctx: None)
     yard.add_items("warm", [item], max_batch_size=100, on_flush="noop")
-    rates = {}
-    began = time.perf_counter()
-    for i in range(calls):
-        yard.add_items("single", [{"i": i, **item}], max_batch_size=100, on_flush="noop")
-    rates["single"] = calls / (time.perf_counter() - began)
+    rates, cpu = {}, {}
+
+    def timed(part: str, units: int, work) -> None:
+        began, cpu_began = time.perf_counter(), time.process_time()
+        work()
+        rates[part] = units / (time.perf_counter() - began)
+        cpu[part] = (time.process_time() - cpu_began) / units
+
+    def singles() -> None:
+        for i in range(calls):
+            yard.add_items("single", [{"i": i, **item}], max_batch_size=100, on_flush="noop")
+
     bulk = [{"i": i, **item} for i in range(100)]
-    began = time.perf_counter()
-    for _ in range(bulk_calls):
-        yard.add_items("bulk", bulk, max_batch_size=100, on_flush="noop")
-    rates["bulk"] = bulk_calls * 100 / (time.perf_counter() - began)
+
+    def bulks() -> None:
+        for _ in range(bulk_calls):
+            yard.add_items("bulk", bulk, max_batch_size=100, on_flush="noop")
+
     batches = calls // 100 + bulk_calls
-    began = time.perf_counter()
-    yard.run_worker(wait=False)
-    rates["drain"] = batches / (time.perf_counter() - began)
+    timed("single", calls, singles)
+    timed("bulk", bulk_calls * 100, bulks)
+    timed("drain", batches, lambda: yard.run_worker(wait=False))
     if mode == "on":
         flushes = [s for s in exporter.get_finished_spans() if s.name == "batchyard.flush"]
         assert len(flushes) == batches and flushes[0].links, "tracing is not on"
     yard.close()
-    print(json.dumps(rates))
+    print(json.dumps({"rates": rates, "cpu": cpu}))
 
 
-def run(mode: str, url: str, args: argparse.Namespace) -> dict[str, float]:
+def run(mode: str, url: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     done = subprocess.run(
         [sys.executable, __file__, "--child", mode, url, str(args.calls), str(args.bulk_calls)],
         capture_output=True,
@@ -94,8 +102,8 @@ def run(mode: str, url: str, args: argparse.Namespace) -> dict[str, float]:
     )
     if done.returncode != 0:
         raise SystemExit(f"the {mode} run failed:\n{done.stderr}")
-    rates: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return rates
+    measured: dict[str, dict[str, float]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return measured
 
 
 def main() -> None:
@@ -112,6 +120,7 @@ def main() -> None:
         return
     for store in args.stores.split(","):
         seen: dict[str, dict[str, list[float]]] = {m: {p: [] for p, _ in PARTS} for m in MODES}
+        cpu: dict[str, dict[str, list[float]]] = {m: {p: [] for p, _ in PARTS} for m in MODES}
         for _ in range(args.repeat):
             for mode in MODES:  # in turns: a drift of the machine weighs on each alike
                 with ExitStack() as stack:
@@ -119,8 +128,10 @@ def main() -> None:
                         url = "sqlite:///" + fresh_sqlite()
                     else:
                         url = stack.enter_context(fresh_postgres())
-                    for part, rate in run(mode, url, args).items():
+                    measured = run(mode, url, args)
+                    for part, rate in measured["rates"].items():
                         seen[mode][part].append(rate)
+                        cpu[mode][part].append(measured["cpu"][part])
         print(f"\n## {store}: tracing on vs off ({args.repeat} runs each, in turns)\n")
         print(f"| {'part':<36} | {'mode':<6} | {'median':>9} | {'min..max':>19} | cost vs off")
         print(f"|{'-' * 38}|{'-' * 8}|{'-' * 11}|{'-' * 21}|------")
@@ -136,6 +147,19 @@ def main() -> None:
                 )
         print("\ncost vs off: time per call, item or batch against off's (off's median rate /")
         print("this mode's); the goal for on is 1.10 at most")
+        # the wall clock of a store whose commits wait for a disk varies more from run to run
+        # than tracing costs; the CPU this process spent (the server's is not counted) does not
+        print(
+            f"\n| {'CPU of this process per call, item or batch':<44} | {'mode':<6} | "
+            f"{'median us':>9} | cost vs off"
+        )
+        print(f"|{'-' * 46}|{'-' * 8}|{'-' * 11}|------")
+        for part, label in PARTS:
+            label = label.split(" (")[0]
+            base = statistics.median(cpu["off"][part])
+            for mode in MODES:
+                median = statistics.median(cpu[mode][part])
+                print(f"| {label:<44} | {mode:<6} | {1e6 * median:>9,.1f} | {median / base:.3f}")
 
 
 if __name__ == "__main__":
