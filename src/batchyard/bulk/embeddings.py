@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from batchyard.bulk.kinds import JobType
-from batchyard.bulk.things import ItemError, get_things, reference
+from batchyard.bulk.things import ItemError, get_things, ids_by_ns, reference
 from batchyard.embedder import Embedder, unit_rows
 from batchyard.errors import InvalidInput
 from batchyard.store import Tx
@@ -177,15 +177,16 @@ def _valid_field(field: str) -> bool:
 
 
 def _stored_hashes(tx: Tx, model: str, refs: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    # one query per namespace: a slot's group of chunks is hundreds of things, and a lookup
+    # each was a round trip each on PostgreSQL
     found = {}
-    for ref in refs:  # one primary-key lookup each: a batch is a few dozen items
-        row = tx.one(
-            "SELECT text_hash FROM batchyard_embeddings "
-            "WHERE ns = :ns AND model = :model AND id = :id",
-            {"ns": ref["ns"], "model": model, "id": ref["id"]},
-        )
-        if row is not None:
-            found[(ref["ns"], ref["id"])] = row["text_hash"]
+    for ns, ids in ids_by_ns(refs).items():
+        for row in tx.all(
+            "SELECT id, text_hash FROM batchyard_embeddings "
+            "WHERE ns = :ns AND model = :model AND id IN {json_text_values}",
+            {"ns": ns, "model": model, "values": ids},
+        ):
+            found[(ns, row["id"])] = row["text_hash"]
     return found
 
 

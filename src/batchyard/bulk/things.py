@@ -132,18 +132,24 @@ def upsert_things(tx: Tx, rows: list[dict[str, Any]]) -> None:
 def get_things(tx: Tx, refs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     """The records of the referenced things that exist, by (ns, id): one query per
     namespace, the ids passed as one JSON array."""
-    ids_by_ns: dict[str, list[str]] = {}
-    for ref in refs:
-        ids_by_ns.setdefault(ref["ns"], []).append(ref["id"])
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    for ns, ids in ids_by_ns.items():
+    for ns, ids in ids_by_ns(refs).items():
         for row in tx.all(
             f"SELECT {THING_COLUMNS} FROM batchyard_things WHERE ns = :ns "
             "AND id IN {json_text_values}",
-            {"ns": ns, "values": orjson.dumps(ids).decode()},
+            {"ns": ns, "values": ids},
         ):
             found[(row["ns"], row["id"])] = record(row)
     return found
+
+
+def ids_by_ns(refs: list[dict[str, Any]]) -> dict[str, str]:
+    """The ids of `refs` by namespace, each namespace's as one JSON array (bound as
+    ``:values`` of the ``{json_text_values}`` fragment): a query per namespace, not per id."""
+    ids: dict[str, list[str]] = {}
+    for ref in refs:
+        ids.setdefault(ref["ns"], []).append(ref["id"])
+    return {ns: orjson.dumps(each).decode() for ns, each in ids.items()}
 
 
 def record(row: Any) -> dict[str, Any]:
