@@ -33,9 +33,10 @@ from batchyard.errors import (
 from batchyard.forks import forget_in_child
 from batchyard.store.base import PARAM, Params, Prepared, Store, Tx
 
-# How many times this process's line forked to make it: a connection or the writer's lock
-# made before a fork belongs to the parent. Counted in the child by the fork itself, so that
-# a statement checks a number, not the process id (a system call each time).
+# How many times this process's line forked to make it: a thread's read connection made
+# before a fork belongs to the parent (the store's locks and write connection are let go at
+# the fork itself, see `SQLiteStore._forget_in_child`). Counted in the child by the fork
+# itself, so that a statement checks a number, not the process id (a system call each time).
 _forks = 0
 
 
@@ -110,7 +111,6 @@ class SQLiteStore(Store):
         # soon as the writer before them is done, instead of in SQLite's busy handler,
         # which sleeps and polls (1, 2, 5, 10 ... ms) - other processes still meet there
         self._writer = threading.RLock()
-        self._writer_forks = _forks  # the process the lock and the connection belong to
         self._write_conn: sqlite3.Connection | None = None
         # One query's rows fetched at a time in this process. The driver lets go of the
         # interpreter lock around each row's step, and a thread waiting for it takes it:
@@ -119,11 +119,13 @@ class SQLiteStore(Store):
         # the hundred a page and more CPU than the reads themselves. Waiting here, a reader
         # does not compete for the interpreter lock until its turn.
         self.fetching = threading.Lock()
-        forget_in_child(self._forget_fetching)
+        forget_in_child(self._forget_in_child)
 
-    def _forget_fetching(self) -> None:
-        # a forked child: the thread that held the lock at the fork is not here
-        self.fetching = threading.Lock()
+    def _forget_in_child(self) -> None:
+        # a forked child: a thread that held a lock at the fork is not here, and the write
+        # connection must not cross fork() - the child opens its own
+        self._writer, self.fetching = threading.RLock(), threading.Lock()
+        self._write_conn = None
 
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection, for reads."""
@@ -240,11 +242,6 @@ class SQLiteStore(Store):
             self._writer.release()
 
     def _take_write_turn(self) -> None:
-        if self._writer_forks != _forks:
-            # a forked child: the lock's holder is not here, and the connection must not
-            # cross fork() - the child opens its own
-            self._writer, self._writer_forks = threading.RLock(), _forks
-            self._write_conn = None
         if not self._writer.acquire(timeout=self.busy_timeout):
             raise StoreUnavailable(
                 f"cannot begin a transaction on {self.path}: another "
