@@ -417,6 +417,26 @@ def test_a_stale_token_fails_a_pipelined_transaction_whole(store, clock, queue, 
         assert len(tx.all("SELECT base_id FROM batchyard_batch_bases")) == 2
 
 
+@pytest.mark.parametrize("read_first", [False, True], ids=["unread", "read mid-block"])
+def test_an_error_raised_in_a_pipelined_transaction_commits_nothing(store, clock, read_first):
+    # On PostgreSQL a pipelined transaction commits when its pipeline syncs, which happens on
+    # leaving the block even when the block raised: what was sent before must be undone.
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), store.transaction(clock.time(), pipeline=True) as tx:
+        tx.execute("INSERT INTO batchyard_batch_bases (base_id) VALUES ('sent')")
+        if read_first:  # the pipeline is flushed here: the insert has run on the server
+            assert tx.one("SELECT count(*) AS n FROM batchyard_batch_bases")["n"] == 1
+        raise Boom
+    with store.transaction(clock.time(), pipeline=True) as tx:
+        tx.execute("INSERT INTO batchyard_batch_bases (base_id) VALUES ('next')")
+    with store.transaction() as tx:
+        assert [r["base_id"] for r in tx.all("SELECT base_id FROM batchyard_batch_bases")] == [
+            "next"
+        ]
+
+
 def test_rows_asked_for_later_are_read_after_a_pipelined_commit(store, clock, queue):
     for n in range(3):
         enqueue(queue, clock.time(), payload={"n": n})
