@@ -471,6 +471,31 @@ def test_per_item_failures_retry_only_the_failed_items(yard, clock):
     assert pending_items(yard) == 0
 
 
+def test_an_item_that_succeeds_on_a_later_attempt_is_no_longer_pending(yard, clock):
+    # each attempt's failures replace the attempt's before: 1 and 3 fail first, then only 3
+    calls = []
+
+    @yard.handler("picky")
+    def picky(items, ctx):
+        calls.append(list(items))
+        failing = {1: {1, 3}, 2: {3}}.get(ctx.attempt, set())
+        failures = {i: f"not yet: {v}" for i, v in enumerate(items) if v in failing}
+        if failures:
+            raise ItemFailures(failures)
+
+    yard.add_items("ev", [1, 2, 3, 4], max_batch_size=4, on_flush="picky")
+    for _ in range(3):
+        yard.run_worker(wait=False)
+        clock.advance(10)
+    assert calls == [[1, 2, 3, 4], [1, 3], [3]]
+    assert [(r.outcome, r.item_count, r.failed_count) for r in yard.get_flush_history("ev")] == [
+        ("completed", 1, 0),
+        ("partial", 2, 1),
+        ("partial", 4, 2),
+    ]
+    assert pending_items(yard) == 0
+
+
 def test_items_failures_out_of_range_fail_the_whole_flush(yard):
     @yard.handler("wrong")
     def wrong(items, ctx):

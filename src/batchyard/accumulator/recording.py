@@ -106,11 +106,14 @@ class Recorder:
             else:
                 self.tasks.retry(tx, task, error or "", delay or 0.0)
             if not whole_failure:
-                # what is still pending is exactly what this attempt reported failed
-                tx.execute(
-                    "DELETE FROM batchyard_item_failures WHERE batch_no = :batch_no",
-                    {"batch_no": batch["batch_no"]},
-                )
+                # what is still pending is exactly what this attempt reported failed; only
+                # an attempt before this one can have left failures to forget (a batch's
+                # attempts count on across a redrive)
+                if context.attempt > 1:
+                    tx.execute(
+                        "DELETE FROM batchyard_item_failures WHERE batch_no = :batch_no",
+                        {"batch_no": batch["batch_no"]},
+                    )
                 if failures:
                     tx.executemany(
                         "INSERT INTO batchyard_item_failures (batch_no, position, error) "
