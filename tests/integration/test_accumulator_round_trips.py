@@ -83,3 +83,22 @@ def test_a_producer_write_waits_for_the_server_once_per_base_written(slow):
         producer.flush()
         assert proxy.round_trips <= len(bases) + 1  # (was ~7 a base)
     assert sum(yard.get_batch_status(f"{base}::0")[0].item_count for base in bases) == 40
+
+
+def test_a_status_read_waits_for_the_server_once(slow):
+    # a read needs no transaction: no BEGIN and COMMIT, each a round trip of its own
+    proxy, yard = slow
+    yard.add_items("b", [1, 2], max_batch_size=10, on_flush="noop")
+    proxy.round_trips = 0
+    [batch] = yard.get_batch_status("b")
+    assert batch.pending_count == 2
+    assert proxy.round_trips == 1
+
+
+def test_a_list_of_batches_waits_for_the_server_once(slow):
+    proxy, yard = slow
+    yard.add_items("b", [1, 2], max_batch_size=10, on_flush="noop")
+    proxy.round_trips = 0
+    [batch] = yard.list_batches("accumulating")
+    assert batch.batch_id == "b::0"
+    assert proxy.round_trips == 1
