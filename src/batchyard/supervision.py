@@ -115,24 +115,44 @@ class Outage:
 
 def stop_on_signals(stop: Callable[[], None], stopping: threading.Event) -> Callable[[], None]:
     """From the main thread: SIGTERM and SIGINT call `stop` (a graceful stop: work in flight
-    drains); a second one while `stopping` is set exits at once. Returns what puts the
-    previous handlers back (nothing is installed, and nothing restored, off the main thread)."""
+    drains); a second one exits at once. Returns what puts the previous handlers back
+    (nothing is installed, and nothing restored, off the main thread).
+
+    `stop` runs on a thread of its own, not in the handler: Python runs a handler in the
+    main thread wherever it was interrupted, and `stop` sets events that the main thread
+    waits on - interrupted inside an `Event.wait`, it holds that event's lock, and a `set`
+    in the handler would wait for it for ever (a worker told to stop hung so). The handler
+    only writes a byte to a pipe, which a watching thread reads."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    read, write = os.pipe()
+    received: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stopping.is_set():
+        if received or stopping.is_set():
             log.warning("second signal: exiting at once")
             os._exit(128 + signum)
-        log.info("signal %d: stopping (again to exit at once)", signum)
-        stop()
+        received.append(signum)
+        os.write(write, b"\0")
 
+    def watch() -> None:
+        os.read(read, 1)  # a signal, or the handlers put back
+        if received:
+            log.info("signal %d: stopping (again to exit at once)", received[0])
+            stop()
+
+    watcher = threading.Thread(target=watch, name="batchyard-signals", daemon=True)
+    watcher.start()
     for sig in previous:
         signal.signal(sig, on_signal)
 
     def restore() -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        os.write(write, b"\0")  # ends the watcher's wait, if no signal did
+        watcher.join()
+        os.close(read)
+        os.close(write)
 
     return restore
