@@ -1,5 +1,5 @@
-"""What an add costs across a network: its round trips to PostgreSQL, counted by a proxy
-that stands for a slow network (see `tests.faults.proxy`)."""
+"""What an add, and a read of status, costs across a network: its round trips to PostgreSQL,
+counted by a proxy that stands for a slow network (see `tests.faults.proxy`)."""
 
 from __future__ import annotations
 
@@ -101,4 +101,27 @@ def test_a_list_of_batches_waits_for_the_server_once(slow):
     proxy.round_trips = 0
     [batch] = yard.list_batches("accumulating")
     assert batch.batch_id == "b::0"
+    assert proxy.round_trips == 1
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_an_iterator_status_read_waits_for_the_server_once(slow, parallelism):
+    proxy, yard = slow
+    yard.handler("rows")(lambda cursor, size: {"items": [], "cursor": None, "done": True})
+    yard.start_iterator(
+        "j", batch_size=10, get_next_batch="rows", process_batch="noop", parallelism=1
+    )
+    if parallelism > 1:  # slices are cut by the job's first step; made here by hand
+        with yard.store.transaction() as tx:
+            tx.execute("UPDATE batchyard_iterators SET parallelism = 2 WHERE job_id = 'j'")
+            for number in range(2):
+                tx.execute(
+                    "INSERT INTO batchyard_iterator_slices "
+                    "(job_id, slice, cursor, total, started_at, updated_at) "
+                    "VALUES ('j', :n, 'null', 5, 0, 0)",
+                    {"n": number},
+                )
+    proxy.round_trips = 0
+    status = yard.get_iterator_status("j")
+    assert (status.status, len(status.slices)) == ("pending", 0 if parallelism == 1 else 2)
     assert proxy.round_trips == 1
