@@ -95,12 +95,18 @@ def test_a_status_read_waits_for_the_server_once(slow):
     assert proxy.round_trips == 1
 
 
-def test_a_list_of_batches_waits_for_the_server_once(slow):
+@pytest.mark.parametrize("read", ["list_batches", "page_batches"])
+def test_a_list_of_batches_waits_for_the_server_once(slow, read):
     proxy, yard = slow
     yard.add_items("b", [1, 2], max_batch_size=10, on_flush="noop")
     proxy.round_trips = 0
-    [batch] = yard.list_batches("accumulating")
-    assert batch.batch_id == "b::0"
+    if read == "list_batches":
+        batches = yard.list_batches("accumulating")
+    else:
+        page = yard.page_batches("accumulating")
+        batches, total = page.batches, page.total
+        assert total == 1
+    assert [b.batch_id for b in batches] == ["b::0"]
     assert proxy.round_trips == 1
 
 

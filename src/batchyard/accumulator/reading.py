@@ -57,7 +57,7 @@ class Reader:
         base, sequence = split_base(batch_id)
         # both reads sent at once: one round trip on PostgreSQL
         with self.store.transaction(self.runtime.now(), write=False, pipeline=True) as tx:
-            clock = tx.later("SELECT {now} AS now")
+            clock = tx.clock_later()
             if sequence is None:
                 rows = tx.later(
                     f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
@@ -71,7 +71,7 @@ class Reader:
                     "WHERE b.batch_id = :batch_id",
                     {"batch_id": batch_id},
                 )
-        now = float(clock.all()[0]["now"])
+        now = clock()
         return [batch_info(row, now) for row in rows.all()]
 
     def list_batches(self, status: str | None = None, limit: int = 100) -> list[BatchInfo]:
@@ -80,13 +80,13 @@ class Reader:
         # the one text could use neither and sorted every batch kept
         where = "" if status is None else "WHERE b.status = :status "
         with self.store.transaction(self.runtime.now(), write=False, pipeline=True) as tx:
-            clock = tx.later("SELECT {now} AS now")
+            clock = tx.clock_later()
             rows = tx.later(
                 f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b {where}"
                 "ORDER BY b.updated_at DESC LIMIT :limit",
                 {"status": status, "limit": limit},
             )
-        now = float(clock.all()[0]["now"])
+        now = clock()
         return [batch_info(row, now) for row in rows.all()]
 
     def page_batches(
@@ -115,17 +115,19 @@ class Reader:
             ]
         )
         counted = f"WHERE {counted}" if counted else ""
-        with self.store.transaction(self.runtime.now(), write=False) as tx:
-            now = tx.clock()
-            rows = tx.all(
+        # the clock, the page and the count sent at once: one round trip on PostgreSQL
+        with self.store.transaction(self.runtime.now(), write=False, pipeline=True) as tx:
+            clock = tx.clock_later()
+            page = tx.later(
                 f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b {condition}"
                 "ORDER BY b.batch_no DESC LIMIT :limit",
                 {"status": status, "cursor": cursor, "limit": limit + 1, "prefix": prefix},
             )
-            total = tx.one(
+            counts = tx.later(
                 f"SELECT COUNT(*) AS n FROM batchyard_batches {counted}",
                 {"status": status, "prefix": prefix},
-            )["n"]
+            )
+        now, rows, total = clock(), page.all(), counts.all()[0]["n"]
         more = len(rows) > limit
         rows = rows[:limit]
         return BatchPage(

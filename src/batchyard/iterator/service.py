@@ -178,7 +178,7 @@ class Iterators:
     def status(self, job_id: str) -> IteratorStatus:
         # the clock, the job and its slices sent at once: one round trip on PostgreSQL
         with self.store.transaction(self.runtime.now(), write=False, pipeline=True) as tx:
-            clock = tx.later("SELECT {now} AS now")
+            clock = tx.clock_later()
             jobs = tx.later(
                 "SELECT * FROM batchyard_iterators WHERE job_id = :job_id", {"job_id": job_id}
             )
@@ -186,7 +186,7 @@ class Iterators:
         rows = jobs.all()
         if not rows:
             raise _not_found(job_id)
-        now, slices = float(clock.all()[0]["now"]), self.slices.statuses_of(parts.all())
+        now, slices = clock(), self.slices.statuses_of(parts.all())
         return status_of(rows[0], now, slices if int(rows[0]["parallelism"]) > 1 else ())
 
     def list(

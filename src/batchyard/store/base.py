@@ -153,6 +153,12 @@ class Tx:
         """The store's current time, in epoch seconds."""
         return float(self.one("SELECT {now} AS now")["now"])
 
+    def clock_later(self) -> Callable[[], float]:
+        """`clock`, read as `later` reads: with the rest of a pipelined read, in its one round
+        trip on PostgreSQL. Call what it returns once the transaction has ended."""
+        rows = self.later("SELECT {now} AS now")
+        return lambda: float(rows.all()[0]["now"])
+
 
 class _AsDicts:
     """A cursor of tuples whose rows are read as dicts by column name (see `_dict_rows`)."""
