@@ -102,17 +102,27 @@ def _pipelined_transaction(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Co
     of the client's CPU for a transaction of three statements). psycopg's own
     `transaction()` inside a pipeline syncs at its entry and twice at its exit, to track a
     nesting we do not use: three more round trips per transaction."""
-    with conn.pipeline():
-        try:
-            yield conn
-        except BaseException:
-            # the sync on leaving the pipeline would commit what the block sent before it
-            # raised: roll that back first (on a pipeline a failed statement aborted, the
-            # server skips this, and the sync rolls back anyway)
-            with suppress(psycopg.Error):
-                conn.execute("ROLLBACK")
-            raise
-    # leaving the pipeline synced it: the first error of the block or the commit is raised
+    try:
+        with conn.pipeline():
+            try:
+                yield conn
+            except BaseException:
+                # the sync on leaving the pipeline would commit what the block sent before
+                # it raised: roll that back first (on a pipeline a failed statement aborted,
+                # the server skips this, and the sync rolls back anyway)
+                with suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        # leaving the pipeline synced it: the first error of the block or the commit is raised
+    except BaseException:
+        # After a failed statement the server skipped the rest of the pipeline - the Parse of
+        # a statement psycopg prepared there too - and psycopg still counts that one as
+        # prepared: every later run of it on this connection would fail. DEALLOCATE ALL
+        # makes psycopg forget what it prepared (and the server drop it). psycopg did so on
+        # the ROLLBACK that ended a failed transaction when BEGIN and COMMIT were sent.
+        with suppress(psycopg.Error):
+            conn.execute("DEALLOCATE ALL")
+        raise
 
 
 class PostgresStore(Store):

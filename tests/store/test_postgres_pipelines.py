@@ -1,0 +1,33 @@
+"""PostgreSQL's pipelined transactions and psycopg's cache of prepared statements."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchyard.errors import StoreError
+from batchyard.store.postgres import PostgresStore
+
+READ = "SELECT COUNT(*) AS n FROM batchyard_batch_bases WHERE base_id <> :x"
+
+
+def test_a_statement_first_prepared_in_a_failed_pipeline_still_runs_afterwards(pg_database):
+    # psycopg prepares a statement on its sixth run. In a pipeline that a failed statement
+    # aborted, the server skips that statement - its Parse too - yet psycopg records it as
+    # prepared: every later run of it on that connection would fail with "prepared
+    # statement does not exist", for as long as the connection lives.
+    store = PostgresStore(pg_database, min_size=1, max_size=1)  # one connection: the same
+    try:
+        for _ in range(5):
+            with store.transaction(write=False) as tx:
+                tx.one(READ, {"x": "a"})
+        with pytest.raises(StoreError), store.transaction(pipeline=True) as tx:
+            tx.execute("SELECT CAST('not a number' AS INTEGER)")  # fails on the server
+            tx.later(READ, {"x": "a"})  # its sixth run, skipped by the server
+        for _ in range(3):
+            with store.transaction(write=False) as tx:
+                assert tx.one(READ, {"x": "a"})["n"] == 0
+            with store.transaction(pipeline=True) as tx:
+                counted = tx.later(READ, {"x": "a"})
+            assert counted.all()[0]["n"] == 0
+    finally:
+        store.close()
