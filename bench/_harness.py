@@ -1,18 +1,25 @@
-"""Shared by the benchmarks: medians of repeated runs, fresh stores, a table of ratios."""
+"""Shared by the benchmarks: medians of repeated runs, fresh stores, worker processes, a
+table of ratios."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+HERE = Path(__file__).parent
 PG_ADMIN_URL = os.environ.get(
     "BATCHYARD_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -61,6 +68,37 @@ def fresh_postgres() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def start_worker(
+    url: str, app: str = "_noop_app:yard", *options: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A `batchyard worker` process on `url` running `app` (a module of this folder) with the
+    batchyard this process runs (a PYTHONPATH given); its warnings and errors on stderr. It
+    is sent SIGTERM when this process dies (Linux), so that a bench killed midway leaves no
+    worker running on."""
+    path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "batchyard", "worker", "--app", app, *options]
+    return subprocess.Popen(
+        [*command, "--log-level", "warning"],
+        env={**os.environ, "BATCHYARD_STORE": url, "PYTHONPATH": path, **(env or {})},
+        stdout=subprocess.DEVNULL,  # it only says how many tasks it ran
+        preexec_fn=_die_with_parent,
+    )
+
+
+def stop_workers(workers: Iterable[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to each, then wait for all (they stop together, not one after another)."""
+    workers = list(workers)
+    for proc in workers:
+        proc.terminate()
+    for proc in workers:
+        proc.wait()
+
+
+def _die_with_parent() -> None:
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def print_table(title: str, rows: list[tuple[str, dict[str, float] | None, str]]) -> None:

@@ -12,26 +12,30 @@ byte limit, and with a debounce, beside it without either.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from _harness import fresh_postgres, fresh_sqlite, median_rates, print_table, timed
+from _harness import (
+    fresh_postgres,
+    fresh_sqlite,
+    median_rates,
+    print_table,
+    start_worker,
+    stop_workers,
+    timed,
+)
 from batchyard import Yard
 from raw import raw_postgres_inserts, raw_sqlite_inserts
 
 ITEM = {"payload": "x" * 40}
 # a second baseline: the no-index table stays the limit the goal is measured against
 KEYED = "same primary key as batchyard_items"
-HERE = Path(__file__).parent
 
 
 def noop_yard(url: str) -> Yard:
@@ -109,26 +113,14 @@ def worker_processes(
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     """`batchyard worker` processes with a no-op handler on `url`, registered (as `yard`, on
     the same database, sees) when this yields; terminated on leaving."""
-    # the batchyard this process runs (a PYTHONPATH given) is the one the workers run
-    path = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "BATCHYARD_STORE": url, "PYTHONPATH": path}
-    command = [sys.executable, "-m", "batchyard", "worker", "--app", "_noop_app:yard"]
-    if concurrency is not None:
-        command += ["--concurrency", str(concurrency)]
-    workers = [
-        # stdout only says how many tasks each ran; warnings and errors go to stderr
-        subprocess.Popen([*command, "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL)
-        for _ in range(processes)
-    ]
+    options = [] if concurrency is None else ["--concurrency", str(concurrency)]
+    workers = [start_worker(url, "_noop_app:yard", *options) for _ in range(processes)]
     try:
         while _count(yard, "SELECT count(*) AS n FROM batchyard_workers") < processes:
             time.sleep(0.05)
         yield workers
     finally:
-        for proc in workers:
-            proc.terminate()
-        for proc in workers:
-            proc.wait()
+        stop_workers(workers)
 
 
 def latency(

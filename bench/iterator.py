@@ -20,12 +20,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-from _harness import fresh_postgres, fresh_sqlite, median_rates, print_table
+from _harness import (
+    fresh_postgres,
+    fresh_sqlite,
+    median_rates,
+    print_table,
+    start_worker,
+    stop_workers,
+)
 from batchyard import Yard
 from batchyard.sources import sql_keyset
 
@@ -175,13 +179,7 @@ def measure_parallel(url: str, label: str, rows: int, repeat: int, page: int) ->
     fill(yard, rows)
     sql_keyset(yard, "bench-src", table="bench_rows", order_by="at", tie_breaker="id")
     yard.handler("sleep-2ms")(lambda items, ctx: None)  # the worker process runs the real one
-    # the bench's folder first, and then whatever batchyard this process runs
-    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "BATCHYARD_STORE": url, "PYTHONPATH": path}
-    command = [sys.executable, "-m", "batchyard", "worker", "--app", "_noop_app:yard"]
-    worker = subprocess.Popen(
-        [*command, "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL
-    )
+    worker = start_worker(url, "_noop_app:yard")
     try:
         while not workers_up(yard):  # its start-up is not the first run's time
             time.sleep(0.05)
@@ -195,8 +193,7 @@ def measure_parallel(url: str, label: str, rows: int, repeat: int, page: int) ->
             repeat,
         )
     finally:
-        worker.terminate()
-        worker.wait()
+        stop_workers([worker])
     goal = "goal >= 3" if label == "PostgreSQL" else "goal >= 2.5"
     print_table(
         f"{label}: {rows:,} rows in pages of {page:,}, 2 ms a page, one worker (rows/s)",

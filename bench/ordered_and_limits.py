@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,10 +27,16 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
-from _harness import fresh_postgres, fresh_sqlite, median_rates, print_table
+from _harness import (
+    fresh_postgres,
+    fresh_sqlite,
+    median_rates,
+    print_table,
+    start_worker,
+    stop_workers,
+)
 from batchyard import Yard
 
-HERE = Path(__file__).parent
 CONCURRENCY = 4  # as _limited_app.py declares it
 ITEM = {"payload": "x" * 40}
 
@@ -78,19 +81,10 @@ def drain(url: str, batches: int, ordered: bool, bases: int) -> tuple[int, float
 def limited(url: str, batches: int) -> tuple[float, float]:
     """(share of the busy span with 4 calls in flight, mean calls in flight / 4)."""
     record = Path(tempfile.mkdtemp(prefix="batchyard-bench-")) / "calls.jsonl"
-    env = {
-        **os.environ,
-        "BATCHYARD_STORE": url,
-        "BENCH_RECORD": str(record),
-        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-    }
     yard = Yard(url)
     yard.handler("limited", concurrency=CONCURRENCY)(lambda items, ctx: None)
-    command = [sys.executable, "-m", "batchyard", "worker", "--app", "_limited_app:yard"]
-    workers = [
-        subprocess.Popen([*command, "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL)
-        for _ in range(2)
-    ]
+    env = {"BENCH_RECORD": str(record)}
+    workers = [start_worker(url, "_limited_app:yard", env=env) for _ in range(2)]
     try:
         while _count(yard, "SELECT count(*) AS n FROM batchyard_handler_limits") < 1:
             time.sleep(0.05)
@@ -98,10 +92,7 @@ def limited(url: str, batches: int) -> tuple[float, float]:
         while not record.exists() or len(record.read_text().splitlines()) < batches:
             time.sleep(0.1)
     finally:
-        for proc in workers:
-            proc.terminate()
-        for proc in workers:
-            proc.wait()
+        stop_workers(workers)
         yard.close()
     calls = [json.loads(line) for line in record.read_text().splitlines()]
     events = sorted([(s, 1) for s, _ in calls] + [(e, -1) for _, e in calls])

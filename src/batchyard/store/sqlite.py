@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from operator import itemgetter
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, quote, urlsplit
@@ -32,6 +33,7 @@ from batchyard.errors import (
 )
 from batchyard.forks import forget_in_child
 from batchyard.store.base import PARAM, Params, Prepared, Store, Tx
+from batchyard.store.turns import WriterTurns
 
 # How many times this process's line forked to make it: a thread's read connection made
 # before a fork belongs to the parent (the store's locks and write connection are let go at
@@ -109,9 +111,10 @@ class SQLiteStore(Store):
         self._opened_lock = threading.Lock()
         # SQLite has one writer at a time: this process's writers queue here, woken as
         # soon as the writer before them is done, instead of in SQLite's busy handler,
-        # which sleeps and polls (1, 2, 5, 10 ... ms) - other processes still meet there
+        # which sleeps and polls (1, 2, 5, 10 ... ms); other processes take turns there
         self._writer = threading.RLock()
         self._write_conn: sqlite3.Connection | None = None
+        self._turns: WriterTurns | None = None  # made with the first write connection
         # One query's rows fetched at a time in this process. The driver lets go of the
         # interpreter lock around each row's step, and a thread waiting for it takes it:
         # with several threads reading pages (an iterator's slices, a worker's flushes),
@@ -142,7 +145,17 @@ class SQLiteStore(Store):
         stays warm, where a connection per thread would find its cache stale after every
         other thread's commit and read the pages again."""
         if self._write_conn is None:
-            self._write_conn = self._open()
+            conn = self._open()
+            try:
+                # it waits for the writer in `_turns`, where other processes see it wait
+                conn.execute("PRAGMA busy_timeout=0")
+            except sqlite3.Error as exc:
+                conn.close()
+                raise self._translate(exc) from exc
+            if self._turns is None:
+                # kept across fork(): a child holds none of its parent's record locks
+                self._turns = WriterTurns(self.path)
+            self._write_conn = conn
         return self._write_conn
 
     def _open(self) -> sqlite3.Connection:
@@ -224,7 +237,7 @@ class SQLiteStore(Store):
                     f"a statement of its own cannot run on {self.path} inside "
                     f"a transaction this thread holds open"
                 )
-            cursor = conn.execute(*self.bind(sql, params, now))
+            cursor = self._take_writer(partial(conn.execute, *self.bind(sql, params, now)))
             if not returning:
                 return cursor.rowcount
             return cursor.fetchall()
@@ -248,10 +261,18 @@ class SQLiteStore(Store):
                 f"thread kept the write lock for {self.busy_timeout:g} s"
             )
 
+    def _take_writer(self, attempt: Callable[[], sqlite3.Cursor]) -> sqlite3.Cursor:
+        assert self._turns is not None  # made with the write connection
+        return self._turns.take(attempt, self.busy_timeout)
+
     def _transaction(self, write: bool, now: float | None) -> Tx:
-        conn = self._write_connection() if write else self._connection()
         try:
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            if write:
+                conn = self._write_connection()
+                self._take_writer(partial(conn.execute, "BEGIN IMMEDIATE"))
+            else:
+                conn = self._connection()
+                conn.execute("BEGIN")
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
         return Tx(self, conn, now)
@@ -344,6 +365,9 @@ class SQLiteStore(Store):
             conn.close()
         self._local = threading.local()
         self._write_conn = None
+        if self._turns is not None:
+            self._turns.close()
+            self._turns = None
 
 
 def _in_order(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
