@@ -1,5 +1,5 @@
-"""What an add costs across a network: its round trips to PostgreSQL, counted by a proxy
-that stands for a slow network (see `tests.faults.proxy`)."""
+"""What an add, and a read of status, costs across a network: its round trips to PostgreSQL,
+counted by a proxy that stands for a slow network (see `tests.faults.proxy`)."""
 
 from __future__ import annotations
 
@@ -83,3 +83,51 @@ def test_a_producer_write_waits_for_the_server_once_per_base_written(slow):
         producer.flush()
         assert proxy.round_trips <= len(bases) + 1  # (was ~7 a base)
     assert sum(yard.get_batch_status(f"{base}::0")[0].item_count for base in bases) == 40
+
+
+def test_a_status_read_waits_for_the_server_once(slow):
+    # a read needs no transaction: no BEGIN and COMMIT, each a round trip of its own
+    proxy, yard = slow
+    yard.add_items("b", [1, 2], max_batch_size=10, on_flush="noop")
+    proxy.round_trips = 0
+    [batch] = yard.get_batch_status("b")
+    assert batch.pending_count == 2
+    assert proxy.round_trips == 1
+
+
+@pytest.mark.parametrize("read", ["list_batches", "page_batches"])
+def test_a_list_of_batches_waits_for_the_server_once(slow, read):
+    proxy, yard = slow
+    yard.add_items("b", [1, 2], max_batch_size=10, on_flush="noop")
+    proxy.round_trips = 0
+    if read == "list_batches":
+        batches = yard.list_batches("accumulating")
+    else:
+        page = yard.page_batches("accumulating")
+        batches, total = page.batches, page.total
+        assert total == 1
+    assert [b.batch_id for b in batches] == ["b::0"]
+    assert proxy.round_trips == 1
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_an_iterator_status_read_waits_for_the_server_once(slow, parallelism):
+    proxy, yard = slow
+    yard.handler("rows")(lambda cursor, size: {"items": [], "cursor": None, "done": True})
+    yard.start_iterator(
+        "j", batch_size=10, get_next_batch="rows", process_batch="noop", parallelism=1
+    )
+    if parallelism > 1:  # slices are cut by the job's first step; made here by hand
+        with yard.store.transaction() as tx:
+            tx.execute("UPDATE batchyard_iterators SET parallelism = 2 WHERE job_id = 'j'")
+            for number in range(2):
+                tx.execute(
+                    "INSERT INTO batchyard_iterator_slices "
+                    "(job_id, slice, cursor, total, started_at, updated_at) "
+                    "VALUES ('j', :n, 'null', 5, 0, 0)",
+                    {"n": number},
+                )
+    proxy.round_trips = 0
+    status = yard.get_iterator_status("j")
+    assert (status.status, len(status.slices)) == ("pending", 0 if parallelism == 1 else 2)
+    assert proxy.round_trips == 1

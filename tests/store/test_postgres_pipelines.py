@@ -31,3 +31,30 @@ def test_a_statement_first_prepared_in_a_failed_pipeline_still_runs_afterwards(p
             assert counted.all()[0]["n"] == 0
     finally:
         store.close()
+
+
+def test_statements_prepared_before_failed_pipelines_still_run_after_them(pg_database):
+    # A first failure while nothing is prepared, a second once a statement is. psycopg
+    # forgets its prepared statements on a DEALLOCATE ALL only while that command is new to
+    # it: such a cure, tried before, left the server without them after the second failure
+    # and psycopg with their names - every run of one failed from then on.
+    store = PostgresStore(pg_database, min_size=1, max_size=1)
+    try:
+        fail_a_pipeline(store)
+        for _ in range(6):  # prepared on its sixth run
+            with store.transaction(write=False) as tx:
+                tx.one(READ, {"x": "a"})
+        fail_a_pipeline(store)
+        for _ in range(3):
+            with store.transaction(write=False) as tx:
+                assert tx.one(READ, {"x": "a"})["n"] == 0
+            with store.transaction(pipeline=True) as tx:
+                counted = tx.later(READ, {"x": "a"})
+            assert counted.all()[0]["n"] == 0
+    finally:
+        store.close()
+
+
+def fail_a_pipeline(store: PostgresStore) -> None:
+    with pytest.raises(StoreError), store.transaction(pipeline=True) as tx:
+        tx.execute("SELECT CAST('not a number' AS INTEGER)")  # fails on the server

@@ -290,18 +290,19 @@ class Batchers:
     def status(self, name: str) -> BatcherStatus:
         batcher = self.get(name)
         low, high = _prefix_range(name)
-        # a read: no write lock (the dashboard asks every few seconds)
-        with self.store.transaction(self.runtime.now(), write=False) as tx:
-            now = tx.clock()
-            rows = tx.all(
+        # a read: no write lock (the dashboard asks every few seconds), in one round trip
+        with self.store.transaction(self.runtime.now(), write=False, pipeline=True) as tx:
+            clock = tx.clock_later()
+            rows = tx.later(
                 f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
                 "WHERE b.base_id >= :low AND b.base_id < :high "
                 "AND b.status IN ('accumulating', 'flushing', 'dead') "
                 "ORDER BY b.base_id, b.sequence",
                 {"low": low, "high": high},
             )
+        now = clock()
         keys: dict[str, list[BatchInfo]] = {}
-        for row in rows:
+        for row in rows.all():
             keys.setdefault(row["base_id"][len(name) + 1 :], []).append(batch_info(row, now))
         open_keys = sum(
             any(b.status == BatchStatus.ACCUMULATING for b in batches) for batches in keys.values()

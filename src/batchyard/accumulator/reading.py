@@ -55,36 +55,39 @@ class Reader:
     def get_batch_status(self, batch_id: str) -> list[BatchInfo]:
         """The active (accumulating, flushing, dead) batches of a base id, or one batch."""
         base, sequence = split_base(batch_id)
-        with self.store.transaction(self.runtime.now(), write=False) as tx:
-            now = tx.clock()
+        # both reads sent at once: one round trip on PostgreSQL
+        with self.store.transaction(self.runtime.now(), write=False, pipeline=True) as tx:
+            clock = tx.clock_later()
             if sequence is None:
-                rows = tx.all(
+                rows = tx.later(
                     f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
                     f"WHERE b.base_id = :base AND b.status IN {ACTIVE_SQL} "
                     "ORDER BY b.sequence",
                     {"base": base},
                 )
             else:
-                rows = tx.all(
+                rows = tx.later(
                     f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b "
                     "WHERE b.batch_id = :batch_id",
                     {"batch_id": batch_id},
                 )
-        return [batch_info(row, now) for row in rows]
+        now = clock()
+        return [batch_info(row, now) for row in rows.all()]
 
     def list_batches(self, status: str | None = None, limit: int = 100) -> list[BatchInfo]:
         # two texts, not one with "(:status IS NULL OR ...)": each walks its own index
         # (updated_at, or status then updated_at) backwards and stops at the limit, where
         # the one text could use neither and sorted every batch kept
         where = "" if status is None else "WHERE b.status = :status "
-        with self.store.transaction(self.runtime.now()) as tx:
-            now = tx.clock()
-            rows = tx.all(
+        with self.store.transaction(self.runtime.now(), write=False, pipeline=True) as tx:
+            clock = tx.clock_later()
+            rows = tx.later(
                 f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b {where}"
                 "ORDER BY b.updated_at DESC LIMIT :limit",
                 {"status": status, "limit": limit},
             )
-        return [batch_info(row, now) for row in rows]
+        now = clock()
+        return [batch_info(row, now) for row in rows.all()]
 
     def page_batches(
         self,
@@ -112,17 +115,19 @@ class Reader:
             ]
         )
         counted = f"WHERE {counted}" if counted else ""
-        with self.store.transaction(self.runtime.now(), write=False) as tx:
-            now = tx.clock()
-            rows = tx.all(
+        # the clock, the page and the count sent at once: one round trip on PostgreSQL
+        with self.store.transaction(self.runtime.now(), write=False, pipeline=True) as tx:
+            clock = tx.clock_later()
+            page = tx.later(
                 f"SELECT {sql.BATCH_COLUMNS} FROM batchyard_batches b {condition}"
                 "ORDER BY b.batch_no DESC LIMIT :limit",
                 {"status": status, "cursor": cursor, "limit": limit + 1, "prefix": prefix},
             )
-            total = tx.one(
+            counts = tx.later(
                 f"SELECT COUNT(*) AS n FROM batchyard_batches {counted}",
                 {"status": status, "prefix": prefix},
-            )["n"]
+            )
+        now, rows, total = clock(), page.all(), counts.all()[0]["n"]
         more = len(rows) > limit
         rows = rows[:limit]
         return BatchPage(

@@ -217,10 +217,18 @@ class Slices:
         )
 
     def statuses(self, tx: Tx, job_id: str) -> tuple[SliceStatus, ...]:
-        rows = tx.all(
+        return self.statuses_of(self.rows_later(tx, job_id).all())
+
+    @staticmethod
+    def rows_later(tx: Tx, job_id: str) -> Rows:
+        """The job's slices, read as `Tx.later` reads (with the rest of a pipelined read)."""
+        return tx.later(
             "SELECT * FROM batchyard_iterator_slices WHERE job_id = :job_id ORDER BY slice",
             {"job_id": job_id},
         )
+
+    @staticmethod
+    def statuses_of(rows: list[Any]) -> tuple[SliceStatus, ...]:
         return tuple(
             SliceStatus(
                 slice=int(row["slice"]),

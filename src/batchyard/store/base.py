@@ -153,6 +153,12 @@ class Tx:
         """The store's current time, in epoch seconds."""
         return float(self.one("SELECT {now} AS now")["now"])
 
+    def clock_later(self) -> Callable[[], float]:
+        """`clock`, read as `later` reads: with the rest of a pipelined read, in its one round
+        trip on PostgreSQL. Call what it returns once the transaction has ended."""
+        rows = self.later("SELECT {now} AS now")
+        return lambda: float(rows.all()[0]["now"])
+
 
 class _AsDicts:
     """A cursor of tuples whose rows are read as dicts by column name (see `_dict_rows`)."""
@@ -201,7 +207,10 @@ class Store:
         self, now: float | None = None, *, write: bool = True, pipeline: bool = False
     ) -> Any:
         """Context manager yielding a `Tx` that commits on success, rolls back on error.
-        ``write=False`` is a read snapshot that takes no write lock. ``pipeline=True`` lets
+        ``write=False`` is for reads and takes no write lock: one snapshot on SQLite, on
+        PostgreSQL each statement on its own (as READ COMMITTED would see it in a transaction,
+        without the round trips of BEGIN and COMMIT); `snapshot` is one view across statements
+        on both, and where `Tx.stream` reads. ``pipeline=True`` lets
         PostgreSQL send statements without waiting for each result (read a cursor's rows to
         wait; `Tx.later` reads them after the commit instead); `rowcount` is not known
         until then, so fenced writes use `Tx.require`."""
