@@ -23,12 +23,7 @@ def test_a_statement_first_prepared_in_a_failed_pipeline_still_runs_afterwards(p
         with pytest.raises(StoreError), store.transaction(pipeline=True) as tx:
             tx.execute("SELECT CAST('not a number' AS INTEGER)")  # fails on the server
             tx.later(READ, {"x": "a"})  # its sixth run, skipped by the server
-        for _ in range(3):
-            with store.transaction(write=False) as tx:
-                assert tx.one(READ, {"x": "a"})["n"] == 0
-            with store.transaction(pipeline=True) as tx:
-                counted = tx.later(READ, {"x": "a"})
-            assert counted.all()[0]["n"] == 0
+        reads_run(store)
     finally:
         store.close()
 
@@ -45,12 +40,7 @@ def test_statements_prepared_before_failed_pipelines_still_run_after_them(pg_dat
             with store.transaction(write=False) as tx:
                 tx.one(READ, {"x": "a"})
         fail_a_pipeline(store)
-        for _ in range(3):
-            with store.transaction(write=False) as tx:
-                assert tx.one(READ, {"x": "a"})["n"] == 0
-            with store.transaction(pipeline=True) as tx:
-                counted = tx.later(READ, {"x": "a"})
-            assert counted.all()[0]["n"] == 0
+        reads_run(store)
     finally:
         store.close()
 
@@ -58,3 +48,13 @@ def test_statements_prepared_before_failed_pipelines_still_run_after_them(pg_dat
 def fail_a_pipeline(store: PostgresStore) -> None:
     with pytest.raises(StoreError), store.transaction(pipeline=True) as tx:
         tx.execute("SELECT CAST('not a number' AS INTEGER)")  # fails on the server
+
+
+def reads_run(store: PostgresStore) -> None:
+    """The read runs, alone and pipelined, a few times over (prepared by then)."""
+    for _ in range(3):
+        with store.transaction(write=False) as tx:
+            assert tx.one(READ, {"x": "a"})["n"] == 0
+        with store.transaction(pipeline=True) as tx:
+            counted = tx.later(READ, {"x": "a"})
+        assert counted.all()[0]["n"] == 0
