@@ -7,6 +7,8 @@ process sleep through the gaps between them, 100 ms at a time, for as long as th
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 import time
@@ -54,6 +56,21 @@ def test_a_write_waits_for_at_most_the_transaction_another_process_holds(tmp_pat
     # commit); with SQLite's busy handler alone, dozens each, or the whole busy timeout
     assert sum(passed) <= 2 * len(passed), passed
     assert total > sum(passed)  # it did write all along
+
+
+def test_the_turns_file_takes_the_database_files_permissions(tmp_path):
+    # as SQLite's own -wal and -shm do: a group that may write the database may take turns
+    path = tmp_path / "shared.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    try:
+        with store.transaction(write=False) as tx:
+            tx.one("SELECT 1 AS one")  # the file is made, no write yet
+        os.chmod(path, 0o660)
+        with store.transaction() as tx:
+            tx.execute("CREATE TABLE t (x INTEGER)")
+    finally:
+        store.close()
+    assert stat.S_IMODE(os.stat(f"{path}-turns").st_mode) == 0o660
 
 
 def count(store: SQLiteStore) -> int:

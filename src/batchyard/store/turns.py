@@ -39,10 +39,7 @@ YIELD_AT_MOST = 0.1  # how long a taker lets a waiting process go first, each ti
 
 class WriterTurns:
     def __init__(self, database: str) -> None:
-        try:
-            self._fd: int | None = os.open(f"{database}-turns", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            self._fd = None
+        self._fd = _open_beside(database)
         self._next_look = 0.0
 
     def take(self, attempt: Callable[[], T], timeout: float) -> T:
@@ -117,6 +114,25 @@ class WriterTurns:
         except OSError:
             return False
         return True
+
+
+def _open_beside(database: str) -> int | None:
+    """The turns file of `database`, made if missing with the database file's permissions
+    and, by root, its owner - as SQLite makes ``-wal`` and ``-shm``: whoever may write the
+    database (a service's user, an operator's CLI in its group) may take turns at it."""
+    try:
+        fd = os.open(f"{database}-turns", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None
+    try:
+        made, model = os.fstat(fd), os.stat(database)
+        if made.st_uid == os.geteuid() and made.st_mode & 0o777 != model.st_mode & 0o777:
+            os.fchmod(fd, model.st_mode & 0o777)
+        if os.geteuid() == 0 and (made.st_uid, made.st_gid) != (model.st_uid, model.st_gid):
+            os.fchown(fd, model.st_uid, model.st_gid)
+    except OSError:
+        pass  # it still serves this process
+    return fd
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
