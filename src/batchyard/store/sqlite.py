@@ -148,6 +148,7 @@ class SQLiteStore(Store):
             conn = self._open()
             try:
                 # it waits for the writer in `_turns`, where other processes see it wait
+                # (set here, not at connect: `_open`'s PRAGMAs may have to wait in SQLite)
                 conn.execute("PRAGMA busy_timeout=0")
             except sqlite3.Error as exc:
                 conn.close()

@@ -5,8 +5,8 @@ done (`SQLiteStore._writer`). Between processes SQLite has only its busy handler
 that finds the writer taken sleeps and tries again after 1, 2, 5 ... ms, then every 100 ms.
 Against a process that writes back to back - a worker draining, a transactional iterator
 whose handler runs inside its transaction - the writer is free for some microseconds between
-two transactions, and the process that waits sleeps through the gaps: a single write from an
-application process waited 0.8 s behind a worker's iterator.
+two transactions, and the process that waits sleeps through the gaps: a single add from an
+application process waited 2-6 s behind a worker's transactional iterator (`bench/turns.py`).
 
 So a process that waits says so, and a process about to take the writer lets it go first:
 
